@@ -1,0 +1,109 @@
+"""Thread-count configuration.
+
+The process-wide default comes from ``CKBN_NUM_THREADS``, then
+``OMP_NUM_THREADS``, then the number of CPUs this process may run on.
+:func:`set_num_threads` changes it; :func:`num_threads` overrides it for a
+block of code in the calling thread (and in asyncio tasks started inside it),
+through a context variable.  The kernels always receive an explicit positive
+thread count: ckbn never changes OpenMP's global state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import operator
+import os
+
+__all__ = ["set_num_threads", "get_num_threads", "num_threads"]
+
+_override = contextvars.ContextVar("ckbn_num_threads", default=None)
+_default = None
+
+
+def _cpu_count():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _check_threads(n, source):
+    """Validate a thread count given by the user; return it as an int."""
+    if isinstance(n, bool):
+        raise TypeError(f"{source} must be a positive int, got {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{source} must be a positive int, got {n!r}") from None
+    if n < 1:
+        raise ValueError(f"{source} must be a positive int, got {n!r}")
+    return n
+
+
+def _env_default():
+    for var in ("CKBN_NUM_THREADS", "OMP_NUM_THREADS"):
+        raw = os.environ.get(var, "").strip()
+        if not raw:
+            continue
+        # OMP_NUM_THREADS may be a list ("4,2") for nested levels: take the first.
+        first = raw.split(",")[0].strip()
+        try:
+            return _check_threads(int(first), var)
+        except (TypeError, ValueError):
+            raise ValueError(f"{var}={raw!r} is not a positive integer") from None
+    return _cpu_count()
+
+
+def get_num_threads():
+    """Number of OpenMP threads the kernels use in the calling context.
+
+    Returns 1 when ckbn was built without OpenMP.
+    """
+    from ckbn._openmp import openmp_enabled
+
+    if not openmp_enabled():
+        return 1
+    n = _override.get()
+    if n is not None:
+        return n
+    global _default
+    if _default is None:
+        _default = _env_default()
+    return _default
+
+
+def set_num_threads(n):
+    """Set the process-wide default number of threads.
+
+    Parameters
+    ----------
+    n : int
+        A positive thread count.  It is not capped at the number of cores.
+    """
+    global _default
+    _default = _check_threads(n, "n")
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Context manager: use ``n`` threads inside the ``with`` block.
+
+    Examples
+    --------
+    >>> import ckbn
+    >>> with ckbn.num_threads(1):
+    ...     pass
+    """
+    token = _override.set(_check_threads(n, "n"))
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def _resolve_threads(n_threads):
+    """Explicit thread count for a kernel call (``None`` -> current setting)."""
+    if n_threads is None:
+        return get_num_threads()
+    return _check_threads(n_threads, "n_threads")

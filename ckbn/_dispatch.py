@@ -1,0 +1,85 @@
+"""Run-time choice of the compiled kernel module.
+
+The same kernel source is compiled for several instruction sets (see
+``setup.py``): ``ckbn._kernels_base`` (portable baseline), and on x86-64
+``ckbn._kernels_avx2`` (AVX2 + FMA) and ``ckbn._kernels_avx512``
+(AVX-512 F/BW/DQ/VL).  The widest one the CPU supports is used, unless
+``CKBN_KERNELS`` names one (``base``, ``avx2``, ``avx512`` or ``numpy``,
+the pure-NumPy twin, for debugging).
+"""
+
+import importlib
+import os
+
+__all__ = ["kernels", "kernel_name", "available_kernels"]
+
+_ORDER = ("avx512", "avx2", "base")
+_REQUIRES = {
+    "avx512": ("AVX512F", "AVX512BW", "AVX512DQ", "AVX512VL", "AVX2", "FMA3"),
+    "avx2": ("AVX2", "FMA3"),
+    "base": (),
+}
+_chosen = None
+
+
+def _cpu_features():
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__
+    except ImportError:  # pragma: no cover - numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__
+    return __cpu_features__
+
+
+def _supported(name):
+    feats = _cpu_features()
+    return all(feats.get(f, False) for f in _REQUIRES[name])
+
+
+def _load(name):
+    if name == "numpy":
+        return importlib.import_module("ckbn._kernels_numpy")
+    return importlib.import_module(f"ckbn._kernels_{name}")
+
+
+def available_kernels():
+    """Names of the compiled kernel variants that import and run on this CPU."""
+    names = []
+    for name in _ORDER:
+        if not _supported(name):
+            continue
+        try:
+            _load(name)
+        except ImportError:
+            continue
+        names.append(name)
+    return names
+
+
+def kernel_name():
+    """Name of the kernel module in use."""
+    kernels()
+    return _chosen[0]
+
+
+def kernels():
+    """The kernel module in use (chosen once per process)."""
+    global _chosen
+    if _chosen is not None:
+        return _chosen[1]
+    forced = os.environ.get("CKBN_KERNELS", "").strip().lower()
+    if forced:
+        if forced not in _REQUIRES and forced != "numpy":
+            raise ValueError(
+                f"CKBN_KERNELS={forced!r} is not one of 'avx512', 'avx2', 'base', 'numpy'"
+            )
+        if forced != "numpy" and not _supported(forced):
+            raise RuntimeError(f"CKBN_KERNELS={forced!r}: this CPU lacks {_REQUIRES[forced]}")
+        _chosen = (forced, _load(forced))
+        return _chosen[1]
+    for name in available_kernels():
+        _chosen = (name, _load(name))
+        return _chosen[1]
+    raise ImportError(
+        "no compiled ckbn kernel module could be imported; reinstall ckbn "
+        "(pip install .) or set CKBN_KERNELS=numpy for the slow NumPy twin"
+    )

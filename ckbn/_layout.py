@@ -1,0 +1,133 @@
+"""Canonical 4-D layout shared by every kernel.
+
+Any array and any set of *channel* axes (the axes that keep one statistic
+each) is described as a C-contiguous block of shape ``(P, G, R, C)``:
+
+* statistics are kept per ``(g, c)``, that is ``G * C`` channels;
+* they are reduced over ``P`` and ``R``.
+
+The common layouts map onto it with no copy:
+
+=====================  ===================  ==========================
+input                  channel axes         ``(P, G, R, C)``
+=====================  ===================  ==========================
+``(N, C)``             ``[1]``              ``(N, 1, 1, C)``
+NHWC ``(N, H, W, C)``  ``[3]``              ``(N*H*W, 1, 1, C)``
+NCHW ``(N, C, H, W)``  ``[1]``              ``(N, C, H*W, 1)``
+ghost NHWC             ``[1, 4]`` of        ``(vbs, G, H*W, C)``
+                       ``(vbs, G, H, W, C)``
+=====================  ===================  ==========================
+
+Channel axes that form more than two separate runs (or two runs followed by
+reduced axes) are first moved to the end with one transposing copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+
+import numpy as np
+
+__all__ = ["Layout", "make_layout"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an array of ``shape`` maps onto the ``(P, G, R, C)`` form.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        Shape of the user's array.
+    channel_axes : tuple of int
+        Sorted, non-negative channel axes.
+    dims : tuple of int
+        ``(P, G, R, C)``.
+    perm : tuple of int or None
+        Axis permutation applied before viewing as ``dims`` (a copy), or None
+        when the array is viewed as it is.
+    """
+
+    shape: tuple
+    channel_axes: tuple
+    dims: tuple
+    perm: tuple | None
+
+    @property
+    def channel_shape(self):
+        """Shape of one statistic array: the sizes of the channel axes."""
+        return tuple(self.shape[a] for a in self.channel_axes)
+
+    @property
+    def n_channels(self):
+        return self.dims[1] * self.dims[3]
+
+    @property
+    def count(self):
+        """Number of elements reduced into each statistic."""
+        return self.dims[0] * self.dims[2]
+
+    @property
+    def keepdims_shape(self):
+        """Shape of a statistic broadcastable against the input."""
+        return tuple(
+            n if i in self.channel_axes else 1 for i, n in enumerate(self.shape)
+        )
+
+    def to_canonical(self, x):
+        """Return ``x`` as a flat C-contiguous array in canonical order.
+
+        No copy is made when ``x`` is already C-contiguous and ``perm`` is None.
+        """
+        if self.perm is not None:
+            x = np.transpose(x, self.perm)
+        return np.ascontiguousarray(x).reshape(-1)
+
+    def from_canonical(self, flat):
+        """Inverse of :meth:`to_canonical` for an output array (a view if possible)."""
+        if self.perm is None:
+            return flat.reshape(self.shape)
+        moved = tuple(self.shape[a] for a in self.perm)
+        inverse = np.argsort(self.perm)
+        return np.transpose(flat.reshape(moved), inverse)
+
+
+def _runs(axes):
+    """Split sorted axes into runs of consecutive integers."""
+    runs = []
+    for a in axes:
+        if runs and runs[-1][-1] == a - 1:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    return runs
+
+
+def make_layout(shape, channel_axes):
+    """Map ``shape`` with ``channel_axes`` (sorted, non-negative, unique) to a Layout."""
+    shape = tuple(int(n) for n in shape)
+    axes = tuple(channel_axes)
+    ndim = len(shape)
+    runs = _runs(axes)
+
+    def size(lo, hi):
+        return prod(shape[lo:hi])
+
+    if not runs:  # no channel axis: one statistic over everything
+        return Layout(shape, axes, (size(0, ndim), 1, 1, 1), None)
+    if len(runs) == 1:
+        lo, hi = runs[0][0], runs[0][-1] + 1
+        if hi == ndim:  # channels last: rows of C
+            return Layout(shape, axes, (size(0, lo), 1, 1, size(lo, hi)), None)
+        return Layout(shape, axes, (size(0, lo), size(lo, hi), size(hi, ndim), 1), None)
+    if len(runs) == 2 and runs[1][-1] == ndim - 1:
+        lo1, hi1 = runs[0][0], runs[0][-1] + 1
+        lo2 = runs[1][0]
+        dims = (size(0, lo1), size(lo1, hi1), size(hi1, lo2), size(lo2, ndim))
+        return Layout(shape, axes, dims, None)
+    # General case: move every channel axis to the end (one copy).
+    reduced = tuple(i for i in range(ndim) if i not in axes)
+    perm = reduced + axes
+    dims = (prod(shape[i] for i in reduced), 1, 1, prod(shape[i] for i in axes))
+    return Layout(shape, axes, dims, perm)

@@ -1,0 +1,314 @@
+"""Low-level batch-normalization ops on NumPy arrays, mirroring ``tf.nn``.
+
+All four run on the compiled OpenMP kernels, accumulate in float64, release
+the GIL, and give results that do not depend on the number of threads.
+
+Channel axes
+------------
+``fused_batch_norm`` and ``fused_batch_norm_grad`` keep one statistic per
+*channel*.  ``data_format`` names the channel position at any rank >= 2:
+channels last (``"NHWC"``, ``"NC"``, ``"NDHWC"``, ...) or channels first
+(``"NCHW"``, ``"NCDHW"``, ...).  ``axis`` (an int or a list of ints)
+overrides it and may name several axes, as multi-axis and ghost batch
+normalization need; the statistics then have the shape of those axes.
+
+Dtypes
+------
+float16, float32 and float64 inputs are accepted.  float16 data is computed
+in float32 and the result cast back; statistics of float16 data are float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ckbn import _ops
+from ckbn._layout import make_layout
+from ckbn._validation import (
+    channel_axes_from_format,
+    check_channel_param,
+    check_epsilon,
+    check_float_array,
+    check_nonempty,
+    check_out,
+    normalize_axes,
+)
+
+__all__ = [
+    "moments",
+    "batch_normalization",
+    "fused_batch_norm",
+    "fused_batch_norm_grad",
+]
+
+
+def _stat_dtype(x):
+    return np.float32 if x.dtype == np.float16 else x.dtype
+
+
+def _check_bool(value, name):
+    if isinstance(value, (bool, np.bool_)) or value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def moments(x, axes, keepdims=False):
+    """Mean and biased variance of ``x`` over ``axes``.
+
+    Parameters
+    ----------
+    x : array_like of float16, float32 or float64
+    axes : int or list of int
+        Axes to reduce (negative values count from the end).
+    keepdims : bool, default False
+        Keep the reduced axes with length 1.
+
+    Returns
+    -------
+    mean, variance : ndarray
+        Of ``x``'s dtype.  The variance divides by the number of reduced
+        elements (no Bessel correction), like ``tf.nn.moments``.
+
+    Examples
+    --------
+    >>> import numpy as np, ckbn
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]], dtype=np.float32)
+    >>> mean, var = ckbn.nn.moments(x, axes=[0])
+    >>> mean.tolist(), var.tolist()
+    ([2.0, 4.0], [1.0, 4.0])
+    """
+    x = check_float_array(x, "x")
+    check_nonempty(x, "x")
+    reduced = normalize_axes(axes, x.ndim, "axes") if x.ndim else ()
+    channel = tuple(i for i in range(x.ndim) if i not in reduced)
+    layout = make_layout(x.shape, channel)
+    mean, var = _ops.stats(x, layout)
+    shape = layout.keepdims_shape if keepdims else layout.channel_shape
+    return (mean.reshape(shape).astype(x.dtype, copy=False),
+            var.reshape(shape).astype(x.dtype, copy=False))
+
+
+def _as_param(p, name, ndim):
+    if p is None:
+        return None
+    arr = np.asarray(p)
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise TypeError(f"{name} must be a real float array, got dtype {arr.dtype}")
+    if arr.ndim > ndim:
+        raise ValueError(f"{name} of shape {arr.shape} has more dimensions than x ({ndim})")
+    return arr.astype(np.float64, copy=False).reshape((1,) * (ndim - arr.ndim) + arr.shape)
+
+
+def batch_normalization(x, mean, variance, offset, scale, variance_epsilon, out=None):
+    """``(x - mean) / sqrt(variance + variance_epsilon) * scale + offset``.
+
+    Like ``tf.nn.batch_normalization``, the statistics and parameters broadcast
+    against ``x`` and the result is computed as ``x * inv + (offset - mean *
+    inv)`` with ``inv = scale / sqrt(variance + variance_epsilon)``.
+
+    Parameters
+    ----------
+    x : array_like of float16, float32 or float64
+    mean, variance : array_like
+        Broadcastable to ``x``.
+    offset, scale : array_like or None
+        Broadcastable to ``x``; None means 0 and 1.
+    variance_epsilon : float
+        A non-negative number added to the variance.
+    out : ndarray, optional
+        C-contiguous array of ``x``'s shape and dtype to write into (may be ``x``).
+
+    Returns
+    -------
+    y : ndarray of ``x``'s dtype and shape.
+
+    Examples
+    --------
+    >>> import numpy as np, ckbn
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> ckbn.nn.batch_normalization(x, [2.0, 4.0], [1.0, 4.0], None, None, 0.0).tolist()
+    [[-1.0, -1.0], [1.0, 1.0]]
+    """
+    x = check_float_array(x, "x")
+    eps = check_epsilon(variance_epsilon)
+    if out is not None:
+        check_out(out, x)
+    params = {
+        "mean": _as_param(mean, "mean", x.ndim),
+        "variance": _as_param(variance, "variance", x.ndim),
+        "offset": _as_param(offset, "offset", x.ndim),
+        "scale": _as_param(scale, "scale", x.ndim),
+    }
+    for key in ("mean", "variance"):
+        if params[key] is None:
+            raise TypeError(f"{key} must be an array, got None")
+    try:
+        pshape = np.broadcast_shapes(*(p.shape for p in params.values() if p is not None))
+        np.broadcast_shapes(pshape, x.shape)
+    except ValueError:
+        shapes = {k: v.shape for k, v in params.items() if v is not None}
+        raise ValueError(
+            f"mean, variance, offset and scale do not broadcast against x of shape "
+            f"{x.shape}: {shapes}"
+        ) from None
+    if any(p > n for p, n in zip(pshape, x.shape)):
+        raise ValueError(
+            f"parameters broadcast to shape {pshape}, larger than x's shape {x.shape}"
+        )
+    channel = tuple(i for i, n in enumerate(pshape) if n > 1)
+    layout = make_layout(x.shape, channel)
+    kshape = layout.keepdims_shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / np.sqrt(np.broadcast_to(params["variance"], kshape) + eps)
+        if params["scale"] is not None:
+            inv = inv * params["scale"]
+        b = -np.broadcast_to(params["mean"], kshape) * inv
+        if params["offset"] is not None:
+            b = params["offset"] + b
+    a = np.broadcast_to(inv, kshape).reshape(-1)
+    b = np.broadcast_to(b, kshape).reshape(-1)
+    if x.size == 0:
+        return np.empty_like(x) if out is None else out
+    return _ops.affine(x, layout, a, b, out=out)
+
+
+def _channel_layout(x, data_format, axis):
+    if axis is None:
+        channel = channel_axes_from_format(data_format, x.ndim)
+    else:
+        channel = normalize_axes(axis, x.ndim, "axis")
+    return make_layout(x.shape, channel)
+
+
+def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
+                     data_format="NHWC", is_training=True, axis=None, out=None):
+    """Batch normalization in one call: statistics and normalization.
+
+    Parameters
+    ----------
+    x : array_like of float16, float32 or float64, rank >= 2
+    scale, offset : array_like or None
+        One value per channel (shape of the channel axes, a flat array, or the
+        rank of ``x`` with 1s elsewhere).  None means 1 and 0.
+    mean, variance : array_like, optional
+        Required when ``is_training`` is False: the statistics to normalize
+        with (typically the moving averages).  Ignored in training.
+    epsilon : float, default 0.001
+        Added to the variance.  Not clamped (``tf.nn.fused_batch_norm`` in
+        TF 1.x raised it to 1.001e-5).
+    data_format : str, default "NHWC"
+        Channel position, see the module docstring.
+    is_training : bool, default True
+        Normalize with the batch statistics (True) or with ``mean``/``variance``.
+    axis : int or list of int, optional
+        Channel axes; overrides ``data_format``.
+    out : ndarray, optional
+        C-contiguous array of ``x``'s shape and dtype for ``y`` (may be ``x``).
+
+    Returns
+    -------
+    y : ndarray of ``x``'s shape and dtype
+    batch_mean, batch_var : ndarray, shape of the channel axes
+        In training, the batch mean and the **biased** batch variance (unlike
+        ``tf.nn.fused_batch_norm``, which returns the Bessel-corrected one);
+        in inference, ``mean`` and ``variance`` as given.  float32 for float16
+        data, else ``x``'s dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, ckbn
+    >>> x = np.arange(8, dtype=np.float32).reshape(2, 2, 1, 2)
+    >>> y, m, v = ckbn.nn.fused_batch_norm(x, None, None, epsilon=0.0)
+    >>> m.tolist(), v.tolist()
+    ([3.0, 4.0], [5.0, 5.0])
+    """
+    x = check_float_array(x, "x", min_ndim=2)
+    check_nonempty(x, "x")
+    eps = check_epsilon(epsilon)
+    training = _check_bool(is_training, "is_training")
+    layout = _channel_layout(x, data_format, axis)
+    g = check_channel_param(scale, "scale", layout, 1.0)
+    b = check_channel_param(offset, "offset", layout, 0.0)
+    if out is not None:
+        check_out(out, x)
+    if training:
+        m, v = _ops.stats(x, layout)
+    else:
+        if mean is None or variance is None:
+            raise ValueError("mean and variance are required when is_training=False")
+        m = check_channel_param(mean, "mean", layout, 0.0)
+        v = check_channel_param(variance, "variance", layout, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = g / np.sqrt(v + eps)
+    y = _ops.affine(x, layout, a, b - m * a, out=out)
+    sd = _stat_dtype(x)
+    shape = layout.channel_shape
+    return y, m.reshape(shape).astype(sd), v.reshape(shape).astype(sd)
+
+
+def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
+                          data_format="NHWC", is_training=True, axis=None):
+    """Gradients of :func:`fused_batch_norm` with respect to x, scale and offset.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss with respect to ``y``; ``x``'s shape.
+    x : array_like of float16, float32 or float64
+        The forward input.
+    scale : array_like or None
+        The forward scale (None means 1).
+    batch_mean, batch_var : array_like
+        In training, the statistics returned by :func:`fused_batch_norm`
+        (``batch_var`` is the **biased** variance); in inference, the
+        statistics the forward pass normalized with.
+    epsilon, data_format, is_training, axis
+        As in the forward call.
+
+    Returns
+    -------
+    dx : ndarray of ``x``'s shape and dtype
+    dscale, doffset : ndarray, shape of the channel axes
+        float32 for float16 data, else ``x``'s dtype.
+
+    Notes
+    -----
+    With ``xhat = (x - mean) / sqrt(var + epsilon)`` and N elements per
+    channel, in training::
+
+        doffset = sum(dy)
+        dscale  = sum(dy * xhat)
+        dx      = scale / sqrt(var + epsilon) * (dy - doffset / N - xhat * dscale / N)
+
+    and in inference ``dx = dy * scale / sqrt(var + epsilon)``.
+    """
+    x = check_float_array(x, "x", min_ndim=2)
+    dy = check_float_array(dy, "dy")
+    check_nonempty(x, "x")
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {dy.shape}, expected x's shape {x.shape}")
+    eps = check_epsilon(epsilon)
+    training = _check_bool(is_training, "is_training")
+    layout = _channel_layout(x, data_format, axis)
+    g = check_channel_param(scale, "scale", layout, 1.0)
+    if batch_mean is None or batch_var is None:
+        raise TypeError("batch_mean and batch_var must be arrays, got None")
+    m = check_channel_param(batch_mean, "batch_mean", layout, 0.0)
+    v = check_channel_param(batch_var, "batch_var", layout, 1.0)
+    if dy.dtype != x.dtype:
+        dy = dy.astype(x.dtype)
+    sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / np.sqrt(v + eps)
+        k1 = g * inv
+        if training:
+            n = float(layout.count)
+            k2 = -k1 * inv * inv * sum_dyxc / n
+            k3 = -k1 * sum_dy / n - k2 * m
+            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3)
+        else:
+            dx = _ops.affine(dy, layout, k1, np.zeros_like(k1))
+        dscale = sum_dyxc * inv
+    sd = _stat_dtype(x)
+    shape = layout.channel_shape
+    return dx, dscale.reshape(shape).astype(sd), sum_dy.reshape(shape).astype(sd)

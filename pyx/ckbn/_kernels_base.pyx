@@ -1,0 +1,5 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""Batch-normalization kernels compiled for the 'base' instruction set."""
+
+include "_kernels.pxi"
