@@ -148,7 +148,7 @@ class BuildExt(build_ext):
             COMPILER = {" ".join(getattr(compiler, "compiler_so", []) or [compiler.compiler_type])!r}
             """
         )
-        for path in {cfg, inplace} if self.inplace else {cfg}:
+        for path in (cfg, inplace):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(info)

@@ -1,0 +1,126 @@
+"""Thread-count invariance, concurrency and the thread configuration API."""
+
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import ckbn
+
+SHAPES = [((16, 12, 12, 24), "NHWC"), ((16, 24, 12, 12), "NCHW"), ((5000, 33), "NC"),
+          ((2, 3, 70001), "NCHW")]
+
+
+def _run_all(x, fmt):
+    y, m, v = ckbn.nn.fused_batch_norm(x, None, None, data_format=fmt)
+    dy = np.cos(x)
+    dx, ds, do = ckbn.nn.fused_batch_norm_grad(dy, x, None, m, v, data_format=fmt)
+    return y, m, v, dx, ds, do
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,fmt", SHAPES)
+def test_bitwise_identical_for_any_thread_count(shape, fmt, dtype):
+    x = (np.random.default_rng(0).standard_normal(shape) * 3 + 1).astype(dtype)
+    results = []
+    for n in (1, 2, 3, 4, 7, 16):
+        with ckbn.num_threads(n):
+            results.append(_run_all(x, fmt))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+
+
+def test_concurrent_calls_from_python_threads():
+    rng = np.random.default_rng(1)
+    inputs = [(rng.standard_normal((32, 10, 10, 16)) + i).astype(np.float32) for i in range(8)]
+    expected = [_run_all(x, "NHWC") for x in inputs]
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(20):
+                got = _run_all(inputs[i], "NHWC")
+                for a, b in zip(got, expected[i]):
+                    if a.tobytes() != b.tobytes():
+                        errors.append(i)
+                        return
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_kernels_release_the_gil():
+    """A Python thread makes progress while another runs a long kernel call."""
+    x = np.random.default_rng(2).standard_normal((64, 64, 64, 32)).astype(np.float32)
+    ticks = []
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            ticks.append(1)
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        with ckbn.num_threads(1):
+            for _ in range(3):
+                ckbn.nn.fused_batch_norm(x, None, None)
+    finally:
+        done.set()
+        t.join()
+    assert len(ticks) > 100
+
+
+def test_num_threads_context_and_setter():
+    if not ckbn.openmp_enabled():
+        pytest.skip("built without OpenMP: always one thread")
+    before = ckbn.get_num_threads()
+    with ckbn.num_threads(3):
+        assert ckbn.get_num_threads() == 3
+        with ckbn.num_threads(1):
+            assert ckbn.get_num_threads() == 1
+        assert ckbn.get_num_threads() == 3
+    assert ckbn.get_num_threads() == before
+    try:
+        ckbn.set_num_threads(5)
+        assert ckbn.get_num_threads() == 5
+    finally:
+        ckbn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "2", None, True])
+def test_bad_thread_counts(bad):
+    with pytest.raises((TypeError, ValueError), match="n"):
+        ckbn.set_num_threads(bad)
+    with pytest.raises((TypeError, ValueError)):
+        with ckbn.num_threads(bad):
+            pass
+
+
+def _threads_in_subprocess(env):
+    code = "import ckbn; print(ckbn.get_num_threads())"
+    full = {k: v for k, v in os.environ.items() if k not in ("CKBN_NUM_THREADS", "OMP_NUM_THREADS")}
+    full.update(env)
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    return out
+
+
+def test_environment_variables():
+    if not ckbn.openmp_enabled():
+        pytest.skip("built without OpenMP")
+    assert _threads_in_subprocess({"CKBN_NUM_THREADS": "3"}).stdout.strip() == "3"
+    assert _threads_in_subprocess({"OMP_NUM_THREADS": "5"}).stdout.strip() == "5"
+    both = {"CKBN_NUM_THREADS": "2", "OMP_NUM_THREADS": "6"}
+    assert _threads_in_subprocess(both).stdout.strip() == "2"
+    bad = _threads_in_subprocess({"CKBN_NUM_THREADS": "zero"})
+    assert bad.returncode != 0 and "CKBN_NUM_THREADS" in bad.stderr
