@@ -55,19 +55,24 @@ def _env_default():
     return _cpu_count()
 
 
+_has_openmp = None
+
+
 def get_num_threads():
     """Number of OpenMP threads the kernels use in the calling context.
 
     Returns 1 when ckbn was built without OpenMP.
     """
-    from ckbn._openmp import openmp_enabled
+    global _default, _has_openmp
+    if _has_openmp is None:
+        from ckbn._openmp import openmp_enabled
 
-    if not openmp_enabled():
+        _has_openmp = openmp_enabled()
+    if not _has_openmp:
         return 1
     n = _override.get()
     if n is not None:
         return n
-    global _default
     if _default is None:
         _default = _env_default()
     return _default

@@ -24,7 +24,8 @@ reduced axes) are first moved to the end with one transposing copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from math import prod
 
 import numpy as np
@@ -53,27 +54,23 @@ class Layout:
     channel_axes: tuple
     dims: tuple
     perm: tuple | None
+    #: Shape of one statistic array: the sizes of the channel axes.
+    channel_shape: tuple = field(init=False)
+    #: Number of statistics, ``G * C``.
+    n_channels: int = field(init=False)
+    #: Number of elements reduced into each statistic, ``P * R``.
+    count: int = field(init=False)
+    #: Shape of a statistic broadcastable against the input.
+    keepdims_shape: tuple = field(init=False)
 
-    @property
-    def channel_shape(self):
-        """Shape of one statistic array: the sizes of the channel axes."""
-        return tuple(self.shape[a] for a in self.channel_axes)
-
-    @property
-    def n_channels(self):
-        return self.dims[1] * self.dims[3]
-
-    @property
-    def count(self):
-        """Number of elements reduced into each statistic."""
-        return self.dims[0] * self.dims[2]
-
-    @property
-    def keepdims_shape(self):
-        """Shape of a statistic broadcastable against the input."""
-        return tuple(
-            n if i in self.channel_axes else 1 for i, n in enumerate(self.shape)
-        )
+    def __post_init__(self):
+        # Derived once: layouts are cached and reused on every call.
+        set_ = object.__setattr__
+        set_(self, "channel_shape", tuple(self.shape[a] for a in self.channel_axes))
+        set_(self, "n_channels", self.dims[1] * self.dims[3])
+        set_(self, "count", self.dims[0] * self.dims[2])
+        set_(self, "keepdims_shape", tuple(
+            n if i in self.channel_axes else 1 for i, n in enumerate(self.shape)))
 
     def to_canonical(self, x):
         """Return ``x`` as a flat C-contiguous array in canonical order.
@@ -82,6 +79,8 @@ class Layout:
         """
         if self.perm is not None:
             x = np.transpose(x, self.perm)
+        elif x.flags.c_contiguous:
+            return x.reshape(-1)
         return np.ascontiguousarray(x).reshape(-1)
 
     def from_canonical(self, flat):
@@ -105,9 +104,15 @@ def _runs(axes):
 
 
 def make_layout(shape, channel_axes):
-    """Map ``shape`` with ``channel_axes`` (sorted, non-negative, unique) to a Layout."""
-    shape = tuple(int(n) for n in shape)
-    axes = tuple(channel_axes)
+    """Map ``shape`` with ``channel_axes`` (sorted, non-negative, unique) to a Layout.
+
+    Layouts are cached: the same shape and axes give the same object.
+    """
+    return _make_layout(tuple(int(n) for n in shape), tuple(channel_axes))
+
+
+@lru_cache(maxsize=1024)
+def _make_layout(shape, axes):
     ndim = len(shape)
     runs = _runs(axes)
 

@@ -11,10 +11,10 @@ These four operations are everything the public ops and the layers need:
 Per-channel arrays are float64 and flat, of length ``layout.n_channels``, in
 the order of ``layout.channel_shape``.  Inputs must already be validated:
 float16, float32 or float64 arrays of ``layout.shape``.  float16 data is
-processed in float32 and the result cast back.
+processed in float32 (one converted copy) and the result cast back.
 
-Every function runs on the compiled kernels with ``n_threads`` OpenMP threads;
-results do not depend on ``n_threads``.
+Every function runs on the compiled kernels with ``n_threads`` OpenMP threads
+(default: :func:`ckbn.get_num_threads`); results do not depend on it.
 """
 
 from __future__ import annotations
@@ -26,22 +26,24 @@ from ckbn._dispatch import kernels
 
 __all__ = ["stats", "affine", "grad_sums", "grad_dx"]
 
+_f16 = np.dtype(np.float16)
+_f64 = np.float64
+
 
 def _work_array(x, layout):
     """Flat canonical array in a dtype the kernels take (float32/float64)."""
-    if x.dtype == np.float16:
+    if x.dtype == _f16:
         x = x.astype(np.float32)
     return layout.to_canonical(x)
 
 
+def _coef(c, dtype):
+    """Per-channel coefficients as a contiguous array of the data type."""
+    return np.ascontiguousarray(c, dtype=dtype)
+
+
 def stats(x, layout, n_threads=None):
     """Mean and biased variance of ``x`` per channel.
-
-    Parameters
-    ----------
-    x : ndarray of shape ``layout.shape``
-    layout : Layout
-    n_threads : int or None
 
     Returns
     -------
@@ -49,23 +51,21 @@ def stats(x, layout, n_threads=None):
     """
     xf = _work_array(x, layout)
     P, G, R, C = layout.dims
-    mean = np.empty(G * C, dtype=np.float64)
-    var = np.empty(G * C, dtype=np.float64)
+    mean = np.empty(G * C, dtype=_f64)
+    var = np.empty(G * C, dtype=_f64)
     kernels().bn_stats(xf, P, G, R, C, mean, var, _resolve_threads(n_threads))
     return mean, var
 
 
-def _prepare_out(out, x, layout):
-    """Return (flat buffer the kernel writes, array to return, copy-back flag)."""
-    work_dtype = np.float32 if x.dtype == np.float16 else x.dtype
-    if out is not None and layout.perm is None and out.dtype == work_dtype:
-        return out.reshape(-1), out, False
-    flat = np.empty(x.size, dtype=work_dtype)
-    return flat, out, True
+def _out_buffer(out, x, wdtype, layout):
+    """Flat buffer the kernel writes, and whether it must be copied out after."""
+    if out is not None and layout.perm is None and out.dtype == wdtype:
+        return out.reshape(-1), False
+    return np.empty(x.size, dtype=wdtype), True
 
 
-def _finish_out(flat, out, layout, dtype):
-    res = layout.from_canonical(flat)
+def _finish(buf, out, layout, dtype):
+    res = layout.from_canonical(buf)
     if out is None:
         return res.astype(dtype, copy=False)
     np.copyto(out, res, casting="same_kind")
@@ -75,21 +75,18 @@ def _finish_out(flat, out, layout, dtype):
 def affine(x, layout, a, b, out=None, n_threads=None):
     """``y = x * a[ch] + b[ch]`` in the input's precision.
 
-    ``a`` and ``b`` are float64 per-channel coefficients; they are rounded once
-    to the data type.  ``out``, when given, is a validated C-contiguous array of
-    ``x``'s shape and dtype.
+    ``a`` and ``b`` are float64 per-channel coefficients, rounded once to the
+    data type.  ``out``, when given, is a validated C-contiguous array of
+    ``x``'s shape and dtype (it may be ``x``).
     """
     xf = _work_array(x, layout)
     P, G, R, C = layout.dims
-    buf, out, copy_back = _prepare_out(out, x, layout)
-    kernels().bn_affine(
-        xf, P, G, R, C,
-        np.ascontiguousarray(a, dtype=xf.dtype), np.ascontiguousarray(b, dtype=xf.dtype),
-        buf, _resolve_threads(n_threads),
-    )
+    buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
+    kernels().bn_affine(xf, P, G, R, C, _coef(a, xf.dtype), _coef(b, xf.dtype), buf,
+                        _resolve_threads(n_threads))
     if not copy_back:
         return out
-    return _finish_out(buf, out, layout, x.dtype)
+    return _finish(buf, out, layout, x.dtype)
 
 
 def grad_sums(dy, x, layout, mean, n_threads=None):
@@ -97,28 +94,22 @@ def grad_sums(dy, x, layout, mean, n_threads=None):
     xf = _work_array(x, layout)
     dyf = _work_array(dy, layout).astype(xf.dtype, copy=False)
     P, G, R, C = layout.dims
-    sum_dy = np.empty(G * C, dtype=np.float64)
-    sum_dyxc = np.empty(G * C, dtype=np.float64)
-    kernels().bn_grad_sums(
-        dyf, xf, P, G, R, C, np.ascontiguousarray(mean, dtype=np.float64),
-        sum_dy, sum_dyxc, _resolve_threads(n_threads),
-    )
+    sum_dy = np.empty(G * C, dtype=_f64)
+    sum_dyxc = np.empty(G * C, dtype=_f64)
+    kernels().bn_grad_sums(dyf, xf, P, G, R, C, _coef(mean, _f64), sum_dy, sum_dyxc,
+                           _resolve_threads(n_threads))
     return sum_dy, sum_dyxc
 
 
 def grad_dx(dy, x, layout, k1, k2, k3, out=None, n_threads=None):
-    """``dx = dy * k1[ch] + x * k2[ch] + k3[ch]`` in the input's precision."""
+    """``dx = dy * k1[ch] + (x * k2[ch] + k3[ch])`` in the input's precision."""
     xf = _work_array(x, layout)
     dyf = _work_array(dy, layout).astype(xf.dtype, copy=False)
     P, G, R, C = layout.dims
-    buf, out, copy_back = _prepare_out(out, x, layout)
-    kernels().bn_grad_dx(
-        dyf, xf, P, G, R, C,
-        np.ascontiguousarray(k1, dtype=xf.dtype),
-        np.ascontiguousarray(k2, dtype=xf.dtype),
-        np.ascontiguousarray(k3, dtype=xf.dtype),
-        buf, _resolve_threads(n_threads),
-    )
+    buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
+    dt = xf.dtype
+    kernels().bn_grad_dx(dyf, xf, P, G, R, C, _coef(k1, dt), _coef(k2, dt), _coef(k3, dt),
+                         buf, _resolve_threads(n_threads))
     if not copy_back:
         return out
-    return _finish_out(buf, out, layout, x.dtype)
+    return _finish(buf, out, layout, x.dtype)

@@ -25,6 +25,8 @@ def check_float_array(x, name, min_ndim=0):
     ValueError
         For fewer than ``min_ndim`` dimensions.
     """
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES and x.ndim >= min_ndim:
+        return x  # the common case, kept cheap
     if x is None:
         raise TypeError(f"{name} must be a float array, got None")
     if not isinstance(x, np.ndarray):
@@ -71,8 +73,19 @@ def normalize_axes(axes, ndim, name="axis"):
     return tuple(sorted(out))
 
 
+_FORMAT_CACHE = {}
+
+
 def channel_axes_from_format(data_format, ndim):
     """Channel axis named by ``data_format`` ('NHWC', 'NC', 'NCHW', 'NCDHW', ...)."""
+    key = (data_format, ndim)
+    hit = _FORMAT_CACHE.get(key) if isinstance(data_format, str) else None
+    if hit is None:
+        hit = _FORMAT_CACHE[key] = _channel_axes_from_format(data_format, ndim)
+    return hit
+
+
+def _channel_axes_from_format(data_format, ndim):
     if not isinstance(data_format, str):
         raise TypeError(f"data_format must be a string, got {data_format!r}")
     fmt = data_format.upper()
@@ -91,6 +104,8 @@ def channel_axes_from_format(data_format, ndim):
 
 
 def check_epsilon(epsilon):
+    if type(epsilon) is float and 0.0 <= epsilon < math.inf:
+        return epsilon
     if isinstance(epsilon, bool) or not isinstance(epsilon, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"epsilon must be a non-negative float, got {epsilon!r}")
     eps = float(epsilon)
@@ -109,6 +124,8 @@ def check_channel_param(p, name, layout, default):
     n = layout.n_channels
     if p is None:
         return np.full(n, default, dtype=np.float64)
+    if type(p) is np.ndarray and p.shape == layout.channel_shape and p.dtype.kind == "f":
+        return p.astype(np.float64).reshape(-1)  # the common case, kept cheap
     arr = np.asarray(p)
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
         raise TypeError(f"{name} must be a real float array, got dtype {arr.dtype}")

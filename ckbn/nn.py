@@ -172,6 +172,14 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon, out=
     return _ops.affine(x, layout, a, b, out=out)
 
 
+def _scale_by_invstd(g, v, eps):
+    """``g / sqrt(v + eps)``; warnings only matter for zero or negative input."""
+    if eps > 0.0 and not (v < 0.0).any():
+        return g / np.sqrt(v + eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return g / np.sqrt(v + eps)
+
+
 def _channel_layout(x, data_format, axis):
     if axis is None:
         channel = channel_axes_from_format(data_format, x.ndim)
@@ -238,12 +246,11 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
             raise ValueError("mean and variance are required when is_training=False")
         m = check_channel_param(mean, "mean", layout, 0.0)
         v = check_channel_param(variance, "variance", layout, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = g / np.sqrt(v + eps)
+    a = _scale_by_invstd(g, v, eps)
     y = _ops.affine(x, layout, a, b - m * a, out=out)
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    return y, m.reshape(shape).astype(sd), v.reshape(shape).astype(sd)
+    return y, m.astype(sd).reshape(shape), v.astype(sd).reshape(shape)
 
 
 def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,

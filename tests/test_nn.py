@@ -31,6 +31,9 @@ CASES = [
     ((2, 5, 5, 17), [3]),         # 17 channels: not a multiple of vector width
     ((3, 41000), [0]),            # long rows split into several units
     ((2, 2, 70001), [1]),         # long planes split into several units
+    ((70, 1030), [1]),            # wide rows: channel tiles, last one partial
+    ((3, 2, 5, 700), [1, 3]),     # channel tiles with several groups
+    ((9, 2, 600), [2]),           # 600 channels, rows not a multiple of 8
 ]
 
 
@@ -298,7 +301,8 @@ def test_nan_and_inf_propagate():
 
 @pytest.mark.parametrize("variant", available_kernels())
 @pytest.mark.parametrize("dims", [(1, 1, 1, 1), (7, 1, 1, 5), (3, 4, 37, 1), (2, 3, 5, 7),
-                                  (1, 1, 40000, 1), (300, 1, 1, 130), (2, 2, 9000, 3)])
+                                  (1, 1, 40000, 1), (300, 1, 1, 130), (2, 2, 9000, 3),
+                                  (10, 2, 3, 1030), (70, 1, 1, 513)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_match_numpy_twin(variant, dims, dtype):
     import importlib

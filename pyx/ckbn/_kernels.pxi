@@ -6,21 +6,30 @@
 #
 # Layout: a flat C-contiguous array whose element (p, g, r, c) sits at
 # ((p*G + g)*R + r)*C + c.  Statistics are kept per channel (g, c) and reduced
-# over p and r.  For one (p, g) the R*C elements form a contiguous *segment*
-# that starts at channel 0.  A segment is read as rows of W = C*k elements
-# (k >= 1 chosen so that W >= 16), so that narrow channel counts (C = 1 for
-# NCHW planes, C = 3 for RGB images) still fill vector registers: lane j of a
-# row belongs to channel j % C.
+# over p and r.  For one (p, g) the L = R*C elements form a contiguous
+# *segment* that starts at channel 0.
 #
-# Work is cut into *units* of about UNIT_TARGET elements, from the shape alone
-# (never from the thread count).  Each unit writes its own float64 partial
-# result; partials are merged serially in unit order.  Results are therefore
-# bitwise identical for any number of threads.
+# Rows.  The reductions walk *rows* of W lanes and keep one accumulator per
+# lane.  Two cases:
+#   * narrow channels (C <= TILE_MAX): a segment is read as consecutive rows
+#     of W = C*k lanes (k >= 1 chosen so that W >= MIN_LANES), so that C = 1
+#     (NCHW planes) or C = 3 (RGB) still fill vector registers; lane j belongs
+#     to channel j % C.  The segment's last, shorter row is a *tail*.
+#   * wide channels (C > TILE_MAX): rows are the R*P rows of C channels, cut
+#     into channel tiles of at most TILE_MAX lanes so that the accumulators
+#     stay in L1.
 #
-# Variance: each unit accumulates sums of d = x - K and d*d in float64, with
-# K the unit's first value of each channel, so that E[x^2] - E[x]^2 is never
-# formed on unshifted data; the units' (count, mean, M2) are merged with
-# Chan's formula.
+# Units.  Work is cut into units of about UNIT_TARGET elements from the shape
+# alone (never from the thread count).  A unit covers one channel group g, one
+# channel tile, and a chunk of rows.  It writes its own float64 partial row;
+# partials are merged serially in chunk order.  Results are therefore bitwise
+# identical for any number of threads.
+#
+# Precision.  Each unit accumulates, per lane, sums of d = x - K and d*d, with
+# K the unit's first value of the lane's channel (so E[x^2] - E[x]^2 is never
+# formed on unshifted data).  Blocks of 8 rows are summed in the data type and
+# then added to float64 accumulators; units are merged in float64 with Chan's
+# formula.
 #
 # Every memoryview is flat and C-contiguous; `# IN` views are const.
 
@@ -42,18 +51,24 @@ cdef extern from *:
     #endif
     """
     bint CKBN_HAVE_OPENMP
+    # float64 accumulator rows that alias nothing else: spares the compiler a
+    # run-time alias check before each vectorized row loop.
+    ctypedef double* acc_ptr "double * __restrict__"
 
-# Elements per work unit: large enough to amortize a unit's set-up and its
-# partial row, small enough to split mid-sized inputs across threads.
 cdef enum:
+    # Elements per work unit: large enough to amortize a unit's set-up and its
+    # partial row, small enough to split mid-sized inputs across threads.
     UNIT_TARGET = 32768
-# Below this many elements one thread does everything (thread start-up costs
-# more than it saves).
-cdef enum:
+    # Below this many elements one thread does everything (thread start-up
+    # costs more than it saves on small inputs).
     PARALLEL_MIN = 65536
-# Minimum row width in lanes.
-cdef enum:
-    MIN_WIDTH = 16
+    # Minimum lanes per row in the reductions and in the element-wise passes.
+    MIN_LANES = 64
+    MIN_LANES_EW = 256
+    # Channel tile width for wide rows.
+    TILE_MAX = 512
+    # Rows summed in the data type before adding to float64.
+    BLOCK = 8
 
 
 def openmp_enabled():
@@ -64,167 +79,251 @@ def openmp_enabled():
 cdef struct Units:
     Py_ssize_t P, G, R, C
     Py_ssize_t L         # segment length R*C
-    Py_ssize_t W         # row width in lanes, a multiple of C
-    Py_ssize_t per_seg   # units per segment when a segment is split (else 0)
-    Py_ssize_t seg_len   # elements per split piece (multiple of W), when split
-    Py_ssize_t pc        # segments per unit, when not split
-    Py_ssize_t per_g     # units per channel group g
+    bint tiled          # wide channels: rows of C cut into tiles
+    Py_ssize_t W         # narrow: lanes per row (a multiple of C); tiled: tile width
+    Py_ssize_t n_ct      # channel tiles (1 when narrow)
+    Py_ssize_t n_rc      # row chunks per (g, tile)
+    # narrow, whole segments per unit (split == 0) or pieces of one segment
+    Py_ssize_t split     # pieces per segment, 0 when units hold whole segments
+    Py_ssize_t piece     # elements per piece (a multiple of W) when split
+    Py_ssize_t pc        # segments per unit when not split
+    # tiled
+    Py_ssize_t rpu       # rows per unit
+    Py_ssize_t per_g     # units per channel group: n_ct * n_rc
     Py_ssize_t n_units
 
 
 cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
-                              Py_ssize_t C) noexcept nogil:
+                              Py_ssize_t C, Py_ssize_t min_lanes) noexcept nogil:
     cdef Units u
+    if G == 1:
+        # One channel group: consecutive segments are contiguous, so the whole
+        # array is one segment (rows may then run across the old boundaries).
+        R = P * R
+        P = 1
     u.P = P
     u.G = G
     u.R = R
     u.C = C
     u.L = R * C
-    if C >= MIN_WIDTH:
-        u.W = C
+    u.split = 0
+    u.piece = 0
+    u.pc = 1
+    u.rpu = 1
+    if C > TILE_MAX:
+        u.tiled = True
+        u.W = TILE_MAX
+        u.n_ct = (C + TILE_MAX - 1) // TILE_MAX
+        u.rpu = UNIT_TARGET // TILE_MAX
+        u.n_rc = (P * R + u.rpu - 1) // u.rpu
     else:
-        u.W = C * ((MIN_WIDTH + C - 1) // C)
-    if u.L <= UNIT_TARGET:
-        u.per_seg = 0
-        u.seg_len = u.L
-        u.pc = UNIT_TARGET // u.L if u.L > 0 else 1
-        if u.pc < 1:
-            u.pc = 1
-        u.per_g = (P + u.pc - 1) // u.pc
-    else:
-        u.pc = 1
-        u.seg_len = (UNIT_TARGET // u.W) * u.W
-        if u.seg_len < u.W:
-            u.seg_len = u.W
-        u.per_seg = (u.L + u.seg_len - 1) // u.seg_len
-        u.per_g = P * u.per_seg
+        u.tiled = False
+        u.n_ct = 1
+        u.W = C * ((min_lanes + C - 1) // C) if C < min_lanes else C
+        if u.W > u.L:
+            u.W = u.L   # short segments (e.g. 7x7 planes): one row each
+        if u.L <= UNIT_TARGET:
+            u.pc = UNIT_TARGET // u.L
+            u.n_rc = (P + u.pc - 1) // u.pc
+        else:
+            u.piece = (UNIT_TARGET // u.W) * u.W
+            if u.piece < u.W:
+                u.piece = u.W
+            u.split = (u.L + u.piece - 1) // u.piece
+            u.n_rc = P * u.split
+    u.per_g = u.n_ct * u.n_rc
     u.n_units = G * u.per_g
     return u
 
 
-cdef inline void _unit_bounds(const Units* u, Py_ssize_t k, Py_ssize_t* g,
-                              Py_ssize_t* p0, Py_ssize_t* p1,
-                              Py_ssize_t* l0, Py_ssize_t* l1) noexcept nogil:
-    """Unit k covers segments [p0, p1) of group g, elements [l0, l1) of each."""
-    cdef Py_ssize_t rem, j
-    g[0] = k // u.per_g
-    rem = k % u.per_g
-    if u.per_seg == 0:
-        p0[0] = rem * u.pc
-        p1[0] = p0[0] + u.pc
-        if p1[0] > u.P:
-            p1[0] = u.P
-        l0[0] = 0
-        l1[0] = u.L
-    else:
-        p0[0] = rem // u.per_seg
-        p1[0] = p0[0] + 1
-        j = rem % u.per_seg
-        l0[0] = j * u.seg_len
-        l1[0] = l0[0] + u.seg_len
-        if l1[0] > u.L:
-            l1[0] = u.L
-
-
 cdef inline int _n_threads(const Units* u, int n_threads) noexcept nogil:
-    if u.P * u.G * u.L < PARALLEL_MIN:
+    if u.P * u.G * u.L < PARALLEL_MIN or n_threads < 1:
         return 1
     if n_threads > u.n_units:
         return <int> u.n_units
-    return n_threads if n_threads > 0 else 1
+    return n_threads
+
+
+cdef struct Unit:
+    Py_ssize_t g, rc, c0, c1
+    # narrow: segments [p0, p1), elements [l0, l1) of each
+    Py_ssize_t p0, p1, l0, l1
+    # tiled: rows [q0, q1) of group g (row q = p*R + r)
+    Py_ssize_t q0, q1
+
+
+cdef inline Unit _unit(const Units* u, Py_ssize_t k) noexcept nogil:
+    cdef Unit t
+    cdef Py_ssize_t rem, ct
+    t.p0 = 0
+    t.p1 = 0
+    t.l0 = 0
+    t.l1 = 0
+    t.q0 = 0
+    t.q1 = 0
+    t.g = k // u.per_g
+    rem = k % u.per_g
+    ct = rem // u.n_rc
+    t.rc = rem % u.n_rc
+    t.c0 = ct * u.W if u.tiled else 0
+    t.c1 = t.c0 + u.W if u.tiled else u.C
+    if t.c1 > u.C:
+        t.c1 = u.C
+    if u.tiled:
+        t.q0 = t.rc * u.rpu
+        t.q1 = t.q0 + u.rpu
+        if t.q1 > u.P * u.R:
+            t.q1 = u.P * u.R
+    elif u.split == 0:
+        t.p0 = t.rc * u.pc
+        t.p1 = t.p0 + u.pc
+        if t.p1 > u.P:
+            t.p1 = u.P
+        t.l0 = 0
+        t.l1 = u.L
+    else:
+        t.p0 = t.rc // u.split
+        t.p1 = t.p0 + 1
+        t.l0 = (t.rc % u.split) * u.piece
+        t.l1 = t.l0 + u.piece
+        if t.l1 > u.L:
+            t.l1 = u.L
+    return t
+
+
+cdef inline Py_ssize_t _row_offset(const Units* u, Py_ssize_t g, Py_ssize_t q,
+                                   Py_ssize_t c0) noexcept nogil:
+    """Offset of row q (= p*R + r) of group g, channel c0, in the tiled case."""
+    return ((q // u.R) * u.G + g) * u.L + (q % u.R) * u.C + c0
 
 
 # ---------------------------------------------------------------------------
 # Statistics
 # ---------------------------------------------------------------------------
 
-cdef inline void _acc_moments(const floating* row,          # IN
-                              Py_ssize_t nrows, Py_ssize_t W,
-                              const double* sh,             # IN
-                              double* s1,                   # IN/OUT
-                              double* s2) noexcept nogil:   # IN/OUT
-    """s1[j] += sum_i (row[i, j] - sh[j]); s2[j] += the squares (4 rows at a time)."""
-    cdef Py_ssize_t i = 0, j
-    cdef const floating* r0
-    cdef const floating* r1
-    cdef const floating* r2
-    cdef const floating* r3
-    cdef double d0, d1, d2, d3
-    while i + 4 <= nrows:
-        r0 = row + i * W
-        r1 = r0 + W
-        r2 = r1 + W
-        r3 = r2 + W
-        for j in range(W):
-            d0 = <double> r0[j] - sh[j]
-            d1 = <double> r1[j] - sh[j]
-            d2 = <double> r2[j] - sh[j]
-            d3 = <double> r3[j] - sh[j]
-            s1[j] += (d0 + d1) + (d2 + d3)
-            s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
-        i += 4
-    while i < nrows:
-        r0 = row + i * W
-        for j in range(W):
-            d0 = <double> r0[j] - sh[j]
-            s1[j] += d0
-            s2[j] += d0 * d0
-        i += 1
-
-
-cdef void _stats_unit(const floating* x,        # IN
-                      const Units* u, Py_ssize_t k,
-                      double* buf,              # scratch, 3 * W
-                      double* pmean,            # OUT, row k of (n_units, C)
-                      double* pm2,              # OUT, row k of (n_units, C)
-                      double* pn) noexcept nogil:  # OUT, entry k
-    cdef Py_ssize_t g, p0, p1, l0, l1, p, j, c, nrows, tail, n_el
-    cdef Py_ssize_t W = u.W, C = u.C
-    cdef double* sh = buf
-    cdef double* s1 = buf + W
-    cdef double* s2 = buf + 2 * W
-    cdef const floating* seg
-    cdef double d, n, S1, S2
-    _unit_bounds(u, k, &g, &p0, &p1, &l0, &l1)
-    seg = x + (p0 * u.G + g) * u.L + l0
+cdef inline void _mom8(const floating** r,           # IN  8 rows
+                       Py_ssize_t W,
+                       const floating* sh,           # IN  (W,)
+                       acc_ptr s1, acc_ptr s2) noexcept nogil:  # IN/OUT (W,)
+    cdef Py_ssize_t j
+    cdef floating d0, d1, d2, d3, d4, d5, d6, d7, k
+    cdef const floating* r0 = r[0]
+    cdef const floating* r1 = r[1]
+    cdef const floating* r2 = r[2]
+    cdef const floating* r3 = r[3]
+    cdef const floating* r4 = r[4]
+    cdef const floating* r5 = r[5]
+    cdef const floating* r6 = r[6]
+    cdef const floating* r7 = r[7]
     for j in range(W):
-        sh[j] = <double> seg[j % C]
+        k = sh[j]
+        d0 = r0[j] - k
+        d1 = r1[j] - k
+        d2 = r2[j] - k
+        d3 = r3[j] - k
+        d4 = r4[j] - k
+        d5 = r5[j] - k
+        d6 = r6[j] - k
+        d7 = r7[j] - k
+        s1[j] += <double> (((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7)))
+        s2[j] += <double> (((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3))
+                           + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7)))
+
+
+cdef inline void _mom1(const floating* r0, Py_ssize_t W, const floating* sh,
+                       acc_ptr s1, acc_ptr s2) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double d
+    for j in range(W):
+        d = <double> (r0[j] - sh[j])
+        s1[j] += d
+        s2[j] += d * d
+
+
+cdef void _stats_unit(const floating* x,            # IN
+                      const Units* u, Py_ssize_t k,
+                      floating* sh,                 # scratch (W,)
+                      double* s1, double* s2,       # scratch (W,) each
+                      double* pmean,                # OUT partial table (G*n_rc, C)
+                      double* pm2,                  # OUT partial table (G*n_rc, C)
+                      double* pn) noexcept nogil:   # OUT counts (G*n_rc,)
+    cdef Unit t = _unit(u, k)
+    cdef Py_ssize_t W = u.W if u.tiled else u.W, C = u.C
+    cdef Py_ssize_t j, c, p, q, i, nrows, tail, nb = 0, n_el, row
+    cdef Py_ssize_t width = t.c1 - t.c0
+    cdef const floating* rows[8]
+    cdef const floating* first
+    cdef const floating* base
+    cdef double n, S1, S2, d
+    if u.tiled:
+        W = width
+        first = x + _row_offset(u, t.g, t.q0, t.c0)
+        for j in range(W):
+            sh[j] = first[j]
+    else:
+        first = x + (t.p0 * u.G + t.g) * u.L + t.l0
+        for j in range(W):
+            sh[j] = first[j % C]
+    for j in range(W):
         s1[j] = 0.0
         s2[j] = 0.0
-    n_el = l1 - l0
-    nrows = n_el // W
-    tail = n_el - nrows * W
-    for p in range(p0, p1):
-        seg = x + (p * u.G + g) * u.L + l0
-        _acc_moments(seg, nrows, W, sh, s1, s2)
-        seg = seg + nrows * W
-        for j in range(tail):
-            d = <double> seg[j] - sh[j]
-            s1[j] += d
-            s2[j] += d * d
-    n = <double> ((p1 - p0) * (n_el // C))
-    for c in range(C):
-        S1 = 0.0
-        S2 = 0.0
-        j = c
-        while j < W:
-            S1 += s1[j]
-            S2 += s2[j]
-            j += C
-        pmean[c] = sh[c] + S1 / n
-        d = S2 - S1 * S1 / n
-        pm2[c] = d if d > 0.0 else 0.0 * d   # keeps NaN, drops rounding below 0
-    pn[0] = n
+    if u.tiled:
+        for q in range(t.q0, t.q1):
+            rows[nb] = x + _row_offset(u, t.g, q, t.c0)
+            nb = nb + 1
+            if nb == BLOCK:
+                _mom8(rows, W, sh, s1, s2)
+                nb = 0
+        n = <double> (t.q1 - t.q0)
+    else:
+        n_el = t.l1 - t.l0
+        nrows = n_el // W
+        tail = n_el - nrows * W
+        for p in range(t.p0, t.p1):
+            base = x + (p * u.G + t.g) * u.L + t.l0
+            for i in range(nrows):
+                rows[nb] = base + i * W
+                nb = nb + 1
+                if nb == BLOCK:
+                    _mom8(rows, W, sh, s1, s2)
+                    nb = 0
+            if tail > 0:
+                _mom1(base + nrows * W, tail, sh, s1, s2)
+        n = <double> ((t.p1 - t.p0) * (n_el // C))
+    for i in range(nb):
+        _mom1(rows[i], W, sh, s1, s2)
+    row = t.g * u.n_rc + t.rc
+    if u.tiled:
+        for c in range(width):
+            pmean[row * C + t.c0 + c] = <double> sh[c] + s1[c] / n
+            d = s2[c] - s1[c] * s1[c] / n
+            pm2[row * C + t.c0 + c] = d if d > 0.0 else 0.0 * d  # keeps NaN
+    else:
+        for c in range(C):
+            S1 = 0.0
+            S2 = 0.0
+            j = c
+            while j < W:
+                S1 += s1[j]
+                S2 += s2[j]
+                j += C
+            pmean[row * C + c] = <double> sh[c] + S1 / n
+            d = S2 - S1 * S1 / n
+            pm2[row * C + c] = d if d > 0.0 else 0.0 * d
+    if t.c0 == 0:
+        pn[row] = n
 
 
 cdef void _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                  Py_ssize_t C, double* mean, double* var,
                  int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C)
-    cdef Py_ssize_t k, g, c, kk
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES)
+    cdef Py_ssize_t k, g, c, rc, row
     cdef int nt = _n_threads(&u, n_threads)
-    cdef double* part = <double*> malloc(sizeof(double) * u.n_units * (2 * C + 1))
-    cdef double* buf = NULL
+    cdef Py_ssize_t nrow = G * u.n_rc
+    cdef double* part = <double*> malloc(sizeof(double) * nrow * (2 * C + 1))
+    cdef double* acc = NULL
+    cdef floating* sh = NULL
     cdef double* pmean
     cdef double* pm2
     cdef double* pn
@@ -232,32 +331,42 @@ cdef void _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     if part == NULL:
         abort()
     pmean = part
-    pm2 = part + u.n_units * C
-    pn = part + 2 * u.n_units * C
+    pm2 = part + nrow * C
+    pn = part + 2 * nrow * C
     with parallel(num_threads=nt):
-        buf = <double*> malloc(sizeof(double) * 3 * u.W)
-        if buf == NULL:
+        acc = <double*> malloc(sizeof(double) * 2 * u.W)
+        sh = <floating*> malloc(sizeof(floating) * u.W)
+        if acc == NULL or sh == NULL:
             abort()
         for k in prange(u.n_units, schedule="static"):
-            _stats_unit(x, &u, k, buf, pmean + k * C, pm2 + k * C, pn + k)
-        free(buf)
-    # Ordered Chan merge of the units of each group.
+            _stats_unit(x, &u, k, sh, acc, acc + u.W, pmean, pm2, pn)
+        free(acc)
+        free(sh)
+    # Ordered Chan merge of the row chunks of each group.
     for g in range(G):
         for c in range(C):
             na = 0.0
             ma = 0.0
             m2a = 0.0
-            for kk in range(u.per_g):
-                k = g * u.per_g + kk
-                nb = pn[k]
+            for rc in range(u.n_rc):
+                row = g * u.n_rc + rc
+                nb = pn[row]
                 nab = na + nb
-                delta = pmean[k * C + c] - ma
+                delta = pmean[row * C + c] - ma
                 ma = ma + delta * (nb / nab)
-                m2a = m2a + pm2[k * C + c] + delta * delta * (na * nb / nab)
+                m2a = m2a + pm2[row * C + c] + delta * delta * (na * nb / nab)
                 na = nab
             mean[g * C + c] = ma
             var[g * C + c] = m2a / na
     free(part)
+
+
+cdef inline int _check_dims(Py_ssize_t n, Py_ssize_t P, Py_ssize_t G,
+                            Py_ssize_t R, Py_ssize_t C) except -1:
+    if P < 1 or G < 1 or R < 1 or C < 1 or n != P * G * R * C:
+        raise ValueError(f"kernel: {n} elements do not form (P, G, R, C) = "
+                         f"({P}, {G}, {R}, {C})")
+    return 0
 
 
 def bn_stats(const floating[::1] x,      # IN  (P*G*R*C,)
@@ -266,8 +375,7 @@ def bn_stats(const floating[::1] x,      # IN  (P*G*R*C,)
              double[::1] var,            # OUT (G*C,)
              int n_threads):
     """Per-channel mean and biased variance of ``x`` viewed as (P, G, R, C)."""
-    if x.shape[0] != P * G * R * C or P * R == 0:
-        raise ValueError("bn_stats: bad dimensions")
+    _check_dims(x.shape[0], P, G, R, C)
     if mean.shape[0] != G * C or var.shape[0] != G * C:
         raise ValueError("bn_stats: bad statistic size")
     with nogil:
@@ -275,44 +383,58 @@ def bn_stats(const floating[::1] x,      # IN  (P*G*R*C,)
 
 
 # ---------------------------------------------------------------------------
-# Affine map y = x * a[ch] + b[ch]
+# Element-wise passes: y = x * a[ch] + b[ch];  dx = dy * k1 + (x * k2 + k3)
 # ---------------------------------------------------------------------------
 
-cdef void _affine_unit(const floating* x,       # IN
-                       const floating* a,       # IN (G*C,)
-                       const floating* b,       # IN (G*C,)
-                       floating* y,             # OUT
-                       const Units* u, Py_ssize_t k,
-                       floating* buf) noexcept nogil:  # scratch, 2 * W
-    cdef Py_ssize_t g, p0, p1, l0, l1, p, i, j, n_el
-    cdef Py_ssize_t W = u.W, C = u.C
-    cdef floating* aw = buf
-    cdef floating* bw = buf + W
-    cdef const floating* xs
-    cdef floating* ys
-    cdef Py_ssize_t off
-    _unit_bounds(u, k, &g, &p0, &p1, &l0, &l1)
-    for j in range(W):
-        aw[j] = a[g * C + j % C]
-        bw[j] = b[g * C + j % C]
-    n_el = l1 - l0
-    for p in range(p0, p1):
-        off = (p * u.G + g) * u.L + l0
-        xs = x + off
-        ys = y + off
+cdef inline void _fill_lanes(const floating* src, Py_ssize_t g, Py_ssize_t C,
+                             Py_ssize_t c0, Py_ssize_t W, bint tiled,
+                             floating* dst) noexcept nogil:
+    """dst[j] = src[g*C + channel of lane j]."""
+    cdef Py_ssize_t j
+    if tiled:
+        for j in range(W):
+            dst[j] = src[g * C + c0 + j]
+    else:
+        for j in range(W):
+            dst[j] = src[g * C + j % C]
+
+
+cdef inline void _affine_row(const floating* xs, floating* ys, Py_ssize_t n,
+                             const floating* a, const floating* b) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        ys[j] = xs[j] * a[j] + b[j]
+
+
+cdef void _affine_unit(const floating* x, floating* y, const Units* u,
+                       Py_ssize_t k, const floating* a, const floating* b,
+                       floating* aw, floating* bw) noexcept nogil:
+    cdef Unit t = _unit(u, k)
+    cdef Py_ssize_t W = u.W, p, q, i, n_el, off
+    if u.tiled:
+        W = t.c1 - t.c0
+    _fill_lanes(a, t.g, u.C, t.c0, W, u.tiled, aw)
+    _fill_lanes(b, t.g, u.C, t.c0, W, u.tiled, bw)
+    if u.tiled:
+        for q in range(t.q0, t.q1):
+            off = _row_offset(u, t.g, q, t.c0)
+            _affine_row(x + off, y + off, W, aw, bw)
+        return
+    n_el = t.l1 - t.l0
+    for p in range(t.p0, t.p1):
+        off = (p * u.G + t.g) * u.L + t.l0
         i = 0
         while i + W <= n_el:
-            for j in range(W):
-                ys[i + j] = xs[i + j] * aw[j] + bw[j]
+            _affine_row(x + off + i, y + off + i, W, aw, bw)
             i += W
-        for j in range(n_el - i):
-            ys[i + j] = xs[i + j] * aw[j] + bw[j]
+        if i < n_el:
+            _affine_row(x + off + i, y + off + i, n_el - i, aw, bw)
 
 
 cdef void _affine(const floating* x, const floating* a, const floating* b,
                   floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                   Py_ssize_t C, int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C)
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW)
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef floating* buf = NULL
@@ -321,7 +443,7 @@ cdef void _affine(const floating* x, const floating* a, const floating* b,
         if buf == NULL:
             abort()
         for k in prange(u.n_units, schedule="static"):
-            _affine_unit(x, a, b, y, &u, k, buf)
+            _affine_unit(x, y, &u, k, a, b, buf, buf + u.W)
         free(buf)
 
 
@@ -332,119 +454,242 @@ def bn_affine(const floating[::1] x,     # IN  (P*G*R*C,)
               floating[::1] y,           # OUT (P*G*R*C,)
               int n_threads):
     """``y = x * a[ch] + b[ch]`` with ``x`` and ``y`` viewed as (P, G, R, C)."""
-    if x.shape[0] != P * G * R * C or y.shape[0] != x.shape[0]:
-        raise ValueError("bn_affine: bad dimensions")
+    _check_dims(x.shape[0], P, G, R, C)
+    if y.shape[0] != x.shape[0]:
+        raise ValueError("bn_affine: y has the wrong size")
     if a.shape[0] != G * C or b.shape[0] != G * C:
         raise ValueError("bn_affine: bad coefficient size")
-    if x.shape[0] == 0:
-        return
     with nogil:
         _affine(&x[0], &a[0], &b[0], &y[0], P, G, R, C, n_threads)
 
 
+cdef inline void _dx_row(const floating* ds, const floating* xs, floating* os,
+                         Py_ssize_t n, const floating* w1, const floating* w2,
+                         const floating* w3) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        os[j] = ds[j] * w1[j] + (xs[j] * w2[j] + w3[j])
+
+
+cdef void _grad_dx_unit(const floating* dy, const floating* x, floating* dx,
+                        const Units* u, Py_ssize_t k, const floating* k1,
+                        const floating* k2, const floating* k3,
+                        floating* buf) noexcept nogil:
+    cdef Unit t = _unit(u, k)
+    cdef Py_ssize_t W = u.W, p, q, i, n_el, off
+    cdef floating* w1 = buf
+    cdef floating* w2 = buf + u.W
+    cdef floating* w3 = buf + 2 * u.W
+    if u.tiled:
+        W = t.c1 - t.c0
+    _fill_lanes(k1, t.g, u.C, t.c0, W, u.tiled, w1)
+    _fill_lanes(k2, t.g, u.C, t.c0, W, u.tiled, w2)
+    _fill_lanes(k3, t.g, u.C, t.c0, W, u.tiled, w3)
+    if u.tiled:
+        for q in range(t.q0, t.q1):
+            off = _row_offset(u, t.g, q, t.c0)
+            _dx_row(dy + off, x + off, dx + off, W, w1, w2, w3)
+        return
+    n_el = t.l1 - t.l0
+    for p in range(t.p0, t.p1):
+        off = (p * u.G + t.g) * u.L + t.l0
+        i = 0
+        while i + W <= n_el:
+            _dx_row(dy + off + i, x + off + i, dx + off + i, W, w1, w2, w3)
+            i += W
+        if i < n_el:
+            _dx_row(dy + off + i, x + off + i, dx + off + i, n_el - i, w1, w2, w3)
+
+
+cdef void _grad_dx(const floating* dy, const floating* x, const floating* k1,
+                   const floating* k2, const floating* k3, floating* dx,
+                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                   int n_threads) noexcept nogil:
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW)
+    cdef Py_ssize_t k
+    cdef int nt = _n_threads(&u, n_threads)
+    cdef floating* buf = NULL
+    with parallel(num_threads=nt):
+        buf = <floating*> malloc(sizeof(floating) * 3 * u.W)
+        if buf == NULL:
+            abort()
+        for k in prange(u.n_units, schedule="static"):
+            _grad_dx_unit(dy, x, dx, &u, k, k1, k2, k3, buf)
+        free(buf)
+
+
+def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
+               const floating[::1] x,    # IN  (P*G*R*C,)
+               Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+               const floating[::1] k1,   # IN  (G*C,)
+               const floating[::1] k2,   # IN  (G*C,)
+               const floating[::1] k3,   # IN  (G*C,)
+               floating[::1] dx,         # OUT (P*G*R*C,)
+               int n_threads):
+    """``dx = dy * k1[ch] + (x * k2[ch] + k3[ch])`` on the (P, G, R, C) view."""
+    _check_dims(x.shape[0], P, G, R, C)
+    if dy.shape[0] != x.shape[0] or dx.shape[0] != x.shape[0]:
+        raise ValueError("bn_grad_dx: dy or dx has the wrong size")
+    if k1.shape[0] != G * C or k2.shape[0] != G * C or k3.shape[0] != G * C:
+        raise ValueError("bn_grad_dx: bad coefficient size")
+    with nogil:
+        _grad_dx(&dy[0], &x[0], &k1[0], &k2[0], &k3[0], &dx[0], P, G, R, C,
+                 n_threads)
+
+
 # ---------------------------------------------------------------------------
-# Backward: per-channel sums, then dx = dy * k1 + x * k2 + k3
+# Backward sums: sum(dy) and sum(dy * (x - mean)) per channel
 # ---------------------------------------------------------------------------
 
-cdef inline void _acc_grad(const floating* dy,    # IN
-                           const floating* x,     # IN
-                           Py_ssize_t nrows, Py_ssize_t W,
-                           const double* mu,      # IN
-                           double* t1,            # IN/OUT
-                           double* t2) noexcept nogil:  # IN/OUT
-    """t1[j] += sum_i dy[i, j]; t2[j] += sum_i dy[i, j] * (x[i, j] - mu[j])."""
-    cdef Py_ssize_t i = 0, j, o
-    cdef double e0, e1, e2, e3
-    while i + 4 <= nrows:
-        o = i * W
-        for j in range(W):
-            e0 = <double> dy[o + j]
-            e1 = <double> dy[o + W + j]
-            e2 = <double> dy[o + 2 * W + j]
-            e3 = <double> dy[o + 3 * W + j]
-            t1[j] += (e0 + e1) + (e2 + e3)
-            t2[j] += ((e0 * (<double> x[o + j] - mu[j])
-                       + e1 * (<double> x[o + W + j] - mu[j]))
-                      + (e2 * (<double> x[o + 2 * W + j] - mu[j])
-                         + e3 * (<double> x[o + 3 * W + j] - mu[j])))
-        i += 4
-    while i < nrows:
-        o = i * W
-        for j in range(W):
-            e0 = <double> dy[o + j]
-            t1[j] += e0
-            t2[j] += e0 * (<double> x[o + j] - mu[j])
-        i += 1
+cdef inline void _gs8(const floating** dr, const floating** xr, Py_ssize_t W,
+                      const floating* mu,                 # IN (W,)
+                      acc_ptr t1, acc_ptr t2) noexcept nogil:  # IN/OUT (W,)
+    cdef Py_ssize_t j
+    cdef floating m, e0, e1, e2, e3, e4, e5, e6, e7
+    cdef const floating* d0 = dr[0]
+    cdef const floating* d1 = dr[1]
+    cdef const floating* d2 = dr[2]
+    cdef const floating* d3 = dr[3]
+    cdef const floating* d4 = dr[4]
+    cdef const floating* d5 = dr[5]
+    cdef const floating* d6 = dr[6]
+    cdef const floating* d7 = dr[7]
+    cdef const floating* x0 = xr[0]
+    cdef const floating* x1 = xr[1]
+    cdef const floating* x2 = xr[2]
+    cdef const floating* x3 = xr[3]
+    cdef const floating* x4 = xr[4]
+    cdef const floating* x5 = xr[5]
+    cdef const floating* x6 = xr[6]
+    cdef const floating* x7 = xr[7]
+    for j in range(W):
+        m = mu[j]
+        e0 = d0[j]
+        e1 = d1[j]
+        e2 = d2[j]
+        e3 = d3[j]
+        e4 = d4[j]
+        e5 = d5[j]
+        e6 = d6[j]
+        e7 = d7[j]
+        t1[j] += <double> (((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)))
+        t2[j] += <double> (((e0 * (x0[j] - m) + e1 * (x1[j] - m))
+                            + (e2 * (x2[j] - m) + e3 * (x3[j] - m)))
+                           + ((e4 * (x4[j] - m) + e5 * (x5[j] - m))
+                              + (e6 * (x6[j] - m) + e7 * (x7[j] - m))))
+
+
+cdef inline void _gs1(const floating* d0, const floating* x0, Py_ssize_t W,
+                      const floating* mu, acc_ptr t1, acc_ptr t2) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double e
+    for j in range(W):
+        e = <double> d0[j]
+        t1[j] += e
+        t2[j] += e * <double> (x0[j] - mu[j])
 
 
 cdef void _grad_sums_unit(const floating* dy, const floating* x,
                           const double* mean,      # IN (G*C,)
                           const Units* u, Py_ssize_t k,
-                          double* buf,             # scratch, 3 * W
-                          double* p1s,             # OUT row k
-                          double* p2s) noexcept nogil:  # OUT row k
-    cdef Py_ssize_t g, p0, p1, l0, l1, p, j, c, nrows, tail, n_el, off
+                          floating* mu,            # scratch (W,)
+                          double* t1, double* t2,  # scratch (W,) each
+                          double* p1s, double* p2s) noexcept nogil:  # OUT tables
+    cdef Unit t = _unit(u, k)
     cdef Py_ssize_t W = u.W, C = u.C
-    cdef double* mu = buf
-    cdef double* t1 = buf + W
-    cdef double* t2 = buf + 2 * W
-    cdef double e, S1, S2
-    _unit_bounds(u, k, &g, &p0, &p1, &l0, &l1)
+    cdef Py_ssize_t j, c, p, q, i, nrows, tail, nb = 0, n_el, row, off
+    cdef Py_ssize_t width = t.c1 - t.c0
+    cdef const floating* drows[8]
+    cdef const floating* xrows[8]
+    cdef double S1, S2
+    if u.tiled:
+        W = width
+        for j in range(W):
+            mu[j] = <floating> mean[t.g * C + t.c0 + j]
+    else:
+        for j in range(W):
+            mu[j] = <floating> mean[t.g * C + j % C]
     for j in range(W):
-        mu[j] = mean[g * C + j % C]
         t1[j] = 0.0
         t2[j] = 0.0
-    n_el = l1 - l0
-    nrows = n_el // W
-    tail = n_el - nrows * W
-    for p in range(p0, p1):
-        off = (p * u.G + g) * u.L + l0
-        _acc_grad(dy + off, x + off, nrows, W, mu, t1, t2)
-        off = off + nrows * W
-        for j in range(tail):
-            e = <double> dy[off + j]
-            t1[j] += e
-            t2[j] += e * (<double> x[off + j] - mu[j])
-    for c in range(C):
-        S1 = 0.0
-        S2 = 0.0
-        j = c
-        while j < W:
-            S1 += t1[j]
-            S2 += t2[j]
-            j += C
-        p1s[c] = S1
-        p2s[c] = S2
+    if u.tiled:
+        for q in range(t.q0, t.q1):
+            off = _row_offset(u, t.g, q, t.c0)
+            drows[nb] = dy + off
+            xrows[nb] = x + off
+            nb = nb + 1
+            if nb == BLOCK:
+                _gs8(drows, xrows, W, mu, t1, t2)
+                nb = 0
+    else:
+        n_el = t.l1 - t.l0
+        nrows = n_el // W
+        tail = n_el - nrows * W
+        for p in range(t.p0, t.p1):
+            off = (p * u.G + t.g) * u.L + t.l0
+            for i in range(nrows):
+                drows[nb] = dy + off + i * W
+                xrows[nb] = x + off + i * W
+                nb = nb + 1
+                if nb == BLOCK:
+                    _gs8(drows, xrows, W, mu, t1, t2)
+                    nb = 0
+            if tail > 0:
+                _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, t1, t2)
+    for i in range(nb):
+        _gs1(drows[i], xrows[i], W, mu, t1, t2)
+    row = t.g * u.n_rc + t.rc
+    # sum dy*(x - mean) = sum dy*(x - mu) + (mu - mean) * sum dy, with mu the
+    # mean rounded to the data type: the correction restores float64 accuracy.
+    if u.tiled:
+        for c in range(width):
+            p1s[row * C + t.c0 + c] = t1[c]
+            p2s[row * C + t.c0 + c] = t2[c] + (<double> mu[c] - mean[t.g * C + t.c0 + c]) * t1[c]
+    else:
+        for c in range(C):
+            S1 = 0.0
+            S2 = 0.0
+            j = c
+            while j < W:
+                S1 += t1[j]
+                S2 += t2[j]
+                j += C
+            p1s[row * C + c] = S1
+            p2s[row * C + c] = S2 + (<double> mu[c] - mean[t.g * C + c]) * S1
 
 
 cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
                      Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                      double* sum_dy, double* sum_dyxc,
                      int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C)
-    cdef Py_ssize_t k, g, c, kk
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES)
+    cdef Py_ssize_t k, g, c, rc, row
     cdef int nt = _n_threads(&u, n_threads)
-    cdef double* part = <double*> malloc(sizeof(double) * u.n_units * 2 * C)
-    cdef double* buf = NULL
+    cdef Py_ssize_t nrow = G * u.n_rc
+    cdef double* part = <double*> malloc(sizeof(double) * nrow * 2 * C)
+    cdef double* acc = NULL
+    cdef floating* mu = NULL
     cdef double a1, a2
     if part == NULL:
         abort()
     with parallel(num_threads=nt):
-        buf = <double*> malloc(sizeof(double) * 3 * u.W)
-        if buf == NULL:
+        acc = <double*> malloc(sizeof(double) * 2 * u.W)
+        mu = <floating*> malloc(sizeof(floating) * u.W)
+        if acc == NULL or mu == NULL:
             abort()
         for k in prange(u.n_units, schedule="static"):
-            _grad_sums_unit(dy, x, mean, &u, k, buf, part + k * C,
-                            part + (u.n_units + k) * C)
-        free(buf)
+            _grad_sums_unit(dy, x, mean, &u, k, mu, acc, acc + u.W, part,
+                            part + nrow * C)
+        free(acc)
+        free(mu)
     for g in range(G):
         for c in range(C):
             a1 = 0.0
             a2 = 0.0
-            for kk in range(u.per_g):
-                k = g * u.per_g + kk
-                a1 = a1 + part[k * C + c]
-                a2 = a2 + part[(u.n_units + k) * C + c]
+            for rc in range(u.n_rc):
+                row = g * u.n_rc + rc
+                a1 = a1 + part[row * C + c]
+                a2 = a2 + part[(nrow + row) * C + c]
             sum_dy[g * C + c] = a1
             sum_dyxc[g * C + c] = a2
     free(part)
@@ -458,8 +703,9 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
                  double[::1] sum_dyxc,     # OUT (G*C,)
                  int n_threads):
     """Per-channel ``sum(dy)`` and ``sum(dy * (x - mean))`` in float64."""
-    if x.shape[0] != P * G * R * C or dy.shape[0] != x.shape[0] or P * R == 0:
-        raise ValueError("bn_grad_sums: bad dimensions")
+    _check_dims(x.shape[0], P, G, R, C)
+    if dy.shape[0] != x.shape[0]:
+        raise ValueError("bn_grad_sums: dy has the wrong size")
     if mean.shape[0] != G * C or sum_dy.shape[0] != G * C or sum_dyxc.shape[0] != G * C:
         raise ValueError("bn_grad_sums: bad statistic size")
     with nogil:
@@ -467,71 +713,58 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
                    &sum_dyxc[0], n_threads)
 
 
-cdef void _grad_dx_unit(const floating* dy, const floating* x,
-                        const floating* k1, const floating* k2,
-                        const floating* k3, floating* dx,
-                        const Units* u, Py_ssize_t k,
-                        floating* buf) noexcept nogil:  # scratch, 3 * W
-    cdef Py_ssize_t g, p0, p1, l0, l1, p, i, j, n_el, off
-    cdef Py_ssize_t W = u.W, C = u.C
-    cdef floating* w1 = buf
-    cdef floating* w2 = buf + W
-    cdef floating* w3 = buf + 2 * W
-    cdef const floating* ds
-    cdef const floating* xs
-    cdef floating* os
-    _unit_bounds(u, k, &g, &p0, &p1, &l0, &l1)
-    for j in range(W):
-        w1[j] = k1[g * C + j % C]
-        w2[j] = k2[g * C + j % C]
-        w3[j] = k3[g * C + j % C]
-    n_el = l1 - l0
-    for p in range(p0, p1):
-        off = (p * u.G + g) * u.L + l0
-        ds = dy + off
-        xs = x + off
-        os = dx + off
-        i = 0
-        while i + W <= n_el:
-            for j in range(W):
-                os[i + j] = ds[i + j] * w1[j] + (xs[i + j] * w2[j] + w3[j])
-            i += W
-        for j in range(n_el - i):
-            os[i + j] = ds[i + j] * w1[j] + (xs[i + j] * w2[j] + w3[j])
+# ---------------------------------------------------------------------------
+# Memory-bandwidth probes for benchmarks/ (same compiler, flags and threads)
+# ---------------------------------------------------------------------------
 
-
-cdef void _grad_dx(const floating* dy, const floating* x, const floating* k1,
-                   const floating* k2, const floating* k3, floating* dx,
-                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
-                   int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C)
-    cdef Py_ssize_t k
-    cdef int nt = _n_threads(&u, n_threads)
-    cdef floating* buf = NULL
-    with parallel(num_threads=nt):
-        buf = <floating*> malloc(sizeof(floating) * 3 * u.W)
-        if buf == NULL:
+def probe_read(const float[::1] x, int n_threads):
+    """Sum of ``x`` read once with ``n_threads`` threads (a read-bandwidth probe)."""
+    cdef Py_ssize_t n = x.shape[0], i, j, k, lo, hi
+    cdef Py_ssize_t nb = (n + 65535) // 65536
+    cdef double total = 0.0
+    cdef float* acc = NULL
+    cdef float* part = <float*> malloc(sizeof(float) * (nb if nb > 0 else 1))
+    if part == NULL:
+        raise MemoryError()
+    with nogil, parallel(num_threads=n_threads):
+        acc = <float*> malloc(sizeof(float) * 64)
+        if acc == NULL:
             abort()
-        for k in prange(u.n_units, schedule="static"):
-            _grad_dx_unit(dy, x, k1, k2, k3, dx, &u, k, buf)
-        free(buf)
+        for k in prange(nb, schedule="static"):
+            lo = k * 65536
+            hi = lo + 65536
+            if hi > n:
+                hi = n
+            for j in range(64):
+                acc[j] = 0
+            i = lo
+            while i + 64 <= hi:
+                for j in range(64):
+                    acc[j] += x[i + j]
+                i = i + 64
+            while i < hi:
+                acc[0] += x[i]
+                i = i + 1
+            for j in range(1, 64):
+                acc[0] += acc[j]
+            part[k] = acc[0]
+        free(acc)
+    for k in range(nb):
+        total += part[k]
+    free(part)
+    return total
 
 
-def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
-               const floating[::1] x,    # IN  (P*G*R*C,)
-               Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
-               const floating[::1] k1,   # IN  (G*C,)
-               const floating[::1] k2,   # IN  (G*C,)
-               const floating[::1] k3,   # IN  (G*C,)
-               floating[::1] dx,         # OUT (P*G*R*C,)
-               int n_threads):
-    """``dx = dy * k1[ch] + (x * k2[ch] + k3[ch])`` on the (P, G, R, C) view."""
-    if x.shape[0] != P * G * R * C or dy.shape[0] != x.shape[0] or dx.shape[0] != x.shape[0]:
-        raise ValueError("bn_grad_dx: bad dimensions")
-    if k1.shape[0] != G * C or k2.shape[0] != G * C or k3.shape[0] != G * C:
-        raise ValueError("bn_grad_dx: bad coefficient size")
-    if x.shape[0] == 0:
-        return
+def probe_copy(const float[::1] src, float[::1] dst, int n_threads):
+    """``dst[:] = src`` with ``n_threads`` threads (a copy-bandwidth probe)."""
+    cdef Py_ssize_t n = src.shape[0], k, lo, hi
+    cdef Py_ssize_t nb = (n + 65535) // 65536
+    if dst.shape[0] != n:
+        raise ValueError("probe_copy: sizes differ")
     with nogil:
-        _grad_dx(&dy[0], &x[0], &k1[0], &k2[0], &k3[0], &dx[0], P, G, R, C,
-                 n_threads)
+        for k in prange(nb, num_threads=n_threads, schedule="static"):
+            lo = k * 65536
+            hi = lo + 65536
+            if hi > n:
+                hi = n
+            memcpy(&dst[lo], &src[lo], sizeof(float) * (hi - lo))

@@ -1,0 +1,243 @@
+"""Kernel benchmark: ckbn.nn against a memory-bandwidth roofline, NumPy and PyTorch.
+
+Every time is the minimum over repeated calls, taken side by side in one run,
+and reported as a ratio to a roofline measured in the same run with the same
+thread count:
+
+* read probe: ``t_read(S)``, one pass reading S bytes;
+* copy probe: ``t_copy(S)``, reading S bytes and writing S bytes.
+
+with S the size of ``x``.  The rooflines of the three operations are
+
+* training forward (statistics, then normalize): ``t_read(S) + t_copy(S)``;
+* inference: ``t_copy(S)``;
+* backward (sums over x and dy, then dx): ``2 t_read(S) + t_read(S) + t_copy(S)``.
+
+Usage::
+
+    python benchmarks/bench_kernels.py --quick
+    python benchmarks/bench_kernels.py --threads 1,2 --json out.json --markdown out.md
+
+For a NumPy peer that runs at full speed, unset OPENBLAS_CORETYPE and
+OPENBLAS_L2_SIZE in the command that runs this script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+import ckbn
+from ckbn._dispatch import kernels
+
+SHAPES = {
+    "32x56x56x64": (32, 56, 56, 64),
+    "32x28x28x256": (32, 28, 28, 256),
+    "64x7x7x2048": (64, 7, 7, 2048),
+    "8x112x112x64": (8, 112, 112, 64),
+    "256x1024": (256, 1024),
+    "16x8x8x32": (16, 8, 8, 32),
+}
+QUICK = ["32x56x56x64", "64x7x7x2048", "256x1024", "16x8x8x32"]
+
+
+def _best(fn, budget=0.4, min_reps=3, max_reps=200):
+    """Minimum wall time of ``fn()`` over repetitions within ``budget`` seconds."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def machine_info():
+    import io
+
+    buf = io.StringIO()
+    ckbn.show_config(file=buf)
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "show_config": buf.getvalue()}
+
+
+def rooflines(nbytes, n_threads, budget):
+    k = kernels()
+    n = nbytes // 4
+    src = np.random.default_rng(0).random(n, dtype=np.float32)
+    dst = np.empty_like(src)
+    t_read = _best(lambda: k.probe_read(src, n_threads), budget)
+    t_copy = _best(lambda: k.probe_copy(src, dst, n_threads), budget)
+    return t_read, t_copy
+
+
+def _nchw(shape):
+    if len(shape) != 4:
+        return shape
+    n, h, w, c = shape
+    return (n, c, h, w)
+
+
+def bench_ckbn(x, fmt, n_threads, budget):
+    c = x.shape[-1] if fmt == "NHWC" or fmt == "NC" else x.shape[1]
+    scale = np.ones(c, x.dtype)
+    offset = np.zeros(c, x.dtype)
+    y = np.empty_like(x)
+    dy = np.ones_like(x)
+    res = {}
+    with ckbn.num_threads(n_threads):
+        _, m, v = ckbn.nn.fused_batch_norm(x, scale, offset, data_format=fmt)
+        res["train"] = _best(lambda: ckbn.nn.fused_batch_norm(x, scale, offset, data_format=fmt, out=y), budget)
+        res["infer"] = _best(lambda: ckbn.nn.fused_batch_norm(x, scale, offset, m, v, data_format=fmt,
+                                                              is_training=False, out=y), budget)
+        res["backward"] = _best(lambda: ckbn.nn.fused_batch_norm_grad(dy, x, scale, m, v, data_format=fmt), budget)
+    return res
+
+
+def bench_numpy(x, fmt, budget):
+    red = tuple(i for i in range(x.ndim) if i != (x.ndim - 1 if fmt in ("NHWC", "NC") else 1))
+
+    def train():
+        m = x.mean(axis=red, keepdims=True)
+        v = x.var(axis=red, keepdims=True)
+        return (x - m) / np.sqrt(v + 1e-3)
+
+    return {"train": _best(train, budget)}
+
+
+def bench_torch(x, fmt, n_threads, budget):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(n_threads)
+    t = torch.from_numpy(x)
+    if fmt == "NHWC":
+        t = t.permute(0, 3, 1, 2)  # channels_last memory format, no copy
+    c = t.shape[1]
+    w = torch.ones(c, dtype=t.dtype)
+    b = torch.zeros(c, dtype=t.dtype)
+    rm = torch.zeros(c, dtype=t.dtype)
+    rv = torch.ones(c, dtype=t.dtype)
+    F = torch.nn.functional
+    res = {}
+    with torch.no_grad():
+        res["train"] = _best(lambda: F.batch_norm(t, None, None, w, b, training=True, eps=1e-3), budget)
+        res["infer"] = _best(lambda: F.batch_norm(t, rm, rv, w, b, training=False, eps=1e-3), budget)
+        _, sm, sinv = torch.ops.aten.native_batch_norm(t, w, b, None, None, True, 0.1, 1e-3)
+        g = torch.ones_like(t)
+        res["backward"] = _best(lambda: torch.ops.aten.native_batch_norm_backward(
+            g, t, w, None, None, sm, sinv, True, 1e-3, [True, True, True]), budget)
+    return res
+
+
+def run(shapes, threads, dtypes, budget, peers=True):
+    rows = []
+    for name in shapes:
+        shape = SHAPES[name]
+        for dtype in dtypes:
+            for fmt in (["NHWC", "NCHW"] if len(shape) == 4 else ["NC"]):
+                xs = shape if fmt != "NCHW" else _nchw(shape)
+                x = np.random.default_rng(1).standard_normal(xs).astype(dtype)
+                for nt in threads:
+                    # float64 data moves twice the bytes of the float32 probe's unit.
+                    t_read, t_copy = rooflines(x.nbytes, nt, budget)
+                    roof = {"train": t_read + t_copy, "infer": t_copy, "backward": 3 * t_read + t_copy}
+                    ck = bench_ckbn(x, fmt, nt, budget)
+                    row = {"shape": name, "layout": fmt, "dtype": np.dtype(dtype).name, "threads": nt,
+                           "bytes": x.nbytes, "t_read": t_read, "t_copy": t_copy}
+                    for op in ("train", "infer", "backward"):
+                        row[f"ckbn_{op}"] = ck[op]
+                        row[f"x_roof_{op}"] = ck[op] / roof[op]
+                    if peers:
+                        tp = bench_torch(x, fmt, nt, budget)
+                        if tp:
+                            for op, t in tp.items():
+                                row[f"torch_{op}"] = t
+                        if nt == 1:
+                            row["numpy_train"] = bench_numpy(x, fmt, budget)["train"]
+                    rows.append(row)
+                    print(_fmt_row(row), flush=True)
+    return rows
+
+
+def _fmt_row(r):
+    us = lambda t: f"{t * 1e6:9.1f}"  # noqa: E731
+    s = (f"{r['shape']:>13} {r['layout']:>4} {r['dtype']:>7} t={r['threads']} | "
+         f"train {us(r['ckbn_train'])} us ({r['x_roof_train']:.2f}x roof) | "
+         f"infer {us(r['ckbn_infer'])} us ({r['x_roof_infer']:.2f}x) | "
+         f"bwd {us(r['ckbn_backward'])} us ({r['x_roof_backward']:.2f}x)")
+    if "torch_train" in r:
+        s += (f" | torch/ckbn train {r['torch_train'] / r['ckbn_train']:.2f}x "
+              f"infer {r['torch_infer'] / r['ckbn_infer']:.2f}x "
+              f"bwd {r['torch_backward'] / r['ckbn_backward']:.2f}x")
+    if "numpy_train" in r:
+        s += f" | numpy/ckbn {r['numpy_train'] / r['ckbn_train']:.1f}x"
+    return s
+
+
+def to_markdown(rows):
+    head = ("| shape | layout | dtype | thr | train µs | ×roof | infer µs | ×roof | bwd µs | ×roof "
+            "| torch÷ckbn train | infer | bwd | numpy÷ckbn train |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        tr = lambda k: (f"{r[f'torch_{k}'] / r[f'ckbn_{k}']:.2f}" if f"torch_{k}" in r else "–")  # noqa: E731
+        npy = f"{r['numpy_train'] / r['ckbn_train']:.1f}" if "numpy_train" in r else "–"
+        lines.append(
+            f"| {r['shape']} | {r['layout']} | {r['dtype']} | {r['threads']} "
+            f"| {r['ckbn_train'] * 1e6:.1f} | {r['x_roof_train']:.2f} "
+            f"| {r['ckbn_infer'] * 1e6:.1f} | {r['x_roof_infer']:.2f} "
+            f"| {r['ckbn_backward'] * 1e6:.1f} | {r['x_roof_backward']:.2f} "
+            f"| {tr('train')} | {tr('infer')} | {tr('backward')} | {npy} |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a few shapes, float32 only")
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--shapes", default=None, help="comma-separated names from: " + ", ".join(SHAPES))
+    ap.add_argument("--dtypes", default="float32", help="float32,float64")
+    ap.add_argument("--budget", type=float, default=0.3, help="seconds per measurement")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None)
+    args = ap.parse_args(argv)
+    shapes = args.shapes.split(",") if args.shapes else (QUICK if args.quick else list(SHAPES))
+    threads = [int(t) for t in args.threads.split(",")]
+    dtypes = [np.dtype(d).type for d in args.dtypes.split(",")]
+    info = machine_info()
+    print(info["cpu"], f"{info['cores']} cores")
+    print(info["show_config"])
+    rows = run(shapes, threads, dtypes, args.budget, peers=not args.no_peers)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "rows": rows}, f, indent=1)
+    md = to_markdown(rows)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(md)
+    else:
+        print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
