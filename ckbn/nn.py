@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ckbn import _ops
+from ckbn._config import get_num_threads
+from ckbn._dispatch import kernels
 from ckbn._layout import make_layout
 from ckbn._validation import (
     channel_axes_from_format,
@@ -239,15 +241,23 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
     b = check_channel_param(offset, "offset", layout, 0.0)
     if out is not None:
         check_out(out, x)
-    if training:
-        m, v = _ops.stats(x, layout)
-    else:
+    if not training:
         if mean is None or variance is None:
             raise ValueError("mean and variance are required when is_training=False")
         m = check_channel_param(mean, "mean", layout, 0.0)
         v = check_channel_param(variance, "variance", layout, 1.0)
-    a = _scale_by_invstd(g, v, eps)
-    y = _ops.affine(x, layout, a, b - m * a, out=out)
+    xf = _ops._work_array(x, layout)
+    buf, copy_back = _ops._out_buffer(out, x, xf.dtype, layout)
+    P, G, R, C = layout.dims
+    k = kernels()
+    n_threads = get_num_threads()
+    if training:
+        m = np.empty(layout.n_channels)
+        v = np.empty(layout.n_channels)
+        k.bn_forward_train(xf, P, G, R, C, g, b, eps, buf, m, v, n_threads)
+    else:
+        k.bn_forward_infer(xf, P, G, R, C, g, b, m, v, eps, buf, n_threads)
+    y = _ops._finish(buf, out, layout, x.dtype) if copy_back else out
     sd = _stat_dtype(x)
     shape = layout.channel_shape
     return y, m.astype(sd).reshape(shape), v.astype(sd).reshape(shape)
@@ -304,18 +314,16 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
     v = check_channel_param(batch_var, "batch_var", layout, 1.0)
     if dy.dtype != x.dtype:
         dy = dy.astype(x.dtype)
-    sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / np.sqrt(v + eps)
-        k1 = g * inv
-        if training:
-            n = float(layout.count)
-            k2 = -k1 * inv * inv * sum_dyxc / n
-            k3 = -k1 * sum_dy / n - k2 * m
-            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3)
-        else:
-            dx = _ops.affine(dy, layout, k1, np.zeros_like(k1))
-        dscale = sum_dyxc * inv
+    xf = _ops._work_array(x, layout)
+    dyf = _ops._work_array(dy, layout)
+    dxf = np.empty_like(xf)
+    dscale = np.empty(layout.n_channels)
+    doffset = np.empty(layout.n_channels)
+    P, G, R, C = layout.dims
+    kernels().bn_backward(dyf, xf, P, G, R, C, g, m, v, eps, training, dxf, dscale,
+                          doffset, get_num_threads())
+    dx = _ops._finish(dxf, None, layout, x.dtype)
+    sum_dy = doffset
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    return dx, dscale.reshape(shape).astype(sd), sum_dy.reshape(shape).astype(sd)
+    return dx, dscale.astype(sd).reshape(shape), sum_dy.astype(sd).reshape(shape)

@@ -340,6 +340,8 @@ def test_layout_views_are_free():
         assert np.shares_memory(lay.to_canonical(x), x)
 
 
+@pytest.mark.skipif(bool(__import__("os").environ.get("CKBN_KERNELS")),
+                    reason="CKBN_KERNELS forces a variant")
 def test_dispatch_reports_a_compiled_variant():
     assert kernel_name() in ("avx512", "avx2", "base")
     assert "base" in available_kernels()

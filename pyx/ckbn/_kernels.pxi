@@ -36,6 +36,7 @@
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free, abort
 from libc.string cimport memcpy
+from libc.math cimport sqrt
 
 ctypedef fused floating:
     float
@@ -711,6 +712,121 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
     with nogil:
         _grad_sums(&dy[0], &x[0], &mean[0], P, G, R, C, &sum_dy[0],
                    &sum_dyxc[0], n_threads)
+
+
+# ---------------------------------------------------------------------------
+# Fused entry points: the whole op in one call (no per-channel NumPy work)
+# ---------------------------------------------------------------------------
+
+
+def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
+                     Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                     const double[::1] scale,    # IN  (G*C,)
+                     const double[::1] offset,   # IN  (G*C,)
+                     double eps,
+                     floating[::1] y,            # OUT (P*G*R*C,)
+                     double[::1] mean,           # OUT (G*C,)
+                     double[::1] var,            # OUT (G*C,) biased
+                     int n_threads):
+    """Training forward: batch statistics, then ``y = (x - mean) * scale / sqrt(var + eps) + offset``.
+
+    Two passes over ``x``; ``y`` may be ``x`` itself.
+    """
+    _check_dims(x.shape[0], P, G, R, C)
+    cdef Py_ssize_t n = G * C, c
+    if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
+            or mean.shape[0] != n or var.shape[0] != n:
+        raise ValueError("bn_forward_train: bad sizes")
+    cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
+    cdef double a
+    if ab == NULL:
+        raise MemoryError()
+    with nogil:
+        _stats(&x[0], P, G, R, C, &mean[0], &var[0], n_threads)
+        for c in range(n):
+            a = scale[c] / sqrt(var[c] + eps)
+            ab[c] = <floating> a
+            ab[n + c] = <floating> (offset[c] - mean[c] * a)
+        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, n_threads)
+    free(ab)
+
+
+def bn_forward_infer(const floating[::1] x,      # IN  (P*G*R*C,)
+                     Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                     const double[::1] scale,    # IN  (G*C,)
+                     const double[::1] offset,   # IN  (G*C,)
+                     const double[::1] mean,     # IN  (G*C,)
+                     const double[::1] var,      # IN  (G*C,)
+                     double eps,
+                     floating[::1] y,            # OUT (P*G*R*C,)
+                     int n_threads):
+    """Inference: ``y = (x - mean) * scale / sqrt(var + eps) + offset`` in one pass."""
+    _check_dims(x.shape[0], P, G, R, C)
+    cdef Py_ssize_t n = G * C, c
+    if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
+            or mean.shape[0] != n or var.shape[0] != n:
+        raise ValueError("bn_forward_infer: bad sizes")
+    cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
+    cdef double a
+    if ab == NULL:
+        raise MemoryError()
+    with nogil:
+        for c in range(n):
+            a = scale[c] / sqrt(var[c] + eps)
+            ab[c] = <floating> a
+            ab[n + c] = <floating> (offset[c] - mean[c] * a)
+        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, n_threads)
+    free(ab)
+
+
+def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
+                const floating[::1] x,           # IN  (P*G*R*C,)
+                Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                const double[::1] scale,         # IN  (G*C,)
+                const double[::1] mean,          # IN  (G*C,)
+                const double[::1] var,           # IN  (G*C,)
+                double eps, bint training,
+                floating[::1] dx,                # OUT (P*G*R*C,)
+                double[::1] dscale,              # OUT (G*C,)
+                double[::1] doffset,             # OUT (G*C,)
+                int n_threads):
+    """Gradients of the forward pass with respect to x, scale and offset.
+
+    Training: ``dx = scale*inv*(dy - mean(dy) - xhat*mean(dy*xhat))``; inference:
+    ``dx = dy*scale*inv``; with ``inv = 1/sqrt(var + eps)`` and
+    ``xhat = (x - mean)*inv``.  Two passes over ``x`` and ``dy``.
+    """
+    _check_dims(x.shape[0], P, G, R, C)
+    cdef Py_ssize_t n = G * C, c
+    if dy.shape[0] != x.shape[0] or dx.shape[0] != x.shape[0] or scale.shape[0] != n \
+            or mean.shape[0] != n or var.shape[0] != n or dscale.shape[0] != n \
+            or doffset.shape[0] != n:
+        raise ValueError("bn_backward: bad sizes")
+    cdef floating* kk = <floating*> malloc(sizeof(floating) * 3 * n)
+    cdef double inv, k1, k2, cnt = <double> (P * R)
+    if kk == NULL:
+        raise MemoryError()
+    with nogil:
+        _grad_sums(&dy[0], &x[0], &mean[0], P, G, R, C, &doffset[0], &dscale[0],
+                   n_threads)
+        for c in range(n):
+            inv = 1.0 / sqrt(var[c] + eps)
+            k1 = scale[c] * inv
+            if training:
+                k2 = -k1 * inv * inv * dscale[c] / cnt
+                kk[c] = <floating> k1
+                kk[n + c] = <floating> k2
+                kk[2 * n + c] = <floating> (-k1 * doffset[c] / cnt - k2 * mean[c])
+            else:
+                kk[c] = <floating> k1
+                kk[n + c] = 0
+            dscale[c] = dscale[c] * inv
+        if training:
+            _grad_dx(&dy[0], &x[0], kk, kk + n, kk + 2 * n, &dx[0], P, G, R, C,
+                     n_threads)
+        else:
+            _affine(&dy[0], kk, kk + n, &dx[0], P, G, R, C, n_threads)
+    free(kk)
 
 
 # ---------------------------------------------------------------------------
