@@ -164,8 +164,10 @@ cdef inline Unit _unit(const Units* u, Py_ssize_t k) noexcept nogil:
     t.q1 = 0
     t.g = k // u.per_g
     rem = k % u.per_g
-    ct = rem // u.n_rc
-    t.rc = rem % u.n_rc
+    # Tiles vary fastest: a thread's consecutive units cover the same rows,
+    # which are still in cache when the next tile reads them.
+    t.rc = rem // u.n_ct
+    ct = rem % u.n_ct
     t.c0 = ct * u.W if u.tiled else 0
     t.c1 = t.c0 + u.W if u.tiled else u.C
     if t.c1 > u.C:
