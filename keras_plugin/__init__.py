@@ -1,0 +1,43 @@
+"""Keras 3 adapter for ckbn: ``BatchNormalization`` on ckbn's CPU kernels.
+
+>>> from keras_plugin import BatchNormalization, swap_batch_normalization
+
+* :class:`BatchNormalization` -- a drop-in subclass of
+  ``keras.layers.BatchNormalization`` (same class name, weights and config;
+  plus ``tf.keras``'s ``virtual_batch_size``, list ``axis``, ``fused``,
+  ``adjustment``, ``renorm``), registered as ``ckbn>BatchNormalization``.
+* :func:`swap_batch_normalization` -- a model with every Keras
+  ``BatchNormalization`` replaced by it, weights copied.
+* :func:`kernels_disabled` -- a context in which the layers use Keras ops
+  (for ``model.export``); :func:`set_jax_min_elements` -- the JAX threshold.
+
+Backends: TensorFlow, PyTorch and JAX train on the kernels (CPU tensors);
+NumPy runs inference on them.  See ``keras_plugin.layer`` for what falls back
+to Keras ops and for the OpenMP notes.
+"""
+
+from keras_plugin._engine import kernels_disabled, kernels_enabled
+from keras_plugin.layer import BatchNormalization
+from keras_plugin.swap import swap_batch_normalization
+
+__all__ = [
+    "BatchNormalization",
+    "swap_batch_normalization",
+    "kernels_disabled",
+    "kernels_enabled",
+    "set_jax_min_elements",
+    "get_jax_min_elements",
+]
+
+
+def set_jax_min_elements(n):
+    """JAX backend: use the kernels for inputs of at least ``n`` elements (None: never)."""
+    from keras_plugin import _jax
+
+    _jax.set_min_elements(n)
+
+
+def get_jax_min_elements():
+    from keras_plugin import _jax
+
+    return _jax.MIN_ELEMENTS

@@ -1,0 +1,222 @@
+"""The layer's computation, written once over two interchangeable engines.
+
+An *engine* provides three per-channel primitives on flat ``(n,)`` parameters:
+
+* ``train(x, scale, offset, axes, eps) -> (y, mean, var)`` -- batch statistics;
+* ``given(x, scale, offset, mean, var, axes, eps, train_grad) -> y``;
+* ``moments(x, axes) -> (mean, var)`` (biased variance).
+
+The kernel engines live in ``_tf``, ``_torch``, ``_jax`` and ``_numpy``
+(ckbn kernels, custom gradients); :data:`OPS` is the same thing in
+``keras.ops`` (the fallback).  :func:`forward` implements ghost batches, renorm,
+adjustment and the moving-average updates on top of either, with Keras 3's
+update formulas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+
+import keras
+from keras import ops
+
+_BACKEND_MODULES = {
+    "tensorflow": "keras_plugin._tf",
+    "torch": "keras_plugin._torch",
+    "jax": "keras_plugin._jax",
+    "numpy": "keras_plugin._numpy",
+}
+_enabled = contextvars.ContextVar("ckbn_keras_kernels", default=True)
+
+
+@contextlib.contextmanager
+def kernels_disabled():
+    """Within this block, layers use Keras ops (e.g. for ``model.export``)."""
+    token = _enabled.set(False)
+    try:
+        yield
+    finally:
+        _enabled.reset(token)
+
+
+def kernels_enabled():
+    return _enabled.get()
+
+
+def kernels_for_backend():
+    """The Keras backend's name if ckbn has kernels for it, else None."""
+    name = keras.backend.backend()
+    return name if name in _BACKEND_MODULES else None
+
+
+def backend_module():
+    name = kernels_for_backend()
+    return None if name is None else importlib.import_module(_BACKEND_MODULES[name])
+
+
+def kernel_impl(x):
+    """The kernel engine for tensor ``x``, or None where the kernels cannot serve."""
+    if not _enabled.get():
+        return None
+    mod = backend_module()
+    if mod is None or not mod.usable(x):
+        return None
+    return mod
+
+
+def _keepdims_shape(x, axes):
+    shape = []
+    for i, n in enumerate(x.shape):
+        if i in axes:
+            shape.append(-1 if n is None else n)
+        else:
+            shape.append(1)
+    return tuple(shape)
+
+
+class _Ops:
+    """The engine in ``keras.ops``; gradients by autodiff."""
+
+    @staticmethod
+    def moments(x, axes):
+        reduce_axes = [i for i in range(len(x.shape)) if i not in axes]
+        mean, var = ops.moments(x, axes=reduce_axes, keepdims=True)
+        return ops.reshape(mean, (-1,)), ops.reshape(var, (-1,))
+
+    @staticmethod
+    def given(x, scale, offset, mean, var, axes, eps, train_grad):
+        shape = _keepdims_shape(x, axes)
+        # tf.nn.batch_normalization's arrangement: x * inv + (offset - mean * inv).
+        inv = ops.rsqrt(var + eps) * scale
+        shift = offset - mean * inv
+        return x * ops.reshape(inv, shape) + ops.reshape(shift, shape)
+
+    @classmethod
+    def train(cls, x, scale, offset, axes, eps):
+        mean, var = cls.moments(x, axes)
+        return cls.given(x, scale, offset, mean, var, axes, eps, True), mean, var
+
+
+OPS = _Ops()
+
+
+def _is16(dtype):
+    return keras.backend.standardize_dtype(dtype) == "float16"
+
+
+def forward(layer, inputs, training, impl):
+    """The layer's output; in training also assigns the moving statistics."""
+    compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
+    x = inputs
+    if not (impl is not OPS and _is16(x.dtype)):
+        x = ops.cast(x, compute_dtype)  # float16 goes to the kernels as it is
+    sd = "float32" if _is16(x.dtype) else keras.backend.standardize_dtype(x.dtype)
+    n = layer._n_channels
+    axes = layer._channel_axes
+    eps = layer.epsilon
+
+    def flat(v):
+        return ops.reshape(ops.cast(v, sd), (n,))
+
+    gamma = flat(layer.gamma) if layer.scale else ops.ones((n,), dtype=sd)
+    beta = flat(layer.beta) if layer.center else ops.zeros((n,), dtype=sd)
+
+    if not training:
+        y = impl.given(x, gamma, beta, flat(layer.moving_mean), flat(layer.moving_variance),
+                       axes, eps, False)
+        return ops.cast(y, layer.compute_dtype)
+
+    vbs = layer.virtual_batch_size
+    if vbs is not None:
+        shape = ops.shape(x)
+        xr = ops.reshape(x, (vbs, -1) + tuple(shape[1:]))
+        axes_r = (1,) + tuple(a + 1 for a in axes)
+        groups = ops.shape(xr)[1]
+
+        def rep(v):
+            return ops.tile(v, [groups])
+    else:
+        xr, axes_r = x, axes
+
+        def rep(v):
+            return v
+
+    plain = not layer.renorm and layer.adjustment is None
+    if plain:
+        y, mean, var = impl.train(xr, rep(gamma), rep(beta), axes_r, eps)
+    else:
+        mean, var = impl.moments(xr, axes_r)
+    if vbs is not None:
+        new_mean = ops.mean(ops.reshape(mean, (-1, n)), axis=0)
+        new_var = ops.mean(ops.reshape(var, (-1, n)), axis=0)
+    else:
+        new_mean, new_var = mean, var
+
+    if not plain:
+        s, o = gamma, beta
+        if layer.adjustment is not None:
+            adj_scale, adj_bias = layer.adjustment(ops.shape(xr))
+            kshape = tuple(xr.shape[i] if i in axes_r else 1 for i in range(len(xr.shape)))
+            adj_scale = ops.reshape(ops.broadcast_to(ops.cast(adj_scale, sd), kshape), (n,))
+            adj_bias = ops.reshape(ops.broadcast_to(ops.cast(adj_bias, sd), kshape), (n,))
+            s, o = adj_scale * s, adj_bias * s + o
+        if layer.renorm:
+            r, d = _renorm_correction(layer, new_mean, new_var, sd)
+            s, o = r * s, d * s + o
+        y = impl.given(xr, rep(s), rep(o), mean, var, axes_r, eps, True)
+
+    _update_moving(layer, new_mean, new_var, xr, sd)
+    if vbs is not None:
+        y = ops.reshape(y, shape)
+    return ops.cast(y, layer.compute_dtype)
+
+
+def _renorm_correction(layer, mean, var, sd):
+    """r and d of batch renormalization (Keras 3.14+ / tf.keras), without gradient."""
+    n = layer._n_channels
+    stddev = ops.sqrt(var + layer.epsilon)
+    renorm_mean = ops.reshape(ops.cast(layer.renorm_mean, sd), (n,))
+    renorm_stddev = ops.maximum(ops.reshape(ops.cast(layer.renorm_stddev, sd), (n,)),
+                                ops.sqrt(ops.cast(layer.epsilon, sd)))
+    r = stddev / renorm_stddev
+    d = (mean - renorm_mean) / renorm_stddev
+    clipping = layer.renorm_clipping or {}
+    if clipping.get("rmin") is not None:
+        r = ops.maximum(r, clipping["rmin"])
+    if clipping.get("rmax") is not None:
+        r = ops.minimum(r, clipping["rmax"])
+    if clipping.get("dmax") is not None:
+        d = ops.clip(d, -clipping["dmax"], clipping["dmax"])
+    return ops.stop_gradient(r), ops.stop_gradient(d)
+
+
+def _update_moving(layer, mean, var, xr, sd):
+    n = layer._n_channels
+    m = layer.momentum
+    mean = ops.stop_gradient(mean)
+    var = ops.stop_gradient(var)
+
+    def cur(v):
+        return ops.reshape(ops.cast(v, sd), (n,))
+
+    def assign(v, value):
+        v.assign(ops.cast(ops.reshape(value, layer._param_shape), v.dtype))
+
+    if layer.renorm:
+        rm = layer.renorm_momentum
+        stddev = ops.sqrt(var + layer.epsilon)
+        assign(layer.renorm_mean, cur(layer.renorm_mean) * rm + mean * (1.0 - rm))
+        assign(layer.renorm_stddev, cur(layer.renorm_stddev) * rm + stddev * (1.0 - rm))
+        assign(layer.moving_mean, cur(layer.moving_mean) * m + mean * (1.0 - m))
+        new_stddev = cur(layer.moving_stddev) * m + stddev * (1.0 - m)
+        assign(layer.moving_stddev, new_stddev)
+        assign(layer.moving_variance, ops.relu(new_stddev * new_stddev - layer.epsilon))
+        return
+    if layer.fused:
+        # tf.keras's fused kernel feeds the Bessel-corrected variance to the average.
+        count = ops.cast(ops.size(xr), sd) / float(n)
+        var = var * (count / ops.maximum(count - 1.0, 1.0))
+    assign(layer.moving_mean, cur(layer.moving_mean) * m + mean * (1.0 - m))
+    assign(layer.moving_variance, cur(layer.moving_variance) * m + var * (1.0 - m))

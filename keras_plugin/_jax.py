@@ -1,0 +1,137 @@
+"""JAX backend: ckbn kernels through ``jax.pure_callback`` with a ``custom_vjp``.
+
+Under ``jax.jit`` the kernels run as host callbacks; gradients are exact (the
+backward pass is a second callback).  A callback is opaque to XLA: XLA cannot
+fuse the normalization into its neighbours, and every call crosses the
+runtime's callback boundary.  ``benchmarks/bench_keras.py`` measures where
+that still pays; :func:`usable` sends smaller tensors to XLA (Keras ops),
+using the kernels only above ``MIN_ELEMENTS`` elements on the CPU.
+Set ``keras_plugin.set_jax_min_elements(n)`` to move the threshold
+(``0`` always uses the kernels, ``None`` never does).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from keras_plugin import _kernels
+
+# Measured on CPU (benchmarks/bench_keras.py): below this size XLA's own fused
+# batch norm is at least as fast as the callback.  None disables the kernels.
+MIN_ELEMENTS = None
+
+_FLOATS = (jnp.float16, jnp.float32, jnp.float64)
+
+
+def set_min_elements(n):
+    global MIN_ELEMENTS
+    MIN_ELEMENTS = None if n is None else int(n)
+
+
+def usable(x):
+    if MIN_ELEMENTS is None:
+        return False
+    if x.dtype not in _FLOATS or jax.default_backend() != "cpu":
+        return False
+    devices = getattr(x, "devices", None)
+    if callable(devices) and not isinstance(x, jax.core.Tracer):
+        try:
+            if any(d.platform != "cpu" for d in devices()):
+                return False
+        except Exception:  # pragma: no cover
+            return False
+    size = int(np.prod(x.shape)) if x.shape else 1
+    return size >= MIN_ELEMENTS
+
+
+def _sd(dtype):
+    return _kernels.stat_dtype(dtype)
+
+
+def _struct(shape, dtype):
+    return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+
+
+def _train_cb(x, scale, offset, axes, eps):
+    sd = _sd(x.dtype)
+    out = (_struct(x.shape, x.dtype), _struct(scale.shape, sd), _struct(scale.shape, sd))
+    return jax.pure_callback(lambda a, b, c: _kernels.train(a, b, c, axes, eps), out,
+                             x, scale, offset, vmap_method="sequential")
+
+
+def _given_cb(x, scale, offset, mean, var, axes, eps):
+    return jax.pure_callback(
+        lambda a, b, c, m, v: _kernels.given(a, b, c, m, v, axes, eps),
+        _struct(x.shape, x.dtype), x, scale, offset, mean, var, vmap_method="sequential")
+
+
+def _grad_cb(dy, x, scale, mean, var, axes, eps, training):
+    sd = _sd(x.dtype)
+    out = (_struct(x.shape, x.dtype), _struct(scale.shape, sd), _struct(scale.shape, sd))
+    return jax.pure_callback(
+        lambda g, a, b, m, v: _kernels.grad(g, a, b, m, v, axes, eps, training), out,
+        dy.astype(x.dtype), x, scale, mean, var, vmap_method="sequential")
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _train(x, scale, offset, axes, eps):
+    return _train_cb(x, scale, offset, axes, eps)
+
+
+def _train_fwd(x, scale, offset, axes, eps):
+    y, mean, var = _train_cb(x, scale, offset, axes, eps)
+    return (y, mean, var), (x, scale, mean, var)
+
+
+def _train_bwd(axes, eps, res, cts):
+    x, scale, mean, var = res
+    dy = cts[0]
+    dx, ds, do = _grad_cb(dy, x, scale, mean, var, axes, eps, True)
+    return dx, ds.astype(scale.dtype), do.astype(scale.dtype)
+
+
+_train.defvjp(_train_fwd, _train_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _given(x, scale, offset, mean, var, axes, eps, train_grad):
+    return _given_cb(x, scale, offset, mean, var, axes, eps)
+
+
+def _given_fwd(x, scale, offset, mean, var, axes, eps, train_grad):
+    y = _given_cb(x, scale, offset, mean, var, axes, eps)
+    return y, (x, scale, mean, var)
+
+
+def _given_bwd(axes, eps, train_grad, res, dy):
+    x, scale, mean, var = res
+    dx, ds, do = _grad_cb(dy, x, scale, mean, var, axes, eps, train_grad)
+    return (dx, ds.astype(scale.dtype), do.astype(scale.dtype),
+            jnp.zeros_like(mean), jnp.zeros_like(var))
+
+
+_given.defvjp(_given_fwd, _given_bwd)
+
+
+def train(x, scale, offset, axes, eps):
+    return _train(x, scale, offset, tuple(axes), float(eps))
+
+
+def given(x, scale, offset, mean, var, axes, eps, train_grad):
+    mean = jax.lax.stop_gradient(mean)
+    var = jax.lax.stop_gradient(var)
+    return _given(x, scale, offset, mean, var, tuple(axes), float(eps), bool(train_grad))
+
+
+def moments(x, axes):
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    sd = _sd(x.dtype)
+    out = (_struct((n,), sd), _struct((n,), sd))
+    return jax.pure_callback(lambda a: _kernels.moments(a, axes), out,
+                             jax.lax.stop_gradient(x), vmap_method="sequential")

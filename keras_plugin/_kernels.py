@@ -1,0 +1,61 @@
+"""The one place where Keras tensors meet the ckbn kernels, as NumPy arrays.
+
+Every backend module converts its CPU tensors to NumPy arrays (without a copy
+where the framework allows it) and calls the four functions below, which call
+only public ``ckbn.nn`` ops.  Per-channel arrays are flat: ``(n,)`` with ``n``
+the product of the sizes of the channel axes, in C order.  The kernels run with
+``ckbn.get_num_threads()`` OpenMP threads and release the GIL.
+
+Statistics of float16 data are float32 (ckbn computes float16 in float32).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import ckbn
+
+__all__ = ["train", "given", "grad", "moments", "stat_dtype"]
+
+
+def stat_dtype(dtype):
+    """NumPy dtype of the statistics and parameters for data of ``dtype``."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+
+def train(x, scale, offset, axes, eps):
+    """Training forward: ``y`` with the batch statistics, and those statistics.
+
+    Returns ``y`` (x's dtype) and the flat batch mean and **biased** variance.
+    """
+    y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
+                                            is_training=True)
+    sd = stat_dtype(x.dtype)
+    return y, mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
+
+
+def given(x, scale, offset, mean, var, axes, eps):
+    """``y = (x - mean) / sqrt(var + eps) * scale + offset`` with given statistics."""
+    return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
+                                    is_training=False)[0]
+
+
+def grad(dy, x, scale, mean, var, axes, eps, training):
+    """``dx, dscale, doffset``; ``training`` says whether mean/var are x's batch statistics."""
+    dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
+        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training))
+    sd = stat_dtype(x.dtype)
+    return dx, dscale.reshape(-1).astype(sd, copy=False), doffset.reshape(-1).astype(sd, copy=False)
+
+
+def moments(x, axes):
+    """Flat batch mean and biased variance over every axis but ``axes``."""
+    x = np.asarray(x)
+    chan = {a % x.ndim for a in axes}
+    reduce_axes = [i for i in range(x.ndim) if i not in chan]
+    sd = stat_dtype(x.dtype)
+    if x.dtype == np.float16:  # ckbn.nn.moments returns x's dtype; keep float32 statistics
+        x = x.astype(np.float32)
+    mean, var = ckbn.nn.moments(x, reduce_axes)
+    return mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)

@@ -1,0 +1,30 @@
+"""NumPy backend: Keras tensors are NumPy arrays, so the kernels are called directly.
+
+The NumPy backend has no gradients (Keras cannot train on it); the layer runs
+inference, and training-mode calls (batch statistics and moving-average
+updates) also run on the kernels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_plugin import _kernels
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def usable(x):
+    return isinstance(x, np.ndarray) and x.dtype in _FLOATS
+
+
+def train(x, scale, offset, axes, eps):
+    return _kernels.train(x, scale, offset, axes, eps)
+
+
+def given(x, scale, offset, mean, var, axes, eps, train_grad):
+    return _kernels.given(x, scale, offset, mean, var, axes, eps)
+
+
+def moments(x, axes):
+    return _kernels.moments(x, axes)

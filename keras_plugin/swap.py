@@ -1,0 +1,134 @@
+"""``swap_batch_normalization``: put ckbn's layer into an existing Keras model.
+
+Sequential and Functional models (nested ones included) are cloned with
+``keras.models.clone_model``: every layer whose class is exactly
+``keras.layers.BatchNormalization`` becomes ``keras_plugin.BatchNormalization``
+with the same config, the other layers are cloned as Keras clones them, and all
+weights are copied, so the new model predicts what the old one does.
+
+Subclassed models cannot be cloned from their config; they are swapped **in
+place**: each stock ``BatchNormalization`` instance becomes an instance of
+ckbn's subclass, keeping its variables (and so its optimizer slots and
+checkpoints).  The same model object is returned.
+
+A saved model::
+
+    import keras, keras_plugin
+    model = keras.models.load_model("model.keras")          # stock layers
+    model = keras_plugin.swap_batch_normalization(model)
+
+or load ckbn's layer directly where the archive names Keras's::
+
+    with keras.saving.custom_object_scope(
+            {"BatchNormalization": keras_plugin.BatchNormalization}):
+        model = keras.models.load_model("model.keras")
+
+A model saved *with* ckbn's layers loads where ``keras_plugin`` is imported
+(it registers ``ckbn>BatchNormalization``), and in plain Keras with
+``custom_objects={"ckbn>BatchNormalization": keras.layers.BatchNormalization}``
+as long as it uses no extras (list axis, ghost batches, ...).  Weight files
+(``.weights.h5``) are interchangeable both ways.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from keras_plugin import _engine
+from keras_plugin.layer import BatchNormalization
+
+__all__ = ["swap_batch_normalization"]
+
+_Stock = keras.layers.BatchNormalization
+
+
+def _is_stock_bn(layer):
+    return type(layer) is _Stock
+
+
+def _from_stock(layer):
+    return BatchNormalization.from_config(layer.get_config())
+
+
+def _is_graph_model(model):
+    return isinstance(model, keras.Sequential) or (
+        isinstance(model, keras.Model) and getattr(model, "_is_graph_network", False)
+    ) or type(model).__name__ == "Functional"
+
+
+def _clone_layer(layer):
+    if _is_stock_bn(layer):
+        return _from_stock(layer)
+    if isinstance(layer, keras.Model) and _is_graph_model(layer):
+        return _clone_graph(layer)
+    if isinstance(layer, keras.Model):
+        raise TypeError("nested subclassed model")  # handled by the in-place swap
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _clone_graph(model):
+    clone = keras.models.clone_model(model, clone_function=_clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _swap_in_place(layer):
+    """Turn a built or unbuilt stock BN instance into ckbn's layer, keeping its variables."""
+    layer.__class__ = BatchNormalization
+    layer.virtual_batch_size = None
+    layer.adjustment = None
+    layer.fused = None
+    if not hasattr(layer, "renorm"):
+        layer.renorm, layer.renorm_clipping, layer.renorm_momentum = False, None, 0.99
+    layer._channel_axes = layer._param_shape = layer._n_channels = None
+    if layer.built:
+        ndim = layer.input_spec.ndim
+        layer._channel_axes = (layer.axis % ndim,)
+        layer._param_shape = tuple(layer.moving_mean.shape)
+        layer._n_channels = int(layer.moving_mean.shape[0])
+        if _engine.kernels_for_backend() == "tensorflow":
+            layer.supports_jit = False
+
+
+def _swap_subclassed(model):
+    count = 0
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if _is_stock_bn(layer):
+            _swap_in_place(layer)
+            count += 1
+    return count
+
+
+def swap_batch_normalization(model):
+    """A model whose every ``keras.layers.BatchNormalization`` is ckbn's.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Sequential, Functional (nested models included) or subclassed.
+
+    Returns
+    -------
+    keras.Model
+        For Sequential and Functional models a clone with all weights copied
+        (compile it before training).  A subclassed model is swapped in place
+        and returned itself.  Predictions equal the original's.
+
+    Examples
+    --------
+    >>> import keras, keras_plugin
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization()])
+    >>> s = keras_plugin.swap_batch_normalization(m)
+    >>> type(s.layers[0]).__module__
+    'keras_plugin.layer'
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"swap_batch_normalization needs a keras.Model, got {type(model)!r}")
+    if _is_graph_model(model):
+        try:
+            return _clone_graph(model)
+        except TypeError as err:
+            if "nested subclassed model" not in str(err):
+                raise
+    _swap_subclassed(model)
+    return model
