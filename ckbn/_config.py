@@ -6,6 +6,12 @@ The process-wide default comes from ``CKBN_NUM_THREADS``, then
 block of code in the calling thread (and in asyncio tasks started inside it),
 through a context variable.  The kernels always receive an explicit positive
 thread count: ckbn never changes OpenMP's global state.
+
+fork: GNU OpenMP (libgomp) cannot start threads in a child created by
+``fork()`` once the parent has run a parallel region: the child would hang.
+So in such a child ckbn runs every kernel on one thread, and says so once
+with a ``RuntimeWarning``.  Use the ``"spawn"`` or ``"forkserver"``
+multiprocessing start methods for parallel kernels in worker processes.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import contextvars
 import operator
 import os
+import warnings
 
 __all__ = ["set_num_threads", "get_num_threads", "num_threads"]
 
@@ -56,6 +63,34 @@ def _env_default():
 
 
 _has_openmp = None
+_threads_started = False   # a kernel may have started an OpenMP team
+_fork_capped = False       # we are a fork()ed child of such a process
+_fork_warned = False
+
+
+def _after_fork_in_child():
+    global _fork_capped
+    if _threads_started:
+        _fork_capped = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _capped_after_fork():
+    global _fork_warned
+    if not _fork_warned:
+        _fork_warned = True
+        warnings.warn(
+            "ckbn runs single-threaded in this process: it was fork()ed from a "
+            "process that had started OpenMP threads, which libgomp cannot "
+            "restart in a child. Use the 'spawn' or 'forkserver' start method "
+            "for parallel kernels in worker processes.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return 1
 
 
 def get_num_threads():
@@ -70,12 +105,17 @@ def get_num_threads():
         _has_openmp = openmp_enabled()
     if not _has_openmp:
         return 1
+    if _fork_capped:
+        return _capped_after_fork()
     n = _override.get()
-    if n is not None:
-        return n
-    if _default is None:
-        _default = _env_default()
-    return _default
+    if n is None:
+        if _default is None:
+            _default = _env_default()
+        n = _default
+    if n > 1:
+        global _threads_started
+        _threads_started = True
+    return n
 
 
 def set_num_threads(n):
@@ -111,4 +151,10 @@ def _resolve_threads(n_threads):
     """Explicit thread count for a kernel call (``None`` -> current setting)."""
     if n_threads is None:
         return get_num_threads()
-    return _check_threads(n_threads, "n_threads")
+    n = _check_threads(n_threads, "n_threads")
+    if _fork_capped:
+        return _capped_after_fork()
+    if n > 1:
+        global _threads_started
+        _threads_started = True
+    return n

@@ -152,10 +152,11 @@ def check_out(out, x):
         raise ValueError("out must be C-contiguous")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    same = (
-        out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
-        and out.strides == x.strides
-    )
-    if not same and np.shares_memory(out, x):
-        raise ValueError("out overlaps the input without being the same array")
+    if out is not x and np.may_share_memory(out, x):
+        same = (
+            out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+            and out.strides == x.strides
+        )
+        if not same and np.shares_memory(out, x):
+            raise ValueError("out overlaps the input without being the same array")
     return out
