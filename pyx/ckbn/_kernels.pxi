@@ -70,6 +70,8 @@ cdef enum:
     TILE_MAX = 512
     # Rows summed in the data type before adding to float64.
     BLOCK = 8
+    # Largest channels-first plane read through lane expansion (see below).
+    LANE_PLANE_MAX = 256
 
 
 def openmp_enabled():
@@ -317,7 +319,7 @@ cdef void _stats_unit(const floating* x,            # IN
         pn[row] = n
 
 
-cdef void _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                  Py_ssize_t C, double* mean, double* var,
                  int n_threads) noexcept nogil:
     cdef Units u = _make_units(P, G, R, C, MIN_LANES)
@@ -434,7 +436,7 @@ cdef void _affine_unit(const floating* x, floating* y, const Units* u,
             _affine_row(x + off + i, y + off + i, n_el - i, aw, bw)
 
 
-cdef void _affine(const floating* x, const floating* a, const floating* b,
+cdef void _affine_core(const floating* x, const floating* a, const floating* b,
                   floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                   Py_ssize_t C, int n_threads) noexcept nogil:
     cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW)
@@ -504,7 +506,7 @@ cdef void _grad_dx_unit(const floating* dy, const floating* x, floating* dx,
             _dx_row(dy + off + i, x + off + i, dx + off + i, n_el - i, w1, w2, w3)
 
 
-cdef void _grad_dx(const floating* dy, const floating* x, const floating* k1,
+cdef void _grad_dx_core(const floating* dy, const floating* x, const floating* k1,
                    const floating* k2, const floating* k3, floating* dx,
                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                    int n_threads) noexcept nogil:
@@ -661,7 +663,7 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
             p2s[row * C + c] = S2 + (<double> mu[c] - mean[t.g * C + c]) * S1
 
 
-cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
+cdef void _grad_sums_core(const floating* dy, const floating* x, const double* mean,
                      Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                      double* sum_dy, double* sum_dyxc,
                      int n_threads) noexcept nogil:
@@ -714,6 +716,124 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
     with nogil:
         _grad_sums(&dy[0], &x[0], &mean[0], P, G, R, C, &sum_dy[0],
                    &sum_dyxc[0], n_threads)
+
+
+# Lane expansion.  Channels-first data with small planes (NCHW with 7x7 or
+# 14x14 maps: C == 1, G channels, R <= LANE_PLANE_MAX) is read as P rows of
+# G*R lanes, lane j belonging to channel j // R: the kernels then stream
+# through memory in order instead of visiting short planes far apart.  Per-lane
+# results are merged into channels in lane order (deterministic).
+
+cdef inline bint _expand(Py_ssize_t G, Py_ssize_t R, Py_ssize_t C) noexcept nogil:
+    return C == 1 and G > 1 and 1 < R <= LANE_PLANE_MAX
+
+
+cdef void _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                 Py_ssize_t C, double* mean, double* var,
+                 int n_threads) noexcept nogil:
+    cdef Py_ssize_t g, r, n
+    cdef double* lm
+    cdef double m, acc, d
+    if not _expand(G, R, C):
+        _stats_core(x, P, G, R, C, mean, var, n_threads)
+        return
+    n = G * R
+    lm = <double*> malloc(sizeof(double) * 2 * n)
+    if lm == NULL:
+        abort()
+    _stats_core(x, 1, 1, P, n, lm, lm + n, n_threads)
+    # Every lane holds P values: the channel mean is the mean of its lanes'
+    # means, and its variance the mean of their variances plus the variance
+    # of their means.
+    for g in range(G):
+        acc = 0.0
+        for r in range(R):
+            acc = acc + lm[g * R + r]
+        m = acc / R
+        acc = 0.0
+        for r in range(R):
+            d = lm[g * R + r] - m
+            acc = acc + lm[n + g * R + r] + d * d
+        mean[g] = m
+        var[g] = acc / R
+    free(lm)
+
+
+cdef floating* _expand_coefs(const floating* a, Py_ssize_t G, Py_ssize_t R,
+                             Py_ssize_t k) noexcept nogil:
+    """k per-channel arrays of G values, each repeated R times (one per lane)."""
+    cdef floating* out = <floating*> malloc(sizeof(floating) * k * G * R)
+    cdef Py_ssize_t i, g, r
+    if out == NULL:
+        abort()
+    for i in range(k):
+        for g in range(G):
+            for r in range(R):
+                out[(i * G + g) * R + r] = a[i * G + g]
+    return out
+
+
+cdef void _affine(const floating* x, const floating* a, const floating* b,
+                  floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                  Py_ssize_t C, int n_threads) noexcept nogil:
+    cdef floating* ea
+    cdef floating* eb
+    if not _expand(G, R, C):
+        _affine_core(x, a, b, y, P, G, R, C, n_threads)
+        return
+    ea = _expand_coefs(a, G, R, 1)
+    eb = _expand_coefs(b, G, R, 1)
+    _affine_core(x, ea, eb, y, 1, 1, P, G * R, n_threads)
+    free(ea)
+    free(eb)
+
+
+cdef void _grad_dx(const floating* dy, const floating* x, const floating* k1,
+                   const floating* k2, const floating* k3, floating* dx,
+                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                   int n_threads) noexcept nogil:
+    cdef floating* e1
+    cdef floating* e2
+    cdef floating* e3
+    if not _expand(G, R, C):
+        _grad_dx_core(dy, x, k1, k2, k3, dx, P, G, R, C, n_threads)
+        return
+    e1 = _expand_coefs(k1, G, R, 1)
+    e2 = _expand_coefs(k2, G, R, 1)
+    e3 = _expand_coefs(k3, G, R, 1)
+    _grad_dx_core(dy, x, e1, e2, e3, dx, 1, 1, P, G * R, n_threads)
+    free(e1)
+    free(e2)
+    free(e3)
+
+
+cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
+                     Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                     double* sum_dy, double* sum_dyxc,
+                     int n_threads) noexcept nogil:
+    cdef Py_ssize_t g, r, n
+    cdef double* buf
+    cdef double a1, a2
+    if not _expand(G, R, C):
+        _grad_sums_core(dy, x, mean, P, G, R, C, sum_dy, sum_dyxc, n_threads)
+        return
+    n = G * R
+    buf = <double*> malloc(sizeof(double) * 3 * n)
+    if buf == NULL:
+        abort()
+    for g in range(G):
+        for r in range(R):
+            buf[g * R + r] = mean[g]
+    _grad_sums_core(dy, x, buf, 1, 1, P, n, buf + n, buf + 2 * n, n_threads)
+    for g in range(G):
+        a1 = 0.0
+        a2 = 0.0
+        for r in range(R):
+            a1 = a1 + buf[n + g * R + r]
+            a2 = a2 + buf[2 * n + g * R + r]
+        sum_dy[g] = a1
+        sum_dyxc[g] = a2
+    free(buf)
 
 
 # ---------------------------------------------------------------------------
