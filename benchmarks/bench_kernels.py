@@ -47,12 +47,29 @@ SHAPES = {
 QUICK = ["32x56x56x64", "64x7x7x2048", "256x1024", "16x8x8x32"]
 
 
+_FLUSH = None
+COLD = False
+
+
+def _flush_caches():
+    """Evict the caches by writing a buffer larger than any last-level cache."""
+    global _FLUSH
+    if _FLUSH is None:
+        _FLUSH = np.ones(64 * 2**20, dtype=np.float32)  # 256 MiB
+    _FLUSH += 1.0
+
+
 def _best(fn, budget=0.4, min_reps=3, max_reps=200):
-    """Minimum wall time of ``fn()`` over repetitions within ``budget`` seconds."""
+    """Minimum wall time of ``fn()`` over repetitions within ``budget`` seconds.
+
+    With ``COLD`` set, the caches are flushed before every timed call.
+    """
     fn()
     times = []
     start = time.perf_counter()
     while len(times) < min_reps or (time.perf_counter() - start < budget and len(times) < max_reps):
+        if COLD:
+            _flush_caches()
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -147,6 +164,59 @@ def bench_torch(x, fmt, n_threads, budget):
     return res
 
 
+def bench_tensorflow(x, fmt, n_threads, budget):
+    """TensorFlow's fused batch norm (its oneDNN CPU kernel), eager, NHWC/NCHW."""
+    try:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+    except ImportError:
+        return None
+    if x.ndim != 4:
+        return None
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialized: the first setting stays
+    t = tf.constant(x)
+    c = x.shape[3] if fmt == "NHWC" else x.shape[1]
+    one = tf.ones([c], tf.float32)
+    zero = tf.zeros([c], tf.float32)
+    fbn = tf.compat.v1.nn.fused_batch_norm
+    res = {}
+    try:
+        res["train"] = _best(lambda: fbn(t, one, zero, epsilon=1e-3, data_format=fmt, is_training=True), budget)
+        res["infer"] = _best(lambda: fbn(t, one, zero, zero, one, epsilon=1e-3, data_format=fmt,
+                                         is_training=False), budget)
+    except Exception:  # noqa: BLE001 - some layouts have no CPU kernel
+        return None
+    return res
+
+
+def bench_torch_mkldnn(x, fmt, n_threads, budget):
+    """PyTorch on oneDNN's blocked layout (``to_mkldnn()``), NCHW only."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if fmt != "NCHW" or x.dtype != np.float32:
+        return None
+    torch.set_num_threads(n_threads)
+    t = torch.from_numpy(x).to_mkldnn()
+    c = x.shape[1]
+    w = torch.ones(c)
+    b = torch.zeros(c)
+    rm = torch.zeros(c)
+    rv = torch.ones(c)
+    F = torch.nn.functional
+    try:
+        with torch.no_grad():
+            return {"train": _best(lambda: F.batch_norm(t, rm, rv, w, b, training=True, eps=1e-3), budget),
+                    "infer": _best(lambda: F.batch_norm(t, rm, rv, w, b, training=False, eps=1e-3), budget)}
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def run(shapes, threads, dtypes, budget, peers=True):
     rows = []
     for name in shapes:
@@ -170,6 +240,10 @@ def run(shapes, threads, dtypes, budget, peers=True):
                         if tp:
                             for op, t in tp.items():
                                 row[f"torch_{op}"] = t
+                        for peer, fn in (("tf", bench_tensorflow), ("mkldnn", bench_torch_mkldnn)):
+                            res = fn(x, fmt, nt, budget) if np.dtype(dtype) == np.float32 else None
+                            for op, t in (res or {}).items():
+                                row[f"{peer}_{op}"] = t
                         if nt == 1:
                             row["numpy_train"] = bench_numpy(x, fmt, budget)["train"]
                     rows.append(row)
@@ -187,6 +261,9 @@ def _fmt_row(r):
         s += (f" | torch/ckbn train {r['torch_train'] / r['ckbn_train']:.2f}x "
               f"infer {r['torch_infer'] / r['ckbn_infer']:.2f}x "
               f"bwd {r['torch_backward'] / r['ckbn_backward']:.2f}x")
+    for peer in ("tf", "mkldnn"):
+        if f"{peer}_train" in r:
+            s += f" | {peer}/ckbn train {r[f'{peer}_train'] / r['ckbn_train']:.2f}x"
     if "numpy_train" in r:
         s += f" | numpy/ckbn {r['numpy_train'] / r['ckbn_train']:.1f}x"
     return s
@@ -194,18 +271,23 @@ def _fmt_row(r):
 
 def to_markdown(rows):
     head = ("| shape | layout | dtype | thr | train µs | ×roof | infer µs | ×roof | bwd µs | ×roof "
-            "| torch÷ckbn train | infer | bwd | numpy÷ckbn train |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| torch÷ckbn train | infer | bwd | TF÷ckbn train | infer | mkldnn÷ckbn train "
+            "| numpy÷ckbn train |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in rows:
-        tr = lambda k: (f"{r[f'torch_{k}'] / r[f'ckbn_{k}']:.2f}" if f"torch_{k}" in r else "–")  # noqa: E731
+        def ratio(peer, k):
+            return f"{r[f'{peer}_{k}'] / r[f'ckbn_{k}']:.2f}" if f"{peer}_{k}" in r else "–"
+
+        tr = lambda k: ratio("torch", k)  # noqa: E731
         npy = f"{r['numpy_train'] / r['ckbn_train']:.1f}" if "numpy_train" in r else "–"
         lines.append(
             f"| {r['shape']} | {r['layout']} | {r['dtype']} | {r['threads']} "
             f"| {r['ckbn_train'] * 1e6:.1f} | {r['x_roof_train']:.2f} "
             f"| {r['ckbn_infer'] * 1e6:.1f} | {r['x_roof_infer']:.2f} "
             f"| {r['ckbn_backward'] * 1e6:.1f} | {r['x_roof_backward']:.2f} "
-            f"| {tr('train')} | {tr('infer')} | {tr('backward')} | {npy} |")
+            f"| {tr('train')} | {tr('infer')} | {tr('backward')} "
+            f"| {ratio('tf', 'train')} | {ratio('tf', 'infer')} | {ratio('mkldnn', 'train')} | {npy} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -217,9 +299,12 @@ def main(argv=None):
     ap.add_argument("--dtypes", default="float32", help="float32,float64")
     ap.add_argument("--budget", type=float, default=0.3, help="seconds per measurement")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--cold", action="store_true", help="flush the caches before every timed call")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args(argv)
+    global COLD
+    COLD = args.cold
     shapes = args.shapes.split(",") if args.shapes else (QUICK if args.quick else list(SHAPES))
     threads = [int(t) for t in args.threads.split(",")]
     dtypes = [np.dtype(d).type for d in args.dtypes.split(",")]
