@@ -259,7 +259,7 @@ cdef void _stats_unit(const floating* x,            # IN
     cdef const floating* rows[8]
     cdef const floating* first
     cdef const floating* base
-    cdef double n, S1, S2, d
+    cdef double n, S1, S2, d, inv_n
     if u.tiled:
         W = width
         first = x + _row_offset(u, t.g, t.q0, t.c0)
@@ -298,10 +298,11 @@ cdef void _stats_unit(const floating* x,            # IN
     for i in range(nb):
         _mom1(rows[i], W, sh, s1, s2)
     row = t.g * u.n_rc + t.rc
+    inv_n = 1.0 / n
     if u.tiled:
         for c in range(width):
-            pmean[row * C + t.c0 + c] = <double> sh[c] + s1[c] / n
-            d = s2[c] - s1[c] * s1[c] / n
+            pmean[row * C + t.c0 + c] = <double> sh[c] + s1[c] * inv_n
+            d = s2[c] - s1[c] * s1[c] * inv_n
             pm2[row * C + t.c0 + c] = d if d > 0.0 else 0.0 * d  # keeps NaN
     else:
         for c in range(C):
@@ -312,11 +313,22 @@ cdef void _stats_unit(const floating* x,            # IN
                 S1 += s1[j]
                 S2 += s2[j]
                 j += C
-            pmean[row * C + c] = <double> sh[c] + S1 / n
-            d = S2 - S1 * S1 / n
+            pmean[row * C + c] = <double> sh[c] + S1 * inv_n
+            d = S2 - S1 * S1 * inv_n
             pm2[row * C + c] = d if d > 0.0 else 0.0 * d
     if t.c0 == 0:
         pn[row] = n
+
+
+cdef inline void _chan_row(const double* pm, const double* pm2, acc_ptr mean,
+                           acc_ptr m2, Py_ssize_t C, double wb, double wd) noexcept nogil:
+    """Merge one chunk's (mean, M2) into running (mean, M2): Chan et al."""
+    cdef Py_ssize_t c
+    cdef double delta
+    for c in range(C):
+        delta = pm[c] - mean[c]
+        mean[c] = mean[c] + delta * wb
+        m2[c] = m2[c] + pm2[c] + delta * delta * wd
 
 
 cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
@@ -332,7 +344,7 @@ cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t 
     cdef double* pmean
     cdef double* pm2
     cdef double* pn
-    cdef double na, nb, nab, ma, m2a, delta
+    cdef double na, nb, nab, wb, wd
     if part == NULL:
         abort()
     pmean = part
@@ -347,22 +359,25 @@ cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t 
             _stats_unit(x, &u, k, sh, acc, acc + u.W, pmean, pm2, pn)
         free(acc)
         free(sh)
-    # Ordered Chan merge of the row chunks of each group.
+    # Ordered Chan merge of the row chunks of each group.  The weights depend
+    # on the counts only, so they are computed once per chunk, and the
+    # channel loop is division-free (and vectorizes).
     for g in range(G):
         for c in range(C):
-            na = 0.0
-            ma = 0.0
-            m2a = 0.0
-            for rc in range(u.n_rc):
-                row = g * u.n_rc + rc
-                nb = pn[row]
-                nab = na + nb
-                delta = pmean[row * C + c] - ma
-                ma = ma + delta * (nb / nab)
-                m2a = m2a + pm2[row * C + c] + delta * delta * (na * nb / nab)
-                na = nab
-            mean[g * C + c] = ma
-            var[g * C + c] = m2a / na
+            mean[g * C + c] = 0.0
+            var[g * C + c] = 0.0
+        na = 0.0
+        for rc in range(u.n_rc):
+            row = g * u.n_rc + rc
+            nb = pn[row]
+            nab = na + nb
+            wb = nb / nab
+            wd = na * nb / nab
+            _chan_row(pmean + row * C, pm2 + row * C, mean + g * C, var + g * C, C, wb, wd)
+            na = nab
+        wb = 1.0 / na
+        for c in range(C):
+            var[g * C + c] = var[g * C + c] * wb
     free(part)
 
 
