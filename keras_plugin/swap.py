@@ -17,20 +17,20 @@ A saved model::
     model = keras.models.load_model("model.keras")          # stock layers
     model = keras_plugin.swap_batch_normalization(model)
 
-or load ckbn's layer directly where the archive names Keras's::
-
-    with keras.saving.custom_object_scope(
-            {"BatchNormalization": keras_plugin.BatchNormalization}):
-        model = keras.models.load_model("model.keras")
+(Keras resolves its built-in layers by module path, so ``custom_objects`` cannot
+redirect ``BatchNormalization`` at load time; swapping after loading can.)
 
 A model saved *with* ckbn's layers loads where ``keras_plugin`` is imported
-(it registers ``ckbn>BatchNormalization``), and in plain Keras with
+(it registers ``ckbn>BatchNormalization``), and as plain Keras layers with
 ``custom_objects={"ckbn>BatchNormalization": keras.layers.BatchNormalization}``
-as long as it uses no extras (list axis, ghost batches, ...).  Weight files
+in a process that has not imported ``keras_plugin`` (its registration takes
+precedence), as long as it uses no extras (list axis, ghost batches, ...).  Weight files
 (``.weights.h5``) are interchangeable both ways.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 
@@ -63,7 +63,13 @@ def _clone_layer(layer):
         return _clone_graph(layer)
     if isinstance(layer, keras.Model):
         raise TypeError("nested subclassed model")  # handled by the in-place swap
-    return layer.__class__.from_config(layer.get_config())
+    try:
+        return layer.__class__.from_config(layer.get_config())
+    except Exception as err:  # e.g. a Lambda of a Python lambda (unsafe to deserialize)
+        warnings.warn(f"swap_batch_normalization: layer {layer.name!r} cannot be re-created "
+                      f"from its config ({type(err).__name__}); the new model shares it.",
+                      stacklevel=3)
+        return layer
 
 
 def _clone_graph(model):
