@@ -136,5 +136,9 @@ def swap_batch_normalization(model):
         except TypeError as err:
             if "nested subclassed model" not in str(err):
                 raise
-    _swap_subclassed(model)
+    if _swap_subclassed(model):
+        # Drop step functions traced with the stock layers; Keras re-traces them.
+        for attr in ("train_function", "test_function", "predict_function"):
+            if getattr(model, attr, None) is not None:
+                setattr(model, attr, None)
     return model
