@@ -284,6 +284,9 @@ class BatchNormalization(_Stock):
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
             raise ValueError("The mask provided should be one dimension less than the inputs. "
                              f"Received: mask.shape={mask.shape}, inputs.shape={inputs.shape}")
+        if keras.backend.standardize_dtype(inputs.dtype) == "bfloat16":
+            # Computed in float32 either way (as the stock layer does); NumPy has no bfloat16.
+            inputs = ops.cast(inputs, "float32")
         impl = None
         if mask is None and not self.synchronized:
             impl = _engine.kernel_impl(inputs)

@@ -179,7 +179,7 @@ def test_trainable_false_is_inference():
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision(policy):
+def test_mixed_precision(policy, kernel_calls):
     x = _rand((16, 4, 4, 8), scale=2.0)
     keras.config.set_dtype_policy(policy)
     try:
@@ -196,6 +196,7 @@ def test_mixed_precision(policy):
             _close(ya, yb, rtol=tol, atol=tol)
         for a, b in zip(ours.weights, stock.weights):
             _close(a, b, rtol=1e-4, atol=1e-4)
+        assert kernel_calls["given"] == 1 and kernel_calls["train"] == 1
     finally:
         keras.config.set_dtype_policy("float32")
 
