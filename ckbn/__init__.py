@@ -4,6 +4,12 @@ The public surface (see the README):
 
 * ``ckbn.nn`` -- low-level ops mirroring ``tf.nn``: ``moments``,
   ``batch_normalization``, ``fused_batch_norm``, ``fused_batch_norm_grad``;
+* ``BatchNormalization`` / ``batch_normalization``: ``tf.layers``'s layer
+  (TF 1.x semantics) on NumPy arrays, with ``backward`` for training;
+* the TF 1.x bookkeeping it stands on: ``Layer``, ``Variable``, ``Graph``,
+  ``GraphKeys``, ``variable_scope``, ``eager_mode``/``graph_mode``,
+  ``run_updates``, and ``initializers``, ``regularizers``, ``constraints``,
+  ``optimizers``;
 * thread control: ``set_num_threads``, ``get_num_threads``, ``num_threads``,
   ``openmp_enabled``, ``show_config``.
 """
@@ -15,5 +21,27 @@ from ckbn._config import get_num_threads, num_threads, set_num_threads
 from ckbn._openmp import openmp_enabled
 from ckbn._show import show_config
 
-# --- framework (Layer bookkeeping) -------------------------------------------
-# --- end framework -----------------------------------------------------------
+from ckbn import constraints, initializers, optimizers, regularizers
+from ckbn._framework import (
+    Graph,
+    GraphKeys,
+    InputSpec,
+    Layer,
+    Update,
+    Variable,
+    VariableScope,
+    eager_mode,
+    executing_eagerly,
+    get_collection,
+    get_default_graph,
+    graph_mode,
+    reset_default_graph,
+    run_updates,
+    variable_scope,
+)
+from ckbn._normalization import (
+    BatchNorm,
+    BatchNormalization,
+    batch_norm,
+    batch_normalization,
+)

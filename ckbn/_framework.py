@@ -1,0 +1,886 @@
+"""TensorFlow 1.x style bookkeeping for NumPy layers.
+
+A *graph* here is a registry, not a dataflow engine: it holds the variables,
+the collections (``GraphKeys``), the layer-name and scope counters.  Layers
+compute eagerly on NumPy arrays in both modes; the modes differ in what
+happens to state:
+
+* **graph mode** (the default): a training call records *pending* update
+  objects (``layer.updates``, the ``UPDATE_OPS`` collection) that change the
+  moving statistics only when run (``update.run()`` or ``run_updates``), and
+  records an inbound node for every call;
+* **eager mode** (``with ckbn.eager_mode():``): updates are applied during
+  the call; ``updates``, ``get_updates_for``, ``add_loss``,
+  ``get_losses_for`` and the ``get_*_at`` methods raise ``RuntimeError``.
+
+Modes, default graphs and variable scopes are thread-local; a new thread
+starts in graph mode on the process-wide default graph.
+
+Update objects
+--------------
+``Update(fn, *args, name=...)`` applies ``fn(*args)`` once when run, then
+drops ``args`` (the call's statistics), so a long training loop does not keep
+every batch's statistics alive; running it again does nothing.  Layers create
+them in ``call`` and register them with ``self.add_update(u, inputs=x)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import re
+import threading
+import warnings
+import weakref
+
+import numpy as np
+
+from ckbn import initializers as _inits
+
+__all__ = [
+    "GraphKeys", "Graph", "get_default_graph", "reset_default_graph", "get_collection",
+    "variable_scope", "VariableScope", "eager_mode", "graph_mode", "executing_eagerly",
+    "Variable", "Update", "run_updates", "InputSpec", "Node", "Layer",
+]
+
+
+class GraphKeys:
+    """Names of the standard collections."""
+
+    GLOBAL_VARIABLES = "variables"
+    TRAINABLE_VARIABLES = "trainable_variables"
+    UPDATE_OPS = "update_ops"
+    REGULARIZATION_LOSSES = "regularization_losses"
+
+
+class Graph:
+    """A registry of variables, collections and name counters."""
+
+    def __init__(self):
+        self._lock = threading.RLock()
+        self._collections = {}
+        self._variables = {}          # full name -> Variable
+        self._layer_names = {}        # base name -> count (one-based layer names)
+        self._scope_counts = {}       # parent scope -> {child base name: count}
+
+    def get_collection(self, key, scope=None):
+        with self._lock:
+            items = list(self._collections.get(key, ()))
+        if scope:
+            items = [v for v in items if getattr(v, "name", "").startswith(scope)]
+        return items
+
+    def get_collection_ref(self, key):
+        with self._lock:
+            return self._collections.setdefault(key, [])
+
+    def add_to_collection(self, key, value, unique=False):
+        with self._lock:
+            coll = self._collections.setdefault(key, [])
+            if unique and any(v is value for v in coll):
+                return
+            coll.append(value)
+
+    def _add_unique(self, key, values):
+        with self._lock:
+            coll = self._collections.setdefault(key, [])
+            ids = {id(v) for v in coll}
+            for v in values:
+                if id(v) not in ids:
+                    coll.append(v)
+                    ids.add(id(v))
+
+    @contextlib.contextmanager
+    def as_default(self):
+        """Make this graph the default one in the calling thread."""
+        stack = _state().graphs
+        stack.append(self)
+        try:
+            yield self
+        finally:
+            stack.pop()
+
+    def _unique_layer_name(self, base):
+        with self._lock:
+            n = self._layer_names.get(base, 0) + 1
+            self._layer_names[base] = n
+        return f"{base}_{n}"
+
+
+class _ThreadState(threading.local):
+    def __init__(self):
+        self.graphs = []
+        self.eager = []
+        self.scopes = []
+
+
+_tls = _ThreadState()
+_global = {"graph": Graph()}
+
+
+def _state():
+    return _tls
+
+
+def get_default_graph():
+    """The calling thread's default graph (the process-wide one unless overridden)."""
+    stack = _tls.graphs
+    return stack[-1] if stack else _global["graph"]
+
+
+def reset_default_graph():
+    """Replace the process-wide default graph with a new, empty one."""
+    if _tls.graphs:
+        raise AssertionError("reset_default_graph() called inside a graph.as_default() block")
+    _global["graph"] = Graph()
+
+
+def get_collection(key, scope=None):
+    """Items of collection ``key`` of the default graph (a copy)."""
+    return get_default_graph().get_collection(key, scope)
+
+
+def executing_eagerly():
+    stack = _tls.eager
+    return bool(stack[-1]) if stack else False
+
+
+@contextlib.contextmanager
+def eager_mode():
+    """Run the block in eager mode: updates are applied during each call."""
+    _tls.eager.append(True)
+    try:
+        yield
+    finally:
+        _tls.eager.pop()
+
+
+@contextlib.contextmanager
+def graph_mode():
+    """Run the block in graph mode (the default): updates are pending until run."""
+    _tls.eager.append(False)
+    try:
+        yield
+    finally:
+        _tls.eager.pop()
+
+
+class VariableScope:
+    """A named variable scope; ``name`` prefixes the variables made inside."""
+
+    __slots__ = ("name", "reuse")
+
+    def __init__(self, name, reuse=None):
+        self.name = name
+        self.reuse = reuse
+
+    @property
+    def original_name_scope(self):
+        return self.name + "/" if self.name else ""
+
+    def __repr__(self):
+        return f"VariableScope(name={self.name!r}, reuse={self.reuse!r})"
+
+
+def _current_scope():
+    stack = _tls.scopes
+    return stack[-1] if stack else VariableScope("", None)
+
+
+@contextlib.contextmanager
+def variable_scope(name_or_scope=None, default_name=None, reuse=None):
+    """Open a variable scope.
+
+    Parameters
+    ----------
+    name_or_scope : str or VariableScope or None
+        A name (prefixed by the enclosing scope) or a captured scope (used as
+        it is).
+    default_name : str, optional
+        With ``name_or_scope=None``: a base name made unique among the scopes
+        opened so far in the same parent, zero-based (``name``, ``name_1``,
+        ...).
+    reuse : bool or None
+        True: get existing variables instead of creating them.  None inherits
+        the enclosing scope's setting.
+    """
+    graph = get_default_graph()
+    parent = _current_scope()
+    if isinstance(name_or_scope, VariableScope):
+        full = name_or_scope.name
+        inherited = name_or_scope.reuse
+    elif name_or_scope is not None:
+        if not isinstance(name_or_scope, str):
+            raise TypeError(f"variable_scope name must be a string, got {name_or_scope!r}")
+        full = parent.original_name_scope + name_or_scope
+        inherited = parent.reuse
+    else:
+        if default_name is None:
+            raise ValueError("variable_scope needs a name_or_scope or a default_name")
+        with graph._lock:
+            counts = graph._scope_counts.setdefault(parent.name, {})
+            n = counts.get(default_name, 0)
+            counts[default_name] = n + 1
+        full = parent.original_name_scope + (default_name if n == 0 else f"{default_name}_{n}")
+        inherited = parent.reuse
+    if name_or_scope is not None:
+        # Re-opening a scope restarts the numbering of its default-named children.
+        with graph._lock:
+            graph._scope_counts.pop(full, None)
+    scope = VariableScope(full, True if reuse else inherited)
+    _tls.scopes.append(scope)
+    try:
+        yield scope
+    finally:
+        _tls.scopes.pop()
+
+
+class Variable:
+    """A named, mutable array owned by a graph.
+
+    ``numpy()`` returns a copy; ``value`` is the live array (read it, do not
+    write it: use ``assign``, ``assign_add``, ``assign_sub``, which are atomic
+    with respect to each other across Python threads).
+    """
+
+    __slots__ = ("name", "trainable", "constraint", "regularizer", "_value", "_lock",
+                 "__weakref__")
+
+    def __init__(self, value, name="Variable:0", trainable=True, constraint=None,
+                 regularizer=None, dtype=None):
+        self._value = np.array(value, dtype=dtype)
+        self.name = name
+        self.trainable = bool(trainable)
+        self.constraint = constraint
+        self.regularizer = regularizer
+        self._lock = threading.Lock()
+
+    @property
+    def shape(self):
+        return self._value.shape
+
+    @property
+    def dtype(self):
+        return self._value.dtype
+
+    @property
+    def value(self):
+        return self._value
+
+    def numpy(self):
+        return self._value.copy()
+
+    def read_value(self):
+        return self._value.copy()
+
+    def _coerce(self, v):
+        arr = np.asarray(v)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"cannot assign a value of dtype {arr.dtype} to {self.name}")
+        try:
+            return np.broadcast_to(arr.astype(self._value.dtype, copy=False), self._value.shape)
+        except ValueError:
+            raise ValueError(
+                f"cannot assign a value of shape {arr.shape} to {self.name} of shape "
+                f"{self._value.shape}") from None
+
+    def assign(self, v):
+        v = self._coerce(v)
+        with self._lock:
+            self._value = np.array(v, dtype=self._value.dtype)
+        return self
+
+    def assign_add(self, v):
+        v = self._coerce(v)
+        with self._lock:
+            self._value = self._value + v
+        return self
+
+    def assign_sub(self, v):
+        v = self._coerce(v)
+        with self._lock:
+            self._value = self._value - v
+        return self
+
+    def __array__(self, dtype=None, copy=None):
+        return self._value.copy() if dtype is None else self._value.astype(dtype)
+
+    def __deepcopy__(self, memo):
+        new = Variable(self._value.copy(), self.name, self.trainable, self.constraint,
+                       self.regularizer)
+        memo[id(self)] = new
+        return new
+
+    def __repr__(self):
+        return f"<ckbn.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}>"
+
+
+def _get_variable(name, shape, dtype, initializer, trainable, constraint, regularizer,
+                  reuse):
+    """Create ``scope/name:0`` in the default graph, or fetch it when reusing.
+
+    Returns (variable, created).
+    """
+    graph = get_default_graph()
+    scope = _current_scope()
+    full = scope.original_name_scope + name + ":0"
+    with graph._lock:
+        existing = graph._variables.get(full)
+        if existing is not None:
+            if not reuse:
+                raise ValueError(
+                    f"Variable {full[:-2]} already exists, disallowed. Did you mean to set "
+                    "reuse=True in VarScope?")
+            if tuple(existing.shape) != tuple(shape):
+                raise ValueError(
+                    f"Trying to share variable {full[:-2]}, but specified shape {tuple(shape)} "
+                    f"and found shape {tuple(existing.shape)}.")
+            return existing, False
+        if reuse is True:
+            raise ValueError(
+                f"Variable {full[:-2]} does not exist, or was not created with "
+                "get_variable(). Did you mean to set reuse=None in VarScope?")
+        init = _inits.get(initializer, "glorot_uniform")
+        value = np.asarray(init(tuple(shape), np.dtype(dtype)), dtype=dtype)
+        if value.shape != tuple(shape):
+            raise ValueError(
+                f"initializer of {full} returned shape {value.shape}, expected {tuple(shape)}")
+        var = Variable(value, full, trainable, constraint, regularizer)
+        graph._variables[full] = var
+        graph.add_to_collection(GraphKeys.GLOBAL_VARIABLES, var)
+        if trainable:
+            graph.add_to_collection(GraphKeys.TRAINABLE_VARIABLES, var)
+    return var, True
+
+
+class Update:
+    """A pending state change: ``fn(*args)`` applied once when run.
+
+    After it has run, the arguments (typically a call's batch statistics) are
+    released and running it again does nothing.
+    """
+
+    __slots__ = ("name", "_fn", "_args", "_inputs", "_done", "__weakref__")
+
+    def __init__(self, fn, *args, name="update"):
+        self.name = name
+        self._fn = fn
+        self._args = args
+        self._inputs = None
+        self._done = False
+
+    @property
+    def done(self):
+        return self._done
+
+    def run(self):
+        """Apply the update (once)."""
+        if self._done:
+            return
+        self._done = True
+        fn, args = self._fn, self._args
+        self._args = None
+        fn(*args)
+
+    def __deepcopy__(self, memo):
+        new = Update(self._fn, *copy.deepcopy(self._args, memo) if self._args else (),
+                     name=self.name)
+        new._done = self._done
+        new._inputs = self._inputs
+        memo[id(self)] = new
+        return new
+
+    def __repr__(self):
+        return f"<ckbn.Update '{self.name}'{' (done)' if self._done else ''}>"
+
+
+def run_updates(updates):
+    """Run every update in ``updates`` in order (e.g. ``layer.updates`` or the
+    ``UPDATE_OPS`` collection)."""
+    for u in list(updates):
+        u.run()
+
+
+class InputSpec:
+    """Constraints on a layer's input: rank and the size of given axes."""
+
+    def __init__(self, ndim=None, axes=None, dtype=None, shape=None, min_ndim=None,
+                 max_ndim=None):
+        self.ndim, self.axes, self.dtype = ndim, dict(axes or {}), dtype
+        self.shape, self.min_ndim, self.max_ndim = shape, min_ndim, max_ndim
+
+    def __repr__(self):
+        return f"InputSpec(ndim={self.ndim}, axes={self.axes})"
+
+
+def _ref(a):
+    try:
+        return weakref.ref(a)
+    except TypeError:
+        return lambda a=a: a
+
+
+class Node:
+    """One call of a layer in graph mode.
+
+    The input and output arrays are held weakly (they are ``None`` once the
+    caller dropped them); their shapes and the call arguments are kept.
+    """
+
+    __slots__ = ("_input", "_output", "input_shapes", "output_shapes", "arguments")
+
+    def __init__(self, inputs, outputs, arguments):
+        self._input = _ref(inputs)
+        self._output = _ref(outputs)
+        self.input_shapes = tuple(np.shape(inputs))
+        self.output_shapes = tuple(np.shape(outputs))
+        self.arguments = arguments
+
+    @property
+    def input_tensors(self):
+        return self._input()
+
+    @property
+    def output_tensors(self):
+        return self._output()
+
+
+def _snake_case(name):
+    s = re.sub("(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    s = re.sub("([a-z])([A-Z])", r"\1_\2", s).lower()
+    return "private" + s if s.startswith("_") else s
+
+
+_NODE_WARN = 10000
+_ALLOWED_KWARGS = {"dtype", "activity_regularizer", "_scope", "_reuse", "input_shape",
+                   "batch_size"}
+
+
+class Layer:
+    """Base layer: the ``tf.layers.Layer`` surface with NumPy arrays as tensors.
+
+    Subclasses implement ``build(input_shape)`` (creating variables with
+    :meth:`add_variable`) and ``call(inputs, **kwargs)`` (returning an array).
+    """
+
+    def __init__(self, trainable=True, name=None, dtype=None, activity_regularizer=None,
+                 **kwargs):
+        for k in kwargs:
+            if k not in _ALLOWED_KWARGS:
+                raise TypeError("Keyword argument not understood:", k)
+        if activity_regularizer and executing_eagerly():
+            raise ValueError(
+                "Activity regularization is not supported when executing eagerly. Got "
+                f"activity_regularizer={activity_regularizer}")
+        self.trainable = bool(trainable)
+        self.built = False
+        self.stateful = False
+        self.input_spec = None
+        self._activity_regularizer = activity_regularizer
+        self._trainable_weights = []
+        self._non_trainable_weights = []
+        self._updates = []
+        self._losses = []
+        self._inbound_nodes = []
+        self._reuse = kwargs.get("_reuse")
+        self._graph = None
+        self._dtype = None if dtype is None else np.dtype(dtype).name
+        self._lock = threading.RLock()
+        self._node_warned = False
+        base = _snake_case(type(self).__name__)
+        if name is None:
+            self._name = get_default_graph()._unique_layer_name(base)
+            self._base_name = base
+        else:
+            if not isinstance(name, str):
+                raise TypeError(f"name must be a string, got {name!r}")
+            self._name = name
+            self._base_name = name
+        scope = kwargs.get("_scope")
+        self._scope = None
+        if scope is not None:
+            with variable_scope(scope) as captured:
+                self._scope = captured
+        if "input_shape" in kwargs:
+            self._batch_input_shape = (kwargs.get("batch_size"),) + tuple(kwargs["input_shape"])
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def activity_regularizer(self):
+        return self._activity_regularizer
+
+    @property
+    def graph(self):
+        if executing_eagerly():
+            raise RuntimeError("Layer.graph not supported in Eager mode.")
+        return self._graph
+
+    @property
+    def scope_name(self):
+        if not self._scope:
+            raise ValueError(
+                f'No name available for layer scope because the layer "{self._name}" has not '
+                "been used yet. The scope name  is determined the first time the layer "
+                "instance is called. You must therefore call the layer before querying "
+                "`scope_name`.")
+        return self._scope.name
+
+    @property
+    def trainable_weights(self):
+        return list(self._trainable_weights) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self):
+        if self.trainable:
+            return list(self._non_trainable_weights)
+        return self._trainable_weights + self._non_trainable_weights
+
+    @property
+    def weights(self):
+        return self.trainable_weights + self.non_trainable_weights
+
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
+    variables = weights
+
+    # -- variables ----------------------------------------------------------
+    def _set_scope(self, scope=None):
+        if self._scope is None:
+            if self._reuse:
+                with variable_scope(scope if scope is not None else self._base_name) as s:
+                    self._scope = s
+            else:
+                with variable_scope(scope, default_name=self._base_name) as s:
+                    self._scope = s
+
+    def add_variable(self, name, shape, dtype=None, initializer=None, regularizer=None,
+                     trainable=True, constraint=None, partitioner=None):
+        """Create (or, when reusing, fetch) the variable ``<scope>/<name>:0``.
+
+        A fetched variable is not tracked by this layer and gets no
+        regularization loss, as in the reference.
+        """
+        if partitioner is not None:
+            raise ValueError("partitioned variables are not supported")
+        if dtype is None:
+            dtype = self._dtype or "float32"
+        self._set_scope(None)
+        with self._lock:
+            graph = get_default_graph()
+            if self._graph is None and not executing_eagerly():
+                self._graph = graph
+            reuse = True if (self.built or self._reuse) else None
+            with variable_scope(self._scope, reuse=reuse):
+                var, created = _get_variable(
+                    name, tuple(int(d) for d in shape), dtype, initializer,
+                    bool(trainable and self.trainable), constraint, regularizer, reuse)
+            if not created:
+                return var
+            if regularizer is not None:
+                def _reg_loss(v=var, reg=regularizer):
+                    return np.float64(reg(v.value))
+                self._losses.append(_Loss(_reg_loss, None))
+                graph.add_to_collection(GraphKeys.REGULARIZATION_LOSSES, self._losses[-1])
+            if trainable and self.trainable:
+                self._trainable_weights.append(var)
+            elif trainable:
+                self._trainable_weights.append(var)   # hidden by the trainable views
+                var.trainable = False
+            else:
+                self._non_trainable_weights.append(var)
+        return var
+
+    add_weight = add_variable
+
+    def build(self, input_shape):
+        self.built = True
+
+    def call(self, inputs, **kwargs):
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def count_params(self):
+        if not self.built:
+            raise ValueError(
+                f"You tried to call `count_params` on {self.name}, but the layer isn't "
+                f"built. You can build it manually via: `{self.name}.build(batch_input_shape)`.")
+        return int(sum(int(np.prod(w.shape)) for w in self.weights))
+
+    def get_weights(self):
+        return [w.numpy() for w in self.weights]
+
+    def set_weights(self, weights):
+        mine = self.weights
+        if len(weights) != len(mine):
+            raise ValueError(
+                f"You called `set_weights(weights)` on layer {self.name} with a weight list "
+                f"of length {len(weights)}, but the layer was expecting {len(mine)} weights.")
+        for w, v in zip(mine, weights):
+            if tuple(np.shape(v)) != tuple(w.shape):
+                raise ValueError(
+                    f"Layer weight shape {tuple(w.shape)} not compatible with provided "
+                    f"weight shape {tuple(np.shape(v))}")
+        for w, v in zip(mine, weights):
+            w.assign(v)
+
+    def get_config(self):
+        cfg = {"name": self.name, "trainable": self.trainable}
+        if self._dtype is not None:
+            cfg["dtype"] = self._dtype
+        return cfg
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # -- calls --------------------------------------------------------------
+    def _validate_inputs(self, inputs):
+        """Subclasses check their input here, before any state changes."""
+        return inputs
+
+    def _assert_input_compatibility(self, x):
+        spec = self.input_spec
+        if spec is None:
+            return
+        shape = np.shape(x)
+        if spec.ndim is not None and len(shape) != spec.ndim:
+            raise ValueError(
+                f"Input 0 of layer {self.name} is incompatible with the layer: expected "
+                f"ndim={spec.ndim}, found ndim={len(shape)}. Full shape received: {list(shape)}")
+        for axis, value in spec.axes.items():
+            if value is not None and shape[axis] != value:
+                raise ValueError(
+                    f"Input 0 of layer {self.name} is incompatible with the layer: expected "
+                    f"axis {axis} of input shape to have value {value} but received input "
+                    f"with shape {list(shape)}")
+
+    def __call__(self, inputs, *args, **kwargs):
+        scope = kwargs.pop("scope", None)
+        inputs = self._validate_inputs(inputs)
+        eager = executing_eagerly()
+        if not eager:
+            graph = get_default_graph()
+            if self._graph is not None and self._graph is not graph:
+                raise ValueError(
+                    f"Input graph and Layer graph are not the same: {graph} is not from the "
+                    f"same graph as {self._graph}")
+        if not self.built:
+            with self._lock:
+                if not self.built:
+                    if eager and self._activity_regularizer:
+                        raise ValueError(
+                            "Activity regularization is not supported when executing eagerly.")
+                    if self.input_spec is None:
+                        pass
+                    self._set_scope(scope)
+                    if not eager and self._graph is None:
+                        self._graph = graph
+                    if self._dtype is None:
+                        self._dtype = np.asarray(inputs).dtype.name
+                    self.build(tuple(np.shape(inputs)))
+                    self.built = True
+        self._assert_input_compatibility(inputs)
+        outputs = self.call(inputs, *args, **kwargs)
+        if outputs is None:
+            raise ValueError(
+                "A layer's `call` method should return a Tensor or a list of Tensors, not None.")
+        if not eager:
+            if self._activity_regularizer:
+                value = np.float64(self._activity_regularizer(outputs))
+                self.add_loss(value, inputs=inputs)
+            with self._lock:
+                self._inbound_nodes.append(Node(inputs, outputs, dict(kwargs) if kwargs else {}))
+                if len(self._inbound_nodes) == _NODE_WARN and not self._node_warned:
+                    self._node_warned = True
+                    warnings.warn(
+                        f"layer {self.name} has been called {_NODE_WARN} times in graph mode, "
+                        "which records a node and pending updates per call (TensorFlow 1.x's "
+                        "'graph built in a loop'). For training loops use `with "
+                        "ckbn.eager_mode():`, which applies updates at once and records "
+                        "nothing.", RuntimeWarning, stacklevel=2)
+            if self.trainable or self.stateful:
+                self._graph._add_unique(GraphKeys.UPDATE_OPS, self._updates)
+        return outputs
+
+    apply = __call__
+
+    # -- updates and losses -------------------------------------------------
+    def add_update(self, updates, inputs=None):
+        """Register update objects; in eager mode they are applied at once."""
+        if not isinstance(updates, (list, tuple)):
+            updates = [updates]
+        if executing_eagerly():
+            if self.trainable or self.stateful:
+                for u in updates:
+                    u.run()
+            return
+        ref = None if inputs is None else _ref(inputs)
+        with self._lock:
+            for u in updates:
+                u._inputs = ref
+                self._updates.append(u)
+
+    @property
+    def updates(self):
+        if executing_eagerly():
+            raise RuntimeError("Layer.updates not supported in Eager mode.")
+        if not self.trainable and not self.stateful:
+            return []
+        return list(self._updates)
+
+    def get_updates_for(self, inputs):
+        if executing_eagerly():
+            raise RuntimeError("`get_updates_for()` not supported in Eager mode.")
+        if not self.trainable and not self.stateful:
+            return []
+        if inputs is None:
+            return [u for u in self._updates if u._inputs is None]
+        return [u for u in self._updates if u._inputs is not None and u._inputs() is inputs]
+
+    def add_loss(self, losses, inputs=None):
+        if executing_eagerly():
+            raise RuntimeError("Layer.add_loss not supported in Eager mode.")
+        if not isinstance(losses, (list, tuple)):
+            losses = [losses]
+        ref = None if inputs is None else _ref(inputs)
+        with self._lock:
+            for v in losses:
+                entry = _Loss(v, ref)
+                self._losses.append(entry)
+                get_default_graph().add_to_collection(GraphKeys.REGULARIZATION_LOSSES, entry)
+
+    @property
+    def losses(self):
+        return [entry.value() for entry in self._losses]
+
+    def get_losses_for(self, inputs):
+        if executing_eagerly():
+            raise RuntimeError("Layer.get_losses_for not supported in Eager mode.")
+        if inputs is None:
+            return [e.value() for e in self._losses if e.inputs is None]
+        return [e.value() for e in self._losses
+                if e.inputs is not None and e.inputs() is inputs]
+
+    # -- nodes --------------------------------------------------------------
+    def _node_attr(self, i, attr, what):
+        if executing_eagerly():
+            raise RuntimeError(f"Layer.get_{what.replace(' ', '_')}_at not supported in Eager mode.")
+        if not self._inbound_nodes:
+            raise RuntimeError(f"The layer has never been called and thus has no defined {what}.")
+        if not 0 <= i < len(self._inbound_nodes):
+            raise ValueError(
+                f"Asked to get {what} at node {i}, but the layer has only "
+                f"{len(self._inbound_nodes)} inbound nodes.")
+        return getattr(self._inbound_nodes[i], attr)
+
+    def get_input_at(self, node_index):
+        return self._node_attr(node_index, "input_tensors", "input")
+
+    def get_output_at(self, node_index):
+        return self._node_attr(node_index, "output_tensors", "output")
+
+    def get_input_shape_at(self, node_index):
+        return self._node_attr(node_index, "input_shapes", "input shape")
+
+    def get_output_shape_at(self, node_index):
+        return self._node_attr(node_index, "output_shapes", "output shape")
+
+    @property
+    def input(self):
+        if executing_eagerly():
+            raise RuntimeError("Layer.input not supported in Eager mode.")
+        if not self._inbound_nodes:
+            raise AttributeError(f"Layer {self.name} is not connected, no input to return.")
+        return self._inbound_nodes[0].input_tensors
+
+    @property
+    def output(self):
+        if executing_eagerly():
+            raise RuntimeError("Layer.output not supported in Eager mode.")
+        if not self._inbound_nodes:
+            raise AttributeError(f"Layer {self.name} has no inbound nodes.")
+        return self._inbound_nodes[0].output_tensors
+
+    @property
+    def input_shape(self):
+        if executing_eagerly():
+            raise RuntimeError("Layer.input_shape not supported in Eager mode.")
+        if not self._inbound_nodes:
+            raise AttributeError(
+                "The layer has never been called and thus has no defined input shape.")
+        shapes = {n.input_shapes for n in self._inbound_nodes}
+        if len(shapes) > 1:
+            raise AttributeError(
+                f'The layer "{self.name} has multiple inbound nodes, with different input '
+                'shapes. Hence the notion of "input shape" is ill-defined for the layer. Use '
+                "`get_input_shape_at(node_index)` instead.")
+        return self._inbound_nodes[0].input_shapes
+
+    @property
+    def output_shape(self):
+        if executing_eagerly():
+            raise RuntimeError("Layer.output_shape not supported in Eager mode.")
+        if not self._inbound_nodes:
+            raise AttributeError(
+                "The layer has never been called and thus has no defined output shape.")
+        shapes = {n.output_shapes for n in self._inbound_nodes}
+        if len(shapes) > 1:
+            raise AttributeError(
+                f'The layer "{self.name}" has multiple inbound nodes, with different output '
+                'shapes. Hence the notion of "output shape" is ill-defined for the layer. Use '
+                "`get_output_shape_at(node_index)` instead.")
+        return self._inbound_nodes[0].output_shapes
+
+    # -- copies -------------------------------------------------------------
+    def __deepcopy__(self, memo):
+        cls = type(self)
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        for k, v in self.__dict__.items():
+            if k in ("_graph",):
+                setattr(new, k, v)
+            elif k == "_scope":
+                setattr(new, k, copy.copy(v))
+            elif k == "_lock":
+                setattr(new, k, threading.RLock())
+            else:
+                setattr(new, k, copy.deepcopy(v, memo))
+        return new
+
+    def __getstate__(self):
+        raise TypeError(f"{type(self).__name__} objects cannot be pickled; use get_weights()")
+
+
+class _Loss:
+    """A loss entry: a value, or a callable re-evaluated on access."""
+
+    __slots__ = ("_v", "inputs", "__weakref__")
+
+    def __init__(self, v, inputs):
+        self._v = v
+        self.inputs = inputs
+
+    def value(self):
+        v = self._v
+        return np.float64(v() if callable(v) else v)
+
+    def __deepcopy__(self, memo):
+        new = _Loss(self._v, self.inputs)
+        memo[id(self)] = new
+        return new
+
+    def __float__(self):
+        return float(self.value())
+
+    def __repr__(self):
+        return f"<ckbn loss {float(self.value()):.6g}>"
