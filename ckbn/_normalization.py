@@ -62,10 +62,15 @@ def _training_flag(training):
 
 
 def _ema(var, value, momentum):
-    """var <- var - (var - value) * (1 - momentum), in the variable's dtype."""
+    """var <- var - (var - value) * (1 - momentum), in the variable's dtype.
+
+    The decay ``1 - momentum`` is rounded to float32 first, as the reference
+    turns the Python float into a float32 tensor before casting it.
+    """
     v = var.value
     dt = v.dtype
-    var.assign(v - (v - np.asarray(value, dtype=dt)) * dt.type(1.0 - momentum))
+    decay = dt.type(np.float32(1.0 - momentum))
+    var.assign(v - (v - np.asarray(value, dtype=dt)) * decay)
 
 
 def _apply_updates(pairs):
