@@ -130,6 +130,10 @@ def forward(layer, inputs, training, impl):
 
     vbs = layer.virtual_batch_size
     if vbs is not None:
+        batch = x.shape[0]
+        if isinstance(batch, int) and batch % vbs:
+            raise ValueError(f"virtual_batch_size={vbs} does not divide the training batch "
+                             f"of {batch} samples (input shape {tuple(x.shape)})")
         shape = ops.shape(x)
         xr = ops.reshape(x, (vbs, -1) + tuple(shape[1:]))
         axes_r = (1,) + tuple(a + 1 for a in axes)

@@ -158,7 +158,7 @@ def test_bad_arguments_raise(kwargs, match):
 def test_virtual_batch_must_divide_the_training_batch():
     layer = BatchNormalization(virtual_batch_size=4)
     x = _rand((6, 3))
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="virtual_batch_size=4 does not divide"):
         np_(layer(x, training=True))
     np_(layer(x, training=False))  # inference takes any batch size
 
@@ -503,6 +503,26 @@ def test_fit_step_matches_stock(inference_bn, kernel_calls):
     _weights_close(ours, stock, rtol=1e-4, atol=1e-5)
     assert kernel_calls["grad"] >= 2 * (3 if not inference_bn else 3)
     _close(ours.predict(x, verbose=0), stock.predict(x, verbose=0), atol=1e-4)
+
+
+@needs_training
+def test_fit_with_frozen_bn_is_inference(kernel_calls):
+    """trainable=False inside fit: no statistic updates, no gamma/beta updates."""
+    stock = _cnn()
+    _randomize_model_bns(stock)
+    for layer in _bn_layers(stock):
+        layer.trainable = False
+    ours = swap_batch_normalization(stock)
+    assert not any(la.trainable for la in _bn_layers(ours))
+    frozen = [np_(v) for la in _bn_layers(ours) for v in la.weights]
+    x, y = _rand((16, 8, 8, 3)), _rand((16, 3), seed=5)
+    for m in (stock, ours):
+        m.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        m.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    _weights_close(ours, stock, rtol=1e-4, atol=1e-5)
+    for a, v in zip(frozen, [v for la in _bn_layers(ours) for v in la.weights]):
+        np.testing.assert_array_equal(a, np_(v))
+    assert kernel_calls["train"] == 0 and kernel_calls["grad"] >= 3
 
 
 @needs_training
