@@ -15,8 +15,11 @@ For CPU tensors the forward and backward passes run on ``ckbn.nn`` kernels
 :mod:`keras_plugin._kernels` (the single conversion point), zero-copy where the
 framework allows.  Keras's own ops (the stock layer's code) are used instead
 for GPU tensors, masks, ``synchronized=True``, XLA compilation and export
-(SavedModel / ``torch.export``), and on JAX for tensors below
-``keras_plugin.get_jax_min_elements()``; results agree to float rounding.
+(SavedModel / ``torch.export``), and on JAX unless
+``keras_plugin.set_jax_min_elements(n)`` opts in: under ``jax.jit`` the
+kernels run as host callbacks, which measured slower than XLA at every size
+(``keras_plugin._jax``), so by default JAX runs Keras's code, never slower than
+stock.  Results agree to float rounding.
 
 On the TensorFlow backend the layer sets ``supports_jit = False``, so a model
 that contains it compiles with ``jit_compile=False`` by default: **XLA is off for
