@@ -351,6 +351,9 @@ def test_against_the_ckbn_layer_when_available():
             ref = ckbn.BatchNormalization(**cfg)
             for step in range(3):
                 _close(ours(x + step, training=True), ref(x + step, training=True), atol=2e-5)
+            for name in ("moving_mean", "moving_variance"):
+                _close(np_(getattr(ours, name)).ravel(),
+                       np.asarray(getattr(ref, name).numpy()).ravel(), atol=2e-5)
             _close(ours(x, training=False), ref(x, training=False), atol=2e-5)
 
 
