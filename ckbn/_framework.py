@@ -59,6 +59,7 @@ class Graph:
     def __init__(self):
         self._lock = threading.RLock()
         self._collections = {}
+        self._ids = {}                # collection -> ids of its items (for _add_unique)
         self._variables = {}          # full name -> Variable
         self._layer_names = {}        # base name -> count (one-based layer names)
         self._scope_counts = {}       # parent scope -> {child base name: count}
@@ -82,9 +83,13 @@ class Graph:
             coll.append(value)
 
     def _add_unique(self, key, values):
+        """Append the values not in the collection yet (kept O(new values))."""
         with self._lock:
             coll = self._collections.setdefault(key, [])
-            ids = {id(v) for v in coll}
+            ids = self._ids.setdefault(key, set())
+            if len(ids) != len(coll):          # the list was changed from outside
+                ids.clear()
+                ids.update(id(v) for v in coll)
             for v in values:
                 if id(v) not in ids:
                     coll.append(v)
@@ -274,6 +279,8 @@ class Variable:
         return self._value.copy()
 
     def _coerce(self, v):
+        if type(v) is np.ndarray and v.shape == self._value.shape and v.dtype.kind == "f":
+            return v.astype(self._value.dtype, copy=False)  # the common case, kept cheap
         arr = np.asarray(v)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"cannot assign a value of dtype {arr.dtype} to {self.name}")
@@ -295,6 +302,11 @@ class Variable:
         with self._lock:
             self._value = self._value + v
         return self
+
+    def _update(self, fn):
+        """Replace the value by ``fn(value)`` atomically (fn returns a same-shape array)."""
+        with self._lock:
+            self._value = np.asarray(fn(self._value), dtype=self._value.dtype)
 
     def assign_sub(self, v):
         v = self._coerce(v)
@@ -480,6 +492,9 @@ class Layer:
         self._trainable_weights = []
         self._non_trainable_weights = []
         self._updates = []
+        self._updates_by_input = {}   # id(inputs) -> [weakref to inputs, updates...]
+        self._n_published = 0         # how many of _updates are in UPDATE_OPS
+        self._prune_at = 64
         self._losses = []
         self._inbound_nodes = []
         self._reuse = kwargs.get("_reuse")
@@ -578,23 +593,20 @@ class Layer:
             if self._graph is None and not executing_eagerly():
                 self._graph = graph
             reuse = True if (self.built or self._reuse) else None
-            with variable_scope(self._scope, reuse=reuse):
+            with variable_scope(self._scope, reuse=reuse) as sc:
                 var, created = _get_variable(
                     name, tuple(int(d) for d in shape), dtype, initializer,
-                    bool(trainable and self.trainable), constraint, regularizer, reuse)
+                    bool(trainable and self.trainable), constraint, regularizer, sc.reuse)
             if not created:
                 return var
             if regularizer is not None:
-                def _reg_loss(v=var, reg=regularizer):
-                    return np.float64(reg(v.value))
-                self._losses.append(_Loss(_reg_loss, None))
+                self._losses.append(_Loss(regularizer, None, var))
                 graph.add_to_collection(GraphKeys.REGULARIZATION_LOSSES, self._losses[-1])
             if trainable and self.trainable:
                 self._trainable_weights.append(var)
-            elif trainable:
-                self._trainable_weights.append(var)   # hidden by the trainable views
-                var.trainable = False
             else:
+                # Created non-trainable (also when the layer is not trainable):
+                # stays non-trainable if the layer's flag is toggled later.
                 self._non_trainable_weights.append(var)
         return var
 
@@ -709,7 +721,10 @@ class Layer:
                         "ckbn.eager_mode():`, which applies updates at once and records "
                         "nothing.", RuntimeWarning, stacklevel=2)
             if self.trainable or self.stateful:
-                self._graph._add_unique(GraphKeys.UPDATE_OPS, self._updates)
+                with self._lock:
+                    fresh = self._updates[self._n_published:]
+                    self._n_published = len(self._updates)
+                self._graph._add_unique(GraphKeys.UPDATE_OPS, fresh)
         return outputs
 
     apply = __call__
@@ -729,6 +744,13 @@ class Layer:
             for u in updates:
                 u._inputs = ref
                 self._updates.append(u)
+            if ref is not None:
+                entry = self._updates_by_input.get(id(inputs))
+                if entry is None or entry[0]() is not inputs:
+                    entry = self._updates_by_input[id(inputs)] = [ref]
+                    if len(self._updates_by_input) > self._prune_at:
+                        self._prune_update_index()
+                entry.extend(updates)
 
     @property
     def updates(self):
@@ -745,7 +767,17 @@ class Layer:
             return []
         if inputs is None:
             return [u for u in self._updates if u._inputs is None]
-        return [u for u in self._updates if u._inputs is not None and u._inputs() is inputs]
+        entry = self._updates_by_input.get(id(inputs))
+        if entry is None or entry[0]() is not inputs:
+            return []
+        return list(entry[1:])
+
+    def _prune_update_index(self):
+        """Forget index entries whose input array is gone."""
+        dead = [k for k, e in self._updates_by_input.items() if e[0]() is None]
+        for k in dead:
+            del self._updates_by_input[k]
+        self._prune_at = max(64, 2 * len(self._updates_by_input))
 
     def add_loss(self, losses, inputs=None):
         if executing_eagerly():
@@ -862,20 +894,22 @@ class Layer:
 
 
 class _Loss:
-    """A loss entry: a value, or a callable re-evaluated on access."""
+    """A loss entry: a value, or ``fn(var.value)`` re-evaluated on access."""
 
-    __slots__ = ("_v", "inputs", "__weakref__")
+    __slots__ = ("_v", "inputs", "var", "__weakref__")
 
-    def __init__(self, v, inputs):
+    def __init__(self, v, inputs, var=None):
         self._v = v
         self.inputs = inputs
+        self.var = var
 
     def value(self):
-        v = self._v
-        return np.float64(v() if callable(v) else v)
+        if self.var is not None:
+            return np.float64(self._v(self.var.value))
+        return np.float64(self._v)
 
     def __deepcopy__(self, memo):
-        new = _Loss(self._v, self.inputs)
+        new = _Loss(self._v, self.inputs, copy.deepcopy(self.var, memo))
         memo[id(self)] = new
         return new
 

@@ -67,10 +67,10 @@ def _ema(var, value, momentum):
     The decay ``1 - momentum`` is rounded to float32 first, as the reference
     turns the Python float into a float32 tensor before casting it.
     """
-    v = var.value
-    dt = v.dtype
+    dt = var.dtype
     decay = dt.type(np.float32(1.0 - momentum))
-    var.assign(v - (v - np.asarray(value, dtype=dt)) * decay)
+    value = np.asarray(value, dtype=dt).reshape(var.shape)
+    var._update(lambda v: v - (v - value) * decay)
 
 
 def _apply_updates(pairs):
@@ -314,6 +314,8 @@ class BatchNormalization(Layer):
         if var is None:
             return np.full(layout.n_channels, default)
         v = var.value if hasattr(var, "value") else np.asarray(var)
+        if v.size == layout.n_channels:       # no ghost groups: same order, just flatten
+            return v.astype(np.float64).reshape(-1)
         v = np.asarray(v, dtype=np.float64)
         if v.shape != layout.keepdims_shape:
             v = v.reshape(self._bshape)
