@@ -686,6 +686,8 @@ class Layer:
                 raise ValueError(
                     f"Input graph and Layer graph are not the same: {graph} is not from the "
                     f"same graph as {self._graph}")
+            if self._graph is None and self.built:   # built in eager mode, first graph call
+                self._graph = graph
         if not self.built:
             with self._lock:
                 if not self.built:
