@@ -372,7 +372,7 @@ class Update:
     released and running it again does nothing.
     """
 
-    __slots__ = ("name", "_fn", "_args", "_inputs", "_done", "__weakref__")
+    __slots__ = ("name", "_fn", "_args", "_inputs", "_done", "_published", "__weakref__")
 
     def __init__(self, fn, *args, name="update"):
         self.name = name
@@ -380,6 +380,7 @@ class Update:
         self._args = args
         self._inputs = None
         self._done = False
+        self._published = False   # already in the UPDATE_OPS collection
 
     @property
     def done(self):
@@ -425,6 +426,10 @@ class InputSpec:
         return f"InputSpec(ndim={self.ndim}, axes={self.axes})"
 
 
+def _dead():
+    return None
+
+
 def _ref(a):
     try:
         return weakref.ref(a)
@@ -441,11 +446,17 @@ class Node:
 
     __slots__ = ("_input", "_output", "input_shapes", "output_shapes", "arguments")
 
-    def __init__(self, inputs, outputs, arguments):
+    def __init__(self, inputs, outputs, arguments, previous=None):
         self._input = _ref(inputs)
         self._output = _ref(outputs)
-        self.input_shapes = tuple(np.shape(inputs))
-        self.output_shapes = tuple(np.shape(outputs))
+        ishape, oshape = tuple(np.shape(inputs)), tuple(np.shape(outputs))
+        if previous is not None:       # share equal shape tuples between nodes (memory)
+            ishape = previous.input_shapes if ishape == previous.input_shapes else ishape
+            oshape = previous.output_shapes if oshape == previous.output_shapes else oshape
+        self.input_shapes = ishape
+        self.output_shapes = oshape
+        if previous is not None and arguments == previous.arguments:
+            arguments = previous.arguments
         self.arguments = arguments
 
     @property
@@ -464,6 +475,8 @@ def _snake_case(name):
 
 
 _NODE_WARN = 10000
+_NO_ARGS = {}   # shared by nodes of calls without keyword arguments (never mutated)
+_COMPACT_EVERY = 1024
 _ALLOWED_KWARGS = {"dtype", "activity_regularizer", "_scope", "_reuse", "input_shape",
                    "batch_size"}
 
@@ -713,7 +726,11 @@ class Layer:
                 value = np.float64(self._activity_regularizer(outputs))
                 self.add_loss(value, inputs=inputs)
             with self._lock:
-                self._inbound_nodes.append(Node(inputs, outputs, dict(kwargs) if kwargs else {}))
+                nodes = self._inbound_nodes
+                nodes.append(Node(inputs, outputs, dict(kwargs) if kwargs else _NO_ARGS,
+                                  nodes[-1] if nodes else None))
+                if len(nodes) % _COMPACT_EVERY == 0:
+                    self._compact_nodes()
                 if len(self._inbound_nodes) == _NODE_WARN and not self._node_warned:
                     self._node_warned = True
                     warnings.warn(
@@ -724,9 +741,13 @@ class Layer:
                         "nothing.", RuntimeWarning, stacklevel=2)
             if self.trainable or self.stateful:
                 with self._lock:
-                    fresh = self._updates[self._n_published:]
+                    fresh = [u for u in self._updates[self._n_published:] if not u._published]
                     self._n_published = len(self._updates)
-                self._graph._add_unique(GraphKeys.UPDATE_OPS, fresh)
+                    for u in fresh:
+                        u._published = True
+                if fresh:
+                    with self._graph._lock:
+                        self._graph._collections.setdefault(GraphKeys.UPDATE_OPS, []).extend(fresh)
         return outputs
 
     apply = __call__
@@ -806,6 +827,29 @@ class Layer:
                 if e.inputs is not None and e.inputs() is inputs]
 
     # -- nodes --------------------------------------------------------------
+    def _compact_nodes(self):
+        """Replace nodes whose arrays are gone by one shared node per (shapes,
+        arguments): a long graph-mode loop then costs a list slot per call."""
+        nodes = self._inbound_nodes
+        shared = self.__dict__.setdefault("_dead_nodes", {})
+        for i in range(self.__dict__.get("_compacted", 0), len(nodes) - 1):
+            n = nodes[i]
+            if n._input is _dead or n._input() is not None or n._output() is not None:
+                continue
+            try:
+                key = (n.input_shapes, n.output_shapes, tuple(sorted(n.arguments.items())))
+                hash(key)
+            except TypeError:
+                continue
+            dead = shared.get(key)
+            if dead is None:
+                dead = shared[key] = Node.__new__(Node)
+                dead._input = dead._output = _dead
+                dead.input_shapes, dead.output_shapes = n.input_shapes, n.output_shapes
+                dead.arguments = n.arguments
+            nodes[i] = dead
+        self._compacted = len(nodes) - 1
+
     def _node_attr(self, i, attr, what):
         if executing_eagerly():
             raise RuntimeError(f"Layer.get_{what.replace(' ', '_')}_at not supported in Eager mode.")

@@ -209,6 +209,7 @@ class BatchNormalization(Layer):
         self._records = {}
         self._last = None
         self._last_input = None
+        self._update_names = (f"{self.name}/AssignMovingAvg", f"{self.name}/AssignMovingAvg_1")
 
     # -- build ----------------------------------------------------------------
     def build(self, input_shape):
@@ -465,17 +466,16 @@ class BatchNormalization(Layer):
             step = _RenormStep(self.renorm_mean, self.renorm_stddev, new_mean, std,
                                self.renorm_momentum)
             ups = [Update(_renorm_mean_update, step, self.moving_mean, new_mean, m,
-                          name=f"{self.name}/AssignMovingAvg"),
+                          name=self._update_names[0]),
                    Update(_renorm_var_update, step, self.moving_stddev, self.moving_variance,
-                          std, m, self.epsilon, name=f"{self.name}/AssignMovingAvg_1")]
+                          std, m, self.epsilon, name=self._update_names[1])]
         else:
             if self.fused:
                 n = layout.count
                 if n > 1 and self._bessels_correction_test_only:
                     new_var = new_var * (n / (n - 1.0))
-            ups = [Update(_ema, self.moving_mean, new_mean, m, name=f"{self.name}/AssignMovingAvg"),
-                   Update(_ema, self.moving_variance, new_var, m,
-                          name=f"{self.name}/AssignMovingAvg_1")]
+            ups = [Update(_ema, self.moving_mean, new_mean, m, name=self._update_names[0]),
+                   Update(_ema, self.moving_variance, new_var, m, name=self._update_names[1])]
         if executing_eagerly():
             if self.trainable:
                 for u in ups:
