@@ -290,3 +290,51 @@ def test_backward_finite_differences(cfg, shape, training):
             m[idx] -= h
             ng[idx] = (loss(var=var, val=p) - loss(var=var, val=m)) / (2 * h)
         np.testing.assert_allclose(g, ng, rtol=1e-5, atol=1e-6)
+
+
+# --- TF's checkpoint test, ported by its facts ----------------------------------
+# A fixed linear map to NHWC with 2 channels, BatchNormalization(fused=f) with
+# _bessels_correction_test_only=False, loss = sum(|bn|), SGD(0.01), 2 steps;
+# restore the weights into a fused and a non-fused model, 2 more steps: every
+# variable matches (atol 1e-5) and inference losses agree.
+
+def _ckpt_model(fused, freeze, rng_seed=0):
+    bn = ckbn.BatchNormalization(fused=fused)
+    bn._bessels_correction_test_only = False
+    return bn
+
+
+def _ckpt_train(bn, images, kernel, freeze, steps):
+    opt = ckbn.optimizers.SGD(0.01)
+    for img in images[:steps]:
+        feats = np.tensordot(img, kernel, axes=([3], [0])).astype(np.float32)   # (2,4,5,2)
+        with ckbn.eager_mode():
+            y = bn(feats, training=not freeze)
+        _, grads = bn.backward(np.sign(y))
+        opt.apply_gradients(zip(grads, bn.trainable_weights))
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("fused_a,fused_b", [(True, True), (True, False), (False, True)])
+def test_checkpoint_fused_and_non_fused_agree(freeze, fused_a, fused_b):
+    rng = np.random.default_rng(0)
+    kernel = np.ones((3, 2), np.float32)
+    images = [rng.random((2, 4, 5, 3)).astype(np.float32) for _ in range(4)]
+    a, b = _ckpt_model(fused_a, freeze), _ckpt_model(fused_b, freeze)
+    _ckpt_train(a, images, kernel, freeze, 2)
+    _ckpt_train(b, images, kernel, freeze, 2)
+    for u, v in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+    # restore A's weights into fresh models of each kind, train 2 more steps
+    ra, rb = _ckpt_model(fused_a, freeze), _ckpt_model(fused_b, freeze)
+    for r in (ra, rb):
+        r.build((2, 4, 5, 2))
+        r.set_weights(a.get_weights())
+        _ckpt_train(r, images[2:], kernel, freeze, 2)
+    assert ra.fused == fused_a and rb.fused == fused_b
+    for u, v in zip(ra.get_weights(), rb.get_weights()):
+        np.testing.assert_allclose(u, v, atol=1e-5)
+    test = np.tensordot(rng.random((2, 4, 5, 3)), kernel, axes=([3], [0])).astype(np.float32)
+    la = float(np.abs(ra(test)).sum())
+    lb = float(np.abs(rb(test)).sum())
+    np.testing.assert_allclose(la, lb, rtol=3e-4, atol=1e-6)
