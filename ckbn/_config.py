@@ -7,6 +7,13 @@ block of code in the calling thread (and in asyncio tasks started inside it),
 through a context variable.  The kernels always receive an explicit positive
 thread count: ckbn never changes OpenMP's global state.
 
+Concurrent calls: the kernels release the GIL, so several Python threads can
+run them at once.  Each call asks for its thread count; while other calls are
+running, it gets only the threads they leave free (at least one).  A lone
+call always gets what it asked for.  So the OpenMP threads of concurrent calls
+add up to at most the largest request plus one per extra Python thread,
+instead of growing with ``python threads x num_threads``.
+
 fork: GNU OpenMP (libgomp) cannot start threads in a child created by
 ``fork()`` once the parent has run a parallel region: the child would hang.
 So in such a child ckbn runs every kernel on one thread, and says so once
@@ -20,6 +27,7 @@ import contextlib
 import contextvars
 import operator
 import os
+import threading
 import warnings
 
 __all__ = ["set_num_threads", "get_num_threads", "num_threads"]
@@ -145,6 +153,34 @@ def num_threads(n):
         yield
     finally:
         _override.reset(token)
+
+
+_share_lock = threading.Lock()
+_share = {"active": 0, "busy": 0}
+
+
+@contextlib.contextmanager
+def kernel_threads(n_threads=None):
+    """Context for one kernel call: yields the thread count it may use.
+
+    A call alone gets the requested count; a call that starts while others
+    run gets what is left of the largest request so far (at least one).
+    """
+    n = _resolve_threads(n_threads)
+    with _share_lock:
+        if _share["active"] == 0:
+            t = n
+        else:
+            t = max(1, min(n, _share.get("cap", n) - _share["busy"]))
+        _share["cap"] = max(n, _share.get("cap", n)) if _share["active"] else n
+        _share["active"] += 1
+        _share["busy"] += t
+    try:
+        yield t
+    finally:
+        with _share_lock:
+            _share["active"] -= 1
+            _share["busy"] -= t
 
 
 def _resolve_threads(n_threads):

@@ -27,7 +27,7 @@ from ckbn import _ops
 from ckbn import constraints as _constraints
 from ckbn import initializers as _inits
 from ckbn import regularizers as _regularizers
-from ckbn._config import get_num_threads
+from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 from ckbn._framework import InputSpec, Layer, Update, executing_eagerly
 from ckbn._layout import make_layout
@@ -392,8 +392,9 @@ class BatchNormalization(Layer):
             mean = np.empty(layout.n_channels)
             var = np.empty(layout.n_channels)
             P, G, R, C = layout.dims
-            kernels().bn_forward_train(xf, P, G, R, C, A, B, eps, y.reshape(-1), mean, var,
-                                       get_num_threads())
+            with kernel_threads() as nt:
+                kernels().bn_forward_train(xf, P, G, R, C, A, B, eps, y.reshape(-1), mean, var,
+                                           nt)
             inv = 1.0 / np.sqrt(var + eps)
             r = d = None
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ckbn._config import _resolve_threads
+from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 
 __all__ = ["stats", "affine", "grad_sums", "grad_dx"]
@@ -53,7 +53,8 @@ def stats(x, layout, n_threads=None):
     P, G, R, C = layout.dims
     mean = np.empty(G * C, dtype=_f64)
     var = np.empty(G * C, dtype=_f64)
-    kernels().bn_stats(xf, P, G, R, C, mean, var, _resolve_threads(n_threads))
+    with kernel_threads(n_threads) as nt:
+        kernels().bn_stats(xf, P, G, R, C, mean, var, nt)
     return mean, var
 
 
@@ -82,8 +83,8 @@ def affine(x, layout, a, b, out=None, n_threads=None):
     xf = _work_array(x, layout)
     P, G, R, C = layout.dims
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
-    kernels().bn_affine(xf, P, G, R, C, _coef(a, xf.dtype), _coef(b, xf.dtype), buf,
-                        _resolve_threads(n_threads))
+    with kernel_threads(n_threads) as nt:
+        kernels().bn_affine(xf, P, G, R, C, _coef(a, xf.dtype), _coef(b, xf.dtype), buf, nt)
     if not copy_back:
         return out
     return _finish(buf, out, layout, x.dtype)
@@ -96,8 +97,8 @@ def grad_sums(dy, x, layout, mean, n_threads=None):
     P, G, R, C = layout.dims
     sum_dy = np.empty(G * C, dtype=_f64)
     sum_dyxc = np.empty(G * C, dtype=_f64)
-    kernels().bn_grad_sums(dyf, xf, P, G, R, C, _coef(mean, _f64), sum_dy, sum_dyxc,
-                           _resolve_threads(n_threads))
+    with kernel_threads(n_threads) as nt:
+        kernels().bn_grad_sums(dyf, xf, P, G, R, C, _coef(mean, _f64), sum_dy, sum_dyxc, nt)
     return sum_dy, sum_dyxc
 
 
@@ -108,8 +109,9 @@ def grad_dx(dy, x, layout, k1, k2, k3, out=None, n_threads=None):
     P, G, R, C = layout.dims
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
     dt = xf.dtype
-    kernels().bn_grad_dx(dyf, xf, P, G, R, C, _coef(k1, dt), _coef(k2, dt), _coef(k3, dt),
-                         buf, _resolve_threads(n_threads))
+    with kernel_threads(n_threads) as nt:
+        kernels().bn_grad_dx(dyf, xf, P, G, R, C, _coef(k1, dt), _coef(k2, dt), _coef(k3, dt),
+                             buf, nt)
     if not copy_back:
         return out
     return _finish(buf, out, layout, x.dtype)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ckbn import _ops
-from ckbn._config import get_num_threads
+from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 from ckbn._layout import make_layout
 from ckbn._validation import (
@@ -250,13 +250,13 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
     buf, copy_back = _ops._out_buffer(out, x, xf.dtype, layout)
     P, G, R, C = layout.dims
     k = kernels()
-    n_threads = get_num_threads()
-    if training:
-        m = np.empty(layout.n_channels)
-        v = np.empty(layout.n_channels)
-        k.bn_forward_train(xf, P, G, R, C, g, b, eps, buf, m, v, n_threads)
-    else:
-        k.bn_forward_infer(xf, P, G, R, C, g, b, m, v, eps, buf, n_threads)
+    with kernel_threads() as n_threads:
+        if training:
+            m = np.empty(layout.n_channels)
+            v = np.empty(layout.n_channels)
+            k.bn_forward_train(xf, P, G, R, C, g, b, eps, buf, m, v, n_threads)
+        else:
+            k.bn_forward_infer(xf, P, G, R, C, g, b, m, v, eps, buf, n_threads)
     y = _ops._finish(buf, out, layout, x.dtype) if copy_back else out
     sd = _stat_dtype(x)
     shape = layout.channel_shape
@@ -320,8 +320,9 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
     dscale = np.empty(layout.n_channels)
     doffset = np.empty(layout.n_channels)
     P, G, R, C = layout.dims
-    kernels().bn_backward(dyf, xf, P, G, R, C, g, m, v, eps, training, dxf, dscale,
-                          doffset, get_num_threads())
+    with kernel_threads() as n_threads:
+        kernels().bn_backward(dyf, xf, P, G, R, C, g, m, v, eps, training, dxf, dscale,
+                              doffset, n_threads)
     dx = _ops._finish(dxf, None, layout, x.dtype)
     sum_dy = doffset
     sd = _stat_dtype(x)

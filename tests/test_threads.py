@@ -124,3 +124,18 @@ def test_environment_variables():
     assert _threads_in_subprocess(both).stdout.strip() == "2"
     bad = _threads_in_subprocess({"CKBN_NUM_THREADS": "zero"})
     assert bad.returncode != 0 and "CKBN_NUM_THREADS" in bad.stderr
+
+
+def test_concurrent_calls_share_the_thread_budget():
+    """While calls run concurrently, later ones get the threads left free
+    (at least one); a lone call gets what it asks for."""
+    from ckbn._config import kernel_threads
+
+    with kernel_threads(4) as a:
+        with kernel_threads(4) as b:
+            with kernel_threads(4) as c:
+                assert (a, b, c) == (4, 1, 1) or not ckbn.openmp_enabled()
+        with kernel_threads(2) as d:
+            assert d == 1 or not ckbn.openmp_enabled()
+    with kernel_threads(3) as e:
+        assert e == 3 or not ckbn.openmp_enabled()
