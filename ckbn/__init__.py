@@ -45,3 +45,13 @@ from ckbn._normalization import (
     batch_norm,
     batch_normalization,
 )
+
+__all__ = [
+    "nn", "initializers", "regularizers", "constraints", "optimizers",
+    "BatchNormalization", "BatchNorm", "batch_normalization", "batch_norm",
+    "Layer", "InputSpec", "Variable", "Update", "run_updates",
+    "Graph", "GraphKeys", "VariableScope", "get_default_graph", "reset_default_graph",
+    "get_collection", "variable_scope", "eager_mode", "graph_mode", "executing_eagerly",
+    "set_num_threads", "get_num_threads", "num_threads", "openmp_enabled", "show_config",
+    "__version__",
+]

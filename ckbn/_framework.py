@@ -707,8 +707,6 @@ class Layer:
                     if eager and self._activity_regularizer:
                         raise ValueError(
                             "Activity regularization is not supported when executing eagerly.")
-                    if self.input_spec is None:
-                        pass
                     self._set_scope(scope)
                     if not eager and self._graph is None:
                         self._graph = graph

@@ -174,14 +174,6 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon, out=
     return _ops.affine(x, layout, a, b, out=out)
 
 
-def _scale_by_invstd(g, v, eps):
-    """``g / sqrt(v + eps)``; warnings only matter for zero or negative input."""
-    if eps > 0.0 and not (v < 0.0).any():
-        return g / np.sqrt(v + eps)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return g / np.sqrt(v + eps)
-
-
 def _channel_layout(x, data_format, axis):
     if axis is None:
         channel = channel_axes_from_format(data_format, x.ndim)
