@@ -156,31 +156,42 @@ def num_threads(n):
 
 
 _share_lock = threading.Lock()
-_share = {"active": 0, "busy": 0}
+_share = {"active": 0, "busy": 0, "cap": 1}
 
 
-@contextlib.contextmanager
-def kernel_threads(n_threads=None):
-    """Context for one kernel call: yields the thread count it may use.
+class kernel_threads:
+    """Context for one kernel call: ``with kernel_threads(n) as t:`` gives the
+    thread count the call may use.
 
     A call alone gets the requested count; a call that starts while others
     run gets what is left of the largest request so far (at least one).
+    (A small class rather than a generator: it sits on every call's path.)
     """
-    n = _resolve_threads(n_threads)
-    with _share_lock:
-        if _share["active"] == 0:
-            t = n
-        else:
-            t = max(1, min(n, _share.get("cap", n) - _share["busy"]))
-        _share["cap"] = max(n, _share.get("cap", n)) if _share["active"] else n
-        _share["active"] += 1
-        _share["busy"] += t
-    try:
-        yield t
-    finally:
+
+    __slots__ = ("n", "t")
+
+    def __init__(self, n_threads=None):
+        self.n = _resolve_threads(n_threads)
+
+    def __enter__(self):
+        n = self.n
+        with _share_lock:
+            if _share["active"] == 0:
+                t = n
+                _share["cap"] = n
+            else:
+                t = max(1, min(n, _share["cap"] - _share["busy"]))
+                _share["cap"] = max(n, _share["cap"])
+            _share["active"] += 1
+            _share["busy"] += t
+        self.t = t
+        return t
+
+    def __exit__(self, *exc):
         with _share_lock:
             _share["active"] -= 1
-            _share["busy"] -= t
+            _share["busy"] -= self.t
+        return False
 
 
 def _resolve_threads(n_threads):

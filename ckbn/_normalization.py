@@ -209,6 +209,7 @@ class BatchNormalization(Layer):
         self._records = {}
         self._last = None
         self._last_input = None
+        self._layout_cache = None
         self._update_names = (f"{self.name}/AssignMovingAvg", f"{self.name}/AssignMovingAvg_1")
 
     # -- build ----------------------------------------------------------------
@@ -342,7 +343,13 @@ class BatchNormalization(Layer):
         else:
             xg = x
             chan = self.axis
-        layout = make_layout(xg.shape, chan)
+        key = (xg.shape, train)
+        cached = self._layout_cache
+        if cached is not None and cached[0] == key:
+            layout = cached[1]
+        else:
+            layout = make_layout(xg.shape, chan)
+            self._layout_cache = (key, layout)
         self._bshape = self._broadcast_shape(layout, vbs is not None and train)
         if train:
             y, rec = self._train_forward(xg, layout, inputs)
