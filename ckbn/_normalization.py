@@ -320,7 +320,7 @@ class BatchNormalization(Layer):
             return v.astype(np.float64).reshape(-1)
         v = np.asarray(v, dtype=np.float64)
         if v.shape != layout.keepdims_shape:
-            v = v.reshape(self._bshape)
+            v = v.reshape(self._broadcast_shape(layout))
         return np.broadcast_to(v, layout.keepdims_shape).reshape(-1)
 
     def call(self, inputs, training=False):
@@ -350,7 +350,6 @@ class BatchNormalization(Layer):
         else:
             layout = make_layout(xg.shape, chan)
             self._layout_cache = (key, layout)
-        self._bshape = self._broadcast_shape(layout, vbs is not None and train)
         if train:
             y, rec = self._train_forward(xg, layout, inputs)
         else:
@@ -359,7 +358,7 @@ class BatchNormalization(Layer):
         self._remember(inputs, rec)
         return y.reshape(inputs.shape) if y.shape != inputs.shape else y
 
-    def _broadcast_shape(self, layout, ghost):
+    def _broadcast_shape(self, layout):
         """Shape to reshape a param_shape array into so it broadcasts on the layout."""
         ps = self._param_shape
         if len(ps) == len(layout.shape):
@@ -375,11 +374,12 @@ class BatchNormalization(Layer):
         b = self._param(self.beta, layout, 0.0)
         adj_s = adj_b = None
         if train and self.adjustment is not None:
+            bshape = self._broadcast_shape(layout)
             adj_s, adj_b = self.adjustment(layout.shape)
             adj_s = np.broadcast_to(np.asarray(adj_s, np.float64).reshape(
-                self._bshape if np.size(adj_s) > 1 else ()), layout.keepdims_shape).reshape(-1)
+                bshape if np.size(adj_s) > 1 else ()), layout.keepdims_shape).reshape(-1)
             adj_b = np.broadcast_to(np.asarray(adj_b, np.float64).reshape(
-                self._bshape if np.size(adj_b) > 1 else ()), layout.keepdims_shape).reshape(-1)
+                bshape if np.size(adj_b) > 1 else ()), layout.keepdims_shape).reshape(-1)
             b = adj_b * g + b
             g = adj_s * g
         return g, b, adj_s, adj_b
@@ -460,7 +460,7 @@ class BatchNormalization(Layer):
         if "dmax" in clip:
             d = np.clip(d, -clip["dmax"], clip["dmax"])
         ks = layout.keepdims_shape
-        shp = self._bshape if self.virtual_batch_size is None else r.shape
+        shp = self._broadcast_shape(layout) if self.virtual_batch_size is None else r.shape
         r = np.broadcast_to(r.reshape(shp), ks).reshape(-1)
         d = np.broadcast_to(d.reshape(shp), ks).reshape(-1)
         return r, d

@@ -338,3 +338,35 @@ def test_checkpoint_fused_and_non_fused_agree(freeze, fused_a, fused_b):
     la = float(np.abs(ra(test)).sum())
     lb = float(np.abs(rb(test)).sum())
     np.testing.assert_allclose(la, lb, rtol=3e-4, atol=1e-6)
+
+
+def test_concurrent_training_and_inference_calls(fresh_graph):
+    """One ghost-BN layer called from several threads, in training and in
+    inference at once: every output equals the single-threaded result."""
+    import threading
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 4, 3)).astype(np.float32)
+    bn = ckbn.BatchNormalization(virtual_batch_size=4, momentum=0.5)
+    want_train = bn(x, training=True)
+    want_infer = bn(x, training=False)
+    errors = []
+
+    def work(training):
+        try:
+            with fresh_graph.as_default():
+                for _ in range(200):
+                    got = bn(x, training=training)
+                    want = want_train if training else want_infer
+                    if not np.array_equal(got, want):
+                        errors.append(training)
+                        return
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i % 2 == 0,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
