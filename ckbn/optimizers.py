@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import weakref
 
 import numpy as np
 
@@ -24,7 +25,7 @@ class SGD:
         self.learning_rate = float(learning_rate)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        self._slots = {}
+        self._slots = weakref.WeakKeyDictionary()  # momentum per live variable
 
     def apply_gradients(self, grads_and_vars):
         pairs = list(grads_and_vars)
@@ -41,9 +42,9 @@ class SGD:
         for g, v in checked:
             step = self.learning_rate * g.astype(v.dtype, copy=False)
             if self.momentum:
-                m = self._slots.get(id(v))
+                m = self._slots.get(v)
                 m = -step if m is None else self.momentum * m - step
-                self._slots[id(v)] = m
+                self._slots[v] = m
                 delta = self.momentum * m - step if self.nesterov else m
                 v.assign_add(delta)
             else:

@@ -121,3 +121,16 @@ def test_sgd_bad_arguments_change_nothing():
     with pytest.raises(ValueError, match=r"b:0 of shape \(3,\)"):
         ckbn.optimizers.SGD(1.0).apply_gradients([(np.ones(2), a), (np.ones(2), b)])
     np.testing.assert_array_equal(a.numpy(), [1, 1])  # checked before any update
+
+
+def test_sgd_momentum_is_per_variable_and_not_inherited_by_a_new_one():
+    import gc
+    opt = ckbn.optimizers.SGD(0.1, momentum=0.9)
+    for _ in range(20):
+        v = ckbn.Variable(np.array([0.0]), name="v:0")
+        opt.apply_gradients([(np.array([1.0]), v)])
+        # a fresh variable (possibly at a reused id) starts with no momentum
+        np.testing.assert_allclose(v.numpy(), [-0.1])
+        del v
+        gc.collect()
+    assert len(opt._slots) == 0  # slots die with their variables
