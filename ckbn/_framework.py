@@ -365,6 +365,9 @@ def _get_variable(name, shape, dtype, initializer, trainable, constraint, regula
     return var, True
 
 
+_update_lock = threading.Lock()
+
+
 class Update:
     """A pending state change: ``fn(*args)`` applied once when run.
 
@@ -387,13 +390,19 @@ class Update:
         return self._done
 
     def run(self):
-        """Apply the update (once)."""
-        if self._done:
-            return
-        self._done = True
-        fn, args = self._fn, self._args
+        """Apply the update (once).  If it raises, it stays pending."""
+        with _update_lock:
+            if self._done:
+                return
+            self._done = True
+            args = self._args
+        try:
+            self._fn(*args)
+        except BaseException:
+            with _update_lock:
+                self._done = False
+            raise
         self._args = None
-        fn(*args)
 
     def __deepcopy__(self, memo):
         new = Update(self._fn, *copy.deepcopy(self._args, memo) if self._args else (),
@@ -678,10 +687,30 @@ class Layer:
         if spec is None:
             return
         shape = np.shape(x)
+        head = f"Input 0 of layer {self.name} is incompatible with the layer: "
         if spec.ndim is not None and len(shape) != spec.ndim:
             raise ValueError(
-                f"Input 0 of layer {self.name} is incompatible with the layer: expected "
-                f"ndim={spec.ndim}, found ndim={len(shape)}. Full shape received: {list(shape)}")
+                f"{head}expected ndim={spec.ndim}, found ndim={len(shape)}. Full shape "
+                f"received: {list(shape)}")
+        if spec.min_ndim is not None and len(shape) < spec.min_ndim:
+            raise ValueError(
+                f"{head}expected min_ndim={spec.min_ndim}, found ndim={len(shape)}. Full shape "
+                f"received: {list(shape)}")
+        if spec.max_ndim is not None and len(shape) > spec.max_ndim:
+            raise ValueError(
+                f"{head}expected max_ndim={spec.max_ndim}, found ndim={len(shape)}. Full shape "
+                f"received: {list(shape)}")
+        if spec.dtype is not None:
+            got = np.asarray(x).dtype
+            if got != np.dtype(spec.dtype):
+                raise ValueError(
+                    f"{head}expected dtype={np.dtype(spec.dtype).name}, found dtype={got.name}")
+        if spec.shape is not None:
+            want = tuple(spec.shape)
+            if len(want) != len(shape) or any(
+                    w is not None and w != g for w, g in zip(want, shape)):
+                raise ValueError(
+                    f"{head}expected shape={want}, found shape={tuple(shape)}")
         for axis, value in spec.axes.items():
             if value is not None and shape[axis] != value:
                 raise ValueError(
@@ -755,6 +784,10 @@ class Layer:
         """Register update objects; in eager mode they are applied at once."""
         if not isinstance(updates, (list, tuple)):
             updates = [updates]
+        for u in updates:
+            if not isinstance(u, Update):
+                raise TypeError(
+                    f"add_update takes ckbn.Update objects (see ckbn.Update), got {u!r}")
         if executing_eagerly():
             if self.trainable or self.stateful:
                 for u in updates:

@@ -193,11 +193,7 @@ class _WithSpec(ckbn.Layer):
         return inputs
 
 
-# The reference (tf.compat.v1.layers.Layer + InputSpec) rejects these; ckbn's
-# InputSpec stores min_ndim/max_ndim/dtype/shape but only checks ndim and axes
-# (ckbn/_framework.py, Layer._assert_input_compatibility).  Strict xfail: these
-# start failing (as a reminder to drop the mark) once the checks exist.
-@pytest.mark.xfail(strict=True, reason="InputSpec min_ndim/max_ndim/dtype/shape not checked yet")
+# The reference (tf.compat.v1.layers.Layer + InputSpec) rejects these.
 @pytest.mark.parametrize("spec,x,text", [
     (dict(min_ndim=2), np.ones(3, np.float32), "expected min_ndim=2, found ndim=1"),
     (dict(max_ndim=2), np.ones((1, 1, 1), np.float32), "expected max_ndim=2, found ndim=3"),
@@ -219,3 +215,30 @@ def test_graph_bound_at_first_call_not_construction():
     with pytest.raises(ValueError, match="^Input graph and Layer graph are not the same"):
         layer(np.ones(2))  # default graph differs now
     assert len(layer._inbound_nodes) == 1
+
+
+def test_add_update_rejects_non_updates_and_changes_nothing():
+    layer = Double(name="u")
+    layer(np.ones(2))
+    good = ckbn.Update(lambda: None, name="good")
+    with pytest.raises(TypeError, match="add_update takes ckbn.Update objects"):
+        layer.add_update([good, 5])
+    assert layer.updates == []
+
+
+def test_failed_update_stays_pending():
+    calls = []
+
+    def flaky(v):
+        calls.append(v)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+
+    u = ckbn.Update(flaky, 7)
+    with pytest.raises(RuntimeError, match="boom"):
+        u.run()
+    assert not u.done
+    u.run()
+    assert u.done and calls == [7, 7]
+    u.run()
+    assert calls == [7, 7]
