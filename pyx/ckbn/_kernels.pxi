@@ -18,6 +18,9 @@
 #   * wide channels (C > TILE_MAX): rows are the R*P rows of C channels, cut
 #     into channel tiles of at most TILE_MAX lanes so that the accumulators
 #     stay in L1.
+# The element-wise passes never tile: a row is W = C*k >= MIN_LANES_EW lanes
+# (the coefficients are used in place when W == C), and channels-first
+# segments (C == 1) are one scalar multiply-add loop each.
 #
 # Units.  Work is cut into units of about UNIT_TARGET elements from the shape
 # alone (never from the thread count).  A unit covers one channel group g, one
@@ -27,9 +30,10 @@
 #
 # Precision.  Each unit accumulates, per lane, sums of d = x - K and d*d, with
 # K the unit's first value of the lane's channel (so E[x^2] - E[x]^2 is never
-# formed on unshifted data).  Blocks of 8 rows are summed in the data type and
-# then added to float64 accumulators; units are merged in float64 with Chan's
-# formula.
+# formed on unshifted data).  Rows are read four at a time into per-lane block
+# sums kept in the data type (stack arrays, in L1); every BLOCK rows the block
+# sums are added to float64 accumulators; units are merged in float64 with
+# Chan's formula.  The backward sums work the same way.
 #
 # Every memoryview is flat and C-contiguous; `# IN` views are const.
 
@@ -69,7 +73,7 @@ cdef enum:
     # Channel tile width for wide rows.
     TILE_MAX = 512
     # Rows summed in the data type before adding to float64.
-    BLOCK = 8
+    BLOCK = 16
     # Largest channels-first plane read through lane expansion (see below).
     LANE_PLANE_MAX = 256
 
@@ -97,7 +101,8 @@ cdef struct Units:
 
 
 cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
-                              Py_ssize_t C, Py_ssize_t min_lanes) noexcept nogil:
+                              Py_ssize_t C, Py_ssize_t min_lanes,
+                              bint tiles) noexcept nogil:
     cdef Units u
     if G == 1:
         # One channel group: consecutive segments are contiguous, so the whole
@@ -113,7 +118,7 @@ cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     u.piece = 0
     u.pc = 1
     u.rpu = 1
-    if C > TILE_MAX:
+    if tiles and C > TILE_MAX:
         u.tiled = True
         u.W = TILE_MAX
         u.n_ct = (C + TILE_MAX - 1) // TILE_MAX
@@ -206,60 +211,86 @@ cdef inline Py_ssize_t _row_offset(const Units* u, Py_ssize_t g, Py_ssize_t q,
 # Statistics
 # ---------------------------------------------------------------------------
 
-cdef inline void _mom8(const floating** r,           # IN  8 rows
-                       Py_ssize_t W,
+cdef inline void _mom4(const floating* r,            # IN  rows r + i*S, i < 4
+                       Py_ssize_t S, Py_ssize_t W,
                        const floating* sh,           # IN  (W,)
-                       acc_ptr s1, acc_ptr s2) noexcept nogil:  # IN/OUT (W,)
+                       floating* b1, floating* b2) noexcept nogil:  # IN/OUT (W,)
     cdef Py_ssize_t j
-    cdef floating d0, d1, d2, d3, d4, d5, d6, d7, k
-    cdef const floating* r0 = r[0]
-    cdef const floating* r1 = r[1]
-    cdef const floating* r2 = r[2]
-    cdef const floating* r3 = r[3]
-    cdef const floating* r4 = r[4]
-    cdef const floating* r5 = r[5]
-    cdef const floating* r6 = r[6]
-    cdef const floating* r7 = r[7]
+    cdef floating k, d0, d1, d2, d3
+    cdef const floating* r1 = r + S
+    cdef const floating* r2 = r + 2 * S
+    cdef const floating* r3 = r + 3 * S
     for j in range(W):
         k = sh[j]
-        d0 = r0[j] - k
+        d0 = r[j] - k
         d1 = r1[j] - k
         d2 = r2[j] - k
         d3 = r3[j] - k
-        d4 = r4[j] - k
-        d5 = r5[j] - k
-        d6 = r6[j] - k
-        d7 = r7[j] - k
-        s1[j] += <double> (((d0 + d1) + (d2 + d3)) + ((d4 + d5) + (d6 + d7)))
-        s2[j] += <double> (((d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3))
-                           + ((d4 * d4 + d5 * d5) + (d6 * d6 + d7 * d7)))
+        b1[j] += (d0 + d1) + (d2 + d3)
+        b2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
 
 
-cdef inline void _mom1(const floating* r0, Py_ssize_t W, const floating* sh,
-                       acc_ptr s1, acc_ptr s2) noexcept nogil:
+cdef inline void _mom1(const floating* r, Py_ssize_t W, const floating* sh,
+                       floating* b1, floating* b2) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double d
+    cdef floating d
     for j in range(W):
-        d = <double> (r0[j] - sh[j])
-        s1[j] += d
-        s2[j] += d * d
+        d = r[j] - sh[j]
+        b1[j] += d
+        b2[j] += d * d
+
+
+cdef inline void _flush(floating* b1, floating* b2, double* s1, double* s2,
+                        Py_ssize_t W) noexcept nogil:
+    """Add the block sums b1, b2 to the float64 sums s1, s2 and clear them."""
+    cdef Py_ssize_t j
+    for j in range(W):
+        s1[j] += <double> b1[j]
+        s2[j] += <double> b2[j]
+        b1[j] = 0
+        b2[j] = 0
+
+
+cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
+                                Py_ssize_t W, const floating* sh,
+                                floating* b1, floating* b2, double* s1, double* s2,
+                                Py_ssize_t nb) noexcept nogil:
+    """Accumulate nr rows r + i*S into the block; nb rows are already in it."""
+    cdef Py_ssize_t i = 0
+    while i < nr:
+        if nr - i >= 4:
+            _mom4(r + i * S, S, W, sh, b1, b2)
+            i += 4
+            nb += 4
+        else:
+            _mom1(r + i * S, W, sh, b1, b2)
+            i += 1
+            nb += 1
+        if nb >= BLOCK:
+            _flush(b1, b2, s1, s2, W)
+            nb = 0
+    return nb
 
 
 cdef void _stats_unit(const floating* x,            # IN
                       const Units* u, Py_ssize_t k,
-                      floating* sh,                 # scratch (W,)
-                      double* s1, double* s2,       # scratch (W,) each
                       double* pmean,                # OUT partial table (G*n_rc, C)
                       double* pm2,                  # OUT partial table (G*n_rc, C)
                       double* pn) noexcept nogil:   # OUT counts (G*n_rc,)
     cdef Unit t = _unit(u, k)
-    cdef Py_ssize_t W = u.W if u.tiled else u.W, C = u.C
-    cdef Py_ssize_t j, c, p, q, i, nrows, tail, nb = 0, n_el, row
+    cdef Py_ssize_t W = u.W, C = u.C
+    cdef Py_ssize_t j, c, p, q, q1, nrows, tail, nb = 0, n_el, row, r0
     cdef Py_ssize_t width = t.c1 - t.c0
-    cdef const floating* rows[8]
     cdef const floating* first
     cdef const floating* base
     cdef double n, S1, S2, d, inv_n
+    # Scratch on the stack (W <= TILE_MAX): the shift, the block sums in the
+    # data type and the float64 sums.  Being local, they alias nothing.
+    cdef floating sh[TILE_MAX]
+    cdef floating b1[TILE_MAX]
+    cdef floating b2[TILE_MAX]
+    cdef double s1[TILE_MAX]
+    cdef double s2[TILE_MAX]
     if u.tiled:
         W = width
         first = x + _row_offset(u, t.g, t.q0, t.c0)
@@ -270,15 +301,21 @@ cdef void _stats_unit(const floating* x,            # IN
         for j in range(W):
             sh[j] = first[j % C]
     for j in range(W):
+        b1[j] = 0
+        b2[j] = 0
         s1[j] = 0.0
         s2[j] = 0.0
     if u.tiled:
-        for q in range(t.q0, t.q1):
-            rows[nb] = x + _row_offset(u, t.g, q, t.c0)
-            nb = nb + 1
-            if nb == BLOCK:
-                _mom8(rows, W, sh, s1, s2)
-                nb = 0
+        # Runs of rows inside one segment are C apart.
+        q = t.q0
+        while q < t.q1:
+            r0 = q % u.R
+            q1 = q + (u.R - r0)
+            if q1 > t.q1:
+                q1 = t.q1
+            nb = _mom_run(x + _row_offset(u, t.g, q, t.c0), q1 - q, C, W, sh,
+                          b1, b2, s1, s2, nb)
+            q = q1
         n = <double> (t.q1 - t.q0)
     else:
         n_el = t.l1 - t.l0
@@ -286,17 +323,12 @@ cdef void _stats_unit(const floating* x,            # IN
         tail = n_el - nrows * W
         for p in range(t.p0, t.p1):
             base = x + (p * u.G + t.g) * u.L + t.l0
-            for i in range(nrows):
-                rows[nb] = base + i * W
-                nb = nb + 1
-                if nb == BLOCK:
-                    _mom8(rows, W, sh, s1, s2)
-                    nb = 0
+            nb = _mom_run(base, nrows, W, W, sh, b1, b2, s1, s2, nb)
             if tail > 0:
-                _mom1(base + nrows * W, tail, sh, s1, s2)
+                _mom1(base + nrows * W, tail, sh, b1, b2)
+                nb += 1
         n = <double> ((t.p1 - t.p0) * (n_el // C))
-    for i in range(nb):
-        _mom1(rows[i], W, sh, s1, s2)
+    _flush(b1, b2, s1, s2, W)
     row = t.g * u.n_rc + t.rc
     inv_n = 1.0 / n
     if u.tiled:
@@ -334,13 +366,11 @@ cdef inline void _chan_row(const double* pm, const double* pm2, acc_ptr mean,
 cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                  Py_ssize_t C, double* mean, double* var,
                  int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES)
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True)
     cdef Py_ssize_t k, g, c, rc, row
     cdef int nt = _n_threads(&u, n_threads)
     cdef Py_ssize_t nrow = G * u.n_rc
     cdef double* part = <double*> malloc(sizeof(double) * nrow * (2 * C + 1))
-    cdef double* acc = NULL
-    cdef floating* sh = NULL
     cdef double* pmean
     cdef double* pm2
     cdef double* pn
@@ -350,15 +380,8 @@ cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t 
     pmean = part
     pm2 = part + nrow * C
     pn = part + 2 * nrow * C
-    with parallel(num_threads=nt):
-        acc = <double*> malloc(sizeof(double) * 2 * u.W)
-        sh = <floating*> malloc(sizeof(floating) * u.W)
-        if acc == NULL or sh == NULL:
-            abort()
-        for k in prange(u.n_units, schedule="static"):
-            _stats_unit(x, &u, k, sh, acc, acc + u.W, pmean, pm2, pn)
-        free(acc)
-        free(sh)
+    for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
+        _stats_unit(x, &u, k, pmean, pm2, pn)
     # Ordered Chan merge of the row chunks of each group.  The weights depend
     # on the counts only, so they are computed once per chunk, and the
     # channel loop is division-free (and vectorizes).
@@ -406,17 +429,17 @@ def bn_stats(const floating[::1] x,      # IN  (P*G*R*C,)
 # Element-wise passes: y = x * a[ch] + b[ch];  dx = dy * k1 + (x * k2 + k3)
 # ---------------------------------------------------------------------------
 
-cdef inline void _fill_lanes(const floating* src, Py_ssize_t g, Py_ssize_t C,
-                             Py_ssize_t c0, Py_ssize_t W, bint tiled,
-                             floating* dst) noexcept nogil:
-    """dst[j] = src[g*C + channel of lane j]."""
+cdef inline const floating* _lanes(const floating* src, Py_ssize_t g,
+                                   Py_ssize_t C, Py_ssize_t W,
+                                   floating* buf) noexcept nogil:
+    """Per-lane coefficients of group g: src itself when lanes are channels,
+    else buf filled with buf[j] = src[g*C + j % C]."""
     cdef Py_ssize_t j
-    if tiled:
-        for j in range(W):
-            dst[j] = src[g * C + c0 + j]
-    else:
-        for j in range(W):
-            dst[j] = src[g * C + j % C]
+    if W == C:
+        return src + g * C
+    for j in range(W):
+        buf[j] = src[g * C + j % C]
+    return buf
 
 
 cdef inline void _affine_row(const floating* xs, floating* ys, Py_ssize_t n,
@@ -426,21 +449,29 @@ cdef inline void _affine_row(const floating* xs, floating* ys, Py_ssize_t n,
         ys[j] = xs[j] * a[j] + b[j]
 
 
+cdef inline void _affine_scalar(const floating* xs, floating* ys, Py_ssize_t n,
+                                floating a, floating b) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        ys[j] = xs[j] * a + b
+
+
 cdef void _affine_unit(const floating* x, floating* y, const Units* u,
                        Py_ssize_t k, const floating* a, const floating* b,
-                       floating* aw, floating* bw) noexcept nogil:
+                       floating* buf) noexcept nogil:
     cdef Unit t = _unit(u, k)
-    cdef Py_ssize_t W = u.W, p, q, i, n_el, off
-    if u.tiled:
-        W = t.c1 - t.c0
-    _fill_lanes(a, t.g, u.C, t.c0, W, u.tiled, aw)
-    _fill_lanes(b, t.g, u.C, t.c0, W, u.tiled, bw)
-    if u.tiled:
-        for q in range(t.q0, t.q1):
-            off = _row_offset(u, t.g, q, t.c0)
-            _affine_row(x + off, y + off, W, aw, bw)
-        return
+    cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off
+    cdef const floating* aw
+    cdef const floating* bw
     n_el = t.l1 - t.l0
+    if C == 1:
+        # Channels first: one coefficient pair per segment.
+        for p in range(t.p0, t.p1):
+            off = (p * u.G + t.g) * u.L + t.l0
+            _affine_scalar(x + off, y + off, n_el, a[t.g], b[t.g])
+        return
+    aw = _lanes(a, t.g, C, W, buf)
+    bw = _lanes(b, t.g, C, W, buf + W)
     for p in range(t.p0, t.p1):
         off = (p * u.G + t.g) * u.L + t.l0
         i = 0
@@ -454,7 +485,7 @@ cdef void _affine_unit(const floating* x, floating* y, const Units* u,
 cdef void _affine_core(const floating* x, const floating* a, const floating* b,
                   floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                   Py_ssize_t C, int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW)
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False)
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef floating* buf = NULL
@@ -463,7 +494,7 @@ cdef void _affine_core(const floating* x, const floating* a, const floating* b,
         if buf == NULL:
             abort()
         for k in prange(u.n_units, schedule="static"):
-            _affine_unit(x, y, &u, k, a, b, buf, buf + u.W)
+            _affine_unit(x, y, &u, k, a, b, buf)
         free(buf)
 
 
@@ -491,26 +522,32 @@ cdef inline void _dx_row(const floating* ds, const floating* xs, floating* os,
         os[j] = ds[j] * w1[j] + (xs[j] * w2[j] + w3[j])
 
 
+cdef inline void _dx_scalar(const floating* ds, const floating* xs, floating* os,
+                            Py_ssize_t n, floating w1, floating w2,
+                            floating w3) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        os[j] = ds[j] * w1 + (xs[j] * w2 + w3)
+
+
 cdef void _grad_dx_unit(const floating* dy, const floating* x, floating* dx,
                         const Units* u, Py_ssize_t k, const floating* k1,
                         const floating* k2, const floating* k3,
                         floating* buf) noexcept nogil:
     cdef Unit t = _unit(u, k)
-    cdef Py_ssize_t W = u.W, p, q, i, n_el, off
-    cdef floating* w1 = buf
-    cdef floating* w2 = buf + u.W
-    cdef floating* w3 = buf + 2 * u.W
-    if u.tiled:
-        W = t.c1 - t.c0
-    _fill_lanes(k1, t.g, u.C, t.c0, W, u.tiled, w1)
-    _fill_lanes(k2, t.g, u.C, t.c0, W, u.tiled, w2)
-    _fill_lanes(k3, t.g, u.C, t.c0, W, u.tiled, w3)
-    if u.tiled:
-        for q in range(t.q0, t.q1):
-            off = _row_offset(u, t.g, q, t.c0)
-            _dx_row(dy + off, x + off, dx + off, W, w1, w2, w3)
-        return
+    cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off
+    cdef const floating* w1
+    cdef const floating* w2
+    cdef const floating* w3
     n_el = t.l1 - t.l0
+    if C == 1:
+        for p in range(t.p0, t.p1):
+            off = (p * u.G + t.g) * u.L + t.l0
+            _dx_scalar(dy + off, x + off, dx + off, n_el, k1[t.g], k2[t.g], k3[t.g])
+        return
+    w1 = _lanes(k1, t.g, C, W, buf)
+    w2 = _lanes(k2, t.g, C, W, buf + W)
+    w3 = _lanes(k3, t.g, C, W, buf + 2 * W)
     for p in range(t.p0, t.p1):
         off = (p * u.G + t.g) * u.L + t.l0
         i = 0
@@ -525,7 +562,7 @@ cdef void _grad_dx_core(const floating* dy, const floating* x, const floating* k
                    const floating* k2, const floating* k3, floating* dx,
                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                    int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW)
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False)
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef floating* buf = NULL
@@ -561,67 +598,75 @@ def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
 # Backward sums: sum(dy) and sum(dy * (x - mean)) per channel
 # ---------------------------------------------------------------------------
 
-cdef inline void _gs8(const floating** dr, const floating** xr, Py_ssize_t W,
-                      const floating* mu,                 # IN (W,)
-                      acc_ptr t1, acc_ptr t2) noexcept nogil:  # IN/OUT (W,)
+cdef inline void _gs4(const floating* d,             # IN  dy rows d + i*S, i < 4
+                      const floating* x,             # IN  x rows, same offsets
+                      Py_ssize_t S, Py_ssize_t W,
+                      const floating* mu,            # IN  (W,)
+                      floating* b1, floating* b2) noexcept nogil:  # IN/OUT (W,)
     cdef Py_ssize_t j
-    cdef floating m, e0, e1, e2, e3, e4, e5, e6, e7
-    cdef const floating* d0 = dr[0]
-    cdef const floating* d1 = dr[1]
-    cdef const floating* d2 = dr[2]
-    cdef const floating* d3 = dr[3]
-    cdef const floating* d4 = dr[4]
-    cdef const floating* d5 = dr[5]
-    cdef const floating* d6 = dr[6]
-    cdef const floating* d7 = dr[7]
-    cdef const floating* x0 = xr[0]
-    cdef const floating* x1 = xr[1]
-    cdef const floating* x2 = xr[2]
-    cdef const floating* x3 = xr[3]
-    cdef const floating* x4 = xr[4]
-    cdef const floating* x5 = xr[5]
-    cdef const floating* x6 = xr[6]
-    cdef const floating* x7 = xr[7]
+    cdef floating m, e0, e1, e2, e3
+    cdef const floating* d1 = d + S
+    cdef const floating* d2 = d + 2 * S
+    cdef const floating* d3 = d + 3 * S
+    cdef const floating* x1 = x + S
+    cdef const floating* x2 = x + 2 * S
+    cdef const floating* x3 = x + 3 * S
     for j in range(W):
         m = mu[j]
-        e0 = d0[j]
+        e0 = d[j]
         e1 = d1[j]
         e2 = d2[j]
         e3 = d3[j]
-        e4 = d4[j]
-        e5 = d5[j]
-        e6 = d6[j]
-        e7 = d7[j]
-        t1[j] += <double> (((e0 + e1) + (e2 + e3)) + ((e4 + e5) + (e6 + e7)))
-        t2[j] += <double> (((e0 * (x0[j] - m) + e1 * (x1[j] - m))
-                            + (e2 * (x2[j] - m) + e3 * (x3[j] - m)))
-                           + ((e4 * (x4[j] - m) + e5 * (x5[j] - m))
-                              + (e6 * (x6[j] - m) + e7 * (x7[j] - m))))
+        b1[j] += (e0 + e1) + (e2 + e3)
+        b2[j] += ((e0 * (x[j] - m) + e1 * (x1[j] - m))
+                  + (e2 * (x2[j] - m) + e3 * (x3[j] - m)))
 
 
-cdef inline void _gs1(const floating* d0, const floating* x0, Py_ssize_t W,
-                      const floating* mu, acc_ptr t1, acc_ptr t2) noexcept nogil:
+cdef inline void _gs1(const floating* d, const floating* x, Py_ssize_t W,
+                      const floating* mu, floating* b1, floating* b2) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double e
+    cdef floating e
     for j in range(W):
-        e = <double> d0[j]
-        t1[j] += e
-        t2[j] += e * <double> (x0[j] - mu[j])
+        e = d[j]
+        b1[j] += e
+        b2[j] += e * (x[j] - mu[j])
+
+
+cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t nr,
+                               Py_ssize_t S, Py_ssize_t W, const floating* mu,
+                               floating* b1, floating* b2, double* t1, double* t2,
+                               Py_ssize_t nb) noexcept nogil:
+    """Accumulate nr row pairs (d + i*S, x + i*S) into the block (nb rows so far)."""
+    cdef Py_ssize_t i = 0
+    while i < nr:
+        if nr - i >= 4:
+            _gs4(d + i * S, x + i * S, S, W, mu, b1, b2)
+            i += 4
+            nb += 4
+        else:
+            _gs1(d + i * S, x + i * S, W, mu, b1, b2)
+            i += 1
+            nb += 1
+        if nb >= BLOCK:
+            _flush(b1, b2, t1, t2, W)
+            nb = 0
+    return nb
 
 
 cdef void _grad_sums_unit(const floating* dy, const floating* x,
                           const double* mean,      # IN (G*C,)
                           const Units* u, Py_ssize_t k,
-                          floating* mu,            # scratch (W,)
-                          double* t1, double* t2,  # scratch (W,) each
                           double* p1s, double* p2s) noexcept nogil:  # OUT tables
     cdef Unit t = _unit(u, k)
     cdef Py_ssize_t W = u.W, C = u.C
-    cdef Py_ssize_t j, c, p, q, i, nrows, tail, nb = 0, n_el, row, off
+    cdef Py_ssize_t j, c, p, q, q1, r0, nrows, tail, nb = 0, n_el, row, off
     cdef Py_ssize_t width = t.c1 - t.c0
-    cdef const floating* drows[8]
-    cdef const floating* xrows[8]
     cdef double S1, S2
+    cdef floating mu[TILE_MAX]
+    cdef floating b1[TILE_MAX]
+    cdef floating b2[TILE_MAX]
+    cdef double t1[TILE_MAX]
+    cdef double t2[TILE_MAX]
     if u.tiled:
         W = width
         for j in range(W):
@@ -630,34 +675,31 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
         for j in range(W):
             mu[j] = <floating> mean[t.g * C + j % C]
     for j in range(W):
+        b1[j] = 0
+        b2[j] = 0
         t1[j] = 0.0
         t2[j] = 0.0
     if u.tiled:
-        for q in range(t.q0, t.q1):
+        q = t.q0
+        while q < t.q1:
+            r0 = q % u.R
+            q1 = q + (u.R - r0)
+            if q1 > t.q1:
+                q1 = t.q1
             off = _row_offset(u, t.g, q, t.c0)
-            drows[nb] = dy + off
-            xrows[nb] = x + off
-            nb = nb + 1
-            if nb == BLOCK:
-                _gs8(drows, xrows, W, mu, t1, t2)
-                nb = 0
+            nb = _gs_run(dy + off, x + off, q1 - q, C, W, mu, b1, b2, t1, t2, nb)
+            q = q1
     else:
         n_el = t.l1 - t.l0
         nrows = n_el // W
         tail = n_el - nrows * W
         for p in range(t.p0, t.p1):
             off = (p * u.G + t.g) * u.L + t.l0
-            for i in range(nrows):
-                drows[nb] = dy + off + i * W
-                xrows[nb] = x + off + i * W
-                nb = nb + 1
-                if nb == BLOCK:
-                    _gs8(drows, xrows, W, mu, t1, t2)
-                    nb = 0
+            nb = _gs_run(dy + off, x + off, nrows, W, W, mu, b1, b2, t1, t2, nb)
             if tail > 0:
-                _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, t1, t2)
-    for i in range(nb):
-        _gs1(drows[i], xrows[i], W, mu, t1, t2)
+                _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, b1, b2)
+                nb += 1
+    _flush(b1, b2, t1, t2, W)
     row = t.g * u.n_rc + t.rc
     # sum dy*(x - mean) = sum dy*(x - mu) + (mu - mean) * sum dy, with mu the
     # mean rounded to the data type: the correction restores float64 accuracy.
@@ -682,26 +724,16 @@ cdef void _grad_sums_core(const floating* dy, const floating* x, const double* m
                      Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                      double* sum_dy, double* sum_dyxc,
                      int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES)
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True)
     cdef Py_ssize_t k, g, c, rc, row
     cdef int nt = _n_threads(&u, n_threads)
     cdef Py_ssize_t nrow = G * u.n_rc
     cdef double* part = <double*> malloc(sizeof(double) * nrow * 2 * C)
-    cdef double* acc = NULL
-    cdef floating* mu = NULL
     cdef double a1, a2
     if part == NULL:
         abort()
-    with parallel(num_threads=nt):
-        acc = <double*> malloc(sizeof(double) * 2 * u.W)
-        mu = <floating*> malloc(sizeof(floating) * u.W)
-        if acc == NULL or mu == NULL:
-            abort()
-        for k in prange(u.n_units, schedule="static"):
-            _grad_sums_unit(dy, x, mean, &u, k, mu, acc, acc + u.W, part,
-                            part + nrow * C)
-        free(acc)
-        free(mu)
+    for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
+        _grad_sums_unit(dy, x, mean, &u, k, part, part + nrow * C)
     for g in range(G):
         for c in range(C):
             a1 = 0.0
@@ -970,38 +1002,40 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
 # Memory-bandwidth probes for benchmarks/ (same compiler, flags and threads)
 # ---------------------------------------------------------------------------
 
+cdef float _read_chunk(const float* x, Py_ssize_t n) noexcept nogil:
+    """Sum of x[:n] with 64 independent lanes held in a local array (which
+    the compiler keeps in vector registers): as fast as the loads allow."""
+    cdef float acc[64]
+    cdef Py_ssize_t i = 0, j
+    for j in range(64):
+        acc[j] = 0
+    while i + 64 <= n:
+        for j in range(64):
+            acc[j] += x[i + j]
+        i = i + 64
+    while i < n:
+        acc[0] += x[i]
+        i = i + 1
+    for j in range(1, 64):
+        acc[0] += acc[j]
+    return acc[0]
+
+
 def probe_read(const float[::1] x, int n_threads):
     """Sum of ``x`` read once with ``n_threads`` threads (a read-bandwidth probe)."""
-    cdef Py_ssize_t n = x.shape[0], i, j, k, lo, hi
+    cdef Py_ssize_t n = x.shape[0], k, lo, hi
     cdef Py_ssize_t nb = (n + 65535) // 65536
     cdef double total = 0.0
-    cdef float* acc = NULL
     cdef float* part = <float*> malloc(sizeof(float) * (nb if nb > 0 else 1))
     if part == NULL:
         raise MemoryError()
-    with nogil, parallel(num_threads=n_threads):
-        acc = <float*> malloc(sizeof(float) * 64)
-        if acc == NULL:
-            abort()
-        for k in prange(nb, schedule="static"):
+    with nogil:
+        for k in prange(nb, num_threads=n_threads, schedule="static"):
             lo = k * 65536
             hi = lo + 65536
             if hi > n:
                 hi = n
-            for j in range(64):
-                acc[j] = 0
-            i = lo
-            while i + 64 <= hi:
-                for j in range(64):
-                    acc[j] += x[i + j]
-                i = i + 64
-            while i < hi:
-                acc[0] += x[i]
-                i = i + 1
-            for j in range(1, 64):
-                acc[0] += acc[j]
-            part[k] = acc[0]
-        free(acc)
+            part[k] = _read_chunk(&x[0] + lo, hi - lo)
     for k in range(nb):
         total += part[k]
     free(part)
