@@ -380,8 +380,12 @@ cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t 
     pmean = part
     pm2 = part + nrow * C
     pn = part + 2 * nrow * C
-    for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
-        _stats_unit(x, &u, k, pmean, pm2, pn)
+    if nt == 1:     # no OpenMP region: it costs about a microsecond
+        for k in range(u.n_units):
+            _stats_unit(x, &u, k, pmean, pm2, pn)
+    else:
+        for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
+            _stats_unit(x, &u, k, pmean, pm2, pn)
     # Ordered Chan merge of the row chunks of each group.  The weights depend
     # on the counts only, so they are computed once per chunk, and the
     # channel loop is division-free (and vectorizes).
@@ -489,6 +493,14 @@ cdef void _affine_core(const floating* x, const floating* a, const floating* b,
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef floating* buf = NULL
+    if nt == 1:
+        buf = <floating*> malloc(sizeof(floating) * 2 * u.W)
+        if buf == NULL:
+            abort()
+        for k in range(u.n_units):
+            _affine_unit(x, y, &u, k, a, b, buf)
+        free(buf)
+        return
     with parallel(num_threads=nt):
         buf = <floating*> malloc(sizeof(floating) * 2 * u.W)
         if buf == NULL:
@@ -566,6 +578,14 @@ cdef void _grad_dx_core(const floating* dy, const floating* x, const floating* k
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef floating* buf = NULL
+    if nt == 1:
+        buf = <floating*> malloc(sizeof(floating) * 3 * u.W)
+        if buf == NULL:
+            abort()
+        for k in range(u.n_units):
+            _grad_dx_unit(dy, x, dx, &u, k, k1, k2, k3, buf)
+        free(buf)
+        return
     with parallel(num_threads=nt):
         buf = <floating*> malloc(sizeof(floating) * 3 * u.W)
         if buf == NULL:
@@ -732,8 +752,12 @@ cdef void _grad_sums_core(const floating* dy, const floating* x, const double* m
     cdef double a1, a2
     if part == NULL:
         abort()
-    for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
-        _grad_sums_unit(dy, x, mean, &u, k, part, part + nrow * C)
+    if nt == 1:
+        for k in range(u.n_units):
+            _grad_sums_unit(dy, x, mean, &u, k, part, part + nrow * C)
+    else:
+        for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
+            _grad_sums_unit(dy, x, mean, &u, k, part, part + nrow * C)
     for g in range(G):
         for c in range(C):
             a1 = 0.0
