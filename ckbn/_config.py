@@ -155,8 +155,19 @@ def num_threads(n):
         _override.reset(token)
 
 
+class _Share:
+    """Threads handed out to the kernel calls now running."""
+
+    __slots__ = ("active", "busy", "cap")
+
+    def __init__(self):
+        self.active = 0   # calls running
+        self.busy = 0     # threads they were given
+        self.cap = 1      # largest request among them
+
+
+_share = _Share()
 _share_lock = threading.Lock()
-_share = {"active": 0, "busy": 0, "cap": 1}
 
 
 class kernel_threads:
@@ -175,22 +186,24 @@ class kernel_threads:
 
     def __enter__(self):
         n = self.n
+        s = _share
         with _share_lock:
-            if _share["active"] == 0:
-                t = n
-                _share["cap"] = n
+            if s.active == 0:
+                t = s.cap = n
             else:
-                t = max(1, min(n, _share["cap"] - _share["busy"]))
-                _share["cap"] = max(n, _share["cap"])
-            _share["active"] += 1
-            _share["busy"] += t
+                t = max(1, min(n, s.cap - s.busy))
+                if n > s.cap:
+                    s.cap = n
+            s.active += 1
+            s.busy += t
         self.t = t
         return t
 
     def __exit__(self, *exc):
+        s = _share
         with _share_lock:
-            _share["active"] -= 1
-            _share["busy"] -= self.t
+            s.active -= 1
+            s.busy -= self.t
         return False
 
 

@@ -303,11 +303,6 @@ class Variable:
             self._value = self._value + v
         return self
 
-    def _update(self, fn):
-        """Replace the value by ``fn(value)`` atomically (fn returns a same-shape array)."""
-        with self._lock:
-            self._value = np.asarray(fn(self._value), dtype=self._value.dtype)
-
     def assign_sub(self, v):
         v = self._coerce(v)
         with self._lock:

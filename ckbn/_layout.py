@@ -108,7 +108,24 @@ def make_layout(shape, channel_axes):
 
     Layouts are cached: the same shape and axes give the same object.
     """
-    return _make_layout(tuple(int(n) for n in shape), tuple(channel_axes))
+    key = (shape, channel_axes)
+    try:
+        hit = _RECENT.get(key)
+    except TypeError:     # unhashable shape or axes (lists): normalize below
+        hit = None
+    if hit is not None:
+        return hit
+    layout = _make_layout(tuple(int(n) for n in shape), tuple(channel_axes))
+    if type(shape) is tuple and type(channel_axes) is tuple:
+        if len(_RECENT) >= 1024:
+            _RECENT.clear()
+        _RECENT[key] = layout
+    return layout
+
+
+# Exact-argument cache in front of _make_layout, which normalizes first: a
+# hit costs one dict lookup.
+_RECENT = {}
 
 
 @lru_cache(maxsize=1024)

@@ -68,9 +68,17 @@ def _ema(var, value, momentum):
     turns the Python float into a float32 tensor before casting it.
     """
     dt = var.dtype
-    decay = dt.type(np.float32(1.0 - momentum))
-    value = np.asarray(value, dtype=dt).reshape(var.shape)
-    var._update(lambda v: v - (v - value) * decay)
+    decay = _DECAYS.get((dt, momentum))
+    if decay is None:
+        decay = _DECAYS[(dt, momentum)] = dt.type(np.float32(1.0 - momentum))
+    if type(value) is not np.ndarray or value.dtype != dt or value.shape != var.shape:
+        value = np.asarray(value, dtype=dt).reshape(var.shape)
+    with var._lock:
+        v = var._value
+        var._value = v - (v - value) * decay
+
+
+_DECAYS = {}   # (dtype, momentum) -> decay in that dtype
 
 
 def _apply_updates(pairs):
@@ -109,8 +117,16 @@ def _renorm_var_update(step, moving_stddev, moving_variance, stddev, momentum, e
 class _CallRecord:
     """What backward needs from a training or inference call."""
 
-    __slots__ = ("in_shape", "layout", "training", "mean", "inv", "g_eff", "r", "d",
-                 "adj_scale", "adj_bias", "batch", "ref", "__weakref__")
+    __slots__ = ("in_shape", "layout", "training", "mean", "var", "eps", "_inv", "g_eff",
+                 "r", "d", "adj_scale", "adj_bias", "batch", "ref", "__weakref__")
+
+    @property
+    def inv(self):
+        """1 / sqrt(var + eps), computed on first use (backward only needs it)."""
+        if self._inv is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                self._inv = 1.0 / np.sqrt(self.var + self.eps)
+        return self._inv
 
 
 class BatchNormalization(Layer):
@@ -402,7 +418,7 @@ class BatchNormalization(Layer):
             with kernel_threads() as nt:
                 kernels().bn_forward_train(xf, P, G, R, C, A, B, eps, y.reshape(-1), mean, var,
                                            nt)
-            inv = 1.0 / np.sqrt(var + eps)
+            inv = None   # computed by backward if it is needed
             r = d = None
         else:
             mean, var = _ops.stats(xg, layout)
@@ -416,7 +432,7 @@ class BatchNormalization(Layer):
                 a = inv * A
                 b = B - mean * a
             y = _ops.affine(xg, layout, a, b)
-        rec.mean, rec.inv, rec.r, rec.d = mean, inv, r, d
+        rec.mean, rec.var, rec.eps, rec._inv, rec.r, rec.d = mean, var, eps, inv, r, d
         rec.g_eff = A if r is None else A * r
         rec.batch = layout.count
         self._add_moving_updates(mean, var, layout, inputs)
@@ -431,7 +447,7 @@ class BatchNormalization(Layer):
         a = inv * A
         y = _ops.affine(xg, layout, a, B - mm * a)
         rec = _CallRecord()
-        rec.layout, rec.training, rec.mean, rec.inv = layout, False, mm, inv
+        rec.layout, rec.training, rec.mean, rec._inv = layout, False, mm, inv
         rec.g_eff, rec.r, rec.d, rec.adj_scale, rec.adj_bias = A, None, None, None, None
         rec.batch = layout.count
         return y, rec
@@ -469,6 +485,17 @@ class BatchNormalization(Layer):
         new_mean = self._group_mean(mean, layout)
         new_var = self._group_mean(var, layout)
         m = self.momentum
+        eager = executing_eagerly()
+        if eager and not self.renorm:
+            # Applied at once: no update objects to build.
+            if self.trainable:
+                if self.fused:
+                    n = layout.count
+                    if n > 1 and self._bessels_correction_test_only:
+                        new_var = new_var * (n / (n - 1.0))
+                _ema(self.moving_mean, new_mean, m)
+                _ema(self.moving_variance, new_var, m)
+            return
         if self.renorm:
             std = np.sqrt(new_var + self.epsilon)
             step = _RenormStep(self.renorm_mean, self.renorm_stddev, new_mean, std,
@@ -484,7 +511,7 @@ class BatchNormalization(Layer):
                     new_var = new_var * (n / (n - 1.0))
             ups = [Update(_ema, self.moving_mean, new_mean, m, name=self._update_names[0]),
                    Update(_ema, self.moving_variance, new_var, m, name=self._update_names[1])]
-        if executing_eagerly():
+        if eager:
             if self.trainable:
                 for u in ups:
                     u.run()
