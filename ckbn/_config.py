@@ -155,6 +155,12 @@ def num_threads(n):
         _override.reset(token)
 
 
+# Inputs with fewer elements run on one thread inside the kernels
+# (PARALLEL_MIN in pyx/ckbn/_kernels.pxi, exported as PARALLEL_MIN_ELEMENTS):
+# such calls skip the thread accounting.
+PARALLEL_MIN = 65536
+
+
 class _Share:
     """Threads handed out to the kernel calls now running."""
 
@@ -181,11 +187,17 @@ class kernel_threads:
 
     __slots__ = ("n", "t")
 
-    def __init__(self, n_threads=None):
-        self.n = _resolve_threads(n_threads)
+    def __init__(self, n_threads=None, size=None):
+        if size is not None and size < PARALLEL_MIN and n_threads is None:
+            self.n = 0        # the kernels run this call on one thread anyway
+        else:
+            self.n = _resolve_threads(n_threads)
 
     def __enter__(self):
         n = self.n
+        if n == 0:
+            self.t = 0
+            return 1
         s = _share
         with _share_lock:
             if s.active == 0:
@@ -200,6 +212,8 @@ class kernel_threads:
         return t
 
     def __exit__(self, *exc):
+        if self.t == 0:
+            return False
         s = _share
         with _share_lock:
             s.active -= 1

@@ -10,6 +10,9 @@ import functools
 
 import numpy as np
 
+# Same threshold as the compiled kernels (no effect here: NumPy is serial).
+PARALLEL_MIN_ELEMENTS = 65536
+
 
 def _quiet(fn):
     """Kernels do not warn: NaN and Inf propagate silently, as in the compiled ones."""

@@ -415,7 +415,7 @@ class BatchNormalization(Layer):
             mean = np.empty(layout.n_channels)
             var = np.empty(layout.n_channels)
             P, G, R, C = layout.dims
-            with kernel_threads() as nt:
+            with kernel_threads(None, xf.size) as nt:
                 kernels().bn_forward_train(xf, P, G, R, C, A, B, eps, y.reshape(-1), mean, var,
                                            nt)
             inv = None   # computed by backward if it is needed

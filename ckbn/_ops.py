@@ -53,7 +53,7 @@ def stats(x, layout, n_threads=None):
     P, G, R, C = layout.dims
     mean = np.empty(G * C, dtype=_f64)
     var = np.empty(G * C, dtype=_f64)
-    with kernel_threads(n_threads) as nt:
+    with kernel_threads(n_threads, xf.size) as nt:
         kernels().bn_stats(xf, P, G, R, C, mean, var, nt)
     return mean, var
 
@@ -80,10 +80,18 @@ def affine(x, layout, a, b, out=None, n_threads=None):
     data type.  ``out``, when given, is a validated C-contiguous array of
     ``x``'s shape and dtype (it may be ``x``).
     """
-    xf = _work_array(x, layout)
     P, G, R, C = layout.dims
+    dt = x.dtype
+    if out is None and dt != _f16 and layout.perm is None and x.flags.c_contiguous:
+        # The common case, kept short: no copy in, a fresh array out.
+        y = np.empty(x.shape, dt)
+        with kernel_threads(n_threads, x.size) as nt:
+            kernels().bn_affine(x.reshape(-1), P, G, R, C, _coef(a, dt), _coef(b, dt),
+                                y.reshape(-1), nt)
+        return y
+    xf = _work_array(x, layout)
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
-    with kernel_threads(n_threads) as nt:
+    with kernel_threads(n_threads, xf.size) as nt:
         kernels().bn_affine(xf, P, G, R, C, _coef(a, xf.dtype), _coef(b, xf.dtype), buf, nt)
     if not copy_back:
         return out
@@ -97,7 +105,7 @@ def grad_sums(dy, x, layout, mean, n_threads=None):
     P, G, R, C = layout.dims
     sum_dy = np.empty(G * C, dtype=_f64)
     sum_dyxc = np.empty(G * C, dtype=_f64)
-    with kernel_threads(n_threads) as nt:
+    with kernel_threads(n_threads, xf.size) as nt:
         kernels().bn_grad_sums(dyf, xf, P, G, R, C, _coef(mean, _f64), sum_dy, sum_dyxc, nt)
     return sum_dy, sum_dyxc
 
@@ -109,7 +117,7 @@ def grad_dx(dy, x, layout, k1, k2, k3, out=None, n_threads=None):
     P, G, R, C = layout.dims
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
     dt = xf.dtype
-    with kernel_threads(n_threads) as nt:
+    with kernel_threads(n_threads, xf.size) as nt:
         kernels().bn_grad_dx(dyf, xf, P, G, R, C, _coef(k1, dt), _coef(k2, dt), _coef(k3, dt),
                              buf, nt)
     if not copy_back:

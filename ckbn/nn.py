@@ -135,6 +135,21 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon, out=
     eps = check_epsilon(variance_epsilon)
     if out is not None:
         check_out(out, x)
+    if x.ndim and x.size and all(
+            p is None or (type(p) is np.ndarray and p.shape == x.shape[-1:]
+                          and p.dtype.kind == "f")
+            for p in (mean, variance, offset, scale)) and mean is not None \
+            and variance is not None:
+        # The common case: one value per channel of a channels-last input.
+        layout = make_layout(x.shape, (x.ndim - 1,))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = 1.0 / np.sqrt(variance.astype(np.float64) + eps)
+        if scale is not None:
+            a = a * scale
+        b = -mean.astype(np.float64) * a
+        if offset is not None:
+            b = offset + b
+        return _ops.affine(x, layout, a, b, out=out)
     params = {
         "mean": _as_param(mean, "mean", x.ndim),
         "variance": _as_param(variance, "variance", x.ndim),
@@ -242,7 +257,7 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
     buf, copy_back = _ops._out_buffer(out, x, xf.dtype, layout)
     P, G, R, C = layout.dims
     k = kernels()
-    with kernel_threads() as n_threads:
+    with kernel_threads(None, xf.size) as n_threads:
         if training:
             m = np.empty(layout.n_channels)
             v = np.empty(layout.n_channels)
@@ -312,7 +327,7 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
     dscale = np.empty(layout.n_channels)
     doffset = np.empty(layout.n_channels)
     P, G, R, C = layout.dims
-    with kernel_threads() as n_threads:
+    with kernel_threads(None, xf.size) as n_threads:
         kernels().bn_backward(dyf, xf, P, G, R, C, g, m, v, eps, training, dxf, dscale,
                               doffset, n_threads)
     dx = _ops._finish(dxf, None, layout, x.dtype)

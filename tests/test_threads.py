@@ -139,3 +139,21 @@ def test_concurrent_calls_share_the_thread_budget():
             assert d == 1 or not ckbn.openmp_enabled()
     with kernel_threads(3) as e:
         assert e == 3 or not ckbn.openmp_enabled()
+
+
+def test_small_calls_skip_the_thread_accounting():
+    """Inputs below the kernels' parallel threshold run on one thread and do
+    not take threads from concurrent calls; the threshold is the kernels' own."""
+    from ckbn import _config
+    from ckbn._dispatch import kernels
+
+    assert _config.PARALLEL_MIN == kernels().PARALLEL_MIN_ELEMENTS
+    with _config.kernel_threads(None, _config.PARALLEL_MIN - 1) as small:
+        assert small == 1
+        with _config.kernel_threads(2, 10**6) as big:
+            assert big == 2 or not ckbn.openmp_enabled()
+    # An explicit request is honoured (and validated) whatever the size.
+    with _config.kernel_threads(2, 10) as explicit:
+        assert explicit == 2 or not ckbn.openmp_enabled()
+    with pytest.raises(ValueError):
+        _config.kernel_threads(0, 10)

@@ -78,6 +78,10 @@ cdef enum:
     LANE_PLANE_MAX = 256
 
 
+# Below this many elements a call runs on one thread (read by ckbn._config).
+PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
+
+
 def openmp_enabled():
     """True when this kernel module was compiled with OpenMP."""
     return bool(CKBN_HAVE_OPENMP)
