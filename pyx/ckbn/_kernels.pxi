@@ -230,8 +230,9 @@ cdef inline void _mom4(const floating* r,            # IN  rows r + i*S, i < 4
         d1 = r1[j] - k
         d2 = r2[j] - k
         d3 = r3[j] - k
-        b1[j] += (d0 + d1) + (d2 + d3)
-        b2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        # Left to right: one add and one multiply-add per value.
+        b1[j] = b1[j] + d0 + d1 + d2 + d3
+        b2[j] = b2[j] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3
 
 
 cdef inline void _mom1(const floating* r, Py_ssize_t W, const floating* sh,
@@ -641,9 +642,9 @@ cdef inline void _gs4(const floating* d,             # IN  dy rows d + i*S, i < 
         e1 = d1[j]
         e2 = d2[j]
         e3 = d3[j]
-        b1[j] += (e0 + e1) + (e2 + e3)
-        b2[j] += ((e0 * (x[j] - m) + e1 * (x1[j] - m))
-                  + (e2 * (x2[j] - m) + e3 * (x3[j] - m)))
+        b1[j] = b1[j] + e0 + e1 + e2 + e3
+        b2[j] = (b2[j] + e0 * (x[j] - m) + e1 * (x1[j] - m)
+                 + e2 * (x2[j] - m) + e3 * (x3[j] - m))
 
 
 cdef inline void _gs1(const floating* d, const floating* x, Py_ssize_t W,
