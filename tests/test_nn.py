@@ -34,6 +34,9 @@ CASES = [
     ((70, 1030), [1]),            # wide rows: channel tiles, last one partial
     ((3, 2, 5, 700), [1, 3]),     # channel tiles with several groups
     ((9, 2, 600), [2]),           # 600 channels, rows not a multiple of 8
+    ((3, 5, 24, 24), [1]),        # channels first, 576-value planes: segment mode
+    ((4, 3, 70, 2), [1, 3]),      # segment mode with 2 channels per group
+    ((3, 4, 9, 9, 5), [1, 4]),    # segment mode, 81 rows of 5 channels
 ]
 
 
@@ -302,7 +305,8 @@ def test_nan_and_inf_propagate():
 @pytest.mark.parametrize("variant", available_kernels())
 @pytest.mark.parametrize("dims", [(1, 1, 1, 1), (7, 1, 1, 5), (3, 4, 37, 1), (2, 3, 5, 7),
                                   (1, 1, 40000, 1), (300, 1, 1, 130), (2, 2, 9000, 3),
-                                  (10, 2, 3, 1030), (70, 1, 1, 513)])
+                                  (10, 2, 3, 1030), (70, 1, 1, 513), (5, 6, 300, 1),
+                                  (4, 3, 70, 2), (3, 5, 64, 7), (3, 50, 600, 1)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_match_numpy_twin(variant, dims, dtype):
     import importlib

@@ -11,7 +11,7 @@ import pytest
 import ckbn
 
 SHAPES = [((16, 12, 12, 24), "NHWC"), ((16, 24, 12, 12), "NCHW"), ((5000, 33), "NC"),
-          ((2, 3, 70001), "NCHW")]
+          ((2, 3, 70001), "NCHW"), ((16, 8, 24, 24), "NCHW")]
 
 
 def _run_all(x, fmt):

@@ -205,6 +205,42 @@ cdef inline Unit _unit(const Units* u, Py_ssize_t k) noexcept nogil:
     return t
 
 
+cdef inline void _repeat(const floating* src, Py_ssize_t C, Py_ssize_t W,
+                         floating* dst) noexcept nogil:
+    """dst[j] = src[j % C] for j < W (W a multiple of C), without a division
+    per lane.  dst may be src (the first C values are then kept)."""
+    cdef Py_ssize_t j, c
+    cdef floating v
+    if C == 1:
+        v = src[0]
+        for j in range(W):
+            dst[j] = v
+        return
+    j = 0
+    if dst == src:
+        j = C
+    while j < W:
+        for c in range(C):
+            dst[j + c] = src[c]
+        j += C
+
+
+cdef inline void _fold(double* s1, double* s2, Py_ssize_t W, Py_ssize_t C) noexcept nogil:
+    """Sum the lanes of each channel (lane j belongs to channel j % C) into
+    lanes 0..C-1: halve the row while it holds an even number of copies of
+    the channels (vectorized adds), then add the remaining copies in order."""
+    cdef Py_ssize_t h, j, k = W // C
+    while k % 2 == 0:
+        k = k // 2
+        h = k * C
+        for j in range(h):
+            s1[j] += s1[j + h]
+            s2[j] += s2[j + h]
+    for j in range(C, k * C):
+        s1[j % C] += s1[j]
+        s2[j % C] += s2[j]
+
+
 cdef inline Py_ssize_t _row_offset(const Units* u, Py_ssize_t g, Py_ssize_t q,
                                    Py_ssize_t c0) noexcept nogil:
     """Offset of row q (= p*R + r) of group g, channel c0, in the tiled case."""
@@ -303,8 +339,7 @@ cdef void _stats_unit(const floating* x,            # IN
             sh[j] = first[j]
     else:
         first = x + (t.p0 * u.G + t.g) * u.L + t.l0
-        for j in range(W):
-            sh[j] = first[j % C]
+        _repeat(first, C, W, sh)
     for j in range(W):
         b1[j] = 0
         b2[j] = 0
@@ -342,14 +377,10 @@ cdef void _stats_unit(const floating* x,            # IN
             d = s2[c] - s1[c] * s1[c] * inv_n
             pm2[row * C + t.c0 + c] = d if d > 0.0 else 0.0 * d  # keeps NaN
     else:
+        _fold(s1, s2, W, C)
         for c in range(C):
-            S1 = 0.0
-            S2 = 0.0
-            j = c
-            while j < W:
-                S1 += s1[j]
-                S2 += s2[j]
-                j += C
+            S1 = s1[c]
+            S2 = s2[c]
             pmean[row * C + c] = <double> sh[c] + S1 * inv_n
             d = S2 - S1 * S1 * inv_n
             pm2[row * C + c] = d if d > 0.0 else 0.0 * d
@@ -443,11 +474,9 @@ cdef inline const floating* _lanes(const floating* src, Py_ssize_t g,
                                    floating* buf) noexcept nogil:
     """Per-lane coefficients of group g: src itself when lanes are channels,
     else buf filled with buf[j] = src[g*C + j % C]."""
-    cdef Py_ssize_t j
     if W == C:
         return src + g * C
-    for j in range(W):
-        buf[j] = src[g * C + j % C]
+    _repeat(src + g * C, C, W, buf)
     return buf
 
 
@@ -697,8 +726,9 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
         for j in range(W):
             mu[j] = <floating> mean[t.g * C + t.c0 + j]
     else:
-        for j in range(W):
-            mu[j] = <floating> mean[t.g * C + j % C]
+        for j in range(C):
+            mu[j] = <floating> mean[t.g * C + j]
+        _repeat(mu, C, W, mu)
     for j in range(W):
         b1[j] = 0
         b2[j] = 0
@@ -733,14 +763,10 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
             p1s[row * C + t.c0 + c] = t1[c]
             p2s[row * C + t.c0 + c] = t2[c] + (<double> mu[c] - mean[t.g * C + t.c0 + c]) * t1[c]
     else:
+        _fold(t1, t2, W, C)
         for c in range(C):
-            S1 = 0.0
-            S2 = 0.0
-            j = c
-            while j < W:
-                S1 += t1[j]
-                S2 += t2[j]
-                j += C
+            S1 = t1[c]
+            S2 = t2[c]
             p1s[row * C + c] = S1
             p2s[row * C + c] = S2 + (<double> mu[c] - mean[t.g * C + c]) * S1
 
