@@ -15,8 +15,8 @@ __all__ = ["kernels", "kernel_name", "available_kernels"]
 
 _ORDER = ("avx512", "avx2", "base")
 _REQUIRES = {
-    "avx512": ("AVX512F", "AVX512BW", "AVX512DQ", "AVX512VL", "AVX2", "FMA3"),
-    "avx2": ("AVX2", "FMA3"),
+    "avx512": ("AVX512F", "AVX512BW", "AVX512DQ", "AVX512VL", "AVX2", "FMA3", "F16C"),
+    "avx2": ("AVX2", "FMA3", "F16C"),
     "base": (),
 }
 _chosen = None

@@ -11,7 +11,9 @@ These four operations are everything the public ops and the layers need:
 Per-channel arrays are float64 and flat, of length ``layout.n_channels``, in
 the order of ``layout.channel_shape``.  Inputs must already be validated:
 float16, float32 or float64 arrays of ``layout.shape``.  float16 data is
-processed in float32 (one converted copy) and the result cast back.
+processed in float32: slice by slice with the kernels' F16C conversions
+(:mod:`ckbn._half`), or, on kernel modules without F16C, through one copy
+converted by NumPy; results are rounded back to float16.
 
 Every function runs on the compiled kernels with ``n_threads`` OpenMP threads
 (default: :func:`ckbn.get_num_threads`); results do not depend on it.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ckbn import _half
 from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 
@@ -30,11 +33,36 @@ _f16 = np.dtype(np.float16)
 _f64 = np.float64
 
 
+def _f16c():
+    """The kernel module when it converts float16 itself (F16C), else None."""
+    k = kernels()
+    f = getattr(k, "f16c_enabled", None)
+    return k if f is not None and f() else None
+
+
 def _work_array(x, layout):
     """Flat canonical array in a dtype the kernels take (float32/float64)."""
     if x.dtype == _f16:
-        x = x.astype(np.float32)
+        k = _f16c()
+        if k is None:
+            return layout.to_canonical(x.astype(np.float32))
+        h = layout.to_canonical(x)      # float16, flat and C-contiguous
+        w = np.empty(h.size, np.float32)
+        with kernel_threads(None, h.size) as nt:
+            k.f16_to_f32(h.view(np.uint16), w, nt)
+        return w
     return layout.to_canonical(x)
+
+
+def _to_f16(flat):
+    """A flat float32 array rounded to float16 (nearest, ties to even)."""
+    k = _f16c()
+    if k is None:
+        return flat.astype(_f16)
+    h = np.empty(flat.size, _f16)
+    with kernel_threads(None, flat.size) as nt:
+        k.f32_to_f16(flat, h.view(np.uint16), nt)
+    return h
 
 
 def _coef(c, dtype):
@@ -49,6 +77,10 @@ def stats(x, layout, n_threads=None):
     -------
     mean, var : ndarray of float64, shape (n_channels,)
     """
+    if x.dtype == _f16:
+        k = _f16c()
+        if k is not None:
+            return _half.stats(k, layout.to_canonical(x), layout.dims, n_threads)
     xf = _work_array(x, layout)
     P, G, R, C = layout.dims
     mean = np.empty(G * C, dtype=_f64)
@@ -66,6 +98,8 @@ def _out_buffer(out, x, wdtype, layout):
 
 
 def _finish(buf, out, layout, dtype):
+    if dtype == _f16 and buf.dtype != _f16:
+        buf = _to_f16(buf)
     res = layout.from_canonical(buf)
     if out is None:
         return res.astype(dtype, copy=False)
@@ -89,6 +123,12 @@ def affine(x, layout, a, b, out=None, n_threads=None):
             kernels().bn_affine(x.reshape(-1), P, G, R, C, _coef(a, dt), _coef(b, dt),
                                 y.reshape(-1), nt)
         return y
+    if dt == _f16:
+        k = _f16c()
+        if k is not None:
+            y = _half.affine(k, layout.to_canonical(x), layout.dims, _coef(a, np.float32),
+                             _coef(b, np.float32), n_threads)
+            return _finish(y, out, layout, dt)
     xf = _work_array(x, layout)
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
     with kernel_threads(n_threads, xf.size) as nt:
@@ -100,6 +140,11 @@ def affine(x, layout, a, b, out=None, n_threads=None):
 
 def grad_sums(dy, x, layout, mean, n_threads=None):
     """Per-channel ``sum(dy)`` and ``sum(dy * (x - mean))`` in float64."""
+    if x.dtype == _f16 and dy.dtype == _f16:
+        k = _f16c()
+        if k is not None:
+            return _half.grad_sums(k, layout.to_canonical(dy), layout.to_canonical(x),
+                                   layout.dims, _coef(mean, _f64), n_threads)
     xf = _work_array(x, layout)
     dyf = _work_array(dy, layout).astype(xf.dtype, copy=False)
     P, G, R, C = layout.dims
@@ -112,6 +157,14 @@ def grad_sums(dy, x, layout, mean, n_threads=None):
 
 def grad_dx(dy, x, layout, k1, k2, k3, out=None, n_threads=None):
     """``dx = dy * k1[ch] + (x * k2[ch] + k3[ch])`` in the input's precision."""
+    if x.dtype == _f16 and dy.dtype == _f16:
+        k = _f16c()
+        if k is not None:
+            f32 = np.float32
+            dx = _half.grad_dx(k, layout.to_canonical(dy), layout.to_canonical(x),
+                               layout.dims, _coef(k1, f32), _coef(k2, f32), _coef(k3, f32),
+                               n_threads)
+            return _finish(dx, out, layout, x.dtype)
     xf = _work_array(x, layout)
     dyf = _work_array(dy, layout).astype(xf.dtype, copy=False)
     P, G, R, C = layout.dims

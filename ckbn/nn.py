@@ -15,7 +15,8 @@ normalization need; the statistics then have the shape of those axes.
 Dtypes
 ------
 float16, float32 and float64 inputs are accepted.  float16 data is computed
-in float32 and the result cast back; statistics of float16 data are float32.
+in float32 and the result rounded back (to nearest, ties to even); statistics
+of float16 data are float32.
 """
 
 from __future__ import annotations
@@ -253,6 +254,16 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
             raise ValueError("mean and variance are required when is_training=False")
         m = check_channel_param(mean, "mean", layout, 0.0)
         v = check_channel_param(variance, "variance", layout, 1.0)
+    sd = _stat_dtype(x)
+    shape = layout.channel_shape
+    if x.dtype == np.float16 and _ops._f16c() is not None:
+        # float16: slice by slice through float32 (see ckbn._half), with the
+        # coefficients of the fused kernels.
+        if training:
+            m, v = _ops.stats(x, layout)
+        a = g / np.sqrt(v + eps)
+        y = _ops.affine(x, layout, a, b - m * a, out=out)
+        return y, m.astype(sd).reshape(shape), v.astype(sd).reshape(shape)
     xf = _ops._work_array(x, layout)
     buf, copy_back = _ops._out_buffer(out, x, xf.dtype, layout)
     P, G, R, C = layout.dims
@@ -265,8 +276,6 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
         else:
             k.bn_forward_infer(xf, P, G, R, C, g, b, m, v, eps, buf, n_threads)
     y = _ops._finish(buf, out, layout, x.dtype) if copy_back else out
-    sd = _stat_dtype(x)
-    shape = layout.channel_shape
     return y, m.astype(sd).reshape(shape), v.astype(sd).reshape(shape)
 
 
@@ -321,6 +330,22 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
     v = check_channel_param(batch_var, "batch_var", layout, 1.0)
     if dy.dtype != x.dtype:
         dy = dy.astype(x.dtype)
+    sd = _stat_dtype(x)
+    shape = layout.channel_shape
+    if x.dtype == np.float16 and _ops._f16c() is not None:
+        # float16: slice by slice through float32, with bn_backward's formulas.
+        sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, m)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / np.sqrt(v + eps)
+        k1 = g * inv
+        if training:
+            cnt = float(layout.count)
+            k2 = -k1 * inv * inv * sum_dyxc / cnt
+            dx = _ops.grad_dx(dy, x, layout, k1, k2, -k1 * sum_dy / cnt - k2 * m)
+        else:
+            dx = _ops.affine(dy, layout, k1, np.zeros_like(k1))
+        return (dx, (sum_dyxc * inv).astype(sd).reshape(shape),
+                sum_dy.astype(sd).reshape(shape))
     xf = _ops._work_array(x, layout)
     dyf = _ops._work_array(dy, layout)
     dxf = np.empty_like(xf)
@@ -332,6 +357,4 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
                               doffset, n_threads)
     dx = _ops._finish(dxf, None, layout, x.dtype)
     sum_dy = doffset
-    sd = _stat_dtype(x)
-    shape = layout.channel_shape
     return dx, dscale.astype(sd).reshape(shape), sum_dy.astype(sd).reshape(shape)

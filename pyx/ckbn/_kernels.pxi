@@ -60,6 +60,44 @@ cdef extern from *:
     # run-time alias check before each vectorized row loop.
     ctypedef double* acc_ptr "double * __restrict__"
 
+# float16 <-> float32 conversion.  Cython has no half-precision type, so
+# the two row converters are C helpers on the F16C instructions (compiled in
+# the variants built with -mf16c, round to nearest even like NumPy's astype);
+# elsewhere ckbn converts with NumPy (f16c_enabled() says which).
+cdef extern from *:
+    """
+    #if defined(__F16C__) && defined(__AVX__)
+    #include <immintrin.h>
+    #define CKBN_HAVE_F16C 1
+    static void ckbn_h2f(const unsigned short *s, float *d, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (s + i))));
+        for (; i < n; i++)
+            d[i] = _cvtsh_ss(s[i]);
+    }
+    static void ckbn_f2h(const float *s, unsigned short *d, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            _mm_storeu_si128((__m128i *) (d + i),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+        for (; i < n; i++)
+            d[i] = _cvtss_sh(s[i], _MM_FROUND_TO_NEAREST_INT);
+    }
+    #else
+    #define CKBN_HAVE_F16C 0
+    static void ckbn_h2f(const unsigned short *s, float *d, Py_ssize_t n) {
+        (void) s; (void) d; (void) n;
+    }
+    static void ckbn_f2h(const float *s, unsigned short *d, Py_ssize_t n) {
+        (void) s; (void) d; (void) n;
+    }
+    #endif
+    """
+    bint CKBN_HAVE_F16C
+    void ckbn_h2f(const unsigned short* s, float* d, Py_ssize_t n) noexcept nogil
+    void ckbn_f2h(const float* s, unsigned short* d, Py_ssize_t n) noexcept nogil
+
 cdef enum:
     # Elements per work unit: large enough to amortize a unit's set-up and its
     # partial row, small enough to split mid-sized inputs across threads.
@@ -1110,3 +1148,58 @@ def probe_copy(const float[::1] src, float[::1] dst, int n_threads):
             if hi > n:
                 hi = n
             memcpy(&dst[lo], &src[lo], sizeof(float) * (hi - lo))
+
+
+# ---------------------------------------------------------------------------
+# float16 <-> float32 (the kernels compute float16 data in float32)
+# ---------------------------------------------------------------------------
+
+def f16c_enabled():
+    """True when this module converts float16 with the F16C instructions."""
+    return bool(CKBN_HAVE_F16C)
+
+
+def f16_to_f32(const unsigned short[::1] src,   # IN  float16 bits (n,)
+               float[::1] dst,                  # OUT (n,)
+               int n_threads):
+    """``dst[:] = src`` widened from float16 (exact)."""
+    cdef Py_ssize_t n = src.shape[0], k, lo, hi
+    cdef Py_ssize_t nb = (n + UNIT_TARGET - 1) // UNIT_TARGET
+    cdef int nt = n_threads if n >= PARALLEL_MIN else 1
+    if not CKBN_HAVE_F16C:
+        raise RuntimeError("f16_to_f32: this kernel module was built without F16C")
+    if dst.shape[0] != n:
+        raise ValueError("f16_to_f32: sizes differ")
+    if n == 0:
+        return
+    with nogil:
+        if nt == 1:
+            ckbn_h2f(&src[0], &dst[0], n)
+        else:
+            for k in prange(nb, num_threads=nt, schedule="static"):
+                lo = k * UNIT_TARGET
+                hi = lo + UNIT_TARGET if lo + UNIT_TARGET < n else n
+                ckbn_h2f(&src[0] + lo, &dst[0] + lo, hi - lo)
+
+
+def f32_to_f16(const float[::1] src,            # IN  (n,)
+               unsigned short[::1] dst,         # OUT float16 bits (n,)
+               int n_threads):
+    """``dst[:] = src`` rounded to float16 (to nearest, ties to even)."""
+    cdef Py_ssize_t n = src.shape[0], k, lo, hi
+    cdef Py_ssize_t nb = (n + UNIT_TARGET - 1) // UNIT_TARGET
+    cdef int nt = n_threads if n >= PARALLEL_MIN else 1
+    if not CKBN_HAVE_F16C:
+        raise RuntimeError("f32_to_f16: this kernel module was built without F16C")
+    if dst.shape[0] != n:
+        raise ValueError("f32_to_f16: sizes differ")
+    if n == 0:
+        return
+    with nogil:
+        if nt == 1:
+            ckbn_f2h(&src[0], &dst[0], n)
+        else:
+            for k in prange(nb, num_threads=nt, schedule="static"):
+                lo = k * UNIT_TARGET
+                hi = lo + UNIT_TARGET if lo + UNIT_TARGET < n else n
+                ckbn_f2h(&src[0] + lo, &dst[0] + lo, hi - lo)
