@@ -154,6 +154,16 @@ def bench_torch(x, fmt, n_threads, budget):
     rv = torch.ones(c, dtype=t.dtype)
     F = torch.nn.functional
     res = {}
+    try:
+        _torch_ops(t, w, b, rm, rv, F, res, budget)
+    except RuntimeError:  # e.g. a dtype without a CPU kernel
+        return None
+    return res
+
+
+def _torch_ops(t, w, b, rm, rv, F, res, budget):
+    import torch
+
     with torch.no_grad():
         res["train"] = _best(lambda: F.batch_norm(t, None, None, w, b, training=True, eps=1e-3), budget)
         res["infer"] = _best(lambda: F.batch_norm(t, rm, rv, w, b, training=False, eps=1e-3), budget)
@@ -161,7 +171,6 @@ def bench_torch(x, fmt, n_threads, budget):
         g = torch.ones_like(t)
         res["backward"] = _best(lambda: torch.ops.aten.native_batch_norm_backward(
             g, t, w, None, None, sm, sinv, True, 1e-3, [True, True, True]), budget)
-    return res
 
 
 def bench_tensorflow(x, fmt, n_threads, budget):

@@ -115,6 +115,7 @@ def main(argv=None):
         rows += bk.run(bk.QUICK, threads, [bk.np.float32], budget)
     else:
         rows += bk.run(list(bk.SHAPES), threads, [bk.np.float32, bk.np.float64], budget)
+        rows += bk.run(["32x56x56x64", "32x28x28x256"], threads, [bk.np.float16], budget)
         bk.COLD = True
         cold = bk.run(["32x56x56x64", "64x7x7x2048", "8x112x112x64"], [1, max(threads)],
                       [bk.np.float32], budget, peers=False)

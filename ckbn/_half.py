@@ -9,6 +9,10 @@ last-level cache, run through the kernel, and (for the element-wise passes)
 rounded straight into the float16 output.  The conversions use the F16C
 instructions (``f16_to_f32`` / ``f32_to_f16`` of the kernel module).
 
+Inputs of at most CHUNK elements skip the slicing: they are converted whole
+(still with F16C) and run through the fused kernels, which costs less than
+the per-slice bookkeeping at that size.
+
 The slices depend on the shape only, and their partial statistics are merged
 in slice order (Chan et al. for mean and variance), so results stay
 independent of the thread count.  Inputs here are flat, C-contiguous float16
