@@ -681,7 +681,15 @@ class Layer:
         spec = self.input_spec
         if spec is None:
             return
-        shape = np.shape(x)
+        shape = x.shape if type(x) is np.ndarray else np.shape(x)
+        try:
+            ok = ((spec.ndim is None or len(shape) == spec.ndim) and spec.min_ndim is None
+                  and spec.max_ndim is None and spec.dtype is None and spec.shape is None
+                  and all(v is None or shape[a] == v for a, v in spec.axes.items()))
+        except IndexError:
+            ok = False
+        if ok:
+            return    # the common case: only rank and axis sizes to check, and they match
         head = f"Input 0 of layer {self.name} is incompatible with the layer: "
         if spec.ndim is not None and len(shape) != spec.ndim:
             raise ValueError(
