@@ -39,6 +39,8 @@ def _threads_all():
 
 
 def plot(rows, outdir):
+    """scaling.png and roofline.png from the rows (also used to redraw them
+    from a results.json: ``plot(json.load(f)["rows"], outdir)``)."""
     try:
         import matplotlib
 
@@ -73,15 +75,15 @@ def plot(rows, outdir):
     # Roofline multiples per shape at 1 thread.
     one = [r for r in warm if r["threads"] == 1]
     if one:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        labels = [f"{r['shape']}\n{r['layout']}" for r in one]
+        fig, ax = plt.subplots(figsize=(9, 5))
+        labels = [f"{r['shape']} {r['layout']}" for r in one]
         xs = range(len(one))
         w = 0.27
         for i, op in enumerate(("train", "infer", "backward")):
             ax.bar([x + (i - 1) * w for x in xs], [r[f"x_roof_{op}"] for r in one], w, label=op)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks(list(xs))
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7, rotation=35, ha="right")
         ax.set_ylabel("time ÷ roofline (1 thread)")
         ax.legend()
         ax.set_title("ckbn against the memory-bandwidth roofline (float32, warm)")

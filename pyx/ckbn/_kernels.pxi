@@ -136,6 +136,9 @@ cdef struct Units:
     Py_ssize_t split     # pieces per segment, 0 when units hold whole segments
     Py_ssize_t piece     # elements per piece (a multiple of W) when split
     Py_ssize_t pc        # segments per unit when not split
+    # element-wise passes on short segments: units are runs of whole
+    # segments in memory order (segment s = p*G + g)
+    bint seg
     # tiled
     Py_ssize_t rpu       # rows per unit
     Py_ssize_t per_g     # units per channel group: n_ct * n_rc
@@ -160,6 +163,7 @@ cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     u.piece = 0
     u.pc = 1
     u.rpu = 1
+    u.seg = False
     if tiles and C > TILE_MAX:
         u.tiled = True
         u.W = TILE_MAX
@@ -172,6 +176,17 @@ cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
         u.W = C * ((min_lanes + C - 1) // C) if C < min_lanes else C
         if u.W > u.L:
             u.W = u.L   # short segments (e.g. 7x7 planes): one row each
+        if u.L <= UNIT_TARGET and G > 1 and not tiles:
+            # Element-wise passes (tiles is False only for them) need no
+            # per-channel accumulators, so a unit can take the next segments
+            # in memory order, all groups alike, instead of the segments of
+            # one group G*L elements apart.
+            u.seg = True
+            u.pc = UNIT_TARGET // u.L
+            u.n_rc = P
+            u.per_g = 0
+            u.n_units = (P * G + u.pc - 1) // u.pc
+            return u
         if u.L <= UNIT_TARGET:
             u.pc = UNIT_TARGET // u.L
             u.n_rc = (P + u.pc - 1) // u.pc
@@ -277,6 +292,28 @@ cdef inline void _fold(double* s1, double* s2, Py_ssize_t W, Py_ssize_t C) noexc
     for j in range(C, k * C):
         s1[j % C] += s1[j]
         s2[j % C] += s2[j]
+
+
+cdef inline Unit _seg_unit(const Units* u, Py_ssize_t s) noexcept nogil:
+    """Segment mode: segment s = p*G + g as a unit of its own."""
+    cdef Unit t
+    t.g = s % u.G
+    t.rc = s // u.G
+    t.c0 = 0
+    t.c1 = u.C
+    t.p0 = t.rc
+    t.p1 = t.rc + 1
+    t.l0 = 0
+    t.l1 = u.L
+    t.q0 = 0
+    t.q1 = 0
+    return t
+
+
+cdef inline Py_ssize_t _seg_end(const Units* u, Py_ssize_t k) noexcept nogil:
+    """Segment mode: one past the last segment of unit k."""
+    cdef Py_ssize_t s1 = (k + 1) * u.pc
+    return s1 if s1 < u.P * u.G else u.P * u.G
 
 
 cdef inline Py_ssize_t _row_offset(const Units* u, Py_ssize_t g, Py_ssize_t q,
@@ -535,7 +572,17 @@ cdef inline void _affine_scalar(const floating* xs, floating* ys, Py_ssize_t n,
 cdef void _affine_unit(const floating* x, floating* y, const Units* u,
                        Py_ssize_t k, const floating* a, const floating* b,
                        floating* buf) noexcept nogil:
-    cdef Unit t = _unit(u, k)
+    cdef Py_ssize_t s
+    if u.seg:
+        for s in range(k * u.pc, _seg_end(u, k)):
+            _affine_part(x, y, u, _seg_unit(u, s), a, b, buf)
+    else:
+        _affine_part(x, y, u, _unit(u, k), a, b, buf)
+
+
+cdef void _affine_part(const floating* x, floating* y, const Units* u, Unit t,
+                       const floating* a, const floating* b,
+                       floating* buf) noexcept nogil:
     cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off
     cdef const floating* aw
     cdef const floating* bw
@@ -618,7 +665,18 @@ cdef void _grad_dx_unit(const floating* dy, const floating* x, floating* dx,
                         const Units* u, Py_ssize_t k, const floating* k1,
                         const floating* k2, const floating* k3,
                         floating* buf) noexcept nogil:
-    cdef Unit t = _unit(u, k)
+    cdef Py_ssize_t s
+    if u.seg:
+        for s in range(k * u.pc, _seg_end(u, k)):
+            _grad_dx_part(dy, x, dx, u, _seg_unit(u, s), k1, k2, k3, buf)
+    else:
+        _grad_dx_part(dy, x, dx, u, _unit(u, k), k1, k2, k3, buf)
+
+
+cdef void _grad_dx_part(const floating* dy, const floating* x, floating* dx,
+                        const Units* u, Unit t, const floating* k1,
+                        const floating* k2, const floating* k3,
+                        floating* buf) noexcept nogil:
     cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off
     cdef const floating* w1
     cdef const floating* w2
