@@ -11,7 +11,7 @@ def _config_dict():
 
     import ckbn
     from ckbn._config import get_num_threads
-    from ckbn._dispatch import available_kernels, kernel_name
+    from ckbn._dispatch import available_kernels, kernel_name, kernels
     from ckbn._openmp import openmp_enabled
 
     try:
@@ -33,6 +33,9 @@ def _config_dict():
         "threads": get_num_threads(),
         "kernels": kernel_name(),
         "kernels_available": ", ".join(available_kernels()),
+        "float16": ("F16C conversion in the kernels"
+                    if getattr(kernels(), "f16c_enabled", lambda: False)()
+                    else "converted by NumPy"),
     }
     info.update(build)
     return info

@@ -26,7 +26,9 @@
 # alone (never from the thread count).  A unit covers one channel group g, one
 # channel tile, and a chunk of rows.  It writes its own float64 partial row;
 # partials are merged serially in chunk order.  Results are therefore bitwise
-# identical for any number of threads.
+# identical for any number of threads.  The element-wise passes, which keep
+# no partials, cut short segments (G > 1) in memory order instead: a unit is
+# a run of consecutive segments, whatever their groups.
 #
 # Precision.  Each unit accumulates, per lane, sums of d = x - K and d*d, with
 # K the unit's first value of the lane's channel (so E[x^2] - E[x]^2 is never
