@@ -2,7 +2,8 @@
 # Build the kernels with AddressSanitizer + UndefinedBehaviorSanitizer in a
 # scratch copy of the repository and run the kernel tests under them.
 #
-#   bash tools/sanitize.sh            # uses the current python's environment
+#   bash tools/sanitize.sh                      # the portable (base) kernels
+#   CKBN_KERNELS=avx2 bash tools/sanitize.sh    # a SIMD variant (this CPU must run it)
 #
 # Needs gcc with libasan/libubsan.  OpenMP stays on, so the parallel paths are
 # checked too.  Exit status: that of pytest.
@@ -14,12 +15,15 @@ trap 'rm -rf "$work"' EXIT
 git -C "$here" ls-files -z | (cd "$here" && xargs -0 cp --parents -t "$work")
 cd "$work"
 flags="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
-CKBN_EXTRA_CFLAGS="$flags" CKBN_SIMD_VARIANTS=0 "$py" setup.py -q build_ext --inplace >/dev/null
+variant="${CKBN_KERNELS:-base}"
+simd=0
+[ "$variant" != base ] && simd=1
+CKBN_EXTRA_CFLAGS="$flags" CKBN_SIMD_VARIANTS=$simd "$py" setup.py -q build_ext --inplace >/dev/null
 asan="$(gcc -print-file-name=libasan.so)"
 ubsan="$(gcc -print-file-name=libubsan.so)"
 # Python itself leaks by design at exit: report errors, not leaks.
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-export CKBN_KERNELS=base
+export CKBN_KERNELS="$variant"
 LD_PRELOAD="$asan $ubsan" "$py" -m pytest -q -p no:cacheprovider \
-    tests/test_nn.py tests/test_nn_errors.py tests/test_threads.py "$@"
+    tests/test_nn.py tests/test_nn_errors.py tests/test_threads.py tests/test_half.py "$@"
