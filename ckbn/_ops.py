@@ -11,7 +11,7 @@ These four operations are everything the public ops and the layers need:
 Per-channel arrays are float64 and flat, of length ``layout.n_channels``, in
 the order of ``layout.channel_shape``.  Inputs must already be validated:
 float16, float32 or float64 arrays of ``layout.shape``.  float16 data is
-processed in float32: slice by slice with the kernels' F16C conversions
+processed in float32: slice by slice by the kernels' float16 entry points
 (:mod:`ckbn._half`), or, on kernel modules without F16C, through one copy
 converted by NumPy; results are rounded back to float16.
 
@@ -77,7 +77,7 @@ def stats(x, layout, n_threads=None):
     -------
     mean, var : ndarray of float64, shape (n_channels,)
     """
-    if x.dtype == _f16 and x.size > _half.CHUNK:
+    if x.dtype == _f16:
         k = _f16c()
         if k is not None:
             return _half.stats(k, layout.to_canonical(x), layout.dims, n_threads)
@@ -123,7 +123,7 @@ def affine(x, layout, a, b, out=None, n_threads=None):
             kernels().bn_affine(x.reshape(-1), P, G, R, C, _coef(a, dt), _coef(b, dt),
                                 y.reshape(-1), nt)
         return y
-    if dt == _f16 and x.size > _half.CHUNK:
+    if dt == _f16:
         k = _f16c()
         if k is not None:
             y = _half.affine(k, layout.to_canonical(x), layout.dims, _coef(a, np.float32),
@@ -140,7 +140,7 @@ def affine(x, layout, a, b, out=None, n_threads=None):
 
 def grad_sums(dy, x, layout, mean, n_threads=None):
     """Per-channel ``sum(dy)`` and ``sum(dy * (x - mean))`` in float64."""
-    if x.dtype == _f16 and dy.dtype == _f16 and x.size > _half.CHUNK:
+    if x.dtype == _f16 and dy.dtype == _f16:
         k = _f16c()
         if k is not None:
             return _half.grad_sums(k, layout.to_canonical(dy), layout.to_canonical(x),
@@ -157,7 +157,7 @@ def grad_sums(dy, x, layout, mean, n_threads=None):
 
 def grad_dx(dy, x, layout, k1, k2, k3, out=None, n_threads=None):
     """``dx = dy * k1[ch] + (x * k2[ch] + k3[ch])`` in the input's precision."""
-    if x.dtype == _f16 and dy.dtype == _f16 and x.size > _half.CHUNK:
+    if x.dtype == _f16 and dy.dtype == _f16:
         k = _f16c()
         if k is not None:
             f32 = np.float32

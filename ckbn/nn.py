@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ckbn import _half, _ops
+from ckbn import _ops
 from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 from ckbn._layout import make_layout
@@ -256,8 +256,8 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
         v = check_channel_param(variance, "variance", layout, 1.0)
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    if x.dtype == np.float16 and x.size > _half.CHUNK and _ops._f16c() is not None:
-        # float16: slice by slice through float32 (see ckbn._half), with the
+    if x.dtype == np.float16 and _ops._f16c() is not None:
+        # float16: the kernels' float16 passes (see ckbn._half), with the
         # coefficients of the fused kernels.
         if training:
             m, v = _ops.stats(x, layout)
@@ -332,8 +332,8 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
         dy = dy.astype(x.dtype)
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    if x.dtype == np.float16 and x.size > _half.CHUNK and _ops._f16c() is not None:
-        # float16: slice by slice through float32, with bn_backward's formulas.
+    if x.dtype == np.float16 and _ops._f16c() is not None:
+        # float16: the kernels' float16 passes, with bn_backward's formulas.
         sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, m)
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = 1.0 / np.sqrt(v + eps)

@@ -1281,3 +1281,200 @@ def f32_to_f16(const float[::1] src,            # IN  (n,)
                 lo = k * UNIT_TARGET
                 hi = lo + UNIT_TARGET if lo + UNIT_TARGET < n else n
                 ckbn_f2h(&src[0] + lo, &dst[0] + lo, hi - lo)
+
+
+# ---------------------------------------------------------------------------
+# float16 data, a slice at a time
+#
+# The canonical float16 array is cut along P into slices of about F16_SLICE
+# elements (from the shape only).  Each thread widens its slice into a private
+# float32 buffer that stays in its L2 cache, runs the one-thread float32
+# kernel on it, and (element-wise passes) rounds the result straight into the
+# float16 output.  Per-slice statistics are merged in slice order, so results
+# do not depend on the thread count.
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    F16_SLICE = 65536
+
+
+cdef inline Py_ssize_t _slice_rows(Py_ssize_t per) noexcept nogil:
+    """P-rows per slice (at least one)."""
+    return F16_SLICE // per if per < F16_SLICE else 1
+
+
+cdef inline int _f16_threads(Py_ssize_t n, Py_ssize_t n_slices, int n_threads) noexcept nogil:
+    if n < PARALLEL_MIN or n_threads < 1:
+        return 1
+    return <int> n_slices if n_threads > n_slices else n_threads
+
+
+cdef inline int _f16_check(Py_ssize_t n, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                           Py_ssize_t C) except -1:
+    if not CKBN_HAVE_F16C:
+        raise RuntimeError("float16 kernels: this kernel module was built without F16C")
+    _check_dims(n, P, G, R, C)
+    return 0
+
+
+def bn_stats_f16(const unsigned short[::1] h,    # IN  float16 bits (P*G*R*C,)
+                 Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                 double[::1] mean,              # OUT (G*C,)
+                 double[::1] var,               # OUT (G*C,)
+                 int n_threads):
+    """:func:`bn_stats` of float16 data, computed in float32 slice by slice."""
+    _f16_check(h.shape[0], P, G, R, C)
+    cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
+    if mean.shape[0] != gc or var.shape[0] != gc:
+        raise ValueError("bn_stats_f16: bad statistic size")
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(n, ns, n_threads)
+    cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, c
+    cdef double na, nb, tot, delta
+    if part == NULL:
+        raise MemoryError()
+    with nogil, parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            ckbn_h2f(&h[0] + p0 * per, buf, (p1 - p0) * per)
+            _stats(buf, p1 - p0, G, R, C, part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
+        free(buf)
+    # Ordered Chan merge of the slices (var holds M2 until the end).
+    with nogil:
+        na = 0.0
+        for s in range(ns):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            nb = <double> ((p1 - p0) * R)
+            tot = na + nb
+            for c in range(gc):
+                if s == 0:
+                    mean[c] = part[c]
+                    var[c] = part[gc + c] * nb
+                else:
+                    delta = part[2 * s * gc + c] - mean[c]
+                    mean[c] = mean[c] + delta * (nb / tot)
+                    var[c] = var[c] + part[(2 * s + 1) * gc + c] * nb + delta * delta * (na * nb / tot)
+            na = tot
+        for c in range(gc):
+            var[c] = var[c] / na
+    free(part)
+
+
+def bn_affine_f16(const unsigned short[::1] h,   # IN  float16 bits (P*G*R*C,)
+                  Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                  const float[::1] a,           # IN  (G*C,)
+                  const float[::1] b,           # IN  (G*C,)
+                  unsigned short[::1] out,      # OUT float16 bits (P*G*R*C,)
+                  int n_threads):
+    """``out = h * a[ch] + b[ch]`` for float16 data, in float32 slice by slice."""
+    _f16_check(h.shape[0], P, G, R, C)
+    cdef Py_ssize_t n = h.shape[0], per = G * R * C
+    if out.shape[0] != n or a.shape[0] != G * C or b.shape[0] != G * C:
+        raise ValueError("bn_affine_f16: bad sizes")
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(n, ns, n_threads)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, m
+    with nogil, parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * 2 * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            m = (p1 - p0) * per
+            ckbn_h2f(&h[0] + p0 * per, buf, m)
+            _affine(buf, &a[0], &b[0], buf + rows * per, p1 - p0, G, R, C, 1)
+            ckbn_f2h(buf + rows * per, &out[0] + p0 * per, m)
+        free(buf)
+
+
+def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
+                     const unsigned short[::1] h,    # IN  float16 bits
+                     Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                     const double[::1] mean,        # IN  (G*C,)
+                     double[::1] sum_dy,            # OUT (G*C,)
+                     double[::1] sum_dyxc,          # OUT (G*C,)
+                     int n_threads):
+    """:func:`bn_grad_sums` of float16 data, in float32 slice by slice."""
+    _f16_check(h.shape[0], P, G, R, C)
+    cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
+    if dy.shape[0] != n:
+        raise ValueError("bn_grad_sums_f16: dy has the wrong size")
+    if mean.shape[0] != gc or sum_dy.shape[0] != gc or sum_dyxc.shape[0] != gc:
+        raise ValueError("bn_grad_sums_f16: bad statistic size")
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(n, ns, n_threads)
+    cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, m, c
+    if part == NULL:
+        raise MemoryError()
+    with nogil, parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * 2 * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            m = (p1 - p0) * per
+            ckbn_h2f(&dy[0] + p0 * per, buf, m)
+            ckbn_h2f(&h[0] + p0 * per, buf + rows * per, m)
+            _grad_sums(buf, buf + rows * per, &mean[0], p1 - p0, G, R, C,
+                       part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
+        free(buf)
+    with nogil:
+        for c in range(gc):
+            sum_dy[c] = 0.0
+            sum_dyxc[c] = 0.0
+        for s in range(ns):
+            for c in range(gc):
+                sum_dy[c] += part[2 * s * gc + c]
+                sum_dyxc[c] += part[(2 * s + 1) * gc + c]
+    free(part)
+
+
+def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
+                   const unsigned short[::1] h,      # IN  float16 bits
+                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                   const float[::1] k1,             # IN  (G*C,)
+                   const float[::1] k2,             # IN  (G*C,)
+                   const float[::1] k3,             # IN  (G*C,)
+                   unsigned short[::1] dx,          # OUT float16 bits
+                   int n_threads):
+    """:func:`bn_grad_dx` for float16 data, in float32 slice by slice."""
+    _f16_check(h.shape[0], P, G, R, C)
+    cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
+    if dy.shape[0] != n or dx.shape[0] != n:
+        raise ValueError("bn_grad_dx_f16: dy or dx has the wrong size")
+    if k1.shape[0] != gc or k2.shape[0] != gc or k3.shape[0] != gc:
+        raise ValueError("bn_grad_dx_f16: bad coefficient size")
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(n, ns, n_threads)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, m
+    with nogil, parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * 3 * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            m = (p1 - p0) * per
+            ckbn_h2f(&dy[0] + p0 * per, buf, m)
+            ckbn_h2f(&h[0] + p0 * per, buf + rows * per, m)
+            _grad_dx(buf, buf + rows * per, &k1[0], &k2[0], &k3[0], buf + 2 * rows * per,
+                     p1 - p0, G, R, C, 1)
+            ckbn_f2h(buf + 2 * rows * per, &dx[0] + p0 * per, m)
+        free(buf)
