@@ -64,8 +64,9 @@ cdef extern from *:
 
 # float16 <-> float32 conversion.  Cython has no half-precision type, so
 # the two row converters are C helpers on the F16C instructions (compiled in
-# the variants built with -mf16c, round to nearest even like NumPy's astype);
-# elsewhere ckbn converts with NumPy (f16c_enabled() says which).
+# the variants built with -mf16c, round to nearest even like NumPy's astype).
+# They serve f16_to_f32 / f32_to_f16 and the *_f16 passes at the end of this
+# file; without F16C, ckbn converts with NumPy (f16c_enabled() says which).
 cdef extern from *:
     """
     #if defined(__F16C__) && defined(__AVX__)
