@@ -1334,7 +1334,7 @@ def bn_stats_f16(const unsigned short[::1] h,    # IN  float16 bits (P*G*R*C,)
     cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
     cdef float* buf = NULL
     cdef Py_ssize_t s, p0, p1, c
-    cdef double na, nb, tot, delta
+    cdef double na, nb, tot
     if part == NULL:
         raise MemoryError()
     with nogil, parallel(num_threads=nt):
@@ -1347,22 +1347,21 @@ def bn_stats_f16(const unsigned short[::1] h,    # IN  float16 bits (P*G*R*C,)
             ckbn_h2f(&h[0] + p0 * per, buf, (p1 - p0) * per)
             _stats(buf, p1 - p0, G, R, C, part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
         free(buf)
-    # Ordered Chan merge of the slices (var holds M2 until the end).
+    # The ordered Chan merge of _stats_core, on the slices' (mean, M2).
     with nogil:
+        for c in range(gc):
+            mean[c] = 0.0
+            var[c] = 0.0
         na = 0.0
         for s in range(ns):
             p0 = s * rows
             p1 = p0 + rows if p0 + rows < P else P
             nb = <double> ((p1 - p0) * R)
-            tot = na + nb
             for c in range(gc):
-                if s == 0:
-                    mean[c] = part[c]
-                    var[c] = part[gc + c] * nb
-                else:
-                    delta = part[2 * s * gc + c] - mean[c]
-                    mean[c] = mean[c] + delta * (nb / tot)
-                    var[c] = var[c] + part[(2 * s + 1) * gc + c] * nb + delta * delta * (na * nb / tot)
+                part[(2 * s + 1) * gc + c] *= nb        # biased variance -> M2
+            tot = na + nb
+            _chan_row(part + 2 * s * gc, part + (2 * s + 1) * gc, &mean[0], &var[0], gc,
+                      nb / tot, na * nb / tot)
             na = tot
         for c in range(gc):
             var[c] = var[c] / na
