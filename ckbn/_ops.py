@@ -34,35 +34,25 @@ _f64 = np.float64
 
 
 def _f16c():
-    """The kernel module when it converts float16 itself (F16C), else None."""
+    """The kernel module when it has float16 passes (F16C), else None."""
     k = kernels()
     f = getattr(k, "f16c_enabled", None)
     return k if f is not None and f() else None
 
 
+def _half_kernels(x):
+    """The kernel module for float16 ``x`` when it has float16 passes, else None."""
+    return _f16c() if x.dtype == _f16 else None
+
+
 def _work_array(x, layout):
-    """Flat canonical array in a dtype the kernels take (float32/float64)."""
+    """Flat canonical array in a dtype the kernels take (float32/float64).
+
+    float16 reaches here only on kernel modules without float16 passes.
+    """
     if x.dtype == _f16:
-        k = _f16c()
-        if k is None:
-            return layout.to_canonical(x.astype(np.float32))
-        h = layout.to_canonical(x)      # float16, flat and C-contiguous
-        w = np.empty(h.size, np.float32)
-        with kernel_threads(None, h.size) as nt:
-            k.f16_to_f32(h.view(np.uint16), w, nt)
-        return w
+        x = x.astype(np.float32)
     return layout.to_canonical(x)
-
-
-def _to_f16(flat):
-    """A flat float32 array rounded to float16 (nearest, ties to even)."""
-    k = _f16c()
-    if k is None:
-        return flat.astype(_f16)
-    h = np.empty(flat.size, _f16)
-    with kernel_threads(None, flat.size) as nt:
-        k.f32_to_f16(flat, h.view(np.uint16), nt)
-    return h
 
 
 def _coef(c, dtype):
@@ -77,10 +67,9 @@ def stats(x, layout, n_threads=None):
     -------
     mean, var : ndarray of float64, shape (n_channels,)
     """
-    if x.dtype == _f16:
-        k = _f16c()
-        if k is not None:
-            return _half.stats(k, layout.to_canonical(x), layout.dims, n_threads)
+    k = _half_kernels(x)
+    if k is not None:
+        return _half.stats(k, layout.to_canonical(x), layout.dims, n_threads)
     xf = _work_array(x, layout)
     P, G, R, C = layout.dims
     mean = np.empty(G * C, dtype=_f64)
@@ -98,8 +87,6 @@ def _out_buffer(out, x, wdtype, layout):
 
 
 def _finish(buf, out, layout, dtype):
-    if dtype == _f16 and buf.dtype != _f16:
-        buf = _to_f16(buf)
     res = layout.from_canonical(buf)
     if out is None:
         return res.astype(dtype, copy=False)
@@ -123,12 +110,11 @@ def affine(x, layout, a, b, out=None, n_threads=None):
             kernels().bn_affine(x.reshape(-1), P, G, R, C, _coef(a, dt), _coef(b, dt),
                                 y.reshape(-1), nt)
         return y
-    if dt == _f16:
-        k = _f16c()
-        if k is not None:
-            y = _half.affine(k, layout.to_canonical(x), layout.dims, _coef(a, np.float32),
-                             _coef(b, np.float32), n_threads)
-            return _finish(y, out, layout, dt)
+    k = _half_kernels(x)
+    if k is not None:
+        y = _half.affine(k, layout.to_canonical(x), layout.dims, _coef(a, np.float32),
+                         _coef(b, np.float32), n_threads)
+        return _finish(y, out, layout, dt)
     xf = _work_array(x, layout)
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
     with kernel_threads(n_threads, xf.size) as nt:
@@ -140,13 +126,13 @@ def affine(x, layout, a, b, out=None, n_threads=None):
 
 def grad_sums(dy, x, layout, mean, n_threads=None):
     """Per-channel ``sum(dy)`` and ``sum(dy * (x - mean))`` in float64."""
-    if x.dtype == _f16 and dy.dtype == _f16:
-        k = _f16c()
-        if k is not None:
-            return _half.grad_sums(k, layout.to_canonical(dy), layout.to_canonical(x),
-                                   layout.dims, _coef(mean, _f64), n_threads)
+    dy = dy.astype(x.dtype, copy=False)
+    k = _half_kernels(x)
+    if k is not None:
+        return _half.grad_sums(k, layout.to_canonical(dy), layout.to_canonical(x),
+                               layout.dims, _coef(mean, _f64), n_threads)
     xf = _work_array(x, layout)
-    dyf = _work_array(dy, layout).astype(xf.dtype, copy=False)
+    dyf = _work_array(dy, layout)
     P, G, R, C = layout.dims
     sum_dy = np.empty(G * C, dtype=_f64)
     sum_dyxc = np.empty(G * C, dtype=_f64)
@@ -157,16 +143,16 @@ def grad_sums(dy, x, layout, mean, n_threads=None):
 
 def grad_dx(dy, x, layout, k1, k2, k3, out=None, n_threads=None):
     """``dx = dy * k1[ch] + (x * k2[ch] + k3[ch])`` in the input's precision."""
-    if x.dtype == _f16 and dy.dtype == _f16:
-        k = _f16c()
-        if k is not None:
-            f32 = np.float32
-            dx = _half.grad_dx(k, layout.to_canonical(dy), layout.to_canonical(x),
-                               layout.dims, _coef(k1, f32), _coef(k2, f32), _coef(k3, f32),
-                               n_threads)
-            return _finish(dx, out, layout, x.dtype)
+    dy = dy.astype(x.dtype, copy=False)
+    k = _half_kernels(x)
+    if k is not None:
+        f32 = np.float32
+        dx = _half.grad_dx(k, layout.to_canonical(dy), layout.to_canonical(x),
+                           layout.dims, _coef(k1, f32), _coef(k2, f32), _coef(k3, f32),
+                           n_threads)
+        return _finish(dx, out, layout, x.dtype)
     xf = _work_array(x, layout)
-    dyf = _work_array(dy, layout).astype(xf.dtype, copy=False)
+    dyf = _work_array(dy, layout)
     P, G, R, C = layout.dims
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
     dt = xf.dtype

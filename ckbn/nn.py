@@ -256,7 +256,7 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
         v = check_channel_param(variance, "variance", layout, 1.0)
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    if x.dtype == np.float16 and _ops._f16c() is not None:
+    if _ops._half_kernels(x) is not None:
         # float16: the kernels' float16 passes (see ckbn._half), with the
         # coefficients of the fused kernels.
         if training:
@@ -332,7 +332,7 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
         dy = dy.astype(x.dtype)
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    if x.dtype == np.float16 and _ops._f16c() is not None:
+    if _ops._half_kernels(x) is not None:
         # float16: the kernels' float16 passes, with bn_backward's formulas.
         sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, m)
         with np.errstate(divide="ignore", invalid="ignore"):

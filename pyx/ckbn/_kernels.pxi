@@ -1241,7 +1241,11 @@ def f16c_enabled():
 def f16_to_f32(const unsigned short[::1] src,   # IN  float16 bits (n,)
                float[::1] dst,                  # OUT (n,)
                int n_threads):
-    """``dst[:] = src`` widened from float16 (exact)."""
+    """``dst[:] = src`` widened from float16 (exact).
+
+    The float16 passes below convert with the same helper; this entry point
+    lets the tests check it bit for bit against NumPy.
+    """
     cdef Py_ssize_t n = src.shape[0], k, lo, hi
     cdef Py_ssize_t nb = (n + UNIT_TARGET - 1) // UNIT_TARGET
     cdef int nt = n_threads if n >= PARALLEL_MIN else 1
@@ -1264,7 +1268,11 @@ def f16_to_f32(const unsigned short[::1] src,   # IN  float16 bits (n,)
 def f32_to_f16(const float[::1] src,            # IN  (n,)
                unsigned short[::1] dst,         # OUT float16 bits (n,)
                int n_threads):
-    """``dst[:] = src`` rounded to float16 (to nearest, ties to even)."""
+    """``dst[:] = src`` rounded to float16 (to nearest, ties to even).
+
+    The float16 passes below round with the same helper; this entry point
+    lets the tests check it bit for bit against NumPy.
+    """
     cdef Py_ssize_t n = src.shape[0], k, lo, hi
     cdef Py_ssize_t nb = (n + UNIT_TARGET - 1) // UNIT_TARGET
     cdef int nt = n_threads if n >= PARALLEL_MIN else 1
