@@ -8,6 +8,8 @@ batch norm's backward.  Inputs are drawn so that no ``z`` lies within 1e-3 of
 a kink, where float32 rounding could flip the mask.
 """
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -88,12 +90,12 @@ CASES = [
 @pytest.mark.parametrize("shape,fmt", CASES)
 @pytest.mark.parametrize("training", [True, False])
 def test_forward_and_backward_match_float64(name, shape, fmt, training):
-    rng = np.random.default_rng(abs(hash((name, shape, training))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(repr((name, shape, training)).encode()))
     axes = _channel_axes(len(shape), fmt)
     c = shape[axes[0]]
     eps = 1e-3
-    # scale 3 sends some z above 6, so relu6's upper kink is exercised.
-    scale = rng.uniform(0.5, 3.0, c)
+    # relu6: scales of 3 to 5 send some z above 6, so the upper kink is exercised.
+    scale = rng.uniform(3.0, 5.0, c) if name == "relu6" else rng.uniform(0.5, 3.0, c)
     offset = rng.uniform(-1.0, 1.0, c)
     mean = rng.uniform(-0.5, 0.5, c)
     var = rng.uniform(0.5, 2.0, c)

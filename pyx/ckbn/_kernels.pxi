@@ -32,7 +32,8 @@
 #
 # Precision.  Each unit accumulates, per lane, sums of d = x - K and d*d, with
 # K the unit's first value of the lane's channel (so E[x^2] - E[x]^2 is never
-# formed on unshifted data).  Rows are read four at a time into per-lane block
+# formed on unshifted data).  Register tiles of lanes (four vectors) walk a
+# block of rows with their sums in registers, then add them to per-lane block
 # sums kept in the data type (stack arrays, in L1); every BLOCK rows the block
 # sums are added to float64 accumulators; units are merged in float64 with
 # Chan's formula.  The backward sums work the same way.
@@ -103,6 +104,98 @@ cdef extern from *:
     void ckbn_h2f(const unsigned short* s, float* d, Py_ssize_t n) noexcept nogil
     void ckbn_f2h(const float* s, unsigned short* d, Py_ssize_t n) noexcept nogil
 
+# Register tiles for the reductions.  A tile is four vectors of lanes (64
+# float32 lanes with AVX-512, 32 with AVX2, 16 with SSE2; half as many
+# float64 lanes); its sums stay in registers while it walks a block of rows,
+# and are added to the block sums in memory once per block.  Written with the
+# compiler's vector extensions (GCC, Clang), so each kernel variant gets its
+# own width; other compilers use the plain row loops.
+cdef extern from *:
+    """
+    #if defined(__GNUC__)
+    #define CKBN_HAVE_TILES 1
+    #if defined(__AVX512F__)
+    #define CKBN_VBYTES 64
+    #elif defined(__AVX__)
+    #define CKBN_VBYTES 32
+    #else
+    #define CKBN_VBYTES 16
+    #endif
+    typedef float ckbn_vf __attribute__((vector_size(CKBN_VBYTES), aligned(4), may_alias));
+    typedef double ckbn_vd __attribute__((vector_size(CKBN_VBYTES), aligned(8), may_alias));
+    #define CKBN_TILE_F32 (CKBN_VBYTES)
+    #define CKBN_TILE_F64 (CKBN_VBYTES / 2)
+
+    /* b1 += sum_i (x_i - sh), b2 += sum_i (x_i - sh)^2 over rows x + i*S. */
+    #define CKBN_MOM_TILE(NAME, T, V)                                              \
+    static void NAME(const T *x, Py_ssize_t S, Py_ssize_t nr, const T *sh,         \
+                     T *b1, T *b2) {                                               \
+        const V *k = (const V *) sh;                                               \
+        V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
+        V k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3];                              \
+        V a0 = p1[0], a1 = p1[1], a2 = p1[2], a3 = p1[3];                          \
+        V q0 = p2[0], q1 = p2[1], q2 = p2[2], q3 = p2[3];                          \
+        for (Py_ssize_t i = 0; i < nr; i++) {                                      \
+            const V *r = (const V *) (x + i * S);                                  \
+            V d0 = r[0] - k0, d1 = r[1] - k1, d2 = r[2] - k2, d3 = r[3] - k3;      \
+            a0 += d0; a1 += d1; a2 += d2; a3 += d3;                                \
+            q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;            \
+        }                                                                          \
+        p1[0] = a0; p1[1] = a1; p1[2] = a2; p1[3] = a3;                            \
+        p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
+    }
+
+    /* b1 += sum_i e_i, b2 += sum_i e_i * (x_i - mu) over rows e + i*S, x + i*S. */
+    #define CKBN_GS_TILE(NAME, T, V)                                               \
+    static void NAME(const T *e, const T *x, Py_ssize_t S, Py_ssize_t nr,          \
+                     const T *mu, T *b1, T *b2) {                                  \
+        const V *m = (const V *) mu;                                               \
+        V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
+        V m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];                              \
+        V a0 = p1[0], a1 = p1[1], a2 = p1[2], a3 = p1[3];                          \
+        V q0 = p2[0], q1 = p2[1], q2 = p2[2], q3 = p2[3];                          \
+        for (Py_ssize_t i = 0; i < nr; i++) {                                      \
+            const V *d = (const V *) (e + i * S);                                  \
+            const V *r = (const V *) (x + i * S);                                  \
+            V e0 = d[0], e1 = d[1], e2 = d[2], e3 = d[3];                          \
+            a0 += e0; a1 += e1; a2 += e2; a3 += e3;                                \
+            q0 += e0 * (r[0] - m0); q1 += e1 * (r[1] - m1);                        \
+            q2 += e2 * (r[2] - m2); q3 += e3 * (r[3] - m3);                        \
+        }                                                                          \
+        p1[0] = a0; p1[1] = a1; p1[2] = a2; p1[3] = a3;                            \
+        p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
+    }
+    CKBN_MOM_TILE(ckbn_mom_tile_f32, float, ckbn_vf)
+    CKBN_MOM_TILE(ckbn_mom_tile_f64, double, ckbn_vd)
+    CKBN_GS_TILE(ckbn_gs_tile_f32, float, ckbn_vf)
+    CKBN_GS_TILE(ckbn_gs_tile_f64, double, ckbn_vd)
+    #else
+    #define CKBN_HAVE_TILES 0
+    #define CKBN_TILE_F32 0
+    #define CKBN_TILE_F64 0
+    static void ckbn_mom_tile_f32(const float *x, Py_ssize_t S, Py_ssize_t nr,
+                                  const float *sh, float *b1, float *b2) {}
+    static void ckbn_mom_tile_f64(const double *x, Py_ssize_t S, Py_ssize_t nr,
+                                  const double *sh, double *b1, double *b2) {}
+    static void ckbn_gs_tile_f32(const float *e, const float *x, Py_ssize_t S,
+                                 Py_ssize_t nr, const float *mu, float *b1, float *b2) {}
+    static void ckbn_gs_tile_f64(const double *e, const double *x, Py_ssize_t S,
+                                 Py_ssize_t nr, const double *mu, double *b1, double *b2) {}
+    #endif
+    """
+    bint CKBN_HAVE_TILES
+    Py_ssize_t CKBN_TILE_F32
+    Py_ssize_t CKBN_TILE_F64
+    void ckbn_mom_tile_f32(const float* x, Py_ssize_t S, Py_ssize_t nr, const float* sh,
+                           float* b1, float* b2) noexcept nogil
+    void ckbn_mom_tile_f64(const double* x, Py_ssize_t S, Py_ssize_t nr, const double* sh,
+                           double* b1, double* b2) noexcept nogil
+    void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
+                          const float* mu, float* b1, float* b2) noexcept nogil
+    void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
+                          const double* mu, double* b1, double* b2) noexcept nogil
+
+
 cdef enum:
     # Elements per work unit: large enough to amortize a unit's set-up and its
     # partial row, small enough to split mid-sized inputs across threads.
@@ -116,7 +209,7 @@ cdef enum:
     # Channel tile width for wide rows.
     TILE_MAX = 512
     # Rows summed in the data type before adding to float64.
-    BLOCK = 16
+    BLOCK = 64
     # Largest channels-first plane read through lane expansion (see below).
     LANE_PLANE_MAX = 256
 
@@ -331,24 +424,20 @@ cdef inline Py_ssize_t _row_offset(const Units* u, Py_ssize_t g, Py_ssize_t q,
 # Statistics
 # ---------------------------------------------------------------------------
 
-cdef inline void _mom4(const floating* r,            # IN  rows r + i*S, i < 4
-                       Py_ssize_t S, Py_ssize_t W,
-                       const floating* sh,           # IN  (W,)
-                       floating* b1, floating* b2) noexcept nogil:  # IN/OUT (W,)
-    cdef Py_ssize_t j
-    cdef floating k, d0, d1, d2, d3
-    cdef const floating* r1 = r + S
-    cdef const floating* r2 = r + 2 * S
-    cdef const floating* r3 = r + 3 * S
-    for j in range(W):
-        k = sh[j]
-        d0 = r[j] - k
-        d1 = r1[j] - k
-        d2 = r2[j] - k
-        d3 = r3[j] - k
-        # Left to right: one add and one multiply-add per value.
-        b1[j] = b1[j] + d0 + d1 + d2 + d3
-        b2[j] = b2[j] + d0 * d0 + d1 * d1 + d2 * d2 + d3 * d3
+cdef inline Py_ssize_t _tile_lanes(const floating* p) noexcept nogil:
+    """Lanes per register tile for the data type (0: no tiles)."""
+    if floating is float:
+        return CKBN_TILE_F32
+    else:
+        return CKBN_TILE_F64
+
+
+cdef inline void _mom_tile(const floating* x, Py_ssize_t S, Py_ssize_t nr,
+                           const floating* sh, floating* b1, floating* b2) noexcept nogil:
+    if floating is float:
+        ckbn_mom_tile_f32(x, S, nr, sh, b1, b2)
+    else:
+        ckbn_mom_tile_f64(x, S, nr, sh, b1, b2)
 
 
 cdef inline void _mom1(const floating* r, Py_ssize_t W, const floating* sh,
@@ -376,17 +465,25 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
                                 Py_ssize_t W, const floating* sh,
                                 floating* b1, floating* b2, double* s1, double* s2,
                                 Py_ssize_t nb) noexcept nogil:
-    """Accumulate nr rows r + i*S into the block; nb rows are already in it."""
-    cdef Py_ssize_t i = 0
+    """Accumulate nr rows r + i*S of W lanes into the block sums b1, b2 (nb
+    rows are already in them); every BLOCK rows they are added to s1, s2.
+    Register tiles take the lanes they cover, the row loop the rest."""
+    cdef Py_ssize_t i = 0, q, c, take
+    cdef Py_ssize_t TL = _tile_lanes(r)
+    cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     while i < nr:
-        if nr - i >= 4:
-            _mom4(r + i * S, S, W, sh, b1, b2)
-            i += 4
-            nb += 4
-        else:
-            _mom1(r + i * S, W, sh, b1, b2)
-            i += 1
-            nb += 1
+        take = nr - i
+        if take > BLOCK - nb:
+            take = BLOCK - nb
+        c = 0
+        while c < Wt:
+            _mom_tile(r + i * S + c, S, take, sh + c, b1 + c, b2 + c)
+            c += TL
+        if Wt < W:
+            for q in range(i, i + take):
+                _mom1(r + q * S + Wt, W - Wt, sh + Wt, b1 + Wt, b2 + Wt)
+        i += take
+        nb += take
         if nb >= BLOCK:
             _flush(b1, b2, s1, s2, W)
             nb = 0
@@ -868,28 +965,13 @@ def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
 # Backward sums: sum(dy) and sum(dy * (x - mean)) per channel
 # ---------------------------------------------------------------------------
 
-cdef inline void _gs4(const floating* d,             # IN  dy rows d + i*S, i < 4
-                      const floating* x,             # IN  x rows, same offsets
-                      Py_ssize_t S, Py_ssize_t W,
-                      const floating* mu,            # IN  (W,)
-                      floating* b1, floating* b2) noexcept nogil:  # IN/OUT (W,)
-    cdef Py_ssize_t j
-    cdef floating m, e0, e1, e2, e3
-    cdef const floating* d1 = d + S
-    cdef const floating* d2 = d + 2 * S
-    cdef const floating* d3 = d + 3 * S
-    cdef const floating* x1 = x + S
-    cdef const floating* x2 = x + 2 * S
-    cdef const floating* x3 = x + 3 * S
-    for j in range(W):
-        m = mu[j]
-        e0 = d[j]
-        e1 = d1[j]
-        e2 = d2[j]
-        e3 = d3[j]
-        b1[j] = b1[j] + e0 + e1 + e2 + e3
-        b2[j] = (b2[j] + e0 * (x[j] - m) + e1 * (x1[j] - m)
-                 + e2 * (x2[j] - m) + e3 * (x3[j] - m))
+cdef inline void _gs_tile(const floating* d, const floating* x, Py_ssize_t S,
+                          Py_ssize_t nr, const floating* mu, floating* b1,
+                          floating* b2) noexcept nogil:
+    if floating is float:
+        ckbn_gs_tile_f32(d, x, S, nr, mu, b1, b2)
+    else:
+        ckbn_gs_tile_f64(d, x, S, nr, mu, b1, b2)
 
 
 cdef inline void _gs1(const floating* d, const floating* x, Py_ssize_t W,
@@ -935,17 +1017,26 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
                                Py_ssize_t S, Py_ssize_t W, const floating* mu,
                                floating* b1, floating* b2, double* t1, double* t2,
                                Py_ssize_t nb) noexcept nogil:
-    """Accumulate nr row pairs (d + i*S, x + i*S) into the block (nb rows so far)."""
-    cdef Py_ssize_t i = 0
+    """Accumulate nr row pairs (d + i*S, x + i*S) into the block (nb rows so
+    far), as _mom_run does."""
+    cdef Py_ssize_t i = 0, q, c, take, off
+    cdef Py_ssize_t TL = _tile_lanes(x)
+    cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     while i < nr:
-        if nr - i >= 4:
-            _gs4(d + i * S, x + i * S, S, W, mu, b1, b2)
-            i += 4
-            nb += 4
-        else:
-            _gs1(d + i * S, x + i * S, W, mu, b1, b2)
-            i += 1
-            nb += 1
+        take = nr - i
+        if take > BLOCK - nb:
+            take = BLOCK - nb
+        c = 0
+        while c < Wt:
+            off = i * S + c
+            _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c)
+            c += TL
+        if Wt < W:
+            for q in range(i, i + take):
+                off = q * S + Wt
+                _gs1(d + off, x + off, W - Wt, mu + Wt, b1 + Wt, b2 + Wt)
+        i += take
+        nb += take
         if nb >= BLOCK:
             _flush(b1, b2, t1, t2, W)
             nb = 0
@@ -1119,6 +1210,12 @@ cdef void _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     cdef Py_ssize_t g, r, n
     cdef double* lm
     cdef double m, acc, d
+    cdef Chunks ch
+    cdef Act none = _act(False, 0.0, 0.0)
+    if _cf_plan(P, G, R, C, &ch):
+        _cf_pass(CF_STATS, &ch, x, x, NULL, NULL, NULL, 0.0, True, &none, mean, var,
+                 NULL, NULL, n_threads)
+        return
     if not _expand(G, R, C):
         _stats_core(x, P, G, R, C, mean, var, n_threads)
         return
@@ -1162,6 +1259,11 @@ cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
     cdef double* buf
     cdef floating* ez = NULL
     cdef double a1, a2
+    cdef Chunks ch
+    if not act.on and _cf_plan(P, G, R, C, &ch):
+        _cf_pass(CF_SUMS, &ch, x, dy, NULL, NULL, NULL, 0.0, True, act, <double*> mean,
+                 NULL, sum_dyxc, sum_dy, n_threads)
+        return
     if not _expand(G, R, C):
         _grad_sums_core(dy, x, mean, za, zb, act, P, G, R, C, sum_dy, sum_dyxc, n_threads)
         return
@@ -1193,6 +1295,301 @@ cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
         sum_dy[g] = a1
         sum_dyxc[g] = a2
     free(buf)
+
+
+# ---------------------------------------------------------------------------
+# Channels first, chunked: statistics and normalization from cache
+#
+# Channels-first data (C == 1: NCHW and the like) whose channels are not too
+# large is cut into chunks of whole channels (from the shape alone).  A chunk
+# owns its channels over the whole batch, so no partial results are merged
+# across chunks and the results do not depend on the thread count.  The fused
+# passes compute a chunk's statistics (or backward sums) and then write its
+# output while the chunk is still in the core's L2 cache: x (and dy) are read
+# from memory once instead of twice.
+#
+# Small planes (R <= LANE_PLANE_MAX) are read as rows of the chunk's planes
+# side by side, one row per sample (lane l of channel g0 + l // R); larger
+# planes as rows of MIN_LANES lanes inside each plane.
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    CF_ELEMS = 65536      # elements of one array in a chunk (256 KiB of float32)
+    CF_LANES = 1024       # most lanes of a small-plane chunk
+    CF_MIN_CHUNKS = 8     # fewer chunks leave threads idle: use the unit path
+    CF_STATS = 0
+    CF_FORWARD = 1
+    CF_SUMS = 2
+    CF_BACKWARD = 3
+
+
+cdef struct Chunks:
+    Py_ssize_t P, G, R
+    Py_ssize_t k          # channels per chunk
+    Py_ssize_t n          # chunks
+    bint lanes            # small planes, read side by side
+
+
+cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                          Chunks* ch) noexcept nogil:
+    """Plan the chunks of a channels-first array; False when the unit path
+    serves better (channels-last data, few or very large channels)."""
+    cdef Py_ssize_t per = P * R, k
+    if C != 1 or G < 2 or R < 2 or per > 4 * CF_ELEMS:
+        return False
+    k = CF_ELEMS // per
+    ch.lanes = R <= LANE_PLANE_MAX
+    if ch.lanes and k > CF_LANES // R:
+        k = CF_LANES // R
+    if k < 1:
+        k = 1
+    ch.P = P
+    ch.G = G
+    ch.R = R
+    ch.k = k
+    ch.n = (G + k - 1) // k
+    return ch.n >= CF_MIN_CHUNKS
+
+
+cdef inline void _moments(double K, double S1, double S2, double n,
+                          double* mean, double* var) noexcept nogil:
+    """Mean and biased variance from the sums of d = x - K and d*d."""
+    cdef double d = S2 - S1 * S1 / n
+    mean[0] = K + S1 / n
+    var[0] = (d if d > 0.0 else 0.0 * d) / n   # 0.0 * d keeps NaN
+
+
+cdef void _cf_stats(const floating* x, const Chunks* ch, Py_ssize_t g0, Py_ssize_t g1,
+                    double* mean, double* var, char* scr) noexcept nogil:
+    """Mean and biased variance of channels [g0, g1) over the whole batch."""
+    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L, W, g, r, p, nb, nrows, tail
+    cdef double* s1 = <double*> scr
+    cdef double* s2
+    cdef floating* sh
+    cdef floating* b1
+    cdef floating* b2
+    cdef const floating* base
+    cdef double n = <double> (ch.P * R), S1, S2
+    L = (g1 - g0) * R if ch.lanes else MIN_LANES
+    s2 = s1 + L
+    sh = <floating*> (s2 + L)
+    b1 = sh + L
+    b2 = b1 + L
+    if ch.lanes:
+        for g in range(g0, g1):
+            for r in range(R):
+                sh[(g - g0) * R + r] = x[g * R]
+        for r in range(L):
+            b1[r] = 0
+            b2[r] = 0
+            s1[r] = 0.0
+            s2[r] = 0.0
+        _mom_run(x + g0 * R, ch.P, S, L, sh, b1, b2, s1, s2, 0)
+        _flush(b1, b2, s1, s2, L)
+        for g in range(g0, g1):
+            S1 = 0.0
+            S2 = 0.0
+            for r in range(R):
+                S1 = S1 + s1[(g - g0) * R + r]
+                S2 = S2 + s2[(g - g0) * R + r]
+            _moments(<double> x[g * R], S1, S2, n, mean + g, var + g)
+        return
+    W = MIN_LANES
+    nrows = R // W
+    tail = R - nrows * W
+    for g in range(g0, g1):
+        for r in range(W):
+            sh[r] = x[g * R]
+            b1[r] = 0
+            b2[r] = 0
+            s1[r] = 0.0
+            s2[r] = 0.0
+        nb = 0
+        for p in range(ch.P):
+            base = x + p * S + g * R
+            nb = _mom_run(base, nrows, W, W, sh, b1, b2, s1, s2, nb)
+            if tail > 0:
+                _mom1(base + nrows * W, tail, sh, b1, b2)
+                nb += 1
+        _flush(b1, b2, s1, s2, W)
+        _fold(s1, s2, W, 1)
+        _moments(<double> x[g * R], s1[0], s2[0], n, mean + g, var + g)
+
+
+cdef void _cf_sums(const floating* dy, const floating* x, const Chunks* ch,
+                   Py_ssize_t g0, Py_ssize_t g1, const double* mean,
+                   double* sum_dy, double* sum_dyxc, char* scr) noexcept nogil:
+    """sum(dy) and sum(dy * (x - mean)) of channels [g0, g1) over the batch."""
+    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L, W, g, r, p, nb, nrows, tail, off
+    cdef double* t1 = <double*> scr
+    cdef double* t2
+    cdef floating* mu
+    cdef floating* b1
+    cdef floating* b2
+    cdef double S1, S2
+    L = (g1 - g0) * R if ch.lanes else MIN_LANES
+    t2 = t1 + L
+    mu = <floating*> (t2 + L)
+    b1 = mu + L
+    b2 = b1 + L
+    if ch.lanes:
+        for g in range(g0, g1):
+            for r in range(R):
+                mu[(g - g0) * R + r] = <floating> mean[g]
+        for r in range(L):
+            b1[r] = 0
+            b2[r] = 0
+            t1[r] = 0.0
+            t2[r] = 0.0
+        _gs_run(dy + g0 * R, x + g0 * R, ch.P, S, L, mu, b1, b2, t1, t2, 0)
+        _flush(b1, b2, t1, t2, L)
+        for g in range(g0, g1):
+            S1 = 0.0
+            S2 = 0.0
+            for r in range(R):
+                S1 = S1 + t1[(g - g0) * R + r]
+                S2 = S2 + t2[(g - g0) * R + r]
+            sum_dy[g] = S1
+            # mu is the mean rounded to the data type: correct to float64.
+            sum_dyxc[g] = S2 + (<double> mu[(g - g0) * R] - mean[g]) * S1
+        return
+    W = MIN_LANES
+    nrows = R // W
+    tail = R - nrows * W
+    for g in range(g0, g1):
+        for r in range(W):
+            mu[r] = <floating> mean[g]
+            b1[r] = 0
+            b2[r] = 0
+            t1[r] = 0.0
+            t2[r] = 0.0
+        nb = 0
+        for p in range(ch.P):
+            off = p * S + g * R
+            nb = _gs_run(dy + off, x + off, nrows, W, W, mu, b1, b2, t1, t2, nb)
+            if tail > 0:
+                _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, b1, b2)
+                nb += 1
+        _flush(b1, b2, t1, t2, W)
+        _fold(t1, t2, W, 1)
+        sum_dy[g] = t1[0]
+        sum_dyxc[g] = t2[0] + (<double> mu[0] - mean[g]) * t1[0]
+
+
+cdef void _cf_apply(int op, const Act* act, const floating* x, const floating* d,
+                    floating* o, const Chunks* ch, Py_ssize_t g0, Py_ssize_t g1,
+                    const floating** cf, char* scr) noexcept nogil:
+    """The element-wise pass ``op`` on channels [g0, g1) (coefficients
+    cf[i][g - g0])."""
+    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L = (g1 - g0) * R, g, p, off
+    cdef int nc = _n_coef(op, act.on), q
+    cdef floating* lanes = <floating*> scr
+    cdef const floating* w[MAX_COEF]
+    cdef floating v[MAX_COEF]
+    cdef floating s = <floating> act.slope, h = <floating> act.hi
+    if ch.lanes:
+        for q in range(nc):
+            _expand_into(cf[q], g1 - g0, R, lanes + q * L)
+            w[q] = lanes + q * L
+        for p in range(ch.P):
+            off = p * S + g0 * R
+            _ew_run(op, act.on, x + off, d + off, o + off, L, w, s, h)
+        return
+    for p in range(ch.P):
+        for g in range(g0, g1):
+            for q in range(nc):
+                v[q] = cf[q][g - g0]
+            off = p * S + g * R
+            _ew_seg(op, act.on, x + off, d + off, o + off, R, v, s, h)
+
+
+cdef void _cf_chunk(int what, const Chunks* ch, Py_ssize_t j, const floating* x,
+                    const floating* dy, floating* out, const double* scale,
+                    const double* offset, double eps, bint training, const Act* act,
+                    double* m1, double* m2, double* r1, double* r2,
+                    char* scr) noexcept nogil:
+    """One chunk of the pass ``what`` (see _cf_pass)."""
+    cdef Py_ssize_t g0 = j * ch.k, g1 = g0 + ch.k, k, c
+    cdef floating* kk
+    cdef const floating* cf[MAX_COEF]
+    if g1 > ch.G:
+        g1 = ch.G
+    k = g1 - g0
+    for c in range(MAX_COEF):
+        cf[c] = NULL
+    # Coefficients of the chunk's channels sit past the largest lane scratch.
+    kk = <floating*> (scr + 2 * CF_LANES * sizeof(double) + MAX_COEF * CF_LANES * sizeof(floating))
+    if what == CF_STATS or what == CF_FORWARD:
+        _cf_stats(x, ch, g0, g1, m1, m2, scr)
+        if what == CF_STATS:
+            return
+        _norm_coefs(scale + g0, offset + g0, m1 + g0, m2 + g0, eps, k, kk, kk + k)
+        for c in range(2):
+            cf[c] = kk + c * k
+        _cf_apply(OP_AFFINE, act, x, x, out, ch, g0, g1, cf, scr)
+        return
+    _cf_sums(dy, x, ch, g0, g1, m1, r2, r1, scr)
+    if what == CF_SUMS:
+        return
+    _bwd_coefs(scale + g0, m1 + g0, m2 + g0, eps, training, <double> (ch.P * ch.R),
+               r2 + g0, r1 + g0, kk, k)
+    for c in range(3):
+        cf[c] = kk + c * k
+    _cf_apply(OP_DX, act, x, dy, out, ch, g0, g1, cf, scr)
+
+
+cdef void _cf_pass(int what, const Chunks* ch, const floating* x, const floating* dy,
+                   floating* out, const double* scale, const double* offset, double eps,
+                   bint training, const Act* act, double* m1, double* m2, double* r1,
+                   double* r2, int n_threads) noexcept nogil:
+    """Run ``what`` over every chunk:
+
+    CF_STATS     x -> m1 = mean, m2 = biased variance
+    CF_FORWARD   also out = act(x * a + b) with a, b from scale, offset, eps
+    CF_SUMS      dy, x, m1 = mean -> r2 = sum(dy), r1 = sum(dy * (x - mean))
+    CF_BACKWARD  also out = dx (m2 = var), r1 = dscale, r2 = doffset
+    """
+    cdef Py_ssize_t j
+    cdef size_t nbytes = 2 * CF_LANES * sizeof(double) \
+        + (MAX_COEF + 3) * CF_LANES * sizeof(floating)
+    cdef int nt = n_threads
+    cdef char* scr = NULL
+    if ch.P * ch.G * ch.R < PARALLEL_MIN or nt < 1:
+        nt = 1
+    if nt > ch.n:
+        nt = <int> ch.n
+    if nt == 1:
+        scr = <char*> malloc(nbytes)
+        if scr == NULL:
+            abort()
+        for j in range(ch.n):
+            _cf_chunk(what, ch, j, x, dy, out, scale, offset, eps, training, act,
+                      m1, m2, r1, r2, scr)
+        free(scr)
+        return
+    with parallel(num_threads=nt):
+        scr = <char*> malloc(nbytes)
+        if scr == NULL:
+            abort()
+        for j in prange(ch.n, schedule="static"):
+            _cf_chunk(what, ch, j, x, dy, out, scale, offset, eps, training, act,
+                      m1, m2, r1, r2, scr)
+        free(scr)
+
+
+def reduction_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
+    """Name of the path the reductions take for (P, G, R, C), for tests and
+    benchmarks: ``"chunks-lanes"`` / ``"chunks-planes"`` (channels first,
+    chunked and fused; small planes side by side or large planes in rows),
+    ``"lanes"`` (channels first, small planes read side by side),
+    ``"tiles"`` (rows wider than TILE_MAX, cut into channel tiles) or
+    ``"rows"`` (rows of W >= MIN_LANES lanes)."""
+    cdef Chunks ch
+    if _cf_plan(P, G, R, C, &ch):
+        return "chunks-lanes" if ch.lanes else "chunks-planes"
+    if _expand(G, R, C):
+        return "lanes"
+    return "tiles" if C > TILE_MAX else "rows"
 
 
 # ---------------------------------------------------------------------------
@@ -1259,8 +1656,15 @@ def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
     if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_train: bad sizes")
-    cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
     cdef Act ac = _act(act, slope, hi)
+    cdef Chunks ch
+    if _cf_plan(P, G, R, C, &ch):
+        # Channels first: each chunk normalized while it is in cache.
+        with nogil:
+            _cf_pass(CF_FORWARD, &ch, &x[0], &x[0], &y[0], &scale[0], &offset[0], eps, True,
+                     &ac, &mean[0], &var[0], NULL, NULL, n_threads)
+        return
+    cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
     if ab == NULL:
         raise MemoryError()
     with nogil:
@@ -1325,8 +1729,16 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
         raise ValueError("bn_backward: bad sizes")
     if act and (offset is None or offset.shape[0] != n):
         raise ValueError("bn_backward: an activation needs offset of size G*C")
-    cdef floating* kk = <floating*> malloc(sizeof(floating) * 5 * n)
     cdef Act ac = _act(act, slope, hi)
+    cdef Chunks ch
+    if not act and _cf_plan(P, G, R, C, &ch):
+        # Channels first: each chunk's dx written while it is in cache.
+        with nogil:
+            _cf_pass(CF_BACKWARD, &ch, &x[0], &dy[0], &dx[0], &scale[0], NULL, eps, training,
+                     &ac, <double*> &mean[0], <double*> &var[0], &dscale[0], &doffset[0],
+                     n_threads)
+        return
+    cdef floating* kk = <floating*> malloc(sizeof(floating) * 5 * n)
     if kk == NULL:
         raise MemoryError()
     with nogil:
