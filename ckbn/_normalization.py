@@ -154,9 +154,10 @@ class BatchNormalization(Layer):
     renorm_momentum : float, default 0.99
     fused : bool or None
         A request; ``layer.fused`` after build says whether the fused rule
-        applied (4-D, axis 1 or 3, no renorm, virtual batch or adjustment,
-        float16/float32).  The fused path feeds the Bessel-corrected batch
-        variance to ``moving_variance``.
+        applied: 4-D input with axis 1 or 3, or 5-D input with axis 1 or 4;
+        no renorm, virtual batch or adjustment; a float16/float32 layer.  The
+        fused path feeds the Bessel-corrected batch variance to
+        ``moving_variance``.
     trainable : bool, default True
         When False the weights are created non-trainable and no updates are
         exposed; training calls still normalize with batch statistics.
@@ -263,7 +264,7 @@ class BatchNormalization(Layer):
                 raise ValueError("Input has undefined `axis` dimension. Input shape: ", shape)
         dtype = np.dtype(self.dtype or "float32")
         if self.fused:
-            self.fused = (not self.renorm and ndims == 4 and axis in ([1], [3])
+            self.fused = (not self.renorm and ndims in (4, 5) and axis in ([1], [ndims - 1])
                           and vbs is None and self.adjustment is None
                           and dtype in (np.float16, np.float32))
         param_dtype = np.float32 if dtype == np.float16 else dtype

@@ -33,8 +33,6 @@ GRID = [
     ("multi-12", (5, 4, 3), {"axis": [1, 2], "momentum": 0.9}),
     ("multi-13", (3, 4, 2, 5), {"axis": [1, 3]}),
     ("5d-multi-123", (5, 3, 4, 4, 3), {"axis": [1, 2, 3]}),
-    # ckbn's fused rule is 4-D only (api.md); the reference also fuses 5-D
-    # inputs, so compare the non-fused path there (see test_fused_rule_5d).
     ("5d-channels-last", (2, 3, 4, 4, 5), {"momentum": 0.8, "fused": False}),
     ("ghost-2d", (6, 2), {"virtual_batch_size": 3, "momentum": 0.8}),
     ("ghost-nhwc", (6, 4, 4, 3), {"axis": 3, "virtual_batch_size": 2}),
@@ -105,8 +103,15 @@ def _close(got, want, tol, what):
 @pytest.mark.parametrize("cid,shape,cfg,dt", CASES,
                          ids=[f"{c[0]}-{c[3]}" for c in CASES])
 def test_against_reference(cid, shape, cfg, dt):
+    _check_against_reference(shape, cfg, dt)
+
+
+def _check_against_reference(shape, cfg, dt, seed=0):
+    """Train three steps on ckbn and on the reference from the same initial
+    values; compare outputs, gradients, moving statistics, inference and the
+    layer's variables, ``count_params`` and ``fused``."""
     dtype, tol = DTYPES[dt]
-    steps, dys, x_inf, dy_inf = _data(shape, dtype)
+    steps, dys, x_inf, dy_inf = _data(shape, dtype, seed=seed)
     ref = tf_reference.run_reference(cfg, steps, x_inf, dys, dy_inf, init=INIT)
     with ckbn.Graph().as_default():
         bn = _ckbn_layer(cfg)
@@ -135,6 +140,33 @@ def test_against_reference(cid, shape, cfg, dt):
         _close(dx, ref["dx_infer"], tol * 5, "inference dx")
         for j, (g, r) in enumerate(zip(grads, ref["grads_infer"])):
             _close(g, r, tol * 5, f"inference grad {j}")
+    return ref
+
+
+# 5-D inputs: the fused rule takes axis 1 (NCDHW) and axis 4 (NDHWC), written
+# as 1, 4, -1 or -4; any other single axis is not fused.  Shapes and momenta are
+# drawn from a seeded generator, so each case is random but reproducible.
+def _cases_5d():
+    rng = np.random.default_rng(2026)
+    cases = []
+    for axis, fused in ((1, True), (4, True), (-1, True), (-4, True), (2, False), (-2, False)):
+        for dt in ("float32", "float16"):
+            shape = tuple(int(d) for d in rng.integers(2, 6, size=5))
+            cfg = {"axis": axis, "momentum": round(float(rng.uniform(0.1, 0.9)), 3)}
+            cases.append((f"5d-axis{axis}-{dt}", shape, cfg, dt, fused,
+                          int(rng.integers(1 << 30))))
+    return cases
+
+
+CASES_5D = _cases_5d()
+
+
+@pytest.mark.parametrize("cid,shape,cfg,dt,fused,seed", CASES_5D, ids=[c[0] for c in CASES_5D])
+def test_5d_fused_rule_against_reference(cid, shape, cfg, dt, fused, seed):
+    """The fused rule and its numerics (the Bessel-corrected moving variance
+    of the fused path) on 5-D inputs, against the reference."""
+    ref = _check_against_reference(shape, cfg, dt, seed=seed)
+    assert ref["fused"] is fused
 
 
 def test_trainable_false_against_reference():
@@ -150,15 +182,3 @@ def test_trainable_false_against_reference():
         assert ref["n_updates"] == 0
         assert bn.trainable_weights == [] and len(bn.non_trainable_weights) == 4
         _close(bn.moving_mean.numpy(), ref["final"]["moving_mean"], 1e-6, "moving_mean")
-
-
-def test_fused_rule_5d_differs_from_reference_by_design():
-    """api.md: fused needs 4-D input.  The reference (tf-keras 2.21) also fuses
-    5-D input with axis 1 or 4; ckbn keeps the documented 4-D rule."""
-    steps, dys, x_inf, dy_inf = _data((2, 3, 2, 2, 4), np.float32, n_steps=1)
-    ref = tf_reference.run_reference({}, steps, x_inf, dys, dy_inf)
-    assert ref["fused"] is True
-    with ckbn.Graph().as_default():
-        bn = ckbn.BatchNormalization()
-        bn(steps[0], training=True)
-        assert bn.fused is False
