@@ -147,8 +147,8 @@ def test_training_flag_bad_value():
 # --- errors leave state unchanged ----------------------------------------------
 
 def _state(bn, graph):
-    return ([v.numpy().copy() for v in bn.variables], len(bn._inbound_nodes),
-            len(bn._updates), {k: len(v) for k, v in graph._collections.items()})
+    return ([v.numpy().copy() for v in bn.variables], len(bn._inbound_nodes), len(bn._updates),
+            {k: len(graph.get_collection(k)) for k in graph.get_all_collection_keys()})
 
 
 def _same(a, b):

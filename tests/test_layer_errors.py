@@ -221,8 +221,10 @@ def test_add_update_rejects_non_updates_and_changes_nothing():
     layer = Double(name="u")
     layer(np.ones(2))
     good = ckbn.Update(lambda: None, name="good")
-    with pytest.raises(TypeError, match="add_update takes ckbn.Update objects"):
+    with pytest.raises(TypeError, match="add_update takes ckbn.Update objects .* got 5"):
         layer.add_update([good, 5])
+    with pytest.raises(TypeError, match="got 'not callable'"):
+        layer.add_update("not callable")
     assert layer.updates == []
 
 
