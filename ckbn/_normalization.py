@@ -62,28 +62,9 @@ def _training_flag(training):
 
 
 def _ema(var, value, momentum):
-    """var <- var - (var - value) * (1 - momentum), in the variable's dtype.
-
-    The decay ``1 - momentum`` is rounded to float32 first, as the reference
-    turns the Python float into a float32 tensor before casting it.
-    """
-    dt = var.dtype
-    decay = _DECAYS.get((dt, momentum))
-    if decay is None:
-        decay = _DECAYS[(dt, momentum)] = dt.type(np.float32(1.0 - momentum))
-    if type(value) is not np.ndarray or value.dtype != dt or value.shape != var.shape:
-        value = np.asarray(value, dtype=dt).reshape(var.shape)
-    with var._lock:
-        v = var._value
-        var._value = v - (v - value) * decay
-
-
-_DECAYS = {}   # (dtype, momentum) -> decay in that dtype
-
-
-def _apply_updates(pairs):
-    for var, value, momentum in pairs:
-        _ema(var, value, momentum)
+    """var <- var - (var - value) * (1 - momentum), atomically (see
+    ``Variable.assign_moving_average``)."""
+    var.assign_moving_average(value, momentum)
 
 
 class _RenormStep:
@@ -482,42 +463,38 @@ class BatchNormalization(Layer):
         d = np.broadcast_to(d.reshape(shp), ks).reshape(-1)
         return r, d
 
-    def _add_moving_updates(self, mean, var, layout, inputs):
+    def _moving_steps(self, mean, var, layout):
+        """The moving-average steps of one training call, as ``(fn, *args)``
+        tuples: graph mode wraps them in pending ``Update`` objects, eager mode
+        runs them at once.  The fused path feeds the Bessel-corrected batch
+        variance ``var * n / (n - 1)`` (n values per channel) to
+        ``moving_variance``; renorm feeds its own moving averages (see
+        ``_renorm_var_update``)."""
         new_mean = self._group_mean(mean, layout)
         new_var = self._group_mean(var, layout)
         m = self.momentum
-        eager = executing_eagerly()
-        if eager and not self.renorm:
-            # Applied at once: no update objects to build.
-            if self.trainable:
-                if self.fused:
-                    n = layout.count
-                    if n > 1 and self._bessels_correction_test_only:
-                        new_var = new_var * (n / (n - 1.0))
-                _ema(self.moving_mean, new_mean, m)
-                _ema(self.moving_variance, new_var, m)
-            return
         if self.renorm:
             std = np.sqrt(new_var + self.epsilon)
             step = _RenormStep(self.renorm_mean, self.renorm_stddev, new_mean, std,
                                self.renorm_momentum)
-            ups = [Update(_renorm_mean_update, step, self.moving_mean, new_mean, m,
-                          name=self._update_names[0]),
-                   Update(_renorm_var_update, step, self.moving_stddev, self.moving_variance,
-                          std, m, self.epsilon, name=self._update_names[1])]
-        else:
-            if self.fused:
-                n = layout.count
-                if n > 1 and self._bessels_correction_test_only:
-                    new_var = new_var * (n / (n - 1.0))
-            ups = [Update(_ema, self.moving_mean, new_mean, m, name=self._update_names[0]),
-                   Update(_ema, self.moving_variance, new_var, m, name=self._update_names[1])]
-        if eager:
+            return ((_renorm_mean_update, step, self.moving_mean, new_mean, m),
+                    (_renorm_var_update, step, self.moving_stddev, self.moving_variance,
+                     std, m, self.epsilon))
+        if self.fused:
+            n = layout.count
+            if n > 1 and self._bessels_correction_test_only:
+                new_var = new_var * (n / (n - 1.0))
+        return ((_ema, self.moving_mean, new_mean, m), (_ema, self.moving_variance, new_var, m))
+
+    def _add_moving_updates(self, mean, var, layout, inputs):
+        steps = self._moving_steps(mean, var, layout)
+        if executing_eagerly():
             if self.trainable:
-                for u in ups:
-                    u.run()
-        else:
-            self.add_update(ups, inputs=inputs)
+                for fn, *args in steps:
+                    fn(*args)
+            return
+        self.add_update([Update(*st, name=name) for st, name in zip(steps, self._update_names)],
+                        inputs=inputs)
 
     # -- backward -----------------------------------------------------------------
     def _remember(self, inputs, rec):

@@ -182,3 +182,34 @@ def test_trainable_false_against_reference():
         assert ref["n_updates"] == 0
         assert bn.trainable_weights == [] and len(bn.non_trainable_weights) == 4
         _close(bn.moving_mean.numpy(), ref["final"]["moving_mean"], 1e-6, "moving_mean")
+
+
+EAGER_CASES = [
+    ("fused-nhwc", (4, 3, 5, 6), {"momentum": 0.7}),
+    ("fused-ncdhw", (3, 4, 2, 3, 2), {"axis": 1, "momentum": 0.6}),
+    ("non-fused", (4, 3, 5, 6), {"fused": False, "momentum": 0.7}),
+    ("non-fused-3d", (6, 4, 3), {"axis": 1, "momentum": 0.5}),
+    ("renorm", (8, 3), {"renorm": True, "renorm_clipping": CLIP, "renorm_momentum": 0.8}),
+    ("ghost", (6, 4, 4, 3), {"axis": 3, "virtual_batch_size": 2, "momentum": 0.8}),
+    ("renorm-ghost", (6, 4), {"renorm": True, "virtual_batch_size": 3,
+                              "renorm_clipping": {"rmax": 2.0}}),
+]
+
+
+@pytest.mark.parametrize("cid,shape,cfg", EAGER_CASES, ids=[c[0] for c in EAGER_CASES])
+def test_eager_moving_statistics_against_reference(cid, shape, cfg):
+    """Eager mode applies each training call's moving-average update during
+    the call: after the same steps, every variable (moving statistics, renorm
+    averages) equals the reference's after its graph-mode updates ran."""
+    steps, dys, x_inf, dy_inf = _data(shape, np.float32)
+    ref = tf_reference.run_reference(cfg, steps, x_inf, dys, dy_inf, init=INIT)
+    with ckbn.Graph().as_default(), ckbn.eager_mode():
+        bn = _ckbn_layer(cfg)
+        for i, x in enumerate(steps):
+            _close(bn(x, training=True), ref["y"][i], 2e-5, f"y step {i}")
+        assert bn.fused == ref["fused"]
+        assert [v.name for v in bn.variables] == ref["names"]
+        for v in bn.variables:
+            short = v.name.split("/")[-1].split(":")[0]
+            _close(v.numpy(), ref["final"][short], 1e-4, f"eager {short} after the steps")
+        _close(bn(x_inf, training=False), ref["y_infer"], 1e-4, "inference output")
