@@ -29,7 +29,7 @@ from ckbn import initializers as _inits
 from ckbn import regularizers as _regularizers
 from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
-from ckbn._framework import InputSpec, Layer, Update, executing_eagerly
+from ckbn._framework import InputSpec, Layer, Update, Variable, executing_eagerly
 from ckbn._layout import make_layout
 from ckbn._validation import FLOAT_DTYPES
 
@@ -61,10 +61,10 @@ def _training_flag(training):
         f"{training!r}")
 
 
-def _ema(var, value, momentum):
-    """var <- var - (var - value) * (1 - momentum), atomically (see
-    ``Variable.assign_moving_average``)."""
-    var.assign_moving_average(value, momentum)
+# var <- var - (var - value) * (1 - momentum), atomically.  The unbound method
+# keeps the variable among an Update's arguments, so a deep copy of a layer
+# gets updates of its own variables.
+_ema = Variable.assign_moving_average
 
 
 class _RenormStep:
@@ -487,14 +487,14 @@ class BatchNormalization(Layer):
         return ((_ema, self.moving_mean, new_mean, m), (_ema, self.moving_variance, new_var, m))
 
     def _add_moving_updates(self, mean, var, layout, inputs):
-        steps = self._moving_steps(mean, var, layout)
+        (f1, *a1), (f2, *a2) = self._moving_steps(mean, var, layout)
         if executing_eagerly():
             if self.trainable:
-                for fn, *args in steps:
-                    fn(*args)
+                f1(*a1)
+                f2(*a2)
             return
-        self.add_update([Update(*st, name=name) for st, name in zip(steps, self._update_names)],
-                        inputs=inputs)
+        n1, n2 = self._update_names
+        self.add_update([Update(f1, *a1, name=n1), Update(f2, *a2, name=n2)], inputs=inputs)
 
     # -- backward -----------------------------------------------------------------
     def _remember(self, inputs, rec):
