@@ -213,3 +213,30 @@ def test_eager_moving_statistics_against_reference(cid, shape, cfg):
             short = v.name.split("/")[-1].split(":")[0]
             _close(v.numpy(), ref["final"][short], 1e-4, f"eager {short} after the steps")
         _close(bn(x_inf, training=False), ref["y_infer"], 1e-4, "inference output")
+
+
+@pytest.mark.parametrize("eps", [1e-3, 0.1])
+def test_renorm_stddev_floor_against_reference(eps):
+    """r and d divide by max(renorm_stddev, sqrt(epsilon)).  A moving variance
+    initialized to 1e-8 starts renorm_stddev at 1e-4, below the floor: the
+    first step's r is then std / sqrt(epsilon), not std / 1e-4 (which rmax=50
+    would clip), and d is bounded the same way (dmax=30)."""
+    cfg = {"renorm": True, "epsilon": eps, "renorm_momentum": 0.9,
+           "renorm_clipping": {"rmax": 50.0, "dmax": 30.0}}
+    init = dict(INIT, moving_variance=1e-8)
+    steps, dys, x_inf, dy_inf = _data((8, 3), np.float32, seed=5)
+    steps = [x * 0.05 for x in steps]                   # batch std 0.05 .. 0.15
+    ref = tf_reference.run_reference(cfg, steps, x_inf, dys, dy_inf, init=init)
+    kwargs = dict(cfg)
+    inits = {f"{k}_initializer": ckbn.initializers.constant_initializer(v)
+             for k, v in init.items()}
+    with ckbn.Graph().as_default():
+        bn = ckbn.BatchNormalization(**kwargs, **inits)
+        bn(steps[0], training=False)                                # builds the layer
+        assert np.all(bn.renorm_stddev.numpy() < np.sqrt(eps))
+        for i, x in enumerate(steps):
+            _close(bn(x, training=True), ref["y"][i], 2e-5, f"y step {i}")
+            ckbn.run_updates(bn.get_updates_for(x))
+        for v in bn.variables:
+            short = v.name.split("/")[-1].split(":")[0]
+            _close(v.numpy(), ref["final"][short], 1e-4, f"{short} after the steps")
