@@ -127,6 +127,11 @@ class BuildExt(build_ext):
         extra = shlex.split(os.environ.get("CKBN_EXTRA_CFLAGS", ""))
         keep = []
         for ext in self.extensions:
+            if not ext.name.startswith("ckbn._kernels_"):     # ckbn._cpu: no OpenMP, no SIMD
+                ext.extra_compile_args = base + extra
+                ext.extra_link_args = [f for f in extra if f.startswith("-fsanitize")]
+                keep.append(ext)
+                continue
             variant = ext.name.rsplit("_", 1)[-1]
             simd = SIMD_FLAGS.get(variant, [])
             if simd and not _accepts_flags(compiler, simd):
@@ -144,7 +149,7 @@ class BuildExt(build_ext):
             # Written by setup.py at build time.
             OPENMP_FLAGS = {omp[0]!r}
             BASE_FLAGS = {base + extra!r}
-            VARIANTS = {[e.name for e in keep]!r}
+            VARIANTS = {[e.name for e in keep if e.name.startswith("ckbn._kernels_")]!r}
             COMPILER = {" ".join(getattr(compiler, "compiler_so", []) or [compiler.compiler_type])!r}
             """
         )
@@ -170,6 +175,8 @@ def _extensions():
         )
         for v in variants
     ]
+    # The CPU feature query the run-time dispatch uses (ckbn/_dispatch.py).
+    exts.append(Extension("ckbn._cpu", ["pyx/ckbn/_cpu.pyx"]))
     debug = _env_flag("CKBN_DEBUG_CYTHON", False)
     return cythonize(
         exts,
