@@ -7,7 +7,9 @@ CKBN_FAIL_NO_OPENMP=1 fail the build when OpenMP is not usable, instead of
                       falling back to serial kernels with a warning.
 CKBN_SIMD_VARIANTS=0  build only the portable baseline kernels (no AVX2/AVX-512
                       variants; the run-time dispatch then uses the baseline).
-CKBN_DEBUG_CYTHON=1   compile with bounds and initialization checks.
+CKBN_DEBUG_CYTHON=1   compile with bounds and initialization checks (the kernel
+                      headers leave both directives to this script, since a
+                      header directive would override it).
 CKBN_EXTRA_CFLAGS     extra compiler flags, e.g. "-march=native" for a local
                       build, or sanitizer flags (see tools/sanitize.sh).
 """
