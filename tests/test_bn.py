@@ -8,10 +8,7 @@ import ckbn
 from ckbn.initializers import constant_initializer as const
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with ckbn.Graph().as_default() as g:
-        yield g
+pytestmark = pytest.mark.usefixtures("fresh_graph")   # tests/conftest.py
 
 
 X1 = np.array([[1, 2, 3], [4, 0, -1], [2, 2, 5], [-3, 1, 0.5]], np.float32)

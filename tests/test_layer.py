@@ -14,10 +14,7 @@ import ckbn
 from ckbn import GraphKeys
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with ckbn.Graph().as_default() as g:
-        yield g
+pytestmark = pytest.mark.usefixtures("fresh_graph")   # tests/conftest.py
 
 
 class MyLayer(ckbn.Layer):

@@ -9,11 +9,7 @@ import pytest
 import ckbn
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    ckbn.reset_default_graph()
-    yield
-    ckbn.reset_default_graph()
+pytestmark = pytest.mark.usefixtures("fresh_graph")   # tests/conftest.py
 
 
 class Double(ckbn.Layer):
