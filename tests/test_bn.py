@@ -22,7 +22,7 @@ def _train(bn, x, steps=1):
     return y
 
 
-# --- goldens G1-G5, G7 of behaviour.md §3.12 (measured on the reference) -----
+# --- goldens G1-G5, G7: values measured on the reference (docs/behaviour.md) ---
 
 def test_golden_g1_non_fused():
     bn = ckbn.BatchNormalization(momentum=0.9, gamma_initializer=const(2), beta_initializer=const(3))

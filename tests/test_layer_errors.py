@@ -1,5 +1,6 @@
 """Every documented error path of ``ckbn.Layer``, with the reference's exact texts
-(behaviour.md §4), in graph and eager mode; a failed call leaves the layer unchanged."""
+(each test states the text it expects), in graph and eager mode; a failed call
+leaves the layer unchanged."""
 
 import re
 
