@@ -3,8 +3,9 @@
 
 GCC and clang answer ``__builtin_cpu_supports`` from CPUID and, for AVX and
 AVX-512, from the register state the operating system enables (XGETBV), so a
-feature reported here can be used; F16C is its CPUID bit plus that AVX state.  Other compilers and other architectures
-report no feature, and ckbn then uses its portable kernels.
+feature reported here can be used; F16C is its CPUID bit plus that AVX state.
+Other compilers and other architectures report no feature, and ckbn then uses
+its portable kernels.
 """
 
 cdef extern from *:
