@@ -358,15 +358,19 @@ class Variable:
                     decay, (int, float, np.integer, np.floating)):
                 raise TypeError(f"decay must be a float, got {decay!r}")
             rate = _RATES[key] = dt.type(np.float32(1.0 - decay))
-        if type(value) is not np.ndarray or value.dtype != dt or value.shape != self._value.shape:
+        shape = self._value.shape
+        if type(value) is np.ndarray and value.shape == shape and value.dtype.kind == "f":
+            if value.dtype != dt:
+                value = value.astype(dt)
+        else:
             arr = np.asarray(value)
             if arr.dtype.kind not in "fiub":
                 raise TypeError(f"cannot average a value of dtype {arr.dtype} into {self.name}")
             if arr.size != self._value.size:
                 raise ValueError(
                     f"cannot average a value of shape {arr.shape} into {self.name} of shape "
-                    f"{self._value.shape}")
-            value = arr.astype(dt).reshape(self._value.shape)
+                    f"{shape}")
+            value = arr.astype(dt).reshape(shape)
         with self._lock:
             v = self._value
             self._value = v - (v - value) * rate

@@ -464,8 +464,8 @@ class BatchNormalization(Layer):
         return r, d
 
     def _moving_steps(self, mean, var, layout):
-        """The moving-average steps of one training call, as ``(fn, *args)``
-        tuples: graph mode wraps them in pending ``Update`` objects, eager mode
+        """The moving-average steps of one training call, as ``(fn, args)``
+        pairs: graph mode wraps them in pending ``Update`` objects, eager mode
         runs them at once.  The fused path feeds the Bessel-corrected batch
         variance ``var * n / (n - 1)`` (n values per channel) to
         ``moving_variance``; renorm feeds its own moving averages (see
@@ -477,17 +477,18 @@ class BatchNormalization(Layer):
             std = np.sqrt(new_var + self.epsilon)
             step = _RenormStep(self.renorm_mean, self.renorm_stddev, new_mean, std,
                                self.renorm_momentum)
-            return ((_renorm_mean_update, step, self.moving_mean, new_mean, m),
-                    (_renorm_var_update, step, self.moving_stddev, self.moving_variance,
-                     std, m, self.epsilon))
+            return ((_renorm_mean_update, (step, self.moving_mean, new_mean, m)),
+                    (_renorm_var_update, (step, self.moving_stddev, self.moving_variance,
+                                          std, m, self.epsilon)))
         if self.fused:
             n = layout.count
             if n > 1 and self._bessels_correction_test_only:
                 new_var = new_var * (n / (n - 1.0))
-        return ((_ema, self.moving_mean, new_mean, m), (_ema, self.moving_variance, new_var, m))
+        return ((_ema, (self.moving_mean, new_mean, m)),
+                (_ema, (self.moving_variance, new_var, m)))
 
     def _add_moving_updates(self, mean, var, layout, inputs):
-        (f1, *a1), (f2, *a2) = self._moving_steps(mean, var, layout)
+        (f1, a1), (f2, a2) = self._moving_steps(mean, var, layout)
         if executing_eagerly():
             if self.trainable:
                 f1(*a1)
