@@ -7,7 +7,9 @@ CKBN_FAIL_NO_OPENMP=1 fail the build when OpenMP is not usable, instead of
                       falling back to serial kernels with a warning.
 CKBN_SIMD_VARIANTS=0  build only the portable baseline kernels (no AVX2/AVX-512
                       variants; the run-time dispatch then uses the baseline).
-CKBN_DEBUG_CYTHON=1   compile with bounds and initialization checks.
+CKBN_DEBUG_CYTHON=1   compile with bounds and initialization checks (the kernel
+                      headers leave both directives to this script, since a
+                      header directive would override it).
 CKBN_EXTRA_CFLAGS     extra compiler flags, e.g. "-march=native" for a local
                       build, or sanitizer flags (see tools/sanitize.sh).
 """
@@ -127,6 +129,11 @@ class BuildExt(build_ext):
         extra = shlex.split(os.environ.get("CKBN_EXTRA_CFLAGS", ""))
         keep = []
         for ext in self.extensions:
+            if not ext.name.startswith("ckbn._kernels_"):     # ckbn._cpu: no OpenMP, no SIMD
+                ext.extra_compile_args = base + extra
+                ext.extra_link_args = [f for f in extra if f.startswith("-fsanitize")]
+                keep.append(ext)
+                continue
             variant = ext.name.rsplit("_", 1)[-1]
             simd = SIMD_FLAGS.get(variant, [])
             if simd and not _accepts_flags(compiler, simd):
@@ -144,7 +151,7 @@ class BuildExt(build_ext):
             # Written by setup.py at build time.
             OPENMP_FLAGS = {omp[0]!r}
             BASE_FLAGS = {base + extra!r}
-            VARIANTS = {[e.name for e in keep]!r}
+            VARIANTS = {[e.name for e in keep if e.name.startswith("ckbn._kernels_")]!r}
             COMPILER = {" ".join(getattr(compiler, "compiler_so", []) or [compiler.compiler_type])!r}
             """
         )
@@ -170,6 +177,8 @@ def _extensions():
         )
         for v in variants
     ]
+    # The CPU feature query the run-time dispatch uses (ckbn/_dispatch.py).
+    exts.append(Extension("ckbn._cpu", ["pyx/ckbn/_cpu.pyx"]))
     debug = _env_flag("CKBN_DEBUG_CYTHON", False)
     return cythonize(
         exts,

@@ -3,7 +3,8 @@
 The same kernel source is compiled for several instruction sets (see
 ``setup.py``): ``ckbn._kernels_base`` (portable baseline), and on x86-64
 ``ckbn._kernels_avx2`` (AVX2 + FMA) and ``ckbn._kernels_avx512``
-(AVX-512 F/BW/DQ/VL).  The widest one the CPU supports is used, unless
+(AVX-512 F/BW/DQ/VL).  The widest one the CPU supports, as the compiled
+``ckbn._cpu`` reports it, is used, unless
 ``CKBN_KERNELS`` names one (``base``, ``avx2``, ``avx512`` or ``numpy``,
 the pure-NumPy twin, for debugging).
 """
@@ -23,11 +24,15 @@ _chosen = None
 
 
 def _cpu_features():
+    """{feature: bool} from ``ckbn._cpu``, which asks the CPU (and the OS's
+    register state) from compiled code."""
     try:
-        from numpy._core._multiarray_umath import __cpu_features__
-    except ImportError:  # pragma: no cover - numpy < 2
-        from numpy.core._multiarray_umath import __cpu_features__
-    return __cpu_features__
+        from ckbn import _cpu
+    except ImportError as exc:
+        raise ImportError(
+            "ckbn._cpu (the CPU feature query) is missing: rebuild ckbn "
+            "(pip install ., or python setup.py build_ext --inplace)") from exc
+    return _cpu.cpu_features()
 
 
 def _supported(name):

@@ -21,7 +21,11 @@ Update objects
 ``Update(fn, *args, name=...)`` applies ``fn(*args)`` once when run, then
 drops ``args`` (the call's statistics), so a long training loop does not keep
 every batch's statistics alive; running it again does nothing.  Layers create
-them in ``call`` and register them with ``self.add_update(u, inputs=x)``.
+them in ``call`` and register them with ``self.add_update(u, inputs=x)``;
+``add_update`` also takes zero-arg callables, as the reference's layer does.
+Variables change only through their own atomic operations (``assign``,
+``assign_add``, ``assign_sub``, ``assign_moving_average``) and graphs only
+through their methods.
 """
 
 from __future__ import annotations
@@ -54,12 +58,14 @@ class GraphKeys:
 
 
 class Graph:
-    """A registry of variables, collections and name counters."""
+    """A registry of variables, collections and name counters.
+
+    Every method is atomic with respect to the others across Python threads.
+    """
 
     def __init__(self):
         self._lock = threading.RLock()
         self._collections = {}
-        self._ids = {}                # collection -> ids of its items (for _add_unique)
         self._variables = {}          # full name -> Variable
         self._layer_names = {}        # base name -> count (one-based layer names)
         self._scope_counts = {}       # parent scope -> {child base name: count}
@@ -75,6 +81,11 @@ class Graph:
         with self._lock:
             return self._collections.setdefault(key, [])
 
+    def get_all_collection_keys(self):
+        """Names of the collections that exist in this graph."""
+        with self._lock:
+            return list(self._collections)
+
     def add_to_collection(self, key, value, unique=False):
         with self._lock:
             coll = self._collections.setdefault(key, [])
@@ -82,18 +93,51 @@ class Graph:
                 return
             coll.append(value)
 
-    def _add_unique(self, key, values):
-        """Append the values not in the collection yet (kept O(new values))."""
+    def extend_collection(self, key, values):
+        """Append every item of ``values`` to collection ``key``, in order."""
         with self._lock:
-            coll = self._collections.setdefault(key, [])
-            ids = self._ids.setdefault(key, set())
-            if len(ids) != len(coll):          # the list was changed from outside
-                ids.clear()
-                ids.update(id(v) for v in coll)
-            for v in values:
-                if id(v) not in ids:
-                    coll.append(v)
-                    ids.add(id(v))
+            self._collections.setdefault(key, []).extend(values)
+
+    def get_or_create_variable(self, name, create):
+        """The variable registered as ``name``, or a new one.
+
+        Returns ``(variable, created)``.  When ``name`` is free, ``create()``
+        makes the variable, which is registered under ``name`` and added to
+        ``GLOBAL_VARIABLES`` (and ``TRAINABLE_VARIABLES`` when trainable), all
+        under the graph's lock.  If ``create`` raises, nothing is registered.
+        """
+        with self._lock:
+            var = self._variables.get(name)
+            if var is not None:
+                return var, False
+            var = create()
+            self._variables[name] = var
+            self.add_to_collection(GraphKeys.GLOBAL_VARIABLES, var)
+            if var.trainable:
+                self.add_to_collection(GraphKeys.TRAINABLE_VARIABLES, var)
+        return var, True
+
+    def unique_layer_name(self, base):
+        """``base_1``, ``base_2``, ...: one-based layer names, as the reference."""
+        with self._lock:
+            n = self._layer_names.get(base, 0) + 1
+            self._layer_names[base] = n
+        return f"{base}_{n}"
+
+    def unique_scope_name(self, parent, base):
+        """Zero-based unique child scope name in ``parent`` (``base``, ``base_1``, ...),
+        without the parent prefix."""
+        with self._lock:
+            counts = self._scope_counts.setdefault(parent, {})
+            n = counts.get(base, 0)
+            counts[base] = n + 1
+        return base if n == 0 else f"{base}_{n}"
+
+    def restart_scope_numbering(self, scope):
+        """Forget the default-named children of ``scope`` (re-opening a scope by
+        name restarts their numbering)."""
+        with self._lock:
+            self._scope_counts.pop(scope, None)
 
     @contextlib.contextmanager
     def as_default(self):
@@ -104,12 +148,6 @@ class Graph:
             yield self
         finally:
             stack.pop()
-
-    def _unique_layer_name(self, base):
-        with self._lock:
-            n = self._layer_names.get(base, 0) + 1
-            self._layer_names[base] = n
-        return f"{base}_{n}"
 
 
 class _ThreadState(threading.local):
@@ -222,16 +260,11 @@ def variable_scope(name_or_scope=None, default_name=None, reuse=None):
     else:
         if default_name is None:
             raise ValueError("variable_scope needs a name_or_scope or a default_name")
-        with graph._lock:
-            counts = graph._scope_counts.setdefault(parent.name, {})
-            n = counts.get(default_name, 0)
-            counts[default_name] = n + 1
-        full = parent.original_name_scope + (default_name if n == 0 else f"{default_name}_{n}")
+        full = parent.original_name_scope + graph.unique_scope_name(parent.name, default_name)
         inherited = parent.reuse
     if name_or_scope is not None:
         # Re-opening a scope restarts the numbering of its default-named children.
-        with graph._lock:
-            graph._scope_counts.pop(full, None)
+        graph.restart_scope_numbering(full)
     scope = VariableScope(full, True if reuse else inherited)
     _tls.scopes.append(scope)
     try:
@@ -309,6 +342,40 @@ class Variable:
             self._value = self._value - v
         return self
 
+    def assign_moving_average(self, value, decay):
+        """``v <- v - (v - value) * (1 - decay)``, atomically, in the variable's dtype.
+
+        ``decay`` is the weight of the old value (a layer's ``momentum``).  As
+        in TensorFlow's ``assign_moving_average``, ``1 - decay`` is rounded to
+        float32 first and then cast to the variable's dtype.  ``value`` must
+        have the variable's number of elements (it is reshaped, not broadcast).
+        """
+        dt = self._value.dtype
+        key = (dt, decay)
+        rate = _RATES.get(key)
+        if rate is None:
+            if isinstance(decay, (bool, np.bool_)) or not isinstance(
+                    decay, (int, float, np.integer, np.floating)):
+                raise TypeError(f"decay must be a float, got {decay!r}")
+            rate = _RATES[key] = dt.type(np.float32(1.0 - decay))
+        shape = self._value.shape
+        if type(value) is np.ndarray and value.shape == shape and value.dtype.kind == "f":
+            if value.dtype != dt:
+                value = value.astype(dt)
+        else:
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "fiub":
+                raise TypeError(f"cannot average a value of dtype {arr.dtype} into {self.name}")
+            if arr.size != self._value.size:
+                raise ValueError(
+                    f"cannot average a value of shape {arr.shape} into {self.name} of shape "
+                    f"{shape}")
+            value = arr.astype(dt).reshape(shape)
+        with self._lock:
+            v = self._value
+            self._value = v - (v - value) * rate
+        return self
+
     def __array__(self, dtype=None, copy=None):
         return self._value.copy() if dtype is None else self._value.astype(dtype)
 
@@ -322,6 +389,9 @@ class Variable:
         return f"<ckbn.Variable '{self.name}' shape={self.shape} dtype={self.dtype.name}>"
 
 
+_RATES = {}   # (dtype, decay) -> 1 - decay, rounded to float32, in that dtype
+
+
 def _get_variable(name, shape, dtype, initializer, trainable, constraint, regularizer,
                   reuse):
     """Create ``scope/name:0`` in the default graph, or fetch it when reusing.
@@ -331,18 +401,8 @@ def _get_variable(name, shape, dtype, initializer, trainable, constraint, regula
     graph = get_default_graph()
     scope = _current_scope()
     full = scope.original_name_scope + name + ":0"
-    with graph._lock:
-        existing = graph._variables.get(full)
-        if existing is not None:
-            if not reuse:
-                raise ValueError(
-                    f"Variable {full[:-2]} already exists, disallowed. Did you mean to set "
-                    "reuse=True in VarScope?")
-            if tuple(existing.shape) != tuple(shape):
-                raise ValueError(
-                    f"Trying to share variable {full[:-2]}, but specified shape {tuple(shape)} "
-                    f"and found shape {tuple(existing.shape)}.")
-            return existing, False
+
+    def create():
         if reuse is True:
             raise ValueError(
                 f"Variable {full[:-2]} does not exist, or was not created with "
@@ -352,12 +412,19 @@ def _get_variable(name, shape, dtype, initializer, trainable, constraint, regula
         if value.shape != tuple(shape):
             raise ValueError(
                 f"initializer of {full} returned shape {value.shape}, expected {tuple(shape)}")
-        var = Variable(value, full, trainable, constraint, regularizer)
-        graph._variables[full] = var
-        graph.add_to_collection(GraphKeys.GLOBAL_VARIABLES, var)
-        if trainable:
-            graph.add_to_collection(GraphKeys.TRAINABLE_VARIABLES, var)
-    return var, True
+        return Variable(value, full, trainable, constraint, regularizer)
+
+    var, created = graph.get_or_create_variable(full, create)
+    if not created:
+        if not reuse:
+            raise ValueError(
+                f"Variable {full[:-2]} already exists, disallowed. Did you mean to set "
+                "reuse=True in VarScope?")
+        if tuple(var.shape) != tuple(shape):
+            raise ValueError(
+                f"Trying to share variable {full[:-2]}, but specified shape {tuple(shape)} "
+                f"and found shape {tuple(var.shape)}.")
+    return var, created
 
 
 _update_lock = threading.Lock()
@@ -411,10 +478,33 @@ class Update:
         return f"<ckbn.Update '{self.name}'{' (done)' if self._done else ''}>"
 
 
+def _as_updates(updates, what):
+    """``updates`` (one or a list) as a list of Update objects: a zero-arg
+    callable ``f`` becomes ``Update(f, name=f.__name__)``.  Anything else is a
+    TypeError, raised before any update runs."""
+    if not isinstance(updates, (list, tuple)):
+        updates = [updates]
+    out = []
+    for u in updates:
+        if not isinstance(u, Update):
+            if not callable(u):
+                raise TypeError(
+                    f"{what} takes ckbn.Update objects (see ckbn.Update) or zero-arg "
+                    f"callables, got {u!r}")
+            u = Update(u, name=getattr(u, "__name__", "update"))
+        out.append(u)
+    return out
+
+
 def run_updates(updates):
     """Run every update in ``updates`` in order (e.g. ``layer.updates`` or the
-    ``UPDATE_OPS`` collection)."""
-    for u in list(updates):
+    ``UPDATE_OPS`` collection).
+
+    Items are ``Update`` objects (each applies once, however often it is run)
+    or zero-arg callables (called once per ``run_updates``).  Every item is
+    checked before the first one runs.
+    """
+    for u in _as_updates(list(updates), "run_updates"):
         u.run()
 
 
@@ -521,7 +611,7 @@ class Layer:
         self._node_warned = False
         base = _snake_case(type(self).__name__)
         if name is None:
-            self._name = get_default_graph()._unique_layer_name(base)
+            self._name = get_default_graph().unique_layer_name(base)
             self._base_name = base
         else:
             if not isinstance(name, str):
@@ -776,21 +866,23 @@ class Layer:
                     for u in fresh:
                         u._published = True
                 if fresh:
-                    with self._graph._lock:
-                        self._graph._collections.setdefault(GraphKeys.UPDATE_OPS, []).extend(fresh)
+                    self._graph.extend_collection(GraphKeys.UPDATE_OPS, fresh)
         return outputs
 
     apply = __call__
 
     # -- updates and losses -------------------------------------------------
     def add_update(self, updates, inputs=None):
-        """Register update objects; in eager mode they are applied at once."""
-        if not isinstance(updates, (list, tuple)):
-            updates = [updates]
-        for u in updates:
-            if not isinstance(u, Update):
-                raise TypeError(
-                    f"add_update takes ckbn.Update objects (see ckbn.Update), got {u!r}")
+        """Register updates: ``Update`` objects or zero-arg callables, one or a list.
+
+        Graph mode: they become pending (``updates``, ``get_updates_for``,
+        the ``UPDATE_OPS`` collection) and run with ``run_updates``; a
+        callable ``f`` is kept as ``Update(f, name=f.__name__)``, so it runs
+        once however often the updates are run.  Eager mode records nothing:
+        both kinds are applied at once when the layer is trainable (or
+        stateful), and dropped otherwise.
+        """
+        updates = _as_updates(updates, "add_update")
         if executing_eagerly():
             if self.trainable or self.stateful:
                 for u in updates:

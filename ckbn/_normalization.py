@@ -27,7 +27,7 @@ from ckbn import _ops
 from ckbn import constraints as _constraints
 from ckbn import initializers as _inits
 from ckbn import regularizers as _regularizers
-from ckbn._framework import InputSpec, Layer, Update, executing_eagerly
+from ckbn._framework import InputSpec, Layer, Update, Variable, executing_eagerly
 from ckbn._layout import make_layout
 from ckbn._validation import FLOAT_DTYPES
 
@@ -59,29 +59,10 @@ def _training_flag(training):
         f"{training!r}")
 
 
-def _ema(var, value, momentum):
-    """var <- var - (var - value) * (1 - momentum), in the variable's dtype.
-
-    The decay ``1 - momentum`` is rounded to float32 first, as the reference
-    turns the Python float into a float32 tensor before casting it.
-    """
-    dt = var.dtype
-    decay = _DECAYS.get((dt, momentum))
-    if decay is None:
-        decay = _DECAYS[(dt, momentum)] = dt.type(np.float32(1.0 - momentum))
-    if type(value) is not np.ndarray or value.dtype != dt or value.shape != var.shape:
-        value = np.asarray(value, dtype=dt).reshape(var.shape)
-    with var._lock:
-        v = var._value
-        var._value = v - (v - value) * decay
-
-
-_DECAYS = {}   # (dtype, momentum) -> decay in that dtype
-
-
-def _apply_updates(pairs):
-    for var, value, momentum in pairs:
-        _ema(var, value, momentum)
+# var <- var - (var - value) * (1 - momentum), atomically.  The unbound method
+# keeps the variable among an Update's arguments, so a deep copy of a layer
+# gets updates of its own variables.
+_ema = Variable.assign_moving_average
 
 
 class _RenormStep:
@@ -144,9 +125,10 @@ class BatchNormalization(Layer):
     renorm_momentum : float, default 0.99
     fused : bool or None
         A request; ``layer.fused`` after build says whether the fused rule
-        applied (4-D, axis 1 or 3, no renorm, virtual batch or adjustment,
-        float16/float32).  The fused path feeds the Bessel-corrected batch
-        variance to ``moving_variance``.
+        applied: 4-D input with axis 1 or 3, or 5-D input with axis 1 or 4;
+        no renorm, virtual batch or adjustment; a float16/float32 layer.  The
+        fused path feeds the Bessel-corrected batch variance to
+        ``moving_variance``.
     trainable : bool, default True
         When False the weights are created non-trainable and no updates are
         exposed; training calls still normalize with batch statistics.
@@ -253,7 +235,7 @@ class BatchNormalization(Layer):
                 raise ValueError("Input has undefined `axis` dimension. Input shape: ", shape)
         dtype = np.dtype(self.dtype or "float32")
         if self.fused:
-            self.fused = (not self.renorm and ndims == 4 and axis in ([1], [3])
+            self.fused = (not self.renorm and ndims in (4, 5) and axis in ([1], [ndims - 1])
                           and vbs is None and self.adjustment is None
                           and dtype in (np.float16, np.float32))
         param_dtype = np.float32 if dtype == np.float16 else dtype
@@ -460,42 +442,39 @@ class BatchNormalization(Layer):
         d = np.broadcast_to(d.reshape(shp), ks).reshape(-1)
         return r, d
 
-    def _add_moving_updates(self, mean, var, layout, inputs):
+    def _moving_steps(self, mean, var, layout):
+        """The moving-average steps of one training call, as ``(fn, args)``
+        pairs: graph mode wraps them in pending ``Update`` objects, eager mode
+        runs them at once.  The fused path feeds the Bessel-corrected batch
+        variance ``var * n / (n - 1)`` (n values per channel) to
+        ``moving_variance``; renorm feeds its own moving averages (see
+        ``_renorm_var_update``)."""
         new_mean = self._group_mean(mean, layout)
         new_var = self._group_mean(var, layout)
         m = self.momentum
-        eager = executing_eagerly()
-        if eager and not self.renorm:
-            # Applied at once: no update objects to build.
-            if self.trainable:
-                if self.fused:
-                    n = layout.count
-                    if n > 1 and self._bessels_correction_test_only:
-                        new_var = new_var * (n / (n - 1.0))
-                _ema(self.moving_mean, new_mean, m)
-                _ema(self.moving_variance, new_var, m)
-            return
         if self.renorm:
             std = np.sqrt(new_var + self.epsilon)
             step = _RenormStep(self.renorm_mean, self.renorm_stddev, new_mean, std,
                                self.renorm_momentum)
-            ups = [Update(_renorm_mean_update, step, self.moving_mean, new_mean, m,
-                          name=self._update_names[0]),
-                   Update(_renorm_var_update, step, self.moving_stddev, self.moving_variance,
-                          std, m, self.epsilon, name=self._update_names[1])]
-        else:
-            if self.fused:
-                n = layout.count
-                if n > 1 and self._bessels_correction_test_only:
-                    new_var = new_var * (n / (n - 1.0))
-            ups = [Update(_ema, self.moving_mean, new_mean, m, name=self._update_names[0]),
-                   Update(_ema, self.moving_variance, new_var, m, name=self._update_names[1])]
-        if eager:
+            return ((_renorm_mean_update, (step, self.moving_mean, new_mean, m)),
+                    (_renorm_var_update, (step, self.moving_stddev, self.moving_variance,
+                                          std, m, self.epsilon)))
+        if self.fused:
+            n = layout.count
+            if n > 1 and self._bessels_correction_test_only:
+                new_var = new_var * (n / (n - 1.0))
+        return ((_ema, (self.moving_mean, new_mean, m)),
+                (_ema, (self.moving_variance, new_var, m)))
+
+    def _add_moving_updates(self, mean, var, layout, inputs):
+        (f1, a1), (f2, a2) = self._moving_steps(mean, var, layout)
+        if executing_eagerly():
             if self.trainable:
-                for u in ups:
-                    u.run()
-        else:
-            self.add_update(ups, inputs=inputs)
+                f1(*a1)
+                f2(*a2)
+            return
+        n1, n2 = self._update_names
+        self.add_update([Update(f1, *a1, name=n1), Update(f2, *a2, name=n2)], inputs=inputs)
 
     # -- backward -----------------------------------------------------------------
     def _remember(self, inputs, rec):

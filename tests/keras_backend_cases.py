@@ -5,9 +5,9 @@ Not collected by a plain ``pytest`` run (the file name does not start with
 backend, each in its own process, because Keras fixes its backend at import.
 
 Every test compares real values: ckbn's layer against stock
-``keras.layers.BatchNormalization`` on the same backend, against the goldens
-of ``behaviour.md`` (tf.keras numbers), or against ``tf_keras`` itself on the
-TensorFlow backend.
+``keras.layers.BatchNormalization`` on the same backend, against golden values
+measured on tf.keras (docs/behaviour.md lists them), or against ``tf_keras``
+itself on the TensorFlow backend.
 """
 
 from __future__ import annotations

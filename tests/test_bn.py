@@ -8,10 +8,7 @@ import ckbn
 from ckbn.initializers import constant_initializer as const
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with ckbn.Graph().as_default() as g:
-        yield g
+pytestmark = pytest.mark.usefixtures("fresh_graph")   # tests/conftest.py
 
 
 X1 = np.array([[1, 2, 3], [4, 0, -1], [2, 2, 5], [-3, 1, 0.5]], np.float32)
@@ -25,7 +22,7 @@ def _train(bn, x, steps=1):
     return y
 
 
-# --- goldens G1-G5, G7 of behaviour.md §3.12 (measured on the reference) -----
+# --- goldens G1-G5, G7: values measured on the reference (docs/behaviour.md) ---
 
 def test_golden_g1_non_fused():
     bn = ckbn.BatchNormalization(momentum=0.9, gamma_initializer=const(2), beta_initializer=const(3))
@@ -119,11 +116,65 @@ def test_dtype_fixed_by_first_input_and_cast():
     assert bare.gamma.dtype == np.float32
 
 
-def test_float64_renorm_works():
-    x = np.random.default_rng(1).standard_normal((8, 3))
-    bn = ckbn.BatchNormalization(renorm=True, renorm_clipping={"rmax": 2.0})
-    y = _train(bn, x, steps=3)
-    assert y.dtype == np.float64 and np.isfinite(y).all()
+def _renorm_model(xs, eps, momentum, renorm_momentum, clip, moving_variance=1.0):
+    """float64 NumPy model of TF 1.15 batch renormalization (gamma 1, beta 0),
+    with the moving statistics after each step's updates:
+
+        std = sqrt(var + eps);  s = max(renorm_stddev, sqrt(eps))
+        r = clip(std / s, rmin, rmax);  d = clip((mean - renorm_mean) / s, -dmax, dmax)
+        y = (x - mean) / std * r + d
+        renorm_mean, renorm_stddev <- EMA toward mean, std (renorm_momentum)
+        moving_mean, moving_stddev <- EMA toward mean, std (momentum)
+        moving_variance = max(moving_stddev**2 - eps, 0)
+
+    An EMA is v - (v - value) * (1 - momentum), with 1 - momentum rounded to
+    float32 as TensorFlow does.  renorm_stddev and moving_stddev start at
+    sqrt(moving_variance)."""
+    rate = float(np.float32(1.0 - momentum))
+    rrate = float(np.float32(1.0 - renorm_momentum))
+    c = xs[0].shape[-1]
+    st = {"moving_mean": np.zeros(c), "moving_variance": np.full(c, moving_variance),
+          "moving_stddev": np.full(c, np.sqrt(moving_variance)), "renorm_mean": np.zeros(c),
+          "renorm_stddev": np.full(c, np.sqrt(moving_variance))}
+    ys = []
+    for x in xs:
+        mean, var = x.mean(0), x.var(0)
+        std = np.sqrt(var + eps)
+        s = np.maximum(st["renorm_stddev"], np.sqrt(eps))
+        r = np.clip(std / s, clip.get("rmin", -np.inf), clip.get("rmax", np.inf))
+        d = np.clip((mean - st["renorm_mean"]) / s, -clip.get("dmax", np.inf),
+                    clip.get("dmax", np.inf))
+        ys.append((x - mean) / std * r + d)
+        st["renorm_mean"] = st["renorm_mean"] - (st["renorm_mean"] - mean) * rrate
+        st["renorm_stddev"] = st["renorm_stddev"] - (st["renorm_stddev"] - std) * rrate
+        st["moving_mean"] = st["moving_mean"] - (st["moving_mean"] - mean) * rate
+        st["moving_stddev"] = st["moving_stddev"] - (st["moving_stddev"] - std) * rate
+        st["moving_variance"] = np.maximum(st["moving_stddev"] ** 2 - eps, 0)
+    return ys, st
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_float64_renorm_matches_a_float64_model(eager):
+    """float64 with renorm (the reference crashes there): outputs and every
+    moving statistic against the float64 model, over steps whose r and d are
+    clipped."""
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((8, 3)) * (1 + 2 * i) + i for i in range(4)]
+    clip = {"rmax": 2.0, "rmin": 0.8, "dmax": 0.5}
+    ys, st = _renorm_model(xs, 1e-3, 0.9, 0.7, clip)
+    bn = ckbn.BatchNormalization(renorm=True, renorm_clipping=clip, momentum=0.9,
+                                 renorm_momentum=0.7)
+    with ckbn.eager_mode() if eager else ckbn.graph_mode():
+        for x, want in zip(xs, ys):
+            y = bn(x, training=True)
+            if not eager:
+                ckbn.run_updates(bn.get_updates_for(x))
+            assert y.dtype == np.float64
+            np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    assert all(v.dtype == np.float64 for v in bn.variables)
+    for name, want in st.items():
+        np.testing.assert_allclose(getattr(bn, name).numpy(), want, rtol=1e-12, atol=1e-12,
+                                   err_msg=name)
 
 
 @pytest.mark.parametrize("training,train_mode", [(True, True), (1, True), (np.bool_(True), True),
@@ -147,8 +198,8 @@ def test_training_flag_bad_value():
 # --- errors leave state unchanged ----------------------------------------------
 
 def _state(bn, graph):
-    return ([v.numpy().copy() for v in bn.variables], len(bn._inbound_nodes),
-            len(bn._updates), {k: len(v) for k, v in graph._collections.items()})
+    return ([v.numpy().copy() for v in bn.variables], len(bn._inbound_nodes), len(bn._updates),
+            {k: len(graph.get_collection(k)) for k in graph.get_all_collection_keys()})
 
 
 def _same(a, b):

@@ -33,8 +33,6 @@ GRID = [
     ("multi-12", (5, 4, 3), {"axis": [1, 2], "momentum": 0.9}),
     ("multi-13", (3, 4, 2, 5), {"axis": [1, 3]}),
     ("5d-multi-123", (5, 3, 4, 4, 3), {"axis": [1, 2, 3]}),
-    # ckbn's fused rule is 4-D only (api.md); the reference also fuses 5-D
-    # inputs, so compare the non-fused path there (see test_fused_rule_5d).
     ("5d-channels-last", (2, 3, 4, 4, 5), {"momentum": 0.8, "fused": False}),
     ("ghost-2d", (6, 2), {"virtual_batch_size": 3, "momentum": 0.8}),
     ("ghost-nhwc", (6, 4, 4, 3), {"axis": 3, "virtual_batch_size": 2}),
@@ -105,8 +103,15 @@ def _close(got, want, tol, what):
 @pytest.mark.parametrize("cid,shape,cfg,dt", CASES,
                          ids=[f"{c[0]}-{c[3]}" for c in CASES])
 def test_against_reference(cid, shape, cfg, dt):
+    _check_against_reference(shape, cfg, dt)
+
+
+def _check_against_reference(shape, cfg, dt, seed=0):
+    """Train three steps on ckbn and on the reference from the same initial
+    values; compare outputs, gradients, moving statistics, inference and the
+    layer's variables, ``count_params`` and ``fused``."""
     dtype, tol = DTYPES[dt]
-    steps, dys, x_inf, dy_inf = _data(shape, dtype)
+    steps, dys, x_inf, dy_inf = _data(shape, dtype, seed=seed)
     ref = tf_reference.run_reference(cfg, steps, x_inf, dys, dy_inf, init=INIT)
     with ckbn.Graph().as_default():
         bn = _ckbn_layer(cfg)
@@ -135,6 +140,33 @@ def test_against_reference(cid, shape, cfg, dt):
         _close(dx, ref["dx_infer"], tol * 5, "inference dx")
         for j, (g, r) in enumerate(zip(grads, ref["grads_infer"])):
             _close(g, r, tol * 5, f"inference grad {j}")
+    return ref
+
+
+# 5-D inputs: the fused rule takes axis 1 (NCDHW) and axis 4 (NDHWC), written
+# as 1, 4, -1 or -4; any other single axis is not fused.  Shapes and momenta are
+# drawn from a seeded generator, so each case is random but reproducible.
+def _cases_5d():
+    rng = np.random.default_rng(2026)
+    cases = []
+    for axis, fused in ((1, True), (4, True), (-1, True), (-4, True), (2, False), (-2, False)):
+        for dt in ("float32", "float16"):
+            shape = tuple(int(d) for d in rng.integers(2, 6, size=5))
+            cfg = {"axis": axis, "momentum": round(float(rng.uniform(0.1, 0.9)), 3)}
+            cases.append((f"5d-axis{axis}-{dt}", shape, cfg, dt, fused,
+                          int(rng.integers(1 << 30))))
+    return cases
+
+
+CASES_5D = _cases_5d()
+
+
+@pytest.mark.parametrize("cid,shape,cfg,dt,fused,seed", CASES_5D, ids=[c[0] for c in CASES_5D])
+def test_5d_fused_rule_against_reference(cid, shape, cfg, dt, fused, seed):
+    """The fused rule and its numerics (the Bessel-corrected moving variance
+    of the fused path) on 5-D inputs, against the reference."""
+    ref = _check_against_reference(shape, cfg, dt, seed=seed)
+    assert ref["fused"] is fused
 
 
 def test_trainable_false_against_reference():
@@ -152,13 +184,59 @@ def test_trainable_false_against_reference():
         _close(bn.moving_mean.numpy(), ref["final"]["moving_mean"], 1e-6, "moving_mean")
 
 
-def test_fused_rule_5d_differs_from_reference_by_design():
-    """api.md: fused needs 4-D input.  The reference (tf-keras 2.21) also fuses
-    5-D input with axis 1 or 4; ckbn keeps the documented 4-D rule."""
-    steps, dys, x_inf, dy_inf = _data((2, 3, 2, 2, 4), np.float32, n_steps=1)
-    ref = tf_reference.run_reference({}, steps, x_inf, dys, dy_inf)
-    assert ref["fused"] is True
+EAGER_CASES = [
+    ("fused-nhwc", (4, 3, 5, 6), {"momentum": 0.7}),
+    ("fused-ncdhw", (3, 4, 2, 3, 2), {"axis": 1, "momentum": 0.6}),
+    ("non-fused", (4, 3, 5, 6), {"fused": False, "momentum": 0.7}),
+    ("non-fused-3d", (6, 4, 3), {"axis": 1, "momentum": 0.5}),
+    ("renorm", (8, 3), {"renorm": True, "renorm_clipping": CLIP, "renorm_momentum": 0.8}),
+    ("ghost", (6, 4, 4, 3), {"axis": 3, "virtual_batch_size": 2, "momentum": 0.8}),
+    ("renorm-ghost", (6, 4), {"renorm": True, "virtual_batch_size": 3,
+                              "renorm_clipping": {"rmax": 2.0}}),
+]
+
+
+@pytest.mark.parametrize("cid,shape,cfg", EAGER_CASES, ids=[c[0] for c in EAGER_CASES])
+def test_eager_moving_statistics_against_reference(cid, shape, cfg):
+    """Eager mode applies each training call's moving-average update during
+    the call: after the same steps, every variable (moving statistics, renorm
+    averages) equals the reference's after its graph-mode updates ran."""
+    steps, dys, x_inf, dy_inf = _data(shape, np.float32)
+    ref = tf_reference.run_reference(cfg, steps, x_inf, dys, dy_inf, init=INIT)
+    with ckbn.Graph().as_default(), ckbn.eager_mode():
+        bn = _ckbn_layer(cfg)
+        for i, x in enumerate(steps):
+            _close(bn(x, training=True), ref["y"][i], 2e-5, f"y step {i}")
+        assert bn.fused == ref["fused"]
+        assert [v.name for v in bn.variables] == ref["names"]
+        for v in bn.variables:
+            short = v.name.split("/")[-1].split(":")[0]
+            _close(v.numpy(), ref["final"][short], 1e-4, f"eager {short} after the steps")
+        _close(bn(x_inf, training=False), ref["y_infer"], 1e-4, "inference output")
+
+
+@pytest.mark.parametrize("eps", [1e-3, 0.1])
+def test_renorm_stddev_floor_against_reference(eps):
+    """r and d divide by max(renorm_stddev, sqrt(epsilon)).  A moving variance
+    initialized to 1e-8 starts renorm_stddev at 1e-4, below the floor: the
+    first step's r is then std / sqrt(epsilon), not std / 1e-4 (which rmax=50
+    would clip), and d is bounded the same way (dmax=30)."""
+    cfg = {"renorm": True, "epsilon": eps, "renorm_momentum": 0.9,
+           "renorm_clipping": {"rmax": 50.0, "dmax": 30.0}}
+    init = dict(INIT, moving_variance=1e-8)
+    steps, dys, x_inf, dy_inf = _data((8, 3), np.float32, seed=5)
+    steps = [x * 0.05 for x in steps]                   # batch std 0.05 .. 0.15
+    ref = tf_reference.run_reference(cfg, steps, x_inf, dys, dy_inf, init=init)
+    kwargs = dict(cfg)
+    inits = {f"{k}_initializer": ckbn.initializers.constant_initializer(v)
+             for k, v in init.items()}
     with ckbn.Graph().as_default():
-        bn = ckbn.BatchNormalization()
-        bn(steps[0], training=True)
-        assert bn.fused is False
+        bn = ckbn.BatchNormalization(**kwargs, **inits)
+        bn(steps[0], training=False)                                # builds the layer
+        assert np.all(bn.renorm_stddev.numpy() < np.sqrt(eps))
+        for i, x in enumerate(steps):
+            _close(bn(x, training=True), ref["y"][i], 2e-5, f"y step {i}")
+            ckbn.run_updates(bn.get_updates_for(x))
+        for v in bn.variables:
+            short = v.name.split("/")[-1].split(":")[0]
+            _close(v.numpy(), ref["final"][short], 1e-4, f"{short} after the steps")

@@ -134,3 +134,57 @@ def test_sgd_momentum_is_per_variable_and_not_inherited_by_a_new_one():
         del v
         gc.collect()
     assert len(opt._slots) == 0  # slots die with their variables
+
+
+def test_assign_moving_average_formula_and_float32_rate():
+    """v <- v - (v - value) * (1 - decay), with 1 - decay rounded to float32 first
+    (TensorFlow turns the Python float into a float32 tensor)."""
+    v = ckbn.Variable(np.array([1.0, -2.0, 4.0]), name="m:0")          # float64
+    value = np.array([3.0, 0.5, -1.0])
+    rate = float(np.float32(1.0 - 0.9))
+    assert rate != 1.0 - 0.9
+    want = np.array([1.0, -2.0, 4.0]) - (np.array([1.0, -2.0, 4.0]) - value) * rate
+    assert v.assign_moving_average(value, 0.9) is v
+    np.testing.assert_array_equal(v.numpy(), want)
+    w = ckbn.Variable(np.ones((1, 3), np.float32), name="w:0")
+    w.assign_moving_average([0.0, 1.0, 2.0], 0.25)                     # reshaped to (1, 3)
+    np.testing.assert_array_equal(w.numpy(), np.float32([[0.25, 1.0, 1.75]]))
+    assert w.dtype == np.float32
+
+
+def test_assign_moving_average_bad_input_names_it_and_changes_nothing():
+    v = ckbn.Variable(np.zeros(3, np.float32), name="m:0")
+    with pytest.raises(ValueError, match=r"shape \(4,\) into m:0 of shape \(3,\)"):
+        v.assign_moving_average(np.ones(4), 0.5)
+    with pytest.raises(TypeError, match="<U1"):
+        v.assign_moving_average(np.array(["a", "b", "c"]), 0.5)
+    with pytest.raises(TypeError, match="'half'"):
+        v.assign_moving_average(np.ones(3), "half")
+    np.testing.assert_array_equal(v.numpy(), [0, 0, 0])
+
+
+def test_assign_moving_average_is_atomic_across_threads():
+    """All updates toward the same value commute, so n updates leave the value
+    n sequential updates leave; a lost update (a read-modify-write race) would
+    leave that of fewer."""
+    decay, n_threads, per_thread = 0.99, 4, 50
+    v = ckbn.Variable(np.zeros(1000), name="m:0")
+    rate = float(np.float32(1.0 - decay))
+    want = np.zeros(1000)
+    for _ in range(n_threads * per_thread):
+        want = want - (want - 1.0) * rate
+    fewer = np.zeros(1000)
+    for _ in range(n_threads * per_thread - 1):
+        fewer = fewer - (fewer - 1.0) * rate
+    assert not np.array_equal(want, fewer)
+
+    def work():
+        for _ in range(per_thread):
+            v.assign_moving_average(np.ones(1000), decay)
+
+    threads = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    np.testing.assert_array_equal(v.numpy(), want)

@@ -14,10 +14,7 @@ import ckbn
 from ckbn import GraphKeys
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    with ckbn.Graph().as_default() as g:
-        yield g
+pytestmark = pytest.mark.usefixtures("fresh_graph")   # tests/conftest.py
 
 
 class MyLayer(ckbn.Layer):
@@ -157,6 +154,93 @@ def test_get_updates_for():
     np.testing.assert_array_equal(layer.my_var.numpy(), before + 1)
     ckbn.run_updates(layer.get_updates_for(x))     # an update applies once
     np.testing.assert_array_equal(layer.my_var.numpy(), before + 1)
+
+
+class CallableUpdateLayer(ckbn.Layer):
+    """Registers its update as a zero-arg callable, one or a list, as the
+    reference's V1 layer allows."""
+
+    def __init__(self, as_list=False, **kwargs):
+        super().__init__(**kwargs)
+        self.as_list = as_list
+
+    def build(self, input_shape):
+        self.count = self.add_variable("count", [], initializer="zeros")
+
+    def call(self, inputs):
+        def bump():
+            self.count.assign_add(1.0)
+
+        self.add_update([bump] if self.as_list else bump, inputs=inputs)
+        return inputs + 0
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_add_update_takes_zero_arg_callables(as_list):
+    layer = CallableUpdateLayer(as_list=as_list)
+    x, x2 = _x(), _x(seed=4)
+    layer(x)
+    layer(x2)
+    assert float(layer.count.numpy()) == 0.0                    # pending, not applied
+    ups = layer.updates
+    assert len(ups) == 2 and [u.name for u in ups] == ["bump", "bump"]
+    assert layer.get_updates_for(x) == ups[:1] and layer.get_updates_for(x2) == ups[1:]
+    assert ckbn.get_collection(GraphKeys.UPDATE_OPS) == ups
+    ckbn.run_updates(layer.get_updates_for(x))
+    assert float(layer.count.numpy()) == 1.0                    # ran once
+    ckbn.run_updates(ckbn.get_collection(GraphKeys.UPDATE_OPS))
+    assert float(layer.count.numpy()) == 2.0                    # the other one; no rerun
+    ckbn.run_updates(layer.updates)
+    assert float(layer.count.numpy()) == 2.0
+
+
+def test_add_update_callables_in_eager_mode():
+    """Eager mode records nothing: a callable is applied during the call, as an
+    update object is, and dropped when the layer is not trainable."""
+    layer = CallableUpdateLayer()
+    frozen = CallableUpdateLayer(trainable=False)
+    with ckbn.eager_mode():
+        layer(_x())
+        layer(_x())
+        frozen(_x())
+    assert float(layer.count.numpy()) == 2.0 and float(frozen.count.numpy()) == 0.0
+    assert layer.updates == [] and ckbn.get_collection(GraphKeys.UPDATE_OPS) == []
+
+
+def test_run_updates_takes_callables_and_checks_all_first():
+    calls = []
+    u = ckbn.Update(calls.append, "u")
+    ckbn.run_updates([u, lambda: calls.append("f")])
+    ckbn.run_updates([u, lambda: calls.append("f")])
+    assert calls == ["u", "f", "f"]                             # an Update applies once
+    with pytest.raises(TypeError, match="run_updates takes ckbn.Update objects .* got 3"):
+        ckbn.run_updates([lambda: calls.append("g"), 3])
+    assert calls == ["u", "f", "f"]
+
+
+def test_graph_registry_operations():
+    g = ckbn.Graph()
+    assert g.get_all_collection_keys() == []
+    g.extend_collection("k", [1, 2])
+    g.add_to_collection("k", 3)
+    assert g.get_collection("k") == [1, 2, 3] and g.get_all_collection_keys() == ["k"]
+    assert [g.unique_layer_name("bn") for _ in range(2)] == ["bn_1", "bn_2"]
+    assert [g.unique_scope_name("s", "bn") for _ in range(2)] == ["bn", "bn_1"]
+    g.restart_scope_numbering("s")
+    assert g.unique_scope_name("s", "bn") == "bn"
+
+    def broken():
+        raise ValueError("no")
+
+    with pytest.raises(ValueError, match="no"):
+        g.get_or_create_variable("a:0", broken)
+    assert g.get_collection(GraphKeys.GLOBAL_VARIABLES) == []      # nothing registered
+    v, created = g.get_or_create_variable("a:0", lambda: ckbn.Variable(1.0, "a:0"))
+    w, again = g.get_or_create_variable("a:0", broken)
+    assert created and not again and w is v
+    f, _ = g.get_or_create_variable("f:0", lambda: ckbn.Variable(1.0, "f:0", trainable=False))
+    assert g.get_collection(GraphKeys.GLOBAL_VARIABLES) == [v, f]
+    assert g.get_collection(GraphKeys.TRAINABLE_VARIABLES) == [v]
 
 
 def test_updates_hidden_when_not_trainable_and_toggle():

@@ -1,5 +1,6 @@
 """Every documented error path of ``ckbn.Layer``, with the reference's exact texts
-(behaviour.md §4), in graph and eager mode; a failed call leaves the layer unchanged."""
+(each test states the text it expects), in graph and eager mode; a failed call
+leaves the layer unchanged."""
 
 import re
 
@@ -9,11 +10,7 @@ import pytest
 import ckbn
 
 
-@pytest.fixture(autouse=True)
-def fresh_graph():
-    ckbn.reset_default_graph()
-    yield
-    ckbn.reset_default_graph()
+pytestmark = pytest.mark.usefixtures("fresh_graph")   # tests/conftest.py
 
 
 class Double(ckbn.Layer):
@@ -221,8 +218,10 @@ def test_add_update_rejects_non_updates_and_changes_nothing():
     layer = Double(name="u")
     layer(np.ones(2))
     good = ckbn.Update(lambda: None, name="good")
-    with pytest.raises(TypeError, match="add_update takes ckbn.Update objects"):
+    with pytest.raises(TypeError, match="add_update takes ckbn.Update objects .* got 5"):
         layer.add_update([good, 5])
+    with pytest.raises(TypeError, match="got 'not callable'"):
+        layer.add_update("not callable")
     assert layer.updates == []
 
 

@@ -9,15 +9,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import ckbn
-
-# A deterministic profile for CI (no database, derandomized).
-settings.register_profile("ckbn-ci", derandomize=True, database=None, max_examples=60,
-                          deadline=None, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("ckbn-ci")
 
 
 def _run(code, timeout=120):

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -59,26 +60,47 @@ def test_concurrent_calls_from_python_threads():
     assert errors == []
 
 
-def test_kernels_release_the_gil():
-    """A Python thread makes progress while another runs a long kernel call."""
-    x = np.random.default_rng(2).standard_normal((64, 64, 64, 32)).astype(np.float32)
-    ticks = []
-    done = threading.Event()
+def _largest_gap(fn):
+    """Run ``fn()`` while a spinner thread records timestamps; return the
+    largest gap between consecutive timestamps inside the call (the call's
+    start and end count as timestamps) and the call's duration."""
+    stamps = []
+    started, stop = threading.Event(), threading.Event()
 
     def spin():
-        while not done.is_set():
-            ticks.append(1)
+        started.set()
+        while not stop.is_set():
+            stamps.append(time.perf_counter())
 
-    t = threading.Thread(target=spin)
+    t = threading.Thread(target=spin, daemon=True)
     t.start()
     try:
-        with ckbn.num_threads(1):
-            for _ in range(3):
-                ckbn.nn.fused_batch_norm(x, None, None)
+        assert started.wait(10)
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        fn()
+        t1 = time.perf_counter()
     finally:
-        done.set()
-        t.join()
-    assert len(ticks) > 100
+        stop.set()
+        t.join(10)
+    inside = [t0] + [s for s in stamps if t0 < s < t1] + [t1]
+    return float(np.max(np.diff(inside))), t1 - t0
+
+
+def test_kernels_release_the_gil():
+    """A Python thread runs during one long kernel call: the largest gap in its
+    timestamps is a small part of the call.  A call that holds the GIL
+    throughout (``sorted`` of a long list) leaves one gap as long as the call,
+    which shows the measure can fail."""
+    x = np.random.default_rng(2).standard_normal((128, 64, 64, 32))
+    out = np.empty_like(x)
+    with ckbn.num_threads(1):
+        ckbn.nn.fused_batch_norm(x, None, None, out=out)       # warm up the pages of out
+        gap, duration = _largest_gap(lambda: ckbn.nn.fused_batch_norm(x, None, None, out=out))
+    assert gap < 0.5 * duration, f"largest gap {gap:.4f} s in a {duration:.4f} s kernel call"
+    values = np.random.default_rng(3).random(1_000_000).tolist()
+    held_gap, held = _largest_gap(lambda: sorted(values))
+    assert held_gap > 0.5 * held, f"largest gap {held_gap:.4f} s in a {held:.4f} s sort"
 
 
 def test_num_threads_context_and_setter():
