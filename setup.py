@@ -129,7 +129,8 @@ class BuildExt(build_ext):
         extra = shlex.split(os.environ.get("CKBN_EXTRA_CFLAGS", ""))
         keep = []
         for ext in self.extensions:
-            if not ext.name.startswith("ckbn._kernels_"):     # ckbn._cpu: no OpenMP, no SIMD
+            if not ext.name.startswith(("ckbn._kernels_", "ckbn._probes_")):
+                # ckbn._cpu: no OpenMP, no SIMD
                 ext.extra_compile_args = base + extra
                 ext.extra_link_args = [f for f in extra if f.startswith("-fsanitize")]
                 keep.append(ext)
@@ -170,12 +171,15 @@ def _extensions():
         variants += ["avx2", "avx512"]
     exts = [
         Extension(
-            f"ckbn._kernels_{v}",
-            [f"pyx/ckbn/_kernels_{v}.pyx"],
+            f"ckbn._{kind}_{v}",
+            [f"pyx/ckbn/_{kind}_{v}.pyx"],
             include_dirs=[np.get_include()],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
         for v in variants
+        # The bandwidth probes of benchmarks/, built like the kernels of the
+        # same variant.
+        for kind in ("kernels", "probes")
     ]
     # The CPU feature query the run-time dispatch uses (ckbn/_dispatch.py).
     exts.append(Extension("ckbn._cpu", ["pyx/ckbn/_cpu.pyx"]))

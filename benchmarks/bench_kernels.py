@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/bench_kernels.py --quick
     python benchmarks/bench_kernels.py --threads 1,2 --json out.json --markdown out.md
+    python benchmarks/bench_kernels.py --variants --threads 1    # every compiled variant
 
 For a NumPy peer that runs at full speed, unset OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE in the command that runs this script.
@@ -34,7 +35,7 @@ import time
 import numpy as np
 
 import ckbn
-from ckbn._dispatch import kernels
+from ckbn._dispatch import available_kernels, kernel_name, probes, use_kernels
 
 SHAPES = {
     "32x56x56x64": (32, 56, 56, 64),
@@ -90,12 +91,15 @@ def machine_info():
                     break
     except OSError:
         pass
+    from ckbn import _cpu
+
+    feats = sorted(k for k, v in _cpu.cpu_features().items() if v)
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "show_config": buf.getvalue()}
+            "cpu_features": feats, "kernel": kernel_name(), "show_config": buf.getvalue()}
 
 
 def rooflines(nbytes, n_threads, budget):
-    k = kernels()
+    k = probes()
     n = nbytes // 4
     src = np.random.default_rng(0).random(n, dtype=np.float32)
     dst = np.empty_like(src)
@@ -266,6 +270,62 @@ def run(shapes, threads, dtypes, budget, peers=True):
     return rows
 
 
+VARIANT_OPS = ("stats", "train", "infer", "backward")
+
+
+def run_variants(shapes, n_threads, budget, dtype=np.float32):
+    """Every available kernel variant on the same arrays, side by side.
+
+    For each shape and layout, each operation is timed on every variant in
+    turn, and again in the reverse order; the best of both is kept, so a
+    noisy moment cannot favour one variant.  Returns rows with
+    ``{variant}_{op}`` times in seconds.
+    """
+    names = available_kernels()
+    rows = []
+    for name in shapes:
+        shape = SHAPES[name]
+        for fmt in (["NHWC", "NCHW"] if len(shape) == 4 else ["NC"]):
+            xs = shape if fmt != "NCHW" else _nchw(shape)
+            x = np.random.default_rng(1).standard_normal(xs).astype(dtype)
+            red = [i for i in range(x.ndim) if i != (1 if fmt == "NCHW" else x.ndim - 1)]
+            row = {"shape": name, "layout": fmt, "dtype": np.dtype(dtype).name,
+                   "threads": n_threads}
+            for order in (names, names[::-1]):
+                for v in order:
+                    with use_kernels(v), ckbn.num_threads(n_threads):
+                        t = {"stats": _best(lambda: ckbn.nn.moments(x, red), budget)}
+                        t.update(bench_ckbn(x, fmt, n_threads, budget))
+                    for op in VARIANT_OPS:
+                        key = f"{v}_{op}"
+                        row[key] = min(row.get(key, np.inf), t[op])
+            rows.append(row)
+            print(_fmt_variants(row, names), flush=True)
+    return rows
+
+
+def _fmt_variants(r, names):
+    s = f"{r['shape']:>13} {r['layout']:>4} t={r['threads']} |"
+    for op in VARIANT_OPS:
+        s += f" {op}" + "".join(f" {v} {r[f'{v}_{op}'] * 1e6:7.1f}" for v in names) + " |"
+    return s
+
+
+def variants_markdown(rows, names):
+    """Table of the variants' times, and each one's ratio to the fastest."""
+    head = "| shape | layout | thr | " + " | ".join(
+        f"{op} {v} µs" for op in VARIANT_OPS for v in names) + " | slowest ÷ fastest |\n"
+    head += "|" + "---|" * (3 + len(VARIANT_OPS) * len(names) + 1) + "\n"
+    lines = []
+    for r in rows:
+        cells = [f"{r[f'{v}_{op}'] * 1e6:.1f}" for op in VARIANT_OPS for v in names]
+        worst = max(max(r[f"{v}_{op}"] for v in names) / min(r[f"{v}_{op}"] for v in names)
+                    for op in VARIANT_OPS)
+        lines.append(f"| {r['shape']} | {r['layout']} | {r['threads']} | " + " | ".join(cells)
+                     + f" | {worst:.2f} |")
+    return head + "\n".join(lines) + "\n"
+
+
 def _fmt_row(r):
     us = lambda t: f"{t * 1e6:9.1f}"  # noqa: E731
     s = (f"{r['shape']:>13} {r['layout']:>4} {r['dtype']:>7} t={r['threads']} | "
@@ -315,6 +375,8 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=0.3, help="seconds per measurement")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--cold", action="store_true", help="flush the caches before every timed call")
+    ap.add_argument("--variants", action="store_true",
+                    help="time every available kernel variant side by side (no peers)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args(argv)
@@ -324,8 +386,21 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
     dtypes = [np.dtype(d).type for d in args.dtypes.split(",")]
     info = machine_info()
-    print(info["cpu"], f"{info['cores']} cores")
+    print(info["cpu"], f"{info['cores']} cores;", "features:", " ".join(info["cpu_features"]))
     print(info["show_config"])
+    if args.variants:
+        names = available_kernels()
+        rows = [r for nt in threads for r in run_variants(shapes, nt, args.budget)]
+        md = variants_markdown(rows, names)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": info, "variants": names, "rows": rows}, f, indent=1)
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(md)
+        else:
+            print(md)
+        return 0
     rows = run(shapes, threads, dtypes, args.budget, peers=not args.no_peers)
     if args.json:
         with open(args.json, "w") as f:

@@ -9,10 +9,11 @@ The same kernel source is compiled for several instruction sets (see
 the pure-NumPy twin, for debugging).
 """
 
+import contextlib
 import importlib
 import os
 
-__all__ = ["kernels", "kernel_name", "available_kernels"]
+__all__ = ["kernels", "kernel_name", "available_kernels", "use_kernels", "probes"]
 
 _ORDER = ("avx512", "avx2", "base")
 _REQUIRES = {
@@ -88,3 +89,33 @@ def kernels():
         "no compiled ckbn kernel module could be imported; reinstall ckbn "
         "(pip install .) or set CKBN_KERNELS=numpy for the slow NumPy twin"
     )
+
+
+@contextlib.contextmanager
+def use_kernels(name):
+    """Run the ``with`` block on kernel variant ``name`` (one of
+    :func:`available_kernels`), then restore the previous choice.
+
+    For benchmarks and tests that compare the variants side by side in one
+    process; the choice is process-wide, so do not use it while other threads
+    call ckbn.
+    """
+    global _chosen
+    if name not in available_kernels():
+        raise ValueError(f"kernel variant {name!r} is not available here: {available_kernels()}")
+    kernels()
+    previous = _chosen
+    _chosen = (name, _load(name))
+    try:
+        yield _chosen[1]
+    finally:
+        _chosen = previous
+
+
+def probes(name=None):
+    """The memory-bandwidth probes (benchmarks only) compiled like kernel
+    variant ``name`` (default: the variant in use)."""
+    name = name or kernel_name()
+    if name == "numpy":
+        name = "base"
+    return importlib.import_module(f"ckbn._probes_{name}")

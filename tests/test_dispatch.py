@@ -6,7 +6,10 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+import ckbn
 
 from ckbn import _cpu
 from ckbn._dispatch import _REQUIRES, available_kernels, kernel_name
@@ -72,3 +75,23 @@ def test_import_and_dispatch_do_not_need_numpys_private_cpu_table():
     assert out.returncode == 0, out.stderr
     name, err = out.stdout.split()
     assert name == available_kernels()[0] and float(err) < 1e-12
+
+
+def test_use_kernels_switches_and_restores_the_variant():
+    from ckbn._dispatch import available_kernels, kernel_name, probes, use_kernels
+
+    before = kernel_name()
+    x = np.random.default_rng(0).standard_normal((64, 8, 8, 16)).astype(np.float32)
+    ref = ckbn.nn.fused_batch_norm(x, None, None)[0]
+    for name in available_kernels():
+        with use_kernels(name) as mod:
+            assert kernel_name() == name
+            assert mod.__name__ == f"ckbn._kernels_{name}"
+            assert probes().__name__ == f"ckbn._probes_{name}"
+            np.testing.assert_allclose(ckbn.nn.fused_batch_norm(x, None, None)[0], ref,
+                                       rtol=1e-5, atol=1e-5)
+        assert kernel_name() == before
+    with pytest.raises(ValueError, match="kernel variant 'sse9' is not available"):
+        with use_kernels("sse9"):
+            pass
+    assert kernel_name() == before

@@ -205,3 +205,33 @@ def test_out_argument_with_activation_writes_in_place():
     y, _, _ = ckbn.nn.fused_batch_norm(x, None, None, activation="relu", out=x)
     assert y is x
     np.testing.assert_array_equal(x, ref)
+
+
+@pytest.mark.parametrize("dims", [(1, 1, 300, 24), (4, 40, 49, 1), (3, 20, 500, 1), (2, 3, 7, 600)])
+def test_compiled_kernels_agree_with_the_numpy_twin(dims):
+    """The activation passes of the kernels against ckbn._kernels_numpy."""
+    from ckbn import _kernels_numpy
+    from ckbn._dispatch import kernels
+
+    P, G, R, C = dims
+    n, gc = P * G * R * C, G * C
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal(n).astype(np.float32)
+    dy = rng.standard_normal(n).astype(np.float32)
+    scale = rng.uniform(3.0, 5.0, gc)
+    offset = rng.uniform(-1, 1, gc)
+    act = dict(act=True, slope=0.1, hi=6.0)
+    out = {}
+    for name, mod in (("c", kernels()), ("np", _kernels_numpy)):
+        y = np.empty(n, np.float32)
+        m = np.empty(gc)
+        v = np.empty(gc)
+        mod.bn_forward_train(x, P, G, R, C, scale, offset, 1e-3, y, m, v, 1, **act)
+        dx = np.empty(n, np.float32)
+        ds = np.empty(gc)
+        do = np.empty(gc)
+        mod.bn_backward(dy, x, P, G, R, C, scale, m, v, 1e-3, True, dx, ds, do, 1,
+                        offset=offset, **act)
+        out[name] = (y, m, v, dx, ds, do)
+    for a, b in zip(out["c"], out["np"]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,3 @@
+"""Memory-bandwidth probes compiled for the 'avx2' instruction set (benchmarks only)."""
+
+include "_probes.pxi"
