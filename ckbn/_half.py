@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ckbn._config import kernel_threads
+from ckbn._memory import empty_aligned
 
 _u16 = np.uint16
 
@@ -36,7 +37,7 @@ def stats(k, h, dims, n_threads):
 def affine(k, h, dims, a, b, n_threads):
     """``y = h * a[ch] + b[ch]`` (a, b float32), a new flat float16 array."""
     P, G, R, C = dims
-    y = np.empty(h.size, np.float16)
+    y = empty_aligned(h.size, np.float16)
     with kernel_threads(n_threads, h.size) as nt:
         k.bn_affine_f16(h.view(_u16), P, G, R, C, a, b, y.view(_u16), nt)
     return y
@@ -56,7 +57,7 @@ def grad_dx(k, dy, h, dims, k1, k2, k3, n_threads):
     """``dx = dy * k1[ch] + (h * k2[ch] + k3[ch])`` (float32 coefficients),
     a new flat float16 array."""
     P, G, R, C = dims
-    dx = np.empty(h.size, np.float16)
+    dx = empty_aligned(h.size, np.float16)
     with kernel_threads(n_threads, h.size) as nt:
         k.bn_grad_dx_f16(dy.view(_u16), h.view(_u16), P, G, R, C, k1, k2, k3,
                          dx.view(_u16), nt)

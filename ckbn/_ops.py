@@ -39,6 +39,7 @@ import numpy as np
 from ckbn import _half
 from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
+from ckbn._memory import empty_aligned
 
 __all__ = ["forward_train", "forward_infer", "backward", "Activation", "stats", "affine",
            "grad_sums", "grad_dx"]
@@ -116,7 +117,7 @@ def _out_buffer(out, x, wdtype, layout):
     """Flat buffer the kernel writes, and whether it must be copied out after."""
     if out is not None and layout.perm is None and out.dtype == wdtype:
         return out.reshape(-1), False
-    return np.empty(x.size, dtype=wdtype), True
+    return empty_aligned(x.size, wdtype), True
 
 
 def _finish(buf, out, layout, dtype):
@@ -138,7 +139,7 @@ def affine(x, layout, a, b, out=None, n_threads=None):
     dt = x.dtype
     if out is None and dt != _f16 and layout.perm is None and x.flags.c_contiguous:
         # The common case, kept short: no copy in, a fresh array out.
-        y = np.empty(x.shape, dt)
+        y = empty_aligned(x.size, dt).reshape(x.shape)
         with kernel_threads(n_threads, x.size) as nt:
             kernels().bn_affine(x.reshape(-1), P, G, R, C, _coef(a, dt), _coef(b, dt),
                                 y.reshape(-1), nt)
@@ -203,7 +204,7 @@ def _canonical_pair(x, layout, out):
         xf = layout.to_canonical(x)
         if out is not None and layout.perm is None:
             return xf, out.reshape(-1), False
-        return xf, np.empty(x.size, _f16), True
+        return xf, empty_aligned(x.size, _f16), True
     xf = _work_array(x, layout)
     buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
     return xf, buf, copy_back
