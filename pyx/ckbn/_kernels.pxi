@@ -490,81 +490,6 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
     return nb
 
 
-cdef void _stats_unit(const floating* x,            # IN
-                      const Units* u, Py_ssize_t k,
-                      double* pmean,                # OUT partial table (G*n_rc, C)
-                      double* pm2,                  # OUT partial table (G*n_rc, C)
-                      double* pn) noexcept nogil:   # OUT counts (G*n_rc,)
-    cdef Unit t = _unit(u, k)
-    cdef Py_ssize_t W = u.W, C = u.C
-    cdef Py_ssize_t j, c, p, q, q1, nrows, tail, nb = 0, n_el, row, r0
-    cdef Py_ssize_t width = t.c1 - t.c0
-    cdef const floating* first
-    cdef const floating* base
-    cdef double n, S1, S2, d, inv_n
-    # Scratch on the stack (W <= TILE_MAX): the shift, the block sums in the
-    # data type and the float64 sums.  Being local, they alias nothing.
-    cdef floating sh[TILE_MAX]
-    cdef floating b1[TILE_MAX]
-    cdef floating b2[TILE_MAX]
-    cdef double s1[TILE_MAX]
-    cdef double s2[TILE_MAX]
-    if u.tiled:
-        W = width
-        first = x + _row_offset(u, t.g, t.q0, t.c0)
-        for j in range(W):
-            sh[j] = first[j]
-    else:
-        first = x + (t.p0 * u.G + t.g) * u.L + t.l0
-        _repeat(first, C, W, sh)
-    for j in range(W):
-        b1[j] = 0
-        b2[j] = 0
-        s1[j] = 0.0
-        s2[j] = 0.0
-    if u.tiled:
-        # Runs of rows inside one segment are C apart.
-        q = t.q0
-        while q < t.q1:
-            r0 = q % u.R
-            q1 = q + (u.R - r0)
-            if q1 > t.q1:
-                q1 = t.q1
-            nb = _mom_run(x + _row_offset(u, t.g, q, t.c0), q1 - q, C, W, sh,
-                          b1, b2, s1, s2, nb)
-            q = q1
-        n = <double> (t.q1 - t.q0)
-    else:
-        n_el = t.l1 - t.l0
-        nrows = n_el // W
-        tail = n_el - nrows * W
-        for p in range(t.p0, t.p1):
-            base = x + (p * u.G + t.g) * u.L + t.l0
-            nb = _mom_run(base, nrows, W, W, sh, b1, b2, s1, s2, nb)
-            if tail > 0:
-                _mom1(base + nrows * W, tail, sh, b1, b2)
-                nb += 1
-        n = <double> ((t.p1 - t.p0) * (n_el // C))
-    _flush(b1, b2, s1, s2, W)
-    row = t.g * u.n_rc + t.rc
-    inv_n = 1.0 / n
-    if u.tiled:
-        for c in range(width):
-            pmean[row * C + t.c0 + c] = <double> sh[c] + s1[c] * inv_n
-            d = s2[c] - s1[c] * s1[c] * inv_n
-            pm2[row * C + t.c0 + c] = d if d > 0.0 else 0.0 * d  # keeps NaN
-    else:
-        _fold(s1, s2, W, C)
-        for c in range(C):
-            S1 = s1[c]
-            S2 = s2[c]
-            pmean[row * C + c] = <double> sh[c] + S1 * inv_n
-            d = S2 - S1 * S1 * inv_n
-            pm2[row * C + c] = d if d > 0.0 else 0.0 * d
-    if t.c0 == 0:
-        pn[row] = n
-
-
 cdef inline void _chan_row(const double* pm, const double* pm2, acc_ptr mean,
                            acc_ptr m2, Py_ssize_t C, double wb, double wd) noexcept nogil:
     """Merge one chunk's (mean, M2) into running (mean, M2): Chan et al."""
@@ -574,51 +499,6 @@ cdef inline void _chan_row(const double* pm, const double* pm2, acc_ptr mean,
         delta = pm[c] - mean[c]
         mean[c] = mean[c] + delta * wb
         m2[c] = m2[c] + pm2[c] + delta * delta * wd
-
-
-cdef void _stats_core(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
-                 Py_ssize_t C, double* mean, double* var,
-                 int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True)
-    cdef Py_ssize_t k, g, c, rc, row
-    cdef int nt = _n_threads(&u, n_threads)
-    cdef Py_ssize_t nrow = G * u.n_rc
-    cdef double* part = <double*> malloc(sizeof(double) * nrow * (2 * C + 1))
-    cdef double* pmean
-    cdef double* pm2
-    cdef double* pn
-    cdef double na, nb, nab, wb, wd
-    if part == NULL:
-        abort()
-    pmean = part
-    pm2 = part + nrow * C
-    pn = part + 2 * nrow * C
-    if nt == 1:     # no OpenMP region: it costs about a microsecond
-        for k in range(u.n_units):
-            _stats_unit(x, &u, k, pmean, pm2, pn)
-    else:
-        for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
-            _stats_unit(x, &u, k, pmean, pm2, pn)
-    # Ordered Chan merge of the row chunks of each group.  The weights depend
-    # on the counts only, so they are computed once per chunk, and the
-    # channel loop is division-free (and vectorizes).
-    for g in range(G):
-        for c in range(C):
-            mean[g * C + c] = 0.0
-            var[g * C + c] = 0.0
-        na = 0.0
-        for rc in range(u.n_rc):
-            row = g * u.n_rc + rc
-            nb = pn[row]
-            nab = na + nb
-            wb = nb / nab
-            wd = na * nb / nab
-            _chan_row(pmean + row * C, pm2 + row * C, mean + g * C, var + g * C, C, wb, wd)
-            na = nab
-        wb = 1.0 / na
-        for c in range(C):
-            var[g * C + c] = var[g * C + c] * wb
-    free(part)
 
 
 cdef inline int _check_dims(Py_ssize_t n, Py_ssize_t P, Py_ssize_t G,
@@ -1043,127 +923,6 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
     return nb
 
 
-cdef void _grad_sums_unit(const floating* dy, const floating* x,
-                          const double* mean,      # IN (G*C,)
-                          const floating* za,      # IN (G*C,) activation only
-                          const floating* zb,      # IN (G*C,) activation only
-                          const Act* act,
-                          const Units* u, Py_ssize_t k,
-                          double* p1s, double* p2s) noexcept nogil:  # OUT tables
-    cdef Unit t = _unit(u, k)
-    cdef floating la[TILE_MAX]
-    cdef floating lb[TILE_MAX]
-    cdef floating s = <floating> act.slope, h = <floating> act.hi
-    cdef Py_ssize_t W = u.W, C = u.C
-    cdef Py_ssize_t j, c, p, q, q1, r0, nrows, tail, nb = 0, n_el, row, off
-    cdef Py_ssize_t width = t.c1 - t.c0
-    cdef double S1, S2
-    cdef floating mu[TILE_MAX]
-    cdef floating b1[TILE_MAX]
-    cdef floating b2[TILE_MAX]
-    cdef double t1[TILE_MAX]
-    cdef double t2[TILE_MAX]
-    if u.tiled:
-        W = width
-        for j in range(W):
-            mu[j] = <floating> mean[t.g * C + t.c0 + j]
-        if act.on:
-            for j in range(W):
-                la[j] = za[t.g * C + t.c0 + j]
-                lb[j] = zb[t.g * C + t.c0 + j]
-    else:
-        for j in range(C):
-            mu[j] = <floating> mean[t.g * C + j]
-        _repeat(mu, C, W, mu)
-        if act.on:
-            _repeat(za + t.g * C, C, W, la)
-            _repeat(zb + t.g * C, C, W, lb)
-    for j in range(W):
-        b1[j] = 0
-        b2[j] = 0
-        t1[j] = 0.0
-        t2[j] = 0.0
-    if u.tiled:
-        q = t.q0
-        while q < t.q1:
-            r0 = q % u.R
-            q1 = q + (u.R - r0)
-            if q1 > t.q1:
-                q1 = t.q1
-            off = _row_offset(u, t.g, q, t.c0)
-            if act.on:
-                nb = _gs_run_act(dy + off, x + off, q1 - q, C, W, mu, la, lb, s, h,
-                                 b1, b2, t1, t2, nb)
-            else:
-                nb = _gs_run(dy + off, x + off, q1 - q, C, W, mu, b1, b2, t1, t2, nb)
-            q = q1
-    else:
-        n_el = t.l1 - t.l0
-        nrows = n_el // W
-        tail = n_el - nrows * W
-        for p in range(t.p0, t.p1):
-            off = (p * u.G + t.g) * u.L + t.l0
-            if act.on:
-                nb = _gs_run_act(dy + off, x + off, nrows, W, W, mu, la, lb, s, h,
-                                 b1, b2, t1, t2, nb)
-                if tail > 0:
-                    _gs1_act(dy + off + nrows * W, x + off + nrows * W, tail, mu, la, lb,
-                             s, h, b1, b2)
-                    nb += 1
-            else:
-                nb = _gs_run(dy + off, x + off, nrows, W, W, mu, b1, b2, t1, t2, nb)
-                if tail > 0:
-                    _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, b1, b2)
-                    nb += 1
-    _flush(b1, b2, t1, t2, W)
-    row = t.g * u.n_rc + t.rc
-    # sum dy*(x - mean) = sum dy*(x - mu) + (mu - mean) * sum dy, with mu the
-    # mean rounded to the data type: the correction restores float64 accuracy.
-    if u.tiled:
-        for c in range(width):
-            p1s[row * C + t.c0 + c] = t1[c]
-            p2s[row * C + t.c0 + c] = t2[c] + (<double> mu[c] - mean[t.g * C + t.c0 + c]) * t1[c]
-    else:
-        _fold(t1, t2, W, C)
-        for c in range(C):
-            S1 = t1[c]
-            S2 = t2[c]
-            p1s[row * C + c] = S1
-            p2s[row * C + c] = S2 + (<double> mu[c] - mean[t.g * C + c]) * S1
-
-
-cdef void _grad_sums_core(const floating* dy, const floating* x, const double* mean,
-                          const floating* za, const floating* zb, const Act* act,
-                          Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
-                          double* sum_dy, double* sum_dyxc,
-                          int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True)
-    cdef Py_ssize_t k, g, c, rc, row
-    cdef int nt = _n_threads(&u, n_threads)
-    cdef Py_ssize_t nrow = G * u.n_rc
-    cdef double* part = <double*> malloc(sizeof(double) * nrow * 2 * C)
-    cdef double a1, a2
-    if part == NULL:
-        abort()
-    if nt == 1:
-        for k in range(u.n_units):
-            _grad_sums_unit(dy, x, mean, za, zb, act, &u, k, part, part + nrow * C)
-    else:
-        for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
-            _grad_sums_unit(dy, x, mean, za, zb, act, &u, k, part, part + nrow * C)
-    for g in range(G):
-        for c in range(C):
-            a1 = 0.0
-            a2 = 0.0
-            for rc in range(u.n_rc):
-                row = g * u.n_rc + rc
-                a1 = a1 + part[row * C + c]
-                a2 = a2 + part[(nrow + row) * C + c]
-            sum_dy[g * C + c] = a1
-            sum_dyxc[g * C + c] = a2
-    free(part)
-
-
 def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
                  const floating[::1] x,    # IN  (P*G*R*C,)
                  Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
@@ -1194,6 +953,211 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
                    &sum_dyxc[0], n_threads)
 
 
+# ---------------------------------------------------------------------------
+# One driver for both reductions
+#
+#   RED_STATS  per channel: mean and biased variance of x
+#   RED_SUMS   per channel: sum(e) and sum(e * (x - mean)), e = dy (masked by
+#              the activation's derivative when one is given)
+# ---------------------------------------------------------------------------
+
+cdef enum:
+    RED_STATS = 0
+    RED_SUMS = 1
+
+
+cdef inline Py_ssize_t _red_run(int kind, const Act* act, const floating* x,
+                                const floating* d, Py_ssize_t nr, Py_ssize_t S,
+                                Py_ssize_t W, const floating* sh, const floating* la,
+                                const floating* lb, floating* b1, floating* b2,
+                                double* s1, double* s2, Py_ssize_t nb) noexcept nogil:
+    """nr rows (stride S) of W lanes into the block sums; see _mom_run."""
+    if kind == RED_STATS:
+        return _mom_run(x, nr, S, W, sh, b1, b2, s1, s2, nb)
+    if act.on:
+        return _gs_run_act(d, x, nr, S, W, sh, la, lb, <floating> act.slope,
+                           <floating> act.hi, b1, b2, s1, s2, nb)
+    return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, nb)
+
+
+cdef inline void _red_one(int kind, const Act* act, const floating* x,
+                          const floating* d, Py_ssize_t W, const floating* sh,
+                          const floating* la, const floating* lb,
+                          floating* b1, floating* b2) noexcept nogil:
+    """One (short) row into the block sums."""
+    if kind == RED_STATS:
+        _mom1(x, W, sh, b1, b2)
+    elif act.on:
+        _gs1_act(d, x, W, sh, la, lb, <floating> act.slope, <floating> act.hi, b1, b2)
+    else:
+        _gs1(d, x, W, sh, b1, b2)
+
+
+cdef void _red_unit(int kind, const Act* act, const floating* x, const floating* dy,
+                    const double* mean,          # IN  (G*C,) RED_SUMS
+                    const floating* za,          # IN  (G*C,) RED_SUMS with act
+                    const floating* zb,
+                    const Units* u, Py_ssize_t k,
+                    double* o1,                  # OUT partial table (G*n_rc, C)
+                    double* o2,                  # OUT partial table (G*n_rc, C)
+                    double* pn) noexcept nogil:  # OUT counts (G*n_rc,)
+    """Unit k of a reduction.  RED_STATS writes each partial's mean and M2
+    (from sums of d = x - K, K the unit's first value per channel); RED_SUMS
+    its sum(e) and sum(e * (x - mean))."""
+    cdef Unit t = _unit(u, k)
+    cdef Py_ssize_t W = u.W, C = u.C
+    cdef Py_ssize_t j, c, p, q, q1, nrows, tail, nb = 0, n_el, row, off, ch
+    cdef Py_ssize_t width = t.c1 - t.c0
+    cdef const floating* first
+    cdef double n, S1, S2, d, inv_n
+    # Scratch on the stack (W <= TILE_MAX): per-lane shift (the mean rounded to
+    # the data type for RED_SUMS), activation coefficients, block sums in the
+    # data type and float64 sums.  Being local, they alias nothing.
+    cdef floating sh[TILE_MAX]
+    cdef floating la[TILE_MAX]
+    cdef floating lb[TILE_MAX]
+    cdef floating b1[TILE_MAX]
+    cdef floating b2[TILE_MAX]
+    cdef double s1[TILE_MAX]
+    cdef double s2[TILE_MAX]
+    cdef bint lanes_act = kind == RED_SUMS and act.on
+    if u.tiled:
+        W = width
+        if kind == RED_STATS:
+            first = x + _row_offset(u, t.g, t.q0, t.c0)
+            for j in range(W):
+                sh[j] = first[j]
+        else:
+            for j in range(W):
+                sh[j] = <floating> mean[t.g * C + t.c0 + j]
+        if lanes_act:
+            for j in range(W):
+                la[j] = za[t.g * C + t.c0 + j]
+                lb[j] = zb[t.g * C + t.c0 + j]
+    else:
+        if kind == RED_STATS:
+            _repeat(x + (t.p0 * u.G + t.g) * u.L + t.l0, C, W, sh)
+        else:
+            for j in range(C):
+                sh[j] = <floating> mean[t.g * C + j]
+            _repeat(sh, C, W, sh)
+        if lanes_act:
+            _repeat(za + t.g * C, C, W, la)
+            _repeat(zb + t.g * C, C, W, lb)
+    for j in range(W):
+        b1[j] = 0
+        b2[j] = 0
+        s1[j] = 0.0
+        s2[j] = 0.0
+    if u.tiled:
+        # Runs of rows inside one segment are C apart.
+        q = t.q0
+        while q < t.q1:
+            q1 = q + (u.R - q % u.R)
+            if q1 > t.q1:
+                q1 = t.q1
+            off = _row_offset(u, t.g, q, t.c0)
+            nb = _red_run(kind, act, x + off, dy + off, q1 - q, C, W, sh, la, lb,
+                          b1, b2, s1, s2, nb)
+            q = q1
+        _flush(b1, b2, s1, s2, W)
+        n = <double> (t.q1 - t.q0)
+    else:
+        n_el = t.l1 - t.l0
+        nrows = n_el // W
+        tail = n_el - nrows * W
+        for p in range(t.p0, t.p1):
+            off = (p * u.G + t.g) * u.L + t.l0
+            nb = _red_run(kind, act, x + off, dy + off, nrows, W, W, sh, la, lb,
+                          b1, b2, s1, s2, nb)
+            if tail > 0:
+                off = off + nrows * W
+                _red_one(kind, act, x + off, dy + off, tail, sh, la, lb, b1, b2)
+                nb += 1
+        n = <double> ((t.p1 - t.p0) * (n_el // C))
+        _flush(b1, b2, s1, s2, W)
+        _fold(s1, s2, W, C)
+        width = C
+    row = t.g * u.n_rc + t.rc
+    inv_n = 1.0 / n
+    for c in range(width):
+        ch = t.c0 + c if u.tiled else c
+        S1 = s1[c]
+        S2 = s2[c]
+        if kind == RED_STATS:
+            o1[row * C + ch] = <double> sh[c] + S1 * inv_n
+            d = S2 - S1 * S1 * inv_n
+            o2[row * C + ch] = d if d > 0.0 else 0.0 * d  # 0.0 * d keeps NaN
+        else:
+            # sum e*(x - mean) = sum e*(x - mu) + (mu - mean) * sum e, with mu
+            # the mean rounded to the data type: the correction restores
+            # float64 accuracy.
+            o1[row * C + ch] = S1
+            o2[row * C + ch] = S2 + (<double> sh[c] - mean[t.g * C + ch]) * S1
+    if t.c0 == 0:
+        pn[row] = n
+
+
+cdef void _red_core(int kind, const Act* act, const floating* x, const floating* dy,
+                    const double* mean, const floating* za, const floating* zb,
+                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                    double* out1, double* out2, int n_threads) noexcept nogil:
+    """A reduction over the units of (P, G, R, C), merged in unit order:
+    RED_STATS  out1 = mean, out2 = biased variance (ordered Chan merge);
+    RED_SUMS   out1 = sum(e), out2 = sum(e * (x - mean)) (ordered sums)."""
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True)
+    cdef Py_ssize_t k, g, c, rc, row
+    cdef int nt = _n_threads(&u, n_threads)
+    cdef Py_ssize_t nrow = G * u.n_rc
+    cdef double* part = <double*> malloc(sizeof(double) * nrow * (2 * C + 1))
+    cdef double* p1
+    cdef double* p2
+    cdef double* pn
+    cdef double na, nb, nab, wb, wd, a1, a2
+    if part == NULL:
+        abort()
+    p1 = part
+    p2 = part + nrow * C
+    pn = part + 2 * nrow * C
+    if nt == 1:     # no OpenMP region: it costs about a microsecond
+        for k in range(u.n_units):
+            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn)
+    else:
+        for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
+            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn)
+    for g in range(G):
+        if kind == RED_SUMS:
+            for c in range(C):
+                a1 = 0.0
+                a2 = 0.0
+                for rc in range(u.n_rc):
+                    row = g * u.n_rc + rc
+                    a1 = a1 + p1[row * C + c]
+                    a2 = a2 + p2[row * C + c]
+                out1[g * C + c] = a1
+                out2[g * C + c] = a2
+            continue
+        # Ordered Chan merge of the row chunks of the group.  The weights
+        # depend on the counts only, so they are computed once per chunk, and
+        # the channel loop is division-free (and vectorizes).
+        for c in range(C):
+            out1[g * C + c] = 0.0
+            out2[g * C + c] = 0.0
+        na = 0.0
+        for rc in range(u.n_rc):
+            row = g * u.n_rc + rc
+            nb = pn[row]
+            nab = na + nb
+            wb = nb / nab
+            wd = na * nb / nab
+            _chan_row(p1 + row * C, p2 + row * C, out1 + g * C, out2 + g * C, C, wb, wd)
+            na = nab
+        wb = 1.0 / na
+        for c in range(C):
+            out2[g * C + c] = out2[g * C + c] * wb
+    free(part)
+
+
 # Lane expansion.  Channels-first data with small planes (NCHW with 7x7 or
 # 14x14 maps: C == 1, G channels, R <= LANE_PLANE_MAX) is read as P rows of
 # G*R lanes, lane j belonging to channel j // R: the kernels then stream
@@ -1217,13 +1181,13 @@ cdef void _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                  NULL, NULL, n_threads)
         return
     if not _expand(G, R, C):
-        _stats_core(x, P, G, R, C, mean, var, n_threads)
+        _red_core(RED_STATS, &none, x, x, NULL, NULL, NULL, P, G, R, C, mean, var, n_threads)
         return
     n = G * R
     lm = <double*> malloc(sizeof(double) * 2 * n)
     if lm == NULL:
         abort()
-    _stats_core(x, 1, 1, P, n, lm, lm + n, n_threads)
+    _red_core(RED_STATS, &none, x, x, NULL, NULL, NULL, 1, 1, P, n, lm, lm + n, n_threads)
     # Every lane holds P values: the channel mean is the mean of its lanes'
     # means, and its variance the mean of their variances plus the variance
     # of their means.
@@ -1265,7 +1229,7 @@ cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
                  NULL, sum_dyxc, sum_dy, n_threads)
         return
     if not _expand(G, R, C):
-        _grad_sums_core(dy, x, mean, za, zb, act, P, G, R, C, sum_dy, sum_dyxc, n_threads)
+        _red_core(RED_SUMS, act, x, dy, mean, za, zb, P, G, R, C, sum_dy, sum_dyxc, n_threads)
         return
     n = G * R
     buf = <double*> malloc(sizeof(double) * 3 * n)
@@ -1280,12 +1244,12 @@ cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
             abort()
         _expand_into(za, G, R, ez)
         _expand_into(zb, G, R, ez + n)
-        _grad_sums_core(dy, x, buf, ez, ez + n, act, 1, 1, P, n, buf + n, buf + 2 * n,
-                        n_threads)
+        _red_core(RED_SUMS, act, x, dy, buf, ez, ez + n, 1, 1, P, n, buf + n, buf + 2 * n,
+                  n_threads)
         free(ez)
     else:
-        _grad_sums_core(dy, x, buf, za, zb, act, 1, 1, P, n, buf + n, buf + 2 * n,
-                        n_threads)
+        _red_core(RED_SUMS, act, x, dy, buf, za, zb, 1, 1, P, n, buf + n, buf + 2 * n,
+                  n_threads)
     for g in range(G):
         a1 = 0.0
         a2 = 0.0
@@ -1883,7 +1847,7 @@ def bn_stats_f16(const unsigned short[::1] h,    # IN  float16 bits (P*G*R*C,)
             ckbn_h2f(&h[0] + p0 * per, buf, (p1 - p0) * per)
             _stats(buf, p1 - p0, G, R, C, part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
         free(buf)
-    # The ordered Chan merge of _stats_core, on the slices' (mean, M2).
+    # The ordered Chan merge of _red_core, on the slices' (mean, M2).
     with nogil:
         for c in range(gc):
             mean[c] = 0.0
