@@ -44,7 +44,7 @@ OPENMP_TEST = textwrap.dedent(
 SIMD_FLAGS = {
     "avx2": ["-mavx2", "-mfma", "-mf16c", "-ffp-contract=fast"],
     "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2",
-               "-mfma", "-mf16c", "-mprefer-vector-width=512", "-ffp-contract=fast"],
+               "-mfma", "-mf16c", "-mprefer-vector-width=256", "-ffp-contract=fast"],
 }
 
 
