@@ -24,6 +24,7 @@ import weakref
 import numpy as np
 
 from ckbn import _ops
+from ckbn import distributed as _distributed
 from ckbn import constraints as _constraints
 from ckbn import initializers as _inits
 from ckbn import regularizers as _regularizers
@@ -118,7 +119,10 @@ class _CallRecord:
     """What backward needs from a training or inference call."""
 
     __slots__ = ("in_shape", "layout", "training", "mean", "var", "eps", "_inv", "g_eff",
-                 "r", "d", "adj_scale", "adj_bias", "batch", "ref", "__weakref__")
+                 "r", "d", "adj_scale", "adj_bias", "batch", "ref", "sync", "__weakref__")
+
+    def __init__(self):
+        self.sync = None   # (communicator, step) of a synchronized training call
 
     @property
     def inv(self):
@@ -164,6 +168,12 @@ class BatchNormalization(Layer):
         Ghost batch normalization with the reference's strided grouping.
     adjustment : callable, optional
         ``adjustment(input_shape) -> (scale, bias)`` applied in training.
+    synchronized : bool, default False
+        Training calls use the statistics of the global batch of every
+        process (see :mod:`ckbn.distributed`); not with ``virtual_batch_size``.
+    communicator : optional
+        From ``ckbn.distributed.from_mpi4py`` / ``from_torch``; default: the
+        one given to ``ckbn.distributed.set_communicator``.
     name : str, optional
     **kwargs
         ``dtype``, ``activity_regularizer``, ``input_shape``, ``batch_size``.
@@ -175,7 +185,7 @@ class BatchNormalization(Layer):
                  beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
                  gamma_constraint=None, renorm=False, renorm_clipping=None,
                  renorm_momentum=0.99, fused=None, trainable=True, virtual_batch_size=None,
-                 adjustment=None, name=None, **kwargs):
+                 adjustment=None, synchronized=False, communicator=None, name=None, **kwargs):
         # Validate everything before any state (the layer name counter) changes.
         if isinstance(axis, (list, tuple)):
             axis = list(axis)
@@ -203,6 +213,15 @@ class BatchNormalization(Layer):
                 raise ValueError(
                     f"renorm_clipping {renorm_clipping} contains keys not in {_RENORM_KEYS}")
             renorm_momentum = _check_unit_interval(renorm_momentum, "renorm_momentum")
+        # -- synchronized batch statistics (ckbn.distributed) --
+        if not isinstance(synchronized, (bool, np.bool_)):
+            raise TypeError(f"synchronized must be a bool, got {synchronized!r}")
+        if synchronized and virtual_batch_size is not None:
+            raise ValueError(
+                "synchronized=True cannot be combined with virtual_batch_size "
+                f"({virtual_batch_size!r}): ghost batches are local by definition")
+        communicator = _distributed._as_communicator(communicator)
+        # -- end synchronized --
         super().__init__(name=name, trainable=trainable, **kwargs)
         self.axis = axis
         self.momentum = momentum
@@ -218,6 +237,9 @@ class BatchNormalization(Layer):
         self.adjustment = adjustment
         self.fused = True if fused is None else bool(fused)
         self._bessels_correction_test_only = True
+        self.synchronized = bool(synchronized)
+        self._communicator = communicator
+        self._sync = _distributed._SyncState()
         if renorm:
             self.renorm_clipping = dict(renorm_clipping)
             self.renorm_momentum = renorm_momentum
@@ -322,11 +344,31 @@ class BatchNormalization(Layer):
                 f"dtype {inputs.dtype}")
         if inputs.ndim == 0:
             raise ValueError("Input has undefined rank:", inputs.shape)
-        if inputs.size == 0:
+        if inputs.size == 0 and not (self.synchronized and inputs.ndim > 1
+                                     and inputs.shape[0] == 0):
             raise ValueError(f"{self.name}: empty input of shape {inputs.shape}")
         return inputs
 
     # -- forward ----------------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        # Synchronized training calls run guarded: an error raised on this
+        # process before the statistics exchange is still exchanged, so every
+        # process raises it (ckbn.distributed).
+        st = self._sync
+        st.comm = None
+        st.last_train = False
+        if self.synchronized and _training_flag(kwargs.get("training", args[0] if args
+                                                           else False)):
+            comm = _distributed.resolve(self)
+            if comm is not None:
+                st.comm = comm
+                st.last_train = True
+                return _distributed.guarded(self, comm, _distributed._FORWARD,
+                                            super().__call__, inputs, *args, **kwargs)
+        return super().__call__(inputs, *args, **kwargs)
+
+    apply = __call__
+
     def _param(self, var, layout, default):
         """A parameter or statistic (param_shape) as a flat per-channel float64 array."""
         if var is None:
@@ -407,7 +449,8 @@ class BatchNormalization(Layer):
         rec.layout = layout
         rec.training = True
         rec.adj_scale, rec.adj_bias = adj_s, adj_b
-        plain = not self.renorm and adj_s is None
+        comm = self._sync.comm   # synchronized: global statistics (ckbn.distributed)
+        plain = not self.renorm and adj_s is None and comm is None
         if plain and xg.dtype != np.float16 and layout.perm is None:
             # One kernel call: statistics, coefficients and normalization.
             xf = xg.reshape(-1) if xg.flags.c_contiguous else layout.to_canonical(xg)
@@ -421,7 +464,12 @@ class BatchNormalization(Layer):
             inv = None   # computed by backward if it is needed
             r = d = None
         else:
-            mean, var = _ops.stats(xg, layout)
+            if comm is None:
+                mean, var = _ops.stats(xg, layout)
+                count = layout.count
+            else:
+                mean, var, count = _distributed.forward_stats(self, comm, xg, layout)
+                rec.sync = (comm, self._sync.seq)
             inv = 1.0 / np.sqrt(var + eps)
             r = d = None
             if self.renorm:
@@ -431,11 +479,11 @@ class BatchNormalization(Layer):
             else:
                 a = inv * A
                 b = B - mean * a
-            y = _ops.affine(xg, layout, a, b)
+            y = _ops.affine(xg, layout, a, b) if xg.size else np.empty(xg.shape, xg.dtype)
         rec.mean, rec.var, rec.eps, rec._inv, rec.r, rec.d = mean, var, eps, inv, r, d
         rec.g_eff = A if r is None else A * r
-        rec.batch = layout.count
-        self._add_moving_updates(mean, var, layout, inputs)
+        rec.batch = layout.count if rec.sync is None else count
+        self._add_moving_updates(mean, var, layout, inputs, rec.batch)
         return y, rec
 
     def _infer_forward(self, xg, layout):
@@ -445,7 +493,7 @@ class BatchNormalization(Layer):
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = 1.0 / np.sqrt(mv + self.epsilon)
         a = inv * A
-        y = _ops.affine(xg, layout, a, B - mm * a)
+        y = _ops.affine(xg, layout, a, B - mm * a) if xg.size else np.empty(xg.shape, xg.dtype)
         rec = _CallRecord()
         rec.layout, rec.training, rec.mean, rec._inv = layout, False, mm, inv
         rec.g_eff, rec.r, rec.d, rec.adj_scale, rec.adj_bias = A, None, None, None, None
@@ -481,7 +529,7 @@ class BatchNormalization(Layer):
         d = np.broadcast_to(d.reshape(shp), ks).reshape(-1)
         return r, d
 
-    def _add_moving_updates(self, mean, var, layout, inputs):
+    def _add_moving_updates(self, mean, var, layout, inputs, count):
         new_mean = self._group_mean(mean, layout)
         new_var = self._group_mean(var, layout)
         m = self.momentum
@@ -490,7 +538,7 @@ class BatchNormalization(Layer):
             # Applied at once: no update objects to build.
             if self.trainable:
                 if self.fused:
-                    n = layout.count
+                    n = count
                     if n > 1 and self._bessels_correction_test_only:
                         new_var = new_var * (n / (n - 1.0))
                 _ema(self.moving_mean, new_mean, m)
@@ -506,7 +554,7 @@ class BatchNormalization(Layer):
                           std, m, self.epsilon, name=self._update_names[1])]
         else:
             if self.fused:
-                n = layout.count
+                n = count
                 if n > 1 and self._bessels_correction_test_only:
                     new_var = new_var * (n / (n - 1.0))
             ups = [Update(_ema, self.moving_mean, new_mean, m, name=self._update_names[0]),
@@ -538,6 +586,10 @@ class BatchNormalization(Layer):
     def backward(self, dy, inputs=None):
         """Gradients of the call made on ``inputs`` (default: the latest call).
 
+        For a synchronized training call, dx is the gradient of the global
+        batch's normalization (one all-reduce of the per-channel sums); gamma's
+        and beta's gradients are this process's sums.
+
         Returns
         -------
         dx : ndarray of the input's shape and dtype
@@ -545,6 +597,13 @@ class BatchNormalization(Layer):
             Aligned with ``self.trainable_weights`` (gamma, then beta, when
             they exist and the layer is trainable).
         """
+        st = self._sync
+        if st.last_train and st.comm is not None:
+            return _distributed.guarded(self, st.comm, _distributed._BACKWARD,
+                                        self._backward, dy, inputs)
+        return self._backward(dy, inputs)
+
+    def _backward(self, dy, inputs=None):
         if inputs is None:
             rec = self._last
             if rec is None:
@@ -568,17 +627,24 @@ class BatchNormalization(Layer):
                 f"{self.name}: dy has shape {dy.shape}, expected the call's output shape "
                 f"{rec.in_shape}")
         dy = dy.astype(dtype, copy=False).reshape(layout.shape)
-        sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
+        if x.size:
+            sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
+        else:
+            sum_dy = sum_dyxc = np.zeros(layout.n_channels)
+        g_dy, g_dyxc, n = sum_dy, sum_dyxc, float(layout.count)
+        if rec.sync is not None:   # synchronized: global sums (ckbn.distributed)
+            g_dy, g_dyxc = _distributed.backward_sums(self, rec.sync[0], rec, sum_dy, sum_dyxc)
+            n = float(rec.batch)
         inv = rec.inv
         sum_dy_xhat = sum_dyxc * inv
         k1 = rec.g_eff * inv
         if rec.training:
-            n = float(layout.count)
-            k2 = -k1 * inv * inv * sum_dyxc / n
-            k3 = -k1 * sum_dy / n - k2 * rec.mean
-            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3)
+            k2 = -k1 * inv * inv * g_dyxc / n
+            k3 = -k1 * g_dy / n - k2 * rec.mean
+            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3) if x.size else np.empty_like(dy)
         else:
-            dx = _ops.affine(dy, layout, k1, np.zeros_like(k1))
+            dx = (_ops.affine(dy, layout, k1, np.zeros_like(k1)) if x.size
+                  else np.empty_like(dy))
         grads = []
         if self.trainable:
             if self.gamma is not None:
@@ -608,7 +674,8 @@ class BatchNormalization(Layer):
         cfg = super().get_config()
         cfg.update(axis=self._orig_axis if self.built else self.axis, momentum=self.momentum,
                    epsilon=self.epsilon, center=self.center, scale=self.scale,
-                   renorm=self.renorm, virtual_batch_size=self.virtual_batch_size)
+                   renorm=self.renorm, virtual_batch_size=self.virtual_batch_size,
+                   synchronized=self.synchronized)
         if self.renorm:
             cfg.update(renorm_clipping=self.renorm_clipping, renorm_momentum=self.renorm_momentum)
         return cfg

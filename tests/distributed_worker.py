@@ -1,0 +1,200 @@
+"""One process of the synchronized batch-normalization tests.
+
+Run under ``mpiexec`` (engine ``mpi``) or as one of several processes of a
+``torch.distributed`` gloo group on 127.0.0.1 (engine ``torch``, with
+``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set)::
+
+    python -m tests.distributed_worker ENGINE PLAN OUTDIR
+
+``PLAN`` is ``steps`` (every data case of :data:`CASES` on every split, then
+the error cases) or ``dead`` (rank 1 exits before the first exchange).  Each
+rank writes ``OUTDIR/rank<r>.npz`` (arrays) and ``OUTDIR/rank<r>.json``
+(errors raised, as "Type: message").  The tests (``test_distributed_*.py``)
+rebuild the global batch with :func:`global_batch` and compare.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+# Data cases: name -> (shape of one sample, channel axis, dtype, |mean|/std offset,
+# renorm).  NHWC float32 takes the fused path (Bessel-corrected moving variance).
+CASES = {
+    "dense": ((3,), -1, "float32", 0.0, False),
+    "nhwc": ((2, 3, 4), 3, "float32", 0.0, False),
+    "nchw": ((4, 2, 3), 1, "float32", 0.0, False),
+    "far": ((3,), -1, "float64", 1e4, False),       # |mean| / std = 1e4
+    "renorm": ((3,), -1, "float32", 0.0, True),
+}
+MOMENTUM = 0.5
+EPS = 1e-3
+STEPS = 2
+
+
+def splits(size):
+    """Local batch sizes per split name, for a world of ``size`` processes."""
+    if size == 2:
+        return {"equal": [4, 4], "uneven": [5, 2], "empty": [6, 0]}
+    if size == 4:
+        return {"equal": [2, 2, 2, 2], "uneven": [1, 2, 3, 5], "empty": [3, 0, 2, 4]}
+    raise ValueError(f"no splits for {size} processes")
+
+
+def global_batch(case, split, sizes, step):
+    """(x, dy) of the global batch of one step: the same on every process."""
+    shape, _, dtype, offset, _ = CASES[case]
+    seed = [sum(map(ord, case)), sum(map(ord, split)), step, len(sizes)]
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    std = rng.uniform(0.5, 2.0, size=shape)
+    x = rng.standard_normal((n,) + shape) * std + rng.uniform(-1, 1, size=shape)
+    if offset:
+        x = x + offset * std * np.sign(rng.uniform(-1, 1, size=shape))
+    dy = rng.standard_normal((n,) + shape)
+    return x.astype(dtype), dy.astype(dtype)
+
+
+def gamma_init(shape, dtype):
+    return np.linspace(0.5, 1.5, int(np.prod(shape))).reshape(shape).astype(dtype)
+
+
+def beta_init(shape, dtype):
+    return np.linspace(-0.3, 0.2, int(np.prod(shape))).reshape(shape).astype(dtype)
+
+
+def make_layer(case, name, comm):
+    import ckbn
+    _, axis, dtype, _, renorm = CASES[case]
+    return ckbn.BatchNormalization(
+        axis=axis, momentum=MOMENTUM, epsilon=EPS, gamma_initializer=gamma_init,
+        beta_initializer=beta_init, renorm=renorm, renorm_momentum=MOMENTUM,
+        renorm_clipping={"rmax": 1.5, "rmin": 0.7, "dmax": 0.4} if renorm else None,
+        dtype=dtype, synchronized=True, communicator=comm, name=name)
+
+
+def local_slice(a, sizes, rank):
+    lo = sum(sizes[:rank])
+    return a[lo:lo + sizes[rank]]
+
+
+def run_steps(comm, out, errors):
+    import ckbn
+    rank, size = comm.rank, comm.size
+    for split, sizes in splits(size).items():
+        for case in CASES:
+            tag = f"{split}_{case}"
+            layer = make_layer(case, tag, comm)
+            for step in range(STEPS):
+                x, dy = global_batch(case, split, sizes, step)
+                xl, dyl = local_slice(x, sizes, rank), local_slice(dy, sizes, rank)
+                y = layer(xl, training=True)
+                dx, grads = layer.backward(dyl)
+            out[f"{tag}/y"], out[f"{tag}/dx"] = y, dx
+            for w, g in zip(layer.trainable_weights, grads):
+                out[f"{tag}/d_{w.name.split('/')[-1].split(':')[0]}"] = g
+            for w in layer.non_trainable_weights:
+                out[f"{tag}/{w.name.split('/')[-1].split(':')[0]}"] = w.value
+            # Inference uses the moving statistics and never communicates: only
+            # rank 0 calls it here.
+            if rank == 0:
+                out[f"{tag}/infer"] = layer(xl, training=False)
+    run_errors(comm, out, errors)
+
+
+def _catch(errors, key, fn):
+    try:
+        fn()
+    except Exception as e:   # recorded for the test to compare across ranks
+        errors[key] = f"{type(e).__name__}: {e}"
+    else:
+        errors[key] = None
+
+
+def run_errors(comm, out, errors):
+    rank = comm.rank
+    rng = np.random.default_rng(rank)
+
+    # Channel counts differ: every rank raises the same ValueError.
+    bad = make_layer("dense", "channels", comm)
+    _catch(errors, "channels",
+           lambda: bad(rng.standard_normal((4, 3 + (rank == 1))).astype(np.float32),
+                       training=True))
+    out["channels/moving_mean"] = bad.moving_mean.value if bad.built else np.zeros(0)
+
+    # One rank's input is rejected (integers): the same TypeError everywhere,
+    # nothing changed, and the next step works on every rank.
+    lay = make_layer("dense", "badinput", comm)
+    xs = rng.standard_normal((4, 3)).astype(np.float32)
+    _catch(errors, "badinput",
+           lambda: lay(np.ones((4, 3), np.int64) if rank == 1 else xs, training=True))
+    out["badinput/moving_mean_after_error"] = (lay.moving_mean.value.copy() if lay.built
+                                               else np.full(3, np.nan))
+    _catch(errors, "badinput_next", lambda: lay(xs, training=True))
+    out["badinput/x_next"] = xs
+    out["badinput/moving_mean"] = lay.moving_mean.value
+
+    # A rejected dy in backward: the same error everywhere.
+    _catch(errors, "bad_dy",
+           lambda: lay.backward(np.ones((5 if rank == 1 else 4, 3), np.float32)))
+
+    # A global batch of one value per channel: ValueError everywhere, state unchanged.
+    one = make_layer("dense", "count1", comm)
+    one(rng.standard_normal((4, 3)).astype(np.float32), training=True)
+    before = one.moving_mean.value.copy(), one.moving_variance.value.copy()
+    _catch(errors, "count1",
+           lambda: one(np.ones((1 if rank == 0 else 0, 3), np.float32), training=True))
+    out["count1/unchanged"] = np.array(
+        [np.array_equal(before[0], one.moving_mean.value),
+         np.array_equal(before[1], one.moving_variance.value)])
+
+    # Layers called in different orders on different ranks.
+    a, b = make_layer("dense", "order_a", comm), make_layer("dense", "order_b", comm)
+    first, second = (a, b) if rank % 2 == 0 else (b, a)
+    xo = rng.standard_normal((4, 3)).astype(np.float32)
+    _catch(errors, "order", lambda: first(xo, training=True))
+    _catch(errors, "order_2", lambda: second(xo, training=True))
+
+
+def communicator(engine):
+    import ckbn
+    if engine == "mpi":
+        from mpi4py import MPI
+        return ckbn.distributed.from_mpi4py(MPI.COMM_WORLD)
+    import datetime
+
+    import torch.distributed as dist
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
+    return ckbn.distributed.from_torch()
+
+
+def main(engine, plan, outdir):
+    import ckbn
+    comm = communicator(engine)
+    rank = comm.rank
+    out, errors = {}, {}
+    with ckbn.eager_mode():
+        if plan == "steps":
+            run_steps(comm, out, errors)
+        elif plan == "dead":
+            layer = make_layer("dense", "dead", comm)
+            x = np.random.default_rng(rank).standard_normal((4, 3)).astype(np.float32)
+            layer(x, training=True)          # one good step
+            if rank == 1:
+                os._exit(3)                  # dies mid-training
+            _catch(errors, "dead", lambda: layer(x, training=True))
+        else:
+            raise ValueError(f"unknown plan {plan!r}")
+    np.savez(os.path.join(outdir, f"rank{rank}.npz"), **out)
+    with open(os.path.join(outdir, f"rank{rank}.json"), "w") as f:
+        json.dump(errors, f)
+    if engine == "torch":
+        import torch.distributed as dist
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
