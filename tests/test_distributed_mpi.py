@@ -51,3 +51,18 @@ def test_mpi_dead_rank_ends_the_job(tmp_path):
     assert res.returncode == 3, (res.returncode, res.stdout + res.stderr)   # rank 1's status
     assert elapsed < 120
     assert not os.path.exists(tmp_path / "rank0.json")
+
+
+def test_example_sync_mpi_matches_one_process():
+    cmd = [_mpiexec(), "-n", "2", "-host", "localhost", sys.executable,
+           os.path.join(D.ROOT, "examples", "sync_mpi.py"), "--epochs", "2"]
+    res = subprocess.run(cmd, cwd=D.ROOT, env=D.worker_env(), capture_output=True, text=True,
+                         timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    acc_sync = float(next(ln for ln in lines if ln.startswith("synchronized")).split()[-1])
+    acc_one = float(next(ln for ln in lines if ln.startswith("one process")).split()[-1])
+    diff = float(next(ln for ln in lines if ln.startswith("largest weight")).split()[-1])
+    assert acc_sync == acc_one
+    assert acc_sync > 0.85          # ten classes: chance is 0.1
+    assert diff < 1e-3
