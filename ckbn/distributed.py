@@ -54,6 +54,10 @@ __all__ = [
     "from_torch",
     "set_communicator",
     "get_communicator",
+    "SyncPoint",
+    "sync_moments",
+    "sync_sums",
+    "merge",
 ]
 
 _f64 = np.float64
@@ -432,7 +436,7 @@ def forward_stats(layer, comm, xg, layout):
     return _exchange_forward(layer, comm, xg.dtype, mean, var, layout.count, None)
 
 
-def _exchange_backward(layer, comm, rec, sum_dy, sum_dyxc, exc):
+def _exchange_backward(layer, comm, seq, sum_dy, sum_dyxc, exc):
     st = layer._sync
     st.joined = True
     n_ch = st.n_channels or 0
@@ -444,7 +448,7 @@ def _exchange_backward(layer, comm, rec, sum_dy, sum_dyxc, exc):
     # Header for a sum all-reduce: failures are counted; the step identity is
     # checked by summing v and v*v (equal on every process iff the variance is 0).
     lid = _layer_id(layer) % 4096
-    seq = -1.0 if rec is None else float(rec.sync[1] % 4096)
+    seq = -1.0 if seq is None else float(seq % 4096)
     vec = np.zeros(5 + 2 * n_ch)
     vec[0] = 1.0 if exc is not None else 0.0
     vec[1], vec[2], vec[3], vec[4] = lid, lid * lid, seq, seq * seq
@@ -463,4 +467,47 @@ def _exchange_backward(layer, comm, rec, sum_dy, sum_dyxc, exc):
 
 def backward_sums(layer, comm, rec, sum_dy, sum_dyxc):
     """Global ``sum(dy)`` and ``sum(dy * (x - mean))`` of a synchronized call."""
-    return _exchange_backward(layer, comm, rec, sum_dy, sum_dyxc, None)
+    return _exchange_backward(layer, comm, rec.sync[1], sum_dy, sum_dyxc, None)
+
+
+# -- the same exchanges for other layers (keras_plugin) ------------------------------
+class SyncPoint:
+    """The exchange state of one synchronized layer that is not a
+    ``ckbn.BatchNormalization`` (used by ``keras_plugin``).
+
+    Every process must create its points in the same order with the same
+    ``name`` and use them in the same order.
+    """
+
+    def __init__(self, name):
+        self.name = str(name)
+        self._sync = _SyncState()
+
+    @property
+    def step(self):
+        """Synchronized forward steps exchanged so far (the same on every process)."""
+        return self._sync.seq
+
+
+def sync_moments(point, comm, x, channel_axes):
+    """Mean, biased variance (float64, flat in C order over ``channel_axes``) and
+    count of the global batch: ``x`` is this process's part (may be empty)."""
+    from ckbn import _ops
+    from ckbn._layout import make_layout
+    x = np.asarray(x)
+    chan = sorted({int(a) % x.ndim for a in channel_axes})
+    n_ch = int(np.prod([x.shape[a] for a in chan]))
+    if x.size:
+        layout = make_layout(x.shape, chan)
+        mean, var = _ops.stats(x, layout)
+        count = layout.count
+    else:
+        mean = var = np.zeros(n_ch)
+        count = 0
+    return _exchange_forward(point, comm, x.dtype, mean, var, count, None)
+
+
+def sync_sums(point, comm, step, sum_dy, sum_dyxc):
+    """Global sums of backward step ``step`` (the point's ``step`` after its forward)."""
+    return _exchange_backward(point, comm, step, np.asarray(sum_dy, _f64).reshape(-1),
+                              np.asarray(sum_dyxc, _f64).reshape(-1), None)

@@ -45,7 +45,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_plugin import _engine
+from keras_plugin import _engine, _sync
 
 __all__ = ["BatchNormalization"]
 
@@ -139,7 +139,9 @@ class BatchNormalization(_Stock):
             beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
             beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
         if "synchronized" in _STOCK_PARAMS:
-            stock_kwargs["synchronized"] = synchronized
+            # Keras takes synchronized=True on TensorFlow only; keras_plugin._sync serves torch.
+            stock_kwargs["synchronized"] = bool(synchronized) and (
+                keras.backend.backend() == "tensorflow")
         elif synchronized:
             raise ValueError("synchronized=True needs a Keras version that supports it")
         if _STOCK_HAS_RENORM:
@@ -291,7 +293,9 @@ class BatchNormalization(_Stock):
             # Computed in float32 either way (as the stock layer does); NumPy has no bfloat16.
             inputs = ops.cast(inputs, "float32")
         impl = None
-        if mask is None and not self.synchronized:
+        if self.synchronized:   # global statistics across processes: keras_plugin._sync
+            impl = _sync.engine(self, inputs, bool(training and self.trainable), mask)
+        elif mask is None:
             impl = _engine.kernel_impl(inputs)
         if impl is None:
             if not self._uses_extras:

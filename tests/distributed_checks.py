@@ -68,7 +68,7 @@ def load(outdir, size):
     return arrays, errors
 
 
-def _reference(case, split, sizes):
+def _reference(case, split, sizes, keras=False):
     """Float64 single-process BN over the global batch, STEPS training steps."""
     shape, axis, dtype, _, renorm = W.CASES[case]
     ndim = len(shape) + 1
@@ -83,7 +83,8 @@ def _reference(case, split, sizes):
     m = W.MOMENTUM
     mm, mv = np.zeros(C), np.ones(C)
     rmean, rstd, mstd = np.zeros(C), np.ones(C), np.ones(C)
-    fused = (not renorm and ndim == 4 and axis in (1, 3) and dtype == "float32")
+    fused = (not keras and not renorm and ndim == 4 and axis in (1, 3)
+             and dtype == "float32")
     for step in range(W.STEPS):
         x, dy = W.global_batch(case, split, sizes, step)
         x, dy = x.astype(np.float64), dy.astype(np.float64)
@@ -117,12 +118,18 @@ def _reference(case, split, sizes):
                 mstd=mstd, red=red, bshape=bshape, gamma=gamma, beta=beta)
 
 
-def check_steps(arrays, errors, size):
-    """Every rank against the reference, and bit-identical moving statistics."""
+def check_steps(arrays, errors, size, keras=False):
+    """Every rank against the reference, and bit-identical moving statistics.
+
+    ``keras``: the keras_plugin layer (Keras 3's biased moving variance, no
+    error cases).
+    """
     for split, sizes in W.splits(size).items():
         for case, (shape, axis, dtype, offset, renorm) in W.CASES.items():
+            if keras and case not in W.KERAS_CASES:
+                continue
             tag = f"{split}_{case}"
-            ref = _reference(case, split, sizes)
+            ref = _reference(case, split, sizes, keras)
             tol = 1e-4 if dtype == "float32" else 1e-9
             red = ref["red"]
             for rank in range(size):
@@ -165,7 +172,13 @@ def check_steps(arrays, errors, size):
                         * ref["gamma"].reshape(bs) + ref["beta"].reshape(bs))
                 np.testing.assert_allclose(arrays[0][f"{tag}/infer"], want, rtol=tol,
                                            atol=tol)
-    check_errors(arrays, errors, size)
+    if keras:
+        for e in errors:
+            assert e["keras_renorm"].startswith("NotImplementedError: ")
+            assert ("keras_renorm: synchronized=True on the torch backend does not support "
+                    "renorm") in e["keras_renorm"]
+    else:
+        check_errors(arrays, errors, size)
 
 
 def check_errors(arrays, errors, size):

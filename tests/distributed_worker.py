@@ -105,6 +105,51 @@ def run_steps(comm, out, errors):
     run_errors(comm, out, errors)
 
 
+KERAS_CASES = ("dense", "nhwc", "nchw")
+
+
+def run_keras_torch(comm, out, errors):
+    """keras_plugin.BatchNormalization(synchronized=True) on the torch backend."""
+    import keras
+    import torch
+
+    from keras_plugin import BatchNormalization
+    rank, size = comm.rank, comm.size
+    for split, sizes in splits(size).items():
+        for case in KERAS_CASES:
+            shape, axis, dtype, _, _ = CASES[case]
+            tag = f"{split}_{case}"
+            layer = BatchNormalization(axis=axis, momentum=MOMENTUM, epsilon=EPS,
+                                       synchronized=True, dtype=dtype, name=tag)
+            layer.build((None,) + shape)
+            c = ((None,) + shape)[axis]
+            layer.gamma.assign(gamma_init((c,), dtype))
+            layer.beta.assign(beta_init((c,), dtype))
+            for step in range(STEPS):
+                x, dy = global_batch(case, split, sizes, step)
+                xl = torch.tensor(local_slice(x, sizes, rank), requires_grad=True)
+                dyl = torch.tensor(local_slice(dy, sizes, rank))
+                for w in (layer.gamma, layer.beta):
+                    w.value.grad = None
+                y = layer(xl, training=True)
+                (y * dyl).sum().backward()
+            out[f"{tag}/y"] = y.detach().numpy()
+            out[f"{tag}/dx"] = xl.grad.numpy()
+            out[f"{tag}/d_gamma"] = layer.gamma.value.grad.numpy()
+            out[f"{tag}/d_beta"] = layer.beta.value.grad.numpy()
+            out[f"{tag}/moving_mean"] = keras.ops.convert_to_numpy(layer.moving_mean)
+            out[f"{tag}/moving_variance"] = keras.ops.convert_to_numpy(layer.moving_variance)
+            if rank == 0:
+                out[f"{tag}/infer"] = keras.ops.convert_to_numpy(
+                    layer(torch.tensor(local_slice(x, sizes, rank)), training=False))
+    # What cannot synchronize says so.
+    lay = BatchNormalization(synchronized=True, renorm=True, name="keras_renorm")
+    try:
+        lay(torch.ones((4, 3)), training=True)
+    except NotImplementedError as e:
+        errors["keras_renorm"] = f"{type(e).__name__}: {e}"
+
+
 def _catch(errors, key, fn):
     try:
         fn()
@@ -179,6 +224,8 @@ def main(engine, plan, outdir):
     with ckbn.eager_mode():
         if plan == "steps":
             run_steps(comm, out, errors)
+        elif plan == "keras":
+            run_keras_torch(comm, out, errors)
         elif plan == "dead":
             layer = make_layer("dense", "dead", comm)
             x = np.random.default_rng(rank).standard_normal((4, 3)).astype(np.float32)

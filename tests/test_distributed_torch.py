@@ -29,3 +29,13 @@ def test_torch_dead_rank_fails_the_other(tmp_path):
     assert err.startswith("RuntimeError: ckbn.distributed: all-gather"), err
     assert "rank 0 of 2" in err
     assert elapsed < 120
+
+
+def test_keras_plugin_torch_backend_matches_global_batch(tmp_path, monkeypatch):
+    pytest.importorskip("keras")
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    res = D.run_torch("keras", tmp_path, size=2, timeout=300)
+    for rc, out, err in res:
+        assert rc == 0, out + err
+    arrays, errors = D.load(tmp_path, 2)
+    D.check_steps(arrays, errors, 2, keras=True)
