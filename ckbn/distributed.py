@@ -57,6 +57,7 @@ __all__ = [
     "SyncPoint",
     "sync_moments",
     "sync_sums",
+    "local_moments",
     "merge",
 ]
 
@@ -489,21 +490,30 @@ class SyncPoint:
         return self._sync.seq
 
 
-def sync_moments(point, comm, x, channel_axes):
-    """Mean, biased variance (float64, flat in C order over ``channel_axes``) and
-    count of the global batch: ``x`` is this process's part (may be empty)."""
+def local_moments(x, channel_axes):
+    """This process's ``(count, mean, M2)`` per channel, on the kernels.
+
+    ``mean`` and ``M2 = sum((x - mean)**2)`` are float64, flat in C order over
+    ``channel_axes``; an empty ``x`` gives count 0 and zeros.
+    """
     from ckbn import _ops
     from ckbn._layout import make_layout
     x = np.asarray(x)
     chan = sorted({int(a) % x.ndim for a in channel_axes})
     n_ch = int(np.prod([x.shape[a] for a in chan]))
-    if x.size:
-        layout = make_layout(x.shape, chan)
-        mean, var = _ops.stats(x, layout)
-        count = layout.count
-    else:
-        mean = var = np.zeros(n_ch)
-        count = 0
+    if not x.size:
+        return 0, np.zeros(n_ch), np.zeros(n_ch)
+    layout = make_layout(x.shape, chan)
+    mean, var = _ops.stats(x, layout)
+    return layout.count, mean, var * layout.count
+
+
+def sync_moments(point, comm, x, channel_axes):
+    """Mean, biased variance (float64, flat in C order over ``channel_axes``) and
+    count of the global batch: ``x`` is this process's part (may be empty)."""
+    x = np.asarray(x)
+    count, mean, m2 = local_moments(x, channel_axes)
+    var = m2 / count if count else m2
     return _exchange_forward(point, comm, x.dtype, mean, var, count, None)
 
 

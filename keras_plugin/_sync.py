@@ -10,9 +10,12 @@ Per backend, for training calls:
   bits on every process); backward: one all-reduce of the per-channel sums for
   dx; the gradients of gamma and beta are this process's (the data-parallel
   gradient all-reduce adds them).
-* TensorFlow: Keras's own synchronized layer code, which all-reduces the
-  batch sums in the ``tf.distribute`` replica context (MirroredStrategy,
-  MultiWorkerMirroredStrategy); it runs on TensorFlow ops, not on the kernels.
+* TensorFlow: in a ``tf.distribute`` replica context with more than one
+  replica (MirroredStrategy, e.g. over logical CPU devices;
+  MultiWorkerMirroredStrategy), the kernels compute each replica's
+  (count, mean, M2); ``ReplicaContext.all_gather`` collects them and every
+  replica merges them in replica order; backward all-reduces the sums.
+  Outside a strategy (one replica) it is plain batch normalization.
 * JAX and NumPy: no synchronization is implemented; a training call raises
   ``NotImplementedError`` instead of computing local statistics.
 
@@ -35,20 +38,13 @@ def engine(layer, inputs, training, mask):
     if not training:
         return None if mask is not None else _engine.kernel_impl(inputs)
     if backend == "tensorflow":
-        return None
+        return _tf_engine(layer, inputs, mask)
     if backend != "torch":
         raise NotImplementedError(
             f"{layer.name}: synchronized=True is not implemented on the "
             f"{keras.backend.backend()} backend by keras_plugin; a training call would "
             f"only see this process's batch. Use the torch or tensorflow backend.")
-    problems = [what for what, bad in (
-        ("a mask", mask is not None), ("virtual_batch_size", layer.virtual_batch_size),
-        ("renorm", layer.renorm), ("adjustment", layer.adjustment is not None),
-        ("fused=True", bool(layer.fused))) if bad]
-    if problems:
-        raise NotImplementedError(
-            f"{layer.name}: synchronized=True on the torch backend does not support "
-            f"{', '.join(problems)}")
+    _check_supported(layer, mask, "torch")
     from keras_plugin import _torch
     if not _torch.usable(inputs):
         raise NotImplementedError(
@@ -69,6 +65,100 @@ def engine(layer, inputs, training, mask):
     if point is None:
         point = layer._ckbn_sync_point = ckbn.distributed.SyncPoint(layer.name)
     return _TorchSync(point, comm)
+
+
+def _check_supported(layer, mask, backend):
+    problems = [what for what, bad in (
+        ("a mask", mask is not None), ("virtual_batch_size", layer.virtual_batch_size),
+        ("renorm", layer.renorm), ("adjustment", layer.adjustment is not None),
+        ("fused=True", bool(layer.fused))) if bad]
+    if problems:
+        raise NotImplementedError(
+            f"{layer.name}: synchronized=True on the {backend} backend does not support "
+            f"{', '.join(problems)}")
+
+
+def _tf_engine(layer, inputs, mask):
+    import tensorflow as tf
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        raise ValueError(
+            f"{layer.name}: a synchronized training call in a tf.distribute cross-replica "
+            f"context; call the model inside strategy.run(...) or model.fit")
+    if ctx.num_replicas_in_sync == 1:
+        return None if mask is not None else _engine.kernel_impl(inputs)
+    _check_supported(layer, mask, "tensorflow")
+    from keras_plugin import _tf
+    if not _tf.usable(inputs):
+        raise NotImplementedError(
+            f"{layer.name}: synchronized=True on the tensorflow backend runs on CPU float "
+            f"tensors outside XLA; got {inputs.dtype} on {getattr(inputs, 'device', '?')!r}")
+    return _TFSync(ctx)
+
+
+class _TFSync:
+    """Plain training with global statistics over the replicas of a tf.distribute strategy."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def train(self, x, scale, offset, axes, eps):
+        import tensorflow as tf
+
+        from keras_plugin import _tf
+        ctx = self.ctx
+        axes = tuple(axes)
+        sd = tf.float32 if x.dtype == tf.float16 else x.dtype
+        n_ch = int(np.prod([x.shape[a] for a in axes]))
+        kshape = [x.shape[i] if i in axes else 1 for i in range(len(x.shape))]
+
+        def local(x_):
+            count, mean, m2 = ckbn.distributed.local_moments(x_, axes)
+            return np.concatenate([[float(count)], mean, m2])
+
+        def merged(rows):
+            n, mean, var = ckbn.distributed.merge(rows[:, 0], rows[:, 1:1 + n_ch],
+                                                  rows[:, 1 + n_ch:])
+            if n <= 1:
+                raise ValueError(f"the global batch has {int(n)} value(s) per channel; "
+                                 f"synchronized batch normalization needs at least 2")
+            return np.concatenate([[n], mean, var])
+
+        @tf.custom_gradient
+        def op(x, scale, offset):
+            row = tf.numpy_function(local, [tf.stop_gradient(x)], tf.float64, stateful=False,
+                                    name="ckbn_local_moments")
+            row.set_shape([1 + 2 * n_ch])
+            rows = ctx.all_gather(row[None], axis=0)           # (replicas, 1 + 2C), in order
+            g = tf.numpy_function(merged, [rows], tf.float64, stateful=False,
+                                  name="ckbn_merge_moments")
+            g.set_shape([1 + 2 * n_ch])
+            n, mean64, var64 = g[0], g[1:1 + n_ch], g[1 + n_ch:]
+            mean, var = tf.cast(mean64, sd), tf.cast(var64, sd)
+            y = tf.cond(tf.size(x) > 0,
+                        lambda: _tf.given(x, scale, offset, mean, var, axes, eps, False),
+                        lambda: tf.zeros_like(x))
+
+            def grad(dy, dmean, dvar):
+                dx0, ds, do = tf.cond(
+                    tf.size(x) > 0,
+                    lambda: _tf._grad_op(dy, x, scale, mean, var, axes, eps, False),
+                    lambda: (tf.zeros_like(x), tf.zeros_like(scale), tf.zeros_like(scale)))
+                tot = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                                     tf.cast(tf.concat([ds, do], 0), tf.float64))
+                g_ds, g_do = tot[:n_ch], tot[n_ch:]
+                inv = tf.math.rsqrt(var64 + eps)
+                s = tf.cast(scale, tf.float64)
+                k2 = -s * inv * inv * g_ds / n
+                k3 = -s * inv * g_do / n - k2 * mean64
+                dt = tf.float32 if x.dtype == tf.float16 else x.dtype
+                dx = (tf.cast(dx0, dt) + tf.cast(x, dt) * tf.reshape(tf.cast(k2, dt), kshape)
+                      + tf.reshape(tf.cast(k3, dt), kshape))
+                return tf.cast(dx, x.dtype), ds, do
+
+            return (y, mean, var), grad
+
+        return op(x, scale, offset)
 
 
 class _TorchSync:

@@ -150,6 +150,85 @@ def run_keras_torch(comm, out, errors):
         errors["keras_renorm"] = f"{type(e).__name__}: {e}"
 
 
+def run_keras_tf(outdir):
+    """keras_plugin.BatchNormalization(synchronized=True) under a MirroredStrategy over
+    two logical CPU devices, in this one process; writes one file per replica."""
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    import keras
+
+    from keras_plugin import BatchNormalization
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    size = strategy.num_replicas_in_sync
+    outs = [{} for _ in range(size)]
+    errors = [{} for _ in range(size)]
+
+    def per_replica(arrays):
+        return strategy.experimental_distribute_values_from_function(
+            lambda ctx: tf.constant(arrays[ctx.replica_id_in_sync_group]))
+
+    def local(v):
+        return [t.numpy() for t in strategy.experimental_local_results(v)]
+
+    for split, sizes in splits(size).items():
+        for case in KERAS_CASES:
+            shape, axis, dtype, _, _ = CASES[case]
+            tag = f"{split}_{case}"
+            with strategy.scope():
+                layer = BatchNormalization(axis=axis, momentum=MOMENTUM, epsilon=EPS,
+                                           synchronized=True, dtype=dtype, name=tag)
+                layer.build((None,) + shape)
+                c = ((None,) + shape)[axis]
+                layer.gamma.assign(gamma_init((c,), dtype))
+                layer.beta.assign(beta_init((c,), dtype))
+
+            def replica_step(xl, dyl):
+                with tf.GradientTape() as tape:
+                    tape.watch(xl)
+                    y = layer(xl, training=True)
+                    loss = tf.reduce_sum(y * dyl)
+                dx, dg, db = tape.gradient(loss, [xl, layer.gamma.value, layer.beta.value])
+                return y, dx, dg, db
+
+            @tf.function
+            def step(xd, dyd):
+                return strategy.run(replica_step, args=(xd, dyd))
+
+            for s in range(STEPS):
+                x, dy = global_batch(case, split, sizes, s)
+                res = step(per_replica([local_slice(x, sizes, r) for r in range(size)]),
+                           per_replica([local_slice(dy, sizes, r) for r in range(size)]))
+            for key, v in zip(("y", "dx", "d_gamma", "d_beta"), res):
+                for r, a in enumerate(local(v)):
+                    outs[r][f"{tag}/{key}"] = a
+            for name in ("moving_mean", "moving_variance"):
+                for r, a in enumerate(local(getattr(layer, name).value)):
+                    outs[r][f"{tag}/{name}"] = a
+            outs[0][f"{tag}/infer"] = keras.ops.convert_to_numpy(
+                layer(tf.constant(local_slice(x, sizes, 0)), training=False))
+    # What cannot synchronize says so (on every replica).
+    with strategy.scope():
+        lay = BatchNormalization(synchronized=True, renorm=True, name="keras_renorm")
+        lay.build((None, 3))
+
+    def renorm_step(xl):
+        try:
+            lay(xl, training=True)
+        except NotImplementedError as e:
+            return f"{type(e).__name__}: {e}"
+        return "no error"
+
+    msgs = strategy.run(renorm_step, args=(per_replica([np.ones((2, 3), np.float32)] * size),))
+    for r, m in enumerate(strategy.experimental_local_results(msgs)):
+        errors[r]["keras_renorm"] = m
+    for r in range(size):
+        np.savez(os.path.join(outdir, f"rank{r}.npz"), **outs[r])
+        with open(os.path.join(outdir, f"rank{r}.json"), "w") as f:
+            json.dump(errors[r], f)
+
+
 def _catch(errors, key, fn):
     try:
         fn()
@@ -218,6 +297,8 @@ def communicator(engine):
 
 def main(engine, plan, outdir):
     import ckbn
+    if engine == "tf":
+        return run_keras_tf(outdir)
     comm = communicator(engine)
     rank = comm.rank
     out, errors = {}, {}
