@@ -16,8 +16,13 @@ Per backend, for training calls:
   (count, mean, M2); ``ReplicaContext.all_gather`` collects them and every
   replica merges them in replica order; backward all-reduces the sums.
   Outside a strategy (one replica) it is plain batch normalization.
-* JAX and NumPy: no synchronization is implemented; a training call raises
-  ``NotImplementedError`` instead of computing local statistics.
+* JAX: inside ``shard_map``/``pmap`` over a mapped axis whose name is given
+  with ``keras_plugin.jax_sync_axis(name)``: the kernels (host callbacks)
+  compute each shard's (count, mean, M2), ``lax.all_gather`` collects the rows
+  (float64 bits carried as uint32 pairs, so no precision is lost without x64),
+  each shard merges them in axis order; backward ``lax.psum`` of the sums.
+  Without an axis name a training call raises ``ValueError``.
+* NumPy: a training call raises ``NotImplementedError`` (no communication).
 
 Inference never communicates.  Masks, ghost batches, renorm, adjustment and
 ``fused=True`` are not combined with synchronization on PyTorch (a clear error).
@@ -25,11 +30,28 @@ Inference never communicates.  Masks, ghost batches, renorm, adjustment and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 
 import ckbn
 from keras_plugin import _engine, _kernels
+
+
+_jax_axis = contextvars.ContextVar("ckbn_jax_sync_axis", default=None)
+
+
+@contextlib.contextmanager
+def jax_sync_axis(name):
+    """JAX backend: synchronized layers called (traced) in this block reduce over
+    the mapped axis ``name`` of the enclosing ``shard_map``/``pmap``."""
+    token = _jax_axis.set(name)
+    try:
+        yield
+    finally:
+        _jax_axis.reset(token)
 
 
 def engine(layer, inputs, training, mask):
@@ -39,6 +61,15 @@ def engine(layer, inputs, training, mask):
         return None if mask is not None else _engine.kernel_impl(inputs)
     if backend == "tensorflow":
         return _tf_engine(layer, inputs, mask)
+    if backend == "jax":
+        name = _jax_axis.get()
+        if name is None:
+            raise ValueError(
+                f"{layer.name}: synchronized=True on the jax backend needs the mapped axis: "
+                f"call the model inside shard_map/pmap within "
+                f"`with keras_plugin.jax_sync_axis(name):`")
+        _check_supported(layer, mask, "jax")
+        return _JaxSync(name)
     if backend != "torch":
         raise NotImplementedError(
             f"{layer.name}: synchronized=True is not implemented on the "
@@ -232,3 +263,92 @@ def _function():
 
     _FUNCTION = SyncBatchNorm
     return _FUNCTION
+
+
+class _JaxSync:
+    """Plain training with global statistics over a mapped JAX axis."""
+
+    def __init__(self, axis_name):
+        self.axis_name = axis_name
+
+    def train(self, x, scale, offset, axes, eps):
+        return _jax_function()(x, scale, offset, tuple(axes), float(eps), self.axis_name)
+
+
+_JAX_FUNCTION = None
+
+
+def _jax_function():
+    global _JAX_FUNCTION
+    if _JAX_FUNCTION is not None:
+        return _JAX_FUNCTION
+    from functools import partial
+
+    import jax
+    import jax.numpy as jnp
+
+    def struct(shape, dtype):
+        return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+
+    def local_row(x, axes, n_ch):
+        # (count, mean, M2) in float64, its bits as uint32 pairs (x64 may be off).
+        def cb(x_):
+            count, mean, m2 = ckbn.distributed.local_moments(np.asarray(x_), axes)
+            return np.concatenate([[float(count)], mean, m2]).view(np.uint32)
+        return jax.pure_callback(cb, struct((2 * (1 + 2 * n_ch),), np.uint32), x,
+                                 vmap_method="sequential")
+
+    def merged(rows, n_ch, sd):
+        def cb(r):
+            r = np.ascontiguousarray(r).view(np.float64)
+            n, mean, var = ckbn.distributed.merge(r[:, 0], r[:, 1:1 + n_ch], r[:, 1 + n_ch:])
+            if n <= 1:
+                raise ValueError(f"the global batch has {int(n)} value(s) per channel; "
+                                 f"synchronized batch normalization needs at least 2")
+            return (np.asarray(n, np.float32), mean.astype(sd), var.astype(sd))
+        return jax.pure_callback(cb, (struct((), np.float32), struct((n_ch,), sd),
+                                      struct((n_ch,), sd)), rows, vmap_method="sequential")
+
+    def forward(x, scale, offset, axes, eps, axis_name):
+        from keras_plugin import _jax
+        n_ch = int(np.prod([x.shape[a] for a in axes]))
+        sd = _kernels.stat_dtype(x.dtype)
+        rows = jax.lax.all_gather(local_row(x, axes, n_ch), axis_name)   # axis order
+        n, mean, var = merged(rows, n_ch, sd)
+        if x.size:
+            y = _jax._given_cb(x, scale, offset, mean, var, axes, eps)
+        else:
+            y = jnp.zeros_like(x)
+        return (y, mean, var), (x, scale, mean, var, n)
+
+    @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+    def sync_train(x, scale, offset, axes, eps, axis_name):
+        return forward(x, scale, offset, axes, eps, axis_name)[0]
+
+    def fwd(x, scale, offset, axes, eps, axis_name):
+        return forward(x, scale, offset, axes, eps, axis_name)
+
+    def bwd(axes, eps, axis_name, res, cts):
+        from keras_plugin import _jax
+        x, scale, mean, var, n = res
+        dy = cts[0]
+        if x.size:
+            dx0, ds, do = _jax._grad_cb(dy, x, scale, mean, var, axes, eps, False)
+        else:
+            dx0, ds, do = jnp.zeros_like(x), jnp.zeros_like(mean), jnp.zeros_like(mean)
+        tot = jax.lax.psum(jnp.concatenate([ds, do]), axis_name)
+        k = mean.shape[0]
+        g_ds, g_do = tot[:k], tot[k:]
+        inv = jax.lax.rsqrt(var + eps)
+        s = scale.astype(inv.dtype)
+        k2 = -s * inv * inv * g_ds / n
+        k3 = -s * inv * g_do / n - k2 * mean
+        shape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
+        dt = jnp.float32 if x.dtype == jnp.float16 else x.dtype
+        dx = (dx0.astype(dt) + x.astype(dt) * k2.astype(dt).reshape(shape)
+              + k3.astype(dt).reshape(shape)).astype(x.dtype)
+        return dx, ds.astype(scale.dtype), do.astype(scale.dtype)
+
+    sync_train.defvjp(fwd, bwd)
+    _JAX_FUNCTION = sync_train
+    return _JAX_FUNCTION

@@ -229,6 +229,85 @@ def run_keras_tf(outdir):
             json.dump(errors[r], f)
 
 
+def run_keras_jax(outdir):
+    """keras_plugin.BatchNormalization(synchronized=True) in shard_map over the host
+    CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=4); one file per
+    device.  shard_map's shards are equal, so only the equal split runs."""
+    import jax
+    import jax.numpy as jnp
+    import keras
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    import keras_plugin
+    from keras_plugin import BatchNormalization
+    shard_map = getattr(jax, "shard_map", None)
+    if shard_map is None:   # older JAX
+        from jax.experimental.shard_map import shard_map
+    devices = jax.devices("cpu")
+    size = len(devices)
+    mesh = Mesh(np.array(devices), ("batch",))
+    outs = [{} for _ in range(size)]
+    errors = [{} for _ in range(size)]
+    split, sizes = "equal", splits(size)["equal"]
+    for case in KERAS_CASES:
+        shape, axis, dtype, _, _ = CASES[case]
+        tag = f"{split}_{case}"
+        layer = BatchNormalization(axis=axis, momentum=MOMENTUM, epsilon=EPS,
+                                   synchronized=True, dtype=dtype, name=tag)
+        layer.build((None,) + shape)
+        c = ((None,) + shape)[axis]
+        layer.gamma.assign(gamma_init((c,), dtype))
+        layer.beta.assign(beta_init((c,), dtype))
+        tv = [v.value for v in layer.trainable_variables]
+        ntv = [v.value for v in layer.non_trainable_variables]
+
+        def shard_step(tv, ntv, x, dy, layer=layer):
+            def loss(tv, x):
+                with keras_plugin.jax_sync_axis("batch"):
+                    y, new_ntv = layer.stateless_call(tv, ntv, x, training=True)
+                return jnp.sum(y * dy), (y, new_ntv)
+
+            (_, (y, new_ntv)), (gtv, gx) = jax.value_and_grad(
+                loss, argnums=(0, 1), has_aux=True)(tv, x)
+            # Per-shard results stacked along the mapped axis.
+            return y, gx, [g[None] for g in gtv], [v[None] for v in new_ntv]
+
+        specs = dict(mesh=mesh, in_specs=(P(), P(), P("batch"), P("batch")),
+                     out_specs=(P("batch"), P("batch"), P("batch"), P("batch")))
+        try:
+            f = jax.jit(shard_map(shard_step, check_vma=False, **specs))
+        except TypeError:   # JAX before check_vma
+            f = jax.jit(shard_map(shard_step, check_rep=False, **specs))
+        for s in range(STEPS):
+            x, dy = global_batch(case, split, sizes, s)
+            y, dx, gtv, new_ntv = f(tv, ntv, jnp.asarray(x), jnp.asarray(dy))
+            ntv = [v[0] for v in new_ntv]
+        for r in range(size):
+            sl = slice(sum(sizes[:r]), sum(sizes[:r + 1]))
+            outs[r][f"{tag}/y"] = np.asarray(y)[sl]
+            outs[r][f"{tag}/dx"] = np.asarray(dx)[sl]
+            outs[r][f"{tag}/d_gamma"] = np.asarray(gtv[0])[r]
+            outs[r][f"{tag}/d_beta"] = np.asarray(gtv[1])[r]
+            outs[r][f"{tag}/moving_mean"] = np.asarray(new_ntv[0])[r]
+            outs[r][f"{tag}/moving_variance"] = np.asarray(new_ntv[1])[r]
+        for v, val in zip(layer.non_trainable_variables, ntv):
+            v.assign(val)
+        outs[0][f"{tag}/infer"] = keras.ops.convert_to_numpy(
+            layer(jnp.asarray(local_slice(x, sizes, 0)), training=False))
+    lay = BatchNormalization(synchronized=True, renorm=True, name="keras_renorm")
+    lay.build((None, 3))
+    for r in range(size):
+        try:
+            with keras_plugin.jax_sync_axis("batch"):
+                lay(jnp.ones((2, 3)), training=True)
+        except NotImplementedError as e:
+            errors[r]["keras_renorm"] = f"{type(e).__name__}: {e}"
+        np.savez(os.path.join(outdir, f"rank{r}.npz"), **outs[r])
+        with open(os.path.join(outdir, f"rank{r}.json"), "w") as f:
+            json.dump(errors[r], f)
+
+
 def _catch(errors, key, fn):
     try:
         fn()
@@ -299,6 +378,8 @@ def main(engine, plan, outdir):
     import ckbn
     if engine == "tf":
         return run_keras_tf(outdir)
+    if engine == "jax":
+        return run_keras_jax(outdir)
     comm = communicator(engine)
     rank = comm.rank
     out, errors = {}, {}

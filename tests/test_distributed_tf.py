@@ -15,6 +15,7 @@ pytest.importorskip("keras")
 from tests import distributed_checks as D  # noqa: E402
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_global_batch(tmp_path):
     env = D.worker_env()
     env["KERAS_BACKEND"] = "tensorflow"
