@@ -35,16 +35,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def run_torch(plan, outdir, size=2, timeout=120):
-    """Start ``size`` gloo processes on 127.0.0.1; return their CompletedProcess-like list."""
+def run_torch(plan, outdir, size=2, timeout=120, argv=None, extra_env=None):
+    """Start ``size`` gloo processes on 127.0.0.1 (the worker, or ``argv``); return
+    ``(returncode, stdout, stderr)`` of each."""
     env = worker_env()
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(size),
                GLOO_SOCKET_IFNAME="lo")
+    env.update(extra_env or {})
+    argv = argv or ["-m", "tests.distributed_worker", "torch", plan, str(outdir)]
     procs = []
     for r in range(size):
-        e = dict(env, RANK=str(r))
+        e = dict(env, RANK=str(r), LOCAL_RANK=str(r))
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "tests.distributed_worker", "torch", plan, str(outdir)],
+            [sys.executable] + list(argv),
             cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     results = []
     try:

@@ -39,3 +39,20 @@ def test_keras_plugin_torch_backend_matches_global_batch(tmp_path, monkeypatch):
         assert rc == 0, out + err
     arrays, errors = D.load(tmp_path, 2)
     D.check_steps(arrays, errors, 2, keras=True)
+
+
+@pytest.mark.slow
+def test_example_sync_keras_torch_matches_one_process():
+    pytest.importorskip("keras")
+    pytest.importorskip("sklearn")
+    import os
+    script = os.path.join(D.ROOT, "examples", "sync_keras_torch.py")
+    res = D.run_torch(None, None, size=2, timeout=400, argv=[script, "--epochs", "2"],
+                      extra_env={"KERAS_BACKEND": "torch"})
+    for rc, out, err in res:
+        assert rc == 0, out + err[-3000:]
+    lines = res[0][1].splitlines()
+    acc_sync = float(next(ln for ln in lines if ln.startswith("synchronized")).split()[-1])
+    acc_one = float(next(ln for ln in lines if ln.startswith("one process")).split()[-1])
+    assert acc_sync == acc_one
+    assert acc_sync > 0.85
