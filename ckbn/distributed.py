@@ -490,16 +490,26 @@ class SyncPoint:
         return self._sync.seq
 
 
-def local_moments(x, channel_axes):
+def local_moments(x, channel_axes, mask=None):
     """This process's ``(count, mean, M2)`` per channel, on the kernels.
 
     ``mean`` and ``M2 = sum((x - mean)**2)`` are float64, flat in C order over
-    ``channel_axes``; an empty ``x`` gives count 0 and zeros.
+    ``channel_axes``; an empty ``x`` gives count 0 and zeros.  ``mask``
+    (boolean, ``x.shape[:-1]``, channels on the last axis only) keeps the
+    positions where it is True, as Keras's masked batch normalization.
     """
     from ckbn import _ops
     from ckbn._layout import make_layout
     x = np.asarray(x)
     chan = sorted({int(a) % x.ndim for a in channel_axes})
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if chan != [x.ndim - 1] or mask.shape != x.shape[:-1]:
+            raise ValueError(
+                f"local_moments: a mask of shape {mask.shape} needs the channels on the last "
+                f"axis of x of shape {x.shape} and the shape x.shape[:-1]")
+        x = x[mask]
+        chan = [1]
     n_ch = int(np.prod([x.shape[a] for a in chan]))
     if not x.size:
         return 0, np.zeros(n_ch), np.zeros(n_ch)
@@ -508,11 +518,12 @@ def local_moments(x, channel_axes):
     return layout.count, mean, var * layout.count
 
 
-def sync_moments(point, comm, x, channel_axes):
+def sync_moments(point, comm, x, channel_axes, mask=None):
     """Mean, biased variance (float64, flat in C order over ``channel_axes``) and
-    count of the global batch: ``x`` is this process's part (may be empty)."""
+    count of the global batch: ``x`` is this process's part (may be empty);
+    ``mask`` as in :func:`local_moments`."""
     x = np.asarray(x)
-    count, mean, m2 = local_moments(x, channel_axes)
+    count, mean, m2 = local_moments(x, channel_axes, mask)
     var = m2 / count if count else m2
     return _exchange_forward(point, comm, x.dtype, mean, var, count, None)
 

@@ -24,8 +24,12 @@ Per backend, for training calls:
   Without an axis name a training call raises ``ValueError``.
 * NumPy: a training call raises ``NotImplementedError`` (no communication).
 
-Inference never communicates.  Masks, ghost batches, renorm, adjustment and
-``fused=True`` are not combined with synchronization on PyTorch (a clear error).
+Masked calls (Keras's mask of shape ``inputs.shape[:-1]``, channels on the
+last axis) are synchronized too: the statistics of the unmasked positions of
+the global batch, as Keras computes them for one process.  Inference never
+communicates.  Ghost batches, renorm, adjustment, ``fused=True`` and masks
+with channels elsewhere than the last axis are not combined with
+synchronization: a clear ``NotImplementedError``.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def engine(layer, inputs, training, mask):
                 f"call the model inside shard_map/pmap within "
                 f"`with keras_plugin.jax_sync_axis(name):`")
         _check_supported(layer, mask, "jax")
-        return _JaxSync(name)
+        return _JaxSync(name, mask)
     if backend != "torch":
         raise NotImplementedError(
             f"{layer.name}: synchronized=True is not implemented on the "
@@ -95,12 +99,14 @@ def engine(layer, inputs, training, mask):
     point = getattr(layer, "_ckbn_sync_point", None)
     if point is None:
         point = layer._ckbn_sync_point = ckbn.distributed.SyncPoint(layer.name)
-    return _TorchSync(point, comm)
+    return _TorchSync(point, comm, mask)
 
 
 def _check_supported(layer, mask, backend):
+    last = layer._channel_axes == (len(layer._reduction_axes) + len(layer._channel_axes) - 1,)
     problems = [what for what, bad in (
-        ("a mask", mask is not None), ("virtual_batch_size", layer.virtual_batch_size),
+        ("a mask unless the channel axis is the last", mask is not None and not last),
+        ("virtual_batch_size", layer.virtual_batch_size),
         ("renorm", layer.renorm), ("adjustment", layer.adjustment is not None),
         ("fused=True", bool(layer.fused))) if bad]
     if problems:
@@ -124,14 +130,14 @@ def _tf_engine(layer, inputs, mask):
         raise NotImplementedError(
             f"{layer.name}: synchronized=True on the tensorflow backend runs on CPU float "
             f"tensors outside XLA; got {inputs.dtype} on {getattr(inputs, 'device', '?')!r}")
-    return _TFSync(ctx)
+    return _TFSync(ctx, mask)
 
 
 class _TFSync:
     """Plain training with global statistics over the replicas of a tf.distribute strategy."""
 
-    def __init__(self, ctx):
-        self.ctx = ctx
+    def __init__(self, ctx, mask):
+        self.ctx, self.mask = ctx, mask
 
     def train(self, x, scale, offset, axes, eps):
         import tensorflow as tf
@@ -143,8 +149,11 @@ class _TFSync:
         n_ch = int(np.prod([x.shape[a] for a in axes]))
         kshape = [x.shape[i] if i in axes else 1 for i in range(len(x.shape))]
 
-        def local(x_):
-            count, mean, m2 = ckbn.distributed.local_moments(x_, axes)
+        masked = self.mask is not None
+        mask = tf.cast(self.mask, tf.bool) if masked else tf.zeros([0], tf.bool)
+
+        def local(x_, m_):
+            count, mean, m2 = ckbn.distributed.local_moments(x_, axes, m_ if masked else None)
             return np.concatenate([[float(count)], mean, m2])
 
         def merged(rows):
@@ -157,8 +166,8 @@ class _TFSync:
 
         @tf.custom_gradient
         def op(x, scale, offset):
-            row = tf.numpy_function(local, [tf.stop_gradient(x)], tf.float64, stateful=False,
-                                    name="ckbn_local_moments")
+            row = tf.numpy_function(local, [tf.stop_gradient(x), mask], tf.float64,
+                                    stateful=False, name="ckbn_local_moments")
             row.set_shape([1 + 2 * n_ch])
             rows = ctx.all_gather(row[None], axis=0)           # (replicas, 1 + 2C), in order
             g = tf.numpy_function(merged, [rows], tf.float64, stateful=False,
@@ -183,9 +192,11 @@ class _TFSync:
                 k2 = -s * inv * inv * g_ds / n
                 k3 = -s * inv * g_do / n - k2 * mean64
                 dt = tf.float32 if x.dtype == tf.float16 else x.dtype
-                dx = (tf.cast(dx0, dt) + tf.cast(x, dt) * tf.reshape(tf.cast(k2, dt), kshape)
-                      + tf.reshape(tf.cast(k3, dt), kshape))
-                return tf.cast(dx, x.dtype), ds, do
+                corr = (tf.cast(x, dt) * tf.reshape(tf.cast(k2, dt), kshape)
+                        + tf.reshape(tf.cast(k3, dt), kshape))
+                if masked:   # only the unmasked positions feed the statistics
+                    corr = corr * tf.cast(mask, dt)[..., None]
+                return tf.cast(tf.cast(dx0, dt) + corr, x.dtype), ds, do
 
             return (y, mean, var), grad
 
@@ -195,12 +206,12 @@ class _TFSync:
 class _TorchSync:
     """The engine interface of ``_engine`` (plain training only) with global statistics."""
 
-    def __init__(self, point, comm):
-        self.point, self.comm = point, comm
+    def __init__(self, point, comm, mask):
+        self.point, self.comm, self.mask = point, comm, mask
 
     def train(self, x, scale, offset, axes, eps):
-        return _function().apply(x, scale, offset, self.point, self.comm, tuple(axes),
-                                 float(eps))
+        return _function().apply(x, scale, offset, self.mask, self.point, self.comm,
+                                 tuple(axes), float(eps))
 
 
 _FUNCTION = None
@@ -218,9 +229,10 @@ def _function():
 
     class SyncBatchNorm(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, scale, offset, point, comm, axes, eps):
+        def forward(ctx, x, scale, offset, mask, point, comm, axes, eps):
             xn = npy(x)
-            mean, var, n = ckbn.distributed.sync_moments(point, comm, xn, axes)
+            mn = None if mask is None else npy(mask).astype(bool)
+            mean, var, n = ckbn.distributed.sync_moments(point, comm, xn, axes, mn)
             sd = _kernels.stat_dtype(xn.dtype)
             m, v = mean.astype(sd), var.astype(sd)
             if xn.size:
@@ -229,14 +241,14 @@ def _function():
             else:
                 y = torch.empty_like(x)
             ctx.save_for_backward(x, scale)
-            ctx.stats = (m, v, mean, var, n)
+            ctx.stats = (m, v, mean, var, n, mn)
             ctx.point, ctx.comm, ctx.step, ctx.axes, ctx.eps = point, comm, point.step, axes, eps
             return y, torch.from_numpy(m), torch.from_numpy(v)
 
         @staticmethod
         def backward(ctx, dy, dmean, dvar):
             x, scale = ctx.saved_tensors
-            m, v, mean, var, n = ctx.stats
+            m, v, mean, var, n, mn = ctx.stats
             xn, dyn = npy(x), npy(dy.contiguous()).astype(npy(x).dtype, copy=False)
             sd = m.dtype
             if xn.size:
@@ -256,10 +268,12 @@ def _function():
             for a in ctx.axes:
                 shape[a % xn.ndim] = xn.shape[a % xn.ndim]
             dt = xn.dtype if xn.dtype != np.float16 else np.float32
-            dx = (dx0.astype(dt) + xn.astype(dt) * k2.astype(dt).reshape(shape)
-                  + k3.astype(dt).reshape(shape)).astype(xn.dtype)
+            corr = xn.astype(dt) * k2.astype(dt).reshape(shape) + k3.astype(dt).reshape(shape)
+            if mn is not None:   # only the unmasked positions feed the statistics
+                corr *= mn[..., None]
+            dx = (dx0.astype(dt) + corr).astype(xn.dtype)
             return (torch.from_numpy(np.ascontiguousarray(dx)), torch.from_numpy(ds),
-                    torch.from_numpy(do), None, None, None, None)
+                    torch.from_numpy(do), None, None, None, None, None)
 
     _FUNCTION = SyncBatchNorm
     return _FUNCTION
@@ -268,11 +282,15 @@ def _function():
 class _JaxSync:
     """Plain training with global statistics over a mapped JAX axis."""
 
-    def __init__(self, axis_name):
-        self.axis_name = axis_name
+    def __init__(self, axis_name, mask):
+        self.axis_name, self.mask = axis_name, mask
 
     def train(self, x, scale, offset, axes, eps):
-        return _jax_function()(x, scale, offset, tuple(axes), float(eps), self.axis_name)
+        import jax.numpy as jnp
+        mask = (jnp.zeros(x.shape[:-1], bool) if self.mask is None
+                else jnp.asarray(self.mask).astype(bool))
+        return _jax_function()(x, scale, offset, mask, tuple(axes), float(eps),
+                               self.axis_name, self.mask is not None)
 
 
 _JAX_FUNCTION = None
@@ -290,12 +308,13 @@ def _jax_function():
     def struct(shape, dtype):
         return jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
 
-    def local_row(x, axes, n_ch):
+    def local_row(x, mask, axes, n_ch, masked):
         # (count, mean, M2) in float64, its bits as uint32 pairs (x64 may be off).
-        def cb(x_):
-            count, mean, m2 = ckbn.distributed.local_moments(np.asarray(x_), axes)
+        def cb(x_, m_):
+            count, mean, m2 = ckbn.distributed.local_moments(
+                np.asarray(x_), axes, np.asarray(m_) if masked else None)
             return np.concatenate([[float(count)], mean, m2]).view(np.uint32)
-        return jax.pure_callback(cb, struct((2 * (1 + 2 * n_ch),), np.uint32), x,
+        return jax.pure_callback(cb, struct((2 * (1 + 2 * n_ch),), np.uint32), x, mask,
                                  vmap_method="sequential")
 
     def merged(rows, n_ch, sd):
@@ -309,28 +328,28 @@ def _jax_function():
         return jax.pure_callback(cb, (struct((), np.float32), struct((n_ch,), sd),
                                       struct((n_ch,), sd)), rows, vmap_method="sequential")
 
-    def forward(x, scale, offset, axes, eps, axis_name):
+    def forward(x, scale, offset, mask, axes, eps, axis_name, masked):
         from keras_plugin import _jax
         n_ch = int(np.prod([x.shape[a] for a in axes]))
         sd = _kernels.stat_dtype(x.dtype)
-        rows = jax.lax.all_gather(local_row(x, axes, n_ch), axis_name)   # axis order
+        rows = jax.lax.all_gather(local_row(x, mask, axes, n_ch, masked), axis_name)
         n, mean, var = merged(rows, n_ch, sd)
         if x.size:
             y = _jax._given_cb(x, scale, offset, mean, var, axes, eps)
         else:
             y = jnp.zeros_like(x)
-        return (y, mean, var), (x, scale, mean, var, n)
+        return (y, mean, var), (x, scale, mask, mean, var, n)
 
-    @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-    def sync_train(x, scale, offset, axes, eps, axis_name):
-        return forward(x, scale, offset, axes, eps, axis_name)[0]
+    @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+    def sync_train(x, scale, offset, mask, axes, eps, axis_name, masked):
+        return forward(x, scale, offset, mask, axes, eps, axis_name, masked)[0]
 
-    def fwd(x, scale, offset, axes, eps, axis_name):
-        return forward(x, scale, offset, axes, eps, axis_name)
+    def fwd(x, scale, offset, mask, axes, eps, axis_name, masked):
+        return forward(x, scale, offset, mask, axes, eps, axis_name, masked)
 
-    def bwd(axes, eps, axis_name, res, cts):
+    def bwd(axes, eps, axis_name, masked, res, cts):
         from keras_plugin import _jax
-        x, scale, mean, var, n = res
+        x, scale, mask, mean, var, n = res
         dy = cts[0]
         if x.size:
             dx0, ds, do = _jax._grad_cb(dy, x, scale, mean, var, axes, eps, False)
@@ -345,9 +364,12 @@ def _jax_function():
         k3 = -s * inv * g_do / n - k2 * mean
         shape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
         dt = jnp.float32 if x.dtype == jnp.float16 else x.dtype
-        dx = (dx0.astype(dt) + x.astype(dt) * k2.astype(dt).reshape(shape)
-              + k3.astype(dt).reshape(shape)).astype(x.dtype)
-        return dx, ds.astype(scale.dtype), do.astype(scale.dtype)
+        corr = x.astype(dt) * k2.astype(dt).reshape(shape) + k3.astype(dt).reshape(shape)
+        if masked:   # only the unmasked positions feed the statistics
+            corr = corr * mask.astype(dt)[..., None]
+        dx = (dx0.astype(dt) + corr).astype(x.dtype)
+        return (dx, ds.astype(scale.dtype), do.astype(scale.dtype),
+                np.zeros(mask.shape, jax.dtypes.float0))
 
     sync_train.defvjp(fwd, bwd)
     _JAX_FUNCTION = sync_train

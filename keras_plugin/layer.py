@@ -14,12 +14,16 @@ For CPU tensors the forward and backward passes run on ``ckbn.nn`` kernels
 (one kernel call per pass).  Tensors reach them as NumPy arrays in
 :mod:`keras_plugin._kernels` (the single conversion point), zero-copy where the
 framework allows.  Keras's own ops (the stock layer's code) are used instead
-for GPU tensors, masks, ``synchronized=True``, XLA compilation and export
+for GPU tensors, masks, XLA compilation and export
 (SavedModel / ``torch.export``), and on JAX unless
 ``keras_plugin.set_jax_min_elements(n)`` opts in: under ``jax.jit`` the
 kernels run as host callbacks, which measured slower than XLA at every size
 (``keras_plugin._jax``), so by default JAX runs Keras's code, never slower than
 stock.  Results agree to float rounding.
+
+``synchronized=True`` (statistics of the global batch across processes or
+replicas, masked calls included) is computed by :mod:`keras_plugin._sync` on
+the torch, tensorflow and jax backends; where it cannot synchronize it raises.
 
 On the TensorFlow backend the layer sets ``supports_jit = False``, so a model
 that contains it compiles with ``jit_compile=False`` by default: **XLA is off for

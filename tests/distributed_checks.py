@@ -92,9 +92,13 @@ def _reference(case, split, sizes, keras=False):
     for step in range(W.STEPS):
         x, dy = W.global_batch(case, split, sizes, step)
         x, dy = x.astype(np.float64), dy.astype(np.float64)
-        n = x.size // C
-        mean = x.mean(axis=red)
-        var = ((x - mean.reshape(bshape)) ** 2).mean(axis=red)
+        # Keras's mask: only the True positions feed the statistics (weights w).
+        mask = W.global_mask(case, split, sizes, step) if keras else None
+        w = np.ones(x.shape) if mask is None else np.broadcast_to(mask[..., None], x.shape)
+        n = w.sum(axis=red)
+        mean = (w * x).sum(axis=red) / n
+        var = (w * (x - mean.reshape(bshape)) ** 2).sum(axis=red) / n
+        n = n[0]
         std = np.sqrt(var + W.EPS)
         inv = 1.0 / std
         xhat = (x - mean.reshape(bshape)) * inv.reshape(bshape)
@@ -106,8 +110,8 @@ def _reference(case, split, sizes, keras=False):
         z = xhat * r.reshape(bshape) + d.reshape(bshape)
         y = z * gamma.reshape(bshape) + beta.reshape(bshape)
         g = dy * (gamma * r).reshape(bshape)
-        dx = inv.reshape(bshape) * (g - g.mean(axis=red).reshape(bshape)
-                                    - xhat * (g * xhat).mean(axis=red).reshape(bshape))
+        dx = inv.reshape(bshape) * (g - w * (g.sum(axis=red) / n).reshape(bshape)
+                                    - w * xhat * ((g * xhat).sum(axis=red) / n).reshape(bshape))
         if renorm:
             rmean = rmean + (mean - rmean) * (1 - m)
             rstd = rstd + (std - rstd) * (1 - m)

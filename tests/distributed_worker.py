@@ -29,6 +29,7 @@ CASES = {
     "nchw": ((4, 2, 3), 1, "float32", 0.0, False),
     "far": ((3,), -1, "float64", 1e4, False),       # |mean| / std = 1e4
     "renorm": ((3,), -1, "float32", 0.0, True),
+    "seq": ((5, 3), -1, "float32", 0.0, False),     # the Keras layers also mask it
 }
 MOMENTUM = 0.5
 EPS = 1e-3
@@ -105,7 +106,16 @@ def run_steps(comm, out, errors):
     run_errors(comm, out, errors)
 
 
-KERAS_CASES = ("dense", "nhwc", "nchw")
+KERAS_CASES = ("dense", "nhwc", "nchw", "seq")
+MASKED = ("seq",)   # Keras cases called with a mask of shape x.shape[:-1]
+
+
+def global_mask(case, split, sizes, step):
+    """The Keras mask of the global batch (about 70% True), or None."""
+    if case not in MASKED:
+        return None
+    rng = np.random.default_rng([7, sum(map(ord, split)), step, len(sizes)])
+    return rng.random((sum(sizes),) + CASES[case][0][:-1]) < 0.7
 
 
 def run_keras_torch(comm, out, errors):
@@ -129,9 +139,12 @@ def run_keras_torch(comm, out, errors):
                 x, dy = global_batch(case, split, sizes, step)
                 xl = torch.tensor(local_slice(x, sizes, rank), requires_grad=True)
                 dyl = torch.tensor(local_slice(dy, sizes, rank))
+                mask = global_mask(case, split, sizes, step)
+                kw = {} if mask is None else {"mask": torch.tensor(local_slice(mask, sizes,
+                                                                               rank))}
                 for w in (layer.gamma, layer.beta):
                     w.value.grad = None
-                y = layer(xl, training=True)
+                y = layer(xl, training=True, **kw)
                 (y * dyl).sum().backward()
             out[f"{tag}/y"] = y.detach().numpy()
             out[f"{tag}/dx"] = xl.grad.numpy()
@@ -184,22 +197,26 @@ def run_keras_tf(outdir):
                 layer.gamma.assign(gamma_init((c,), dtype))
                 layer.beta.assign(beta_init((c,), dtype))
 
-            def replica_step(xl, dyl):
+            def replica_step(xl, dyl, ml, masked=case in MASKED):
                 with tf.GradientTape() as tape:
                     tape.watch(xl)
-                    y = layer(xl, training=True)
+                    y = layer(xl, training=True, mask=ml if masked else None)
                     loss = tf.reduce_sum(y * dyl)
                 dx, dg, db = tape.gradient(loss, [xl, layer.gamma.value, layer.beta.value])
                 return y, dx, dg, db
 
             @tf.function
-            def step(xd, dyd):
-                return strategy.run(replica_step, args=(xd, dyd))
+            def step(xd, dyd, md):
+                return strategy.run(replica_step, args=(xd, dyd, md))
 
             for s in range(STEPS):
                 x, dy = global_batch(case, split, sizes, s)
+                mask = global_mask(case, split, sizes, s)
+                if mask is None:
+                    mask = np.ones(x.shape[:-1], bool)
                 res = step(per_replica([local_slice(x, sizes, r) for r in range(size)]),
-                           per_replica([local_slice(dy, sizes, r) for r in range(size)]))
+                           per_replica([local_slice(dy, sizes, r) for r in range(size)]),
+                           per_replica([local_slice(mask, sizes, r) for r in range(size)]))
             for key, v in zip(("y", "dx", "d_gamma", "d_beta"), res):
                 for r, a in enumerate(local(v)):
                     outs[r][f"{tag}/{key}"] = a
@@ -262,10 +279,11 @@ def run_keras_jax(outdir):
         tv = [v.value for v in layer.trainable_variables]
         ntv = [v.value for v in layer.non_trainable_variables]
 
-        def shard_step(tv, ntv, x, dy, layer=layer):
+        def shard_step(tv, ntv, x, dy, m, layer=layer, masked=case in MASKED):
             def loss(tv, x):
                 with keras_plugin.jax_sync_axis("batch"):
-                    y, new_ntv = layer.stateless_call(tv, ntv, x, training=True)
+                    y, new_ntv = layer.stateless_call(tv, ntv, x, training=True,
+                                                      mask=m if masked else None)
                 return jnp.sum(y * dy), (y, new_ntv)
 
             (_, (y, new_ntv)), (gtv, gx) = jax.value_and_grad(
@@ -273,7 +291,7 @@ def run_keras_jax(outdir):
             # Per-shard results stacked along the mapped axis.
             return y, gx, [g[None] for g in gtv], [v[None] for v in new_ntv]
 
-        specs = dict(mesh=mesh, in_specs=(P(), P(), P("batch"), P("batch")),
+        specs = dict(mesh=mesh, in_specs=(P(), P(), P("batch"), P("batch"), P("batch")),
                      out_specs=(P("batch"), P("batch"), P("batch"), P("batch")))
         try:
             f = jax.jit(shard_map(shard_step, check_vma=False, **specs))
@@ -281,7 +299,10 @@ def run_keras_jax(outdir):
             f = jax.jit(shard_map(shard_step, check_rep=False, **specs))
         for s in range(STEPS):
             x, dy = global_batch(case, split, sizes, s)
-            y, dx, gtv, new_ntv = f(tv, ntv, jnp.asarray(x), jnp.asarray(dy))
+            mask = global_mask(case, split, sizes, s)
+            if mask is None:
+                mask = np.ones(x.shape[:-1], bool)
+            y, dx, gtv, new_ntv = f(tv, ntv, jnp.asarray(x), jnp.asarray(dy), jnp.asarray(mask))
             ntv = [v[0] for v in new_ntv]
         for r in range(size):
             sl = slice(sum(sizes[:r]), sum(sizes[:r + 1]))
