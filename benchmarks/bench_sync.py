@@ -15,7 +15,9 @@ measures the scheduler, since a rank waits whenever its peer is descheduled):
   2C+7 values forward, one all-reduce of 2C+5 values backward);
 * ``gather`` / ``reduce`` -- the two collectives alone, on vectors of those
   sizes (``reduce2`` is an all-reduce of 2C+1 values: the single exchange of
-  the shifted-sums alternative discussed in ``benchmarks/SYNC.md``).
+  the shifted-sums alternative discussed in ``benchmarks/SYNC.md``);
+* ``msync`` / ``mreduce`` -- the synchronized step with
+  ``from_mpi4py(reduction="merge")`` and its merge all-reduce (+ broadcast) alone.
 
 ``--merge`` times the ordered Chan merge of P rows (what every process
 computes after the all-gather) for P = 16 ... 1024, without communication.
@@ -53,6 +55,7 @@ def _best(fn, reps, comm=None):
 def bench_mpi(args):
     from mpi4py import MPI
     comm = distributed.from_mpi4py(MPI.COMM_WORLD)
+    merge = distributed.from_mpi4py(MPI.COMM_WORLD, reduction="merge")
     rank, size = comm.rank, comm.size
     n, h, w = args.local
     rows = []
@@ -62,6 +65,8 @@ def bench_mpi(args):
         dy = rng.standard_normal(x.shape).astype(np.float32)
         plain = ckbn.BatchNormalization(name=f"plain_{c}")
         sync = ckbn.BatchNormalization(synchronized=True, communicator=comm, name=f"sync_{c}")
+        msync = ckbn.BatchNormalization(synchronized=True, communicator=merge,
+                                        name=f"msync_{c}")
 
         def step(layer):
             layer(x, training=True)
@@ -70,27 +75,32 @@ def bench_mpi(args):
         with ckbn.eager_mode():
             t_local = _best(lambda: step(plain), args.reps, comm)
             t_sync = _best(lambda: step(sync), args.reps, comm)
+            t_msync = _best(lambda: step(msync), args.reps, comm)
         g = np.zeros(2 * c + 7)
         r = np.zeros(2 * c + 5)
         r2 = np.zeros(2 * c + 1)
         t_gather = _best(lambda: comm.allgather(g), args.reps, comm)
         t_reduce = _best(lambda: comm.allreduce(r), args.reps, comm)
         t_reduce2 = _best(lambda: comm.allreduce(r2), args.reps, comm)
-        mine = np.array([t_local, t_sync, t_gather, t_reduce, t_reduce2])
+        pk = np.zeros(12 + 2 * c)
+        t_merge = _best(lambda: merge.merge_allreduce(pk, c), args.reps, comm)
+        mine = np.array([t_local, t_sync, t_gather, t_reduce, t_reduce2, t_msync, t_merge])
         worst = comm.allgather(mine).max(axis=0)   # the slowest rank's best times
         rows.append(dict(C=c, local_ms=worst[0] * 1e3, sync_ms=worst[1] * 1e3,
                          gather_us=worst[2] * 1e6, reduce_us=worst[3] * 1e6,
-                         reduce2_us=worst[4] * 1e6,
+                         reduce2_us=worst[4] * 1e6, merge_sync_ms=worst[5] * 1e3,
+                         merge_allreduce_us=worst[6] * 1e6,
                          overhead=(worst[1] - worst[0]) / worst[0]))
     if rank == 0:
         print(f"# {size} ranks (mpiexec, MPICH), local batch {n}x{h}x{w}xC float32, "
               f"OMP threads {ckbn.get_num_threads()}, best of {args.reps}, slowest rank")
         print(f"{'C':>6} {'local ms':>9} {'sync ms':>9} {'overhead':>9} {'gather us':>10} "
-              f"{'reduce us':>10} {'reduce2 us':>10}")
+              f"{'reduce us':>10} {'reduce2 us':>10} {'msync ms':>9} {'mreduce us':>10}")
         for r_ in rows:
             print(f"{r_['C']:>6} {r_['local_ms']:>9.3f} {r_['sync_ms']:>9.3f} "
                   f"{r_['overhead']:>8.1%} {r_['gather_us']:>10.1f} {r_['reduce_us']:>10.1f} "
-                  f"{r_['reduce2_us']:>10.1f}")
+                  f"{r_['reduce2_us']:>10.1f} {r_['merge_sync_ms']:>9.3f} "
+                  f"{r_['merge_allreduce_us']:>10.1f}")
         return dict(ranks=size, local=[n, h, w], rows=rows)
     return None
 

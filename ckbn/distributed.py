@@ -126,11 +126,43 @@ class Communicator:
 class _MPI(Communicator):
     engine = "MPI (mpi4py)"
 
-    def __init__(self, comm):
+    def __init__(self, comm, reduction="gather"):
         super().__init__(comm.Get_rank(), comm.Get_size())
         self.comm = comm
         from mpi4py import MPI
+        self._MPI = MPI
         self._sum = MPI.SUM
+        self.reduction = reduction
+        self._merge_ops = {}
+
+    def merge_allreduce(self, vec, n_ch):
+        """All-reduce of a packed forward vector (:func:`_pack_reduce`) with the
+        Chan merge as a non-commutative operation (applied in rank order), then a
+        broadcast of rank 0's result so that every process has the same bits."""
+        MPI = self._MPI
+        hit = self._merge_ops.get(vec.size)
+        if hit is None:
+            dt = MPI.DOUBLE.Create_contiguous(vec.size).Commit()
+
+            def fn(inmem, outmem, datatype, n_ch=n_ch, size=vec.size):
+                a = np.frombuffer(inmem, dtype=_f64)
+                b = np.frombuffer(outmem, dtype=_f64)
+                for k in range(a.size // size):      # whole packed vectors only
+                    _merge_packed(a[k * size:(k + 1) * size], b[k * size:(k + 1) * size],
+                                  n_ch)
+
+            hit = self._merge_ops[vec.size] = (dt, MPI.Op.Create(fn, commute=False))
+        dt, op = hit
+        out = np.empty_like(vec)
+        try:
+            self.comm.Allreduce([vec, 1, dt], [out, 1, dt], op=op)
+            self.comm.Bcast(out, root=0)
+        except Exception as e:
+            raise RuntimeError(
+                f"ckbn.distributed: merge all-reduce of {vec.size} float64 values over "
+                f"{self.engine} failed on rank {self.rank} of {self.size} (a peer process may "
+                f"have exited): {type(e).__name__}: {e}") from e
+        return out
 
     def _allgather(self, vec):
         out = np.empty((self.size, vec.size), dtype=_f64)
@@ -180,8 +212,23 @@ class _Duck(Communicator):
         return self.obj.allreduce(vec)
 
 
-def from_mpi4py(comm=None):
-    """A communicator over an ``mpi4py`` communicator (default ``MPI.COMM_WORLD``)."""
+def from_mpi4py(comm=None, reduction="gather"):
+    """A communicator over an ``mpi4py`` communicator (default ``MPI.COMM_WORLD``).
+
+    ``reduction`` chooses the forward exchange of synchronized layers:
+
+    * ``"gather"`` (default) -- one all-gather of every process's
+      (count, mean, M2); every process merges the P rows in rank order;
+    * ``"merge"`` -- one all-reduce whose operation is that merge (an MPI
+      user-defined, non-commutative operation, so applied in rank order),
+      then a broadcast of rank 0's result: the vector exchanged does not grow
+      with the number of processes and each process merges O(log P) rows
+      (for large worlds: see ``benchmarks/SYNC.md``).  Same exactness; the
+      merge's bracketing differs from ``"gather"``, so the last bits may too.
+    """
+    if reduction not in ("gather", "merge"):
+        raise ValueError(f"from_mpi4py: reduction must be 'gather' or 'merge', got "
+                         f"{reduction!r}")
     try:
         from mpi4py import MPI
     except ImportError as e:
@@ -194,7 +241,7 @@ def from_mpi4py(comm=None):
         raise TypeError(f"from_mpi4py takes an mpi4py.MPI.Comm, got {comm!r}")
     if comm == MPI.COMM_NULL:
         raise ValueError("from_mpi4py: the communicator is MPI.COMM_NULL")
-    return _MPI(comm)
+    return _MPI(comm, reduction)
 
 
 def from_torch(group=None):
@@ -384,20 +431,68 @@ def _exchange_forward(layer, comm, dtype, mean, var, count, exc):
     if exc is None and count > 0:
         vec[_H:_H + n_ch] = mean
         vec[_H + n_ch:] = var * count          # M2 = sum((x - mean)^2)
-    rows = comm.allgather(vec)
-    if np.any(rows[:, _STATUS] != 0):
-        _shared_failure(comm, layer, _FORWARD, exc, None)
-    problem = _check_headers(rows, _FORWARD)
-    if problem is not None:
-        _shared_failure(comm, layer, _FORWARD, exc, problem)
-    st.seq += 1
-    n, g_mean, g_var = merge(rows[:, _COUNT], rows[:, _H:_H + n_ch], rows[:, _H + n_ch:])
+    if getattr(comm, "reduction", "gather") == "merge":
+        tot = comm.merge_allreduce(_pack_reduce(vec, n_ch), n_ch)
+        if tot[0] != 0:
+            _shared_failure(comm, layer, _FORWARD, exc, None)
+        lo, hi = tot[1:11:2], tot[2:11:2]
+        if np.any(lo != hi):
+            names = ["step kind", "layer", "step", "dtype", "channel count"]
+            bad = [nm for nm, a, b in zip(names, lo, hi) if a != b]
+            _shared_failure(comm, layer, _FORWARD, exc,
+                            f"the processes differ in {', '.join(bad)} (calls out of order?)")
+        st.seq += 1
+        n = tot[11]
+        g_mean = tot[12:12 + n_ch]
+        g_var = tot[12 + n_ch:] / n if n else tot[12 + n_ch:]
+    else:
+        rows = comm.allgather(vec)
+        if np.any(rows[:, _STATUS] != 0):
+            _shared_failure(comm, layer, _FORWARD, exc, None)
+        problem = _check_headers(rows, _FORWARD)
+        if problem is not None:
+            _shared_failure(comm, layer, _FORWARD, exc, problem)
+        st.seq += 1
+        n, g_mean, g_var = merge(rows[:, _COUNT], rows[:, _H:_H + n_ch], rows[:, _H + n_ch:])
     if n <= 1:
         raise ValueError(
             f"{layer.name}: the global batch has {int(n)} value(s) per channel over "
             f"{comm.size} processes; synchronized batch normalization needs at least 2 "
             f"(every process raises this, no state changed)")
     return g_mean, g_var, n
+
+
+def _pack_reduce(vec, n_ch):
+    """A forward vector laid out for the merge all-reduce: the status, (min, max)
+    pairs of the fields every process must share, count, mean, M2."""
+    out = np.empty(12 + 2 * n_ch)
+    out[0] = vec[_STATUS]
+    for k, field in enumerate((_KIND, _LAYER, _SEQ, _DTYPE, _NCH)):
+        out[1 + 2 * k] = out[2 + 2 * k] = vec[field]
+    out[11] = vec[_COUNT]
+    out[12:] = vec[_H:]
+    return out
+
+
+def _merge_packed(a, b, n_ch):
+    """``b <- a (merge) b`` for packed vectors, ``a`` from the lower ranks."""
+    b[0] = max(a[0], b[0])
+    b[1:11:2] = np.minimum(a[1:11:2], b[1:11:2])
+    b[2:11:2] = np.maximum(a[2:11:2], b[2:11:2])
+    na, nb = a[11], b[11]
+    if na == 0:
+        return
+    if nb == 0:
+        b[11:] = a[11:]
+        return
+    n = na + nb
+    ma, mb = a[12:12 + n_ch], b[12:12 + n_ch]
+    delta = mb - ma
+    mean = ma + delta * (nb / n)
+    m2 = a[12 + n_ch:] + b[12 + n_ch:] + delta * delta * (na * nb / n)
+    b[11] = n
+    b[12:12 + n_ch] = mean
+    b[12 + n_ch:] = m2
 
 
 def merge(counts, means, m2s):

@@ -1,6 +1,7 @@
 """One process of the synchronized batch-normalization tests.
 
-Run under ``mpiexec`` (engine ``mpi``) or as one of several processes of a
+Run under ``mpiexec`` (engine ``mpi``, or ``mpi-merge`` for the merge
+all-reduce) or as one of several processes of a
 ``torch.distributed`` gloo group on 127.0.0.1 (engine ``torch``, with
 ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set)::
 
@@ -385,9 +386,10 @@ def run_errors(comm, out, errors):
 
 def communicator(engine):
     import ckbn
-    if engine == "mpi":
+    if engine in ("mpi", "mpi-merge"):
         from mpi4py import MPI
-        return ckbn.distributed.from_mpi4py(MPI.COMM_WORLD)
+        return ckbn.distributed.from_mpi4py(
+            MPI.COMM_WORLD, reduction="merge" if engine == "mpi-merge" else "gather")
     import datetime
 
     import torch.distributed as dist

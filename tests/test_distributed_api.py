@@ -103,3 +103,35 @@ def test_from_mpi4py_world():
     np.testing.assert_array_equal(comm.allreduce(np.arange(3.0)), [0, 1, 2])
     with pytest.raises(TypeError, match="mpi4py.MPI.Comm"):
         distributed.from_mpi4py("world")
+
+
+def test_from_mpi4py_reduction_names():
+    pytest.importorskip("mpi4py")
+    with pytest.raises(ValueError, match="reduction must be 'gather' or 'merge', got 'sum'"):
+        distributed.from_mpi4py(reduction="sum")
+    assert distributed.from_mpi4py(reduction="merge").reduction == "merge"
+
+
+def test_merge_packed_matches_merge():
+    rng = np.random.default_rng(3)
+    c = 4
+    counts = [5.0, 0.0, 3.0]
+    means = rng.standard_normal((3, c)) + 100
+    m2s = rng.random((3, c)) * 4
+    means[1] = m2s[1] = 0
+    packed = []
+    for n, m, q in zip(counts, means, m2s):
+        v = np.zeros(7 + 2 * c)
+        v[6], v[7:7 + c], v[7 + c:] = n, m, q
+        v[1:6] = [1, 2, 3, 2, c]
+        packed.append(distributed._pack_reduce(v, c))
+    acc = packed[0].copy()
+    for p in packed[1:]:           # left to right, as in rank order
+        b = p.copy()
+        distributed._merge_packed(acc, b, c)
+        acc = b
+    n, mean, var = distributed.merge(counts, means, m2s)
+    assert acc[11] == n == 8
+    np.testing.assert_array_equal(acc[12:12 + c], mean)
+    np.testing.assert_array_equal(acc[12 + c:] / n, var)
+    np.testing.assert_array_equal(acc[1:11:2], acc[2:11:2])

@@ -27,16 +27,18 @@ def _mpiexec():
     return exe
 
 
-def _run(n, plan, outdir, timeout=180):
+def _run(n, plan, outdir, timeout=180, engine="mpi"):
     cmd = [_mpiexec(), "-n", str(n), "-host", "localhost", sys.executable, "-m",
-           "tests.distributed_worker", "mpi", plan, str(outdir)]
+           "tests.distributed_worker", engine, plan, str(outdir)]
     return subprocess.run(cmd, cwd=D.ROOT, env=D.worker_env(), capture_output=True, text=True,
                           timeout=timeout)
 
 
+@pytest.mark.parametrize("engine", ["mpi", "mpi-merge"])
 @pytest.mark.parametrize("n", [2, 4])
-def test_mpi_matches_global_batch(n, tmp_path):
-    res = _run(n, "steps", tmp_path)
+def test_mpi_matches_global_batch(n, engine, tmp_path):
+    # "mpi-merge": from_mpi4py(reduction="merge"), the all-reduce with the Chan merge.
+    res = _run(n, "steps", tmp_path, engine=engine)
     assert res.returncode == 0, res.stdout + res.stderr
     arrays, errors = D.load(tmp_path, n)
     D.check_steps(arrays, errors, n)
