@@ -119,10 +119,7 @@ class _CallRecord:
     """What backward needs from a training or inference call."""
 
     __slots__ = ("in_shape", "layout", "training", "mean", "var", "eps", "_inv", "g_eff",
-                 "r", "d", "adj_scale", "adj_bias", "batch", "ref", "sync", "__weakref__")
-
-    def __init__(self):
-        self.sync = None   # (communicator, step) of a synchronized training call
+                 "r", "d", "adj_scale", "adj_bias", "batch", "ref", "__weakref__")
 
     @property
     def inv(self):
@@ -357,14 +354,18 @@ class BatchNormalization(Layer):
         st = self._sync
         st.comm = None
         st.last_train = False
-        if self.synchronized and _training_flag(kwargs.get("training", args[0] if args
-                                                           else False)):
-            comm = _distributed.resolve(self)
-            if comm is not None:
-                st.comm = comm
-                st.last_train = True
-                return _distributed.guarded(self, comm, _distributed._FORWARD,
-                                            super().__call__, inputs, *args, **kwargs)
+        if self.synchronized:
+            if _training_flag(kwargs.get("training", args[0] if args else False)):
+                comm = _distributed.resolve(self)
+                if comm is not None:
+                    st.comm = comm
+                    st.last_train = True
+                    return _distributed.guarded(self, comm, _distributed._FORWARD,
+                                                super().__call__, inputs, *args, **kwargs)
+            elif np.size(inputs) == 0:
+                raise ValueError(
+                    f"{self.name}: empty input of shape {np.shape(inputs)} (an empty local "
+                    f"batch takes part in synchronized training calls only)")
         return super().__call__(inputs, *args, **kwargs)
 
     apply = __call__
@@ -449,8 +450,10 @@ class BatchNormalization(Layer):
         rec.layout = layout
         rec.training = True
         rec.adj_scale, rec.adj_bias = adj_s, adj_b
-        comm = self._sync.comm   # synchronized: global statistics (ckbn.distributed)
-        plain = not self.renorm and adj_s is None and comm is None
+        if self._sync.comm is not None:   # synchronized: global statistics (ckbn.distributed)
+            return _distributed.train_forward(self, self._sync.comm, xg, layout, inputs, rec,
+                                              A, B)
+        plain = not self.renorm and adj_s is None
         if plain and xg.dtype != np.float16 and layout.perm is None:
             # One kernel call: statistics, coefficients and normalization.
             xf = xg.reshape(-1) if xg.flags.c_contiguous else layout.to_canonical(xg)
@@ -464,12 +467,7 @@ class BatchNormalization(Layer):
             inv = None   # computed by backward if it is needed
             r = d = None
         else:
-            if comm is None:
-                mean, var = _ops.stats(xg, layout)
-                count = layout.count
-            else:
-                mean, var, count = _distributed.forward_stats(self, comm, xg, layout)
-                rec.sync = (comm, self._sync.seq)
+            mean, var = _ops.stats(xg, layout)
             inv = 1.0 / np.sqrt(var + eps)
             r = d = None
             if self.renorm:
@@ -479,11 +477,11 @@ class BatchNormalization(Layer):
             else:
                 a = inv * A
                 b = B - mean * a
-            y = _ops.affine(xg, layout, a, b) if xg.size else np.empty(xg.shape, xg.dtype)
+            y = _ops.affine(xg, layout, a, b)
         rec.mean, rec.var, rec.eps, rec._inv, rec.r, rec.d = mean, var, eps, inv, r, d
         rec.g_eff = A if r is None else A * r
-        rec.batch = layout.count if rec.sync is None else count
-        self._add_moving_updates(mean, var, layout, inputs, rec.batch)
+        rec.batch = layout.count
+        self._add_moving_updates(mean, var, layout, inputs)
         return y, rec
 
     def _infer_forward(self, xg, layout):
@@ -493,7 +491,7 @@ class BatchNormalization(Layer):
         with np.errstate(divide="ignore", invalid="ignore"):
             inv = 1.0 / np.sqrt(mv + self.epsilon)
         a = inv * A
-        y = _ops.affine(xg, layout, a, B - mm * a) if xg.size else np.empty(xg.shape, xg.dtype)
+        y = _ops.affine(xg, layout, a, B - mm * a)
         rec = _CallRecord()
         rec.layout, rec.training, rec.mean, rec._inv = layout, False, mm, inv
         rec.g_eff, rec.r, rec.d, rec.adj_scale, rec.adj_bias = A, None, None, None, None
@@ -529,7 +527,7 @@ class BatchNormalization(Layer):
         d = np.broadcast_to(d.reshape(shp), ks).reshape(-1)
         return r, d
 
-    def _add_moving_updates(self, mean, var, layout, inputs, count):
+    def _add_moving_updates(self, mean, var, layout, inputs):
         new_mean = self._group_mean(mean, layout)
         new_var = self._group_mean(var, layout)
         m = self.momentum
@@ -538,7 +536,7 @@ class BatchNormalization(Layer):
             # Applied at once: no update objects to build.
             if self.trainable:
                 if self.fused:
-                    n = count
+                    n = layout.count
                     if n > 1 and self._bessels_correction_test_only:
                         new_var = new_var * (n / (n - 1.0))
                 _ema(self.moving_mean, new_mean, m)
@@ -554,7 +552,7 @@ class BatchNormalization(Layer):
                           std, m, self.epsilon, name=self._update_names[1])]
         else:
             if self.fused:
-                n = count
+                n = layout.count
                 if n > 1 and self._bessels_correction_test_only:
                     new_var = new_var * (n / (n - 1.0))
             ups = [Update(_ema, self.moving_mean, new_mean, m, name=self._update_names[0]),
@@ -626,25 +624,21 @@ class BatchNormalization(Layer):
             raise ValueError(
                 f"{self.name}: dy has shape {dy.shape}, expected the call's output shape "
                 f"{rec.in_shape}")
+        sync = self._sync.records.get(rec)
+        if sync is not None:   # synchronized: global sums (ckbn.distributed)
+            return _distributed.train_backward(self, sync, rec, dy, x)
         dy = dy.astype(dtype, copy=False).reshape(layout.shape)
-        if x.size:
-            sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
-        else:
-            sum_dy = sum_dyxc = np.zeros(layout.n_channels)
-        g_dy, g_dyxc, n = sum_dy, sum_dyxc, float(layout.count)
-        if rec.sync is not None:   # synchronized: global sums (ckbn.distributed)
-            g_dy, g_dyxc = _distributed.backward_sums(self, rec.sync[0], rec, sum_dy, sum_dyxc)
-            n = float(rec.batch)
+        sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
         inv = rec.inv
         sum_dy_xhat = sum_dyxc * inv
         k1 = rec.g_eff * inv
         if rec.training:
-            k2 = -k1 * inv * inv * g_dyxc / n
-            k3 = -k1 * g_dy / n - k2 * rec.mean
-            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3) if x.size else np.empty_like(dy)
+            n = float(layout.count)
+            k2 = -k1 * inv * inv * sum_dyxc / n
+            k3 = -k1 * sum_dy / n - k2 * rec.mean
+            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3)
         else:
-            dx = (_ops.affine(dy, layout, k1, np.zeros_like(k1)) if x.size
-                  else np.empty_like(dy))
+            dx = _ops.affine(dy, layout, k1, np.zeros_like(k1))
         grads = []
         if self.trainable:
             if self.gamma is not None:

@@ -44,6 +44,8 @@ ends the whole job, ``torch.distributed`` raises in the surviving processes
 
 from __future__ import annotations
 
+import copy
+import weakref
 import zlib
 
 import numpy as np
@@ -291,10 +293,11 @@ def get_communicator():
 class _SyncState:
     """Per-layer bookkeeping: the agreed channel count and the call number."""
 
-    __slots__ = ("n_channels", "seq", "joined", "last_train", "comm")
+    __slots__ = ("n_channels", "seq", "joined", "last_train", "comm", "records")
 
     def __init__(self):
         self.comm = None         # the communicator of the current call (None: local)
+        self.records = weakref.WeakKeyDictionary()   # call record -> (communicator, step)
         self.n_channels = None   # agreed by every process at the first training call
         self.seq = 0             # synchronized training steps exchanged so far
         self.joined = True       # whether the current call reached its collective
@@ -522,14 +525,41 @@ def merge(counts, means, m2s):
     return n, mean, m2 / n
 
 
-def forward_stats(layer, comm, xg, layout):
-    """Global (mean, biased var, count) of a synchronized training call."""
+def train_forward(layer, comm, xg, layout, inputs, rec, A, B):
+    """A synchronized training forward of ``ckbn.BatchNormalization``.
+
+    ``A`` and ``B`` are the layer's per-channel affine coefficients.  Fills
+    ``rec`` (the layer's call record), applies or records the moving-average
+    updates with the global statistics and count, and returns ``(y, rec)``.
+    """
     from ckbn import _ops
+    eps = layer.epsilon
     if layout.count:
         mean, var = _ops.stats(xg, layout)
     else:
         mean = var = np.zeros(layout.n_channels)
-    return _exchange_forward(layer, comm, xg.dtype, mean, var, layout.count, None)
+    mean, var, n = _exchange_forward(layer, comm, xg.dtype, mean, var, layout.count, None)
+    inv = 1.0 / np.sqrt(var + eps)
+    r = d = None
+    if layer.renorm:
+        r, d = layer._renorm_rd(mean, var, layout)    # r and d from the global statistics
+        a = inv * r * A
+        b = d * A + B - mean * a
+    else:
+        a = inv * A
+        b = B - mean * a
+    y = _ops.affine(xg, layout, a, b) if xg.size else np.empty(xg.shape, xg.dtype)
+    rec.mean, rec.var, rec.eps, rec.r, rec.d = mean, var, eps, r, d
+    if "_inv" in getattr(type(rec), "__slots__", ()):
+        rec._inv = inv
+    rec.g_eff = A if r is None else A * r
+    rec.batch = int(n)
+    layer._sync.records[rec] = (comm, layer._sync.seq)
+    # The moving averages see the global count (the fused rule's Bessel correction).
+    glob = copy.copy(layout)
+    object.__setattr__(glob, "count", int(n))
+    layer._add_moving_updates(mean, var, glob, inputs)
+    return y, rec
 
 
 def _exchange_backward(layer, comm, seq, sum_dy, sum_dyxc, exc):
@@ -561,9 +591,39 @@ def _exchange_backward(layer, comm, seq, sum_dy, sum_dyxc, exc):
     return tot[5:5 + n_ch], tot[5 + n_ch:]
 
 
-def backward_sums(layer, comm, rec, sum_dy, sum_dyxc):
-    """Global ``sum(dy)`` and ``sum(dy * (x - mean))`` of a synchronized call."""
-    return _exchange_backward(layer, comm, rec.sync[1], sum_dy, sum_dyxc, None)
+def train_backward(layer, sync, rec, dy, x):
+    """``backward`` of a synchronized training call: ``(dx, grads)``.
+
+    dx uses the global sums (one all-reduce) and the global count; the
+    gradients of gamma and beta are this process's sums.
+    """
+    from ckbn import _ops
+    comm, step = sync
+    layout = rec.layout
+    dy = dy.astype(x.dtype, copy=False).reshape(layout.shape)
+    if x.size:
+        sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
+    else:
+        sum_dy = sum_dyxc = np.zeros(layout.n_channels)
+    g_dy, g_dyxc = _exchange_backward(layer, comm, step, sum_dy, sum_dyxc, None)
+    n = float(rec.batch)
+    inv = 1.0 / np.sqrt(rec.var + rec.eps)
+    k1 = rec.g_eff * inv
+    k2 = -k1 * inv * inv * g_dyxc / n
+    k3 = -k1 * g_dy / n - k2 * rec.mean
+    dx = _ops.grad_dx(dy, x, layout, k1, k2, k3) if x.size else np.empty_like(dy)
+    grads = []
+    if layer.trainable:
+        if layer.gamma is not None:
+            core = sum_dyxc * inv
+            if rec.r is not None:
+                core = rec.r * core + rec.d * sum_dy
+            if rec.adj_scale is not None:
+                core = rec.adj_scale * core + rec.adj_bias * sum_dy
+            grads.append(layer._reduce_to_param(core, layout))
+        if layer.beta is not None:
+            grads.append(layer._reduce_to_param(sum_dy, layout))
+    return dx.reshape(rec.in_shape), grads
 
 
 # -- the same exchanges for other layers (keras_plugin) ------------------------------
