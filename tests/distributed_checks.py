@@ -185,8 +185,9 @@ def check_steps(arrays, errors, size, keras=False, split_names=None):
     if keras:
         for e in errors:
             assert e["keras_renorm"].startswith("NotImplementedError: ")
-            assert re.search("keras_renorm: synchronized=True on the (torch|tensorflow|jax) backend "
-                             "does not support renorm", e["keras_renorm"]), e["keras_renorm"]
+            assert re.search("keras_renorm: synchronized=True on the (torch|tensorflow|jax) "
+                             "backend does not support renorm", e["keras_renorm"]), \
+                e["keras_renorm"]
     else:
         check_errors(arrays, errors, size)
 
