@@ -124,6 +124,9 @@ class Communicator:
     def __repr__(self):
         return f"<ckbn.distributed communicator: {self.engine}, rank {self.rank} of {self.size}>"
 
+    def __deepcopy__(self, memo):
+        return self    # a handle on the engine's communicator: copies share it
+
 
 class _MPI(Communicator):
     engine = "MPI (mpi4py)"
@@ -302,6 +305,9 @@ class _SyncState:
         self.seq = 0             # synchronized training steps exchanged so far
         self.joined = True       # whether the current call reached its collective
         self.last_train = False  # whether the latest call was a synchronized training call
+
+    def __deepcopy__(self, memo):
+        return _SyncState()      # a copied layer starts its own exchanges
 
 
 def _layer_id(layer):

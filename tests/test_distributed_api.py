@@ -135,3 +135,15 @@ def test_merge_packed_matches_merge():
     np.testing.assert_array_equal(acc[12:12 + c], mean)
     np.testing.assert_array_equal(acc[12 + c:] / n, var)
     np.testing.assert_array_equal(acc[1:11:2], acc[2:11:2])
+
+
+def test_deepcopy_of_a_synchronized_layer():
+    import copy
+    comm = distributed._as_communicator(_World1())
+    bn = ckbn.BatchNormalization(synchronized=True, communicator=comm)
+    with ckbn.eager_mode():
+        bn(np.arange(12, dtype=np.float32).reshape(4, 3), training=True)
+    twin = copy.deepcopy(bn)
+    assert twin._communicator is comm
+    assert twin._sync is not bn._sync and twin._sync.seq == 0
+    np.testing.assert_array_equal(twin.moving_mean.value, bn.moving_mean.value)
