@@ -10,6 +10,8 @@ The public surface (see the README):
   ``GraphKeys``, ``variable_scope``, ``eager_mode``/``graph_mode``,
   ``run_updates``, and ``initializers``, ``regularizers``, ``constraints``,
   ``optimizers``;
+* ``ckbn.distributed`` -- communicators for ``BatchNormalization(synchronized=True)``
+  (statistics of the global batch across processes: MPI, ``torch.distributed``);
 * thread control: ``set_num_threads``, ``get_num_threads``, ``num_threads``,
   ``openmp_enabled``, ``show_config``.
 """
@@ -21,7 +23,7 @@ from ckbn._config import get_num_threads, num_threads, set_num_threads
 from ckbn._openmp import openmp_enabled
 from ckbn._show import show_config
 
-from ckbn import constraints, initializers, optimizers, regularizers
+from ckbn import constraints, distributed, initializers, optimizers, regularizers
 from ckbn._framework import (
     Graph,
     GraphKeys,
@@ -47,7 +49,7 @@ from ckbn._normalization import (
 )
 
 __all__ = [
-    "nn", "initializers", "regularizers", "constraints", "optimizers",
+    "nn", "distributed", "initializers", "regularizers", "constraints", "optimizers",
     "BatchNormalization", "BatchNorm", "batch_normalization", "batch_norm",
     "Layer", "InputSpec", "Variable", "Update", "run_updates",
     "Graph", "GraphKeys", "VariableScope", "get_default_graph", "reset_default_graph",

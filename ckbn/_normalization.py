@@ -24,6 +24,7 @@ import weakref
 import numpy as np
 
 from ckbn import _ops
+from ckbn import distributed as _distributed
 from ckbn import constraints as _constraints
 from ckbn import initializers as _inits
 from ckbn import regularizers as _regularizers
@@ -136,6 +137,12 @@ class BatchNormalization(Layer):
         Ghost batch normalization with the reference's strided grouping.
     adjustment : callable, optional
         ``adjustment(input_shape) -> (scale, bias)`` applied in training.
+    synchronized : bool, default False
+        Training calls use the statistics of the global batch of every
+        process (see :mod:`ckbn.distributed`); not with ``virtual_batch_size``.
+    communicator : optional
+        From ``ckbn.distributed.from_mpi4py`` / ``from_torch``; default: the
+        one given to ``ckbn.distributed.set_communicator``.
     name : str, optional
     **kwargs
         ``dtype``, ``activity_regularizer``, ``input_shape``, ``batch_size``.
@@ -147,7 +154,7 @@ class BatchNormalization(Layer):
                  beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
                  gamma_constraint=None, renorm=False, renorm_clipping=None,
                  renorm_momentum=0.99, fused=None, trainable=True, virtual_batch_size=None,
-                 adjustment=None, name=None, **kwargs):
+                 adjustment=None, synchronized=False, communicator=None, name=None, **kwargs):
         # Validate everything before any state (the layer name counter) changes.
         if isinstance(axis, (list, tuple)):
             axis = list(axis)
@@ -175,6 +182,15 @@ class BatchNormalization(Layer):
                 raise ValueError(
                     f"renorm_clipping {renorm_clipping} contains keys not in {_RENORM_KEYS}")
             renorm_momentum = _check_unit_interval(renorm_momentum, "renorm_momentum")
+        # -- synchronized batch statistics (ckbn.distributed) --
+        if not isinstance(synchronized, (bool, np.bool_)):
+            raise TypeError(f"synchronized must be a bool, got {synchronized!r}")
+        if synchronized and virtual_batch_size is not None:
+            raise ValueError(
+                "synchronized=True cannot be combined with virtual_batch_size "
+                f"({virtual_batch_size!r}): ghost batches are local by definition")
+        communicator = _distributed._as_communicator(communicator)
+        # -- end synchronized --
         super().__init__(name=name, trainable=trainable, **kwargs)
         self.axis = axis
         self.momentum = momentum
@@ -190,6 +206,9 @@ class BatchNormalization(Layer):
         self.adjustment = adjustment
         self.fused = True if fused is None else bool(fused)
         self._bessels_correction_test_only = True
+        self.synchronized = bool(synchronized)
+        self._communicator = communicator
+        self._sync = _distributed._SyncState()
         if renorm:
             self.renorm_clipping = dict(renorm_clipping)
             self.renorm_momentum = renorm_momentum
@@ -294,11 +313,35 @@ class BatchNormalization(Layer):
                 f"dtype {inputs.dtype}")
         if inputs.ndim == 0:
             raise ValueError("Input has undefined rank:", inputs.shape)
-        if inputs.size == 0:
+        if inputs.size == 0 and not (self.synchronized and inputs.ndim > 1
+                                     and inputs.shape[0] == 0):
             raise ValueError(f"{self.name}: empty input of shape {inputs.shape}")
         return inputs
 
     # -- forward ----------------------------------------------------------------
+    def __call__(self, inputs, *args, **kwargs):
+        # Synchronized training calls run guarded: an error raised on this
+        # process before the statistics exchange is still exchanged, so every
+        # process raises it (ckbn.distributed).
+        st = self._sync
+        st.comm = None
+        st.last_train = False
+        if self.synchronized:
+            if _training_flag(kwargs.get("training", args[0] if args else False)):
+                comm = _distributed.resolve(self)
+                if comm is not None:
+                    st.comm = comm
+                    st.last_train = True
+                    return _distributed.guarded(self, comm, _distributed._FORWARD,
+                                                super().__call__, inputs, *args, **kwargs)
+            elif np.size(inputs) == 0:
+                raise ValueError(
+                    f"{self.name}: empty input of shape {np.shape(inputs)} (an empty local "
+                    f"batch takes part in synchronized training calls only)")
+        return super().__call__(inputs, *args, **kwargs)
+
+    apply = __call__
+
     def _param(self, var, layout, default):
         """A parameter or statistic (param_shape) as a flat per-channel float64 array."""
         if var is None:
@@ -379,6 +422,9 @@ class BatchNormalization(Layer):
         rec.layout = layout
         rec.training = True
         rec.adj_scale, rec.adj_bias = adj_s, adj_b
+        if self._sync.comm is not None:   # synchronized: global statistics (ckbn.distributed)
+            return _distributed.train_forward(self, self._sync.comm, xg, layout, inputs, rec,
+                                              A, B)
         plain = not self.renorm and adj_s is None
         if plain:
             # One kernel call: statistics, coefficients and normalization.
@@ -496,6 +542,10 @@ class BatchNormalization(Layer):
     def backward(self, dy, inputs=None):
         """Gradients of the call made on ``inputs`` (default: the latest call).
 
+        For a synchronized training call, dx is the gradient of the global
+        batch's normalization (one all-reduce of the per-channel sums); gamma's
+        and beta's gradients are this process's sums.
+
         Returns
         -------
         dx : ndarray of the input's shape and dtype
@@ -503,6 +553,13 @@ class BatchNormalization(Layer):
             Aligned with ``self.trainable_weights`` (gamma, then beta, when
             they exist and the layer is trainable).
         """
+        st = self._sync
+        if st.last_train and st.comm is not None:
+            return _distributed.guarded(self, st.comm, _distributed._BACKWARD,
+                                        self._backward, dy, inputs)
+        return self._backward(dy, inputs)
+
+    def _backward(self, dy, inputs=None):
         if inputs is None:
             rec = self._last
             if rec is None:
@@ -525,6 +582,9 @@ class BatchNormalization(Layer):
             raise ValueError(
                 f"{self.name}: dy has shape {dy.shape}, expected the call's output shape "
                 f"{rec.in_shape}")
+        sync = self._sync.records.get(rec)
+        if sync is not None:   # synchronized: global sums (ckbn.distributed)
+            return _distributed.train_backward(self, sync, rec, dy, x)
         dy = dy.astype(dtype, copy=False).reshape(layout.shape)
         # Renorm's r and d are constants of the graph (as in TF): the gradient
         # with respect to x is plain batch norm's with the scale g_eff = A * r.
@@ -559,7 +619,8 @@ class BatchNormalization(Layer):
         cfg = super().get_config()
         cfg.update(axis=self._orig_axis if self.built else self.axis, momentum=self.momentum,
                    epsilon=self.epsilon, center=self.center, scale=self.scale,
-                   renorm=self.renorm, virtual_batch_size=self.virtual_batch_size)
+                   renorm=self.renorm, virtual_batch_size=self.virtual_batch_size,
+                   synchronized=self.synchronized)
         if self.renorm:
             cfg.update(renorm_clipping=self.renorm_clipping, renorm_momentum=self.renorm_momentum)
         return cfg

@@ -9,7 +9,8 @@
 * :func:`swap_batch_normalization` -- a model with every Keras
   ``BatchNormalization`` replaced by it, weights copied.
 * :func:`kernels_disabled` -- a context in which the layers use Keras ops
-  (for ``model.export``); :func:`set_jax_min_elements` -- the JAX threshold.
+  (for ``model.export``); :func:`set_jax_min_elements` -- the JAX threshold;
+  :func:`jax_sync_axis` -- the mapped axis of ``synchronized=True`` on JAX.
 
 Backends: TensorFlow, PyTorch and JAX train on the kernels (CPU tensors);
 NumPy runs inference on them.  See ``keras_plugin.layer`` for what falls back
@@ -17,6 +18,7 @@ to Keras ops and for the OpenMP notes.
 """
 
 from keras_plugin._engine import kernels_disabled, kernels_enabled
+from keras_plugin._sync import jax_sync_axis
 from keras_plugin.layer import BatchNormalization
 from keras_plugin.swap import swap_batch_normalization
 
@@ -27,6 +29,7 @@ __all__ = [
     "kernels_enabled",
     "set_jax_min_elements",
     "get_jax_min_elements",
+    "jax_sync_axis",
 ]
 
 

@@ -14,12 +14,16 @@ For CPU tensors the forward and backward passes run on ``ckbn.nn`` kernels
 (one kernel call per pass).  Tensors reach them as NumPy arrays in
 :mod:`keras_plugin._kernels` (the single conversion point), zero-copy where the
 framework allows.  Keras's own ops (the stock layer's code) are used instead
-for GPU tensors, masks, ``synchronized=True``, XLA compilation and export
+for GPU tensors, masks, XLA compilation and export
 (SavedModel / ``torch.export``), and on JAX unless
 ``keras_plugin.set_jax_min_elements(n)`` opts in: under ``jax.jit`` the
 kernels run as host callbacks, which measured slower than XLA at every size
 (``keras_plugin._jax``), so by default JAX runs Keras's code, never slower than
 stock.  Results agree to float rounding.
+
+``synchronized=True`` (statistics of the global batch across processes or
+replicas, masked calls included) is computed by :mod:`keras_plugin._sync` on
+the torch, tensorflow and jax backends; where it cannot synchronize it raises.
 
 On the TensorFlow backend the layer sets ``supports_jit = False``, so a model
 that contains it compiles with ``jit_compile=False`` by default: **XLA is off for
@@ -45,7 +49,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_plugin import _engine
+from keras_plugin import _engine, _sync
 
 __all__ = ["BatchNormalization"]
 
@@ -139,7 +143,9 @@ class BatchNormalization(_Stock):
             beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
             beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
         if "synchronized" in _STOCK_PARAMS:
-            stock_kwargs["synchronized"] = synchronized
+            # Keras takes synchronized=True on TensorFlow only; keras_plugin._sync serves torch.
+            stock_kwargs["synchronized"] = bool(synchronized) and (
+                keras.backend.backend() == "tensorflow")
         elif synchronized:
             raise ValueError("synchronized=True needs a Keras version that supports it")
         if _STOCK_HAS_RENORM:
@@ -291,7 +297,9 @@ class BatchNormalization(_Stock):
             # Computed in float32 either way (as the stock layer does); NumPy has no bfloat16.
             inputs = ops.cast(inputs, "float32")
         impl = None
-        if mask is None and not self.synchronized:
+        if self.synchronized:   # global statistics across processes: keras_plugin._sync
+            impl = _sync.engine(self, inputs, bool(training and self.trainable), mask)
+        elif mask is None:
             impl = _engine.kernel_impl(inputs)
         if impl is None:
             if not self._uses_extras:
