@@ -123,3 +123,25 @@ def test_chunked_statistics_keep_precision_far_from_zero():
     _, m, v = ckbn.nn.fused_batch_norm(x, None, None, data_format="NCHW")
     ref = x.astype(np.float64).var(axis=(0, 2, 3))
     assert np.max(np.abs(v - ref) / ref) <= 1e-5
+
+
+@pytest.mark.parametrize("offset", [0, 1, 3, 4, 13])
+@pytest.mark.parametrize("shape,fmt,path", [CASES[0], CASES[2], CASES[6], CASES[7]])
+def test_outputs_at_any_alignment(shape, fmt, path, offset):
+    """The element-wise passes peel the elements before the output's first
+    64-byte boundary: every start offset gives the same values."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(np.float32)
+    ref, m, v = ckbn.nn.fused_batch_norm(x, None, None, data_format=fmt, activation="relu6")
+    buf = np.zeros(x.size + 16, np.float32)
+    out = buf[offset:offset + x.size].reshape(shape)
+    y, _, _ = ckbn.nn.fused_batch_norm(x, None, None, data_format=fmt, activation="relu6",
+                                       out=out)
+    assert y is out
+    np.testing.assert_array_equal(out, ref)
+    assert not buf[:offset].any() and not buf[offset + x.size:].any()
+    yi, _, _ = ckbn.nn.fused_batch_norm(x, None, None, m, v, data_format=fmt, out=out,
+                                        is_training=False)
+    np.testing.assert_array_equal(
+        yi, ckbn.nn.fused_batch_norm(x, None, None, m, v, data_format=fmt,
+                                     is_training=False)[0])

@@ -642,10 +642,35 @@ cdef inline void _seg_dx_act(const floating* d, const floating* x, floating* o,
         o[j] = (d[j] * m) * k1 + (x[j] * k2 + k3)
 
 
+cdef inline Py_ssize_t _head(const void* o, Py_ssize_t n, Py_ssize_t size) noexcept nogil:
+    """Elements before the first 64-byte boundary of o (0 for short runs), so
+    that the vector stores after them never split a cache line."""
+    cdef Py_ssize_t k = <Py_ssize_t> ((64 - (<size_t> o) % 64) % 64)
+    if k % size != 0 or n < 4 * 64 // size:
+        return 0
+    return k // size
+
+
 cdef inline void _ew_run(int op, bint act, const floating* x, const floating* d,
                          floating* o, Py_ssize_t n, const floating** w,
                          floating s, floating h) noexcept nogil:
-    """One run of n elements with per-lane coefficients w[i][j]."""
+    """One run of n elements with per-lane coefficients w[i][j]; the output
+    is written from its first 64-byte boundary on with whole vectors."""
+    cdef Py_ssize_t k = _head(o, n, sizeof(floating))
+    cdef const floating* ws[MAX_COEF]
+    cdef int q
+    if k > 0:
+        _ew_run1(op, act, x, d, o, k, w, s, h)
+        for q in range(_n_coef(op, act)):
+            ws[q] = w[q] + k
+        _ew_run1(op, act, x + k, d + k, o + k, n - k, ws, s, h)
+    else:
+        _ew_run1(op, act, x, d, o, n, w, s, h)
+
+
+cdef inline void _ew_run1(int op, bint act, const floating* x, const floating* d,
+                          floating* o, Py_ssize_t n, const floating** w,
+                          floating s, floating h) noexcept nogil:
     if op == OP_AFFINE:
         if act:
             _row_affine_act(x, o, n, w[0], w[1], s, h)
@@ -660,7 +685,19 @@ cdef inline void _ew_run(int op, bint act, const floating* x, const floating* d,
 cdef inline void _ew_seg(int op, bint act, const floating* x, const floating* d,
                          floating* o, Py_ssize_t n, const floating* v,
                          floating s, floating h) noexcept nogil:
-    """One channels-first segment with scalar coefficients v[i]."""
+    """One channels-first segment with scalar coefficients v[i] (output
+    aligned as in _ew_run)."""
+    cdef Py_ssize_t k = _head(o, n, sizeof(floating))
+    if k > 0:
+        _ew_seg1(op, act, x, d, o, k, v, s, h)
+        _ew_seg1(op, act, x + k, d + k, o + k, n - k, v, s, h)
+    else:
+        _ew_seg1(op, act, x, d, o, n, v, s, h)
+
+
+cdef inline void _ew_seg1(int op, bint act, const floating* x, const floating* d,
+                          floating* o, Py_ssize_t n, const floating* v,
+                          floating s, floating h) noexcept nogil:
     if op == OP_AFFINE:
         if act:
             _seg_affine_act(x, o, n, v[0], v[1], s, h)
