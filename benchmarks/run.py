@@ -1,6 +1,7 @@
 """Run the ckbn benchmark suite and write JSON, a markdown report and PNG plots.
 
     python benchmarks/run.py --quick          # under 2 minutes
+    python benchmarks/run.py --variants       # every compiled kernel variant side by side
     python benchmarks/run.py                  # full: every shape, float32 and float64,
                                               # warm and cold caches, 1..all threads
 
@@ -101,6 +102,8 @@ def main(argv=None):
     ap.add_argument("--tag", default=None)
     ap.add_argument("--threads", default=None, help="comma-separated (default: 1, 2, 4, ... all)")
     ap.add_argument("--budget", type=float, default=None)
+    ap.add_argument("--variants", action="store_true",
+                    help="only time every compiled kernel variant side by side (variants.md)")
     args = ap.parse_args(argv)
     tag = args.tag or f"{socket.gethostname()}-{os.cpu_count()}cores"
     outdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", tag)
@@ -112,6 +115,19 @@ def main(argv=None):
     print(info["cpu"], f"{info['cores']} cores")
     print(info["show_config"])
     budget = args.budget or (0.1 if args.quick else 0.3)
+    if args.variants:
+        names = bk.available_kernels()
+        shapes = bk.QUICK if args.quick else [s for s in bk.SHAPES if s != "16x8x8x32"]
+        vrows = [r for nt in threads for r in bk.run_variants(shapes, nt, budget)]
+        with open(os.path.join(outdir, "variants.json"), "w") as f:
+            json.dump({"machine": info, "variants": names, "rows": vrows}, f, indent=1)
+        with open(os.path.join(outdir, "variants.md"), "w") as f:
+            f.write(f"# ckbn kernel variants side by side: {tag}\n\n")
+            f.write(f"CPU: {info['cpu']}; features: {' '.join(info['cpu_features'])}; "
+                    f"dispatched variant: {info['kernel']}.\n\n")
+            f.write(bk.variants_markdown(vrows, names))
+        print(f"wrote {outdir}/variants.md in {time.time() - start:.0f} s")
+        return 0
     rows = []
     if args.quick:
         rows += bk.run(bk.QUICK, threads, [bk.np.float32], budget)

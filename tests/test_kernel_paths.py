@@ -145,3 +145,13 @@ def test_outputs_at_any_alignment(shape, fmt, path, offset):
     np.testing.assert_array_equal(
         yi, ckbn.nn.fused_batch_norm(x, None, None, m, v, data_format=fmt,
                                      is_training=False)[0])
+
+
+def test_work_plan_counts_units_from_the_shape():
+    k = kernels()
+    # 32x56x56x64 NHWC: 6.4 M elements in units of 32 Ki elements.
+    assert k.work_plan(1, 1, 32 * 56 * 56, 64) == {
+        "path": "rows", "reduction_units": 196, "elementwise_units": 196}
+    # 32x256x28x28 NCHW: two channels (2 x 32 x 784 elements) per chunk.
+    assert k.work_plan(32, 256, 784, 1) == {
+        "path": "chunks-planes", "reduction_units": 128, "elementwise_units": 128}
