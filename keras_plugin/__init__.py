@@ -8,6 +8,9 @@
   ``adjustment``, ``renorm``), registered as ``ckbn>BatchNormalization``.
 * :func:`swap_batch_normalization` -- a model with every Keras
   ``BatchNormalization`` replaced by it, weights copied.
+* :func:`fold_batch_normalization` -- a new inference model with every batch
+  normalization after a Dense/convolution folded into its weights (the others
+  become :class:`~keras_plugin.fold.ChannelAffine` layers).
 * :func:`kernels_disabled` -- a context in which the layers use Keras ops
   (for ``model.export``); :func:`set_jax_min_elements` -- the JAX threshold.
 
@@ -19,10 +22,13 @@ to Keras ops and for the OpenMP notes.
 from keras_plugin._engine import kernels_disabled, kernels_enabled
 from keras_plugin.layer import BatchNormalization
 from keras_plugin.swap import swap_batch_normalization
+from keras_plugin.fold import ChannelAffine, fold_batch_normalization
 
 __all__ = [
     "BatchNormalization",
     "swap_batch_normalization",
+    "fold_batch_normalization",
+    "ChannelAffine",
     "kernels_disabled",
     "kernels_enabled",
     "set_jax_min_elements",

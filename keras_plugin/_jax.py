@@ -145,3 +145,34 @@ def moments(x, axes):
     out = (_struct((n,), sd), _struct((n,), sd))
     return jax.pure_callback(lambda a: _kernels.moments(np.asarray(a), axes), out,
                              jax.lax.stop_gradient(x), vmap_method="sequential")
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _affine(x, scale, offset, axes):
+    return jax.pure_callback(lambda *args: _kernels.affine(*_np(*args), axes),
+                             _struct(x.shape, x.dtype), x, scale, offset,
+                             vmap_method="sequential")
+
+
+def _affine_fwd(x, scale, offset, axes):
+    return _affine(x, scale, offset, axes), (x, scale)
+
+
+def _affine_bwd(axes, res, dy):
+    x, scale = res
+    shape = tuple(x.shape[i] if i in axes else 1 for i in range(x.ndim))
+    reduce = tuple(i for i in range(x.ndim) if i not in axes)
+    dyf = dy.astype(scale.dtype)
+    dx = (dyf * scale.reshape(shape)).astype(x.dtype)
+    ds = jnp.sum(dyf * x.astype(scale.dtype), axis=reduce).reshape(-1)
+    do = jnp.sum(dyf, axis=reduce).reshape(-1)
+    return dx, ds, do
+
+
+_affine.defvjp(_affine_fwd, _affine_bwd)
+
+
+def affine(x, scale, offset, axes):
+    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
+    return _affine(x, scale, offset, tuple(int(a) for a in axes))

@@ -59,3 +59,25 @@ def moments(x, axes):
         x = x.astype(np.float32)
     mean, var = ckbn.nn.moments(x, reduce_axes)
     return mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+def affine(x, scale, offset, axes):
+    """``y = x * scale + offset`` per channel, in one kernel pass.
+
+    ``scale`` and ``offset`` are flat per-channel coefficients (float64 is
+    best: the kernel rounds them once to x's dtype).  This is
+    ``ckbn.nn.batch_normalization`` with mean 0, variance 1 and epsilon 0, so
+    the kernel's ``inv`` is exactly ``scale``.
+    """
+    x = np.asarray(x)
+    chan = sorted(a % x.ndim for a in axes)
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    offset = np.asarray(offset, np.float64).reshape(-1)
+    if chan == [x.ndim - 1]:
+        shape = scale.shape  # the kernel's one-value-per-channel fast path
+    else:
+        shape = tuple(n if i in chan else 1 for i, n in enumerate(x.shape))
+    zeros = np.zeros(shape)
+    return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
+                                       scale.reshape(shape), 0.0)

@@ -28,3 +28,7 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad):
 
 def moments(x, axes):
     return _kernels.moments(x, axes)
+
+
+def affine(x, scale, offset, axes):  # fold_batch_normalization's per-channel affine
+    return _kernels.affine(x, scale, offset, axes)

@@ -125,3 +125,33 @@ def moments(x, axes):
     mean, var = tf.numpy_function(fn, [tf.stop_gradient(x)], [sd, sd], stateful=False,
                                   name="ckbn_moments")
     return mean, var
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+def affine(x, scale, offset, axes):
+    """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops."""
+    axes = tuple(axes)
+
+    @tf.custom_gradient
+    def op(x, scale, offset):
+        def fn(x_, s_, o_):
+            return _kernels.affine(x_, s_, o_, axes)
+
+        y = tf.numpy_function(fn, [x, scale, offset], x.dtype, stateful=False,
+                              name="ckbn_channel_affine")
+        y.set_shape(x.shape)
+
+        def grad(dy):
+            ndim = len(x.shape)
+            dims = tf.shape(x)
+            shape = [dims[i] if i in axes else 1 for i in range(ndim)]
+            reduce = [i for i in range(ndim) if i not in axes]
+            dyf = tf.cast(dy, scale.dtype)
+            dx = tf.cast(dyf * tf.reshape(scale, shape), x.dtype)
+            ds = tf.reshape(tf.reduce_sum(dyf * tf.cast(x, scale.dtype), reduce), [-1])
+            do = tf.reshape(tf.reduce_sum(dyf, reduce), [-1])
+            return dx, ds, do
+
+        return y, grad
+
+    return op(x, scale, offset)

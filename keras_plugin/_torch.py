@@ -162,3 +162,40 @@ def moments(x, axes):
     for a in axes:
         n *= x.shape[a]
     return _bn_moments(x.detach(), list(axes), int(n))
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+@torch.library.custom_op("ckbn::channel_affine", mutates_args=())
+def _channel_affine(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                    axes: List[int]) -> torch.Tensor:
+    return _t(_kernels.affine(_np(x), _np(scale), _np(offset), axes))
+
+
+@_channel_affine.register_fake
+def _(x, scale, offset, axes):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _affine_setup(ctx, inputs, output):
+    x, scale, _, axes = inputs
+    ctx.save_for_backward(x, scale)
+    ctx.axes = axes
+
+
+def _affine_backward(ctx, dy):
+    x, scale = ctx.saved_tensors
+    shape = [x.shape[i] if i in ctx.axes else 1 for i in range(x.dim())]
+    reduce = [i for i in range(x.dim()) if i not in ctx.axes]
+    dyf = dy.to(scale.dtype)
+    dx = (dyf * scale.reshape(shape)).to(x.dtype)
+    ds = (dyf * x.to(scale.dtype)).sum(reduce).reshape(-1) if reduce else dyf * x
+    do = dyf.sum(reduce).reshape(-1) if reduce else dyf
+    return dx, ds, do, None
+
+
+_channel_affine.register_autograd(_affine_backward, setup_context=_affine_setup)
+
+
+def affine(x, scale, offset, axes):
+    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
+    return _channel_affine(x, scale, offset, [int(a) for a in axes])
