@@ -81,3 +81,42 @@ def affine(x, scale, offset, axes):
     zeros = np.zeros(shape)
     return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
                                        scale.reshape(shape), 0.0)
+
+
+# ------------------------------------------------ fused activation (issue 14)
+def has_fused_activation():
+    """Whether this ckbn's ``fused_batch_norm`` applies an activation in its pass."""
+    global _HAS_ACT
+    if _HAS_ACT is None:
+        import inspect
+
+        _HAS_ACT = "activation" in inspect.signature(ckbn.nn.fused_batch_norm).parameters
+    return _HAS_ACT
+
+
+_HAS_ACT = None
+
+
+def train_act(x, scale, offset, axes, eps, activation, slope):
+    """``activation(BN(x))`` with the batch statistics, in the kernel's one pass."""
+    y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
+                                            is_training=True, activation=activation,
+                                            negative_slope=slope)
+    sd = stat_dtype(x.dtype)
+    return y, mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
+
+
+def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
+    """``activation(BN(x))`` with given statistics."""
+    return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
+                                    is_training=False, activation=activation,
+                                    negative_slope=slope)[0]
+
+
+def grad_act(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
+    """``dx, dscale, doffset`` of ``activation(BN(x))``; ``dy`` is the activation's gradient."""
+    dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
+        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training),
+        offset=offset, activation=activation, negative_slope=slope)
+    sd = stat_dtype(x.dtype)
+    return dx, dscale.reshape(-1).astype(sd, copy=False), doffset.reshape(-1).astype(sd, copy=False)
