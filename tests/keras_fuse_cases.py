@@ -10,6 +10,8 @@ rounding.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -210,6 +212,20 @@ def test_keras_file_round_trip(tmp_path):
     assert layer.activation_name == "leaky_a" and layer.negative_slope == pytest.approx(0.1)
     x = _rand((3, 6, 6, 3), 7)
     _close(loaded(x, training=False), model(x, training=False))
+    # A fresh process that imports only keras_plugin loads it too.
+    np.save(os.path.join(tmp_path, "x.npy"), x)
+    code = ("import sys, numpy as np, keras, keras_plugin\n"
+            "m = keras.models.load_model(sys.argv[1])\n"
+            "assert type(m.get_layer('bn_relu')).__name__ == 'BatchNormalizationActivation'\n"
+            "y = m(np.load(sys.argv[2]), training=False)\n"
+            "np.save(sys.argv[3], keras.ops.convert_to_numpy(y))\n")
+    out = os.path.join(tmp_path, "y.npy")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code, path, os.path.join(tmp_path, "x.npy"),
+                           out], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _close(np.load(out), model(x, training=False))
 
 
 def test_sequential_and_fold_of_the_fused_model():
