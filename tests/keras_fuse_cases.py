@@ -103,7 +103,7 @@ FUSED = {"bn_relu": ("relu", "relu_a"), "bn_relu6": ("relu6", "relu6_a"),
 
 def _fused(model):
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.filterwarnings("error", message="swap_batch_normalization")
         return swap_batch_normalization(model, fuse_activations=True)
 
 
