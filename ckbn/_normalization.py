@@ -27,8 +27,6 @@ from ckbn import _ops
 from ckbn import constraints as _constraints
 from ckbn import initializers as _inits
 from ckbn import regularizers as _regularizers
-from ckbn._config import kernel_threads
-from ckbn._dispatch import kernels
 from ckbn._framework import InputSpec, Layer, Update, executing_eagerly
 from ckbn._layout import make_layout
 from ckbn._validation import FLOAT_DTYPES
@@ -117,16 +115,8 @@ def _renorm_var_update(step, moving_stddev, moving_variance, stddev, momentum, e
 class _CallRecord:
     """What backward needs from a training or inference call."""
 
-    __slots__ = ("in_shape", "layout", "training", "mean", "var", "eps", "_inv", "g_eff",
+    __slots__ = ("in_shape", "layout", "training", "mean", "var", "eps", "g_eff",
                  "r", "d", "adj_scale", "adj_bias", "batch", "ref", "__weakref__")
-
-    @property
-    def inv(self):
-        """1 / sqrt(var + eps), computed on first use (backward only needs it)."""
-        if self._inv is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                self._inv = 1.0 / np.sqrt(self.var + self.eps)
-        return self._inv
 
 
 class BatchNormalization(Layer):
@@ -408,17 +398,9 @@ class BatchNormalization(Layer):
         rec.training = True
         rec.adj_scale, rec.adj_bias = adj_s, adj_b
         plain = not self.renorm and adj_s is None
-        if plain and xg.dtype != np.float16 and layout.perm is None:
+        if plain:
             # One kernel call: statistics, coefficients and normalization.
-            xf = xg.reshape(-1) if xg.flags.c_contiguous else layout.to_canonical(xg)
-            y = np.empty(xg.shape, dtype=xg.dtype)
-            mean = np.empty(layout.n_channels)
-            var = np.empty(layout.n_channels)
-            P, G, R, C = layout.dims
-            with kernel_threads(None, xf.size) as nt:
-                kernels().bn_forward_train(xf, P, G, R, C, A, B, eps, y.reshape(-1), mean, var,
-                                           nt)
-            inv = None   # computed by backward if it is needed
+            y, mean, var = _ops.forward_train(xg, layout, A, B, eps)
             r = d = None
         else:
             mean, var = _ops.stats(xg, layout)
@@ -432,7 +414,7 @@ class BatchNormalization(Layer):
                 a = inv * A
                 b = B - mean * a
             y = _ops.affine(xg, layout, a, b)
-        rec.mean, rec.var, rec.eps, rec._inv, rec.r, rec.d = mean, var, eps, inv, r, d
+        rec.mean, rec.var, rec.eps, rec.r, rec.d = mean, var, eps, r, d
         rec.g_eff = A if r is None else A * r
         rec.batch = layout.count
         self._add_moving_updates(mean, var, layout, inputs)
@@ -442,12 +424,9 @@ class BatchNormalization(Layer):
         A, B, _, _ = self._affine_coefs(layout, False)
         mm = self._param(self.moving_mean, layout, 0.0)
         mv = self._param(self.moving_variance, layout, 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = 1.0 / np.sqrt(mv + self.epsilon)
-        a = inv * A
-        y = _ops.affine(xg, layout, a, B - mm * a)
+        y = _ops.forward_infer(xg, layout, A, B, mm, mv, self.epsilon)
         rec = _CallRecord()
-        rec.layout, rec.training, rec.mean, rec._inv = layout, False, mm, inv
+        rec.layout, rec.training, rec.mean, rec.var, rec.eps = layout, False, mm, mv, self.epsilon
         rec.g_eff, rec.r, rec.d, rec.adj_scale, rec.adj_bias = A, None, None, None, None
         rec.batch = layout.count
         return y, rec
@@ -568,17 +547,10 @@ class BatchNormalization(Layer):
                 f"{self.name}: dy has shape {dy.shape}, expected the call's output shape "
                 f"{rec.in_shape}")
         dy = dy.astype(dtype, copy=False).reshape(layout.shape)
-        sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
-        inv = rec.inv
-        sum_dy_xhat = sum_dyxc * inv
-        k1 = rec.g_eff * inv
-        if rec.training:
-            n = float(layout.count)
-            k2 = -k1 * inv * inv * sum_dyxc / n
-            k3 = -k1 * sum_dy / n - k2 * rec.mean
-            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3)
-        else:
-            dx = _ops.affine(dy, layout, k1, np.zeros_like(k1))
+        # Renorm's r and d are constants of the graph (as in TF): the gradient
+        # with respect to x is plain batch norm's with the scale g_eff = A * r.
+        dx, sum_dy_xhat, sum_dy = _ops.backward(dy, x, layout, rec.g_eff, rec.mean, rec.var,
+                                                rec.eps, rec.training)
         grads = []
         if self.trainable:
             if self.gamma is not None:

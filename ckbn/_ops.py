@@ -1,12 +1,23 @@
-"""Internal batch-normalization primitives on the ``(P, G, R, C)`` layout.
+"""Internal batch-normalization operations on the ``(P, G, R, C)`` layout.
 
-These four operations are everything the public ops and the layers need:
+This module is the only caller of the compiled kernels.  The public ops
+(:mod:`ckbn.nn`) and the layers use:
+
+* :func:`forward_train` -- batch statistics and the normalized output in one
+  kernel call (with an optional activation applied in the same pass);
+* :func:`forward_infer` -- the normalized output with given statistics;
+* :func:`backward` -- dx, dscale and doffset of either forward;
+
+and, for what those three do not cover (renorm's r and d, the adjustment,
+synchronized statistics), the four primitives:
 
 * :func:`stats` -- per-channel mean and biased variance (float64);
-* :func:`affine` -- ``y = x * a[ch] + b[ch]`` (normalization with any
-  per-channel coefficients: plain BN, renorm's r and d, adjustment);
+* :func:`affine` -- ``y = x * a[ch] + b[ch]``;
 * :func:`grad_sums` -- per-channel ``sum(dy)`` and ``sum(dy * (x - mean))``;
 * :func:`grad_dx` -- ``dx = dy * k1[ch] + x * k2[ch] + k3[ch]``.
+
+The normalization coefficients ``scale / sqrt(var + eps)`` and the backward's
+coefficients are computed once, in the kernels.
 
 Per-channel arrays are float64 and flat, of length ``layout.n_channels``, in
 the order of ``layout.channel_shape``.  Inputs must already be validated:
@@ -21,16 +32,38 @@ Every function runs on the compiled kernels with ``n_threads`` OpenMP threads
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ckbn import _half
 from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 
-__all__ = ["stats", "affine", "grad_sums", "grad_dx"]
+__all__ = ["forward_train", "forward_infer", "backward", "Activation", "stats", "affine",
+           "grad_sums", "grad_dx"]
 
 _f16 = np.dtype(np.float16)
 _f64 = np.float64
+
+
+class Activation(NamedTuple):
+    """``act(z) = z if 0 < z < hi; hi if z >= hi; slope * z if z <= 0``.
+
+    ReLU is ``Activation(0.0, inf)``, ReLU6 ``Activation(0.0, 6.0)`` and leaky
+    ReLU ``Activation(s, inf)``; its derivative is ``(z < hi)`` for ``z > 0``,
+    else ``slope``.
+    """
+
+    slope: float
+    hi: float
+
+
+def _act_args(act):
+    """Keyword arguments of the kernels for ``act`` (an Activation or None)."""
+    if act is None:
+        return {}
+    return {"act": True, "slope": float(act.slope), "hi": float(act.hi)}
 
 
 def _f16c():
@@ -162,3 +195,78 @@ def grad_dx(dy, x, layout, k1, k2, k3, out=None, n_threads=None):
     if not copy_back:
         return out
     return _finish(buf, out, layout, x.dtype)
+
+
+def _canonical_pair(x, layout, out):
+    """(kernel input, kernel output buffer, copy_back) for an element-wise op."""
+    if x.dtype == _f16 and _f16c() is not None:
+        xf = layout.to_canonical(x)
+        if out is not None and layout.perm is None:
+            return xf, out.reshape(-1), False
+        return xf, np.empty(x.size, _f16), True
+    xf = _work_array(x, layout)
+    buf, copy_back = _out_buffer(out, x, xf.dtype, layout)
+    return xf, buf, copy_back
+
+
+def _u16(a):
+    return a.view(np.uint16) if a.dtype == _f16 else a
+
+
+def forward_train(x, layout, scale, offset, eps, out=None, act=None, n_threads=None):
+    """Training forward in one kernel call.
+
+    Returns ``y`` (x's dtype and shape, or ``out``) and the batch mean and
+    biased variance (float64, flat).  ``scale`` and ``offset`` are float64
+    per-channel arrays; ``act`` an :class:`Activation` or None.
+    """
+    xf, buf, copy_back = _canonical_pair(x, layout, out)
+    P, G, R, C = layout.dims
+    mean = np.empty(G * C, dtype=_f64)
+    var = np.empty(G * C, dtype=_f64)
+    k = kernels()
+    fn = k.bn_forward_train_f16 if xf.dtype == _f16 else k.bn_forward_train
+    with kernel_threads(n_threads, xf.size) as nt:
+        fn(_u16(xf), P, G, R, C, scale, offset, float(eps), _u16(buf), mean, var, nt,
+           **_act_args(act))
+    y = _finish(buf, out, layout, x.dtype) if copy_back else out
+    return y, mean, var
+
+
+def forward_infer(x, layout, scale, offset, mean, var, eps, out=None, act=None,
+                  n_threads=None):
+    """``y = act((x - mean) * scale / sqrt(var + eps) + offset)`` in one pass."""
+    xf, buf, copy_back = _canonical_pair(x, layout, out)
+    P, G, R, C = layout.dims
+    k = kernels()
+    fn = k.bn_forward_infer_f16 if xf.dtype == _f16 else k.bn_forward_infer
+    with kernel_threads(n_threads, xf.size) as nt:
+        fn(_u16(xf), P, G, R, C, scale, offset, _coef(mean, _f64), _coef(var, _f64),
+           float(eps), _u16(buf), nt, **_act_args(act))
+    return _finish(buf, out, layout, x.dtype) if copy_back else out
+
+
+def backward(dy, x, layout, scale, mean, var, eps, training, offset=None, act=None,
+             n_threads=None):
+    """Gradients of :func:`forward_train` (``training``) or :func:`forward_infer`.
+
+    Returns ``dx`` (x's dtype and shape), ``dscale = sum(e * xhat)`` and
+    ``doffset = sum(e)`` (float64, flat), with ``e = dy``, or with ``act`` the
+    gradient at the activation's input, recomputed from ``x`` and ``offset``.
+    """
+    dy = dy.astype(x.dtype, copy=False)
+    xf, dxf, _ = _canonical_pair(x, layout, None)
+    dyf = layout.to_canonical(dy) if xf.dtype == _f16 else _work_array(dy, layout)
+    P, G, R, C = layout.dims
+    dscale = np.empty(G * C, dtype=_f64)
+    doffset = np.empty(G * C, dtype=_f64)
+    k = kernels()
+    fn = k.bn_backward_f16 if xf.dtype == _f16 else k.bn_backward
+    extra = _act_args(act)
+    if act is not None:
+        extra["offset"] = _coef(offset, _f64)
+    with kernel_threads(n_threads, xf.size) as nt:
+        fn(_u16(dyf), _u16(xf), P, G, R, C, _coef(scale, _f64), _coef(mean, _f64),
+           _coef(var, _f64), float(eps), bool(training), _u16(dxf), dscale, doffset, nt,
+           **extra)
+    return _finish(dxf, None, layout, x.dtype), dscale, doffset

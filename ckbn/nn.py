@@ -24,8 +24,6 @@ from __future__ import annotations
 import numpy as np
 
 from ckbn import _ops
-from ckbn._config import kernel_threads
-from ckbn._dispatch import kernels
 from ckbn._layout import make_layout
 from ckbn._validation import (
     channel_axes_from_format,
@@ -47,6 +45,27 @@ __all__ = [
 
 def _stat_dtype(x):
     return np.float32 if x.dtype == np.float16 else x.dtype
+
+
+_ACTIVATIONS = ("relu", "relu6", "leaky_relu")
+
+
+def _activation(name, negative_slope):
+    """The kernels' activation for ``name`` (None, "relu", "relu6", "leaky_relu")."""
+    if name is None:
+        return None
+    if not isinstance(name, str) or name not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or one of {_ACTIVATIONS}, got {name!r}")
+    if name == "relu":
+        return _ops.Activation(0.0, np.inf)
+    if name == "relu6":
+        return _ops.Activation(0.0, 6.0)
+    if isinstance(negative_slope, (bool, np.bool_)) or not isinstance(
+            negative_slope, (int, float, np.integer, np.floating)):
+        raise TypeError(f"negative_slope must be a real number, got {negative_slope!r}")
+    if not np.isfinite(negative_slope):
+        raise ValueError(f"negative_slope must be finite, got {negative_slope!r}")
+    return _ops.Activation(float(negative_slope), np.inf)
 
 
 def _check_bool(value, name):
@@ -199,7 +218,8 @@ def _channel_layout(x, data_format, axis):
 
 
 def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
-                     data_format="NHWC", is_training=True, axis=None, out=None):
+                     data_format="NHWC", is_training=True, axis=None, out=None,
+                     activation=None, negative_slope=0.2):
     """Batch normalization in one call: statistics and normalization.
 
     Parameters
@@ -222,6 +242,12 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
         Channel axes; overrides ``data_format``.
     out : ndarray, optional
         C-contiguous array of ``x``'s shape and dtype for ``y`` (may be ``x``).
+    activation : {None, "relu", "relu6", "leaky_relu"}, default None
+        Applied to the normalized value ``z`` in the same pass over the data:
+        ``max(z, 0)``, ``min(max(z, 0), 6)``, or ``z`` if ``z > 0`` else
+        ``negative_slope * z``.
+    negative_slope : float, default 0.2
+        The slope of ``"leaky_relu"`` for ``z <= 0`` (ignored otherwise).
 
     Returns
     -------
@@ -254,33 +280,19 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
             raise ValueError("mean and variance are required when is_training=False")
         m = check_channel_param(mean, "mean", layout, 0.0)
         v = check_channel_param(variance, "variance", layout, 1.0)
+    act = _activation(activation, negative_slope)
+    if training:
+        y, m, v = _ops.forward_train(x, layout, g, b, eps, out=out, act=act)
+    else:
+        y = _ops.forward_infer(x, layout, g, b, m, v, eps, out=out, act=act)
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    if _ops._half_kernels(x) is not None:
-        # float16: the kernels' float16 passes (see ckbn._half), with the
-        # coefficients of the fused kernels.
-        if training:
-            m, v = _ops.stats(x, layout)
-        a = g / np.sqrt(v + eps)
-        y = _ops.affine(x, layout, a, b - m * a, out=out)
-        return y, m.astype(sd).reshape(shape), v.astype(sd).reshape(shape)
-    xf = _ops._work_array(x, layout)
-    buf, copy_back = _ops._out_buffer(out, x, xf.dtype, layout)
-    P, G, R, C = layout.dims
-    k = kernels()
-    with kernel_threads(None, xf.size) as n_threads:
-        if training:
-            m = np.empty(layout.n_channels)
-            v = np.empty(layout.n_channels)
-            k.bn_forward_train(xf, P, G, R, C, g, b, eps, buf, m, v, n_threads)
-        else:
-            k.bn_forward_infer(xf, P, G, R, C, g, b, m, v, eps, buf, n_threads)
-    y = _ops._finish(buf, out, layout, x.dtype) if copy_back else out
     return y, m.astype(sd).reshape(shape), v.astype(sd).reshape(shape)
 
 
 def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
-                          data_format="NHWC", is_training=True, axis=None):
+                          data_format="NHWC", is_training=True, axis=None, offset=None,
+                          activation=None, negative_slope=0.2):
     """Gradients of :func:`fused_batch_norm` with respect to x, scale and offset.
 
     Parameters
@@ -297,6 +309,15 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
         statistics the forward pass normalized with.
     epsilon, data_format, is_training, axis
         As in the forward call.
+    offset : array_like or None
+        The forward offset (None means 0); read only with an activation.
+    activation, negative_slope
+        As in the forward call.  With an activation, ``dy`` is the gradient
+        with respect to the activation's output; the kernels recompute the
+        normalized value ``z`` from ``x`` to mask it (``relu``: ``z > 0``;
+        ``relu6``: ``0 < z < 6``; ``leaky_relu``: 1 for ``z > 0``, else
+        ``negative_slope``) and the results are the gradients of the whole
+        ``activation(batch_norm(x))``.
 
     Returns
     -------
@@ -328,33 +349,10 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
         raise TypeError("batch_mean and batch_var must be arrays, got None")
     m = check_channel_param(batch_mean, "batch_mean", layout, 0.0)
     v = check_channel_param(batch_var, "batch_var", layout, 1.0)
-    if dy.dtype != x.dtype:
-        dy = dy.astype(x.dtype)
+    act = _activation(activation, negative_slope)
+    o = check_channel_param(offset, "offset", layout, 0.0) if act is not None else None
+    dx, dscale, doffset = _ops.backward(dy, x, layout, g, m, v, eps, training, offset=o,
+                                        act=act)
     sd = _stat_dtype(x)
     shape = layout.channel_shape
-    if _ops._half_kernels(x) is not None:
-        # float16: the kernels' float16 passes, with bn_backward's formulas.
-        sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, m)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = 1.0 / np.sqrt(v + eps)
-        k1 = g * inv
-        if training:
-            cnt = float(layout.count)
-            k2 = -k1 * inv * inv * sum_dyxc / cnt
-            dx = _ops.grad_dx(dy, x, layout, k1, k2, -k1 * sum_dy / cnt - k2 * m)
-        else:
-            dx = _ops.affine(dy, layout, k1, np.zeros_like(k1))
-        return (dx, (sum_dyxc * inv).astype(sd).reshape(shape),
-                sum_dy.astype(sd).reshape(shape))
-    xf = _ops._work_array(x, layout)
-    dyf = _ops._work_array(dy, layout)
-    dxf = np.empty_like(xf)
-    dscale = np.empty(layout.n_channels)
-    doffset = np.empty(layout.n_channels)
-    P, G, R, C = layout.dims
-    with kernel_threads(None, xf.size) as n_threads:
-        kernels().bn_backward(dyf, xf, P, G, R, C, g, m, v, eps, training, dxf, dscale,
-                              doffset, n_threads)
-    dx = _ops._finish(dxf, None, layout, x.dtype)
-    sum_dy = doffset
-    return dx, dscale.astype(sd).reshape(shape), sum_dy.astype(sd).reshape(shape)
+    return dx, dscale.astype(sd).reshape(shape), doffset.astype(sd).reshape(shape)

@@ -39,10 +39,12 @@
 #
 # Every memoryview is flat and C-contiguous; `# IN` views are const.
 
+cimport cython
+cimport cython.view
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free, abort
 from libc.string cimport memcpy
-from libc.math cimport sqrt
+from libc.math cimport sqrt, INFINITY
 
 ctypedef fused floating:
     float
@@ -544,8 +546,36 @@ def bn_stats(const floating[::1] x,      # IN  (P*G*R*C,)
 
 
 # ---------------------------------------------------------------------------
-# Element-wise passes: y = x * a[ch] + b[ch];  dx = dy * k1 + (x * k2 + k3)
+# Element-wise passes, one driver for both families:
+#   OP_AFFINE  out = act(x * c0[ch] + c1[ch])
+#   OP_DX      out = (dy * m) * c0[ch] + (x * c1[ch] + c2[ch]),
+#              m = act'(x * c3[ch] + c4[ch]) when an activation is given, else 1
+# The activation act(z) = z > 0 ? min(z, hi) : slope * z covers ReLU
+# (slope 0, hi inf), ReLU6 (slope 0, hi 6) and leaky ReLU (slope s, hi inf);
+# its derivative act'(z) = z > 0 ? (z < hi) : slope.  The backward pass
+# recomputes z from x with the forward's coefficients and the same
+# expression, so its mask agrees with the forward's output.
 # ---------------------------------------------------------------------------
+
+cdef enum:
+    OP_AFFINE = 0
+    OP_DX = 1
+    MAX_COEF = 5
+
+
+cdef struct Act:
+    bint on
+    double slope
+    double hi
+
+
+cdef inline Act _act(bint on, double slope, double hi) noexcept nogil:
+    cdef Act a
+    a.on = on
+    a.slope = slope
+    a.hi = hi
+    return a
+
 
 cdef inline const floating* _lanes(const floating* src, Py_ssize_t g,
                                    Py_ssize_t C, Py_ssize_t W,
@@ -558,78 +588,227 @@ cdef inline const floating* _lanes(const floating* src, Py_ssize_t g,
     return buf
 
 
-cdef inline void _affine_row(const floating* xs, floating* ys, Py_ssize_t n,
+cdef inline void _row_affine(const floating* x, floating* y, Py_ssize_t n,
                              const floating* a, const floating* b) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(n):
-        ys[j] = xs[j] * a[j] + b[j]
+        y[j] = x[j] * a[j] + b[j]
 
 
-cdef inline void _affine_scalar(const floating* xs, floating* ys, Py_ssize_t n,
-                                floating a, floating b) noexcept nogil:
+cdef inline void _row_affine_act(const floating* x, floating* y, Py_ssize_t n,
+                                 const floating* a, const floating* b,
+                                 floating s, floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z
+    for j in range(n):
+        z = x[j] * a[j] + b[j]
+        # + 0 turns the -0.0 of slope 0 into +0.0, as max(z, 0) gives.
+        y[j] = (z if z < h else h) if z > 0 else z * s + 0
+
+
+cdef inline void _row_dx(const floating* d, const floating* x, floating* o,
+                         Py_ssize_t n, const floating* k1, const floating* k2,
+                         const floating* k3) noexcept nogil:
     cdef Py_ssize_t j
     for j in range(n):
-        ys[j] = xs[j] * a + b
+        o[j] = d[j] * k1[j] + (x[j] * k2[j] + k3[j])
 
 
-cdef void _affine_unit(const floating* x, floating* y, const Units* u,
-                       Py_ssize_t k, const floating* a, const floating* b,
-                       floating* buf) noexcept nogil:
-    cdef Py_ssize_t s
-    if u.seg:
-        for s in range(k * u.pc, _seg_end(u, k)):
-            _affine_part(x, y, u, _seg_unit(u, s), a, b, buf)
+cdef inline void _row_dx_act(const floating* d, const floating* x, floating* o,
+                             Py_ssize_t n, const floating* k1, const floating* k2,
+                             const floating* k3, const floating* za,
+                             const floating* zb, floating s, floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z, m
+    for j in range(n):
+        z = x[j] * za[j] + zb[j]
+        m = (<floating> 1 if z < h else <floating> 0) if z > 0 else s
+        o[j] = (d[j] * m) * k1[j] + (x[j] * k2[j] + k3[j])
+
+
+# Channels-first segments (C == 1): one coefficient set per segment.
+
+cdef inline void _seg_affine(const floating* x, floating* y, Py_ssize_t n,
+                             floating a, floating b) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        y[j] = x[j] * a + b
+
+
+cdef inline void _seg_affine_act(const floating* x, floating* y, Py_ssize_t n,
+                                 floating a, floating b, floating s,
+                                 floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z
+    for j in range(n):
+        z = x[j] * a + b
+        y[j] = (z if z < h else h) if z > 0 else z * s + 0
+
+
+cdef inline void _seg_dx(const floating* d, const floating* x, floating* o,
+                         Py_ssize_t n, floating k1, floating k2,
+                         floating k3) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = d[j] * k1 + (x[j] * k2 + k3)
+
+
+cdef inline void _seg_dx_act(const floating* d, const floating* x, floating* o,
+                             Py_ssize_t n, floating k1, floating k2, floating k3,
+                             floating za, floating zb, floating s,
+                             floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z, m
+    for j in range(n):
+        z = x[j] * za + zb
+        m = (<floating> 1 if z < h else <floating> 0) if z > 0 else s
+        o[j] = (d[j] * m) * k1 + (x[j] * k2 + k3)
+
+
+cdef inline void _ew_run(int op, bint act, const floating* x, const floating* d,
+                         floating* o, Py_ssize_t n, const floating** w,
+                         floating s, floating h) noexcept nogil:
+    """One run of n elements with per-lane coefficients w[i][j]."""
+    if op == OP_AFFINE:
+        if act:
+            _row_affine_act(x, o, n, w[0], w[1], s, h)
+        else:
+            _row_affine(x, o, n, w[0], w[1])
+    elif act:
+        _row_dx_act(d, x, o, n, w[0], w[1], w[2], w[3], w[4], s, h)
     else:
-        _affine_part(x, y, u, _unit(u, k), a, b, buf)
+        _row_dx(d, x, o, n, w[0], w[1], w[2])
 
 
-cdef void _affine_part(const floating* x, floating* y, const Units* u, Unit t,
-                       const floating* a, const floating* b,
-                       floating* buf) noexcept nogil:
+cdef inline void _ew_seg(int op, bint act, const floating* x, const floating* d,
+                         floating* o, Py_ssize_t n, const floating* v,
+                         floating s, floating h) noexcept nogil:
+    """One channels-first segment with scalar coefficients v[i]."""
+    if op == OP_AFFINE:
+        if act:
+            _seg_affine_act(x, o, n, v[0], v[1], s, h)
+        else:
+            _seg_affine(x, o, n, v[0], v[1])
+    elif act:
+        _seg_dx_act(d, x, o, n, v[0], v[1], v[2], v[3], v[4], s, h)
+    else:
+        _seg_dx(d, x, o, n, v[0], v[1], v[2])
+
+
+cdef inline int _n_coef(int op, bint act) noexcept nogil:
+    if op == OP_AFFINE:
+        return 2
+    return 5 if act else 3
+
+
+cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
+                   floating* o, const Units* u, Unit t, const floating** cf,
+                   floating* buf) noexcept nogil:
     cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off
-    cdef const floating* aw
-    cdef const floating* bw
+    cdef int nc = _n_coef(op, act.on), q
+    cdef const floating* w[MAX_COEF]
+    cdef floating v[MAX_COEF]
+    cdef floating s = <floating> act.slope, h = <floating> act.hi
     n_el = t.l1 - t.l0
     if C == 1:
-        # Channels first: one coefficient pair per segment.
+        for q in range(nc):
+            v[q] = cf[q][t.g]
         for p in range(t.p0, t.p1):
             off = (p * u.G + t.g) * u.L + t.l0
-            _affine_scalar(x + off, y + off, n_el, a[t.g], b[t.g])
+            _ew_seg(op, act.on, x + off, d + off, o + off, n_el, v, s, h)
         return
-    aw = _lanes(a, t.g, C, W, buf)
-    bw = _lanes(b, t.g, C, W, buf + W)
+    for q in range(nc):
+        w[q] = _lanes(cf[q], t.g, C, W, buf + q * W)
     for p in range(t.p0, t.p1):
         off = (p * u.G + t.g) * u.L + t.l0
         i = 0
         while i + W <= n_el:
-            _affine_row(x + off + i, y + off + i, W, aw, bw)
+            _ew_run(op, act.on, x + off + i, d + off + i, o + off + i, W, w, s, h)
             i += W
         if i < n_el:
-            _affine_row(x + off + i, y + off + i, n_el - i, aw, bw)
+            _ew_run(op, act.on, x + off + i, d + off + i, o + off + i, n_el - i, w, s, h)
 
 
-cdef void _affine_core(const floating* x, const floating* a, const floating* b,
-                  floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
-                  Py_ssize_t C, int n_threads) noexcept nogil:
+cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
+                   floating* o, const Units* u, Py_ssize_t k, const floating** cf,
+                   floating* buf) noexcept nogil:
+    cdef Py_ssize_t s
+    if u.seg:
+        for s in range(k * u.pc, _seg_end(u, k)):
+            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf)
+    else:
+        _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf)
+
+
+cdef void _ew_core(int op, const Act* act, const floating* x, const floating* d,
+                   floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
+                   Py_ssize_t R, Py_ssize_t C, int n_threads) noexcept nogil:
+    """The element-wise pass ``op`` over the (P, G, R, C) view.  ``d`` is dy
+    for OP_DX (for OP_AFFINE pass x: it is not read)."""
     cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False)
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
+    cdef Py_ssize_t nbuf = MAX_COEF * u.W
     cdef floating* buf = NULL
-    if nt == 1:
-        buf = <floating*> malloc(sizeof(floating) * 2 * u.W)
+    if nt == 1:     # no OpenMP region: it costs about a microsecond
+        buf = <floating*> malloc(sizeof(floating) * nbuf)
         if buf == NULL:
             abort()
         for k in range(u.n_units):
-            _affine_unit(x, y, &u, k, a, b, buf)
+            _ew_unit(op, act, x, d, o, &u, k, cf, buf)
         free(buf)
         return
     with parallel(num_threads=nt):
-        buf = <floating*> malloc(sizeof(floating) * 2 * u.W)
+        buf = <floating*> malloc(sizeof(floating) * nbuf)
         if buf == NULL:
             abort()
         for k in prange(u.n_units, schedule="static"):
-            _affine_unit(x, y, &u, k, a, b, buf)
+            _ew_unit(op, act, x, d, o, &u, k, cf, buf)
         free(buf)
+
+
+cdef void _ew(int op, const Act* act, const floating* x, const floating* d,
+              floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
+              Py_ssize_t R, Py_ssize_t C, int n_threads) noexcept nogil:
+    """_ew_core, with channels-first data of small planes read in lane
+    expansion (see _expand)."""
+    cdef int nc = _n_coef(op, act.on), q
+    cdef floating* e
+    cdef const floating* ecf[MAX_COEF]
+    if not _expand(G, R, C):
+        _ew_core(op, act, x, d, o, cf, P, G, R, C, n_threads)
+        return
+    e = <floating*> malloc(sizeof(floating) * nc * G * R)
+    if e == NULL:
+        abort()
+    for q in range(nc):
+        _expand_into(cf[q], G, R, e + q * G * R)
+        ecf[q] = e + q * G * R
+    _ew_core(op, act, x, d, o, ecf, 1, 1, P, G * R, n_threads)
+    free(e)
+
+
+cdef inline void _affine(const floating* x, const floating* a, const floating* b,
+                         floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                         Py_ssize_t C, const Act* act, int n_threads) noexcept nogil:
+    cdef const floating* cf[2]
+    cf[0] = a
+    cf[1] = b
+    _ew(OP_AFFINE, act, x, x, y, cf, P, G, R, C, n_threads)
+
+
+cdef inline void _grad_dx(const floating* dy, const floating* x, const floating* k1,
+                          const floating* k2, const floating* k3, const floating* za,
+                          const floating* zb, floating* dx, Py_ssize_t P, Py_ssize_t G,
+                          Py_ssize_t R, Py_ssize_t C, const Act* act,
+                          int n_threads) noexcept nogil:
+    cdef const floating* cf[MAX_COEF]
+    cf[0] = k1
+    cf[1] = k2
+    cf[2] = k3
+    cf[3] = za
+    cf[4] = zb
+    _ew(OP_DX, act, x, dy, dx, cf, P, G, R, C, n_threads)
 
 
 def bn_affine(const floating[::1] x,     # IN  (P*G*R*C,)
@@ -637,95 +816,19 @@ def bn_affine(const floating[::1] x,     # IN  (P*G*R*C,)
               const floating[::1] a,     # IN  (G*C,)
               const floating[::1] b,     # IN  (G*C,)
               floating[::1] y,           # OUT (P*G*R*C,)
-              int n_threads):
-    """``y = x * a[ch] + b[ch]`` with ``x`` and ``y`` viewed as (P, G, R, C)."""
+              int n_threads, bint act=False, double slope=0.0, double hi=INFINITY):
+    """``y = act(x * a[ch] + b[ch])`` with ``x`` and ``y`` viewed as (P, G, R, C).
+
+    ``act`` applies ``z > 0 ? min(z, hi) : slope * z`` (ReLU, ReLU6, leaky ReLU).
+    """
     _check_dims(x.shape[0], P, G, R, C)
     if y.shape[0] != x.shape[0]:
         raise ValueError("bn_affine: y has the wrong size")
     if a.shape[0] != G * C or b.shape[0] != G * C:
         raise ValueError("bn_affine: bad coefficient size")
+    cdef Act ac = _act(act, slope, hi)
     with nogil:
-        _affine(&x[0], &a[0], &b[0], &y[0], P, G, R, C, n_threads)
-
-
-cdef inline void _dx_row(const floating* ds, const floating* xs, floating* os,
-                         Py_ssize_t n, const floating* w1, const floating* w2,
-                         const floating* w3) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(n):
-        os[j] = ds[j] * w1[j] + (xs[j] * w2[j] + w3[j])
-
-
-cdef inline void _dx_scalar(const floating* ds, const floating* xs, floating* os,
-                            Py_ssize_t n, floating w1, floating w2,
-                            floating w3) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(n):
-        os[j] = ds[j] * w1 + (xs[j] * w2 + w3)
-
-
-cdef void _grad_dx_unit(const floating* dy, const floating* x, floating* dx,
-                        const Units* u, Py_ssize_t k, const floating* k1,
-                        const floating* k2, const floating* k3,
-                        floating* buf) noexcept nogil:
-    cdef Py_ssize_t s
-    if u.seg:
-        for s in range(k * u.pc, _seg_end(u, k)):
-            _grad_dx_part(dy, x, dx, u, _seg_unit(u, s), k1, k2, k3, buf)
-    else:
-        _grad_dx_part(dy, x, dx, u, _unit(u, k), k1, k2, k3, buf)
-
-
-cdef void _grad_dx_part(const floating* dy, const floating* x, floating* dx,
-                        const Units* u, Unit t, const floating* k1,
-                        const floating* k2, const floating* k3,
-                        floating* buf) noexcept nogil:
-    cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off
-    cdef const floating* w1
-    cdef const floating* w2
-    cdef const floating* w3
-    n_el = t.l1 - t.l0
-    if C == 1:
-        for p in range(t.p0, t.p1):
-            off = (p * u.G + t.g) * u.L + t.l0
-            _dx_scalar(dy + off, x + off, dx + off, n_el, k1[t.g], k2[t.g], k3[t.g])
-        return
-    w1 = _lanes(k1, t.g, C, W, buf)
-    w2 = _lanes(k2, t.g, C, W, buf + W)
-    w3 = _lanes(k3, t.g, C, W, buf + 2 * W)
-    for p in range(t.p0, t.p1):
-        off = (p * u.G + t.g) * u.L + t.l0
-        i = 0
-        while i + W <= n_el:
-            _dx_row(dy + off + i, x + off + i, dx + off + i, W, w1, w2, w3)
-            i += W
-        if i < n_el:
-            _dx_row(dy + off + i, x + off + i, dx + off + i, n_el - i, w1, w2, w3)
-
-
-cdef void _grad_dx_core(const floating* dy, const floating* x, const floating* k1,
-                   const floating* k2, const floating* k3, floating* dx,
-                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
-                   int n_threads) noexcept nogil:
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False)
-    cdef Py_ssize_t k
-    cdef int nt = _n_threads(&u, n_threads)
-    cdef floating* buf = NULL
-    if nt == 1:
-        buf = <floating*> malloc(sizeof(floating) * 3 * u.W)
-        if buf == NULL:
-            abort()
-        for k in range(u.n_units):
-            _grad_dx_unit(dy, x, dx, &u, k, k1, k2, k3, buf)
-        free(buf)
-        return
-    with parallel(num_threads=nt):
-        buf = <floating*> malloc(sizeof(floating) * 3 * u.W)
-        if buf == NULL:
-            abort()
-        for k in prange(u.n_units, schedule="static"):
-            _grad_dx_unit(dy, x, dx, &u, k, k1, k2, k3, buf)
-        free(buf)
+        _affine(&x[0], &a[0], &b[0], &y[0], P, G, R, C, &ac, n_threads)
 
 
 def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
@@ -735,17 +838,31 @@ def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
                const floating[::1] k2,   # IN  (G*C,)
                const floating[::1] k3,   # IN  (G*C,)
                floating[::1] dx,         # OUT (P*G*R*C,)
-               int n_threads):
-    """``dx = dy * k1[ch] + (x * k2[ch] + k3[ch])`` on the (P, G, R, C) view."""
+               int n_threads,
+               const floating[::1] za=None,   # IN  (G*C,) with an activation
+               const floating[::1] zb=None,   # IN  (G*C,) with an activation
+               bint act=False, double slope=0.0, double hi=INFINITY):
+    """``dx = (dy * m) * k1[ch] + (x * k2[ch] + k3[ch])`` on the (P, G, R, C) view.
+
+    ``m`` is 1, or with ``act`` the activation's derivative at
+    ``z = x * za[ch] + zb[ch]`` (the forward pass's pre-activation).
+    """
     _check_dims(x.shape[0], P, G, R, C)
     if dy.shape[0] != x.shape[0] or dx.shape[0] != x.shape[0]:
         raise ValueError("bn_grad_dx: dy or dx has the wrong size")
     if k1.shape[0] != G * C or k2.shape[0] != G * C or k3.shape[0] != G * C:
         raise ValueError("bn_grad_dx: bad coefficient size")
+    cdef const floating* pa = &k1[0]
+    cdef const floating* pb = &k1[0]
+    if act:
+        if za is None or zb is None or za.shape[0] != G * C or zb.shape[0] != G * C:
+            raise ValueError("bn_grad_dx: an activation needs za and zb of size G*C")
+        pa = &za[0]
+        pb = &zb[0]
+    cdef Act ac = _act(act, slope, hi)
     with nogil:
-        _grad_dx(&dy[0], &x[0], &k1[0], &k2[0], &k3[0], &dx[0], P, G, R, C,
-                 n_threads)
-
+        _grad_dx(&dy[0], &x[0], &k1[0], &k2[0], &k3[0], pa, pb, &dx[0], P, G, R, C,
+                 &ac, n_threads)
 
 # ---------------------------------------------------------------------------
 # Backward sums: sum(dy) and sum(dy * (x - mean)) per channel
@@ -785,6 +902,35 @@ cdef inline void _gs1(const floating* d, const floating* x, Py_ssize_t W,
         b2[j] += e * (x[j] - mu[j])
 
 
+cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
+                          const floating* mu, const floating* za, const floating* zb,
+                          floating s, floating h, floating* b1, floating* b2) noexcept nogil:
+    """_gs1 of dy masked by the activation's derivative at z = x * za + zb."""
+    cdef Py_ssize_t j
+    cdef floating e, z
+    for j in range(W):
+        z = x[j] * za[j] + zb[j]
+        e = d[j] * ((<floating> 1 if z < h else <floating> 0) if z > 0 else s)
+        b1[j] += e
+        b2[j] += e * (x[j] - mu[j])
+
+
+cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssize_t nr,
+                                   Py_ssize_t S, Py_ssize_t W, const floating* mu,
+                                   const floating* za, const floating* zb,
+                                   floating s, floating h,
+                                   floating* b1, floating* b2, double* t1, double* t2,
+                                   Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(nr):
+        _gs1_act(d + i * S, x + i * S, W, mu, za, zb, s, h, b1, b2)
+        nb += 1
+        if nb >= BLOCK:
+            _flush(b1, b2, t1, t2, W)
+            nb = 0
+    return nb
+
+
 cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t nr,
                                Py_ssize_t S, Py_ssize_t W, const floating* mu,
                                floating* b1, floating* b2, double* t1, double* t2,
@@ -808,9 +954,15 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
 
 cdef void _grad_sums_unit(const floating* dy, const floating* x,
                           const double* mean,      # IN (G*C,)
+                          const floating* za,      # IN (G*C,) activation only
+                          const floating* zb,      # IN (G*C,) activation only
+                          const Act* act,
                           const Units* u, Py_ssize_t k,
                           double* p1s, double* p2s) noexcept nogil:  # OUT tables
     cdef Unit t = _unit(u, k)
+    cdef floating la[TILE_MAX]
+    cdef floating lb[TILE_MAX]
+    cdef floating s = <floating> act.slope, h = <floating> act.hi
     cdef Py_ssize_t W = u.W, C = u.C
     cdef Py_ssize_t j, c, p, q, q1, r0, nrows, tail, nb = 0, n_el, row, off
     cdef Py_ssize_t width = t.c1 - t.c0
@@ -824,10 +976,17 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
         W = width
         for j in range(W):
             mu[j] = <floating> mean[t.g * C + t.c0 + j]
+        if act.on:
+            for j in range(W):
+                la[j] = za[t.g * C + t.c0 + j]
+                lb[j] = zb[t.g * C + t.c0 + j]
     else:
         for j in range(C):
             mu[j] = <floating> mean[t.g * C + j]
         _repeat(mu, C, W, mu)
+        if act.on:
+            _repeat(za + t.g * C, C, W, la)
+            _repeat(zb + t.g * C, C, W, lb)
     for j in range(W):
         b1[j] = 0
         b2[j] = 0
@@ -841,7 +1000,11 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
             if q1 > t.q1:
                 q1 = t.q1
             off = _row_offset(u, t.g, q, t.c0)
-            nb = _gs_run(dy + off, x + off, q1 - q, C, W, mu, b1, b2, t1, t2, nb)
+            if act.on:
+                nb = _gs_run_act(dy + off, x + off, q1 - q, C, W, mu, la, lb, s, h,
+                                 b1, b2, t1, t2, nb)
+            else:
+                nb = _gs_run(dy + off, x + off, q1 - q, C, W, mu, b1, b2, t1, t2, nb)
             q = q1
     else:
         n_el = t.l1 - t.l0
@@ -849,10 +1012,18 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
         tail = n_el - nrows * W
         for p in range(t.p0, t.p1):
             off = (p * u.G + t.g) * u.L + t.l0
-            nb = _gs_run(dy + off, x + off, nrows, W, W, mu, b1, b2, t1, t2, nb)
-            if tail > 0:
-                _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, b1, b2)
-                nb += 1
+            if act.on:
+                nb = _gs_run_act(dy + off, x + off, nrows, W, W, mu, la, lb, s, h,
+                                 b1, b2, t1, t2, nb)
+                if tail > 0:
+                    _gs1_act(dy + off + nrows * W, x + off + nrows * W, tail, mu, la, lb,
+                             s, h, b1, b2)
+                    nb += 1
+            else:
+                nb = _gs_run(dy + off, x + off, nrows, W, W, mu, b1, b2, t1, t2, nb)
+                if tail > 0:
+                    _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, b1, b2)
+                    nb += 1
     _flush(b1, b2, t1, t2, W)
     row = t.g * u.n_rc + t.rc
     # sum dy*(x - mean) = sum dy*(x - mu) + (mu - mean) * sum dy, with mu the
@@ -871,9 +1042,10 @@ cdef void _grad_sums_unit(const floating* dy, const floating* x,
 
 
 cdef void _grad_sums_core(const floating* dy, const floating* x, const double* mean,
-                     Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
-                     double* sum_dy, double* sum_dyxc,
-                     int n_threads) noexcept nogil:
+                          const floating* za, const floating* zb, const Act* act,
+                          Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                          double* sum_dy, double* sum_dyxc,
+                          int n_threads) noexcept nogil:
     cdef Units u = _make_units(P, G, R, C, MIN_LANES, True)
     cdef Py_ssize_t k, g, c, rc, row
     cdef int nt = _n_threads(&u, n_threads)
@@ -884,10 +1056,10 @@ cdef void _grad_sums_core(const floating* dy, const floating* x, const double* m
         abort()
     if nt == 1:
         for k in range(u.n_units):
-            _grad_sums_unit(dy, x, mean, &u, k, part, part + nrow * C)
+            _grad_sums_unit(dy, x, mean, za, zb, act, &u, k, part, part + nrow * C)
     else:
         for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
-            _grad_sums_unit(dy, x, mean, &u, k, part, part + nrow * C)
+            _grad_sums_unit(dy, x, mean, za, zb, act, &u, k, part, part + nrow * C)
     for g in range(G):
         for c in range(C):
             a1 = 0.0
@@ -907,15 +1079,27 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
                  const double[::1] mean,   # IN  (G*C,)
                  double[::1] sum_dy,       # OUT (G*C,)
                  double[::1] sum_dyxc,     # OUT (G*C,)
-                 int n_threads):
-    """Per-channel ``sum(dy)`` and ``sum(dy * (x - mean))`` in float64."""
+                 int n_threads,
+                 const floating[::1] za=None,   # IN  (G*C,) with an activation
+                 const floating[::1] zb=None,   # IN  (G*C,) with an activation
+                 bint act=False, double slope=0.0, double hi=INFINITY):
+    """Per-channel ``sum(e)`` and ``sum(e * (x - mean))`` in float64, with
+    ``e = dy``, or with ``act`` ``e = dy * act'(x * za[ch] + zb[ch])``."""
     _check_dims(x.shape[0], P, G, R, C)
     if dy.shape[0] != x.shape[0]:
         raise ValueError("bn_grad_sums: dy has the wrong size")
     if mean.shape[0] != G * C or sum_dy.shape[0] != G * C or sum_dyxc.shape[0] != G * C:
         raise ValueError("bn_grad_sums: bad statistic size")
+    cdef const floating* pa = &x[0]
+    cdef const floating* pb = &x[0]
+    if act:
+        if za is None or zb is None or za.shape[0] != G * C or zb.shape[0] != G * C:
+            raise ValueError("bn_grad_sums: an activation needs za and zb of size G*C")
+        pa = &za[0]
+        pb = &zb[0]
+    cdef Act ac = _act(act, slope, hi)
     with nogil:
-        _grad_sums(&dy[0], &x[0], &mean[0], P, G, R, C, &sum_dy[0],
+        _grad_sums(&dy[0], &x[0], &mean[0], pa, pb, &ac, P, G, R, C, &sum_dy[0],
                    &sum_dyxc[0], n_threads)
 
 
@@ -960,63 +1144,26 @@ cdef void _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     free(lm)
 
 
-cdef floating* _expand_coefs(const floating* a, Py_ssize_t G, Py_ssize_t R,
-                             Py_ssize_t k) noexcept nogil:
-    """k per-channel arrays of G values, each repeated R times (one per lane)."""
-    cdef floating* out = <floating*> malloc(sizeof(floating) * k * G * R)
-    cdef Py_ssize_t i, g, r
-    if out == NULL:
-        abort()
-    for i in range(k):
-        for g in range(G):
-            for r in range(R):
-                out[(i * G + g) * R + r] = a[i * G + g]
-    return out
-
-
-cdef void _affine(const floating* x, const floating* a, const floating* b,
-                  floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
-                  Py_ssize_t C, int n_threads) noexcept nogil:
-    cdef floating* ea
-    cdef floating* eb
-    if not _expand(G, R, C):
-        _affine_core(x, a, b, y, P, G, R, C, n_threads)
-        return
-    ea = _expand_coefs(a, G, R, 1)
-    eb = _expand_coefs(b, G, R, 1)
-    _affine_core(x, ea, eb, y, 1, 1, P, G * R, n_threads)
-    free(ea)
-    free(eb)
-
-
-cdef void _grad_dx(const floating* dy, const floating* x, const floating* k1,
-                   const floating* k2, const floating* k3, floating* dx,
-                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
-                   int n_threads) noexcept nogil:
-    cdef floating* e1
-    cdef floating* e2
-    cdef floating* e3
-    if not _expand(G, R, C):
-        _grad_dx_core(dy, x, k1, k2, k3, dx, P, G, R, C, n_threads)
-        return
-    e1 = _expand_coefs(k1, G, R, 1)
-    e2 = _expand_coefs(k2, G, R, 1)
-    e3 = _expand_coefs(k3, G, R, 1)
-    _grad_dx_core(dy, x, e1, e2, e3, dx, 1, 1, P, G * R, n_threads)
-    free(e1)
-    free(e2)
-    free(e3)
+cdef inline void _expand_into(const floating* a, Py_ssize_t G, Py_ssize_t R,
+                              floating* out) noexcept nogil:
+    """out[g*R + r] = a[g]: per-channel values, one per lane."""
+    cdef Py_ssize_t g, r
+    for g in range(G):
+        for r in range(R):
+            out[g * R + r] = a[g]
 
 
 cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
+                     const floating* za, const floating* zb, const Act* act,
                      Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                      double* sum_dy, double* sum_dyxc,
                      int n_threads) noexcept nogil:
     cdef Py_ssize_t g, r, n
     cdef double* buf
+    cdef floating* ez = NULL
     cdef double a1, a2
     if not _expand(G, R, C):
-        _grad_sums_core(dy, x, mean, P, G, R, C, sum_dy, sum_dyxc, n_threads)
+        _grad_sums_core(dy, x, mean, za, zb, act, P, G, R, C, sum_dy, sum_dyxc, n_threads)
         return
     n = G * R
     buf = <double*> malloc(sizeof(double) * 3 * n)
@@ -1025,7 +1172,18 @@ cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
     for g in range(G):
         for r in range(R):
             buf[g * R + r] = mean[g]
-    _grad_sums_core(dy, x, buf, 1, 1, P, n, buf + n, buf + 2 * n, n_threads)
+    if act.on:
+        ez = <floating*> malloc(sizeof(floating) * 2 * n)
+        if ez == NULL:
+            abort()
+        _expand_into(za, G, R, ez)
+        _expand_into(zb, G, R, ez + n)
+        _grad_sums_core(dy, x, buf, ez, ez + n, act, 1, 1, P, n, buf + n, buf + 2 * n,
+                        n_threads)
+        free(ez)
+    else:
+        _grad_sums_core(dy, x, buf, za, zb, act, 1, 1, P, n, buf + n, buf + 2 * n,
+                        n_threads)
     for g in range(G):
         a1 = 0.0
         a2 = 0.0
@@ -1042,6 +1200,44 @@ cdef void _grad_sums(const floating* dy, const floating* x, const double* mean,
 # ---------------------------------------------------------------------------
 
 
+cdef inline void _norm_coefs(const double* scale, const double* offset,
+                             const double* mean, const double* var, double eps,
+                             Py_ssize_t n, floating* a, floating* b) noexcept nogil:
+    """a = scale / sqrt(var + eps), b = offset - mean * a, rounded once to the
+    data type.  The forward passes and the backward's recomputation of the
+    pre-activation use these same values."""
+    cdef Py_ssize_t c
+    cdef double k
+    for c in range(n):
+        k = scale[c] / sqrt(var[c] + eps)
+        a[c] = <floating> k
+        b[c] = <floating> (offset[c] - mean[c] * k)
+
+
+cdef inline void _bwd_coefs(const double* scale, const double* mean, const double* var,
+                            double eps, bint training, double cnt,
+                            const double* sum_dy,   # IN  (n,)
+                            double* sdx,            # IN  sum(dy * (x - mean)); OUT dscale
+                            floating* kk,           # OUT k1, k2, k3 (3n,)
+                            Py_ssize_t n) noexcept nogil:
+    """The backward's per-channel coefficients, from the sums over the batch:
+    dx = dy*k1 + (x*k2 + k3) and dscale = sum(dy * xhat)."""
+    cdef Py_ssize_t c
+    cdef double inv, k1, k2
+    for c in range(n):
+        inv = 1.0 / sqrt(var[c] + eps)
+        k1 = scale[c] * inv
+        kk[c] = <floating> k1
+        if training:
+            k2 = -k1 * inv * inv * sdx[c] / cnt
+            kk[n + c] = <floating> k2
+            kk[2 * n + c] = <floating> (-k1 * sum_dy[c] / cnt - k2 * mean[c])
+        else:
+            kk[n + c] = 0
+            kk[2 * n + c] = 0
+        sdx[c] = sdx[c] * inv
+
+
 def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
                      Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                      const double[::1] scale,    # IN  (G*C,)
@@ -1050,27 +1246,27 @@ def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
                      floating[::1] y,            # OUT (P*G*R*C,)
                      double[::1] mean,           # OUT (G*C,)
                      double[::1] var,            # OUT (G*C,) biased
-                     int n_threads):
-    """Training forward: batch statistics, then ``y = (x - mean) * scale / sqrt(var + eps) + offset``.
+                     int n_threads,
+                     bint act=False, double slope=0.0, double hi=INFINITY):
+    """Training forward: batch statistics, then
+    ``y = act((x - mean) * scale / sqrt(var + eps) + offset)``.
 
-    Two passes over ``x``; ``y`` may be ``x`` itself.
+    ``act`` applies ``z > 0 ? min(z, hi) : slope * z`` in the same pass;
+    ``y`` may be ``x`` itself.
     """
     _check_dims(x.shape[0], P, G, R, C)
-    cdef Py_ssize_t n = G * C, c
+    cdef Py_ssize_t n = G * C
     if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_train: bad sizes")
     cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
-    cdef double a
+    cdef Act ac = _act(act, slope, hi)
     if ab == NULL:
         raise MemoryError()
     with nogil:
         _stats(&x[0], P, G, R, C, &mean[0], &var[0], n_threads)
-        for c in range(n):
-            a = scale[c] / sqrt(var[c] + eps)
-            ab[c] = <floating> a
-            ab[n + c] = <floating> (offset[c] - mean[c] * a)
-        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, n_threads)
+        _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, ab, ab + n)
+        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, &ac, n_threads)
     free(ab)
 
 
@@ -1082,23 +1278,21 @@ def bn_forward_infer(const floating[::1] x,      # IN  (P*G*R*C,)
                      const double[::1] var,      # IN  (G*C,)
                      double eps,
                      floating[::1] y,            # OUT (P*G*R*C,)
-                     int n_threads):
-    """Inference: ``y = (x - mean) * scale / sqrt(var + eps) + offset`` in one pass."""
+                     int n_threads,
+                     bint act=False, double slope=0.0, double hi=INFINITY):
+    """Inference: ``y = act((x - mean) * scale / sqrt(var + eps) + offset)`` in one pass."""
     _check_dims(x.shape[0], P, G, R, C)
-    cdef Py_ssize_t n = G * C, c
+    cdef Py_ssize_t n = G * C
     if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_infer: bad sizes")
     cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
-    cdef double a
+    cdef Act ac = _act(act, slope, hi)
     if ab == NULL:
         raise MemoryError()
     with nogil:
-        for c in range(n):
-            a = scale[c] / sqrt(var[c] + eps)
-            ab[c] = <floating> a
-            ab[n + c] = <floating> (offset[c] - mean[c] * a)
-        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, n_threads)
+        _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, ab, ab + n)
+        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, &ac, n_threads)
     free(ab)
 
 
@@ -1112,12 +1306,16 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
                 floating[::1] dx,                # OUT (P*G*R*C,)
                 double[::1] dscale,              # OUT (G*C,)
                 double[::1] doffset,             # OUT (G*C,)
-                int n_threads):
+                int n_threads,
+                const double[::1] offset=None,   # IN  (G*C,) with an activation
+                bint act=False, double slope=0.0, double hi=INFINITY):
     """Gradients of the forward pass with respect to x, scale and offset.
 
-    Training: ``dx = scale*inv*(dy - mean(dy) - xhat*mean(dy*xhat))``; inference:
-    ``dx = dy*scale*inv``; with ``inv = 1/sqrt(var + eps)`` and
-    ``xhat = (x - mean)*inv``.  Two passes over ``x`` and ``dy``.
+    Training: ``dx = scale*inv*(e - mean(e) - xhat*mean(e*xhat))``; inference:
+    ``dx = e*scale*inv``; with ``inv = 1/sqrt(var + eps)``,
+    ``xhat = (x - mean)*inv``, and ``e = dy``, or with ``act`` the gradient
+    ``dy * act'(z)`` at the forward's pre-activation ``z`` (recomputed from
+    ``x``, ``offset`` and the statistics).  Two passes over ``x`` and ``dy``.
     """
     _check_dims(x.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C, c
@@ -1125,30 +1323,25 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
             or mean.shape[0] != n or var.shape[0] != n or dscale.shape[0] != n \
             or doffset.shape[0] != n:
         raise ValueError("bn_backward: bad sizes")
-    cdef floating* kk = <floating*> malloc(sizeof(floating) * 3 * n)
-    cdef double inv, k1, k2, cnt = <double> (P * R)
+    if act and (offset is None or offset.shape[0] != n):
+        raise ValueError("bn_backward: an activation needs offset of size G*C")
+    cdef floating* kk = <floating*> malloc(sizeof(floating) * 5 * n)
+    cdef Act ac = _act(act, slope, hi)
     if kk == NULL:
         raise MemoryError()
     with nogil:
-        _grad_sums(&dy[0], &x[0], &mean[0], P, G, R, C, &doffset[0], &dscale[0],
-                   n_threads)
-        for c in range(n):
-            inv = 1.0 / sqrt(var[c] + eps)
-            k1 = scale[c] * inv
-            if training:
-                k2 = -k1 * inv * inv * dscale[c] / cnt
-                kk[c] = <floating> k1
-                kk[n + c] = <floating> k2
-                kk[2 * n + c] = <floating> (-k1 * doffset[c] / cnt - k2 * mean[c])
-            else:
-                kk[c] = <floating> k1
-                kk[n + c] = 0
-            dscale[c] = dscale[c] * inv
-        if training:
-            _grad_dx(&dy[0], &x[0], kk, kk + n, kk + 2 * n, &dx[0], P, G, R, C,
-                     n_threads)
+        if act:
+            _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, kk + 3 * n,
+                        kk + 4 * n)
+        _grad_sums(&dy[0], &x[0], &mean[0], kk + 3 * n, kk + 4 * n, &ac, P, G, R, C,
+                   &doffset[0], &dscale[0], n_threads)
+        _bwd_coefs(&scale[0], &mean[0], &var[0], eps, training, <double> (P * R),
+                   &doffset[0], &dscale[0], kk, n)
+        if training or act:
+            _grad_dx(&dy[0], &x[0], kk, kk + n, kk + 2 * n, kk + 3 * n, kk + 4 * n, &dx[0],
+                     P, G, R, C, &ac, n_threads)
         else:
-            _affine(&dy[0], kk, kk + n, &dx[0], P, G, R, C, n_threads)
+            _affine(&dy[0], kk, kk + n, &dx[0], P, G, R, C, &ac, n_threads)
     free(kk)
 
 
@@ -1381,8 +1574,8 @@ def bn_affine_f16(const unsigned short[::1] h,   # IN  float16 bits (P*G*R*C,)
                   const float[::1] a,           # IN  (G*C,)
                   const float[::1] b,           # IN  (G*C,)
                   unsigned short[::1] out,      # OUT float16 bits (P*G*R*C,)
-                  int n_threads):
-    """``out = h * a[ch] + b[ch]`` for float16 data, in float32 slice by slice."""
+                  int n_threads, bint act=False, double slope=0.0, double hi=INFINITY):
+    """:func:`bn_affine` for float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = h.shape[0], per = G * R * C
     if out.shape[0] != n or a.shape[0] != G * C or b.shape[0] != G * C:
@@ -1392,6 +1585,7 @@ def bn_affine_f16(const unsigned short[::1] h,   # IN  float16 bits (P*G*R*C,)
     cdef int nt = _f16_threads(n, ns, n_threads)
     cdef float* buf = NULL
     cdef Py_ssize_t s, p0, p1, m
+    cdef Act ac = _act(act, slope, hi)
     with nogil, parallel(num_threads=nt):
         buf = <float*> malloc(sizeof(float) * 2 * rows * per)
         if buf == NULL:
@@ -1401,7 +1595,7 @@ def bn_affine_f16(const unsigned short[::1] h,   # IN  float16 bits (P*G*R*C,)
             p1 = p0 + rows if p0 + rows < P else P
             m = (p1 - p0) * per
             ckbn_h2f(&h[0] + p0 * per, buf, m)
-            _affine(buf, &a[0], &b[0], buf + rows * per, p1 - p0, G, R, C, 1)
+            _affine(buf, &a[0], &b[0], buf + rows * per, p1 - p0, G, R, C, &ac, 1)
             ckbn_f2h(buf + rows * per, &out[0] + p0 * per, m)
         free(buf)
 
@@ -1412,7 +1606,10 @@ def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
                      const double[::1] mean,        # IN  (G*C,)
                      double[::1] sum_dy,            # OUT (G*C,)
                      double[::1] sum_dyxc,          # OUT (G*C,)
-                     int n_threads):
+                     int n_threads,
+                     const float[::1] za=None,      # IN  (G*C,) with an activation
+                     const float[::1] zb=None,      # IN  (G*C,) with an activation
+                     bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_grad_sums` of float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
@@ -1426,6 +1623,14 @@ def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
     cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
     cdef float* buf = NULL
     cdef Py_ssize_t s, p0, p1, m, c
+    cdef Act ac = _act(act, slope, hi)
+    cdef const float* pa = NULL
+    cdef const float* pb = NULL
+    if act:
+        if za is None or zb is None or za.shape[0] != gc or zb.shape[0] != gc:
+            raise ValueError("bn_grad_sums_f16: an activation needs za and zb of size G*C")
+        pa = &za[0]
+        pb = &zb[0]
     if part == NULL:
         raise MemoryError()
     with nogil, parallel(num_threads=nt):
@@ -1438,7 +1643,7 @@ def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
             m = (p1 - p0) * per
             ckbn_h2f(&dy[0] + p0 * per, buf, m)
             ckbn_h2f(&h[0] + p0 * per, buf + rows * per, m)
-            _grad_sums(buf, buf + rows * per, &mean[0], p1 - p0, G, R, C,
+            _grad_sums(buf, buf + rows * per, &mean[0], pa, pb, &ac, p1 - p0, G, R, C,
                        part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
         free(buf)
     with nogil:
@@ -1459,7 +1664,10 @@ def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
                    const float[::1] k2,             # IN  (G*C,)
                    const float[::1] k3,             # IN  (G*C,)
                    unsigned short[::1] dx,          # OUT float16 bits
-                   int n_threads):
+                   int n_threads,
+                   const float[::1] za=None,        # IN  (G*C,) with an activation
+                   const float[::1] zb=None,        # IN  (G*C,) with an activation
+                   bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_grad_dx` for float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
@@ -1472,6 +1680,14 @@ def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
     cdef int nt = _f16_threads(n, ns, n_threads)
     cdef float* buf = NULL
     cdef Py_ssize_t s, p0, p1, m
+    cdef Act ac = _act(act, slope, hi)
+    cdef const float* pa = &k1[0]
+    cdef const float* pb = &k1[0]
+    if act:
+        if za is None or zb is None or za.shape[0] != gc or zb.shape[0] != gc:
+            raise ValueError("bn_grad_dx_f16: an activation needs za and zb of size G*C")
+        pa = &za[0]
+        pb = &zb[0]
     with nogil, parallel(num_threads=nt):
         buf = <float*> malloc(sizeof(float) * 3 * rows * per)
         if buf == NULL:
@@ -1482,7 +1698,81 @@ def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
             m = (p1 - p0) * per
             ckbn_h2f(&dy[0] + p0 * per, buf, m)
             ckbn_h2f(&h[0] + p0 * per, buf + rows * per, m)
-            _grad_dx(buf, buf + rows * per, &k1[0], &k2[0], &k3[0], buf + 2 * rows * per,
-                     p1 - p0, G, R, C, 1)
+            _grad_dx(buf, buf + rows * per, &k1[0], &k2[0], &k3[0], pa, pb,
+                     buf + 2 * rows * per, p1 - p0, G, R, C, &ac, 1)
             ckbn_f2h(buf + 2 * rows * per, &dx[0] + p0 * per, m)
         free(buf)
+
+
+def bn_forward_train_f16(const unsigned short[::1] h,   # IN  float16 bits
+                         Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                         const double[::1] scale,      # IN  (G*C,)
+                         const double[::1] offset,     # IN  (G*C,)
+                         double eps,
+                         unsigned short[::1] out,      # OUT float16 bits
+                         double[::1] mean,             # OUT (G*C,)
+                         double[::1] var,              # OUT (G*C,) biased
+                         int n_threads,
+                         bint act=False, double slope=0.0, double hi=INFINITY):
+    """:func:`bn_forward_train` of float16 data (float32 slice by slice)."""
+    cdef Py_ssize_t n = G * C
+    if scale.shape[0] != n or offset.shape[0] != n:
+        raise ValueError("bn_forward_train_f16: bad sizes")
+    bn_stats_f16(h, P, G, R, C, mean, var, n_threads)
+    cdef float[::1] ab = cython.view.array(shape=(2 * n,), itemsize=sizeof(float), format="f")
+    _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, &ab[0], &ab[n])
+    bn_affine_f16(h, P, G, R, C, ab[:n], ab[n:], out, n_threads, act, slope, hi)
+
+
+def bn_forward_infer_f16(const unsigned short[::1] h,   # IN  float16 bits
+                         Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                         const double[::1] scale,      # IN  (G*C,)
+                         const double[::1] offset,     # IN  (G*C,)
+                         const double[::1] mean,       # IN  (G*C,)
+                         const double[::1] var,        # IN  (G*C,)
+                         double eps,
+                         unsigned short[::1] out,      # OUT float16 bits
+                         int n_threads,
+                         bint act=False, double slope=0.0, double hi=INFINITY):
+    """:func:`bn_forward_infer` of float16 data (float32 slice by slice)."""
+    cdef Py_ssize_t n = G * C
+    if scale.shape[0] != n or offset.shape[0] != n or mean.shape[0] != n \
+            or var.shape[0] != n:
+        raise ValueError("bn_forward_infer_f16: bad sizes")
+    cdef float[::1] ab = cython.view.array(shape=(2 * n,), itemsize=sizeof(float), format="f")
+    _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, &ab[0], &ab[n])
+    bn_affine_f16(h, P, G, R, C, ab[:n], ab[n:], out, n_threads, act, slope, hi)
+
+
+def bn_backward_f16(const unsigned short[::1] dy,       # IN  float16 bits
+                    const unsigned short[::1] h,        # IN  float16 bits
+                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                    const double[::1] scale,           # IN  (G*C,)
+                    const double[::1] mean,            # IN  (G*C,)
+                    const double[::1] var,             # IN  (G*C,)
+                    double eps, bint training,
+                    unsigned short[::1] dx,            # OUT float16 bits
+                    double[::1] dscale,                # OUT (G*C,)
+                    double[::1] doffset,               # OUT (G*C,)
+                    int n_threads,
+                    const double[::1] offset=None,     # IN  (G*C,) with an activation
+                    bint act=False, double slope=0.0, double hi=INFINITY):
+    """:func:`bn_backward` of float16 data (float32 slice by slice)."""
+    cdef Py_ssize_t n = G * C
+    if scale.shape[0] != n or mean.shape[0] != n or var.shape[0] != n \
+            or dscale.shape[0] != n or doffset.shape[0] != n:
+        raise ValueError("bn_backward_f16: bad sizes")
+    if act and (offset is None or offset.shape[0] != n):
+        raise ValueError("bn_backward_f16: an activation needs offset of size G*C")
+    cdef float[::1] kk = cython.view.array(shape=(5 * n,), itemsize=sizeof(float), format="f")
+    if act:
+        _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, &kk[3 * n], &kk[4 * n])
+    bn_grad_sums_f16(dy, h, P, G, R, C, mean, doffset, dscale, n_threads,
+                     kk[3 * n:4 * n], kk[4 * n:], act, slope, hi)
+    _bwd_coefs(&scale[0], &mean[0], &var[0], eps, training, <double> (P * R),
+               &doffset[0], &dscale[0], &kk[0], n)
+    if training or act:
+        bn_grad_dx_f16(dy, h, P, G, R, C, kk[:n], kk[n:2 * n], kk[2 * n:3 * n], dx, n_threads,
+                       kk[3 * n:4 * n], kk[4 * n:], act, slope, hi)
+    else:
+        bn_affine_f16(dy, P, G, R, C, kk[:n], kk[n:2 * n], dx, n_threads)
