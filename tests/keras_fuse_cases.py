@@ -292,12 +292,22 @@ def test_fused_layer_runs_the_fused_kernels(monkeypatch):
         monkeypatch.setattr(_kernels, name, counted)
     layer = BatchNormalizationActivation(activation="leaky_relu", negative_slope=0.3)
     x = _rand((4, 3, 5), 9)
-    layer.build(x.shape)
-    _randomize_bns(keras.Sequential([keras.Input((3, 5)), layer]))
-    ref = keras.layers.BatchNormalization()
-    ref.build(x.shape)
-    ref.set_weights(layer.get_weights())
-    _close(layer(x, training=False), ops.leaky_relu(ref(x, training=False), 0.3))
+    model = keras.Sequential([keras.Input((3, 5)), layer])
+    _randomize_bns(model)
+    ref_bn = keras.layers.BatchNormalization()
+    ref = keras.Sequential([keras.Input((3, 5)), ref_bn, L.LeakyReLU(negative_slope=0.3)])
+    ref_bn.set_weights(layer.get_weights())
+    _close(model(x, training=False), ref(x, training=False))
     assert calls["given_act"] == 1
-    _close(layer(x, training=True), ops.leaky_relu(ref(x, training=True), 0.3), 1e-4, 1e-4)
+    _close(model(x, training=True), ref(x, training=True), 1e-4, 1e-4)
     assert calls["train_act"] == 1
+    for a, b in zip(layer.weights, ref_bn.weights):  # moving statistics
+        _close(a, b, 1e-5, 1e-6)
+    if not TRAINS:
+        return
+    dy = _rand((4, 3, 5), 10)
+    for training in (True, False):
+        got, want = _grads(model, x, dy, training), _grads(ref, x, dy, training)
+        for g, w in zip(got, want):
+            _close(g, w, 1e-4, 1e-4)
+    assert calls["grad_act"] >= 2
