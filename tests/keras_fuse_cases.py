@@ -311,3 +311,18 @@ def test_fused_layer_runs_the_fused_kernels(monkeypatch):
         for g, w in zip(got, want):
             _close(g, w, 1e-4, 1e-4)
     assert calls["grad_act"] >= 2
+
+
+def test_shared_batch_norm_is_not_fused_and_says_so():
+    bn = L.BatchNormalization(name="shared_bn")
+    a, b = keras.Input((4,)), keras.Input((4,))
+    out = L.Add()([L.ReLU()(bn(a)), L.ReLU()(bn(b))])
+    model = keras.Model([a, b], out)
+    _randomize_bns(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = swap_batch_normalization(model, fuse_activations=True)
+    assert any("'shared_bn'" in str(w.message) and "shared" in str(w.message) for w in caught)
+    assert type(fused.get_layer("shared_bn")) is keras_plugin.BatchNormalization
+    x = [_rand((3, 4), 1), _rand((3, 4), 2)]
+    _close(fused(x, training=False), model(x, training=False))
