@@ -79,26 +79,31 @@ def train(keras, model, data, args):
     steady = timer.times[steps_per_epoch:] or timer.times  # skip the first (tracing) epoch
     _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     return {"acc": acc, "step_ms": 1e3 * float(np.median(steady)), "fit_s": fit_s,
-            "jit": bool(model.jit_compile), "infer_ms": infer_ms(model, x_test)}
+            "jit": bool(model.jit_compile)}
 
 
-def infer_ms(model, x, repeat=7):
-    """Median wall time of ``predict_on_batch`` on the whole test set (after a warm-up)."""
-    model.predict_on_batch(x)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def infer_ms(models, x, repeat=9):
+    """Median wall time of ``predict_on_batch`` on the whole test set, per model.
+
+    The models take turns (round robin, after one warm-up call each), so a
+    change of load on the machine affects them alike.
+    """
+    for model in models:
         model.predict_on_batch(x)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    times = [[] for _ in models]
+    for _ in range(repeat):
+        for model, t in zip(models, times):
+            t0 = time.perf_counter()
+            model.predict_on_batch(x)
+            t.append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def evaluate_folded(keras, model, data):
     (_, _), (x_test, y_test) = data
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
-    return {"acc": acc, "step_ms": float("nan"), "fit_s": 0.0, "jit": bool(model.jit_compile),
-            "infer_ms": infer_ms(model, x_test)}
+    return {"acc": acc, "step_ms": float("nan"), "fit_s": 0.0, "jit": bool(model.jit_compile)}
 
 
 def main():
@@ -137,6 +142,9 @@ def main():
         print(f"  trained {name:<18} in {r['fit_s']:6.1f} s")
     folded = fold_batch_normalization(swapped)  # inference model of the trained ckbn one
     results["ckbn folded (infer)"] = evaluate_folded(keras, folded, data)
+    models = (stock, swapped, fused, folded)
+    for r, ms in zip(results.values(), infer_ms(models, x_test_of(data))):
+        r["infer_ms"] = ms
 
     print(f"\n{'':<20}{'test accuracy':>15}{'step time (ms)':>16}{'inference (ms)':>16}"
           f"{'XLA':>6}")
@@ -145,10 +153,11 @@ def main():
         print(f"{name:<20}{r['acc']:>15.4f}{step:>16}{r['infer_ms']:>16.2f}"
               f"{str(r['jit']):>6}")
     a, b, c, d = results.values()
-    print(f"\nckbn step time: {a['step_ms'] / b['step_ms']:.2f}x faster than stock, fused "
-          f"{a['step_ms'] / c['step_ms']:.2f}x (median training step, first epoch excluded)")
-    print(f"folded inference ({len(x_test_of(data))} images): {a['infer_ms'] / d['infer_ms']:.2f}x "
-          f"faster than stock, {b['infer_ms'] / d['infer_ms']:.2f}x than the unfolded ckbn model")
+    print(f"\nspeed against stock (time ratio stock / model): training step ckbn "
+          f"{a['step_ms'] / b['step_ms']:.2f}x, fused {a['step_ms'] / c['step_ms']:.2f}x "
+          f"(median step, first epoch excluded); inference of {len(x_test_of(data))} images "
+          f"folded {a['infer_ms'] / d['infer_ms']:.2f}x (unfolded ckbn "
+          f"{a['infer_ms'] / b['infer_ms']:.2f}x)")
 
 
 def x_test_of(data):
