@@ -2,9 +2,13 @@
 
 Data: scikit-learn's bundled 8x8 digits (1797 images, shipped inside the
 package, no download), upscaled 4x to 32x32 so the convolutions and batch
-normalizations have some work to do.  Both runs start from the same weights
+normalizations have some work to do.  The runs start from the same weights
 (``keras_plugin.swap_batch_normalization`` copies them) and see the same
-batches; the script prints test accuracy and the median training-step time.
+batches: stock Keras, ckbn's layers, and ckbn's layers with each BN + ReLU
+fused into one layer (``fuse_activations=True``).  The script prints test
+accuracy, the median training-step time and the median inference time on the
+test set, and the same for ``keras_plugin.fold_batch_normalization`` of the
+trained ckbn model (every BN folded into the convolution before it).
 
     python examples/keras_demo.py                  # Keras's default backend
     KERAS_BACKEND=torch python examples/keras_demo.py --epochs 8
@@ -78,6 +82,30 @@ def train(keras, model, data, args):
             "jit": bool(model.jit_compile)}
 
 
+def infer_ms(models, x, repeat=9):
+    """Median wall time of ``predict_on_batch`` on the whole test set, per model.
+
+    The models take turns (round robin, after one warm-up call each), so a
+    change of load on the machine affects them alike.
+    """
+    for model in models:
+        model.predict_on_batch(x)
+    times = [[] for _ in models]
+    for _ in range(repeat):
+        for model, t in zip(models, times):
+            t0 = time.perf_counter()
+            model.predict_on_batch(x)
+            t.append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
+
+
+def evaluate_folded(keras, model, data):
+    (_, _), (x_test, y_test) = data
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
+    return {"acc": acc, "step_ms": float("nan"), "fit_s": 0.0, "jit": bool(model.jit_compile)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
@@ -89,12 +117,14 @@ def main():
     import keras
 
     import ckbn
-    from keras_plugin import BatchNormalization, swap_batch_normalization
+    from keras_plugin import (BatchNormalization, fold_batch_normalization,
+                              swap_batch_normalization)
 
     data = load_digits(args.seed)
     keras.utils.set_random_seed(args.seed)
     stock = build_cnn(keras)
     swapped = swap_batch_normalization(stock)  # same initial weights, ckbn's BN layers
+    fused = swap_batch_normalization(stock, fuse_activations=True)  # BN + ReLU as one layer
     n_bn = sum(isinstance(la, BatchNormalization) for la in swapped.layers)
 
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}; ckbn {ckbn.__version__}, "
@@ -104,18 +134,34 @@ def main():
           f"{args.epochs} epochs\n")
 
     results = {}
-    for name, model in (("stock Keras BN", stock), ("ckbn BN (swapped)", swapped)):
+    for name, model in (("stock Keras BN", stock), ("ckbn BN (swapped)", swapped),
+                        ("ckbn BN+ReLU fused", fused)):
         keras.utils.set_random_seed(args.seed)
         results[name] = train(keras, model, data, args)
         r = results[name]
         print(f"  trained {name:<18} in {r['fit_s']:6.1f} s")
+    folded = fold_batch_normalization(swapped)  # inference model of the trained ckbn one
+    results["ckbn folded (infer)"] = evaluate_folded(keras, folded, data)
+    models = (stock, swapped, fused, folded)
+    for r, ms in zip(results.values(), infer_ms(models, x_test_of(data))):
+        r["infer_ms"] = ms
 
-    print(f"\n{'':<20}{'test accuracy':>15}{'step time (ms)':>16}{'XLA':>6}")
+    print(f"\n{'':<20}{'test accuracy':>15}{'step time (ms)':>16}{'inference (ms)':>16}"
+          f"{'XLA':>6}")
     for name, r in results.items():
-        print(f"{name:<20}{r['acc']:>15.4f}{r['step_ms']:>16.2f}{str(r['jit']):>6}")
-    a, b = results.values()
-    print(f"\nckbn step time: {a['step_ms'] / b['step_ms']:.2f}x faster than stock "
-          f"(median training step, first epoch excluded)")
+        step = "-" if r["step_ms"] != r["step_ms"] else f"{r['step_ms']:.2f}"
+        print(f"{name:<20}{r['acc']:>15.4f}{step:>16}{r['infer_ms']:>16.2f}"
+              f"{str(r['jit']):>6}")
+    a, b, c, d = results.values()
+    print(f"\nspeed against stock (time ratio stock / model): training step ckbn "
+          f"{a['step_ms'] / b['step_ms']:.2f}x, fused {a['step_ms'] / c['step_ms']:.2f}x "
+          f"(median step, first epoch excluded); inference of {len(x_test_of(data))} images "
+          f"folded {a['infer_ms'] / d['infer_ms']:.2f}x (unfolded ckbn "
+          f"{a['infer_ms'] / b['infer_ms']:.2f}x)")
+
+
+def x_test_of(data):
+    return data[1][0]
 
 
 if __name__ == "__main__":

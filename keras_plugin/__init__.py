@@ -8,6 +8,12 @@
   ``adjustment``, ``renorm``), registered as ``ckbn>BatchNormalization``.
 * :func:`swap_batch_normalization` -- a model with every Keras
   ``BatchNormalization`` replaced by it, weights copied.
+* ``swap_batch_normalization(model, fuse_activations=True)`` -- also each BN
+  followed only by a ReLU/ReLU6/leaky ReLU as one
+  :class:`BatchNormalizationActivation` (``ckbn>BatchNormalizationActivation``).
+* :func:`fold_batch_normalization` -- a new inference model with every batch
+  normalization after a Dense/convolution folded into its weights (the others
+  become :class:`~keras_plugin.fold.ChannelAffine` layers).
 * :func:`kernels_disabled` -- a context in which the layers use Keras ops
   (for ``model.export``); :func:`set_jax_min_elements` -- the JAX threshold;
   :func:`jax_sync_axis` -- the mapped axis of ``synchronized=True`` on JAX.
@@ -21,10 +27,15 @@ from keras_plugin._engine import kernels_disabled, kernels_enabled
 from keras_plugin._sync import jax_sync_axis
 from keras_plugin.layer import BatchNormalization
 from keras_plugin.swap import swap_batch_normalization
+from keras_plugin.fold import ChannelAffine, fold_batch_normalization
+from keras_plugin.fuse import BatchNormalizationActivation
 
 __all__ = [
     "BatchNormalization",
     "swap_batch_normalization",
+    "fold_batch_normalization",
+    "ChannelAffine",
+    "BatchNormalizationActivation",
     "kernels_disabled",
     "kernels_enabled",
     "set_jax_min_elements",

@@ -145,3 +145,99 @@ def moments(x, axes):
     out = (_struct((n,), sd), _struct((n,), sd))
     return jax.pure_callback(lambda a: _kernels.moments(np.asarray(a), axes), out,
                              jax.lax.stop_gradient(x), vmap_method="sequential")
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _affine(x, scale, offset, axes):
+    return jax.pure_callback(lambda *args: _kernels.affine(*_np(*args), axes),
+                             _struct(x.shape, x.dtype), x, scale, offset,
+                             vmap_method="sequential")
+
+
+def _affine_fwd(x, scale, offset, axes):
+    return _affine(x, scale, offset, axes), (x, scale)
+
+
+def _affine_bwd(axes, res, dy):
+    x, scale = res
+    shape = tuple(x.shape[i] if i in axes else 1 for i in range(x.ndim))
+    reduce = tuple(i for i in range(x.ndim) if i not in axes)
+    dyf = dy.astype(scale.dtype)
+    dx = (dyf * scale.reshape(shape)).astype(x.dtype)
+    ds = jnp.sum(dyf * x.astype(scale.dtype), axis=reduce).reshape(-1)
+    do = jnp.sum(dyf, axis=reduce).reshape(-1)
+    return dx, ds, do
+
+
+_affine.defvjp(_affine_fwd, _affine_bwd)
+
+
+def affine(x, scale, offset, axes):
+    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
+    return _affine(x, scale, offset, tuple(int(a) for a in axes))
+
+
+# ---------------------------------------------------- fused activation (issue 14)
+def _grad_act_cb(dy, x, scale, offset, mean, var, axes, eps, training, act, slope):
+    sd = _sd(x.dtype)
+    out = (_struct(x.shape, x.dtype), _struct(scale.shape, sd), _struct(scale.shape, sd))
+    return jax.pure_callback(
+        lambda *args: _kernels.grad_act(*_np(*args), axes, eps, training, act, slope), out,
+        dy.astype(x.dtype), x, scale, offset, mean, var, vmap_method="sequential")
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _train_act(x, scale, offset, axes, eps, act, slope):
+    sd = _sd(x.dtype)
+    out = (_struct(x.shape, x.dtype), _struct(scale.shape, sd), _struct(scale.shape, sd))
+    return jax.pure_callback(
+        lambda *args: _kernels.train_act(*_np(*args), axes, eps, act, slope), out,
+        x, scale, offset, vmap_method="sequential")
+
+
+def _train_act_fwd(x, scale, offset, axes, eps, act, slope):
+    y, mean, var = _train_act(x, scale, offset, axes, eps, act, slope)
+    return (y, mean, var), (x, scale, offset, mean, var)
+
+
+def _train_act_bwd(axes, eps, act, slope, res, cts):
+    x, scale, offset, mean, var = res
+    dx, ds, do = _grad_act_cb(cts[0], x, scale, offset, mean, var, axes, eps, True, act, slope)
+    return dx, ds.astype(scale.dtype), do.astype(scale.dtype)
+
+
+_train_act.defvjp(_train_act_fwd, _train_act_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7, 8))
+def _given_act(x, scale, offset, mean, var, axes, eps, act, slope):
+    return jax.pure_callback(
+        lambda *args: _kernels.given_act(*_np(*args), axes, eps, act, slope),
+        _struct(x.shape, x.dtype), x, scale, offset, mean, var, vmap_method="sequential")
+
+
+def _given_act_fwd(x, scale, offset, mean, var, axes, eps, act, slope):
+    return _given_act(x, scale, offset, mean, var, axes, eps, act, slope), (
+        x, scale, offset, mean, var)
+
+
+def _given_act_bwd(axes, eps, act, slope, res, dy):
+    x, scale, offset, mean, var = res
+    dx, ds, do = _grad_act_cb(dy, x, scale, offset, mean, var, axes, eps, False, act, slope)
+    return (dx, ds.astype(scale.dtype), do.astype(scale.dtype), jnp.zeros_like(mean),
+            jnp.zeros_like(var))
+
+
+_given_act.defvjp(_given_act_fwd, _given_act_bwd)
+
+
+def train_act(x, scale, offset, axes, eps, activation, slope):
+    return _train_act(x, scale, offset, tuple(axes), float(eps), str(activation), float(slope))
+
+
+def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
+    mean = jax.lax.stop_gradient(mean)
+    var = jax.lax.stop_gradient(var)
+    return _given_act(x, scale, offset, mean, var, tuple(axes), float(eps), str(activation),
+                      float(slope))

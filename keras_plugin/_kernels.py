@@ -59,3 +59,64 @@ def moments(x, axes):
         x = x.astype(np.float32)
     mean, var = ckbn.nn.moments(x, reduce_axes)
     return mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+def affine(x, scale, offset, axes):
+    """``y = x * scale + offset`` per channel, in one kernel pass.
+
+    ``scale`` and ``offset`` are flat per-channel coefficients (float64 is
+    best: the kernel rounds them once to x's dtype).  This is
+    ``ckbn.nn.batch_normalization`` with mean 0, variance 1 and epsilon 0, so
+    the kernel's ``inv`` is exactly ``scale``.
+    """
+    x = np.asarray(x)
+    chan = sorted(a % x.ndim for a in axes)
+    scale = np.asarray(scale, np.float64).reshape(-1)
+    offset = np.asarray(offset, np.float64).reshape(-1)
+    if chan == [x.ndim - 1]:
+        shape = scale.shape  # the kernel's one-value-per-channel fast path
+    else:
+        shape = tuple(n if i in chan else 1 for i, n in enumerate(x.shape))
+    zeros = np.zeros(shape)
+    return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
+                                       scale.reshape(shape), 0.0)
+
+
+# ------------------------------------------------ fused activation (issue 14)
+def has_fused_activation():
+    """Whether this ckbn's ``fused_batch_norm`` applies an activation in its pass."""
+    global _HAS_ACT
+    if _HAS_ACT is None:
+        import inspect
+
+        _HAS_ACT = "activation" in inspect.signature(ckbn.nn.fused_batch_norm).parameters
+    return _HAS_ACT
+
+
+_HAS_ACT = None
+
+
+def train_act(x, scale, offset, axes, eps, activation, slope):
+    """``activation(BN(x))`` with the batch statistics, in the kernel's one pass."""
+    y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
+                                            is_training=True, activation=activation,
+                                            negative_slope=slope)
+    sd = stat_dtype(x.dtype)
+    return y, mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
+
+
+def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
+    """``activation(BN(x))`` with given statistics."""
+    return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
+                                    is_training=False, activation=activation,
+                                    negative_slope=slope)[0]
+
+
+def grad_act(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
+    """``dx, dscale, doffset`` of ``activation(BN(x))``; ``dy`` is the activation's gradient."""
+    dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
+        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training),
+        offset=offset, activation=activation, negative_slope=slope)
+    sd = stat_dtype(x.dtype)
+    return dx, dscale.reshape(-1).astype(sd, copy=False), doffset.reshape(-1).astype(sd, copy=False)

@@ -28,3 +28,16 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad):
 
 def moments(x, axes):
     return _kernels.moments(x, axes)
+
+
+def affine(x, scale, offset, axes):  # fold_batch_normalization's per-channel affine
+    return _kernels.affine(x, scale, offset, axes)
+
+
+# fused activation (issue 14): BatchNormalizationActivation's inference on the kernels
+def train_act(x, scale, offset, axes, eps, activation, slope):
+    return _kernels.train_act(x, scale, offset, axes, eps, activation, slope)
+
+
+def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
+    return _kernels.given_act(x, scale, offset, mean, var, axes, eps, activation, slope)

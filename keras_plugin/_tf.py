@@ -125,3 +125,95 @@ def moments(x, axes):
     mean, var = tf.numpy_function(fn, [tf.stop_gradient(x)], [sd, sd], stateful=False,
                                   name="ckbn_moments")
     return mean, var
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+def affine(x, scale, offset, axes):
+    """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops."""
+    axes = tuple(axes)
+
+    @tf.custom_gradient
+    def op(x, scale, offset):
+        def fn(x_, s_, o_):
+            return _kernels.affine(x_, s_, o_, axes)
+
+        y = tf.numpy_function(fn, [x, scale, offset], x.dtype, stateful=False,
+                              name="ckbn_channel_affine")
+        y.set_shape(x.shape)
+
+        def grad(dy):
+            ndim = len(x.shape)
+            dims = tf.shape(x)
+            shape = [dims[i] if i in axes else 1 for i in range(ndim)]
+            reduce = [i for i in range(ndim) if i not in axes]
+            dyf = tf.cast(dy, scale.dtype)
+            dx = tf.cast(dyf * tf.reshape(scale, shape), x.dtype)
+            ds = tf.reshape(tf.reduce_sum(dyf * tf.cast(x, scale.dtype), reduce), [-1])
+            do = tf.reshape(tf.reduce_sum(dyf, reduce), [-1])
+            return dx, ds, do
+
+        return y, grad
+
+    return op(x, scale, offset)
+
+
+# ---------------------------------------------------- fused activation (issue 14)
+def _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
+    sd = _stat_tf_dtype(x)
+
+    def fn(dy_, x_, s_, o_, m_, v_):
+        return _kernels.grad_act(dy_, x_, s_, o_, m_, v_, axes, eps, training, activation,
+                                 slope)
+
+    dx, ds, do = tf.numpy_function(fn, [dy, x, scale, offset, mean, var], [x.dtype, sd, sd],
+                                   stateful=False, name="ckbn_batch_norm_act_grad")
+    dx.set_shape(x.shape)
+    ds.set_shape(scale.shape)
+    do.set_shape(scale.shape)
+    return dx, ds, do
+
+
+def train_act(x, scale, offset, axes, eps, activation, slope):
+    """``activation(BN(x))``, batch statistics; the backward masks dy in the dx pass."""
+    sd = _stat_tf_dtype(x)
+
+    @tf.custom_gradient
+    def op(x, scale, offset):
+        def fn(x_, s_, o_):
+            return _kernels.train_act(x_, s_, o_, axes, eps, activation, slope)
+
+        y, mean, var = tf.numpy_function(fn, [x, scale, offset], [x.dtype, sd, sd],
+                                         stateful=False, name="ckbn_batch_norm_act_train")
+        y.set_shape(x.shape)
+        mean.set_shape(scale.shape)
+        var.set_shape(scale.shape)
+
+        def grad(dy, dmean, dvar):
+            return _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, True, activation,
+                                slope)
+
+        return (y, mean, var), grad
+
+    return op(x, scale, offset)
+
+
+def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
+    """``activation(BN(x))`` with given (moving) statistics."""
+
+    @tf.custom_gradient
+    def op(x, scale, offset, mean, var):
+        def fn(x_, s_, o_, m_, v_):
+            return _kernels.given_act(x_, s_, o_, m_, v_, axes, eps, activation, slope)
+
+        y = tf.numpy_function(fn, [x, scale, offset, mean, var], x.dtype, stateful=False,
+                              name="ckbn_batch_norm_act_apply")
+        y.set_shape(x.shape)
+
+        def grad(dy):
+            dx, ds, do = _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, False,
+                                      activation, slope)
+            return dx, ds, do, None, None
+
+        return y, grad
+
+    return op(x, scale, offset, mean, var)

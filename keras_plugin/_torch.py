@@ -162,3 +162,128 @@ def moments(x, axes):
     for a in axes:
         n *= x.shape[a]
     return _bn_moments(x.detach(), list(axes), int(n))
+
+
+# ---------------------------------------------------------------- folding (issue 14)
+@torch.library.custom_op("ckbn::channel_affine", mutates_args=())
+def _channel_affine(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                    axes: List[int]) -> torch.Tensor:
+    return _t(_kernels.affine(_np(x), _np(scale), _np(offset), axes))
+
+
+@_channel_affine.register_fake
+def _(x, scale, offset, axes):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _affine_setup(ctx, inputs, output):
+    x, scale, _, axes = inputs
+    ctx.save_for_backward(x, scale)
+    ctx.axes = axes
+
+
+def _affine_backward(ctx, dy):
+    x, scale = ctx.saved_tensors
+    shape = [x.shape[i] if i in ctx.axes else 1 for i in range(x.dim())]
+    reduce = [i for i in range(x.dim()) if i not in ctx.axes]
+    dyf = dy.to(scale.dtype)
+    dx = (dyf * scale.reshape(shape)).to(x.dtype)
+    ds = (dyf * x.to(scale.dtype)).sum(reduce).reshape(-1) if reduce else dyf * x
+    do = dyf.sum(reduce).reshape(-1) if reduce else dyf
+    return dx, ds, do, None
+
+
+_channel_affine.register_autograd(_affine_backward, setup_context=_affine_setup)
+
+
+def affine(x, scale, offset, axes):
+    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
+    return _channel_affine(x, scale, offset, [int(a) for a in axes])
+
+
+# ---------------------------------------------------- fused activation (issue 14)
+@torch.library.custom_op("ckbn::bn_train_act", mutates_args=())
+def _bn_train_act(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, axes: List[int],
+                  eps: float, activation: str,
+                  slope: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    y, mean, var = _kernels.train_act(_np(x), _np(scale), _np(offset), axes, eps, activation,
+                                      slope)
+    return _t(y), _t(mean), _t(var)
+
+
+@_bn_train_act.register_fake
+def _(x, scale, offset, axes, eps, activation, slope):
+    sd = _stat_dtype(x)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            scale.new_empty(scale.shape, dtype=sd), scale.new_empty(scale.shape, dtype=sd))
+
+
+@torch.library.custom_op("ckbn::bn_given_act", mutates_args=())
+def _bn_given_act(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                  mean: torch.Tensor, var: torch.Tensor, axes: List[int], eps: float,
+                  activation: str, slope: float) -> torch.Tensor:
+    return _t(_kernels.given_act(_np(x), _np(scale), _np(offset), _np(mean), _np(var), axes,
+                                 eps, activation, slope))
+
+
+@_bn_given_act.register_fake
+def _(x, scale, offset, mean, var, axes, eps, activation, slope):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("ckbn::bn_grad_act", mutates_args=())
+def _bn_grad_act(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                 mean: torch.Tensor, var: torch.Tensor, axes: List[int], eps: float,
+                 training: bool, activation: str,
+                 slope: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dx, ds, do = _kernels.grad_act(_np(dy), _np(x), _np(scale), _np(offset), _np(mean),
+                                   _np(var), axes, eps, training, activation, slope)
+    return _t(dx), _t(ds), _t(do)
+
+
+@_bn_grad_act.register_fake
+def _(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
+    sd = _stat_dtype(x)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            scale.new_empty(scale.shape, dtype=sd), scale.new_empty(scale.shape, dtype=sd))
+
+
+def _train_act_setup(ctx, inputs, output):
+    x, scale, offset, axes, eps, activation, slope = inputs
+    _, mean, var = output
+    ctx.save_for_backward(x, scale, offset, mean, var)
+    ctx.args = (axes, eps, True, activation, slope)
+
+
+def _train_act_backward(ctx, dy, dmean, dvar):
+    x, scale, offset, mean, var = ctx.saved_tensors
+    dx, ds, do = _bn_grad_act(dy.contiguous(), x, scale, offset, mean, var, *ctx.args)
+    return dx, ds, do, None, None, None, None
+
+
+_bn_train_act.register_autograd(_train_act_backward, setup_context=_train_act_setup)
+
+
+def _given_act_setup(ctx, inputs, output):
+    x, scale, offset, mean, var, axes, eps, activation, slope = inputs
+    ctx.save_for_backward(x, scale, offset, mean, var)
+    ctx.args = (axes, eps, False, activation, slope)
+
+
+def _given_act_backward(ctx, dy):
+    x, scale, offset, mean, var = ctx.saved_tensors
+    dx, ds, do = _bn_grad_act(dy.contiguous(), x, scale, offset, mean, var, *ctx.args)
+    return dx, ds, do, None, None, None, None, None, None
+
+
+_bn_given_act.register_autograd(_given_act_backward, setup_context=_given_act_setup)
+
+
+def train_act(x, scale, offset, axes, eps, activation, slope):
+    return _bn_train_act(x, scale, offset, list(axes), float(eps), str(activation),
+                         float(slope))
+
+
+def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
+    return _bn_given_act(x, scale, offset, mean.detach(), var.detach(), list(axes), float(eps),
+                         str(activation), float(slope))

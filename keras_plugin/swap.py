@@ -105,13 +105,20 @@ def _swap_subclassed(model):
     return count
 
 
-def swap_batch_normalization(model):
+def swap_batch_normalization(model, fuse_activations=False):
     """A model whose every ``keras.layers.BatchNormalization`` is ckbn's.
 
     Parameters
     ----------
     model : keras.Model
         Sequential, Functional (nested models included) or subclassed.
+    fuse_activations : bool, default False
+        Also replace each batch normalization whose only consumer is a ReLU,
+        ReLU6 or leaky ReLU layer by one
+        :class:`keras_plugin.fuse.BatchNormalizationActivation` (same name and
+        weights; the activation layer is gone), which applies the activation
+        inside the kernels' passes.  Sequential and Functional models only;
+        a subclassed model is swapped without fusion, with a warning.
 
     Returns
     -------
@@ -130,12 +137,24 @@ def swap_batch_normalization(model):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"swap_batch_normalization needs a keras.Model, got {type(model)!r}")
+    if fuse_activations not in (True, False):
+        raise TypeError(f"fuse_activations must be True or False, got {fuse_activations!r}")
     if _is_graph_model(model):
         try:
+            if fuse_activations:  # issue 14: BN + activation as one layer
+                from keras_plugin.fuse import fuse_activations as fuse
+
+                return fuse(model, _clone_layer)
             return _clone_graph(model)
         except TypeError as err:
             if "nested subclassed model" not in str(err):
                 raise
+    if fuse_activations:
+        for layer in model._flatten_layers(include_self=False, recursive=True):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                warnings.warn(f"swap_batch_normalization: BatchNormalization {layer.name!r} is "
+                              f"inside a subclassed model whose call() cannot be rewired; it "
+                              f"is swapped without fusing its activation.", stacklevel=2)
     if _swap_subclassed(model):
         # Drop step functions traced with the stock layers; Keras re-traces them.
         for attr in ("train_function", "test_function", "predict_function"):

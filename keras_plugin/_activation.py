@@ -1,0 +1,79 @@
+"""The activations that batch normalization can absorb, and how to spot them in a model.
+
+ckbn's fused kernels apply ``relu`` (``max(z, 0)``), ``relu6``
+(``min(max(z, 0), 6)``) and ``leaky_relu`` (``z`` if ``z > 0`` else
+``negative_slope * z``) to the normalized value ``z`` in the same pass.
+:func:`from_layer` recognizes the Keras layers that compute exactly one of
+these; :func:`apply` computes them with Keras ops (the fallback, and the
+reference the kernels are tested against).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+NAMES = ("relu", "relu6", "leaky_relu")
+
+
+def check(activation, negative_slope):
+    """``(activation, negative_slope)`` validated; raises ValueError/TypeError."""
+    if activation is not None and activation not in NAMES:
+        raise ValueError(f"activation must be None or one of {NAMES}, got {activation!r}")
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
+        raise TypeError(f"negative_slope must be a number, got {negative_slope!r}")
+    if not negative_slope >= 0.0:
+        raise ValueError(f"negative_slope must be >= 0, got {negative_slope!r}")
+    return activation, float(negative_slope)
+
+
+def from_layer(layer):
+    """``(name, negative_slope)`` if ``layer`` computes one of :data:`NAMES`, else None.
+
+    Only the exact Keras classes count (a subclass may change ``call``):
+    ``ReLU`` with threshold 0 and max_value None or 6 (a nonzero
+    ``negative_slope`` with no max_value is a leaky ReLU), ``LeakyReLU``, and
+    ``Activation`` of ``relu``, ``relu6`` or ``leaky_relu`` (slope 0.2, the
+    function's default).
+    """
+    cls = type(layer)
+    if cls is keras.layers.ReLU:
+        if layer.threshold != 0:
+            return None
+        slope = float(layer.negative_slope)
+        if layer.max_value is None:
+            return ("relu", 0.0) if slope == 0 else ("leaky_relu", slope)
+        if layer.max_value == 6 and slope == 0:
+            return ("relu6", 0.0)
+        return None
+    if cls is keras.layers.LeakyReLU:
+        return ("leaky_relu", float(layer.negative_slope))
+    if cls is keras.layers.Activation:
+        fn = layer.activation
+        if fn is keras.activations.relu:
+            return ("relu", 0.0)
+        if fn is keras.activations.relu6:
+            return ("relu6", 0.0)
+        if fn is keras.activations.leaky_relu:
+            return ("leaky_relu", 0.2)
+    return None
+
+
+def apply(y, activation, negative_slope):
+    """``activation(y)`` in Keras ops (identity for None)."""
+    if activation is None:
+        return y
+    if activation == "relu":
+        return ops.relu(y)
+    if activation == "relu6":
+        return ops.relu6(y)
+    return ops.leaky_relu(y, negative_slope=negative_slope)
+
+
+def make_layer(activation, negative_slope, name=None):
+    """A stock Keras layer computing ``activation`` (what folding leaves after a fused BN)."""
+    if activation == "relu":
+        return keras.layers.ReLU(name=name)
+    if activation == "relu6":
+        return keras.layers.ReLU(max_value=6.0, name=name)
+    return keras.layers.LeakyReLU(negative_slope=negative_slope, name=name)

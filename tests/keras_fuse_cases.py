@@ -1,0 +1,328 @@
+"""``swap_batch_normalization(model, fuse_activations=True)`` tests for ONE Keras backend.
+
+Not collected by a plain ``pytest`` run: ``tests/test_keras_fuse.py`` runs this
+file once per installed backend, each in its own process.  The reference is
+the unfused model built from Keras's own layers on the same backend: outputs,
+gradients (input and weights) and moving statistics must agree to float32
+rounding.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+import keras
+from keras import layers as L
+from keras import ops
+
+import keras_plugin
+from keras_plugin import _kernels, swap_batch_normalization
+from keras_plugin.fuse import BatchNormalizationActivation
+
+BACKEND = keras.backend.backend()
+TRAINS = BACKEND != "numpy"
+needs_training = pytest.mark.skipif(not TRAINS, reason="the NumPy backend cannot train")
+if BACKEND == "jax":
+    keras_plugin.set_jax_min_elements(0)  # exercise the kernels on every size
+
+
+def np_(t):
+    return np.asarray(ops.convert_to_numpy(t))
+
+
+def _rand(shape, seed=0):
+    return (np.random.default_rng(seed).normal(size=shape) * 2.0 + 0.3).astype("float32")
+
+
+def _bns(model):
+    return [la for la in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(la, L.BatchNormalization)]
+
+
+def _randomize_bns(model, seed=1):
+    rng = np.random.default_rng(seed)
+    for bn in _bns(model):
+        new = []
+        for v in bn.weights:
+            w = rng.normal(size=v.shape).astype("float32")
+            if "variance" in v.path:
+                w = np.abs(w) + 0.3
+            new.append(w)
+        bn.set_weights(new)
+
+
+def _close(a, b, rtol=1e-5, atol=1e-5):
+    a = np_(a).astype(np.float64)
+    b = np_(b).astype(np.float64)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * max(1.0, np.abs(b).max()))
+
+
+def _model():
+    """Every pair kind, and pairs that must not fuse."""
+    inp = keras.Input((6, 6, 3))
+    h = L.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
+    h = L.BatchNormalization(name="bn_relu")(h)
+    h = L.ReLU(name="relu_a")(h)
+    h = L.Conv2D(8, 3, padding="same", name="c2")(h)
+    h = L.BatchNormalization(name="bn_relu6")(h)
+    h = L.ReLU(max_value=6.0, name="relu6_a")(h)
+    h = L.DepthwiseConv2D(3, padding="same", name="dw")(h)
+    h = L.BatchNormalization(name="bn_leaky")(h)
+    h = L.LeakyReLU(negative_slope=0.1, name="leaky_a")(h)
+    h = L.Conv2D(8, 1, name="c3")(h)
+    h = L.BatchNormalization(name="bn_act")(h)
+    h = L.Activation("relu", name="act_relu")(h)
+    h = L.Conv2D(8, 1, name="c4")(h)
+    h = L.BatchNormalization(name="bn_slope")(h)
+    h = L.ReLU(negative_slope=0.05, name="relu_slope")(h)
+    b = L.BatchNormalization(name="bn_two_users")(h)           # feeds two layers: kept
+    h = L.Add()([L.ReLU(name="relu_b")(b), b])
+    h = L.BatchNormalization(name="bn_threshold")(h)
+    h = L.ReLU(threshold=0.5, name="relu_threshold")(h)        # not a fusable activation
+    h = L.BatchNormalization(name="bn_elu")(h)
+    h = L.Activation("elu", name="elu")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    h = L.Dense(6, name="d1")(h)
+    h = L.BatchNormalization(name="bn_dense")(h)
+    out = L.Activation("relu6", name="act_relu6")(h)
+    model = keras.Model(inp, out, name="pairs")
+    _randomize_bns(model)
+    return model
+
+
+FUSED = {"bn_relu": ("relu", "relu_a"), "bn_relu6": ("relu6", "relu6_a"),
+         "bn_leaky": ("leaky_relu", "leaky_a"), "bn_act": ("relu", "act_relu"),
+         "bn_slope": ("leaky_relu", "relu_slope"), "bn_dense": ("relu6", "act_relu6")}
+
+
+def _fused(model):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="swap_batch_normalization")
+        return swap_batch_normalization(model, fuse_activations=True)
+
+
+def test_pairs_become_one_layer_with_names_and_weights():
+    model = _model()
+    fused = _fused(model)
+    swapped = swap_batch_normalization(model)
+    names = [la.name for la in fused.layers]
+    for bn_name, (act, act_name) in FUSED.items():
+        layer = fused.get_layer(bn_name)
+        assert type(layer) is BatchNormalizationActivation
+        assert layer.fused_activation == act and layer.activation_name == act_name
+        assert act_name not in names
+        ref = swapped.get_layer(bn_name)
+        assert [v.path for v in layer.weights] == [v.path for v in ref.weights]
+        for v, w in zip(layer.weights, ref.weights):
+            np.testing.assert_array_equal(np_(v), np_(w))
+    assert fused.get_layer("bn_leaky").negative_slope == pytest.approx(0.1)
+    assert fused.get_layer("bn_slope").negative_slope == pytest.approx(0.05)
+    for kept in ("bn_two_users", "bn_threshold", "bn_elu"):
+        assert type(fused.get_layer(kept)) is keras_plugin.BatchNormalization
+    for kept in ("relu_b", "relu_threshold", "elu"):
+        assert kept in names
+    assert len(fused.layers) == len(model.layers) - len(FUSED)
+    assert len(fused.weights) == len(model.weights)
+
+
+def test_inference_and_training_outputs_match_the_unfused_model():
+    model = _model()
+    fused = _fused(model)
+    x = _rand((4, 6, 6, 3), 2)
+    _close(fused(x, training=False), model(x, training=False))
+    _close(fused(x, training=True), model(x, training=True), rtol=1e-4, atol=1e-4)
+    for a, b in zip(fused.weights, model.weights):  # moving statistics updated alike
+        _close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def _grads(model, x, dy, training=True):
+    """d sum(model(x) * dy) / d (x, trainable weights), as NumPy arrays."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            loss = tf.reduce_sum(model(xt, training=training) * dy)
+        g = tape.gradient(loss, [xt] + [v.value for v in model.trainable_weights])
+        return [np.asarray(t) for t in g]
+    if BACKEND == "torch":
+        import torch
+
+        xt = torch.tensor(x, requires_grad=True)
+        params = [v.value for v in model.trainable_weights]
+        loss = (model(xt, training=training) * torch.tensor(dy)).sum()
+        g = torch.autograd.grad(loss, [xt] + params)
+        return [t.detach().numpy() for t in g]
+    import jax
+
+    tv = [v.value for v in model.trainable_variables]
+    ntv = [v.value for v in model.non_trainable_variables]
+
+    def loss(x_, tv_):
+        y, _ = model.stateless_call(tv_, ntv, x_, training=training)
+        return (y * dy).sum()
+
+    gx, gw = jax.grad(loss, argnums=(0, 1))(x, tv)
+    return [np.asarray(gx)] + [np.asarray(g) for g in gw]
+
+
+@needs_training
+@pytest.mark.parametrize("training", [True, False])
+def test_gradients_match_the_unfused_model(training):
+    model = _model()
+    fused = _fused(model)
+    x = _rand((4, 6, 6, 3), 3)
+    dy = _rand((4, 6), 4)
+    want = _grads(model, x, dy, training)
+    got = _grads(fused, x, dy, training)
+    assert len(want) == len(got)
+    for g, w in zip(got, want):
+        _close(g, w, rtol=1e-4, atol=1e-4)
+
+
+@needs_training
+def test_fit_steps_match_the_unfused_model():
+    model = _model()
+    fused = _fused(model)
+    x = _rand((8, 6, 6, 3), 5)
+    y = _rand((8, 6), 6)
+    for m in (model, fused):
+        m.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        for _ in range(2):
+            m.train_on_batch(x, y)
+    for a, b in zip(fused.weights, model.weights):
+        _close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = _model()
+    fused = _fused(model)
+    path = os.path.join(tmp_path, "fused.keras")
+    fused.save(path)
+    loaded = keras.models.load_model(path)
+    layer = loaded.get_layer("bn_leaky")
+    assert type(layer) is BatchNormalizationActivation
+    assert layer.activation_name == "leaky_a" and layer.negative_slope == pytest.approx(0.1)
+    x = _rand((3, 6, 6, 3), 7)
+    _close(loaded(x, training=False), model(x, training=False))
+    # A fresh process that imports only keras_plugin loads it too.
+    np.save(os.path.join(tmp_path, "x.npy"), x)
+    code = ("import sys, numpy as np, keras, keras_plugin\n"
+            "m = keras.models.load_model(sys.argv[1])\n"
+            "assert type(m.get_layer('bn_relu')).__name__ == 'BatchNormalizationActivation'\n"
+            "y = m(np.load(sys.argv[2]), training=False)\n"
+            "np.save(sys.argv[3], keras.ops.convert_to_numpy(y))\n")
+    out = os.path.join(tmp_path, "y.npy")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", code, path, os.path.join(tmp_path, "x.npy"),
+                           out], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _close(np.load(out), model(x, training=False))
+
+
+def test_sequential_and_fold_of_the_fused_model():
+    model = keras.Sequential([keras.Input((5,)), L.Dense(4), L.BatchNormalization(),
+                              L.ReLU(), L.Dense(3), L.BatchNormalization(), L.LeakyReLU()])
+    _randomize_bns(model)
+    fused = _fused(model)
+    assert isinstance(fused, keras.Sequential)
+    assert [type(la).__name__ for la in fused.layers] == [
+        "Dense", "BatchNormalizationActivation", "Dense", "BatchNormalizationActivation"]
+    x = _rand((6, 5), 8)
+    _close(fused(x, training=False), model(x, training=False))
+    folded = keras_plugin.fold_batch_normalization(fused)
+    assert [type(la).__name__ for la in folded.layers] == ["Dense", "ReLU", "Dense",
+                                                           "LeakyReLU"]
+    _close(folded(x, training=False), model(x, training=False))
+
+
+class _Sub(keras.Model):
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.bn = L.BatchNormalization(name="bn_in_subclass")
+        self.act = L.ReLU()
+
+    def call(self, x, training=None):
+        return self.act(self.bn(x, training=training))
+
+
+def test_subclassed_model_is_swapped_without_fusion_and_says_so():
+    model = _Sub()
+    model(_rand((2, 3)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = swap_batch_normalization(model, fuse_activations=True)
+    assert out is model and type(model.bn) is keras_plugin.BatchNormalization
+    assert any("'bn_in_subclass'" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("kwargs,err,match", [
+    (dict(activation="tanh"), ValueError, "activation must be"),
+    (dict(activation=None), ValueError, "needs an activation"),
+    (dict(negative_slope=-0.5), ValueError, "negative_slope"),
+    (dict(negative_slope="0.2"), TypeError, "negative_slope"),
+    (dict(activation_name=3), TypeError, "activation_name"),
+])
+def test_bad_arguments(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        BatchNormalizationActivation(**kwargs)
+    with pytest.raises(TypeError, match="fuse_activations"):
+        swap_batch_normalization(_model(), fuse_activations="yes")
+
+
+@pytest.mark.skipif(not _kernels.has_fused_activation(),
+                    reason="this ckbn's fused_batch_norm has no activation= yet")
+def test_fused_layer_runs_the_fused_kernels(monkeypatch):
+    calls = {"train_act": 0, "given_act": 0, "grad_act": 0}
+    for name in calls:
+        real = getattr(_kernels, name)
+
+        def counted(*a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*a)
+
+        monkeypatch.setattr(_kernels, name, counted)
+    layer = BatchNormalizationActivation(activation="leaky_relu", negative_slope=0.3)
+    x = _rand((4, 3, 5), 9)
+    model = keras.Sequential([keras.Input((3, 5)), layer])
+    _randomize_bns(model)
+    ref_bn = keras.layers.BatchNormalization()
+    ref = keras.Sequential([keras.Input((3, 5)), ref_bn, L.LeakyReLU(negative_slope=0.3)])
+    ref_bn.set_weights(layer.get_weights())
+    _close(model(x, training=False), ref(x, training=False))
+    assert calls["given_act"] == 1
+    _close(model(x, training=True), ref(x, training=True), 1e-4, 1e-4)
+    assert calls["train_act"] == 1
+    for a, b in zip(layer.weights, ref_bn.weights):  # moving statistics
+        _close(a, b, 1e-5, 1e-6)
+    if not TRAINS:
+        return
+    dy = _rand((4, 3, 5), 10)
+    for training in (True, False):
+        got, want = _grads(model, x, dy, training), _grads(ref, x, dy, training)
+        for g, w in zip(got, want):
+            _close(g, w, 1e-4, 1e-4)
+    assert calls["grad_act"] >= 2
+
+
+def test_shared_batch_norm_is_not_fused_and_says_so():
+    bn = L.BatchNormalization(name="shared_bn")
+    a, b = keras.Input((4,)), keras.Input((4,))
+    out = L.Add()([L.ReLU()(bn(a)), L.ReLU()(bn(b))])
+    model = keras.Model([a, b], out)
+    _randomize_bns(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fused = swap_batch_normalization(model, fuse_activations=True)
+    assert any("'shared_bn'" in str(w.message) and "shared" in str(w.message) for w in caught)
+    assert type(fused.get_layer("shared_bn")) is keras_plugin.BatchNormalization
+    x = [_rand((3, 4), 1), _rand((3, 4), 2)]
+    _close(fused(x, training=False), model(x, training=False))
