@@ -26,4 +26,5 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export CKBN_KERNELS="$variant"
 LD_PRELOAD="$asan $ubsan" "$py" -m pytest -q -p no:cacheprovider \
-    tests/test_nn.py tests/test_nn_errors.py tests/test_threads.py tests/test_half.py "$@"
+    tests/test_nn.py tests/test_nn_errors.py tests/test_threads.py tests/test_half.py \
+    tests/test_nn_activation.py tests/test_kernel_paths.py "$@"
