@@ -781,14 +781,61 @@ cdef void _ew_core(int op, const Act* act, const floating* x, const floating* d,
         free(buf)
 
 
+cdef void _ew_chunks(int op, const Act* act, const floating* x, const floating* d,
+                     floating* o, const floating** cf, const Chunks* ch,
+                     int n_threads) noexcept nogil:
+    """The element-wise pass chunk by chunk (channels first, see _cf_plan):
+    each chunk's coefficients are expanded to its own lanes only."""
+    cdef Py_ssize_t j
+    cdef int nt = n_threads
+    cdef char* scr = NULL
+    cdef size_t nbytes = MAX_COEF * CF_LANES * sizeof(floating)
+    if ch.P * ch.G * ch.R < PARALLEL_MIN or nt < 1:
+        nt = 1
+    if nt > ch.n:
+        nt = <int> ch.n
+    if nt == 1:     # no OpenMP region: it costs about a microsecond
+        scr = <char*> malloc(nbytes)
+        if scr == NULL:
+            abort()
+        for j in range(ch.n):
+            _ew_chunk(op, act, x, d, o, cf, ch, j, scr)
+        free(scr)
+        return
+    with parallel(num_threads=nt):
+        scr = <char*> malloc(nbytes)
+        if scr == NULL:
+            abort()
+        for j in prange(ch.n, schedule="static"):
+            _ew_chunk(op, act, x, d, o, cf, ch, j, scr)
+        free(scr)
+
+
+cdef void _ew_chunk(int op, const Act* act, const floating* x, const floating* d,
+                    floating* o, const floating** cf, const Chunks* ch, Py_ssize_t j,
+                    char* scr) noexcept nogil:
+    cdef Py_ssize_t g0 = j * ch.k, g1 = g0 + ch.k
+    cdef int q
+    cdef const floating* ccf[MAX_COEF]
+    if g1 > ch.G:
+        g1 = ch.G
+    for q in range(_n_coef(op, act.on)):
+        ccf[q] = cf[q] + g0
+    _cf_apply(op, act, x, d, o, ch, g0, g1, ccf, scr)
+
+
 cdef void _ew(int op, const Act* act, const floating* x, const floating* d,
               floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
               Py_ssize_t R, Py_ssize_t C, int n_threads) noexcept nogil:
-    """_ew_core, with channels-first data of small planes read in lane
-    expansion (see _expand)."""
+    """_ew_core, with channels-first data in chunks (see _cf_plan) or, for
+    small planes, read in lane expansion (see _expand)."""
     cdef int nc = _n_coef(op, act.on), q
     cdef floating* e
     cdef const floating* ecf[MAX_COEF]
+    cdef Chunks ch
+    if _cf_plan(P, G, R, C, &ch) and ch.lanes:
+        _ew_chunks(op, act, x, d, o, cf, &ch, n_threads)
+        return
     if not _expand(G, R, C):
         _ew_core(op, act, x, d, o, cf, P, G, R, C, n_threads)
         return
