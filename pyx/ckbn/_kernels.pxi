@@ -1407,32 +1407,39 @@ cdef inline void _moments(double K, double S1, double S2, double n,
     var[0] = (d if d > 0.0 else 0.0 * d) / n   # 0.0 * d keeps NaN
 
 
-cdef void _cf_stats(const floating* x, const Chunks* ch, Py_ssize_t g0, Py_ssize_t g1,
-                    double* mean, double* var, char* scr) noexcept nogil:
-    """Mean and biased variance of channels [g0, g1) over the whole batch."""
-    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L, W, g, r, p, nb, nrows, tail
+cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chunks* ch,
+                     Py_ssize_t g0, Py_ssize_t g1,
+                     const double* mean,            # IN  RED_SUMS
+                     double* out1, double* out2,    # OUT per channel, as _red_core's
+                     char* scr) noexcept nogil:
+    """The reduction ``kind`` (see _red_core) of channels [g0, g1) over the
+    whole batch: RED_STATS gives the mean and biased variance, RED_SUMS
+    sum(dy) and sum(dy * (x - mean))."""
+    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L, W, g, r, p, nb, nrows, tail, off
     cdef double* s1 = <double*> scr
     cdef double* s2
     cdef floating* sh
     cdef floating* b1
     cdef floating* b2
-    cdef const floating* base
     cdef double n = <double> (ch.P * R), S1, S2
+    cdef Act none = _act(False, 0.0, 0.0)
     L = (g1 - g0) * R if ch.lanes else MIN_LANES
     s2 = s1 + L
     sh = <floating*> (s2 + L)
     b1 = sh + L
     b2 = b1 + L
     if ch.lanes:
+        # One row per sample: the chunk's planes side by side.
         for g in range(g0, g1):
             for r in range(R):
-                sh[(g - g0) * R + r] = x[g * R]
+                sh[(g - g0) * R + r] = x[g * R] if kind == RED_STATS else <floating> mean[g]
         for r in range(L):
             b1[r] = 0
             b2[r] = 0
             s1[r] = 0.0
             s2[r] = 0.0
-        _mom_run(x + g0 * R, ch.P, S, L, sh, b1, b2, s1, s2, 0)
+        _red_run(kind, &none, x + g0 * R, dy + g0 * R, ch.P, S, L, sh, NULL, NULL,
+                 b1, b2, s1, s2, 0)
         _flush(b1, b2, s1, s2, L)
         for g in range(g0, g1):
             S1 = 0.0
@@ -1440,88 +1447,43 @@ cdef void _cf_stats(const floating* x, const Chunks* ch, Py_ssize_t g0, Py_ssize
             for r in range(R):
                 S1 = S1 + s1[(g - g0) * R + r]
                 S2 = S2 + s2[(g - g0) * R + r]
-            _moments(<double> x[g * R], S1, S2, n, mean + g, var + g)
+            _cf_out(kind, sh[(g - g0) * R], S1, S2, n, mean, g, out1, out2)
         return
+    # Large planes: rows of MIN_LANES lanes inside each plane.
     W = MIN_LANES
     nrows = R // W
     tail = R - nrows * W
     for g in range(g0, g1):
         for r in range(W):
-            sh[r] = x[g * R]
+            sh[r] = x[g * R] if kind == RED_STATS else <floating> mean[g]
             b1[r] = 0
             b2[r] = 0
             s1[r] = 0.0
             s2[r] = 0.0
         nb = 0
         for p in range(ch.P):
-            base = x + p * S + g * R
-            nb = _mom_run(base, nrows, W, W, sh, b1, b2, s1, s2, nb)
+            off = p * S + g * R
+            nb = _red_run(kind, &none, x + off, dy + off, nrows, W, W, sh, NULL, NULL,
+                          b1, b2, s1, s2, nb)
             if tail > 0:
-                _mom1(base + nrows * W, tail, sh, b1, b2)
+                off = off + nrows * W
+                _red_one(kind, &none, x + off, dy + off, tail, sh, NULL, NULL, b1, b2)
                 nb += 1
         _flush(b1, b2, s1, s2, W)
         _fold(s1, s2, W, 1)
-        _moments(<double> x[g * R], s1[0], s2[0], n, mean + g, var + g)
+        _cf_out(kind, sh[0], s1[0], s2[0], n, mean, g, out1, out2)
 
 
-cdef void _cf_sums(const floating* dy, const floating* x, const Chunks* ch,
-                   Py_ssize_t g0, Py_ssize_t g1, const double* mean,
-                   double* sum_dy, double* sum_dyxc, char* scr) noexcept nogil:
-    """sum(dy) and sum(dy * (x - mean)) of channels [g0, g1) over the batch."""
-    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L, W, g, r, p, nb, nrows, tail, off
-    cdef double* t1 = <double*> scr
-    cdef double* t2
-    cdef floating* mu
-    cdef floating* b1
-    cdef floating* b2
-    cdef double S1, S2
-    L = (g1 - g0) * R if ch.lanes else MIN_LANES
-    t2 = t1 + L
-    mu = <floating*> (t2 + L)
-    b1 = mu + L
-    b2 = b1 + L
-    if ch.lanes:
-        for g in range(g0, g1):
-            for r in range(R):
-                mu[(g - g0) * R + r] = <floating> mean[g]
-        for r in range(L):
-            b1[r] = 0
-            b2[r] = 0
-            t1[r] = 0.0
-            t2[r] = 0.0
-        _gs_run(dy + g0 * R, x + g0 * R, ch.P, S, L, mu, b1, b2, t1, t2, 0)
-        _flush(b1, b2, t1, t2, L)
-        for g in range(g0, g1):
-            S1 = 0.0
-            S2 = 0.0
-            for r in range(R):
-                S1 = S1 + t1[(g - g0) * R + r]
-                S2 = S2 + t2[(g - g0) * R + r]
-            sum_dy[g] = S1
-            # mu is the mean rounded to the data type: correct to float64.
-            sum_dyxc[g] = S2 + (<double> mu[(g - g0) * R] - mean[g]) * S1
-        return
-    W = MIN_LANES
-    nrows = R // W
-    tail = R - nrows * W
-    for g in range(g0, g1):
-        for r in range(W):
-            mu[r] = <floating> mean[g]
-            b1[r] = 0
-            b2[r] = 0
-            t1[r] = 0.0
-            t2[r] = 0.0
-        nb = 0
-        for p in range(ch.P):
-            off = p * S + g * R
-            nb = _gs_run(dy + off, x + off, nrows, W, W, mu, b1, b2, t1, t2, nb)
-            if tail > 0:
-                _gs1(dy + off + nrows * W, x + off + nrows * W, tail, mu, b1, b2)
-                nb += 1
-        _flush(b1, b2, t1, t2, W)
-        _fold(t1, t2, W, 1)
-        sum_dy[g] = t1[0]
-        sum_dyxc[g] = t2[0] + (<double> mu[0] - mean[g]) * t1[0]
+cdef inline void _cf_out(int kind, floating k, double S1, double S2, double n,
+                         const double* mean, Py_ssize_t g, double* out1,
+                         double* out2) noexcept nogil:
+    """Channel g's results from the sums of its shifted values (shift k)."""
+    if kind == RED_STATS:
+        _moments(<double> k, S1, S2, n, out1 + g, out2 + g)
+    else:
+        # k is the mean rounded to the data type: correct to float64.
+        out1[g] = S1
+        out2[g] = S2 + (<double> k - mean[g]) * S1
 
 
 cdef void _cf_apply(int op, const Act* act, const floating* x, const floating* d,
@@ -1568,7 +1530,7 @@ cdef void _cf_chunk(int what, const Chunks* ch, Py_ssize_t j, const floating* x,
     # Coefficients of the chunk's channels sit past the largest lane scratch.
     kk = <floating*> (scr + 2 * CF_LANES * sizeof(double) + MAX_COEF * CF_LANES * sizeof(floating))
     if what == CF_STATS or what == CF_FORWARD:
-        _cf_stats(x, ch, g0, g1, m1, m2, scr)
+        _cf_reduce(RED_STATS, x, x, ch, g0, g1, NULL, m1, m2, scr)
         if what == CF_STATS:
             return
         _norm_coefs(scale + g0, offset + g0, m1 + g0, m2 + g0, eps, k, kk, kk + k)
@@ -1576,7 +1538,7 @@ cdef void _cf_chunk(int what, const Chunks* ch, Py_ssize_t j, const floating* x,
             cf[c] = kk + c * k
         _cf_apply(OP_AFFINE, act, x, x, out, ch, g0, g1, cf, scr)
         return
-    _cf_sums(dy, x, ch, g0, g1, m1, r2, r1, scr)
+    _cf_reduce(RED_SUMS, x, dy, ch, g0, g1, m1, r2, r1, scr)
     if what == CF_SUMS:
         return
     _bwd_coefs(scale + g0, m1 + g0, m2 + g0, eps, training, <double> (ch.P * ch.R),
