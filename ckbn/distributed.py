@@ -94,26 +94,25 @@ class Communicator:
     def allgather(self, vec):
         """Every process's ``vec`` as an array of shape ``(size, len(vec))``."""
         vec = np.ascontiguousarray(vec, dtype=_f64).reshape(-1)
-        try:
-            out = self._allgather(vec)
-        except Exception as e:
-            raise RuntimeError(
-                f"ckbn.distributed: all-gather of {vec.size} float64 values over {self.engine} "
-                f"failed on rank {self.rank} of {self.size} (a peer process may have exited): "
-                f"{type(e).__name__}: {e}") from e
+        out = self._collective("all-gather", self._allgather, vec)
         return np.asarray(out, dtype=_f64).reshape(self.size, vec.size)
 
     def allreduce(self, vec):
         """The element-wise sum of every process's ``vec``."""
         vec = np.ascontiguousarray(vec, dtype=_f64).reshape(-1)
+        out = self._collective("sum all-reduce", self._allreduce, vec)
+        return np.asarray(out, dtype=_f64).reshape(vec.size)
+
+    def _collective(self, what, fn, vec):
+        """``fn(vec)``, with an engine's failure re-raised as a RuntimeError
+        that names the collective, the engine and this rank."""
         try:
-            out = self._allreduce(vec)
+            return fn(vec)
         except Exception as e:
             raise RuntimeError(
-                f"ckbn.distributed: sum all-reduce of {vec.size} float64 values over "
-                f"{self.engine} failed on rank {self.rank} of {self.size} (a peer process may "
-                f"have exited): {type(e).__name__}: {e}") from e
-        return np.asarray(out, dtype=_f64).reshape(vec.size)
+                f"ckbn.distributed: {what} of {vec.size} float64 values over {self.engine} "
+                f"failed on rank {self.rank} of {self.size} (a peer process may have exited): "
+                f"{type(e).__name__}: {e}") from e
 
     def _allgather(self, vec):  # pragma: no cover - abstract
         raise NotImplementedError

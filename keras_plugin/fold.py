@@ -248,6 +248,20 @@ class _Skip:
         return x if self.act_layer is None else self.act_layer(x)
 
 
+def _clone_skipping(model, clone_function):
+    """``keras.models.clone_model`` in which the ``_Skip`` placeholders that
+    ``clone_function`` returns pass their input on instead of being called as
+    layers (a folded or fused-away layer leaves no node in the clone)."""
+
+    def call_function(op, *args, **kwargs):
+        if isinstance(op, _Skip):
+            return op(args[0] if args else kwargs["inputs"])
+        return op(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=clone_function,
+                                    call_function=call_function)
+
+
 def _warn(msg):
     warnings.warn("fold_batch_normalization: " + msg, stacklevel=4)
 
@@ -388,13 +402,7 @@ class _Folder:
                 return self.skip(layer)
             return self.affine_layer(layer, how[1])
 
-        def call_function(op, *args, **kwargs):
-            if isinstance(op, _Skip):
-                return op(args[0] if args else kwargs["inputs"])
-            return op(*args, **kwargs)
-
-        new = keras.models.clone_model(model, clone_function=clone_function,
-                                       call_function=call_function)
+        new = _clone_skipping(model, clone_function)
         self.finish()
         return new
 

@@ -157,7 +157,7 @@ class _Fuser:
         return self.fuse_functional(model)
 
     def fuse_functional(self, model):
-        from keras_plugin.fold import _Skip
+        from keras_plugin.fold import _Skip, _clone_skipping
 
         nodes = [n for depth in model._nodes_by_depth.values() for n in depth
                  if n.operation is not None and not n.is_input]
@@ -196,13 +196,7 @@ class _Fuser:
                 return _Skip(None)
             return self.fused(layer, *how[1:])
 
-        def call_function(op, *args, **kwargs):
-            if isinstance(op, _Skip):
-                return op(args[0] if args else kwargs["inputs"])
-            return op(*args, **kwargs)
-
-        new = keras.models.clone_model(model, clone_function=clone_function,
-                                       call_function=call_function)
+        new = _clone_skipping(model, clone_function)
         self.finish()
         return new
 

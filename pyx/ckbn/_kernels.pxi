@@ -44,7 +44,6 @@ cimport cython
 cimport cython.view
 from cython.parallel cimport prange, parallel
 from libc.stdlib cimport malloc, free, abort
-from libc.string cimport memcpy
 from libc.math cimport sqrt, INFINITY
 
 ctypedef fused floating:
