@@ -50,7 +50,9 @@ def test_mpi_dead_rank_ends_the_job(tmp_path):
     elapsed = time.monotonic() - t0
     # mpiexec ends every process when one exits mid-step: no hang, a non-zero status,
     # and the survivor never completed the step it was waiting in.
-    assert res.returncode == 3, (res.returncode, res.stdout + res.stderr)   # rank 1's status
+    # mpiexec reports rank 1's status (3), or, when it reaps the survivor it
+    # killed first, that one's SIGKILL (9): which of the two is a race.
+    assert res.returncode in (3, 9), (res.returncode, res.stdout + res.stderr)
     assert elapsed < 120
     assert not os.path.exists(tmp_path / "rank0.json")
 
