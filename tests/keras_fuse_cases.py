@@ -64,7 +64,10 @@ def _close(a, b, rtol=1e-5, atol=1e-5):
 
 
 def _model():
-    """Every pair kind, and pairs that must not fuse."""
+    """Every pair kind, and pairs that must not fuse.  Seeded: with random
+    conv weights a normalized value can land within rounding of the ReLU kink,
+    where the fused and unfused orders of operations may mask it differently."""
+    keras.utils.set_random_seed(0)
     inp = keras.Input((6, 6, 3))
     h = L.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inp)
     h = L.BatchNormalization(name="bn_relu")(h)
