@@ -13,13 +13,16 @@ The public surface (see the README):
 * ``ckbn.distributed`` -- communicators for ``BatchNormalization(synchronized=True)``
   (statistics of the global batch across processes: MPI, ``torch.distributed``);
 * thread control: ``set_num_threads``, ``get_num_threads``, ``num_threads``,
-  ``openmp_enabled``, ``show_config``.
+  ``openmp_enabled``, ``show_config``;
+* native extensions: ``kernel_table`` (the compiled kernels as a C table in a
+  PyCapsule) and ``get_include`` (the folder of its header, ``ckbn_kernels.h``).
 """
 
 __version__ = "0.1.0.dev0"
 
 from ckbn import nn
 from ckbn._config import get_num_threads, num_threads, set_num_threads
+from ckbn._dispatch import get_include, kernel_table
 from ckbn._openmp import openmp_enabled
 from ckbn._show import show_config
 
@@ -55,5 +58,6 @@ __all__ = [
     "Graph", "GraphKeys", "VariableScope", "get_default_graph", "reset_default_graph",
     "get_collection", "variable_scope", "eager_mode", "graph_mode", "executing_eagerly",
     "set_num_threads", "get_num_threads", "num_threads", "openmp_enabled", "show_config",
+    "get_include", "kernel_table",
     "__version__",
 ]

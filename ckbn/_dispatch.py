@@ -13,7 +13,8 @@ import contextlib
 import importlib
 import os
 
-__all__ = ["kernels", "kernel_name", "available_kernels", "use_kernels", "probes"]
+__all__ = ["kernels", "kernel_name", "available_kernels", "use_kernels", "probes",
+           "kernel_table", "get_include"]
 
 _ORDER = ("avx512", "avx2", "base")
 _REQUIRES = {
@@ -119,3 +120,23 @@ def probes(name=None):
     if name == "numpy":
         name = "base"
     return importlib.import_module(f"ckbn._probes_{name}")
+
+
+def kernel_table():
+    """The C-level kernel table of the variant in use, as a PyCapsule.
+
+    The capsule is named ``"ckbn.kernel_table.v1"`` and points to a
+    ``ckbn_kernel_table`` (declared in ``ckbn_kernels.h``, in the folder
+    :func:`get_include` returns).  Native framework ops call the kernels
+    through it without Python or the GIL.  The NumPy twin has no table.
+    """
+    k = kernels()
+    table = getattr(k, "kernel_table", None)
+    if table is None:
+        raise RuntimeError(f"the {kernel_name()!r} kernels have no C-level table")
+    return table
+
+
+def get_include():
+    """Folder of ``ckbn_kernels.h``, the C declaration of :func:`kernel_table`."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
