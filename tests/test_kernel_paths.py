@@ -155,3 +155,55 @@ def test_work_plan_counts_units_from_the_shape():
     # 32x256x28x28 NCHW: two channels (2 x 32 x 784 elements) per chunk.
     assert k.work_plan(32, 256, 784, 1) == {
         "path": "chunks-planes", "reduction_units": 128, "elementwise_units": 128}
+
+
+_NOMEM_SCRIPT = r"""
+import resource, sys
+import numpy as np
+from ckbn._dispatch import kernels
+k = kernels()
+n = 1 << 21                      # every pass below needs >= 8 MiB of scratch
+x = np.ones(n, np.float32)
+y = np.empty(n, np.float32)
+h = np.ones(n, np.float16).view(np.uint16)
+hy = np.empty(n, np.uint16)
+one = np.ones(n)
+a = np.ones(n, np.float32)
+m1, v1 = np.empty(1), np.empty(1)
+calls = {
+    # (P, G, R, C) = (1, 1, 1, n): n channels -> per-channel coefficient arrays
+    "forward_infer": lambda: k.bn_forward_infer(x, 1, 1, 1, n, one, one, one, one, 1e-3, y, 1),
+    "affine": lambda: k.bn_affine(x, 1, 1, 1, n, a, a, y, 1),
+    # one channel of n values: the float16 slice buffers
+    "stats_f16": lambda: k.bn_stats_f16(h, 1, 1, n, 1, m1, v1, 1),
+    "affine_f16": lambda: k.bn_affine_f16(h, 1, 1, n, 1, a[:1], a[:1], hy, 1),
+}
+with open("/proc/self/status") as f:
+    vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 20), resource.RLIM_INFINITY))
+for name in sys.argv[1:]:
+    y[:] = 7.0
+    try:
+        calls[name]()
+    except MemoryError as e:
+        print(name, "MemoryError", str(e).split(":")[0])
+    else:
+        print(name, "ran")
+"""
+
+
+def test_a_failed_scratch_allocation_raises_memory_error():
+    """No kernel aborts the process when malloc fails: the status travels up
+    to the entry point, which raises MemoryError (here under an address-space
+    limit just above what the process already holds)."""
+    import subprocess
+    import sys
+    names = ["forward_infer", "affine"]
+    if getattr(kernels(), "f16c_enabled", lambda: False)():
+        names += ["stats_f16", "affine_f16"]
+    res = subprocess.run([sys.executable, "-c", _NOMEM_SCRIPT] + names,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.split("\n")
+    for name in names:
+        assert any(line.startswith(f"{name} MemoryError bn_") for line in lines), res.stdout
