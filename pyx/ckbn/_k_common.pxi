@@ -36,6 +36,7 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     Py_ssize_t CKBN_TILE_F32
     Py_ssize_t CKBN_TILE_F64
     Py_ssize_t CKBN_VBYTES
+    long ckbn_cache_bytes(int level) noexcept
     void ckbn_h2f(const unsigned short* s, float* d, Py_ssize_t n) noexcept
     void ckbn_f2h(const float* s, unsigned short* d, Py_ssize_t n) noexcept
     void ckbn_mom_tile_f32(const float* x, Py_ssize_t S, Py_ssize_t nr, const float* sh,
@@ -99,24 +100,68 @@ cdef enum:
     # Minimum lanes per row in the reductions and in the element-wise passes.
     MIN_LANES = 64
     MIN_LANES_EW = 256
-    # Channel tile width for wide rows.
+    # Widest rows read as "rows" (wider rows are cut into tiles).
     TILE_MAX = 512
     # Rows summed in the data type before adding to float64.
     BLOCK = 64
+    # Rows a register tile walks at a time when rows are strided (S > W) or
+    # wider than TILE_MAX: that many concurrent sequential streams for the
+    # hardware prefetchers, instead of one stream per row of the block.
+    ROW_GROUP = 8
     # Largest channels-first plane read through lane expansion.
     LANE_PLANE_MAX = 256
     # Chunked channels-first passes (_k_chunks.pxi).
-    CF_ELEMS = 65536      # elements of one array in a chunk (256 KiB of float32)
+    CF_MAX_CHANNEL = 262144   # channels of more elements take the unit path
     CF_LANES = 1024       # most lanes of a small-plane chunk
     CF_MIN_CHUNKS = 8     # fewer chunks leave threads idle: use the unit path
-    # float16 slices (_k_half.pxi).
-    F16_SLICE = 65536
     # Most per-channel coefficient arrays an element-wise pass reads.
     MAX_COEF = 5
 
 
 # Below this many elements a call runs on one thread (read by ckbn._config).
 PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
+
+
+# Tuning from the machine: the cache sizes of the CPU the module runs on
+# (never constants fitted to one machine).  The rules, checked on both
+# machines measured (AMD EPYC: 32 KiB L1d, 512 KiB L2; Intel Xeon: 48 KiB
+# L1d, 2 MiB L2, where they give the sizes tuned there):
+#   _cf_elems   elements of one array in a channels-first chunk: L2/8 bytes of
+#               float32, so that the backward's x and dy chunks and the lanes
+#               take at most half of L2 (Xeon: 64 Ki, EPYC: 16 Ki elements);
+#   _f16_slice  elements of a float16 slice: its three float32 buffers take
+#               3/8 of L2 (Xeon: 64 Ki, EPYC: 16 Ki);
+#   _tile_lanes lanes of a wide-row tile: its shift and block sums (three
+#               data-type values per lane) fill at most 3/4 of L1d, so a row
+#               of up to that many channels is read whole, in memory order
+#               (EPYC float32: 2048, Xeon float32: 3072 lanes).
+cdef Py_ssize_t _L1 = ckbn_cache_bytes(1)
+cdef Py_ssize_t _L2 = ckbn_cache_bytes(2)
+cdef Py_ssize_t _L3 = ckbn_cache_bytes(3)
+cdef Py_ssize_t _cf_elems = max(4096, _L2 // 32)
+cdef Py_ssize_t _f16_slice = max(4096, _L2 // 32)
+
+
+cdef inline Py_ssize_t _tile_width(Py_ssize_t C, size_t item) noexcept nogil:
+    """Lanes per tile of rows of C > TILE_MAX channels of ``item`` bytes."""
+    cdef Py_ssize_t w = (_L1 * 3 // 4) // (3 * <Py_ssize_t> item)
+    w = (w // 64) * 64
+    if w < TILE_MAX:
+        w = TILE_MAX
+    if C <= w:
+        return C
+    # equal tiles, each a multiple of 64 lanes
+    cdef Py_ssize_t n = (C + w - 1) // w
+    return ((C + n - 1) // n + 63) // 64 * 64
+
+
+def tuning():
+    """The machine-derived tuning of this module (for benchmarks and tests)."""
+    return {"L1d": _L1, "L2": _L2, "L3": _L3, "vector_bytes": CKBN_VBYTES,
+            "cf_elems": _cf_elems, "f16_slice": _f16_slice,
+            "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
+            "row_group": ROW_GROUP, "unit_target": UNIT_TARGET,
+            "parallel_min": PARALLEL_MIN}
 
 
 def openmp_enabled():

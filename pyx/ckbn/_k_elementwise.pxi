@@ -53,19 +53,22 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
                   Py_ssize_t R, Py_ssize_t C, int n_threads) noexcept nogil:
     """The element-wise pass ``op`` over the units of the (P, G, R, C) view.
     ``d`` is dy for OP_DX (for OP_AFFINE pass x: it is not read)."""
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False)
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False, sizeof(floating))
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef Scratch sc
     if _scratch_new(&sc, nt, sizeof(floating) * MAX_COEF * u.W) != CKBN_OK:
         return CKBN_ERR_NOMEM
+    # Units in reverse order: after a reduction over the same data (training
+    # forward, backward), the last units read are still in L2/L3.
     if nt == 1:     # no OpenMP region: it costs about a microsecond
         for k in range(u.n_units):
-            _ew_unit(op, act, x, d, o, &u, k, cf, <floating*> sc.base)
+            _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k, cf, <floating*> sc.base)
     else:
         with parallel(num_threads=nt):
             for k in prange(u.n_units, schedule="static"):
-                _ew_unit(op, act, x, d, o, &u, k, cf, <floating*> _scratch_mine(&sc))
+                _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k, cf,
+                         <floating*> _scratch_mine(&sc))
     free(sc.base)
     return CKBN_OK
 

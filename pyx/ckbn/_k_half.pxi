@@ -4,8 +4,9 @@
 # the float32/64 ops in _k_ops.pxi compose _stats, _grad_sums, _affine and
 # _grad_dx.
 #
-# The canonical float16 array is cut along P into slices of about F16_SLICE
-# elements (from the shape only).  Each thread widens its slice's inputs into
+# The canonical float16 array is cut along P into slices of about _f16_slice
+# elements (from the shape and the L2 size).  Each thread widens its slice's
+# inputs into
 # its own float32 scratch (which stays in its L2 cache), runs the one-thread
 # float32 primitive on it and, for the element-wise primitives, rounds the
 # result straight into the float16 output.  Per-slice statistics are merged
@@ -21,7 +22,7 @@ cdef enum:
 
 cdef inline Py_ssize_t _slice_rows(Py_ssize_t per) noexcept nogil:
     """P-rows per slice (at least one)."""
-    return F16_SLICE // per if per < F16_SLICE else 1
+    return _f16_slice // per if per < _f16_slice else 1
 
 
 cdef int _h_slice(int kind, Py_ssize_t s, Py_ssize_t rows, const unsigned short* dy,

@@ -11,8 +11,10 @@
 #                    rows of W = C*k lanes (k >= 1 so that W >= MIN_LANES;
 #                    lane j belongs to channel j % C); the last, shorter row
 #                    of a segment is a tail.
-#   "tiles"          wide channels (C > TILE_MAX): rows of C channels cut into
-#                    channel tiles of TILE_MAX lanes (accumulators in L1).
+#   "tiles"          wide channels (C > TILE_MAX): rows of C channels, read
+#                    whole when their accumulators fit in L1 (_tile_width),
+#                    else cut into equal channel tiles; register tiles walk
+#                    ROW_GROUP rows at a time (concurrent sequential streams).
 #   "lanes"          channels first (C == 1) with small planes (R <=
 #                    LANE_PLANE_MAX) and too few channels to chunk: read as P
 #                    rows of G*R lanes, merged into channels after.
@@ -51,7 +53,7 @@ cdef struct Units:
 
 cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                               Py_ssize_t C, Py_ssize_t min_lanes,
-                              bint tiles) noexcept nogil:
+                              bint tiles, size_t item) noexcept nogil:
     cdef Units u
     if G == 1:
         # One channel group: consecutive segments are contiguous, so the whole
@@ -70,9 +72,11 @@ cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     u.seg = False
     if tiles and C > TILE_MAX:
         u.tiled = True
-        u.W = TILE_MAX
-        u.n_ct = (C + TILE_MAX - 1) // TILE_MAX
-        u.rpu = UNIT_TARGET // TILE_MAX
+        u.W = _tile_width(C, item)
+        u.n_ct = (C + u.W - 1) // u.W
+        # rows per unit: about 4 * UNIT_TARGET elements (a unit sets up and
+        # finishes a whole row of accumulators)
+        u.rpu = 4 * UNIT_TARGET // u.W if u.W < 4 * UNIT_TARGET else 1
         u.n_rc = (P * R + u.rpu - 1) // u.rpu
     else:
         u.tiled = False
@@ -224,9 +228,9 @@ cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C
     """Plan the chunks of a channels-first array; False when the unit path
     serves better (channels-last data, few or very large channels)."""
     cdef Py_ssize_t per = P * R, k
-    if C != 1 or G < 2 or R < 2 or per > 4 * CF_ELEMS:
+    if C != 1 or G < 2 or R < 2 or per > CF_MAX_CHANNEL:
         return False
-    k = CF_ELEMS // per
+    k = _cf_elems // per
     ch.lanes = R <= LANE_PLANE_MAX
     if ch.lanes and k > CF_LANES // R:
         k = CF_LANES // R
@@ -260,8 +264,8 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
         return {"path": path, "reduction_units": ch.n, "elementwise_units": ch.n}
     if _expand(G, R, C):
         PP, GG, RR, CC = 1, 1, P, G * R
-    ur = _make_units(PP, GG, RR, CC, MIN_LANES, True)
-    ue = _make_units(PP, GG, RR, CC, MIN_LANES_EW, False)
+    ur = _make_units(PP, GG, RR, CC, MIN_LANES, True, 4)
+    ue = _make_units(PP, GG, RR, CC, MIN_LANES_EW, False, 4)
     return {"path": path, "reduction_units": ur.n_units, "elementwise_units": ue.n_units}
 
 
@@ -270,7 +274,8 @@ def reduction_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     benchmarks: ``"chunks-lanes"`` / ``"chunks-planes"`` (channels first,
     chunked and fused; small planes side by side or large planes in rows),
     ``"lanes"`` (channels first, small planes read side by side),
-    ``"tiles"`` (rows wider than TILE_MAX, cut into channel tiles) or
+    ``"tiles"`` (rows wider than TILE_MAX, read in tiles of at most
+    ``tuning()["tile_lanes_f32"]`` lanes) or
     ``"rows"`` (rows of W >= MIN_LANES lanes)."""
     cdef Chunks ch
     if _cf_plan(P, G, R, C, &ch):

@@ -11,7 +11,8 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
                     const Units* u, Py_ssize_t k,
                     double* o1,                  # OUT partial table (G*n_rc, C)
                     double* o2,                  # OUT partial table (G*n_rc, C)
-                    double* pn) noexcept nogil:  # OUT counts (G*n_rc,)
+                    double* pn,                  # OUT counts (G*n_rc,)
+                    char* scr) noexcept nogil:   # the thread's _red_scratch bytes
     """Unit k of a reduction.  RED_STATS writes each partial's mean and M2
     (from sums of d = x - K, K the unit's first value per channel); RED_SUMS
     its sum(e) and sum(e * (x - mean))."""
@@ -21,16 +22,16 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
     cdef Py_ssize_t width = t.c1 - t.c0
     cdef const floating* first
     cdef double n
-    # Scratch on the stack (W <= TILE_MAX): per-lane shift (the mean rounded to
-    # the data type for RED_SUMS), activation coefficients, block sums in the
-    # data type and float64 sums.  Being local, they alias nothing.
-    cdef floating sh[TILE_MAX]
-    cdef floating la[TILE_MAX]
-    cdef floating lb[TILE_MAX]
-    cdef floating b1[TILE_MAX]
-    cdef floating b2[TILE_MAX]
-    cdef double s1[TILE_MAX]
-    cdef double s2[TILE_MAX]
+    # The thread's scratch: float64 sums s1, s2, then the per-lane shift (the
+    # mean rounded to the data type for RED_SUMS), the activation's
+    # coefficients and the block sums in the data type; u.W lanes each.
+    cdef double* s1 = <double*> scr
+    cdef double* s2 = s1 + u.W
+    cdef floating* sh = <floating*> (s2 + u.W)
+    cdef floating* la = sh + u.W
+    cdef floating* lb = la + u.W
+    cdef floating* b1 = lb + u.W
+    cdef floating* b2 = b1 + u.W
     cdef bint lanes_act = kind == RED_SUMS and act.on
     if u.tiled:
         W = width
@@ -109,26 +110,32 @@ cdef int _red_core(int kind, const Act* act, const floating* x, const floating* 
     merged in unit order:
     RED_STATS  out1 = mean, out2 = biased variance (the Chan merge);
     RED_SUMS   out1 = sum(e), out2 = sum(e * (x - mean)) (ordered sums)."""
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True)
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True, sizeof(floating))
     cdef Py_ssize_t k, g, c, rc, row
     cdef int nt = _n_threads(&u, n_threads)
     cdef Py_ssize_t nrow = G * u.n_rc
-    cdef double* part = <double*> malloc(sizeof(double) * nrow * (2 * C + 1))
+    cdef double* part
     cdef double* p1
     cdef double* p2
     cdef double* pn
     cdef double a1, a2
+    cdef Scratch sc
+    if _scratch_new(&sc, nt, u.W * (2 * sizeof(double) + 5 * sizeof(floating))) != CKBN_OK:
+        return CKBN_ERR_NOMEM
+    part = <double*> malloc(sizeof(double) * nrow * (2 * C + 1))
     if part == NULL:
+        free(sc.base)
         return CKBN_ERR_NOMEM
     p1 = part
     p2 = part + nrow * C
     pn = part + 2 * nrow * C
     if nt == 1:     # no OpenMP region: it costs about a microsecond
         for k in range(u.n_units):
-            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn)
+            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn, sc.base)
     else:
         for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
-            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn)
+            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn, _scratch_mine(&sc))
+    free(sc.base)
     for g in range(G):
         if kind == RED_STATS:
             _chan_merge(p1 + g * u.n_rc * C, p2 + g * u.n_rc * C, pn + g * u.n_rc, u.n_rc,

@@ -123,6 +123,8 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
         take = nr - i
         if take > BLOCK - nb:
             take = BLOCK - nb
+        if (S > W or W > TILE_MAX) and take > ROW_GROUP:
+            take = ROW_GROUP
         c = 0
         while c < Wt:
             _mom_tile(r + i * S + c, S, take, sh + c, b1 + c, b2 + c)
@@ -201,6 +203,8 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
         take = nr - i
         if take > BLOCK - nb:
             take = BLOCK - nb
+        if (S > W or W > TILE_MAX) and take > ROW_GROUP:
+            take = ROW_GROUP
         c = 0
         while c < Wt:
             off = i * S + c

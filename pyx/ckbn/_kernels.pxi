@@ -24,6 +24,7 @@
 #   _k_ops.pxi          the fused ops, once for float16/32/64
 #   _k_entry.pxi        the def entry points
 #   _k_table.pxi        the C-level table (ckbn_kernels.h)
+#   _k_small.pxi        compiled entries for ckbn.nn's small common calls
 #
 # Precision.  Each unit accumulates, per lane, sums of d = x - K and d*d,
 # with K the unit's first value of the lane's channel (so E[x^2] - E[x]^2 is
@@ -43,3 +44,4 @@ include "_k_half.pxi"
 include "_k_ops.pxi"
 include "_k_entry.pxi"
 include "_k_table.pxi"
+include "_k_small.pxi"

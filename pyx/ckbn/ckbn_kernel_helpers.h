@@ -15,6 +15,9 @@
  *                       backward sums).  CKBN_TILE_F32/F64 lanes per tile
  *                       (0 where the compiler has no vector extensions).
  *   CKBN_VBYTES         bytes per vector of this variant (64, 32 or 16).
+ *   ckbn_cache_bytes(l) the size of the level-l data cache of this CPU (1, 2
+ *                       or 3; per core for L1/L2), from sysconf (which asks
+ *                       cpuid on x86), or a small default where it says nothing.
  *
  * Not part of the public ABI (that is ckbn/include/ckbn_kernels.h).
  */
@@ -22,6 +25,9 @@
 #define CKBN_KERNEL_HELPERS_H
 
 #include <stddef.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -31,6 +37,21 @@ static inline int ckbn_thread(void) { return omp_get_thread_num(); }
 #define CKBN_HAVE_OPENMP 0
 static inline int ckbn_thread(void) { return 0; }
 #endif
+
+/* ---- cache sizes -------------------------------------------------------- */
+
+static long ckbn_cache_bytes(int level)
+{
+    long v = 0;
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+    v = sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE
+                : level == 2 ? _SC_LEVEL2_CACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
+#endif
+    if (v > 0)
+        return v;
+    /* The smallest of the machines measured (benchmarks/RESULTS.md). */
+    return level == 1 ? 32768L : level == 2 ? 524288L : 8388608L;
+}
 
 /* ---- float16 <-> float32 ---------------------------------------------- */
 
