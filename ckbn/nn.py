@@ -266,6 +266,11 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
     >>> m.tolist(), v.tolist()
     ([3.0, 4.0], [5.0, 5.0])
     """
+    if activation is None and axis is None:     # small common calls: compiled
+        r = _ops.small_forward(x, scale, offset, mean, variance, epsilon, data_format,
+                               is_training, out)
+        if r is not None:
+            return r
     x = check_float_array(x, "x", min_ndim=2)
     check_nonempty(x, "x")
     eps = check_epsilon(epsilon)
@@ -336,6 +341,11 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
 
     and in inference ``dx = dy * scale / sqrt(var + epsilon)``.
     """
+    if activation is None and axis is None:     # small common calls: compiled
+        r = _ops.small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
+                                is_training)
+        if r is not None:
+            return r
     x = check_float_array(x, "x", min_ndim=2)
     dy = check_float_array(dy, "dy")
     check_nonempty(x, "x")
