@@ -20,11 +20,14 @@ CASES = [
     ((3, 600, 3, 5), "NCHW", "chunks-lanes"),       # odd plane size
     ((4, 16, 130, 130), "NCHW", "chunks-planes"),   # 16900-element planes (tail of 4 lanes)
     ((1, 10, 300, 301), "NCHW", "chunks-planes"),   # one sample, one chunk per channel
-    ((4, 3, 9, 9), "NCHW", "lanes"),                # too few channels for chunks
-    ((2, 4, 40, 40), "NCHW", "rows"),               # large planes, few channels
+    ((300, 3, 9, 9), "NCHW", "lanes"),              # too few channels for chunks
+    ((16, 4, 40, 40), "NCHW", "rows"),              # large planes, few channels
     ((16, 6, 6, 40), "NHWC", "rows"),
-    ((8, 3, 3, 1030), "NHWC", "tiles"),             # rows wider than one tile
+    ((8, 3, 3, 1030), "NHWC", "tiles"),             # one tile (float64: two)
     ((64, 3), "NC", "rows"),                        # three lanes per channel
+    ((4, 3, 9, 9), "NCHW", "chunks-lanes"),         # few chunks, but one thread anyway
+    ((2, 4, 40, 40), "NCHW", "chunks-planes"),
+    ((16, 8, 8, 2048), "NHWC", "tiles"),            # a whole wide row, or two tiles
 ]
 
 

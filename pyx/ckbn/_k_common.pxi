@@ -114,6 +114,7 @@ cdef enum:
     CF_MAX_CHANNEL = 262144   # channels of more elements take the unit path
     CF_LANES = 1024       # most lanes of a small-plane chunk
     CF_MIN_CHUNKS = 8     # fewer chunks leave threads idle: use the unit path
+                          # (unless the input runs on one thread anyway)
     # Most per-channel coefficient arrays an element-wise pass reads.
     MAX_COEF = 5
 

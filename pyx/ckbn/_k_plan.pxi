@@ -226,7 +226,8 @@ cdef inline void _pass_init(Pass* ps, const Act* act) noexcept nogil:
 cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                           Chunks* ch) noexcept nogil:
     """Plan the chunks of a channels-first array; False when the unit path
-    serves better (channels-last data, few or very large channels)."""
+    serves better (channels-last data, very large channels, or too few
+    chunks to share among threads)."""
     cdef Py_ssize_t per = P * R, k
     if C != 1 or G < 2 or R < 2 or per > CF_MAX_CHANNEL:
         return False
@@ -241,7 +242,9 @@ cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C
     ch.R = R
     ch.k = k
     ch.n = (G + k - 1) // k
-    return ch.n >= CF_MIN_CHUNKS
+    # Fewer chunks than CF_MIN_CHUNKS would leave threads idle, unless the
+    # input is small enough to run on one thread anyway.
+    return ch.n >= CF_MIN_CHUNKS or P * G * R < PARALLEL_MIN
 
 
 
