@@ -45,7 +45,7 @@ def bn_affine(const floating[::1] x,     # IN  (P*G*R*C,)
     cdef Act ac = _act(act, slope, hi)
     cdef int status
     with nogil:
-        status = _affine(&x[0], &a[0], &b[0], &y[0], P, G, R, C, &ac, n_threads)
+        status = _affine(&x[0], &a[0], &b[0], &y[0], P, G, R, C, &ac, False, n_threads)
     _raise_status(status, "bn_affine")
 
 
@@ -81,7 +81,7 @@ def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
     cdef int status
     with nogil:
         status = _grad_dx(&dy[0], &x[0], &k1[0], &k2[0], &k3[0], pa, pb, &dx[0], P, G, R, C,
-                          &ac, n_threads)
+                          &ac, False, n_threads)
     _raise_status(status, "bn_grad_dx")
 
 

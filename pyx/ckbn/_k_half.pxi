@@ -46,9 +46,10 @@ cdef int _h_slice(int kind, Py_ssize_t s, Py_ssize_t rows, const unsigned short*
         st = _grad_sums(db, xb, mean, cf[3], cf[4], ac, p1 - p0, G, R, C,
                         part + 3 * s * gc, part + (3 * s + 1) * gc, 1)
     elif kind == H_AFFINE:
-        st = _affine(xb, cf[0], cf[1], ob, p1 - p0, G, R, C, ac, 1)
+        st = _affine(xb, cf[0], cf[1], ob, p1 - p0, G, R, C, ac, False, 1)
     else:
-        st = _grad_dx(db, xb, cf[0], cf[1], cf[2], cf[3], cf[4], ob, p1 - p0, G, R, C, ac, 1)
+        st = _grad_dx(db, xb, cf[0], cf[1], cf[2], cf[3], cf[4], ob, p1 - p0, G, R, C, ac,
+                      False, 1)
     if st != CKBN_OK:
         return 1
     if kind == H_AFFINE or kind == H_DX:

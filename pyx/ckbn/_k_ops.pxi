@@ -80,7 +80,7 @@ cdef inline int _p_sums(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t 
 
 cdef inline int _p_affine(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                           Py_ssize_t C, const void* ab, const Act* ac, data* y,
-                          int nt) noexcept nogil:
+                          bint rev, int nt) noexcept nogil:
     cdef Py_ssize_t n = G * C
     cdef const float* cf[MAX_COEF]
     if data is f16_bits:
@@ -88,14 +88,15 @@ cdef inline int _p_affine(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t 
         cf[1] = cf[0] + n
         return _h_slices(H_AFFINE, x, x, P, G, R, C, cf, NULL, ac, y, NULL, NULL, nt)
     elif data is float:
-        return _affine(x, <const float*> ab, <const float*> ab + n, y, P, G, R, C, ac, nt)
+        return _affine(x, <const float*> ab, <const float*> ab + n, y, P, G, R, C, ac, rev, nt)
     else:
-        return _affine(x, <const double*> ab, <const double*> ab + n, y, P, G, R, C, ac, nt)
+        return _affine(x, <const double*> ab, <const double*> ab + n, y, P, G, R, C, ac, rev,
+                       nt)
 
 
 cdef inline int _p_dx(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
                       Py_ssize_t R, Py_ssize_t C, const void* kk, const Act* ac, data* dx,
-                      int nt) noexcept nogil:
+                      bint rev, int nt) noexcept nogil:
     cdef Py_ssize_t n = G * C
     cdef const float* cf[MAX_COEF]
     cdef const float* kf = <const float*> kk
@@ -107,10 +108,10 @@ cdef inline int _p_dx(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
         return _h_slices(H_DX, dy, x, P, G, R, C, cf, NULL, ac, dx, NULL, NULL, nt)
     elif data is float:
         return _grad_dx(dy, x, kf, kf + n, kf + 2 * n, kf + 3 * n, kf + 4 * n, dx,
-                        P, G, R, C, ac, nt)
+                        P, G, R, C, ac, rev, nt)
     else:
         return _grad_dx(dy, x, kd, kd + n, kd + 2 * n, kd + 3 * n, kd + 4 * n, dx,
-                        P, G, R, C, ac, nt)
+                        P, G, R, C, ac, rev, nt)
 
 
 # The ops.
@@ -125,7 +126,7 @@ cdef int _fwd_train(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     cdef char* ab
     cdef int status
     if data is not f16_bits:
-        if _cf_plan(P, G, R, C, &ch):
+        if _cf_plan(P, G, R, C, True, &ch):
             # Channels first: each chunk normalized while it is in cache.
             _pass_init(&ps, ac)
             ps.scale = scale
@@ -140,7 +141,7 @@ cdef int _fwd_train(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     status = _p_stats(x, P, G, R, C, mean, var, n_threads)
     if status == CKBN_OK:
         _coefs_norm(x, scale, offset, mean, var, eps, n, ab, ab + _wsize(x) * n)
-        status = _p_affine(x, P, G, R, C, ab, ac, y, n_threads)
+        status = _p_affine(x, P, G, R, C, ab, ac, y, True, n_threads)
     free(ab)
     return status
 
@@ -155,7 +156,7 @@ cdef int _fwd_infer(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     if ab == NULL:
         return CKBN_ERR_NOMEM
     _coefs_norm(x, scale, offset, mean, var, eps, n, ab, ab + _wsize(x) * n)
-    status = _p_affine(x, P, G, R, C, ab, ac, y, n_threads)
+    status = _p_affine(x, P, G, R, C, ab, ac, y, False, n_threads)
     free(ab)
     return status
 
@@ -172,7 +173,7 @@ cdef int _bwd(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
     cdef char* kk
     cdef int status
     if data is not f16_bits:
-        if not ac.on and _cf_plan(P, G, R, C, &ch):
+        if not ac.on and _cf_plan(P, G, R, C, True, &ch):
             # Channels first: each chunk's dx written while it is in cache.
             _pass_init(&ps, ac)
             ps.scale = scale
@@ -195,10 +196,10 @@ cdef int _bwd(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
         _coefs_bwd(x, scale, mean, var, eps, training, <double> (P * R), doffset, dscale,
                    kk, n)
         if training or ac.on:
-            status = _p_dx(dy, x, P, G, R, C, kk, ac, dx, n_threads)
+            status = _p_dx(dy, x, P, G, R, C, kk, ac, dx, True, n_threads)
         else:
             # dx = dy * k1 + 0
-            status = _p_affine(dy, P, G, R, C, kk, ac, dx, n_threads)
+            status = _p_affine(dy, P, G, R, C, kk, ac, dx, True, n_threads)
     free(kk)
     return status
 
@@ -239,7 +240,7 @@ cdef int _bwd_dx(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
     if ac.on:
         _coefs_norm(x, scale, offset, mean, var, eps, n, kk + 3 * w * n, kk + 4 * w * n)
     _coefs_bwd(x, scale, mean, var, eps, True, count, sum_e, sd, kk, n)
-    status = _p_dx(dy, x, P, G, R, C, kk, ac, dx, n_threads)
+    status = _p_dx(dy, x, P, G, R, C, kk, ac, dx, True, n_threads)
     if status == CKBN_OK and dscale != NULL:
         for c in range(n):
             dscale[c] = sd[c]

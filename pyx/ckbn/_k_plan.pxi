@@ -224,14 +224,16 @@ cdef inline void _pass_init(Pass* ps, const Act* act) noexcept nogil:
 
 
 cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
-                          Chunks* ch) noexcept nogil:
+                          bint fused, Chunks* ch) noexcept nogil:
     """Plan the chunks of a channels-first array; False when the unit path
     serves better (channels-last data, very large channels, or too few
     chunks to share among threads)."""
     cdef Py_ssize_t per = P * R, k
     if C != 1 or G < 2 or R < 2 or per > CF_MAX_CHANNEL:
         return False
-    k = _cf_elems // per
+    # A fused pass reads a chunk twice: it must stay in L2 (_cf_elems); an
+    # element-wise pass alone reads it once, in rows of up to CF_LANES lanes.
+    k = _cf_elems // per if fused else CF_LANES
     ch.lanes = R <= LANE_PLANE_MAX
     if ch.lanes and k > CF_LANES // R:
         k = CF_LANES // R
@@ -263,7 +265,7 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     cdef Units ur, ue
     cdef Py_ssize_t RR = R, CC = C, PP = P, GG = G
     path = reduction_path(P, G, R, C)
-    if _cf_plan(P, G, R, C, &ch):
+    if _cf_plan(P, G, R, C, True, &ch):
         return {"path": path, "reduction_units": ch.n, "elementwise_units": ch.n}
     if _expand(G, R, C):
         PP, GG, RR, CC = 1, 1, P, G * R
@@ -281,7 +283,7 @@ def reduction_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     ``tuning()["tile_lanes_f32"]`` lanes) or
     ``"rows"`` (rows of W >= MIN_LANES lanes)."""
     cdef Chunks ch
-    if _cf_plan(P, G, R, C, &ch):
+    if _cf_plan(P, G, R, C, True, &ch):
         return "chunks-lanes" if ch.lanes else "chunks-planes"
     if _expand(G, R, C):
         return "lanes"

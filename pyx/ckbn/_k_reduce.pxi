@@ -163,7 +163,7 @@ cdef int _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     cdef Chunks ch
     cdef Pass ps
     cdef Act none = _act(False, 0.0, 0.0)
-    if _cf_plan(P, G, R, C, &ch):
+    if _cf_plan(P, G, R, C, True, &ch):
         _pass_init(&ps, &none)
         ps.mean = mean
         ps.var = var
@@ -203,7 +203,7 @@ cdef int _grad_sums(const floating* dy, const floating* x, const double* mean,
     cdef int status
     cdef Chunks ch
     cdef Pass ps
-    if not act.on and _cf_plan(P, G, R, C, &ch):
+    if not act.on and _cf_plan(P, G, R, C, True, &ch):
         _pass_init(&ps, act)
         ps.mean = <double*> mean
         ps.sum_e = sum_e
