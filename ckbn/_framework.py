@@ -539,6 +539,8 @@ def flatten(structure):
     key (insertion order when the keys do not sort); anything else is a leaf,
     ``None`` included.
     """
+    if type(structure) is np.ndarray:        # the common case, first
+        return [structure]
     if isinstance(structure, dict):
         try:
             keys = sorted(structure)
