@@ -21,7 +21,7 @@ from tests import distributed_checks as D  # noqa: E402
 
 def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path):
     t0 = time.monotonic()
-    res = D.run_torch(None, tmp_path, size=2, timeout=240,
+    res = D.run_torch(None, tmp_path, size=2, timeout=400,
                       argv=["-m", "tests.distributed_keras_errors", str(tmp_path)],
                       extra_env={"KERAS_BACKEND": "torch"})
     elapsed = time.monotonic() - t0
@@ -45,5 +45,4 @@ def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path):
     # The last good step: both ranks hold the same moving statistics, and they moved.
     np.testing.assert_array_equal(recs[0]["last/moving"], recs[1]["last/moving"])
     assert recs[0]["last/moving"] != recs[0]["good/moving"]
-    assert elapsed < 240
-    print({k: v for k, v in recs[0].items() if k.startswith('t_')})
+    assert elapsed < 400
