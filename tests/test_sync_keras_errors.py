@@ -19,6 +19,7 @@ pytest.importorskip("keras")
 from tests import distributed_checks as D  # noqa: E402
 
 
+@pytest.mark.slow
 def test_bad_input_on_one_rank_raises_on_every_rank(tmp_path):
     t0 = time.monotonic()
     res = D.run_torch(None, tmp_path, size=2, timeout=400,
