@@ -186,7 +186,7 @@ class _TFSync:
             def grad(dy, dmean, dvar):
                 dx0, ds, do = tf.cond(
                     tf.size(x) > 0,
-                    lambda: _tf._grad_op(dy, x, scale, mean, var, axes, eps, False),
+                    lambda: _tf.grad(dy, x, scale, mean, var, axes, eps, False),
                     lambda: (tf.zeros_like(x), tf.zeros_like(scale), tf.zeros_like(scale)))
                 tot = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                                      tf.cast(tf.concat([ds, do], 0), tf.float64))
@@ -351,7 +351,7 @@ def _jax_function():
         rows = jax.lax.all_gather(local_row(x, mask, axes, n_ch, masked), axis_name)
         n, mean, var = merged(rows, n_ch, sd)
         if x.size:
-            y = _jax._given_cb(x, scale, offset, mean, var, axes, eps)
+            y = _jax._call_given(x, scale, offset, mean, var, axes, eps)
         else:
             y = jnp.zeros_like(x)
         return (y, mean, var), (x, scale, mask, mean, var, n)
@@ -368,7 +368,7 @@ def _jax_function():
         x, scale, mask, mean, var, n = res
         dy = cts[0]
         if x.size:
-            dx0, ds, do = _jax._grad_cb(dy, x, scale, mean, var, axes, eps, False)
+            dx0, ds, do = _jax.grad(dy, x, scale, mean, var, axes, eps, False)
         else:
             dx0, ds, do = jnp.zeros_like(x), jnp.zeros_like(mean), jnp.zeros_like(mean)
         tot = jax.lax.psum(jnp.concatenate([ds, do]), axis_name)
