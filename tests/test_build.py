@@ -84,3 +84,15 @@ def test_debug_cython_build_checks_bounds(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.startswith("IndexError:"), run.stdout
+
+
+def test_kernels_are_built_without_trapping_math():
+    """The kernels need -fno-trapping-math: without it GCC compiles the fused
+    activation's select to a scalar branch on AVX2 (20x slower on data
+    centred on zero; benchmarks/RESULTS-keras.md).  A timing cannot be a test,
+    so this checks the flags the build recorded."""
+    from ckbn import _build_info
+
+    if "msvc" in _build_info.COMPILER.lower():
+        pytest.skip("MSVC has no trapping-math flag")
+    assert "-fno-trapping-math" in _build_info.BASE_FLAGS
