@@ -29,7 +29,7 @@ CASES = os.environ.get("CKBN_JAX_FFI_CASES") == "1"
 
 def _env(**extra):
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu",
-               TF_CPP_MIN_LOG_LEVEL="3",
+               TF_CPP_MIN_LOG_LEVEL="3", XLA_FLAGS="--xla_force_host_platform_device_count=4",
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     env.update(extra)
     return env
@@ -153,13 +153,13 @@ else:
 
     def test_attributes_carry_layout_activation_and_threads():
         x, s, o = _data((6, 8, 5, 4), (1,), "float32")
-        with ckbn.config_context(n_threads=1):
+        with ckbn.num_threads(1):
             text = str(jax.make_jaxpr(
                 lambda x: _jax_ffi.train(x, s, o, (1,), 0.25, "leaky_relu", 0.5))(x))
         for attr in ("('P', 6)", "('G', 8)", "('R', 20)", "('C', 1)", "('eps', 0.25)",
                      "('act', 1)", "('slope', 0.5)", "('hi', inf)", "('n_threads', 1)"):
             assert attr in text, (attr, text)
-        with ckbn.config_context(n_threads=2):
+        with ckbn.num_threads(2):
             text = str(jax.make_jaxpr(lambda x: _jax_ffi.moments(x, (1,)))(x))
         assert "('n_threads', 2)" in text
 
@@ -287,6 +287,66 @@ else:
             r = jax.grad(_ref_loss)(jnp.asarray(xs[i], jnp.float64), jnp.asarray(s, jnp.float64),
                                     jnp.asarray(o, jnp.float64), axes, "relu", 0.0, w[i])
             _close(g[i], r, 2e-4)
+
+    # ---------------------------------------------- synchronized, in shard_map
+    @pytest.mark.parametrize("dtype", ["float32", "float64"])
+    @pytest.mark.parametrize("activation,slope", [(None, 0.0), ("relu6", 0.0)])
+    def test_sync_train_in_shard_map_matches_the_global_batch(dtype, activation, slope):
+        from jax.sharding import Mesh
+        from jax.sharding import PartitionSpec as P
+
+        shard_map = getattr(jax, "shard_map", None)
+        if shard_map is None:  # older JAX
+            from jax.experimental.shard_map import shard_map
+        devices = jax.devices("cpu")
+        assert len(devices) == 4, "XLA_FLAGS must give 4 host devices"
+        mesh = Mesh(np.array(devices), ("b",))
+        shape, axes = (8, 5, 3, 6), (3,)
+        x, s, o = _data(shape, axes, dtype)
+        w = np.random.default_rng(3).normal(size=shape).astype(dtype)
+
+        def local(x, w, s, o):
+            y, mean, var = _jax_ffi.sync_train(x, s, o, axes, EPS, "b", activation, slope)
+            return y, mean[None], var[None]
+
+        def local_loss(x, w, s, o):
+            y = _jax_ffi.sync_train(x, s, o, axes, EPS, "b", activation, slope)[0]
+            return jnp.sum(y * w)[None]
+
+        def shard_grads(x, w, s, o):
+            dx, ds, do = jax.grad(lambda *a: local_loss(*a)[0], (0, 2, 3))(x, w, s, o)
+            return dx, ds[None], do[None]
+
+        kw = dict(mesh=mesh, in_specs=(P("b"), P("b"), P(), P()))
+        try:
+            fwd = jax.jit(shard_map(local, out_specs=(P("b"), P("b"), P("b")),
+                                    check_vma=False, **kw))
+            grads = jax.jit(shard_map(shard_grads, out_specs=(P("b"), P("b"), P("b")),
+                                      check_vma=False, **kw))
+        except TypeError:  # older JAX: check_rep
+            fwd = jax.jit(shard_map(local, out_specs=(P("b"), P("b"), P("b")),
+                                    check_rep=False, **kw))
+            grads = jax.jit(shard_map(shard_grads, out_specs=(P("b"), P("b"), P("b")),
+                                      check_rep=False, **kw))
+        text = str(jax.make_jaxpr(grads)(x, w, s, o))
+        assert "ckbn_bn_merge" in text and "ckbn_bn_backward_dx" in text
+        assert "callback" not in text
+        y, mean, var = fwd(x, w, s, o)
+        ry, rm, rv = _ref_train(x, s, o, axes, activation, slope)
+        _close(y, ry, TOL[dtype])
+        for k in range(4):   # every shard has the same statistics, bit for bit
+            np.testing.assert_array_equal(np.asarray(mean[k]), np.asarray(mean[0]))
+            np.testing.assert_array_equal(np.asarray(var[k]), np.asarray(var[0]))
+        _close(mean[0], rm, TOL[dtype])
+        _close(var[0], rv, TOL[dtype])
+        dx, ds, do = grads(x, w, s, o)
+        want = jax.grad(_ref_loss, (0, 1, 2))(
+            jnp.asarray(x, jnp.float64), jnp.asarray(s, jnp.float64),
+            jnp.asarray(o, jnp.float64), axes, activation, slope, jnp.asarray(w, jnp.float64))
+        _close(dx, want[0], GTOL[dtype])
+        # gamma's and beta's gradients are per shard; their sum is the global one.
+        _close(np.asarray(ds).sum(0), want[1], GTOL[dtype] * 10)
+        _close(np.asarray(do).sum(0), want[2], GTOL[dtype] * 10)
 
     # ----------------------------------------------------------- bad input
     def test_bad_input_gets_clear_errors():
