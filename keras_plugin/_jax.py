@@ -1,15 +1,17 @@
-"""JAX backend: ckbn kernels through ``jax.pure_callback`` with a ``custom_vjp``.
+"""JAX backend: ckbn's kernels inside ``jax.jit``, through XLA's FFI.
 
-Under ``jax.jit`` the kernels run as host callbacks; gradients are exact (the
-backward pass is a second callback).  A callback is opaque to XLA: XLA cannot
-fuse the normalization into its neighbours, and every call crosses the
-runtime's callback boundary.  ``benchmarks/bench_keras.py`` measures where
-that still pays: on the machines measured it never did (numbers below), so
-by default the layer uses XLA (Keras ops) on JAX.  The kernels serve tensors
-of at least ``MIN_ELEMENTS`` elements on the CPU once a threshold is set:
-``keras_plugin.set_jax_min_elements(n)`` (``0`` always uses them, ``None``,
-the default, never does).  A zero-copy route through JAX's FFI would need a
-compiled XLA custom-call handler, which ckbn does not build.
+Where the XLA FFI handler is available (``keras_plugin._jax_ffi``: built once
+on first use, then cached), the layer's ops are ``ffi_call``s of compiled
+handlers that run ckbn's kernels on XLA's buffers, with ``custom_vjp``
+gradients: no host callback, no copy.  They serve CPU float tensors of at
+least ``MIN_ELEMENTS`` elements (by default every size: see
+``NATIVE_MIN_ELEMENTS``); ``keras_plugin.set_jax_min_elements(n)`` changes the
+threshold and ``None`` sends everything to XLA (Keras ops).
+
+Without the handler (no C++ compiler or no jaxlib headers: one warning) the
+layer runs Keras's ops by default, because the kernels through a host
+callback (``jax.pure_callback``, kept below) were slower than XLA at every
+size measured; an explicit ``set_jax_min_elements(n)`` still selects them.
 """
 
 from __future__ import annotations
@@ -20,37 +22,56 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from keras_plugin import _kernels
+from keras_plugin import _jax_ffi, _kernels
 
 # Measured on CPU (benchmarks/bench_keras.py --jax-threshold, JAX 0.10, 2 cores):
 # forward+backward of one layer under jax.jit, XLA vs callback: 256x1024 0.8 vs
 # 2.8 ms, 32x28x28x64 3.8 vs 8.4 ms, 32x56x56x64 17 vs 55 ms, 64x56x56x128 130
-# vs 369 ms.  The callback never won, so by default the kernels are off on JAX
-# (None) and the layer runs XLA's code, never slower than stock.
-MIN_ELEMENTS = None
+# vs 369 ms.  The callback never won, so it runs only on request.
+# The FFI handler: see benchmarks/bench_jax_ffi.py and NATIVE_MIN_ELEMENTS.
+NATIVE_MIN_ELEMENTS = 0
+MIN_ELEMENTS = NATIVE_MIN_ELEMENTS
+_callback_requested = False
 
 _FLOATS = (jnp.float16, jnp.float32, jnp.float64)
 
 
 def set_min_elements(n):
-    global MIN_ELEMENTS
+    """Kernels for tensors of at least ``n`` elements; ``None``: never (XLA)."""
+    global MIN_ELEMENTS, _callback_requested
     MIN_ELEMENTS = None if n is None else int(n)
+    _callback_requested = n is not None
+
+
+def _cpu_size(x):
+    """x's element count if it is a float tensor on the CPU, else None."""
+    if x.dtype not in _FLOATS or jax.default_backend() != "cpu":
+        return None
+    devices = getattr(x, "devices", None)
+    if callable(devices) and not isinstance(x, jax.core.Tracer):
+        try:
+            if any(d.platform != "cpu" for d in devices()):
+                return None
+        except Exception:  # pragma: no cover
+            return None
+    return int(np.prod(x.shape)) if x.shape else 1
+
+
+def native(x):
+    """Whether the FFI handler serves ``x`` (under the threshold rule)."""
+    if MIN_ELEMENTS is None:
+        return False
+    size = _cpu_size(x)
+    return size is not None and size >= MIN_ELEMENTS and _jax_ffi.supports(x)
 
 
 def usable(x):
     if MIN_ELEMENTS is None:
         return False
-    if x.dtype not in _FLOATS or jax.default_backend() != "cpu":
+    size = _cpu_size(x)
+    if size is None or size < MIN_ELEMENTS:
         return False
-    devices = getattr(x, "devices", None)
-    if callable(devices) and not isinstance(x, jax.core.Tracer):
-        try:
-            if any(d.platform != "cpu" for d in devices()):
-                return False
-        except Exception:  # pragma: no cover
-            return False
-    size = int(np.prod(x.shape)) if x.shape else 1
-    return size >= MIN_ELEMENTS
+    return _jax_ffi.supports(x) or _callback_requested
 
 
 def _np(*arrays):
@@ -128,16 +149,22 @@ _given.defvjp(_given_fwd, _given_bwd)
 
 
 def train(x, scale, offset, axes, eps):
+    if native(x):
+        return _jax_ffi.train(x, scale, offset, axes, eps)
     return _train(x, scale, offset, tuple(axes), float(eps))
 
 
 def given(x, scale, offset, mean, var, axes, eps, train_grad):
+    if native(x):
+        return _jax_ffi.given(x, scale, offset, mean, var, axes, eps, train_grad)
     mean = jax.lax.stop_gradient(mean)
     var = jax.lax.stop_gradient(var)
     return _given(x, scale, offset, mean, var, tuple(axes), float(eps), bool(train_grad))
 
 
 def moments(x, axes):
+    if native(x):
+        return _jax_ffi.moments(x, axes)
     n = 1
     for a in axes:
         n *= x.shape[a]
@@ -175,6 +202,14 @@ _affine.defvjp(_affine_fwd, _affine_bwd)
 
 def affine(x, scale, offset, axes):
     """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
+    if native(x):
+        # BN with mean 0, variance 1 and epsilon 0 is exactly the affine map,
+        # and its inference gradient is the affine map's.
+        sd = jnp.float32 if x.dtype == jnp.float16 else x.dtype
+        scale, offset = jnp.reshape(scale, (-1,)), jnp.reshape(offset, (-1,))
+        n = scale.shape[0]
+        return _jax_ffi.given(x, scale, offset, jnp.zeros((n,), sd), jnp.ones((n,), sd),
+                              axes, 0.0, False)
     return _affine(x, scale, offset, tuple(int(a) for a in axes))
 
 
@@ -233,10 +268,14 @@ _given_act.defvjp(_given_act_fwd, _given_act_bwd)
 
 
 def train_act(x, scale, offset, axes, eps, activation, slope):
+    if native(x):
+        return _jax_ffi.train(x, scale, offset, axes, eps, activation, slope)
     return _train_act(x, scale, offset, tuple(axes), float(eps), str(activation), float(slope))
 
 
 def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
+    if native(x):
+        return _jax_ffi.given(x, scale, offset, mean, var, axes, eps, False, activation, slope)
     mean = jax.lax.stop_gradient(mean)
     var = jax.lax.stop_gradient(var)
     return _given_act(x, scale, offset, mean, var, tuple(axes), float(eps), str(activation),

@@ -288,6 +288,121 @@ else:
                                     jnp.asarray(o, jnp.float64), axes, "relu", 0.0, w[i])
             _close(g[i], r, 2e-4)
 
+
+    # ------------------------------------------------- the Keras layer on JAX
+    def _layer_pair(shape, axis, seed=0, dtype="float32", cls=None, **kw):
+        import keras
+
+        from keras_plugin import BatchNormalization
+
+        stock = keras.layers.BatchNormalization(axis=axis, momentum=0.8, dtype=dtype)
+        ours = (cls or BatchNormalization)(axis=axis, momentum=0.8, dtype=dtype, **kw)
+        for layer in (stock, ours):
+            layer.build(shape)
+        rng = np.random.default_rng(seed)
+        c = shape[axis]
+        weights = [rng.uniform(0.5, 2.0, c), rng.normal(size=c), rng.normal(size=c),
+                   rng.uniform(0.5, 2.0, c)]
+        stock.set_weights([w.astype("float32") for w in weights])
+        ours.set_weights([w.astype("float32") for w in weights])
+        return stock, ours
+
+    def _step(layer, after=None):
+        """A jitted training step: output, gradients of (x, gamma, beta), moving stats."""
+        tv = [v.value for v in layer.trainable_variables]
+        ntv = [v.value for v in layer.non_trainable_variables]
+
+        def loss(tv, x, w):
+            y, new = layer.stateless_call(tv, ntv, x, training=True)
+            if after is not None:
+                y = after(y)
+            return jnp.sum(y.astype(jnp.float32) * w), (y, new)
+
+        f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+        return f, (tv, ntv)
+
+    @pytest.mark.parametrize("shape,axis", [((6, 5, 4, 8), -1), ((6, 8, 5, 4), 1),
+                                            ((40, 12), -1)])
+    def test_keras_layer_runs_the_ffi_handler_and_matches_stock(shape, axis):
+        from keras_plugin import _jax
+
+        stock, ours = _layer_pair(shape, axis)
+        x = np.random.default_rng(1).normal(size=shape).astype(np.float32) * 2 + 1
+        w = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+        f_ours, (tv, _) = _step(ours)
+        f_stock, _ = _step(stock)
+        jaxpr = jax.make_jaxpr(f_ours)(tv, x, w)
+        assert {"ckbn_bn_train", "ckbn_bn_grad"} <= _targets(jaxpr)
+        assert "callback" not in str(jaxpr)
+        (_, (y, new)), (gtv, gx) = f_ours(tv, x, w)
+        (_, (ry, rnew)), (rgtv, rgx) = f_stock([v.value for v in stock.trainable_variables],
+                                               x, w)
+        _close(y, ry, 2e-5)
+        _close(gx, rgx, 2e-4)
+        for a, b in zip(gtv, rgtv):
+            _close(a, b, 2e-4)
+        for a, b in zip(new, rnew):   # moving mean and variance
+            _close(a, b, 2e-5)
+        # Eager inference and training calls of the layer itself.
+        _close(ours(x, training=False), stock(x, training=False), 2e-5)
+        _close(ours(x, training=True), stock(x, training=True), 2e-5)
+        for a, b in zip(ours.non_trainable_variables, stock.non_trainable_variables):
+            _close(a.value, b.value, 2e-5)
+        # The Keras-ops path is still there on request, with the same results.
+        _jax.set_min_elements(None)
+        try:
+            f_ops = _step(ours)[0]          # a new function: traced again
+            jaxpr = jax.make_jaxpr(f_ops)(tv, x, w)
+            (_, (y2, _)), (gtv2, gx2) = f_ops(tv, x, w)
+            _close(y2, ry, 2e-5)
+            _close(gx2, rgx, 2e-4)
+        finally:
+            _jax.set_min_elements(_jax.NATIVE_MIN_ELEMENTS)
+        assert not _targets(jaxpr)
+
+    def test_fused_activation_layer_runs_the_ffi_handler():
+        import keras
+
+        from keras_plugin import BatchNormalizationActivation
+
+        shape = (6, 5, 4, 8)
+        stock, ours = _layer_pair(shape, -1, cls=BatchNormalizationActivation,
+                                  activation="relu6")
+        x = np.random.default_rng(1).normal(size=shape).astype(np.float32) * 3
+        w = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+        f_ours, (tv, _) = _step(ours)
+        f_stock, _ = _step(stock, after=keras.activations.relu6)
+        jaxpr = jax.make_jaxpr(f_ours)(tv, x, w)
+        assert "('hi', 6.0)" in str(jaxpr) and "ckbn_bn_train" in _targets(jaxpr)
+        (_, (y, new)), (gtv, gx) = f_ours(tv, x, w)
+        (_, (ry, rnew)), (rgtv, rgx) = f_stock([v.value for v in stock.trainable_variables],
+                                               x, w)
+        _close(y, ry, 2e-5)
+        _close(gx, rgx, 2e-4)
+        for a, b in zip(list(gtv) + list(new), list(rgtv) + list(rnew)):
+            _close(a, b, 2e-4)
+
+    def test_folded_affine_runs_the_ffi_handler():
+        import keras
+
+        from keras_plugin import fold_batch_normalization
+
+        inputs = keras.Input((6, 6, 3))
+        h = keras.layers.ReLU()(keras.layers.Conv2D(4, 3)(inputs))
+        model = keras.Model(inputs, keras.layers.BatchNormalization()(h))
+        bn = model.layers[-1]
+        rng = np.random.default_rng(0)
+        bn.set_weights([rng.uniform(0.5, 2, 4).astype("float32"),
+                        rng.normal(size=4).astype("float32"),
+                        rng.normal(size=4).astype("float32"),
+                        rng.uniform(0.5, 2, 4).astype("float32")])
+        folded = fold_batch_normalization(model)
+        assert type(folded.layers[-1]).__name__ == "ChannelAffine"
+        x = rng.normal(size=(5, 6, 6, 3)).astype("float32")
+        text = str(jax.make_jaxpr(lambda x: folded(x, training=False))(x))
+        assert "ckbn_bn_given" in text and "callback" not in text
+        _close(folded(x, training=False), model(x, training=False), 2e-5)
+
     # ---------------------------------------------- synchronized, in shard_map
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
     @pytest.mark.parametrize("activation,slope", [(None, 0.0), ("relu6", 0.0)])
