@@ -122,15 +122,16 @@ def library():
     return _state if available() else None
 
 
-def n_threads():
-    """OpenMP threads for the kernels: the plugin's thread rule if there is one,
-    else ``ckbn.get_num_threads()``."""
+def n_threads(n_elements=None):
+    """OpenMP threads for one call on ``n_elements`` elements: the plugin's
+    thread rule (``keras_plugin._policy.op_threads``) where it exists, else
+    ``ckbn.get_num_threads()``."""
     try:
         from keras_plugin import _policy
     except ImportError:
         return ckbn.get_num_threads()
-    rule = getattr(_policy, "kernel_threads", None)
-    return int(rule("jax")) if callable(rule) else ckbn.get_num_threads()
+    rule = getattr(_policy, "op_threads", None)
+    return int(rule("jax", n_elements)) if callable(rule) else ckbn.get_num_threads()
 
 
 _FLOATS = ("float16", "float32", "float64")
@@ -232,7 +233,7 @@ def _attrs(lay, eps, act):
     P, G, R, C = (int(v) for v in lay.dims)
     on, slope, hi = act
     return dict(P=P, G=G, R=R, C=C, eps=float(eps), act=int(on), slope=float(slope),
-                hi=float(hi), n_threads=int(n_threads()))
+                hi=float(hi), n_threads=n_threads(P * G * R * C))
 
 
 def _struct(shape, dtype):
@@ -278,7 +279,7 @@ def _call_stats(x, axes):
     P, G, R, C = (int(v) for v in lay.dims)
     return jax.ffi.ffi_call("ckbn_bn_stats", (_struct((n,), sd), _struct((n,), sd)),
                             vmap_method="sequential")(xc, P=P, G=G, R=R, C=C,
-                                                      n_threads=int(n_threads()))
+                                                      n_threads=n_threads(P * G * R * C))
 
 
 def _vjp_ops():
@@ -419,7 +420,7 @@ def _sync_ops():
         sd, n = _stat_dtype(x.dtype), lay.n_channels
         P, G, R, C = (int(v) for v in lay.dims)
         row = jax.ffi.ffi_call("ckbn_bn_stats_row", _struct((2 * (1 + 2 * n),), np.uint32))(
-            xc, P=P, G=G, R=R, C=C, n_threads=int(n_threads()))
+            xc, P=P, G=G, R=R, C=C, n_threads=n_threads(P * G * R * C))
         rows = jax.lax.all_gather(row, axis_name)          # (shards, 2 + 4n), in axis order
         count, mean, var = jax.ffi.ffi_call(
             "ckbn_bn_merge", (_struct((), np.float32), _struct((n,), sd), _struct((n,), sd)))(
