@@ -405,6 +405,60 @@ else:
         _close(folded(x, training=False), model(x, training=False), 2e-5)
 
     # ---------------------------------------------- synchronized, in shard_map
+
+    def test_synchronized_keras_layer_in_shard_map_runs_the_ffi_handler():
+        import keras
+        from jax.sharding import Mesh
+        from jax.sharding import PartitionSpec as P
+
+        import keras_plugin
+
+        shard_map = getattr(jax, "shard_map", None)
+        if shard_map is None:  # older JAX
+            from jax.experimental.shard_map import shard_map
+        mesh = Mesh(np.array(jax.devices("cpu")), ("batch",))
+        shape = (8, 3, 4, 5)
+        stock, ours = _layer_pair(shape, -1)
+        ours = keras_plugin.BatchNormalization(axis=-1, momentum=0.8, synchronized=True)
+        ours.build(shape)
+        ours.set_weights(stock.get_weights())
+        x = np.random.default_rng(1).normal(size=shape).astype(np.float32) * 2 + 1
+        w = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+        tv = [v.value for v in ours.trainable_variables]
+        ntv = [v.value for v in ours.non_trainable_variables]
+
+        def shard_step(tv, x, w):
+            def loss(tv, x):
+                with keras_plugin.jax_sync_axis("batch"):
+                    y, new = ours.stateless_call(tv, ntv, x, training=True)
+                return jnp.sum(y * w), (y, new)
+
+            (_, (y, new)), (gtv, gx) = jax.value_and_grad(loss, (0, 1), has_aux=True)(tv, x)
+            return y, gx, [g[None] for g in gtv], [v[None] for v in new]
+
+        specs = dict(mesh=mesh, in_specs=(P(), P("batch"), P("batch")),
+                     out_specs=(P("batch"), P("batch"), P("batch"), P("batch")))
+        try:
+            f = jax.jit(shard_map(shard_step, check_vma=False, **specs))
+        except TypeError:  # older JAX
+            f = jax.jit(shard_map(shard_step, check_rep=False, **specs))
+        text = str(jax.make_jaxpr(f)(tv, x, w))
+        assert "ckbn_bn_merge" in text and "ckbn_bn_backward_dx" in text
+        assert "callback" not in text
+        y, gx, gtv, new = f(tv, x, w)
+        f_stock, _ = _step(stock)
+        (_, (ry, rnew)), (rgtv, rgx) = f_stock([v.value for v in stock.trainable_variables],
+                                               x, w)
+        _close(y, ry, 2e-5)
+        _close(gx, rgx, 2e-4)
+        for a, b in zip(gtv, rgtv):   # per-shard sums add up to the global gradient
+            _close(np.asarray(a).sum(0), b, 2e-4)
+        for a, b in zip(new, rnew):   # moving statistics, the same on every shard
+            for k in range(4):
+                np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(a[0]))
+            _close(a[0], b, 2e-5)
+
+
     @pytest.mark.parametrize("dtype", ["float32", "float64"])
     @pytest.mark.parametrize("activation,slope", [(None, 0.0), ("relu6", 0.0)])
     def test_sync_train_in_shard_map_matches_the_global_batch(dtype, activation, slope):
