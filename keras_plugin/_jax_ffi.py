@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import threading
 from functools import partial
 
 import numpy as np
@@ -54,6 +55,7 @@ _TARGETS = {  # XLA target name -> exported handler symbol
 }
 
 _state = None     # None: not tried yet; False: unavailable; else the loaded _Library
+_lock = threading.Lock()
 
 
 class _TableHead(ctypes.Structure):
@@ -108,12 +110,15 @@ def available():
     """
     global _state
     if _state is None:
-        try:
-            _state = _load()
-        except (_native_build.NativeBuildError, OSError, RuntimeError, AttributeError,
-                ImportError) as exc:
-            _native_build.warn_fallback("the JAX XLA FFI handler", str(exc).splitlines()[0])
-            _state = False
+        with _lock:   # one build and one registration per process
+            if _state is None:
+                try:
+                    _state = _load()
+                except (_native_build.NativeBuildError, OSError, RuntimeError,
+                        AttributeError, ImportError) as exc:
+                    _native_build.warn_fallback("the JAX XLA FFI handler",
+                                                str(exc).splitlines()[0])
+                    _state = False
     return _state is not False
 
 
