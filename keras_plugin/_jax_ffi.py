@@ -27,7 +27,7 @@ custom call runs.  Measured on a 2-core AMD EPYC shared with other jobs
 (benchmarks/bench_jax_ffi.py): a 16x32x32x32 float32 forward took a median
 0.8 ms on one OpenMP thread and 64-78 ms on two, both through the handler
 and through a bare ``ckbn.nn`` call (a team whose peer is descheduled waits
-at each barrier), with or without XLA's pool; hence the count follows the
+at each barrier), with XLA's default pool; hence the count follows the
 plugin's rule per call size (:func:`n_threads`).
 
 Per-channel arrays are flat ``(n,)``; statistics of float16 data are float32.
