@@ -431,7 +431,7 @@ def _sync_ops():
     import jax.numpy as jnp
 
     def forward(x, scale, offset, axes, eps, axis_name, act):
-        xc, lay, back = _canonical(x, axes)
+        xc, lay, _ = _canonical(x, axes)
         sd, n = _stat_dtype(x.dtype), lay.n_channels
         P, G, R, C = (int(v) for v in lay.dims)
         row = jax.ffi.ffi_call("ckbn_bn_stats_row", _struct((2 * (1 + 2 * n),), np.uint32))(
