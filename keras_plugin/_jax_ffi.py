@@ -412,16 +412,6 @@ def moments(x, axes):
     return _call_stats(jax.lax.stop_gradient(x), axes)
 
 
-def train_act(x, scale, offset, axes, eps, activation, slope):
-    """``train`` with an activation (the fused layer's engine interface)."""
-    return train(x, scale, offset, axes, eps, activation, slope)
-
-
-def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
-    """``given`` with an activation, statistics constant (the fused layer's interface)."""
-    return given(x, scale, offset, mean, var, axes, eps, False, activation, slope)
-
-
 # ------------------------------------------------------ synchronized training
 def _sync_ops():
     global _SYNC

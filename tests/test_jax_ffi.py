@@ -252,8 +252,8 @@ else:
             for activation, slope in ACTS[1:]:
                 got = jax.jit(lambda dy, x: _jax_ffi.grad(dy, x, s, o, m, v, axes, EPS, training,
                                                           activation, slope))(dy, x)
-                want = _kernels.grad_act(dy, x, s, o, m, v, axes, EPS, training, activation,
-                                         slope)
+                want = _kernels.grad(dy, x, s, m, v, axes, EPS, training, (activation, slope),
+                                     o)
                 for g, r in zip(got, want):
                     _close(g, r, 1e-5)
 
@@ -263,7 +263,7 @@ else:
         x, s, o = _data(shape, axes, "float32")
         for activation, slope in ACTS[1:]:
             y, m, v = _jax_ffi.train(x, s, o, axes, EPS, activation, slope)
-            ry, rm, rv = _kernels.train_act(x, s, o, axes, EPS, activation, slope)
+            ry, rm, rv = _kernels.train(x, s, o, axes, EPS, (activation, slope))
             _close(y, ry, 1e-6)
             _close(m, rm, 1e-6)
             _close(v, rv, 1e-6)
