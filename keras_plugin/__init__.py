@@ -45,7 +45,11 @@ __all__ = [
 
 
 def set_jax_min_elements(n):
-    """JAX backend: use the kernels for inputs of at least ``n`` elements (None: never)."""
+    """JAX backend: use the kernels for inputs of at least ``n`` elements (None: never).
+
+    The kernels run through the XLA FFI handler where it is available (by
+    default for every size), else through host callbacks (only once a
+    threshold is set here)."""
     from keras_plugin import _jax
 
     _jax.set_min_elements(n)

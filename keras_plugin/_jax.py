@@ -14,19 +14,23 @@ The op table (the same in every backend module; arguments as in
 * ``moments(x, axes) -> (mean, var)``: no gradient;
 * ``affine(x, scale, offset, axes) -> y``: differentiable (JAX-op gradient).
 
-The kernels are called in ``_call_train``, ``_call_given`` and ``grad`` (plus
-``moments`` and the affine op); an XLA FFI handler replaces their bodies and
-keeps the ``custom_vjp`` wiring.
+Where the XLA FFI handler is available (``keras_plugin._jax_ffi``: compiled
+once on first use against the installed jaxlib, then cached), every op of the
+table is an ``ffi_call`` of a compiled handler that runs ckbn's kernels on
+XLA's buffers inside ``jax.jit``, with ``custom_vjp`` gradients: no host
+callback, no copy.  It serves CPU float tensors of at least ``MIN_ELEMENTS``
+elements, by default every size (``NATIVE_MIN_ELEMENTS``: the handler beat
+XLA at every size measured, ``benchmarks/bench_jax_ffi.py``);
+``keras_plugin.set_jax_min_elements(n)`` changes the threshold and ``None``
+sends everything to XLA (Keras ops).
 
-Under ``jax.jit`` the kernels run as host callbacks; gradients are exact (the
-backward pass is a second callback).  A callback is opaque to XLA: XLA cannot
-fuse the normalization into its neighbours, and every call crosses the
-runtime's callback boundary.  ``benchmarks/bench_keras.py`` measures where
-that still pays: on the machines measured it never did (numbers below), so
-by default the layer uses XLA (Keras ops) on JAX.  The kernels serve tensors
-of at least ``MIN_ELEMENTS`` elements on the CPU once a threshold is set:
-``keras_plugin.set_jax_min_elements(n)`` (``0`` always uses them, ``None``,
-the default, never does).
+Without the handler (no C++ compiler or no jaxlib headers: one warning) the
+kernels run as host callbacks (``_call_train``, ``_call_given``, ``grad``,
+``moments`` and the affine op below), but only once a threshold is set with
+``set_jax_min_elements(n)``: a callback is opaque to XLA and crosses the
+runtime's callback boundary on every call, and ``benchmarks/bench_keras.py``
+measured it slower than XLA at every size (numbers below), so by default the
+layer then runs XLA's code (Keras ops).
 """
 
 from __future__ import annotations
@@ -37,42 +41,69 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from keras_plugin import _kernels
+from keras_plugin import _jax_ffi, _kernels
 
-__all__ = ["usable", "train", "given", "grad", "moments", "affine", "XLA_COMPATIBLE",
-           "set_min_elements"]
+__all__ = ["usable", "native", "train", "given", "grad", "moments", "affine",
+           "XLA_COMPATIBLE", "set_min_elements", "NATIVE_MIN_ELEMENTS"]
 
-XLA_COMPATIBLE = True    # callbacks run inside jax.jit
+XLA_COMPATIBLE = True    # FFI calls and callbacks run inside jax.jit
 
 # Measured on CPU (benchmarks/bench_keras.py --jax-threshold, JAX 0.10, 2 cores):
 # forward+backward of one layer under jax.jit, XLA vs callback: 256x1024 0.8 vs
 # 2.8 ms, 32x28x28x64 3.8 vs 8.4 ms, 32x56x56x64 17 vs 55 ms, 64x56x56x128 130
-# vs 369 ms.  The callback never won, so by default the kernels are off on JAX
-# (None) and the layer runs XLA's code, never slower than stock.
-MIN_ELEMENTS = None
+# vs 369 ms.  The callback never won, so it serves only on request.
+# The FFI handler (benchmarks/bench_jax_ffi.py, 2-core AMD EPYC shared with other
+# jobs, one OpenMP thread, float32 NHWC, median us, FFI vs XLA under jax.jit):
+# forward 16x8x8x32 113 vs 4932, 16x32x32x32 856 vs 10050; forward+backward
+# 181 vs 2999 and 9491 vs 25013 (minimums 115 vs 340, 1312 vs 5653): it won at
+# every size, so it serves every size by default.
+NATIVE_MIN_ELEMENTS = 0
+MIN_ELEMENTS = NATIVE_MIN_ELEMENTS
+_callback_requested = False
 
 _FLOATS = (jnp.float16, jnp.float32, jnp.float64)
 
 
 def set_min_elements(n):
-    global MIN_ELEMENTS
+    """The kernels for tensors of at least ``n`` elements (``None``: never, XLA)."""
+    global MIN_ELEMENTS, _callback_requested
     MIN_ELEMENTS = None if n is None else int(n)
+    _callback_requested = n is not None
+
+
+def _cpu_size(x):
+    """x's element count if it is a float array on the CPU, else None."""
+    if x.dtype not in _FLOATS or jax.default_backend() != "cpu":
+        return None
+    devices = getattr(x, "devices", None)
+    if callable(devices) and not isinstance(x, jax.core.Tracer):
+        try:
+            if any(d.platform != "cpu" for d in devices()):
+                return None
+        except Exception:  # pragma: no cover
+            return None
+    return int(np.prod(x.shape)) if x.shape else 1
+
+
+def native(x):
+    """Whether the XLA FFI handler serves ``x`` (threshold, CPU, dtype, handler built)."""
+    if MIN_ELEMENTS is None:
+        return False
+    size = _cpu_size(x)
+    return size is not None and size >= MIN_ELEMENTS and _jax_ffi.supports(x)
 
 
 def usable(x):
     if MIN_ELEMENTS is None:
         return False
-    if x.dtype not in _FLOATS or jax.default_backend() != "cpu":
+    size = _cpu_size(x)
+    if size is None or size < MIN_ELEMENTS:
         return False
-    devices = getattr(x, "devices", None)
-    if callable(devices) and not isinstance(x, jax.core.Tracer):
-        try:
-            if any(d.platform != "cpu" for d in devices()):
-                return False
-        except Exception:  # pragma: no cover
-            return False
-    size = int(np.prod(x.shape)) if x.shape else 1
-    return size >= MIN_ELEMENTS
+    return _callback_requested or _jax_ffi.supports(x)
+
+
+def _ffi_act(act):
+    return (None, 0.0) if act is None else (str(act[0]), float(act[1]))
 
 
 def _np(*arrays):
@@ -103,6 +134,11 @@ def _call_given(x, scale, offset, mean, var, axes, eps, act=None):
 
 def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
     """``dx, dscale, doffset`` (see the module docstring); ``offset`` only with ``act``."""
+    if native(x):
+        if offset is None:
+            offset = jnp.zeros_like(scale)
+        return _jax_ffi.grad(dy, x, scale, offset, mean, var, axes, eps, training,
+                             *_ffi_act(act))
     args = [dy.astype(x.dtype), x, scale, mean, var] + ([offset] if act is not None else [])
 
     def fn(dy_, x_, s_, m_, v_, *o_):
@@ -113,6 +149,8 @@ def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
 
 
 def moments(x, axes):
+    if native(x):
+        return _jax_ffi.moments(x, axes)
     n = 1
     for a in axes:
         n *= x.shape[a]
@@ -171,10 +209,15 @@ def _act_key(act):
 
 
 def train(x, scale, offset, axes, eps, act=None):
+    if native(x):
+        return _jax_ffi.train(x, scale, offset, axes, eps, *_ffi_act(act))
     return _train(x, scale, offset, tuple(axes), float(eps), _act_key(act))
 
 
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
+    if native(x):
+        return _jax_ffi.given(x, scale, offset, mean, var, axes, eps, train_grad,
+                              *_ffi_act(act))
     mean = jax.lax.stop_gradient(mean)
     var = jax.lax.stop_gradient(var)
     return _given(x, scale, offset, mean, var, tuple(axes), float(eps), bool(train_grad),
@@ -208,6 +251,14 @@ _affine.defvjp(_affine_fwd, _affine_bwd)
 
 def affine(x, scale, offset, axes):
     """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
+    if native(x):
+        # Batch normalization with mean 0, variance 1 and epsilon 0 is exactly
+        # this map, and its inference gradient is the map's.
+        sd = jnp.float32 if x.dtype == jnp.float16 else x.dtype
+        scale, offset = jnp.reshape(scale, (-1,)), jnp.reshape(offset, (-1,))
+        n = scale.shape[0]
+        return _jax_ffi.given(x, scale, offset, jnp.zeros((n,), sd), jnp.ones((n,), sd),
+                              axes, 0.0, False)
     return _affine(x, scale, offset, tuple(int(a) for a in axes))
 
 

@@ -17,8 +17,10 @@ Per backend, for training calls:
   replica merges them in replica order; backward all-reduces the sums.
   Outside a strategy (one replica) it is plain batch normalization.
 * JAX: inside ``shard_map``/``pmap`` over a mapped axis whose name is given
-  with ``keras_plugin.jax_sync_axis(name)``: the kernels (host callbacks)
-  compute each shard's (count, mean, M2), ``lax.all_gather`` collects the rows
+  with ``keras_plugin.jax_sync_axis(name)``: the kernels (the XLA FFI handler
+  of ``keras_plugin._jax_ffi`` where it serves; host callbacks otherwise and
+  for masked calls) compute each shard's (count, mean, M2), ``lax.all_gather``
+  collects the rows
   (float64 bits carried as uint32 pairs, so no precision is lost without x64),
   each shard merges them in axis order; backward ``lax.psum`` of the sums.
   Without an axis name a training call raises ``ValueError``.
@@ -303,6 +305,10 @@ class _JaxSync:
 
     def train(self, x, scale, offset, axes, eps):
         import jax.numpy as jnp
+
+        from keras_plugin import _jax, _jax_ffi
+        if self.mask is None and _jax.native(x):   # the XLA FFI handler, no callback
+            return _jax_ffi.sync_train(x, scale, offset, axes, eps, self.axis_name)
         mask = (jnp.zeros(x.shape[:-1], bool) if self.mask is None
                 else jnp.asarray(self.mask).astype(bool))
         return _jax_function()(x, scale, offset, mask, tuple(axes), float(eps),

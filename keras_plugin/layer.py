@@ -15,11 +15,12 @@ For CPU tensors the forward and backward passes run on ``ckbn.nn`` kernels
 :mod:`keras_plugin._kernels` (the single conversion point), zero-copy where the
 framework allows.  Keras's own ops (the stock layer's code) are used instead
 for GPU tensors, masks, XLA compilation and export
-(SavedModel / ``torch.export``), and on JAX unless
-``keras_plugin.set_jax_min_elements(n)`` opts in: under ``jax.jit`` the
-kernels run as host callbacks, which measured slower than XLA at every size
-(``keras_plugin._jax``), so by default JAX runs Keras's code, never slower than
-stock.  Results agree to float rounding.
+(SavedModel / ``torch.export``).  On JAX the kernels run inside ``jax.jit`` as
+XLA FFI custom calls (``keras_plugin._jax_ffi``, no host callback, no copy);
+where that handler cannot be built, JAX runs Keras's code unless
+``keras_plugin.set_jax_min_elements(n)`` opts in to host callbacks, which
+measured slower than XLA at every size (``keras_plugin._jax``).  Results agree
+to float rounding.
 
 ``synchronized=True`` (statistics of the global batch across processes or
 replicas, masked calls included) is computed by :mod:`keras_plugin._sync` on
