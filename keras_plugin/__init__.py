@@ -46,8 +46,9 @@ __all__ = [
 
 def set_jax_min_elements(n):
     """JAX backend: use the kernels for inputs of at least ``n`` elements (None: never)."""
-    from keras_plugin import _jax
+    from keras_plugin import _jax, _policy
 
+    _policy.set_min_elements("jax", None, n)  # validates n
     _jax.set_min_elements(n)
 
 

@@ -22,6 +22,8 @@ import importlib
 import keras
 from keras import ops
 
+from keras_plugin import _policy
+
 _BACKEND_MODULES = {
     "tensorflow": "keras_plugin._tf",
     "torch": "keras_plugin._torch",
@@ -56,12 +58,21 @@ def backend_module():
     return None if name is None else importlib.import_module(_BACKEND_MODULES[name])
 
 
-def kernel_impl(x):
-    """The kernel engine for tensor ``x``, or None where the kernels cannot serve."""
+def kernel_impl(x, mode=None):
+    """The kernel engine for tensor ``x``, or None where the kernels cannot serve.
+
+    ``mode`` (``"train"`` or ``"infer"``) also applies the measured dispatch
+    rule, :func:`keras_plugin._policy.use_kernels`: None where the
+    framework's own ops are faster for a call of this size.
+    """
     if not _enabled.get():
         return None
     mod = backend_module()
     if mod is None or not mod.usable(x):
+        return None
+    if mode is not None and not _policy.use_kernels(
+            kernels_for_backend(), mode, _policy.n_elements(x.shape),
+            keras.backend.standardize_dtype(x.dtype)):
         return None
     return mod
 

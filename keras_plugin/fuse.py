@@ -76,7 +76,7 @@ class BatchNormalizationActivation(BatchNormalization):
             x = inputs
             if keras.backend.standardize_dtype(x.dtype) == "bfloat16":
                 x = keras.ops.cast(x, "float32")
-            impl = _engine.kernel_impl(x)
+            impl = _engine.kernel_impl(x, "train" if training and self.trainable else "infer")
             if impl is not None and hasattr(impl, "train_act"):
                 return _fused_forward(self, x, bool(training and self.trainable), impl)
         y = super().call(inputs, training=training, mask=mask)

@@ -300,7 +300,7 @@ class BatchNormalization(_Stock):
         if self.synchronized:   # global statistics across processes: keras_plugin._sync
             impl = _sync.engine(self, inputs, bool(training and self.trainable), mask)
         elif mask is None:
-            impl = _engine.kernel_impl(inputs)
+            impl = _engine.kernel_impl(inputs, "train" if training and self.trainable else "infer")
         if impl is None:
             if not self._uses_extras:
                 return super().call(inputs, training=training, mask=mask)
