@@ -4,18 +4,27 @@ Every backend module converts its CPU tensors to NumPy arrays (without a copy
 where the framework allows it) and calls the four functions below, which call
 only public ``ckbn.nn`` ops.  Per-channel arrays are flat: ``(n,)`` with ``n``
 the product of the sizes of the channel axes, in C order.  The kernels run with
-``ckbn.get_num_threads()`` OpenMP threads and release the GIL.
+OpenMP threads that :func:`keras_plugin._policy.op_threads` gives for the
+backend and the call's size (at most ``ckbn.get_num_threads()``) and release
+the GIL.
 
 Statistics of float16 data are float32 (ckbn computes float16 in float32).
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 import ckbn
+from keras_plugin import _policy
 
 __all__ = ["train", "given", "grad", "moments", "stat_dtype"]
+
+
+def _threads(x):
+    """The OpenMP team of one call on ``x`` (the thread rule of ``_policy``)."""
+    return ckbn.num_threads(_policy.op_threads(keras.backend.backend(), x.size))
 
 
 def stat_dtype(dtype):
@@ -29,22 +38,25 @@ def train(x, scale, offset, axes, eps):
 
     Returns ``y`` (x's dtype) and the flat batch mean and **biased** variance.
     """
-    y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
-                                            is_training=True)
+    with _threads(x):
+        y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
+                                                is_training=True)
     sd = stat_dtype(x.dtype)
     return y, mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
 
 
 def given(x, scale, offset, mean, var, axes, eps):
     """``y = (x - mean) / sqrt(var + eps) * scale + offset`` with given statistics."""
-    return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
-                                    is_training=False)[0]
+    with _threads(x):
+        return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
+                                        is_training=False)[0]
 
 
 def grad(dy, x, scale, mean, var, axes, eps, training):
     """``dx, dscale, doffset``; ``training`` says whether mean/var are x's batch statistics."""
-    dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
-        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training))
+    with _threads(dy):
+        dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
+            dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training))
     sd = stat_dtype(x.dtype)
     return dx, dscale.reshape(-1).astype(sd, copy=False), doffset.reshape(-1).astype(sd, copy=False)
 
@@ -57,7 +69,8 @@ def moments(x, axes):
     sd = stat_dtype(x.dtype)
     if x.dtype == np.float16:  # ckbn.nn.moments returns x's dtype; keep float32 statistics
         x = x.astype(np.float32)
-    mean, var = ckbn.nn.moments(x, reduce_axes)
+    with _threads(x):
+        mean, var = ckbn.nn.moments(x, reduce_axes)
     return mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
 
 
@@ -79,8 +92,9 @@ def affine(x, scale, offset, axes):
     else:
         shape = tuple(n if i in chan else 1 for i, n in enumerate(x.shape))
     zeros = np.zeros(shape)
-    return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
-                                       scale.reshape(shape), 0.0)
+    with _threads(x):
+        return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
+                                           scale.reshape(shape), 0.0)
 
 
 # ------------------------------------------------ fused activation (issue 14)
@@ -99,24 +113,27 @@ _HAS_ACT = None
 
 def train_act(x, scale, offset, axes, eps, activation, slope):
     """``activation(BN(x))`` with the batch statistics, in the kernel's one pass."""
-    y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
-                                            is_training=True, activation=activation,
-                                            negative_slope=slope)
+    with _threads(x):
+        y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
+                                                is_training=True, activation=activation,
+                                                negative_slope=slope)
     sd = stat_dtype(x.dtype)
     return y, mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
 
 
 def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
     """``activation(BN(x))`` with given statistics."""
-    return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
-                                    is_training=False, activation=activation,
-                                    negative_slope=slope)[0]
+    with _threads(x):
+        return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
+                                        is_training=False, activation=activation,
+                                        negative_slope=slope)[0]
 
 
 def grad_act(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
     """``dx, dscale, doffset`` of ``activation(BN(x))``; ``dy`` is the activation's gradient."""
-    dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
-        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training),
-        offset=offset, activation=activation, negative_slope=slope)
+    with _threads(dy):
+        dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
+            dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training),
+            offset=offset, activation=activation, negative_slope=slope)
     sd = stat_dtype(x.dtype)
     return dx, dscale.reshape(-1).astype(sd, copy=False), doffset.reshape(-1).astype(sd, copy=False)

@@ -167,3 +167,39 @@ def test_measured_crossover_is_what_the_layer_follows(kernel_calls):
     np.testing.assert_allclose(y, _reference(x, x, gamma, beta, mm, mv, False)[0],
                                rtol=1e-5, atol=1e-5)
     assert (kernel_calls[0] > 0) == expected
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_kernel_calls_run_on_the_thread_rule(size, monkeypatch):
+    """Each kernel call runs with _policy.op_threads(backend, its size) threads."""
+    import ckbn
+
+    shape = (4, 8, 8, 16) if size == "small" else (16, 32, 32, 32)  # 4 Ki / 512 Ki
+    assert (int(np.prod(shape)) < _policy.PARALLEL_MIN_ELEMENTS) == (size == "small")
+    seen = []
+    real = ckbn.nn.fused_batch_norm
+
+    def spy(x, *a, **k):
+        seen.append((x.size, ckbn.get_num_threads()))
+        return real(x, *a, **k)
+
+    monkeypatch.setattr(ckbn.nn, "fused_batch_norm", spy)
+    previous = _policy.set_min_elements(BACKEND, None, 0)
+    if BACKEND == "jax":
+        keras_plugin.set_jax_min_elements(0)
+    default = ckbn.get_num_threads()
+    ckbn.set_num_threads(2)  # process-wide: TensorFlow calls back from its own threads
+    try:
+        layer = _layer(shape, seed=5)
+        x = np.random.default_rng(6).normal(size=shape).astype("float32")
+        np.asarray(ops.convert_to_numpy(layer(x, training=False)))
+    finally:
+        ckbn.set_num_threads(default)
+        for mode, n in previous.items():
+            _policy.set_min_elements(BACKEND, mode, n)
+        if BACKEND == "jax":
+            keras_plugin.set_jax_min_elements(None)
+    assert seen, "the kernels did not run"
+    for n, threads in seen:
+        expected = 1 if (BACKEND in ("tensorflow", "jax") and size == "small") else 2
+        assert threads == expected, (BACKEND, n, threads)
