@@ -11,6 +11,21 @@ backward) plus the optimizer's update of gamma/beta.  For each backend (each in 
     python benchmarks/bench_keras.py --jax-threshold     # JAX: callback vs XLA by size
     python benchmarks/bench_keras.py --relu              # + swap(fuse_activations=True)
     python benchmarks/bench_keras.py --fold              # inference: folded vs unfolded
+    python benchmarks/bench_keras.py --models --quick    # issue 17: Keras applications, CNN
+    python benchmarks/bench_keras.py --threads --quick   # issue 17: thread settings
+    python benchmarks/bench_keras.py --crossover --quick # issue 17: dispatch crossover by size
+
+``--models`` trains Keras applications (``weights=None``: MobileNetV2,
+ResNet50, EfficientNetB0 at 64x64 and 96x96, batch 16 and 64) and the
+4x(Conv-BN-ReLU) CNN (56x56x32): stock | swapped | fused training steps, then
+stock | swapped | folded inference; ``--quick`` is one size (64; the CNN
+28x28), batch 16, 2 + 5 steps.  ``--threads`` runs one worker process per
+thread setting (ckbn threads via ``OMP_NUM_THREADS``/``CKBN_NUM_THREADS``,
+the framework's intra-op pool, ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT``, all set
+before the OpenMP runtime loads).  ``--crossover`` times one BN layer by size,
+stock vs the kernels forced, training and inference, and prints the size from
+which the kernels win (``keras_plugin._policy.CROSSOVER``).  ``--out`` writes
+the rows and the CPU (vendor, model, ISA flags, caches) as JSON.
 
 With ``--relu`` each step is also timed for
 ``swap_batch_normalization(model, fuse_activations=True)`` (BN and ReLU as one

@@ -19,7 +19,9 @@ for GPU tensors, masks, XLA compilation and export
 ``keras_plugin.set_jax_min_elements(n)`` opts in: under ``jax.jit`` the
 kernels run as host callbacks, which measured slower than XLA at every size
 (``keras_plugin._jax``), so by default JAX runs Keras's code, never slower than
-stock.  Results agree to float rounding.
+stock.  Where the framework's own op was measured faster for a call of this
+size and mode, the layer runs Keras's code too (:mod:`keras_plugin._policy`).
+Results agree to float rounding.
 
 ``synchronized=True`` (statistics of the global batch across processes or
 replicas, masked calls included) is computed by :mod:`keras_plugin._sync` on
