@@ -35,6 +35,8 @@ Both rules live here, with the numbers they come from
 
 from __future__ import annotations
 
+import numbers
+
 import ckbn
 
 __all__ = ["BACKENDS", "MODES", "CROSSOVER", "PARALLEL_MIN_ELEMENTS", "use_kernels",
@@ -88,14 +90,9 @@ def _check_mode(mode):
 def _check_count(n, name, allow_none):
     if n is None and allow_none:
         return None
-    if isinstance(n, bool) or not isinstance(n, int):
-        import numbers
-
-        if isinstance(n, numbers.Integral) and not isinstance(n, bool):
-            n = int(n)
-        else:
-            raise TypeError(f"{name} must be an int{' or None' if allow_none else ''}, "
-                            f"got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {n!r}")
+    n = int(n)
     if n < 0:
         raise ValueError(f"{name} must be >= 0, got {n!r}")
     return n
