@@ -11,6 +11,21 @@ backward) plus the optimizer's update of gamma/beta.  For each backend (each in 
     python benchmarks/bench_keras.py --jax-threshold     # JAX: callback vs XLA by size
     python benchmarks/bench_keras.py --relu              # + swap(fuse_activations=True)
     python benchmarks/bench_keras.py --fold              # inference: folded vs unfolded
+    python benchmarks/bench_keras.py --models --quick    # issue 17: Keras applications, CNN
+    python benchmarks/bench_keras.py --threads --quick   # issue 17: thread settings
+    python benchmarks/bench_keras.py --crossover --quick # issue 17: dispatch crossover by size
+
+``--models`` trains Keras applications (``weights=None``: MobileNetV2,
+ResNet50, EfficientNetB0 at 64x64 and 96x96, batch 16 and 64) and the
+4x(Conv-BN-ReLU) CNN (56x56x32): stock | swapped | fused training steps, then
+stock | swapped | folded inference; ``--quick`` is one size (64; the CNN
+28x28), batch 16, 2 + 5 steps.  ``--threads`` runs one worker process per
+thread setting (ckbn threads via ``OMP_NUM_THREADS``/``CKBN_NUM_THREADS``,
+the framework's intra-op pool, ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT``, all set
+before the OpenMP runtime loads).  ``--crossover`` times one BN layer by size,
+stock vs the kernels forced, training and inference, and prints the size from
+which the kernels win (``keras_plugin._policy.CROSSOVER``).  ``--out`` writes
+the rows and the CPU (vendor, model, ISA flags, caches) as JSON.
 
 With ``--relu`` each step is also timed for
 ``swap_batch_normalization(model, fuse_activations=True)`` (BN and ReLU as one
@@ -52,6 +67,57 @@ def _cpu_model():
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+        "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu_info():
+    """The CPU the numbers come from: vendor, model, ISA flags, caches, cores, load."""
+    info = {"model": _cpu_model(), "vendor": "unknown", "logical_cores": os.cpu_count(),
+            "isa": [], "caches": {}}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "vendor_id":
+                info["vendor"] = value.strip()
+            elif key in ("flags", "Features"):
+                flags = set(value.split())
+                info["isa"] = [f for f in _ISA if f in flags]
+                break
+    except OSError:
+        pass
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+
+            def read(name, entry=entry):
+                with open(os.path.join(base, entry, name)) as f:
+                    return f.read().strip()
+
+            kind = read("type")
+            name = f"L{read('level')}" + {"Data": "d", "Instruction": "i"}.get(kind, "")
+            info["caches"][name] = read("size")
+    except OSError:
+        pass
+    try:
+        info["load_average"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+def cpu_line(info):
+    caches = " ".join(f"{k} {v}" for k, v in info["caches"].items())
+    return (f"# CPU: {info['vendor']} {info['model']}, {info['logical_cores']} logical cores, "
+            f"ISA {' '.join(info['isa'])}, caches (per instance) {caches}; "
+            f"load average {' '.join(f'{x:.1f}' for x in info.get('load_average', ()))}")
 
 
 def _worker(args):
@@ -240,6 +306,425 @@ def _jax_threshold_worker(args):
     print("RESULT " + json.dumps(rows))
 
 
+# ------------------------------------------------------- real models (issue 17, item 1)
+APPS = ["MobileNetV2", "ResNet50", "EfficientNetB0"]
+
+
+def _cnn(size=56):
+    """The Conv-BN-ReLU CNN: 4 x (Conv2D 3x3 -> BatchNormalization -> ReLU), 32 channels in."""
+    import keras
+
+    inputs = keras.Input((size, size, 32))
+    h = inputs
+    for filters in (64, 64, 128, 128):
+        h = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(h)
+        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.ReLU()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, keras.layers.Dense(10)(h))
+
+
+def _model_specs(models, sizes, quick=False):
+    """``(label, build, input_shape)`` for Keras applications at each size, and the CNN."""
+    import keras
+
+    specs = []
+    for name in models:
+        if name == "cnn":  # the issue's 56x56x32 input; --quick: 28x28x32
+            size = 28 if quick else 56
+            specs.append((f"cnn@{size}", lambda size=size: _cnn(size), (size, size, 32)))
+            continue
+        for size in sizes:
+            specs.append((f"{name}@{size}", lambda name=name, size=size: getattr(
+                keras.applications, name)(input_shape=(size, size, 3), weights=None,
+                                          classes=10), (size, size, 3)))
+    return specs
+
+
+def _seeded(build):
+    """The model with seeded weights and random BN statistics (so inference is not trivial)."""
+    import numpy as np
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build()
+    rng = np.random.default_rng(0)
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            w = [rng.normal(size=v.shape).astype("float32") * 0.1 for v in layer.weights]
+            w[-1] = np.abs(w[-1]) + 1.0
+            layer.set_weights(w)
+    return model
+
+
+def force_kernels(backend, on):
+    """Make swapped layers use the kernels at every size (on) or restore the defaults."""
+    import keras_plugin
+
+    try:
+        from keras_plugin import _policy
+    except ImportError:  # a checkout without the dispatch rule
+        _policy = None
+    if _policy is not None:
+        _policy.set_min_elements(backend, None, 0 if on else "measured")
+    if backend == "jax":
+        keras_plugin.set_jax_min_elements(0 if on else None)
+
+
+def _round_robin(fns, warmup, repeat):
+    """Medians (ms) of ``repeat`` calls of each ``fns[name]()`` taken in turn."""
+    import numpy as np
+
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def _train_variants(stock, backend, fuse=True):
+    """``[(name, model, forced)]``: stock, swapped, fused (and the JAX kernels forced)."""
+    import keras_plugin
+
+    runs = [("stock", stock, False),
+            ("swapped", keras_plugin.swap_batch_normalization(stock), False)]
+    if fuse:
+        runs.append(("fused", keras_plugin.swap_batch_normalization(
+            stock, fuse_activations=True), False))
+    if backend == "jax":
+        runs.append(("swapped_forced", keras_plugin.swap_batch_normalization(stock), True))
+        if fuse:
+            runs.append(("fused_forced", keras_plugin.swap_batch_normalization(
+                stock, fuse_activations=True), True))
+    return runs
+
+
+def _train_steps(runs, backend, x, y, warmup, repeat):
+    """Round-robin medians of ``train_on_batch`` for each ``(name, model, forced)``."""
+    import keras
+
+    fns = {}
+    for name, model, forced in runs:
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+
+        def step(model=model, forced=forced):
+            force_kernels(backend, forced)  # decided when the step is traced
+            try:
+                model.train_on_batch(x, y)
+            finally:
+                force_kernels(backend, False)
+
+        fns[name] = step
+    return _round_robin(fns, warmup, repeat)
+
+
+def _models_worker(args):
+    """Training steps (stock | swapped | fused) and inference (stock | swapped | folded)."""
+    import numpy as np
+    import keras
+
+    import keras_plugin
+
+    backend = keras.backend.backend()
+    rows = []
+    for label, build, shape in _model_specs(args.models, args.sizes, args.quick):
+        for batch in args.batches:
+            stock = _seeded(build)
+            rng = np.random.default_rng(1)
+            x = rng.normal(size=(batch,) + shape).astype("float32")
+            y = rng.normal(size=(batch, 10)).astype("float32")
+            row = {"backend": backend, "model": label, "batch": batch}
+            t0 = time.perf_counter()
+            train = _train_steps(_train_variants(stock, backend), backend, x, y,
+                                 args.warmup, args.repeat)
+            row.update({f"train_{k}_ms": v for k, v in train.items()})
+            models = [("stock", stock, False),
+                      ("swapped", keras_plugin.swap_batch_normalization(stock), False),
+                      ("folded", keras_plugin.fold_batch_normalization(stock), False)]
+            if backend == "jax":
+                models.append(("swapped_forced",
+                               keras_plugin.swap_batch_normalization(stock), True))
+            fns, outs = {}, {}
+            for name, model, forced in models:
+                force_kernels(backend, forced)
+                try:
+                    fn = _inference_fn(model)
+                    outs[name] = np.asarray(fn(x))  # traces with the setting in force
+                finally:
+                    force_kernels(backend, False)
+                fns[name] = lambda fn=fn: fn(x)
+            infer = _round_robin(fns, args.warmup, args.repeat)
+            row.update({f"infer_{k}_ms": v for k, v in infer.items()})
+            ref = outs["stock"]
+            for name in outs:
+                row[f"infer_{name}_maxrel"] = float(np.abs(outs[name] - ref).max()
+                                                    / max(np.abs(ref).max(), 1e-30))
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            print("ROW " + json.dumps(row), flush=True)
+    print("RESULT " + json.dumps(rows))
+
+
+def _print_models(backend, rows):
+    for kind, variants in (("train", ["swapped", "fused", "swapped_forced", "fused_forced"]),
+                           ("infer", ["swapped", "folded", "swapped_forced"])):
+        present = [v for v in variants if rows and f"{kind}_{v}_ms" in rows[0]]
+        what = ("training step (train_on_batch, SGD)" if kind == "train"
+                else "inference (model(x, training=False), no gradients)")
+        print(f"\n## {backend}: {what}; ms, and stock / variant (> 1: faster than stock)")
+        head = "".join(f" {v + ' ms':>17} {'x':>6}" for v in present)
+        print(f"{'model':>20} {'batch':>5} {'stock ms':>9}{head}")
+        for r in rows:
+            stock = r[f"{kind}_stock_ms"]
+            cells = "".join(f" {r[f'{kind}_{v}_ms']:17.2f} {stock / r[f'{kind}_{v}_ms']:5.2f}x"
+                            for v in present)
+            print(f"{r['model']:>20} {r['batch']:5d} {stock:9.2f}{cells}")
+        if kind == "infer":
+            worst = max((r.get("infer_folded_maxrel", 0.0) for r in rows), default=0.0)
+            print(f"(largest relative difference of a folded model's output: {worst:.1e})")
+
+
+# ------------------------------------------------------------- threads (item 3)
+THREAD_CONFIGS = [
+    # (ckbn threads = OMP_NUM_THREADS, framework intra-op threads, OpenMP wait policy)
+    (1, 2, None), (2, 2, None), (2, 2, "passive"), (1, 1, None), (2, 1, None),
+    (2, 2, "spin0"),
+]
+THREAD_CONFIGS_QUICK = [(1, 2, None), (2, 2, None), (2, 2, "passive"), (2, 1, None)]
+
+
+def _thread_env(backend, ckbn_threads, intra, wait):
+    """Environment of one worker: set before any OpenMP runtime or framework loads."""
+    env = {"OMP_NUM_THREADS": str(ckbn_threads), "CKBN_NUM_THREADS": str(ckbn_threads),
+           "CKBN_BENCH_INTRA": str(intra)}
+    if wait == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    elif wait == "spin0":
+        env["GOMP_SPINCOUNT"] = "0"
+    if backend == "jax" and intra == 1:
+        env["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                            "intra_op_parallelism_threads=1")
+    return env
+
+
+def _set_intra_op():
+    """The framework's intra-op pool size from CKBN_BENCH_INTRA (before any op runs)."""
+    n = os.environ.get("CKBN_BENCH_INTRA")
+    if not n:
+        return
+    backend = os.environ.get("KERAS_BACKEND", "")
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(int(n))
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(int(n))
+    # jax: XLA_FLAGS, set by the parent
+
+
+def _threads_worker(args):
+    import numpy as np
+    import keras
+
+    import ckbn
+    import keras_plugin
+
+    backend = keras.backend.backend()
+    rows = []
+    for label, build, shape in _model_specs(args.models, args.sizes, args.quick):
+        stock = _seeded(build)
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(args.batches[0],) + shape).astype("float32")
+        y = rng.normal(size=(args.batches[0], 10)).astype("float32")
+        # stock, and swapped on the kernels (forced on JAX, where the default is XLA)
+        runs = [("stock", stock, False),
+                ("swapped", keras_plugin.swap_batch_normalization(stock), backend == "jax")]
+        train = _train_steps(runs, backend, x, y, args.warmup, args.repeat)
+        rows.append({"backend": backend, "model": label, "batch": args.batches[0],
+                     "ckbn_threads": ckbn.get_num_threads(), **{
+                         f"train_{k}_ms": v for k, v in train.items()}})
+    print("RESULT " + json.dumps(rows))
+
+
+# ---------------------------------------------------------- crossover (item 4)
+CROSSOVER_SHAPES = ["16x2x2x32", "16x4x4x32", "16x8x8x32", "16x16x16x32", "16x32x32x32",
+                    "16x64x64x32", "16x2x2x1280", "16x8x8x192", "16x32x32x96"]
+CROSSOVER_SHAPES_QUICK = ["16x2x2x32", "16x8x8x32", "16x16x16x32", "16x32x32x32",
+                          "16x2x2x1280"]
+
+
+def _bare_kernels_ms(x, warmup, repeat):
+    """ckbn.nn training forward + backward and inference, called directly (no framework)."""
+    import numpy as np
+
+    import ckbn
+
+    c = x.shape[-1]
+    scale, offset = np.ones(c, x.dtype), np.zeros(c, x.dtype)
+    dy = np.ones_like(x)
+
+    def train():
+        _, m, v = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=1e-3)
+        ckbn.nn.fused_batch_norm_grad(dy, x, scale, m, v, epsilon=1e-3)
+
+    def infer():
+        ckbn.nn.fused_batch_norm(x, scale, offset, scale, scale, epsilon=1e-3,
+                                 is_training=False)
+
+    return _round_robin({"train": train, "infer": infer}, warmup, repeat)
+
+
+def _crossover_worker(args):
+    """One BN layer: training step and inference, stock vs the kernels forced, by size."""
+    import numpy as np
+    import keras
+
+    import keras_plugin
+
+    backend = keras.backend.backend()
+    rows = []
+    for spec in args.shapes:
+        shape = tuple(int(s) for s in spec.split("x"))
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=shape).astype("float32")
+        y = rng.normal(size=(shape[0], 1)).astype("float32")
+        inputs = keras.Input(shape[1:])
+        h = keras.layers.BatchNormalization()(inputs)
+        out = keras.layers.Lambda(
+            lambda t: keras.ops.mean(keras.ops.reshape(t, (keras.ops.shape(t)[0], -1)),
+                                     axis=1, keepdims=True))(h)
+        stock = keras.Model(inputs, out)
+        kern = keras_plugin.swap_batch_normalization(stock)
+        train = _train_steps([("stock", stock, False), ("kernels", kern, True)], backend,
+                             x, y, args.warmup, args.repeat)
+        fns = {}
+        for name, model, forced in (("stock", stock, False), ("kernels", kern, True)):
+            force_kernels(backend, forced)
+            try:
+                fn = _inference_fn(model)
+                fn(x)
+            finally:
+                force_kernels(backend, False)
+            fns[name] = lambda fn=fn: fn(x)
+        infer = _round_robin(fns, args.warmup, args.repeat)
+        bare = _bare_kernels_ms(x, args.warmup, args.repeat)
+        rows.append({"backend": backend, "shape": spec, "elements": int(x.size),
+                     "train_stock_ms": train["stock"], "train_kernels_ms": train["kernels"],
+                     "infer_stock_ms": infer["stock"], "infer_kernels_ms": infer["kernels"],
+                     "bare_train_ms": bare["train"], "bare_infer_ms": bare["infer"]})
+    print("RESULT " + json.dumps(rows))
+
+
+def crossover(rows, mode):
+    """Smallest measured size from which on the kernels are never slower (None: never)."""
+    rows = sorted(rows, key=lambda r: r["elements"])
+    best = None
+    for r in reversed(rows):
+        if r[f"{mode}_kernels_ms"] <= r[f"{mode}_stock_ms"]:
+            best = r["elements"]
+        else:
+            break
+    return best
+
+
+def _print_crossover(backend, rows):
+    print(f"\n## {backend}: one BatchNormalization layer, stock vs ckbn kernels (forced), "
+          f"ms; x = stock / kernels")
+    print(f"{'shape':>14} {'elements':>9} {'train stock':>11} {'kernels':>8} {'x':>6} "
+          f"{'infer stock':>11} {'kernels':>8} {'x':>6} {'bare train':>10} {'bare infer':>10}")
+    for r in sorted(rows, key=lambda r: r["elements"]):
+        print(f"{r['shape']:>14} {r['elements']:9d} {r['train_stock_ms']:11.3f} "
+              f"{r['train_kernels_ms']:8.3f} {r['train_stock_ms'] / r['train_kernels_ms']:5.2f}x "
+              f"{r['infer_stock_ms']:11.3f} {r['infer_kernels_ms']:8.3f} "
+              f"{r['infer_stock_ms'] / r['infer_kernels_ms']:5.2f}x "
+              f"{r['bare_train_ms']:10.3f} {r['bare_infer_ms']:10.3f}")
+    print(f"crossover (elements, kernels never slower from there on): "
+          f"train {crossover(rows, 'train')}, infer {crossover(rows, 'infer')}")
+
+
+def _run_worker(argv, env):
+    """Run this script as a worker; its RESULT rows, or None with the error printed."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", *argv],
+                          env=env, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        print(f"worker failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
+        return None
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def _issue17_main(args, info):
+    """--models, --threads, --crossover: one worker process per backend (and setting)."""
+    quick = args.quick
+    if args.warmup == 3 and args.repeat == 10 and quick:
+        args.warmup, args.repeat = 2, 5
+    models = args.model_list or (APPS + ["cnn"])
+    sizes = args.sizes or ([64] if quick else [64, 96])
+    batches = args.batches or ([16] if quick else [16, 64])
+    common = ["--warmup", str(args.warmup), "--repeat", str(args.repeat)] + (
+        ["--quick"] if quick else [])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    results = {"cpu": info, "argv": sys.argv[1:], "models": [], "threads": [],
+               "crossover": []}
+
+    def save():
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=1)
+
+    if args.crossover:
+        shapes = args.shapes if args.shapes != DEFAULT_SHAPES else (
+            CROSSOVER_SHAPES_QUICK if quick else CROSSOVER_SHAPES)
+        for backend in args.backends:
+            rows = _run_worker(["--worker-mode", "crossover", *common, "--shapes", *shapes],
+                               dict(env, KERAS_BACKEND=backend))
+            if rows:
+                _print_crossover(backend, rows)
+                results["crossover"] += rows
+                save()
+    if args.models:
+        for backend in args.backends:
+            rows = _run_worker(["--worker-mode", "models", *common, "--model-list", *models,
+                                "--sizes", *map(str, sizes), "--batches", *map(str, batches)],
+                               dict(env, KERAS_BACKEND=backend))
+            if rows:
+                _print_models(backend, rows)
+                results["models"] += rows
+                save()
+    if args.threads:
+        tmodels = args.model_list or (["MobileNetV2", "cnn"])
+        configs = THREAD_CONFIGS_QUICK if quick else THREAD_CONFIGS
+        for backend in args.backends:
+            print(f"\n## {backend}: training step (ms) by thread setting "
+                  f"(ckbn threads = OMP_NUM_THREADS; intra = the framework's intra-op pool)")
+            table = []
+            for ckbn_threads, intra, wait in configs:
+                wenv = dict(env, KERAS_BACKEND=backend,
+                            **_thread_env(backend, ckbn_threads, intra, wait))
+                rows = _run_worker(["--worker-mode", "threads", *common, "--model-list",
+                                    *tmodels, "--sizes", str(sizes[0]), "--batches",
+                                    str(batches[0])], wenv)
+                for r in rows or []:
+                    r.update(omp=ckbn_threads, intra=intra, wait=wait or "default")
+                    table.append(r)
+                    results["threads"].append(r)
+                save()
+            cols = sorted({k for r in table for k in r if k.startswith("train_")})
+            print(f"{'model':>16} {'omp':>3} {'intra':>5} {'wait':>8} "
+                  + " ".join(f"{c[6:-3]:>14}" for c in cols))
+            for r in table:
+                print(f"{r['model']:>16} {r['omp']:3d} {r['intra']:5d} {r['wait']:>8} "
+                      + " ".join(f"{r.get(c, float('nan')):14.2f}" for c in cols))
+    save()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backends", nargs="+", default=BACKENDS)
@@ -253,17 +738,40 @@ def main():
     p.add_argument("--apps", nargs="*", default=["MobileNetV2@96", "ResNet50@64"],
                    help="Keras applications for --fold, NAME@SIZE")
     p.add_argument("--batch", type=int, default=16, help="batch for --fold")
+    p.add_argument("--models", action="store_true",
+                   help="issue 17: Keras applications and the CNN, training and inference")
+    p.add_argument("--threads", action="store_true",
+                   help="issue 17: ckbn/framework thread settings, one process each")
+    p.add_argument("--crossover", action="store_true",
+                   help="issue 17: one BN layer by size, stock vs kernels (dispatch rule)")
+    p.add_argument("--quick", action="store_true",
+                   help="with --models/--threads/--crossover: one size, batch 16, few steps")
+    p.add_argument("--model-list", nargs="+", dest="model_list", default=None,
+                   help=f"models for --models/--threads ({' '.join(APPS)} cnn)")
+    p.add_argument("--sizes", nargs="+", type=int, default=None)
+    p.add_argument("--batches", nargs="+", type=int, default=None)
+    p.add_argument("--out", default=None, help="write the results (and the CPU) as JSON")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--worker-mode", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
+        if args.worker_mode:
+            _set_intra_op()
+            args.models = args.model_list
+            return {"models": _models_worker, "threads": _threads_worker,
+                    "crossover": _crossover_worker}[args.worker_mode](args)
         if args.fold:
             return _fold_worker(args)
         return _jax_threshold_worker(args) if args.jax_threshold else _worker(args)
 
     import ckbn
 
-    print(f"# CPU: {_cpu_model()}, {os.cpu_count()} logical cores; "
-          f"ckbn threads {ckbn.get_num_threads()}, OpenMP {ckbn.openmp_enabled()}")
+    info = cpu_info()
+    print(cpu_line(info))
+    print(f"# ckbn threads {ckbn.get_num_threads()}, OpenMP {ckbn.openmp_enabled()}; "
+          f"timings are medians of round-robin steps")
+    if args.models or args.threads or args.crossover:
+        return _issue17_main(args, info)
     backends = ["jax"] if args.jax_threshold else args.backends
     child = [sys.executable, os.path.abspath(__file__), "--worker", "--layers", str(args.layers),
              "--warmup", str(args.warmup), "--repeat", str(args.repeat), "--shapes", *args.shapes]

@@ -50,8 +50,9 @@ def set_jax_min_elements(n):
     The kernels run through the XLA FFI handler where it is available (by
     default for every size), else through host callbacks (only once a
     threshold is set here)."""
-    from keras_plugin import _jax
+    from keras_plugin import _jax, _policy
 
+    _policy.set_min_elements("jax", None, n)  # validates n
     _jax.set_min_elements(n)
 
 

@@ -34,7 +34,7 @@ import importlib
 import keras
 from keras import ops
 
-from keras_plugin import _activation
+from keras_plugin import _activation, _policy
 
 __all__ = ["kernels_disabled", "kernels_enabled", "kernels_for_backend", "backend_module",
            "kernel_impl", "supports_jit", "keras_synchronizes", "OPS", "forward", "update_moving"]
@@ -88,12 +88,21 @@ def keras_synchronizes():
     return keras.backend.backend() == "tensorflow"
 
 
-def kernel_impl(x):
-    """The kernel engine for tensor ``x``, or None where the kernels cannot serve."""
+def kernel_impl(x, mode=None):
+    """The kernel engine for tensor ``x``, or None where the kernels cannot serve.
+
+    ``mode`` (``"train"`` or ``"infer"``) also applies the measured dispatch
+    rule, :func:`keras_plugin._policy.use_kernels`: None where the
+    framework's own ops are faster for a call of this size.
+    """
     if not _enabled.get():
         return None
     mod = backend_module()
     if mod is None or not mod.usable(x):
+        return None
+    if mode is not None and not _policy.use_kernels(
+            kernels_for_backend(), mode, _policy.n_elements(x.shape),
+            keras.backend.standardize_dtype(x.dtype)):
         return None
     return mod
 

@@ -32,15 +32,21 @@ computes float16 in float32); otherwise they have ``x``'s dtype.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 import ckbn
+from keras_plugin import _policy
 
 __all__ = ["train", "given", "grad", "moments", "affine", "stat_dtype"]
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 
+
+def _threads(x):
+    """The OpenMP team of one call on ``x`` (the thread rule of ``_policy.op_threads``)."""
+    return ckbn.num_threads(_policy.op_threads(keras.backend.backend(), x.size))
 
 def stat_dtype(dtype):
     """NumPy dtype of the statistics and parameters for data of ``dtype``."""
@@ -64,16 +70,18 @@ def train(x, scale, offset, axes, eps, act=None):
 
     Returns ``y`` (x's dtype) and the flat batch mean and biased variance.
     """
-    y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
-                                            is_training=True, **_act_kwargs(act))
+    with _threads(x):
+        y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
+                                                is_training=True, **_act_kwargs(act))
     sd = stat_dtype(x.dtype)
     return y, _flat(mean, sd), _flat(var, sd)
 
 
 def given(x, scale, offset, mean, var, axes, eps, act=None):
     """``y = act((x - mean) / sqrt(var + eps) * scale + offset)`` with given statistics."""
-    return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
-                                    is_training=False, **_act_kwargs(act))[0]
+    with _threads(x):
+        return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
+                                        is_training=False, **_act_kwargs(act))[0]
 
 
 def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
@@ -81,8 +89,9 @@ def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
     kw = _act_kwargs(act)
     if kw:
         kw["offset"] = offset
-    dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
-        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training), **kw)
+    with _threads(dy):
+        dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
+            dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training), **kw)
     sd = stat_dtype(x.dtype)
     return dx, _flat(dscale, sd), _flat(doffset, sd)
 
@@ -95,7 +104,8 @@ def moments(x, axes):
     sd = stat_dtype(x.dtype)
     if x.dtype == _F16:  # ckbn.nn.moments returns x's dtype; keep float32 statistics
         x = x.astype(_F32)
-    mean, var = ckbn.nn.moments(x, reduce_axes)
+    with _threads(x):
+        mean, var = ckbn.nn.moments(x, reduce_axes)
     return _flat(mean, sd), _flat(var, sd)
 
 
@@ -116,5 +126,6 @@ def affine(x, scale, offset, axes):
     else:
         shape = tuple(n if i in chan else 1 for i, n in enumerate(x.shape))
     zeros = np.zeros(shape)
-    return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
-                                       scale.reshape(shape), 0.0)
+    with _threads(x):
+        return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
+                                           scale.reshape(shape), 0.0)

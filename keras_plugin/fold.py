@@ -137,7 +137,7 @@ class ChannelAffine(keras.layers.Layer):
         x = inputs
         if keras.backend.standardize_dtype(x.dtype) == "bfloat16":
             x = ops.cast(x, "float32")
-        impl = _engine.kernel_impl(x)
+        impl = _engine.kernel_impl(x, "infer")
         impl = impl if impl is not None and hasattr(impl, "affine") else None
         if impl is None and keras.backend.standardize_dtype(x.dtype) == "float16":
             x = ops.cast(x, "float32")  # as the batch normalization computes it

@@ -19,8 +19,9 @@ for GPU tensors, masks, XLA compilation and export
 XLA FFI custom calls (``keras_plugin._jax_ffi``, no host callback, no copy);
 where that handler cannot be built, JAX runs Keras's code unless
 ``keras_plugin.set_jax_min_elements(n)`` opts in to host callbacks, which
-measured slower than XLA at every size (``keras_plugin._jax``).  Results agree
-to float rounding.
+measured slower than XLA at every size (``keras_plugin._jax``).  Where the framework's own op
+was measured faster for a call of this size and mode, the layer runs Keras's
+code too (:mod:`keras_plugin._policy`).  Results agree to float rounding.
 
 ``synchronized=True`` (statistics of the global batch across processes or
 replicas, masked calls included) is computed by :mod:`keras_plugin._sync` on
@@ -304,7 +305,7 @@ class BatchNormalization(_Stock):
         if self.synchronized:   # global statistics across processes: keras_plugin._sync
             impl = _sync.engine(self, inputs, bool(training and self.trainable), mask)
         elif mask is None:
-            impl = _engine.kernel_impl(inputs)
+            impl = _engine.kernel_impl(inputs, "train" if training and self.trainable else "infer")
         if impl is None:
             if not self._uses_extras:
                 y = super().call(inputs, training=training, mask=mask)

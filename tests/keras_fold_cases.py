@@ -23,6 +23,10 @@ import keras_plugin
 from keras_plugin import ChannelAffine, fold_batch_normalization
 
 BACKEND = keras.backend.backend()
+# The kernels at every size on TensorFlow and PyTorch too: the measured dispatch rule
+# (keras_plugin._policy) would send these small tensors to the framework's ops; it has
+# its own tests (tests/test_policy.py).
+keras_plugin._policy.set_min_elements(BACKEND, None, 0)
 if BACKEND == "jax":
     keras_plugin.set_jax_min_elements(0)  # exercise the kernels on every size
 

@@ -1,0 +1,170 @@
+"""Where keras_plugin runs ckbn's kernels, and on how many threads: the two measured rules.
+
+Both rules live here, with the numbers they come from
+(``benchmarks/bench_keras.py --crossover`` and ``--threads``; tables in
+``benchmarks/RESULTS-keras.md``).  The backend modules ask, per call:
+
+:func:`use_kernels(backend, mode, n_elements, dtype) <use_kernels>`
+    Whether ckbn's kernels should serve a call of ``n_elements`` elements, or
+    the framework's own ops (Keras's code) should.  ``mode`` is ``"train"``
+    (forward and backward of a training call) or ``"infer"``.  Below the
+    crossover the cost of getting into and out of the kernels from the
+    framework (op dispatch, the Python callback, the GIL, output allocation)
+    outweighs the faster pass over the data, so the framework's fused op is
+    faster; above it the kernels are.  The crossover is measured per backend
+    and mode on float32 data (:data:`CROSSOVER`); float16 and float64 calls
+    use the same element counts.  ``None`` means the kernels never serve that
+    backend and mode by default.  A call whose size is unknown when it is traced
+    (``n_elements=None``) follows the large-size choice.
+
+:func:`op_threads(backend, n_elements) <op_threads>`
+    The OpenMP team of one kernel call made from inside a framework.  The
+    rule: at most ``ckbn.get_num_threads()`` threads (the user's setting is a
+    cap, never raised), and one thread for calls under
+    :data:`PARALLEL_MIN_ELEMENTS` elements on TensorFlow and JAX, whose
+    intra-op pools keep their own threads busy or spinning next to ckbn's
+    team.  Above it the team takes every allowed thread: the kernels' passes
+    are memory-bound and a second thread still pays there.  PyTorch shares
+    one OpenMP runtime with ckbn (whichever libgomp loads first), so its
+    threads are the same pool and the rule is ckbn's own default.
+
+:func:`set_min_elements` overrides a crossover (``0``: always the kernels,
+``None``: never), e.g. for benchmarks and tests; :func:`min_elements` reads it.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import ckbn
+
+__all__ = ["BACKENDS", "MODES", "CROSSOVER", "PARALLEL_MIN_ELEMENTS", "use_kernels",
+           "op_threads", "set_min_elements", "min_elements", "n_elements"]
+
+BACKENDS = ("tensorflow", "torch", "jax", "numpy")
+MODES = ("train", "infer")
+_DTYPES = ("float16", "float32", "float64")
+
+# Smallest call (elements) from which the kernels beat the framework's own op,
+# float32, batch normalization forward+backward ("train") or forward ("infer");
+# None: the framework's op at every size.  Sources (RESULTS-keras.md, section 4):
+# benchmarks/bench_keras.py --crossover on the busy 2-core EPYC (AVX2), and the
+# whole-model ratios of issue 17 where that run was too noisy to decide.
+# Provisional until the quiet-machine rerun of --crossover; the native ops of
+# issue 17 (TensorFlow op, XLA FFI) change them.
+CROSSOVER = {
+    # one layer loses at 512 Ki (0.96x in the issue, 0.23x busy), the CNN's 3.2 Mi wins
+    ("tensorflow", "train"): 1 << 20,
+    # loses at every size measured: 0.71-0.95x from 32 Ki to 512 Ki; the CNN 0.93x,
+    # MobileNetV2 0.74x in the issue
+    ("tensorflow", "infer"): None,
+    # wins from 32 Ki (1.26-2.8x busy; MobileNetV2 1.04x, CNN 1.32x in the issue)
+    ("torch", "train"): 1 << 15,
+    # MobileNetV2 0.85x (layers up to 1.5 Mi) and the CNN 1.00x (3.2 Mi) in the issue
+    ("torch", "infer"): 1 << 22,
+    # the XLA FFI handler (keras_plugin._jax_ffi) beat XLA's own ops at every size
+    # measured (benchmarks/bench_jax_ffi.py); where it cannot be built, the JAX
+    # engine declines and Keras's code runs (host callbacks only on request)
+    ("jax", "train"): 0,
+    ("jax", "infer"): 0,
+    # NumPy backend: no framework op to prefer
+    ("numpy", "train"): 0,
+    ("numpy", "infer"): 0,
+}
+
+# Calls under this many elements run on one thread inside TensorFlow and JAX.
+PARALLEL_MIN_ELEMENTS = 1 << 18
+
+_overrides = {}
+
+
+def _check_backend(backend):
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _check_mode(mode):
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def _check_count(n, name, allow_none):
+    if n is None and allow_none:
+        return None
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int{' or None' if allow_none else ''}, got {n!r}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"{name} must be >= 0, got {n!r}")
+    return n
+
+
+def n_elements(shape):
+    """Number of elements of ``shape``, or None if a dimension is unknown."""
+    size = 1
+    for d in shape:
+        if d is None:
+            return None
+        try:
+            d = int(d)
+        except TypeError:  # a symbolic dimension
+            return None
+        size *= d
+    return size
+
+
+def min_elements(backend, mode):
+    """The crossover in force for ``backend`` and ``mode`` (None: never the kernels)."""
+    _check_backend(backend)
+    _check_mode(mode)
+    key = (backend, mode)
+    return _overrides[key] if key in _overrides else CROSSOVER[key]
+
+
+def set_min_elements(backend, mode, n):
+    """Use the kernels for calls of at least ``n`` elements (``None``: never).
+
+    ``mode`` is ``"train"``, ``"infer"`` or ``None`` (both).  ``n="measured"``
+    restores the measured crossover.  Returns the previous values as a dict
+    ``{mode: n}`` so a caller can put them back.
+    """
+    _check_backend(backend)
+    modes = MODES if mode is None else (mode,)
+    for m in modes:
+        _check_mode(m)
+    if n != "measured":
+        n = _check_count(n, "n", allow_none=True)
+    previous = {m: min_elements(backend, m) for m in modes}
+    for m in modes:
+        if n == "measured":
+            _overrides.pop((backend, m), None)
+        else:
+            _overrides[(backend, m)] = n
+    return previous
+
+
+def use_kernels(backend, mode, n_elements, dtype="float32"):
+    """Whether ckbn's kernels serve this call (see the module docstring)."""
+    _check_backend(backend)
+    _check_mode(mode)
+    n_elements = _check_count(n_elements, "n_elements", allow_none=True)
+    dtype = str(getattr(dtype, "name", dtype))
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    threshold = min_elements(backend, mode)
+    if threshold is None:
+        return False
+    if n_elements is None:
+        return True
+    return n_elements >= threshold
+
+
+def op_threads(backend, n_elements):
+    """OpenMP threads for one kernel call from inside ``backend`` (see the module docstring)."""
+    _check_backend(backend)
+    n_elements = _check_count(n_elements, "n_elements", allow_none=True)
+    cap = ckbn.get_num_threads()
+    if backend in ("tensorflow", "jax") and n_elements is not None \
+            and n_elements < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return cap
