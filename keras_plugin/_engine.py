@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import importlib
+import math
 
 import keras
 from keras import ops
@@ -158,14 +159,14 @@ def forward(layer, inputs, training, impl, act=None):
     compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
     x = inputs
     if not (impl is not OPS and _is16(x.dtype)):
-        x = ops.cast(x, compute_dtype)
+        x = _cast(x, compute_dtype)
     sd = "float32" if _is16(x.dtype) else keras.backend.standardize_dtype(x.dtype)
     n = layer._n_channels
     axes = layer._channel_axes
     eps = layer.epsilon
 
     def flat(v):
-        return ops.reshape(ops.cast(v, sd), (n,))
+        return _flat(layer, v, sd)
 
     gamma = flat(layer.gamma) if layer.scale else ops.ones((n,), dtype=sd)
     beta = flat(layer.beta) if layer.center else ops.zeros((n,), dtype=sd)
@@ -174,7 +175,7 @@ def forward(layer, inputs, training, impl, act=None):
     if not training:
         y = impl.given(x, gamma, beta, flat(layer.moving_mean), flat(layer.moving_variance),
                        axes, eps, False, **kw)
-        return ops.cast(y, layer.compute_dtype)
+        return _cast(y, layer.compute_dtype)
 
     vbs = layer.virtual_batch_size
     if vbs is not None:
@@ -219,10 +220,15 @@ def forward(layer, inputs, training, impl, act=None):
             s, o = r * s, d * s + o
         y = impl.given(xr, rep(s), rep(o), mean, var, axes_r, eps, True, **kw)
 
-    update_moving(layer, new_mean, new_var, ops.size(xr) // n)
+    count = None
+    if layer.fused:
+        count = math.prod(xr.shape) if all(isinstance(d, int) for d in xr.shape) \
+            else ops.size(xr)
+        count = count // n
+    update_moving(layer, new_mean, new_var, count)
     if vbs is not None:
         y = ops.reshape(y, shape)
-    return ops.cast(y, layer.compute_dtype)
+    return _cast(y, layer.compute_dtype)
 
 
 def _renorm_correction(layer, mean, var, sd):
@@ -244,27 +250,45 @@ def _renorm_correction(layer, mean, var, sd):
     return ops.stop_gradient(r), ops.stop_gradient(d)
 
 
-def update_moving(layer, mean, var, count):
+def _cast(x, dtype):
+    """``ops.cast``, skipped where ``x`` has that dtype already (it costs a call per op
+    in eager mode)."""
+    if keras.backend.standardize_dtype(x.dtype) == dtype:
+        return x
+    return ops.cast(x, dtype)
+
+
+def _flat(layer, v, dtype):
+    """Variable ``v`` of ``layer`` as a flat ``(n,)`` tensor of ``dtype``."""
+    n = layer._n_channels
+    if tuple(layer._param_shape) == (n,):
+        return _cast(ops.convert_to_tensor(v), dtype)
+    return ops.reshape(_cast(ops.convert_to_tensor(v), dtype), (n,))
+
+
+def update_moving(layer, mean, var, count=None):
     """Assign ``layer``'s moving statistics from a batch's flat ``mean`` and biased ``var``.
 
     ``moving = moving * momentum + batch * (1 - momentum)`` (Keras 3).  With
     renorm also ``renorm_mean``/``renorm_stddev``/``moving_stddev`` (and
     ``moving_variance = moving_stddev**2 - epsilon``, floored at 0); with
     ``fused=True`` the variance is first Bessel-corrected with ``count``, the
-    number of values per channel (as ``tf.keras``'s fused kernel).  No
-    gradient flows into the statistics.
+    number of values per channel (as ``tf.keras``'s fused kernel; required
+    then).  No gradient flows into the statistics.
     """
-    n = layer._n_channels
     m = layer.momentum
     sd = keras.backend.standardize_dtype(mean.dtype)
     mean = ops.stop_gradient(mean)
     var = ops.stop_gradient(var)
+    flat_params = tuple(layer._param_shape) == (layer._n_channels,)
 
     def cur(v):
-        return ops.reshape(ops.cast(v, sd), (n,))
+        return _flat(layer, v, sd)
 
     def assign(v, value):
-        v.assign(ops.cast(ops.reshape(value, layer._param_shape), v.dtype))
+        if not flat_params:
+            value = ops.reshape(value, layer._param_shape)
+        v.assign(_cast(value, v.dtype))
 
     if layer.renorm:
         rm = layer.renorm_momentum

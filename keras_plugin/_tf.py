@@ -145,9 +145,15 @@ def _call_affine(x, scale, offset, axes):
 
 
 # ------------------------------------------------------- the differentiable ops
+def _tensors(*args):
+    # Variables (the layer's weights) are read here: tf.custom_gradient takes tensors.
+    return [tf.convert_to_tensor(a) for a in args]
+
+
 def train(x, scale, offset, axes, eps, act=None):
     """``y, mean, var`` with the batch statistics; differentiable in x, scale, offset."""
     axes = tuple(axes)
+    scale, offset = _tensors(scale, offset)
 
     @tf.custom_gradient
     def op(x, scale, offset):
@@ -164,6 +170,7 @@ def train(x, scale, offset, axes, eps, act=None):
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
     """``y`` normalized with the given statistics (see the module docstring)."""
     axes = tuple(axes)
+    scale, offset = _tensors(scale, offset)
     mean = tf.stop_gradient(mean)
     var = tf.stop_gradient(var)
 
@@ -182,6 +189,7 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
 def affine(x, scale, offset, axes):
     """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops."""
     axes = tuple(axes)
+    scale, offset = _tensors(scale, offset)
 
     @tf.custom_gradient
     def op(x, scale, offset):

@@ -14,14 +14,17 @@ The op table (the same in every backend module; arguments as in
 * ``moments(x, axes) -> (mean, var)``: no gradient;
 * ``affine(x, scale, offset, axes) -> y``: differentiable (torch-op gradient).
 
-They are the custom ops ``ckbn::bn_train``, ``ckbn::bn_given``,
-``ckbn::bn_grad``, ``ckbn::bn_moments`` and ``ckbn::channel_affine``, whose
-activation travels as two arguments (``act: str?``, ``slope: float``).  The
-ops share memory with CPU tensors both ways (``Tensor.numpy()`` in,
-``torch.from_numpy`` out), have fake (meta) implementations so
+Under ``torch.compile``/``torch.export`` they are the custom ops
+``ckbn::bn_train``, ``ckbn::bn_given``, ``ckbn::bn_grad``, ``ckbn::bn_moments``
+and ``ckbn::channel_affine``, whose activation travels as two arguments
+(``act: str?``, ``slope: float``); the ops have fake (meta) implementations so
 ``torch.compile`` can trace around them, and register their backward with
-``torch.library.register_autograd``.  CUDA and other devices fall back to
-Keras ops.
+``torch.library.register_autograd``.  In eager mode ``train`` and ``given``
+call the same kernels through ``torch.autograd.Function`` classes instead,
+which skips the dispatcher's per-call work (see "the eager path" below;
+``benchmarks/profile_torch_ops.py`` measures both).  Either way tensors are
+shared with the kernels both ways (``Tensor.numpy()`` in,
+``torch.from_numpy`` out).  CUDA and other devices fall back to Keras ops.
 """
 
 from __future__ import annotations
@@ -190,18 +193,82 @@ def _affine_backward(ctx, dy):
 _channel_affine.register_autograd(_affine_backward, setup_context=_affine_setup)
 
 
+# ------------------------------------------------- the eager path (per-call cost)
+# In eager mode (Keras's default on torch) the table calls the kernels through
+# these autograd Functions, with the same maths as the custom ops above but
+# without the dispatcher's round trips: a custom op's call goes Python ->
+# dispatcher -> its autograd wrapper (which re-reads the op's schema to refill
+# defaults) -> dispatcher again -> the Python implementation, whose outputs are
+# then checked for aliasing; the backward repeats it for ckbn::bn_grad.  Under
+# torch.compile (and torch.export) the custom ops are used, which the
+# compiler can trace.
+def _eager_grad(ctx, dy):
+    x, scale, offset, mean, var = ctx.saved_tensors
+    axes, eps, training, act = ctx.args
+    dx, ds, do = _kernels.grad(_np(dy.contiguous()), _np(x), _np(scale), _np(mean), _np(var),
+                               axes, eps, training, act,
+                               _np(offset) if act is not None else None)
+    return _t(dx), _t(ds), _t(do)
+
+
+class _EagerTrain(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, offset, axes, eps, act):
+        y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, eps, act)
+        y, mean, var = _t(y), _t(mean), _t(var)
+        ctx.save_for_backward(x, scale, offset, mean, var)
+        ctx.args = (axes, eps, True, act)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, dmean, dvar):  # the statistics feed only the moving averages
+        return _eager_grad(ctx, dy) + (None, None, None)
+
+
+class _EagerGiven(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, offset, mean, var, axes, eps, train_grad, act):
+        y = _kernels.given(_np(x), _np(scale), _np(offset), _np(mean), _np(var), axes, eps,
+                           act)
+        ctx.save_for_backward(x, scale, offset, mean, var)
+        ctx.args = (axes, eps, train_grad, act)
+        return _t(y)
+
+    @staticmethod
+    def backward(ctx, dy):
+        return _eager_grad(ctx, dy) + (None,) * 6
+
+
+def _eager():
+    return not _is_compiling()
+
+
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+
+
 # ----------------------------------------------------------------- the table
 def _act_args(act):
     return (None, 0.0) if act is None else (str(act[0]), float(act[1]))
 
 
+def _act_key(act):
+    return None if act is None else (str(act[0]), float(act[1]))
+
+
 def train(x, scale, offset, axes, eps, act=None):
+    if _eager():
+        return _EagerTrain.apply(x, scale, offset, tuple(axes), float(eps), _act_key(act))
     return _bn_train(x, scale, offset, list(axes), float(eps), *_act_args(act))
 
 
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
-    return _bn_given(x, scale, offset, mean.detach(), var.detach(), list(axes), float(eps),
-                     bool(train_grad), *_act_args(act))
+    mean, var = mean.detach(), var.detach()
+    if _eager():
+        return _EagerGiven.apply(x, scale, offset, mean, var, tuple(axes), float(eps),
+                                 bool(train_grad), _act_key(act))
+    return _bn_given(x, scale, offset, mean, var, list(axes), float(eps), bool(train_grad),
+                     *_act_args(act))
 
 
 def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):

@@ -745,6 +745,50 @@ def test_torch_compile_and_zero_copy(kernel_calls):
                           (x, torch.ones(6), torch.zeros(6), [1], 1e-3))
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch only")
+@pytest.mark.parametrize("act", [None, ("leaky_relu", 0.3)])
+def test_torch_eager_path_equals_the_custom_ops(act):
+    """Eager calls go through autograd Functions (no dispatcher); the custom ops, which
+    torch.compile uses, give the same values and gradients; both match float64 NumPy."""
+    import torch
+
+    from keras_plugin import _torch
+
+    x0 = _rand((6, 3, 5), 21)
+    s0, o0 = _rand((3,), 22) + 2.0, _rand((3,), 23)
+    dy = torch.from_numpy(_rand((6, 3, 5), 24))
+    results = []
+    for eager in (True, False):
+        x, s, o = (torch.tensor(a, requires_grad=True) for a in (x0, s0, o0))
+        if eager:
+            y, mean, var = _torch.train(x, s, o, (1,), 1e-3, act)
+            assert "_EagerTrain" in type(y.grad_fn).__name__
+        else:
+            name, slope = (None, 0.0) if act is None else act
+            y, mean, var = torch.ops.ckbn.bn_train(x, s, o, [1], 1e-3, name, slope)
+            assert "_EagerTrain" not in type(y.grad_fn).__name__
+        y.backward(dy)
+        results.append([t.detach().numpy() for t in (y, mean, var, x.grad, s.grad, o.grad)])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    # float64 NumPy reference of the forward and the input gradient
+    x64 = x0.astype(np.float64)
+    m64, v64 = x64.mean(axis=(0, 2)), x64.var(axis=(0, 2))
+    xhat = (x64 - m64[:, None]) / np.sqrt(v64[:, None] + 1e-3)
+    z = xhat * s0[:, None] + o0[:, None]
+    slope = 1.0 if act is None else act[1]
+    y64 = np.where(z > 0, z, slope * z)
+    _close(results[0][0], y64, atol=1e-5)
+    _close(results[0][1], m64)
+    _close(results[0][2], v64)
+    e = dy.numpy().astype(np.float64) * np.where(z > 0, 1.0, slope)
+    k = s0[:, None] / np.sqrt(v64[:, None] + 1e-3)
+    dx64 = k * (e - e.mean(axis=(0, 2))[:, None] - xhat * (e * xhat).mean(axis=(0, 2))[:, None])
+    _close(results[0][3], dx64, atol=1e-4)
+    _close(results[0][4], (e * xhat).sum(axis=(0, 2)), atol=1e-4)
+    _close(results[0][5], e.sum(axis=(0, 2)), atol=1e-4)
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX only")
 def test_jax_jit_gradients_match_xla():
     import jax

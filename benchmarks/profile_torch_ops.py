@@ -1,0 +1,164 @@
+"""Per-call cost of keras_plugin on PyTorch against a bare ``ckbn.nn`` call.
+
+    KERAS_BACKEND=torch python benchmarks/profile_torch_ops.py [--before DIR] [--step]
+    KERAS_BACKEND=torch python benchmarks/profile_torch_ops.py --cprofile
+
+Each measurement runs in a fresh worker process; with ``--before DIR`` (a
+checkout of an earlier version, compiled modules included) the workers of the
+two trees alternate, round robin, so before/after are timed side by side in
+one run.  A worker times, on a 16x8x8x32 float32 NHWC tensor (medians of
+``--repeat`` blocks of ``--calls`` calls):
+
+* ``ckbn.nn fwd+bwd``: ``fused_batch_norm`` + ``fused_batch_norm_grad`` on
+  NumPy arrays -- the floor (the kernels plus ckbn's own argument checks);
+* ``op fwd+bwd``: ``keras_plugin._torch.train`` on tensors that require
+  grad, then ``.backward()`` (the op table and autograd);
+* ``layer fwd+bwd``: a built ``keras_plugin.BatchNormalization`` called with
+  ``training=True`` (moving averages updated), then ``.backward()`` (the op
+  plus the layer's Keras glue);
+
+and with ``--step`` one ``train_on_batch`` of a swapped MobileNetV2 (64x64,
+batch 16, SGD).  ``--cprofile`` prints where the layer's Python time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+SHAPE = (16, 8, 8, 32)
+
+
+def _median_us(fn, calls, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(times)
+
+
+def _cases():
+    import numpy as np
+    import torch
+
+    import ckbn
+    from keras_plugin import BatchNormalization, _torch
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=SHAPE).astype(np.float32)
+    s, o = np.ones(32, np.float32), np.zeros(32, np.float32)
+    dy = rng.normal(size=SHAPE).astype(np.float32)
+    dyt = torch.from_numpy(dy)
+
+    def bare():
+        _, m, v = ckbn.nn.fused_batch_norm(x, s, o, epsilon=1e-3, axis=[3])
+        ckbn.nn.fused_batch_norm_grad(dy, x, s, m, v, epsilon=1e-3, axis=[3])
+
+    xg, sg, og = (torch.tensor(a, requires_grad=True) for a in (x, s, o))
+
+    def op():
+        y = _torch.train(xg, sg, og, (3,), 1e-3)[0]
+        y.backward(dyt)
+
+    layer = BatchNormalization()
+    layer.build(SHAPE)
+
+    def layer_call():
+        layer(xg, training=True).backward(dyt)
+
+    return {"ckbn.nn fwd+bwd": bare, "op fwd+bwd": op, "layer fwd+bwd": layer_call}
+
+
+def _step():
+    import keras
+    import numpy as np
+
+    from keras_plugin import swap_batch_normalization
+
+    keras.utils.set_random_seed(0)
+    model = swap_batch_normalization(keras.applications.MobileNetV2(
+        input_shape=(64, 64, 3), weights=None, classes=10))
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).normal(size=(16, 64, 64, 3)).astype(np.float32)
+    y = np.random.default_rng(2).integers(0, 10, size=(16,))
+    return lambda: model.train_on_batch(x, y)
+
+
+def worker(args):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    out = {k: _median_us(f, args.calls, args.repeat) for k, f in _cases().items()}
+    if args.step:
+        step = _step()
+        step()
+        out["MobileNetV2 step"] = _median_us(step, 1, 3)
+    print(json.dumps(out))
+
+
+def _run_worker(tree, args):
+    env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=tree, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--calls", str(args.calls),
+           "--repeat", str(args.repeat)] + (["--step"] if args.step else [])
+    proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def profile():
+    import cProfile
+    import pstats
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    fn = _cases()["layer fwd+bwd"]
+    for _ in range(20):
+        fn()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(300):
+        fn()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumtime").print_stats(30)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", help="root of an earlier checkout (built in place)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--step", action="store_true")
+    parser.add_argument("--worker", action="store_true")
+    parser.add_argument("--cprofile", action="store_true")
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if args.cprofile:
+        return profile()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"after": here} if not args.before else {"before": args.before, "after": here}
+    runs = {name: [] for name in trees}
+    for _ in range(args.rounds):
+        for name, tree in trees.items():
+            runs[name].append(_run_worker(tree, args))
+    keys = list(runs["after"][0])
+    print(f"medians of {args.rounds} round-robin worker processes x {args.repeat} blocks, "
+          f"shape {SHAPE} float32 NHWC")
+    print(f"{'':22s}" + "".join(f"{n:>12s}" for n in trees) + ("   before/after" if
+                                                                    args.before else ""))
+    for k in keys:
+        med = {n: statistics.median(r[k] for r in runs[n]) for n in trees}
+        unit, div = ("ms", 1e3) if "step" in k else ("us", 1.0)
+        row = f"{k:22s}" + "".join(f"{med[n] / div:9.1f} {unit}" for n in trees)
+        if args.before:
+            row += f"   {med['before'] / med['after']:6.2f}x"
+        print(row)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
