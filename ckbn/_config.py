@@ -14,6 +14,14 @@ call always gets what it asked for.  So the OpenMP threads of concurrent calls
 add up to at most the largest request plus one per extra Python thread,
 instead of growing with ``python threads x num_threads``.
 
+threadpoolctl: ``threadpoolctl.threadpool_info()`` lists the OpenMP runtime
+the kernels are linked with, and ``threadpoolctl.threadpool_limits(n)`` (or
+``threadpool_limits(n, user_api="openmp")``) limits them, as it limits
+scikit-learn's: while the runtime's limit (``omp_get_max_threads()`` in the
+calling thread) is below the value it had when ckbn first looked, the thread
+count above is capped at it.  A call that passes ``n_threads=`` explicitly is
+not capped.
+
 fork: GNU OpenMP (libgomp) cannot start threads in a child created by
 ``fork()`` once the parent has run a parallel region: the child would hang.
 So in such a child ckbn runs every kernel on one thread, and says so once
@@ -101,10 +109,51 @@ def _capped_after_fork():
     return 1
 
 
+_omp_max = None        # omp_get_max_threads of the kernels' OpenMP runtime
+_omp_baseline = None   # its value when ckbn first asked
+
+
+def _omp_max_threads_fn():
+    """``omp_get_max_threads`` of the OpenMP runtime the kernel module in use
+    is linked with (found through the module's own dependencies, so it is
+    the runtime its parallel regions use), or None."""
+    import ctypes
+
+    from ckbn._dispatch import kernels
+
+    path = getattr(kernels(), "__file__", None)
+    if not path or path.endswith(".py"):
+        return None
+    try:
+        fn = ctypes.CDLL(path).omp_get_max_threads
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = []
+    return fn
+
+
+def _threadpool_cap(n):
+    """``n``, capped at the OpenMP runtime's limit when something (such as
+    ``threadpoolctl.threadpool_limits``) lowered it below its first value."""
+    global _omp_max, _omp_baseline
+    if _omp_max is None:
+        _omp_max = _omp_max_threads_fn() or False
+        if _omp_max:
+            _omp_baseline = _omp_max()
+    if not _omp_max:
+        return n
+    limit = _omp_max()
+    if limit < _omp_baseline:
+        return max(1, min(n, limit))
+    return n
+
+
 def get_num_threads():
     """Number of OpenMP threads the kernels use in the calling context.
 
-    Returns 1 when ckbn was built without OpenMP.
+    Returns 1 when ckbn was built without OpenMP.  Under
+    ``threadpoolctl.threadpool_limits(k)`` it is at most ``k``.
     """
     global _default, _has_openmp
     if _has_openmp is None:
@@ -120,6 +169,7 @@ def get_num_threads():
         if _default is None:
             _default = _env_default()
         n = _default
+    n = _threadpool_cap(n)
     if n > 1:
         global _threads_started
         _threads_started = True
