@@ -18,8 +18,8 @@ threadpoolctl: ``threadpoolctl.threadpool_info()`` lists the OpenMP runtime
 the kernels are linked with, and ``threadpoolctl.threadpool_limits(n)`` (or
 ``threadpool_limits(n, user_api="openmp")``) limits them, as it limits
 scikit-learn's: while the runtime's limit (``omp_get_max_threads()`` in the
-calling thread) is below the value it had when ckbn first looked, the thread
-count above is capped at it.  A call that passes ``n_threads=`` explicitly is
+calling thread) is below the one it started with (``OMP_NUM_THREADS``, else
+the CPU count), the thread count above is capped at it.  A call that passes ``n_threads=`` explicitly is
 not capped.
 
 fork: GNU OpenMP (libgomp) cannot start threads in a child created by
@@ -110,7 +110,7 @@ def _capped_after_fork():
 
 
 _omp_max = None        # omp_get_max_threads of the kernels' OpenMP runtime
-_omp_baseline = None   # its value when ckbn first asked
+_omp_baseline = None   # the limit the runtime started with
 
 
 def _omp_max_threads_fn():
@@ -133,14 +133,25 @@ def _omp_max_threads_fn():
     return fn
 
 
+def _omp_start_limit():
+    """The limit an OpenMP runtime starts with: the first entry of
+    ``OMP_NUM_THREADS``, else the CPUs this process may use (what libgomp
+    and LLVM's libomp do)."""
+    raw = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    return n if n > 0 else _cpu_count()
+
+
 def _threadpool_cap(n):
     """``n``, capped at the OpenMP runtime's limit when something (such as
     ``threadpoolctl.threadpool_limits``) lowered it below its first value."""
     global _omp_max, _omp_baseline
     if _omp_max is None:
         _omp_max = _omp_max_threads_fn() or False
-        if _omp_max:
-            _omp_baseline = _omp_max()
+        _omp_baseline = _omp_start_limit()
     if not _omp_max:
         return n
     limit = _omp_max()

@@ -49,6 +49,10 @@ def test_threadpool_limits_caps_the_thread_count_and_lifts_after():
     scale, offset = np.ones(8, np.float32), np.zeros(8, np.float32)
     ref = ckbn.nn.fused_batch_norm(x, scale, offset)[0]
     old = _config._default
+    start = max(m["num_threads"] for m in threadpoolctl.threadpool_info()
+                if m["user_api"] == "openmp")
+    if start < 2:
+        pytest.skip("the OpenMP runtime starts limited to one thread (OMP_NUM_THREADS=1)")
     try:
         ckbn.set_num_threads(3)
         assert ckbn.get_num_threads() == 3
@@ -58,7 +62,9 @@ def test_threadpool_limits_caps_the_thread_count_and_lifts_after():
                 assert ckbn.get_num_threads() == 1
             y = ckbn.nn.fused_batch_norm(x, scale, offset)[0]
         with threadpoolctl.threadpool_limits(2, user_api="openmp"):
-            assert ckbn.get_num_threads() == 2
+            # capped only below the runtime's starting limit (OMP_NUM_THREADS
+            # or the CPU count): set_num_threads(3) asked for more on purpose
+            assert ckbn.get_num_threads() == (2 if start > 2 else 3)
         with threadpoolctl.threadpool_limits(1, user_api="blas"):
             assert ckbn.get_num_threads() == 3          # BLAS limits leave OpenMP alone
         assert ckbn.get_num_threads() == 3
