@@ -30,6 +30,7 @@ multiprocessing start methods for parallel kernels in worker processes.
 """
 
 from __future__ import annotations
+from typing import Iterator
 
 import contextlib
 import contextvars
@@ -160,7 +161,7 @@ def _threadpool_cap(n):
     return n
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of OpenMP threads the kernels use in the calling context.
 
     Returns 1 when ckbn was built without OpenMP.  Under
@@ -187,7 +188,7 @@ def get_num_threads():
     return n
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the process-wide default number of threads.
 
     Parameters
@@ -200,7 +201,7 @@ def set_num_threads(n):
 
 
 @contextlib.contextmanager
-def num_threads(n):
+def num_threads(n: int) -> Iterator[None]:
     """Context manager: use ``n`` threads inside the ``with`` block.
 
     Examples

@@ -43,6 +43,9 @@ ends the whole job, ``torch.distributed`` raises in the surviving processes
 """
 
 from __future__ import annotations
+from typing import Any
+
+from numpy.typing import ArrayLike
 
 import copy
 import weakref
@@ -87,17 +90,17 @@ class Communicator:
 
     engine = "custom"
 
-    def __init__(self, rank, size):
+    def __init__(self, rank: int, size: int) -> None:
         self.rank = int(rank)
         self.size = int(size)
 
-    def allgather(self, vec):
+    def allgather(self, vec: ArrayLike) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Every process's ``vec`` as an array of shape ``(size, len(vec))``."""
         vec = np.ascontiguousarray(vec, dtype=_f64).reshape(-1)
         out = self._collective("all-gather", self._allgather, vec)
         return np.asarray(out, dtype=_f64).reshape(self.size, vec.size)
 
-    def allreduce(self, vec):
+    def allreduce(self, vec: ArrayLike) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The element-wise sum of every process's ``vec``."""
         vec = np.ascontiguousarray(vec, dtype=_f64).reshape(-1)
         out = self._collective("sum all-reduce", self._allreduce, vec)
@@ -216,7 +219,7 @@ class _Duck(Communicator):
         return self.obj.allreduce(vec)
 
 
-def from_mpi4py(comm=None, reduction="gather"):
+def from_mpi4py(comm: Any = None, reduction: str = "gather") -> Communicator:
     """A communicator over an ``mpi4py`` communicator (default ``MPI.COMM_WORLD``).
 
     ``reduction`` chooses the forward exchange of synchronized layers:
@@ -248,7 +251,7 @@ def from_mpi4py(comm=None, reduction="gather"):
     return _MPI(comm, reduction)
 
 
-def from_torch(group=None):
+def from_torch(group: Any = None) -> Communicator:
     """A communicator over a ``torch.distributed`` process group (default: the world).
 
     ``torch.distributed.init_process_group`` must have run; with CPU tensors
@@ -280,13 +283,13 @@ def _as_communicator(obj, what="communicator"):
 _default = None
 
 
-def set_communicator(comm):
+def set_communicator(comm: Any) -> None:
     """Set the process-wide communicator of synchronized layers (None clears it)."""
     global _default
     _default = _as_communicator(comm)
 
 
-def get_communicator():
+def get_communicator() -> Communicator | None:
     """The process-wide communicator set by :func:`set_communicator`, or None."""
     return _default
 
@@ -640,12 +643,12 @@ class SyncPoint:
     ``name`` and use them in the same order.
     """
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = str(name)
         self._sync = _SyncState()
 
     @property
-    def step(self):
+    def step(self) -> int:
         """Synchronized forward steps exchanged so far (the same on every process)."""
         return self._sync.seq
 

@@ -44,14 +44,14 @@ __all__ = [
 ]
 
 
-def set_jax_min_elements(n):
+def set_jax_min_elements(n: int | None) -> None:
     """JAX backend: use the kernels for inputs of at least ``n`` elements (None: never)."""
     from keras_plugin import _jax
 
     _jax.set_min_elements(n)
 
 
-def get_jax_min_elements():
+def get_jax_min_elements() -> int | None:
     from keras_plugin import _jax
 
     return _jax.MIN_ELEMENTS

@@ -14,6 +14,7 @@ update formulas.
 """
 
 from __future__ import annotations
+from typing import Iterator
 
 import contextlib
 import contextvars
@@ -32,7 +33,7 @@ _enabled = contextvars.ContextVar("ckbn_keras_kernels", default=True)
 
 
 @contextlib.contextmanager
-def kernels_disabled():
+def kernels_disabled() -> Iterator[None]:
     """Within this block, layers use Keras ops (e.g. for ``model.export``)."""
     token = _enabled.set(False)
     try:
@@ -41,7 +42,7 @@ def kernels_disabled():
         _enabled.reset(token)
 
 
-def kernels_enabled():
+def kernels_enabled() -> bool:
     return _enabled.get()
 
 
