@@ -42,7 +42,7 @@ echo "wheel: $(basename "$wheel"), built from the sdist in ${build_s} s"
 # 2. Repair: vendor libgomp, retag as manylinux.  The AVX2/AVX-512 variants
 # are chosen at run time by a CPU check, so the ISA check (which would ask
 # every CPU for AVX-512) is not the wheel's requirement.
-"$out/tools/bin/auditwheel" repair --strip --disable-isa-ext-check \
+PATH="$out/tools/bin:$PATH" "$out/tools/bin/auditwheel" repair --strip --disable-isa-ext-check \
     -w "$out/wheelhouse" "$wheel" > "$out/repair.log" 2>&1 || {
     cat "$out/repair.log"; echo "FAIL: auditwheel repair"; exit 1; }
 fixed=$(ls "$out"/wheelhouse/ckbn-*.whl)
