@@ -506,7 +506,7 @@ def _merge_packed(a, b, n_ch):
     b[12 + n_ch:] = m2
 
 
-def merge(counts, means, m2s):
+def merge(counts: ArrayLike, means: np.ndarray[Any, Any], m2s: np.ndarray[Any, Any]) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """Merge per-process ``(count, mean, M2)`` rows in rank order (Chan et al.).
 
     Returns ``(n, mean, var)``: the global count, mean and biased variance.
@@ -653,7 +653,7 @@ class SyncPoint:
         return self._sync.seq
 
 
-def local_moments(x, channel_axes, mask=None):
+def local_moments(x: ArrayLike, channel_axes: Any, mask: ArrayLike | None = None) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """This process's ``(count, mean, M2)`` per channel, on the kernels.
 
     ``mean`` and ``M2 = sum((x - mean)**2)`` are float64, flat in C order over
@@ -681,7 +681,8 @@ def local_moments(x, channel_axes, mask=None):
     return layout.count, mean, var * layout.count
 
 
-def sync_moments(point, comm, x, channel_axes, mask=None):
+def sync_moments(point: Any, comm: Communicator, x: ArrayLike, channel_axes: Any,
+                 mask: ArrayLike | None = None) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]], float]:
     """Mean, biased variance (float64, flat in C order over ``channel_axes``) and
     count of the global batch: ``x`` is this process's part (may be empty);
     ``mask`` as in :func:`local_moments`."""
@@ -691,7 +692,8 @@ def sync_moments(point, comm, x, channel_axes, mask=None):
     return _exchange_forward(point, comm, x.dtype, mean, var, count, None)
 
 
-def sync_sums(point, comm, step, sum_dy, sum_dyxc):
+def sync_sums(point: Any, comm: Communicator, step: int, sum_dy: ArrayLike,
+              sum_dyxc: ArrayLike) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """Global sums of backward step ``step`` (the point's ``step`` after its forward)."""
     return _exchange_backward(point, comm, step, np.asarray(sum_dy, _f64).reshape(-1),
                               np.asarray(sum_dyxc, _f64).reshape(-1), None)
