@@ -3,7 +3,7 @@
 # stub, three copies (tests/test_typing.py checks them against the modules).
 # Arrays are 1-D C-contiguous buffers of the shape in the .pxi comments;
 # outputs are written in place.  Private: use ckbn.nn or ckbn.BatchNormalization.
-from typing import Any
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,11 +14,15 @@ _F32 = NDArray[np.float32]
 _Half = NDArray[np.uint16]  # float16 bits
 
 PARALLEL_MIN_ELEMENTS: int
+# PyCapsule "ckbn.kernel_table.v1" of the C table (ckbn/include/ckbn_kernels.h)
+kernel_table: object
 
 def openmp_enabled() -> bool: ...
 def f16c_enabled() -> bool: ...
 def work_plan(P: int, G: int, R: int, C: int) -> dict[str, Any]: ...
 def reduction_path(P: int, G: int, R: int, C: int) -> str: ...
+def layout_dims(shape: Sequence[int],
+                channel_axes: Iterable[int]) -> tuple[int, int, int, int] | None: ...
 def bn_stats(x: _Float, P: int, G: int, R: int, C: int, mean: _F64, var: _F64,
              n_threads: int) -> None: ...
 def bn_affine(x: _Float, P: int, G: int, R: int, C: int, a: _Float, b: _Float, y: _Float,
