@@ -1,10 +1,29 @@
 """TensorFlow backend: ckbn kernels as ``tf.numpy_function`` ops with custom gradients.
 
+The op table (the same in every backend module; arguments as in
+``keras_plugin._kernels``, tensors instead of arrays, ``act`` None or
+``(name, negative_slope)``):
+
+* ``train(x, scale, offset, axes, eps, act=None) -> (y, mean, var)``;
+  differentiable in x, scale and offset (the statistics are not);
+* ``given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None) -> y``;
+  differentiable in x, scale and offset; ``train_grad`` says that mean/var
+  are x's own batch statistics (renorm), so the gradient is the training one;
+* ``grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None)
+  -> (dx, dscale, doffset)``: the backward op itself (no gradient);
+* ``moments(x, axes) -> (mean, var)``: no gradient;
+* ``affine(x, scale, offset, axes) -> y``: differentiable (Keras-op gradient).
+
+The kernels are called in three functions only: ``_call_train``,
+``_call_given`` and ``grad`` (plus ``moments`` and ``_call_affine``); a native
+op replaces their bodies and keeps the rest.  ``XLA_COMPATIBLE`` says whether
+those calls can be XLA-compiled.
+
 ``tf.numpy_function`` hands CPU tensors to NumPy without a copy and runs inside
-``tf.function``, but not under XLA and not in a SavedModel.  The layer therefore
-reports ``supports_jit = False`` on this backend (so ``jit_compile="auto"`` turns
-XLA off for the model) and falls back to Keras ops when the call is traced for
-XLA, for a SavedModel, or on a GPU.
+``tf.function``, but not under XLA and not in a SavedModel.  The layers
+therefore report ``supports_jit = False`` on this backend (so
+``jit_compile="auto"`` turns XLA off for the model) and :func:`usable` sends
+calls traced for XLA, for a SavedModel, or on a GPU to Keras ops.
 """
 
 from __future__ import annotations
@@ -12,6 +31,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_plugin import _kernels
+
+__all__ = ["usable", "train", "given", "grad", "moments", "affine", "XLA_COMPATIBLE"]
+
+XLA_COMPATIBLE = False   # tf.numpy_function cannot be compiled by XLA
 
 _FLOATS = (tf.float16, tf.float32, tf.float64)
 
@@ -53,66 +76,50 @@ def _stat_tf_dtype(x):
     return tf.float32 if x.dtype == tf.float16 else x.dtype
 
 
-def _grad_op(dy, x, scale, mean, var, axes, eps, training):
+def _name(base, act):
+    return base if act is None else base + "_act"
+
+
+# ------------------------------------------------------------ the kernel calls
+def _call_train(x, scale, offset, axes, eps, act):
     sd = _stat_tf_dtype(x)
 
-    def fn(dy_, x_, s_, m_, v_):
-        return _kernels.grad(dy_, x_, s_, m_, v_, axes, eps, training)
+    def fn(x_, s_, o_):
+        return _kernels.train(x_, s_, o_, axes, eps, act)
 
-    dx, ds, do = tf.numpy_function(fn, [dy, x, scale, mean, var], [x.dtype, sd, sd],
-                                   stateful=False, name="ckbn_batch_norm_grad")
+    y, mean, var = tf.numpy_function(fn, [x, scale, offset], [x.dtype, sd, sd], stateful=False,
+                                     name=_name("ckbn_batch_norm_train", act))
+    y.set_shape(x.shape)
+    mean.set_shape(scale.shape)
+    var.set_shape(scale.shape)
+    return y, mean, var
+
+
+def _call_given(x, scale, offset, mean, var, axes, eps, act):
+    def fn(x_, s_, o_, m_, v_):
+        return _kernels.given(x_, s_, o_, m_, v_, axes, eps, act)
+
+    y = tf.numpy_function(fn, [x, scale, offset, mean, var], x.dtype, stateful=False,
+                          name=_name("ckbn_batch_norm_apply", act))
+    y.set_shape(x.shape)
+    return y
+
+
+def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
+    """``dx, dscale, doffset`` (see the module docstring); ``offset`` only with ``act``."""
+    sd = _stat_tf_dtype(x)
+    args = [dy, x, scale, mean, var] + ([offset] if act is not None else [])
+
+    def fn(dy_, x_, s_, m_, v_, *o_):
+        return _kernels.grad(dy_, x_, s_, m_, v_, axes, eps, training, act,
+                             o_[0] if o_ else None)
+
+    dx, ds, do = tf.numpy_function(fn, args, [x.dtype, sd, sd], stateful=False,
+                                   name=_name("ckbn_batch_norm_grad", act))
     dx.set_shape(x.shape)
     ds.set_shape(scale.shape)
     do.set_shape(scale.shape)
     return dx, ds, do
-
-
-def train(x, scale, offset, axes, eps):
-    """``y, mean, var`` (flat biased batch statistics); differentiable in x, scale, offset."""
-    sd = _stat_tf_dtype(x)
-
-    @tf.custom_gradient
-    def op(x, scale, offset):
-        def fn(x_, s_, o_):
-            return _kernels.train(x_, s_, o_, axes, eps)
-
-        y, mean, var = tf.numpy_function(fn, [x, scale, offset], [x.dtype, sd, sd],
-                                         stateful=False, name="ckbn_batch_norm_train")
-        y.set_shape(x.shape)
-        mean.set_shape(scale.shape)
-        var.set_shape(scale.shape)
-
-        def grad(dy, dmean, dvar):  # the statistics feed only non-differentiable updates
-            return _grad_op(dy, x, scale, mean, var, axes, eps, True)
-
-        return (y, mean, var), grad
-
-    return op(x, scale, offset)
-
-
-def given(x, scale, offset, mean, var, axes, eps, train_grad):
-    """``y`` normalized with the given statistics.
-
-    ``train_grad`` says that mean/var are x's own batch statistics (renorm), so
-    the gradient is the training one; otherwise it is the inference one.
-    """
-
-    @tf.custom_gradient
-    def op(x, scale, offset, mean, var):
-        def fn(x_, s_, o_, m_, v_):
-            return _kernels.given(x_, s_, o_, m_, v_, axes, eps)
-
-        y = tf.numpy_function(fn, [x, scale, offset, mean, var], x.dtype, stateful=False,
-                              name="ckbn_batch_norm_apply")
-        y.set_shape(x.shape)
-
-        def grad(dy):
-            dx, ds, do = _grad_op(dy, x, scale, mean, var, axes, eps, train_grad)
-            return dx, ds, do, None, None
-
-        return y, grad
-
-    return op(x, scale, offset, mean, var)
 
 
 def moments(x, axes):
@@ -127,21 +134,60 @@ def moments(x, axes):
     return mean, var
 
 
-# ---------------------------------------------------------------- folding (issue 14)
+def _call_affine(x, scale, offset, axes):
+    def fn(x_, s_, o_):
+        return _kernels.affine(x_, s_, o_, axes)
+
+    y = tf.numpy_function(fn, [x, scale, offset], x.dtype, stateful=False,
+                          name="ckbn_channel_affine")
+    y.set_shape(x.shape)
+    return y
+
+
+# ------------------------------------------------------- the differentiable ops
+def train(x, scale, offset, axes, eps, act=None):
+    """``y, mean, var`` with the batch statistics; differentiable in x, scale, offset."""
+    axes = tuple(axes)
+
+    @tf.custom_gradient
+    def op(x, scale, offset):
+        y, mean, var = _call_train(x, scale, offset, axes, eps, act)
+
+        def backward(dy, dmean, dvar):  # the statistics feed only non-differentiable updates
+            return grad(dy, x, scale, mean, var, axes, eps, True, act, offset)
+
+        return (y, mean, var), backward
+
+    return op(x, scale, offset)
+
+
+def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
+    """``y`` normalized with the given statistics (see the module docstring)."""
+    axes = tuple(axes)
+    mean = tf.stop_gradient(mean)
+    var = tf.stop_gradient(var)
+
+    @tf.custom_gradient
+    def op(x, scale, offset):
+        y = _call_given(x, scale, offset, mean, var, axes, eps, act)
+
+        def backward(dy):
+            return grad(dy, x, scale, mean, var, axes, eps, train_grad, act, offset)
+
+        return y, backward
+
+    return op(x, scale, offset)
+
+
 def affine(x, scale, offset, axes):
     """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops."""
     axes = tuple(axes)
 
     @tf.custom_gradient
     def op(x, scale, offset):
-        def fn(x_, s_, o_):
-            return _kernels.affine(x_, s_, o_, axes)
+        y = _call_affine(x, scale, offset, axes)
 
-        y = tf.numpy_function(fn, [x, scale, offset], x.dtype, stateful=False,
-                              name="ckbn_channel_affine")
-        y.set_shape(x.shape)
-
-        def grad(dy):
+        def backward(dy):
             ndim = len(x.shape)
             dims = tf.shape(x)
             shape = [dims[i] if i in axes else 1 for i in range(ndim)]
@@ -152,68 +198,10 @@ def affine(x, scale, offset, axes):
             do = tf.reshape(tf.reduce_sum(dyf, reduce), [-1])
             return dx, ds, do
 
-        return y, grad
+        return y, backward
 
     return op(x, scale, offset)
 
 
-# ---------------------------------------------------- fused activation (issue 14)
-def _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
-    sd = _stat_tf_dtype(x)
-
-    def fn(dy_, x_, s_, o_, m_, v_):
-        return _kernels.grad_act(dy_, x_, s_, o_, m_, v_, axes, eps, training, activation,
-                                 slope)
-
-    dx, ds, do = tf.numpy_function(fn, [dy, x, scale, offset, mean, var], [x.dtype, sd, sd],
-                                   stateful=False, name="ckbn_batch_norm_act_grad")
-    dx.set_shape(x.shape)
-    ds.set_shape(scale.shape)
-    do.set_shape(scale.shape)
-    return dx, ds, do
-
-
-def train_act(x, scale, offset, axes, eps, activation, slope):
-    """``activation(BN(x))``, batch statistics; the backward masks dy in the dx pass."""
-    sd = _stat_tf_dtype(x)
-
-    @tf.custom_gradient
-    def op(x, scale, offset):
-        def fn(x_, s_, o_):
-            return _kernels.train_act(x_, s_, o_, axes, eps, activation, slope)
-
-        y, mean, var = tf.numpy_function(fn, [x, scale, offset], [x.dtype, sd, sd],
-                                         stateful=False, name="ckbn_batch_norm_act_train")
-        y.set_shape(x.shape)
-        mean.set_shape(scale.shape)
-        var.set_shape(scale.shape)
-
-        def grad(dy, dmean, dvar):
-            return _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, True, activation,
-                                slope)
-
-        return (y, mean, var), grad
-
-    return op(x, scale, offset)
-
-
-def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
-    """``activation(BN(x))`` with given (moving) statistics."""
-
-    @tf.custom_gradient
-    def op(x, scale, offset, mean, var):
-        def fn(x_, s_, o_, m_, v_):
-            return _kernels.given_act(x_, s_, o_, m_, v_, axes, eps, activation, slope)
-
-        y = tf.numpy_function(fn, [x, scale, offset, mean, var], x.dtype, stateful=False,
-                              name="ckbn_batch_norm_act_apply")
-        y.set_shape(x.shape)
-
-        def grad(dy):
-            dx, ds, do = _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, False,
-                                      activation, slope)
-            return dx, ds, do, None, None
-
-        return y, grad
-
-    return op(x, scale, offset, mean, var)
+# keras_plugin._sync (issue 19) still calls the old private name; it is `grad`.
+_grad_op = grad
