@@ -24,7 +24,7 @@ from ckbn._typing import Array, ArrayLike, Axis
 
 import numpy as np
 
-from ckbn import _ops
+from ckbn import _coefs, _ops
 from ckbn._layout import make_layout
 from ckbn._validation import (
     channel_axes_from_format,
@@ -166,12 +166,8 @@ def batch_normalization(x: ArrayLike, mean: ArrayLike, variance: ArrayLike, offs
         # The common case: one value per channel of a channels-last input.
         layout = make_layout(x.shape, (x.ndim - 1,))
         with np.errstate(divide="ignore", invalid="ignore"):
-            a = 1.0 / np.sqrt(variance.astype(np.float64) + eps)
-        if scale is not None:
-            a = a * scale
-        b = -mean.astype(np.float64) * a
-        if offset is not None:
-            b = offset + b
+            a, b = _coefs.forward(mean.astype(np.float64), variance.astype(np.float64), eps,
+                                  scale, offset)
         return _ops.affine(x, layout, a, b, out=out)
     params = {
         "mean": _as_param(mean, "mean", x.ndim),
@@ -199,12 +195,9 @@ def batch_normalization(x: ArrayLike, mean: ArrayLike, variance: ArrayLike, offs
     layout = make_layout(x.shape, channel)
     kshape = layout.keepdims_shape
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / np.sqrt(np.broadcast_to(params["variance"], kshape) + eps)
-        if params["scale"] is not None:
-            inv = inv * params["scale"]
-        b = -np.broadcast_to(params["mean"], kshape) * inv
-        if params["offset"] is not None:
-            b = params["offset"] + b
+        inv, b = _coefs.forward(np.broadcast_to(params["mean"], kshape),
+                                np.broadcast_to(params["variance"], kshape), eps,
+                                params["scale"], params["offset"])
     a = np.broadcast_to(inv, kshape).reshape(-1)
     b = np.broadcast_to(b, kshape).reshape(-1)
     if x.size == 0:
@@ -271,6 +264,11 @@ def fused_batch_norm(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, mean: Ar
     >>> m.tolist(), v.tolist()
     ([3.0, 4.0], [5.0, 5.0])
     """
+    if activation is None and axis is None:     # small common calls: compiled
+        r = _ops.small_forward(x, scale, offset, mean, variance, epsilon, data_format,
+                               is_training, out)
+        if r is not None:
+            return r
     x = check_float_array(x, "x", min_ndim=2)
     check_nonempty(x, "x")
     eps = check_epsilon(epsilon)
@@ -343,6 +341,11 @@ def fused_batch_norm_grad(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, batch_m
 
     and in inference ``dx = dy * scale / sqrt(var + epsilon)``.
     """
+    if activation is None and axis is None:     # small common calls: compiled
+        r = _ops.small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
+                                is_training)
+        if r is not None:
+            return r
     x = check_float_array(x, "x", min_ndim=2)
     dy = check_float_array(dy, "dy")
     check_nonempty(x, "x")
