@@ -61,3 +61,20 @@ __all__ = [
     "get_include", "kernel_table",
     "__version__",
 ]
+
+
+def _load_kernels():
+    """Load the kernel module, and with it its OpenMP runtime, at import:
+    threadpoolctl looks only at the libraries loaded when it is called, so
+    ``threadpool_info()`` and ``threadpool_limits()`` see ckbn's runtime right
+    after ``import ckbn``.  A failure is raised again, with its message, by
+    the first call that needs the kernels."""
+    from ckbn._dispatch import kernels
+
+    try:
+        kernels()
+    except (ImportError, ValueError, RuntimeError):
+        pass
+
+
+_load_kernels()

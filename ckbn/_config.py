@@ -14,6 +14,14 @@ call always gets what it asked for.  So the OpenMP threads of concurrent calls
 add up to at most the largest request plus one per extra Python thread,
 instead of growing with ``python threads x num_threads``.
 
+threadpoolctl: ``threadpoolctl.threadpool_info()`` lists the OpenMP runtime
+the kernels are linked with, and ``threadpoolctl.threadpool_limits(n)`` (or
+``threadpool_limits(n, user_api="openmp")``) limits them, as it limits
+scikit-learn's: while the runtime's limit (``omp_get_max_threads()`` in the
+calling thread) is below the one it started with (``OMP_NUM_THREADS``, else
+the CPU count), the thread count above is capped at it.  A call that passes ``n_threads=`` explicitly is
+not capped.
+
 fork: GNU OpenMP (libgomp) cannot start threads in a child created by
 ``fork()`` once the parent has run a parallel region: the child would hang.
 So in such a child ckbn runs every kernel on one thread, and says so once
@@ -22,6 +30,7 @@ multiprocessing start methods for parallel kernels in worker processes.
 """
 
 from __future__ import annotations
+from typing import Iterator
 
 import contextlib
 import contextvars
@@ -101,10 +110,62 @@ def _capped_after_fork():
     return 1
 
 
-def get_num_threads():
+_omp_max = None        # omp_get_max_threads of the kernels' OpenMP runtime
+_omp_baseline = None   # the limit the runtime started with
+
+
+def _omp_max_threads_fn():
+    """``omp_get_max_threads`` of the OpenMP runtime the kernel module in use
+    is linked with (found through the module's own dependencies, so it is
+    the runtime its parallel regions use), or None."""
+    import ctypes
+
+    from ckbn._dispatch import kernels
+
+    path = getattr(kernels(), "__file__", None)
+    if not path or path.endswith(".py"):
+        return None
+    try:
+        fn = ctypes.CDLL(path).omp_get_max_threads
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = []
+    return fn
+
+
+def _omp_start_limit():
+    """The limit an OpenMP runtime starts with: the first entry of
+    ``OMP_NUM_THREADS``, else the CPUs this process may use (what libgomp
+    and LLVM's libomp do)."""
+    raw = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    return n if n > 0 else _cpu_count()
+
+
+def _threadpool_cap(n):
+    """``n``, capped at the OpenMP runtime's limit when something (such as
+    ``threadpoolctl.threadpool_limits``) lowered it below its first value."""
+    global _omp_max, _omp_baseline
+    if _omp_max is None:
+        _omp_max = _omp_max_threads_fn() or False
+        _omp_baseline = _omp_start_limit()
+    if not _omp_max:
+        return n
+    limit = _omp_max()
+    if limit < _omp_baseline:
+        return max(1, min(n, limit))
+    return n
+
+
+def get_num_threads() -> int:
     """Number of OpenMP threads the kernels use in the calling context.
 
-    Returns 1 when ckbn was built without OpenMP.
+    Returns 1 when ckbn was built without OpenMP.  Under
+    ``threadpoolctl.threadpool_limits(k)`` it is at most ``k``.
     """
     global _default, _has_openmp
     if _has_openmp is None:
@@ -120,13 +181,14 @@ def get_num_threads():
         if _default is None:
             _default = _env_default()
         n = _default
+    n = _threadpool_cap(n)
     if n > 1:
         global _threads_started
         _threads_started = True
     return n
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Set the process-wide default number of threads.
 
     Parameters
@@ -139,7 +201,7 @@ def set_num_threads(n):
 
 
 @contextlib.contextmanager
-def num_threads(n):
+def num_threads(n: int) -> Iterator[None]:
     """Context manager: use ``n`` threads inside the ``with`` block.
 
     Examples

@@ -48,7 +48,7 @@ def _load(name):
     return importlib.import_module(f"ckbn._kernels_{name}")
 
 
-def available_kernels():
+def available_kernels() -> list[str]:
     """Names of the compiled kernel variants that import and run on this CPU."""
     names = []
     for name in _ORDER:
@@ -62,7 +62,7 @@ def available_kernels():
     return names
 
 
-def kernel_name():
+def kernel_name() -> str:
     """Name of the kernel module in use."""
     kernels()
     return _chosen[0]
@@ -122,7 +122,7 @@ def probes(name=None):
     return importlib.import_module(f"ckbn._probes_{name}")
 
 
-def kernel_table():
+def kernel_table() -> object:
     """The C-level kernel table of the variant in use, as a PyCapsule.
 
     The capsule is named ``"ckbn.kernel_table.v1"`` and points to a
@@ -137,6 +137,6 @@ def kernel_table():
     return table
 
 
-def get_include():
+def get_include() -> str:
     """Folder of ``ckbn_kernels.h``, the C declaration of :func:`kernel_table`."""
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")

@@ -29,6 +29,9 @@ through their methods.
 """
 
 from __future__ import annotations
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from numpy.typing import ArrayLike
 
 import contextlib
 import copy
@@ -63,7 +66,7 @@ class Graph:
     Every method is atomic with respect to the others across Python threads.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.RLock()
         self._collections = {}
         self._variables = {}          # full name -> Variable
@@ -166,31 +169,31 @@ def _state():
     return _tls
 
 
-def get_default_graph():
+def get_default_graph() -> Graph:
     """The calling thread's default graph (the process-wide one unless overridden)."""
     stack = _tls.graphs
     return stack[-1] if stack else _global["graph"]
 
 
-def reset_default_graph():
+def reset_default_graph() -> None:
     """Replace the process-wide default graph with a new, empty one."""
     if _tls.graphs:
         raise AssertionError("reset_default_graph() called inside a graph.as_default() block")
     _global["graph"] = Graph()
 
 
-def get_collection(key, scope=None):
+def get_collection(key: str, scope: str | None = None) -> list[Any]:
     """Items of collection ``key`` of the default graph (a copy)."""
     return get_default_graph().get_collection(key, scope)
 
 
-def executing_eagerly():
+def executing_eagerly() -> bool:
     stack = _tls.eager
     return bool(stack[-1]) if stack else False
 
 
 @contextlib.contextmanager
-def eager_mode():
+def eager_mode() -> Iterator[None]:
     """Run the block in eager mode: updates are applied during each call."""
     _tls.eager.append(True)
     try:
@@ -200,7 +203,7 @@ def eager_mode():
 
 
 @contextlib.contextmanager
-def graph_mode():
+def graph_mode() -> Iterator[None]:
     """Run the block in graph mode (the default): updates are pending until run."""
     _tls.eager.append(False)
     try:
@@ -214,7 +217,7 @@ class VariableScope:
 
     __slots__ = ("name", "reuse")
 
-    def __init__(self, name, reuse=None):
+    def __init__(self, name: str, reuse: bool | None = None) -> None:
         self.name = name
         self.reuse = reuse
 
@@ -232,7 +235,9 @@ def _current_scope():
 
 
 @contextlib.contextmanager
-def variable_scope(name_or_scope=None, default_name=None, reuse=None):
+def variable_scope(name_or_scope: str | VariableScope | None = None,
+                   default_name: str | None = None,
+                   reuse: bool | None = None) -> Iterator[VariableScope]:
     """Open a variable scope.
 
     Parameters
@@ -285,8 +290,9 @@ class Variable:
     __slots__ = ("name", "trainable", "constraint", "regularizer", "_value", "_lock",
                  "__weakref__")
 
-    def __init__(self, value, name="Variable:0", trainable=True, constraint=None,
-                 regularizer=None, dtype=None):
+    def __init__(self, value: ArrayLike, name: str = "Variable:0", trainable: bool = True,
+                 constraint: Callable[[Any], Any] | None = None,
+                 regularizer: Callable[[Any], Any] | None = None, dtype: Any = None) -> None:
         self._value = np.array(value, dtype=dtype)
         self.name = name
         self.trainable = bool(trainable)
@@ -306,10 +312,10 @@ class Variable:
     def value(self):
         return self._value
 
-    def numpy(self):
+    def numpy(self) -> np.ndarray[Any, np.dtype[Any]]:
         return self._value.copy()
 
-    def read_value(self):
+    def read_value(self) -> np.ndarray[Any, np.dtype[Any]]:
         return self._value.copy()
 
     def _coerce(self, v):
@@ -440,7 +446,7 @@ class Update:
 
     __slots__ = ("name", "_fn", "_args", "_inputs", "_done", "_published", "__weakref__")
 
-    def __init__(self, fn, *args, name="update"):
+    def __init__(self, fn: Callable[..., object], *args: Any, name: str = "update") -> None:
         self.name = name
         self._fn = fn
         self._args = args
@@ -452,7 +458,7 @@ class Update:
     def done(self):
         return self._done
 
-    def run(self):
+    def run(self) -> None:
         """Apply the update (once).  If it raises, it stays pending."""
         with _update_lock:
             if self._done:
@@ -497,7 +503,7 @@ def _as_updates(updates, what):
     return out
 
 
-def run_updates(updates):
+def run_updates(updates: Iterable[Update | Callable[[], object]]) -> None:
     """Run every update in ``updates`` in order (e.g. ``layer.updates`` or the
     ``UPDATE_OPS`` collection).
 
@@ -513,7 +519,7 @@ class InputSpec:
     """Constraints on a layer's input: rank and the size of given axes."""
 
     def __init__(self, ndim=None, axes=None, dtype=None, shape=None, min_ndim=None,
-                 max_ndim=None):
+                 max_ndim=None) -> None:
         self.ndim, self.axes, self.dtype = ndim, dict(axes or {}), dtype
         self.shape, self.min_ndim, self.max_ndim = shape, min_ndim, max_ndim
 
@@ -632,7 +638,7 @@ class Layer:
     """
 
     def __init__(self, trainable=True, name=None, dtype=None, activity_regularizer=None,
-                 **kwargs):
+                 **kwargs) -> None:
         for k in kwargs:
             if k not in _ALLOWED_KWARGS:
                 raise TypeError("Keyword argument not understood:", k)
@@ -705,7 +711,7 @@ class Layer:
         return self._scope.name
 
     @property
-    def trainable_weights(self):
+    def trainable_weights(self) -> list[Variable]:
         return list(self._trainable_weights) if self.trainable else []
 
     @property
@@ -715,7 +721,7 @@ class Layer:
         return self._trainable_weights + self._non_trainable_weights
 
     @property
-    def weights(self):
+    def weights(self) -> list[Variable]:
         return self.trainable_weights + self.non_trainable_weights
 
     trainable_variables = trainable_weights
@@ -788,10 +794,10 @@ class Layer:
                 f"built. You can build it manually via: `{self.name}.build(batch_input_shape)`.")
         return int(sum(int(np.prod(w.shape)) for w in self.weights))
 
-    def get_weights(self):
+    def get_weights(self) -> list[np.ndarray[Any, np.dtype[Any]]]:
         return [w.numpy() for w in self.weights]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         mine = self.weights
         if len(weights) != len(mine):
             raise ValueError(
@@ -805,7 +811,7 @@ class Layer:
         for w, v in zip(mine, weights):
             w.assign(v)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         cfg = {"name": self.name, "trainable": self.trainable}
         if self._dtype is not None:
             cfg["dtype"] = self._dtype
@@ -864,7 +870,7 @@ class Layer:
                     f"axis {axis} of input shape to have value {value} but received input "
                     f"with shape {list(shape)}")
 
-    def __call__(self, inputs, *args, **kwargs):
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         scope = kwargs.pop("scope", None)
         inputs = self._validate_inputs(inputs)
         eager = executing_eagerly()
@@ -966,14 +972,14 @@ class Layer:
                 entry.extend(u for u in updates if u not in entry)
 
     @property
-    def updates(self):
+    def updates(self) -> list[Update]:
         if executing_eagerly():
             raise RuntimeError("Layer.updates not supported in Eager mode.")
         if not self.trainable and not self.stateful:
             return []
         return list(self._updates)
 
-    def get_updates_for(self, inputs):
+    def get_updates_for(self, inputs: Any) -> list[Update]:
         """The updates conditional on ``inputs`` (an array or a nested
         list/tuple/dict of arrays: those of any of its leaves, in the order
         they were added), or the unconditional ones for ``None``."""

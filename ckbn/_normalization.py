@@ -16,6 +16,9 @@ runs on the compiled kernels (``ckbn._ops``).  Beyond the reference:
 """
 
 from __future__ import annotations
+from typing import Any
+
+from numpy.typing import ArrayLike
 
 import math
 import numbers
@@ -177,7 +180,8 @@ class BatchNormalization(Layer):
                  beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
                  gamma_constraint=None, renorm=False, renorm_clipping=None,
                  renorm_momentum=0.99, fused=None, trainable=True, virtual_batch_size=None,
-                 adjustment=None, synchronized=False, communicator=None, name=None, **kwargs):
+                 adjustment=None, synchronized=False, communicator=None, name=None,
+                 **kwargs) -> None:
         # Validate everything before any state (the layer name counter) changes.
         if isinstance(axis, (list, tuple)):
             axis = list(axis)
@@ -574,7 +578,8 @@ class BatchNormalization(Layer):
         self._last = rec
         self._last_input = inputs
 
-    def backward(self, dy, inputs=None):
+    def backward(self, dy: ArrayLike, inputs: ArrayLike | None = None
+                 ) -> tuple[np.ndarray[Any, np.dtype[Any]], list[np.ndarray[Any, np.dtype[Any]]]]:
         """Gradients of the call made on ``inputs`` (default: the latest call).
 
         For a synchronized training call, dx is the gradient of the global
@@ -679,7 +684,8 @@ def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=Tru
                         beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
                         gamma_constraint=None, training=False, trainable=True, name=None,
                         reuse=None, renorm=False, renorm_clipping=None, renorm_momentum=0.99,
-                        fused=None, virtual_batch_size=None, adjustment=None):
+                        fused=None, virtual_batch_size=None,
+                        adjustment=None) -> np.ndarray[Any, np.dtype[Any]]:
     """Functional form of :class:`BatchNormalization` (``training`` defaults to False)."""
     layer = BatchNormalization(
         axis=axis, momentum=momentum, epsilon=epsilon, center=center, scale=scale,

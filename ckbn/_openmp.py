@@ -5,7 +5,7 @@ from ckbn._dispatch import kernels
 __all__ = ["openmp_enabled"]
 
 
-def openmp_enabled():
+def openmp_enabled() -> bool:
     """True when the compiled kernels in use were built with OpenMP.
 
     Examples

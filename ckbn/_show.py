@@ -2,6 +2,7 @@
 
 import platform
 import sys
+from typing import TextIO
 
 __all__ = ["show_config"]
 
@@ -41,7 +42,7 @@ def _config_dict():
     return info
 
 
-def show_config(file=None):
+def show_config(file: TextIO | None = None) -> None:
     """Print the version, OpenMP status, thread count, kernel variant and build flags.
 
     Parameters

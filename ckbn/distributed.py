@@ -43,6 +43,9 @@ ends the whole job, ``torch.distributed`` raises in the surviving processes
 """
 
 from __future__ import annotations
+from typing import Any
+
+from numpy.typing import ArrayLike
 
 import zlib
 
@@ -89,17 +92,17 @@ class Communicator:
 
     engine = "custom"
 
-    def __init__(self, rank, size):
+    def __init__(self, rank: int, size: int) -> None:
         self.rank = int(rank)
         self.size = int(size)
 
-    def allgather(self, vec):
+    def allgather(self, vec: ArrayLike) -> np.ndarray[Any, np.dtype[np.float64]]:
         """Every process's ``vec`` as an array of shape ``(size, len(vec))``."""
         vec = np.ascontiguousarray(vec, dtype=_f64).reshape(-1)
         out = self._collective("all-gather", self._allgather, vec)
         return np.asarray(out, dtype=_f64).reshape(self.size, vec.size)
 
-    def allreduce(self, vec):
+    def allreduce(self, vec: ArrayLike) -> np.ndarray[Any, np.dtype[np.float64]]:
         """The element-wise sum of every process's ``vec``."""
         vec = np.ascontiguousarray(vec, dtype=_f64).reshape(-1)
         out = self._collective("sum all-reduce", self._allreduce, vec)
@@ -218,7 +221,7 @@ class _Duck(Communicator):
         return self.obj.allreduce(vec)
 
 
-def from_mpi4py(comm=None, reduction="gather"):
+def from_mpi4py(comm: Any = None, reduction: str = "gather") -> Communicator:
     """A communicator over an ``mpi4py`` communicator (default ``MPI.COMM_WORLD``).
 
     ``reduction`` chooses the forward exchange of synchronized layers:
@@ -250,7 +253,7 @@ def from_mpi4py(comm=None, reduction="gather"):
     return _MPI(comm, reduction)
 
 
-def from_torch(group=None):
+def from_torch(group: Any = None) -> Communicator:
     """A communicator over a ``torch.distributed`` process group (default: the world).
 
     ``torch.distributed.init_process_group`` must have run; with CPU tensors
@@ -282,13 +285,13 @@ def _as_communicator(obj, what="communicator"):
 _default = None
 
 
-def set_communicator(comm):
+def set_communicator(comm: Any) -> None:
     """Set the process-wide communicator of synchronized layers (None clears it)."""
     global _default
     _default = _as_communicator(comm)
 
 
-def get_communicator():
+def get_communicator() -> Communicator | None:
     """The process-wide communicator set by :func:`set_communicator`, or None."""
     return _default
 
@@ -497,7 +500,7 @@ def _merge_packed(a, b, n_ch):
     b[12 + n_ch:] = m2
 
 
-def merge(counts, means, m2s):
+def merge(counts: ArrayLike, means: np.ndarray[Any, Any], m2s: np.ndarray[Any, Any]) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """Merge per-process ``(count, mean, M2)`` rows in rank order (Chan et al.).
 
     Returns ``(n, mean, var)``: the global count, mean and biased variance.
@@ -566,17 +569,17 @@ class SyncPoint:
     the same order with the same ``name`` and use them in the same order.
     """
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = str(name)
         self._sync = _SyncState()
 
     @property
-    def step(self):
+    def step(self) -> int:
         """Synchronized forward steps exchanged so far (the same on every process)."""
         return self._sync.seq
 
 
-def local_moments(x, channel_axes, mask=None):
+def local_moments(x: ArrayLike, channel_axes: Any, mask: ArrayLike | None = None) -> tuple[float, np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """This process's ``(count, mean, M2)`` per channel, on the kernels.
 
     ``mean`` and ``M2 = sum((x - mean)**2)`` are float64, flat in C order over
@@ -604,7 +607,8 @@ def local_moments(x, channel_axes, mask=None):
     return layout.count, mean, var * layout.count
 
 
-def sync_moments(point, comm, x, channel_axes, mask=None):
+def sync_moments(point: Any, comm: Communicator, x: ArrayLike, channel_axes: Any,
+                 mask: ArrayLike | None = None) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]], float]:
     """Mean, biased variance (float64, flat in C order over ``channel_axes``) and
     count of the global batch: ``x`` is this process's part (may be empty);
     ``mask`` as in :func:`local_moments`."""
@@ -613,7 +617,9 @@ def sync_moments(point, comm, x, channel_axes, mask=None):
     return _exchange_forward(point, comm, x.dtype, mean, m2, count, None)
 
 
-def sync_sums(point, comm, step, sum_dy, sum_dy_xhat):
+def sync_sums(point: Any, comm: Communicator, step: int, sum_dy: ArrayLike,
+              sum_dy_xhat: ArrayLike
+              ) -> tuple[np.ndarray[Any, np.dtype[np.float64]], np.ndarray[Any, np.dtype[np.float64]]]:
     """The global batch's per-channel sums of backward step ``step`` (the
     point's ``step`` after its forward): every process's ``sum(dy)`` and
     ``sum(dy * xhat)`` added up, in float64.  :func:`grad_coefficients`

@@ -20,6 +20,7 @@ of float16 data are float32.
 """
 
 from __future__ import annotations
+from ckbn._typing import Array, ArrayLike, Axis
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def _check_bool(value, name):
     raise TypeError(f"{name} must be a bool, got {value!r}")
 
 
-def moments(x, axes, keepdims=False):
+def moments(x: ArrayLike, axes: Axis, keepdims: bool = False) -> tuple[Array, Array]:
     """Mean and biased variance of ``x`` over ``axes``.
 
     Parameters
@@ -121,7 +122,9 @@ def _as_param(p, name, ndim):
     return arr.astype(np.float64, copy=False).reshape((1,) * (ndim - arr.ndim) + arr.shape)
 
 
-def batch_normalization(x, mean, variance, offset, scale, variance_epsilon, out=None):
+def batch_normalization(x: ArrayLike, mean: ArrayLike, variance: ArrayLike, offset: ArrayLike | None,
+                        scale: ArrayLike | None, variance_epsilon: float,
+                        out: Array | None = None) -> Array:
     """``(x - mean) / sqrt(variance + variance_epsilon) * scale + offset``.
 
     Like ``tf.nn.batch_normalization``, the statistics and parameters broadcast
@@ -210,9 +213,11 @@ def _channel_layout(x, data_format, axis):
     return make_layout(x.shape, channel)
 
 
-def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
-                     data_format="NHWC", is_training=True, axis=None, out=None,
-                     activation=None, negative_slope=0.2):
+def fused_batch_norm(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, mean: ArrayLike | None = None,
+                     variance: ArrayLike | None = None, epsilon: float = 0.001,
+                     data_format: str = "NHWC", is_training: bool = True,
+                     axis: Axis | None = None, out: Array | None = None,
+                     activation: str | None = None, negative_slope: float = 0.2) -> tuple[Array, Array, Array]:
     """Batch normalization in one call: statistics and normalization.
 
     Parameters
@@ -288,9 +293,11 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
     return y, m.astype(sd).reshape(shape), v.astype(sd).reshape(shape)
 
 
-def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
-                          data_format="NHWC", is_training=True, axis=None, offset=None,
-                          activation=None, negative_slope=0.2):
+def fused_batch_norm_grad(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, batch_mean: ArrayLike,
+                          batch_var: ArrayLike, epsilon: float = 0.001,
+                          data_format: str = "NHWC", is_training: bool = True,
+                          axis: Axis | None = None, offset: ArrayLike | None = None,
+                          activation: str | None = None, negative_slope: float = 0.2) -> tuple[Array, Array, Array]:
     """Gradients of :func:`fused_batch_norm` with respect to x, scale and offset.
 
     Parameters

@@ -1,6 +1,12 @@
 """Optimizers for ckbn variables: ``SGD(learning_rate, momentum=0.0, nesterov=False)``."""
 
 from __future__ import annotations
+from typing import TYPE_CHECKING, Iterable
+
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:
+    from ckbn._framework import Variable
 
 import numbers
 import weakref
@@ -18,7 +24,8 @@ class SGD:
     and then applies the variable's ``constraint``.
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0,
+                 nesterov: bool = False) -> None:
         for name, value in (("learning_rate", learning_rate), ("momentum", momentum)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
                 raise ValueError(f"{name} must be a non-negative float, got {value!r}")
@@ -27,7 +34,7 @@ class SGD:
         self.nesterov = bool(nesterov)
         self._slots = weakref.WeakKeyDictionary()  # momentum per live variable
 
-    def apply_gradients(self, grads_and_vars):
+    def apply_gradients(self, grads_and_vars: Iterable[tuple[ArrayLike, Variable]]) -> None:
         pairs = list(grads_and_vars)
         checked = []
         for g, v in pairs:

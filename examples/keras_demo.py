@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
 
-def load_digits(seed):
+def load_digits(seed: int) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     from sklearn.datasets import load_digits as sk_digits
 
     digits = sk_digits()
@@ -38,7 +39,7 @@ def load_digits(seed):
     return (x[n_test:], y[n_test:]), (x[:n_test], y[:n_test])
 
 
-def build_cnn(keras):
+def build_cnn(keras: Any) -> Any:
     inputs = keras.Input((32, 32, 1))
     h = inputs
     for filters in (16, 32, 64):
@@ -54,18 +55,18 @@ def build_cnn(keras):
     return keras.Model(inputs, outputs, name="digits_cnn")
 
 
-def train(keras, model, data, args):
+def train(keras: Any, model: Any, data: Any, args: argparse.Namespace) -> dict[str, Any]:
     (x_train, y_train), (x_test, y_test) = data
 
-    class StepTimer(keras.callbacks.Callback):
-        def __init__(self):
+    class StepTimer(keras.callbacks.Callback):  # type: ignore[misc]  # Keras is untyped
+        def __init__(self) -> None:
             super().__init__()
-            self.times = []
+            self.times: list[float] = []
 
-        def on_train_batch_begin(self, batch, logs=None):
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
             self._t0 = time.perf_counter()
 
-        def on_train_batch_end(self, batch, logs=None):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             self.times.append(time.perf_counter() - self._t0)
 
     model.compile(optimizer=keras.optimizers.Adam(args.lr),
@@ -82,7 +83,7 @@ def train(keras, model, data, args):
             "jit": bool(model.jit_compile)}
 
 
-def infer_ms(models, x, repeat=9):
+def infer_ms(models: Sequence[Any], x: Any, repeat: int = 9) -> list[float]:
     """Median wall time of ``predict_on_batch`` on the whole test set, per model.
 
     The models take turns (round robin, after one warm-up call each), so a
@@ -90,7 +91,7 @@ def infer_ms(models, x, repeat=9):
     """
     for model in models:
         model.predict_on_batch(x)
-    times = [[] for _ in models]
+    times: list[list[float]] = [[] for _ in models]
     for _ in range(repeat):
         for model, t in zip(models, times):
             t0 = time.perf_counter()
@@ -99,14 +100,14 @@ def infer_ms(models, x, repeat=9):
     return [1e3 * float(np.median(t)) for t in times]
 
 
-def evaluate_folded(keras, model, data):
+def evaluate_folded(keras: Any, model: Any, data: Any) -> dict[str, Any]:
     (_, _), (x_test, y_test) = data
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     _, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     return {"acc": acc, "step_ms": float("nan"), "fit_s": 0.0, "jit": bool(model.jit_compile)}
 
 
-def main():
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -160,7 +161,7 @@ def main():
           f"{a['infer_ms'] / b['infer_ms']:.2f}x)")
 
 
-def x_test_of(data):
+def x_test_of(data: Any) -> Any:
     return data[1][0]
 
 

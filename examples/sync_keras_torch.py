@@ -20,6 +20,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -29,7 +30,7 @@ import torch.distributed as dist  # noqa: E402
 from keras_plugin import BatchNormalization  # noqa: E402
 
 
-def load():
+def load() -> tuple[np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]]]:
     from sklearn.datasets import load_digits
     d = load_digits()
     x = (d.data / 16.0 * 4.0 + 3.0).astype(np.float32)
@@ -38,7 +39,7 @@ def load():
     return x[:1400], y[:1400], x[1400:], y[1400:]
 
 
-def build(synchronized):
+def build(synchronized: bool) -> Any:
     keras.utils.set_random_seed(0)                 # the same weights on every process
     return keras.Sequential([
         keras.Input((64,)),
@@ -49,7 +50,8 @@ def build(synchronized):
     ])
 
 
-def train(rank, size, synchronized, epochs, batch=50, log=print):
+def train(rank: int, size: int, synchronized: bool, epochs: int, batch: int = 50,
+          log: Callable[[str], None] = print) -> float:
     x_train, y_train, x_test, y_test = load()
     model = build(synchronized)
     params = [v.value for v in model.trainable_weights]
@@ -68,7 +70,7 @@ def train(rank, size, synchronized, epochs, batch=50, log=print):
             # Sum over this slice / global batch size: the all-reduced gradient is the mean.
             loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum") / n_global
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # untyped in torch
             if size > 1:
                 for p in params:
                     dist.all_reduce(p.grad)
@@ -81,14 +83,14 @@ def train(rank, size, synchronized, epochs, batch=50, log=print):
     return acc
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=6)
     args = p.parse_args(argv)
     dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
     rank, size = dist.get_rank(), dist.get_world_size()
 
-    def log(msg):
+    def log(msg: str) -> None:
         if rank == 0:
             print(f"[{size} processes] {msg}", flush=True)
 

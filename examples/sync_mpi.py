@@ -17,13 +17,14 @@ accuracies are equal and the weights agree to float32 rounding.
 """
 
 import argparse
+from typing import Any, Callable
 
 import numpy as np
 
 import ckbn
 
 
-def load(seed=0):
+def load(seed: int = 0) -> tuple[np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]]]:
     from sklearn.datasets import load_digits
     d = load_digits()
     x = (d.data / 16.0 * 4.0 + 3.0).astype(np.float32)   # features far from zero mean
@@ -33,7 +34,8 @@ def load(seed=0):
     return x[:1400], y[:1400], x[1400:], y[1400:]
 
 
-def train(comm, epochs=8, batch=50, seed=0, log=print):
+def train(comm: ckbn.distributed.Communicator | None, epochs: int = 8, batch: int = 50,
+          seed: int = 0, log: Callable[[str], None] = print) -> tuple[float, list[Any]]:
     """Train on the slices of this process (``comm`` None: one process, whole batches).
 
     Returns the test accuracy and the final weights.
@@ -49,7 +51,7 @@ def train(comm, epochs=8, batch=50, seed=0, log=print):
     opt = ckbn.optimizers.SGD(learning_rate=0.1, momentum=0.9)
     dense = [ckbn.Variable(w1, "w1:0"), ckbn.Variable(w2, "w2:0"), ckbn.Variable(b2, "b2:0")]
 
-    def forward(x, training):
+    def forward(x: np.ndarray[Any, np.dtype[Any]], training: bool) -> tuple[np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]], np.ndarray[Any, np.dtype[Any]]]:
         h = x @ dense[0].value
         z = bn(h, training=training)
         a = np.maximum(z, 0)
@@ -94,7 +96,7 @@ def train(comm, epochs=8, batch=50, seed=0, log=print):
     return acc, weights
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=8)
     args = p.parse_args(argv)
@@ -102,7 +104,7 @@ def main(argv=None):
     comm = ckbn.distributed.from_mpi4py(MPI.COMM_WORLD)
     quiet = comm.rank != 0
 
-    def log(msg):
+    def log(msg: str) -> None:
         if not quiet:
             print(f"[{comm.size} processes] {msg}", flush=True)
 

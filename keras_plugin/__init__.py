@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-def set_jax_min_elements(n):
+def set_jax_min_elements(n: int | None) -> None:
     """JAX backend: use the kernels for inputs of at least ``n`` elements (None: never).
 
     The kernels run through the XLA FFI handler where it is available (by
@@ -56,7 +56,7 @@ def set_jax_min_elements(n):
     _jax.set_min_elements(n)
 
 
-def get_jax_min_elements():
+def get_jax_min_elements() -> int | None:
     from keras_plugin import _jax
 
     return _jax.MIN_ELEMENTS

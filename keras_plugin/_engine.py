@@ -26,6 +26,7 @@ the kernels off for a block (e.g. ``model.export``).
 """
 
 from __future__ import annotations
+from typing import Iterator
 
 import contextlib
 import contextvars
@@ -50,7 +51,7 @@ _enabled = contextvars.ContextVar("ckbn_keras_kernels", default=True)
 
 
 @contextlib.contextmanager
-def kernels_disabled():
+def kernels_disabled() -> Iterator[None]:
     """Within this block, layers use Keras ops (e.g. for ``model.export``)."""
     token = _enabled.set(False)
     try:
@@ -59,7 +60,7 @@ def kernels_disabled():
         _enabled.reset(token)
 
 
-def kernels_enabled():
+def kernels_enabled() -> bool:
     """Whether the layers may use the kernels here (False inside :func:`kernels_disabled`)."""
     return _enabled.get()
 

@@ -35,6 +35,7 @@ synchronization: a clear ``NotImplementedError``.
 """
 
 from __future__ import annotations
+from typing import Iterator
 
 import contextlib
 import contextvars
@@ -50,7 +51,7 @@ _jax_axis = contextvars.ContextVar("ckbn_jax_sync_axis", default=None)
 
 
 @contextlib.contextmanager
-def jax_sync_axis(name):
+def jax_sync_axis(name: str) -> Iterator[None]:
     """JAX backend: synchronized layers called (traced) in this block reduce over
     the mapped axis ``name`` of the enclosing ``shard_map``/``pmap``."""
     token = _jax_axis.set(name)

@@ -51,6 +51,7 @@ rounding (tested to a relative 1e-5 in float32 on Keras applications).
 """
 
 from __future__ import annotations
+from typing import Any, Sequence
 
 import math
 
@@ -98,7 +99,8 @@ class ChannelAffine(keras.layers.Layer):
         The leaky ReLU's slope.
     """
 
-    def __init__(self, axis=-1, activation=None, negative_slope=0.2, **kwargs):
+    def __init__(self, axis: int | Sequence[int] = -1, activation: str | None = None,
+                 negative_slope: float = 0.2, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(axis, (list, tuple)):
             axis = [int(a) for a in axis]
@@ -346,7 +348,7 @@ class _Folder:
         return replace
 
 
-def fold_batch_normalization(model):
+def fold_batch_normalization(model: Any) -> Any:
     """A new inference model with every foldable batch normalization folded away.
 
     Parameters

@@ -31,6 +31,7 @@ names what is left alone.
 """
 
 from __future__ import annotations
+from typing import Any
 
 import keras
 
@@ -55,7 +56,8 @@ class BatchNormalizationActivation(BatchNormalization):
         The name of the activation layer this layer replaced (informational).
     """
 
-    def __init__(self, activation="relu", negative_slope=0.2, activation_name=None, **kwargs):
+    def __init__(self, activation: str = "relu", negative_slope: float = 0.2,
+                 activation_name: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if activation is None:
             raise ValueError("BatchNormalizationActivation needs an activation, got None")

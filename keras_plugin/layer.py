@@ -134,7 +134,7 @@ class BatchNormalization(_Stock):
                  beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
                  gamma_constraint=None, renorm=False, renorm_clipping=None,
                  renorm_momentum=0.99, synchronized=False, virtual_batch_size=None,
-                 fused=None, adjustment=None, **kwargs):
+                 fused=None, adjustment=None, **kwargs) -> None:
         axis = _check_axis(axis)
         stock_kwargs = dict(
             axis=axis if isinstance(axis, int) else -1, momentum=momentum, epsilon=epsilon,

@@ -34,6 +34,7 @@ precedence), as long as it uses no extras (list axis, ghost batches, ...).  Weig
 """
 
 from __future__ import annotations
+from typing import Any
 
 import keras
 
@@ -116,7 +117,7 @@ def _swap_subclassed(model):
     return count
 
 
-def swap_batch_normalization(model, fuse_activations=False):
+def swap_batch_normalization(model: Any, fuse_activations: bool = False) -> Any:
     """A model whose every ``keras.layers.BatchNormalization`` is ckbn's.
 
     Parameters

@@ -1,0 +1,8 @@
+# Type stub of ckbn._probes_avx2: memory-bandwidth probes for benchmarks/
+# (pyx/ckbn/_probes.pxi built for the 'avx2' instruction set).
+import numpy as np
+from numpy.typing import NDArray
+
+def probe_read(x: NDArray[np.float32], n_threads: int) -> float: ...
+def probe_copy(src: NDArray[np.float32], dst: NDArray[np.float32], n_threads: int,
+               use_memcpy: bool = True) -> None: ...
