@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_plugin import _kernels
+from keras_plugin import _engine, _kernels, _tf_native
 
 _FLOATS = (tf.float16, tf.float32, tf.float64)
 
@@ -45,8 +45,16 @@ def usable(x):
     if not device and tf.config.list_logical_devices("GPU"):
         return False  # placement unknown in a graph: let TF place its own ops
     if not tf.executing_eagerly() and _in_xla_or_export():
-        return False
+        # A SavedModel can hold the native ops (not tf.numpy_function).
+        return _in_export_only() and _tf_native.available() and (
+            x.dtype != tf.float16 or _tf_native.has_float16())
     return True
+
+
+def _in_export_only():
+    from tensorflow.python.saved_model import save_context
+
+    return save_context.in_save_context() and not _tf_native._in_xla()
 
 
 def _stat_tf_dtype(x):
@@ -69,6 +77,10 @@ def _grad_op(dy, x, scale, mean, var, axes, eps, training):
 
 def train(x, scale, offset, axes, eps):
     """``y, mean, var`` (flat biased batch statistics); differentiable in x, scale, offset."""
+    if _tf_native.usable(x, axes):
+        return _tf_native.train(x, scale, offset, axes, eps)
+    if _in_export_only():
+        return _engine.OPS.train(x, scale, offset, axes, eps)
     sd = _stat_tf_dtype(x)
 
     @tf.custom_gradient
@@ -96,6 +108,10 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad):
     ``train_grad`` says that mean/var are x's own batch statistics (renorm), so
     the gradient is the training one; otherwise it is the inference one.
     """
+    if _tf_native.usable(x, axes):
+        return _tf_native.given(x, scale, offset, mean, var, axes, eps, train_grad)
+    if _in_export_only():
+        return _engine.OPS.given(x, scale, offset, mean, var, axes, eps, train_grad)
 
     @tf.custom_gradient
     def op(x, scale, offset, mean, var):
@@ -117,6 +133,10 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad):
 
 def moments(x, axes):
     """Flat batch mean and biased variance (no gradient)."""
+    if _tf_native.usable(x, axes):
+        return _tf_native.moments(x, axes)
+    if _in_export_only():
+        return _engine.OPS.moments(tf.stop_gradient(x), axes)
     sd = _stat_tf_dtype(x)
 
     def fn(x_):
@@ -130,7 +150,13 @@ def moments(x, axes):
 # ---------------------------------------------------------------- folding (issue 14)
 def affine(x, scale, offset, axes):
     """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops."""
+    if _tf_native.usable(x, axes):  # BN with mean 0, variance 1, epsilon 0: inv == scale
+        return _tf_native.given(x, scale, offset, tf.zeros_like(scale), tf.ones_like(scale),
+                                axes, 0.0)
     axes = tuple(axes)
+    if _in_export_only():
+        shape = [tf.shape(x)[i] if i in axes else 1 for i in range(len(x.shape))]
+        return x * tf.reshape(scale, shape) + tf.reshape(offset, shape)
 
     @tf.custom_gradient
     def op(x, scale, offset):
@@ -175,6 +201,8 @@ def _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, training, activatio
 
 def train_act(x, scale, offset, axes, eps, activation, slope):
     """``activation(BN(x))``, batch statistics; the backward masks dy in the dx pass."""
+    if _tf_native.usable(x, axes):
+        return _tf_native.train(x, scale, offset, axes, eps, activation, slope)
     sd = _stat_tf_dtype(x)
 
     @tf.custom_gradient
@@ -199,6 +227,8 @@ def train_act(x, scale, offset, axes, eps, activation, slope):
 
 def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
     """``activation(BN(x))`` with given (moving) statistics."""
+    if _tf_native.usable(x, axes):
+        return _tf_native.given(x, scale, offset, mean, var, axes, eps, False, activation, slope)
 
     @tf.custom_gradient
     def op(x, scale, offset, mean, var):

@@ -366,12 +366,14 @@ def test_nan_propagates():
 
 
 # ----------------------------------------------------------- subprocess checks
-def _run(script, tmp_path, **env):
+def _run(script, tmp_path, *args, **env):
+    """Runs ``script`` in a fresh process with the TensorFlow backend; its stdout."""
     full = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3",
                 PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     full.update(env)
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=str(tmp_path),
-                          env=full, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args],
+                          cwd=str(tmp_path), env=full, capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return proc.stdout
 
@@ -393,3 +395,127 @@ def test_no_compiler_falls_back_with_one_warning(tmp_path):
         print("ok")
         """, tmp_path, CXX="/bin/false", CKBN_CACHE_DIR=str(tmp_path / "cache"))
     assert out.strip().endswith("ok")
+
+
+_LAYER_SCRIPT = """
+import numpy as np
+import keras
+import tensorflow as tf
+import keras_plugin
+from keras_plugin import _tf_native as N
+
+assert N.available()
+rng = np.random.default_rng(0)
+for axis, shape in [(-1, (6, 6, 4)), (1, (4, 6, 6))]:
+    x = (rng.standard_normal((8,) + shape) * 2 + 1).astype("float32")
+    w = rng.standard_normal((8,) + shape).astype("float32")
+
+    def make():
+        inp = keras.Input(shape)
+        h = keras.layers.BatchNormalization(axis=axis, momentum=0.8, name="bn")(inp)
+        out = keras.layers.ReLU(max_value=6.0, name="act")(h)
+        m = keras.Model(inp, out)
+        bn = m.get_layer("bn")
+        n = 4  # channels, in both layouts
+        bn.set_weights([rng.uniform(0.5, 1.5, n), rng.uniform(-0.5, 0.5, n),
+                        rng.standard_normal(n), rng.uniform(0.5, 2, n)])
+        return m
+
+    stock = make()
+    swapped = keras_plugin.swap_batch_normalization(stock)
+    fused = keras_plugin.swap_batch_normalization(stock, fuse_activations=True)
+    assert type(fused.layers[1]).__name__ == "BatchNormalizationActivation"
+
+    def step_fn(model):
+        @tf.function
+        def step(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = model(x, training=True)
+                loss = tf.reduce_sum(y * w)
+            grads = tape.gradient(loss, [x] + model.trainable_weights)
+            return [y] + grads
+        return step
+
+    ref = None
+    weights = stock.get_weights()
+    for model in (stock, swapped, fused):
+        model.set_weights(weights)
+        step = step_fn(model)
+        out = [t.numpy() for t in step(tf.constant(x))]
+        types = {op.type for op in step.get_concrete_function(tf.constant(x)).graph.get_operations()}
+        moving = [v.numpy() for v in model.non_trainable_weights]
+        infer = tf.function(lambda x: model(x, training=False))
+        yi = infer(tf.constant(x)).numpy()
+        itypes = {op.type for op in infer.get_concrete_function(tf.constant(x)).graph.get_operations()}
+        if model is stock:
+            ref = (out, moving, yi)
+            assert not any(t.startswith("Ckbn") for t in types)
+            continue
+        assert {"CkbnBatchNormTrain", "CkbnBatchNormGrad"} <= types, types
+        assert "CkbnBatchNormApply" in itypes, itypes
+        assert not {"PyFunc", "EagerPyFunc"} & (types | itypes)
+        for a, b in zip(out, ref[0]):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+        for a, b in zip(moving, ref[1]):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(yi, ref[2], rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+
+
+def test_keras_layers_run_on_the_native_ops(tmp_path):
+    """Swapped and fused layers in a Keras model: the native ops in the traced
+    train and inference functions, outputs, gradients and moving statistics
+    equal to the stock Keras layers."""
+    assert _run(_LAYER_SCRIPT, tmp_path).strip().endswith("ok")
+
+
+_SAVE_SCRIPT = """
+import sys
+import numpy as np
+import keras
+import tensorflow as tf
+import keras_plugin
+
+path = sys.argv[1]
+rng = np.random.default_rng(1)
+inp = keras.Input((6, 6, 3))
+h = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inp)
+h = keras_plugin.BatchNormalization(name="bn")(h)
+out = keras.layers.ReLU(name="relu")(h)
+model = keras.Model(inp, out)
+bn = model.get_layer("bn")
+bn.set_weights([rng.uniform(0.5, 1.5, 4), rng.uniform(-0.5, 0.5, 4), rng.standard_normal(4),
+                rng.uniform(0.5, 2, 4)])
+x = rng.standard_normal((5, 6, 6, 3)).astype("float32")
+expected = model(x, training=False).numpy()
+stock = keras.Model(inp, keras.layers.ReLU()(keras.layers.BatchNormalization()(
+    model.get_layer("conv").output)))
+stock.set_weights(model.get_weights())
+np.testing.assert_allclose(expected, stock(x, training=False).numpy(), rtol=1e-5, atol=1e-5)
+model.export(path + "/saved", format="tf_saved_model")
+np.save(path + "/x.npy", x)
+np.save(path + "/y.npy", expected)
+print("saved")
+"""
+
+_LOAD_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+import keras_plugin  # loads the op library
+
+path = sys.argv[1]
+loaded = tf.saved_model.load(path + "/saved")
+y = loaded.serve(tf.constant(np.load(path + "/x.npy"))).numpy()
+np.testing.assert_allclose(y, np.load(path + "/y.npy"), rtol=1e-6, atol=1e-6)
+print("loaded")
+"""
+
+
+def test_saved_model_holds_the_op_and_reloads_in_a_fresh_process(tmp_path):
+    assert "saved" in _run(_SAVE_SCRIPT, tmp_path, str(tmp_path))
+    pb = (tmp_path / "saved" / "saved_model.pb").read_bytes()
+    assert b"CkbnBatchNormApply" in pb  # the native op, not Keras ops, is in the graph
+    assert "loaded" in _run(_LOAD_SCRIPT, tmp_path, str(tmp_path))
