@@ -30,6 +30,8 @@ from math import prod
 
 import numpy as np
 
+from ckbn._kernels_base import layout_dims
+
 __all__ = ["Layout", "make_layout"]
 
 
@@ -92,17 +94,6 @@ class Layout:
         return np.transpose(flat.reshape(moved), inverse)
 
 
-def _runs(axes):
-    """Split sorted axes into runs of consecutive integers."""
-    runs = []
-    for a in axes:
-        if runs and runs[-1][-1] == a - 1:
-            runs[-1].append(a)
-        else:
-            runs.append([a])
-    return runs
-
-
 def make_layout(shape, channel_axes):
     """Map ``shape`` with ``channel_axes`` (sorted, non-negative, unique) to a Layout.
 
@@ -131,22 +122,8 @@ _RECENT = {}
 @lru_cache(maxsize=1024)
 def _make_layout(shape, axes):
     ndim = len(shape)
-    runs = _runs(axes)
-
-    def size(lo, hi):
-        return prod(shape[lo:hi])
-
-    if not runs:  # no channel axis: one statistic over everything
-        return Layout(shape, axes, (size(0, ndim), 1, 1, 1), None)
-    if len(runs) == 1:
-        lo, hi = runs[0][0], runs[0][-1] + 1
-        if hi == ndim:  # channels last: rows of C
-            return Layout(shape, axes, (size(0, lo), 1, 1, size(lo, hi)), None)
-        return Layout(shape, axes, (size(0, lo), size(lo, hi), size(hi, ndim), 1), None)
-    if len(runs) == 2 and runs[1][-1] == ndim - 1:
-        lo1, hi1 = runs[0][0], runs[0][-1] + 1
-        lo2 = runs[1][0]
-        dims = (size(0, lo1), size(lo1, hi1), size(hi1, lo2), size(lo2, ndim))
+    dims = layout_dims(shape, axes)   # the C rule of ckbn_kernels.h
+    if dims is not None:
         return Layout(shape, axes, dims, None)
     # General case: move every channel axis to the end (one copy).
     reduced = tuple(i for i in range(ndim) if i not in axes)

@@ -195,6 +195,50 @@ cdef extern from *:
                           const double* mu, double* b1, double* b2) noexcept nogil
 
 
+# The C-level table's types and constants (ckbn/include/ckbn_kernels.h).
+from libc.stdint cimport int64_t, uint64_t
+
+cdef extern from "ckbn_kernels.h" nogil:
+    enum:
+        CKBN_TABLE_ABI
+        CKBN_FLOAT16
+        CKBN_FLOAT32
+        CKBN_FLOAT64
+        CKBN_OK
+        CKBN_ERR_NOMEM
+        CKBN_ERR_ARG
+        CKBN_ERR_DTYPE
+    const char* CKBN_TABLE_CAPSULE
+    ctypedef struct ckbn_dims:
+        Py_ssize_t P, G, R, C
+    ctypedef struct ckbn_act:
+        int on
+        double slope
+        double hi
+    ctypedef struct ckbn_kernel_table:
+        int abi
+        const char* variant
+        int has_float16
+        int (*forward_train)(int, const void*, ckbn_dims, const double*, const double*,
+                             double, const ckbn_act*, void*, double*, double*,
+                             int) noexcept nogil
+        int (*forward_infer)(int, const void*, ckbn_dims, const double*, const double*,
+                             const double*, const double*, double, const ckbn_act*, void*,
+                             int) noexcept nogil
+        int (*backward)(int, const void*, const void*, ckbn_dims, const double*,
+                        const double*, const double*, const double*, double, int,
+                        const ckbn_act*, void*, double*, double*, int) noexcept nogil
+        int (*stats)(int, const void*, ckbn_dims, double*, double*, int) noexcept nogil
+        int (*grad_sums)(int, const void*, const void*, ckbn_dims, const double*,
+                         const double*, const double*, const double*, double,
+                         const ckbn_act*, double*, double*, int) noexcept nogil
+        int (*backward_dx)(int, const void*, const void*, ckbn_dims, const double*,
+                           const double*, const double*, const double*, double, double,
+                           const double*, const double*, const ckbn_act*, void*, double*,
+                           int) noexcept nogil
+    int ckbn_layout(int ndim, const int64_t* shape, uint64_t channel_mask, ckbn_dims* d)
+
+
 cdef enum:
     # Elements per work unit: large enough to amortize a unit's set-up and its
     # partial row, small enough to split mid-sized inputs across threads.
@@ -1662,6 +1706,129 @@ cdef inline void _bwd_coefs(const double* scale, const double* mean, const doubl
         sdx[c] = sdx[c] * inv
 
 
+# The fused ops as nogil cores on raw pointers.  They serve the def entry
+# points below and the C-level table (end of this file).  Each returns
+# CKBN_OK, or CKBN_ERR_NOMEM when its scratch cannot be allocated.
+
+cdef int _fwd_train(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                    Py_ssize_t C, const double* scale, const double* offset, double eps,
+                    const Act* ac, floating* y, double* mean, double* var,
+                    int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C
+    cdef Chunks ch
+    cdef floating* ab
+    if _cf_plan(P, G, R, C, &ch):
+        # Channels first: each chunk normalized while it is in cache.
+        _cf_pass(CF_FORWARD, &ch, x, x, y, scale, offset, eps, True, ac, mean, var,
+                 NULL, NULL, n_threads)
+        return CKBN_OK
+    ab = <floating*> malloc(sizeof(floating) * 2 * n)
+    if ab == NULL:
+        return CKBN_ERR_NOMEM
+    _stats(x, P, G, R, C, mean, var, n_threads)
+    _norm_coefs(scale, offset, mean, var, eps, n, ab, ab + n)
+    _affine(x, ab, ab + n, y, P, G, R, C, ac, n_threads)
+    free(ab)
+    return CKBN_OK
+
+
+cdef int _fwd_infer(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                    Py_ssize_t C, const double* scale, const double* offset,
+                    const double* mean, const double* var, double eps, const Act* ac,
+                    floating* y, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C
+    cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
+    if ab == NULL:
+        return CKBN_ERR_NOMEM
+    _norm_coefs(scale, offset, mean, var, eps, n, ab, ab + n)
+    _affine(x, ab, ab + n, y, P, G, R, C, ac, n_threads)
+    free(ab)
+    return CKBN_OK
+
+
+cdef int _bwd(const floating* dy, const floating* x, Py_ssize_t P, Py_ssize_t G,
+              Py_ssize_t R, Py_ssize_t C, const double* scale, const double* offset,
+              const double* mean, const double* var, double eps, bint training,
+              const Act* ac, floating* dx, double* dscale, double* doffset,
+              int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C
+    cdef Chunks ch
+    cdef floating* kk
+    if not ac.on and _cf_plan(P, G, R, C, &ch):
+        # Channels first: each chunk's dx written while it is in cache.
+        _cf_pass(CF_BACKWARD, &ch, x, dy, dx, scale, NULL, eps, training, ac,
+                 <double*> mean, <double*> var, dscale, doffset, n_threads)
+        return CKBN_OK
+    kk = <floating*> malloc(sizeof(floating) * 5 * n)
+    if kk == NULL:
+        return CKBN_ERR_NOMEM
+    if ac.on:
+        _norm_coefs(scale, offset, mean, var, eps, n, kk + 3 * n, kk + 4 * n)
+    _grad_sums(dy, x, mean, kk + 3 * n, kk + 4 * n, ac, P, G, R, C, doffset, dscale,
+               n_threads)
+    _bwd_coefs(scale, mean, var, eps, training, <double> (P * R), doffset, dscale, kk, n)
+    if training or ac.on:
+        _grad_dx(dy, x, kk, kk + n, kk + 2 * n, kk + 3 * n, kk + 4 * n, dx,
+                 P, G, R, C, ac, n_threads)
+    else:
+        _affine(dy, kk, kk + n, dx, P, G, R, C, ac, n_threads)
+    free(kk)
+    return CKBN_OK
+
+
+cdef int _sums(const floating* dy, const floating* x, Py_ssize_t P, Py_ssize_t G,
+               Py_ssize_t R, Py_ssize_t C, const double* scale, const double* offset,
+               const double* mean, const double* var, double eps, const Act* ac,
+               double* sum_e, double* sum_exc, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C
+    cdef floating* z
+    if not ac.on:
+        _grad_sums(dy, x, mean, x, x, ac, P, G, R, C, sum_e, sum_exc, n_threads)
+        return CKBN_OK
+    z = <floating*> malloc(sizeof(floating) * 2 * n)
+    if z == NULL:
+        return CKBN_ERR_NOMEM
+    _norm_coefs(scale, offset, mean, var, eps, n, z, z + n)
+    _grad_sums(dy, x, mean, z, z + n, ac, P, G, R, C, sum_e, sum_exc, n_threads)
+    free(z)
+    return CKBN_OK
+
+
+cdef int _bwd_dx(const floating* dy, const floating* x, Py_ssize_t P, Py_ssize_t G,
+                 Py_ssize_t R, Py_ssize_t C, const double* scale, const double* offset,
+                 const double* mean, const double* var, double eps, double count,
+                 const double* sum_e, const double* sum_exc, const Act* ac,
+                 floating* dx, double* dscale, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C, c
+    cdef floating* kk = <floating*> malloc(sizeof(floating) * 5 * n)
+    cdef double* sd = <double*> malloc(sizeof(double) * n)
+    if kk == NULL or sd == NULL:
+        free(kk)
+        free(sd)
+        return CKBN_ERR_NOMEM
+    for c in range(n):
+        sd[c] = sum_exc[c]
+    if ac.on:
+        _norm_coefs(scale, offset, mean, var, eps, n, kk + 3 * n, kk + 4 * n)
+    _bwd_coefs(scale, mean, var, eps, True, count, sum_e, sd, kk, n)
+    _grad_dx(dy, x, kk, kk + n, kk + 2 * n, kk + 3 * n, kk + 4 * n, dx, P, G, R, C, ac,
+             n_threads)
+    if dscale != NULL:
+        for c in range(n):
+            dscale[c] = sd[c]
+    free(kk)
+    free(sd)
+    return CKBN_OK
+
+
+cdef inline int _raise_status(int status, str where) except -1:
+    if status == CKBN_ERR_NOMEM:
+        raise MemoryError(f"{where}: out of memory for the kernel's scratch")
+    if status != CKBN_OK:
+        raise ValueError(f"{where}: kernel status {status}")
+    return 0
+
+
 def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
                      Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                      const double[::1] scale,    # IN  (G*C,)
@@ -1684,21 +1851,11 @@ def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_train: bad sizes")
     cdef Act ac = _act(act, slope, hi)
-    cdef Chunks ch
-    if _cf_plan(P, G, R, C, &ch):
-        # Channels first: each chunk normalized while it is in cache.
-        with nogil:
-            _cf_pass(CF_FORWARD, &ch, &x[0], &x[0], &y[0], &scale[0], &offset[0], eps, True,
-                     &ac, &mean[0], &var[0], NULL, NULL, n_threads)
-        return
-    cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
-    if ab == NULL:
-        raise MemoryError()
+    cdef int status
     with nogil:
-        _stats(&x[0], P, G, R, C, &mean[0], &var[0], n_threads)
-        _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, ab, ab + n)
-        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, &ac, n_threads)
-    free(ab)
+        status = _fwd_train(&x[0], P, G, R, C, &scale[0], &offset[0], eps, &ac, &y[0],
+                            &mean[0], &var[0], n_threads)
+    _raise_status(status, "bn_forward_train")
 
 
 def bn_forward_infer(const floating[::1] x,      # IN  (P*G*R*C,)
@@ -1717,14 +1874,12 @@ def bn_forward_infer(const floating[::1] x,      # IN  (P*G*R*C,)
     if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_infer: bad sizes")
-    cdef floating* ab = <floating*> malloc(sizeof(floating) * 2 * n)
     cdef Act ac = _act(act, slope, hi)
-    if ab == NULL:
-        raise MemoryError()
+    cdef int status
     with nogil:
-        _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, ab, ab + n)
-        _affine(&x[0], ab, ab + n, &y[0], P, G, R, C, &ac, n_threads)
-    free(ab)
+        status = _fwd_infer(&x[0], P, G, R, C, &scale[0], &offset[0], &mean[0], &var[0],
+                            eps, &ac, &y[0], n_threads)
+    _raise_status(status, "bn_forward_infer")
 
 
 def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
@@ -1749,7 +1904,7 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
     ``x``, ``offset`` and the statistics).  Two passes over ``x`` and ``dy``.
     """
     _check_dims(x.shape[0], P, G, R, C)
-    cdef Py_ssize_t n = G * C, c
+    cdef Py_ssize_t n = G * C
     if dy.shape[0] != x.shape[0] or dx.shape[0] != x.shape[0] or scale.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n or dscale.shape[0] != n \
             or doffset.shape[0] != n:
@@ -1757,31 +1912,12 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
     if act and (offset is None or offset.shape[0] != n):
         raise ValueError("bn_backward: an activation needs offset of size G*C")
     cdef Act ac = _act(act, slope, hi)
-    cdef Chunks ch
-    if not act and _cf_plan(P, G, R, C, &ch):
-        # Channels first: each chunk's dx written while it is in cache.
-        with nogil:
-            _cf_pass(CF_BACKWARD, &ch, &x[0], &dy[0], &dx[0], &scale[0], NULL, eps, training,
-                     &ac, <double*> &mean[0], <double*> &var[0], &dscale[0], &doffset[0],
-                     n_threads)
-        return
-    cdef floating* kk = <floating*> malloc(sizeof(floating) * 5 * n)
-    if kk == NULL:
-        raise MemoryError()
+    cdef const double* po = &offset[0] if act else NULL
+    cdef int status
     with nogil:
-        if act:
-            _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, kk + 3 * n,
-                        kk + 4 * n)
-        _grad_sums(&dy[0], &x[0], &mean[0], kk + 3 * n, kk + 4 * n, &ac, P, G, R, C,
-                   &doffset[0], &dscale[0], n_threads)
-        _bwd_coefs(&scale[0], &mean[0], &var[0], eps, training, <double> (P * R),
-                   &doffset[0], &dscale[0], kk, n)
-        if training or act:
-            _grad_dx(&dy[0], &x[0], kk, kk + n, kk + 2 * n, kk + 3 * n, kk + 4 * n, &dx[0],
-                     P, G, R, C, &ac, n_threads)
-        else:
-            _affine(&dy[0], kk, kk + n, &dx[0], P, G, R, C, &ac, n_threads)
-    free(kk)
+        status = _bwd(&dy[0], &x[0], P, G, R, C, &scale[0], po, &mean[0], &var[0], eps,
+                      training, &ac, &dx[0], &dscale[0], &doffset[0], n_threads)
+    _raise_status(status, "bn_backward")
 
 
 # ---------------------------------------------------------------------------
@@ -1855,7 +1991,9 @@ def f32_to_f16(const float[::1] src,            # IN  (n,)
 # float32 buffer that stays in its L2 cache, runs the one-thread float32
 # kernel on it, and (element-wise passes) rounds the result straight into the
 # float16 output.  Per-slice statistics are merged in slice order, so results
-# do not depend on the thread count.
+# do not depend on the thread count.  The four slice drivers (_h_*) are nogil
+# cores; the fused float16 ops compose them, and the def entry points and the
+# C-level table call those.
 # ---------------------------------------------------------------------------
 
 cdef enum:
@@ -1881,6 +2019,230 @@ cdef inline int _f16_check(Py_ssize_t n, Py_ssize_t P, Py_ssize_t G, Py_ssize_t 
     return 0
 
 
+cdef int _h_stats(const unsigned short* h, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                  Py_ssize_t C, double* mean, double* var, int n_threads) noexcept nogil:
+    cdef Py_ssize_t per = G * R * C, gc = G * C
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(P * per, ns, n_threads)
+    cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, c
+    cdef double na, nb, tot
+    if part == NULL:
+        return CKBN_ERR_NOMEM
+    with parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            ckbn_h2f(h + p0 * per, buf, (p1 - p0) * per)
+            _stats(buf, p1 - p0, G, R, C, part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
+        free(buf)
+    # The ordered Chan merge of _red_core, on the slices' (mean, M2).
+    for c in range(gc):
+        mean[c] = 0.0
+        var[c] = 0.0
+    na = 0.0
+    for s in range(ns):
+        p0 = s * rows
+        p1 = p0 + rows if p0 + rows < P else P
+        nb = <double> ((p1 - p0) * R)
+        for c in range(gc):
+            part[(2 * s + 1) * gc + c] *= nb        # biased variance -> M2
+        tot = na + nb
+        _chan_row(part + 2 * s * gc, part + (2 * s + 1) * gc, mean, var, gc,
+                  nb / tot, na * nb / tot)
+        na = tot
+    for c in range(gc):
+        var[c] = var[c] / na
+    free(part)
+    return CKBN_OK
+
+
+cdef int _h_affine(const unsigned short* h, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                   Py_ssize_t C, const float* a, const float* b, unsigned short* out,
+                   const Act* ac, int n_threads) noexcept nogil:
+    cdef Py_ssize_t per = G * R * C
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(P * per, ns, n_threads)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, m
+    with parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * 2 * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            m = (p1 - p0) * per
+            ckbn_h2f(h + p0 * per, buf, m)
+            _affine(buf, a, b, buf + rows * per, p1 - p0, G, R, C, ac, 1)
+            ckbn_f2h(buf + rows * per, out + p0 * per, m)
+        free(buf)
+    return CKBN_OK
+
+
+cdef int _h_grad_sums(const unsigned short* dy, const unsigned short* h, Py_ssize_t P,
+                      Py_ssize_t G, Py_ssize_t R, Py_ssize_t C, const double* mean,
+                      const float* za, const float* zb, const Act* ac,
+                      double* sum_dy, double* sum_dyxc, int n_threads) noexcept nogil:
+    """za, zb: the pre-activation's coefficients (read only with an activation)."""
+    cdef Py_ssize_t per = G * R * C, gc = G * C
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(P * per, ns, n_threads)
+    cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, m, c
+    if part == NULL:
+        return CKBN_ERR_NOMEM
+    with parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * 2 * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            m = (p1 - p0) * per
+            ckbn_h2f(dy + p0 * per, buf, m)
+            ckbn_h2f(h + p0 * per, buf + rows * per, m)
+            _grad_sums(buf, buf + rows * per, mean, za, zb, ac, p1 - p0, G, R, C,
+                       part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
+        free(buf)
+    for c in range(gc):
+        sum_dy[c] = 0.0
+        sum_dyxc[c] = 0.0
+    for s in range(ns):
+        for c in range(gc):
+            sum_dy[c] += part[2 * s * gc + c]
+            sum_dyxc[c] += part[(2 * s + 1) * gc + c]
+    free(part)
+    return CKBN_OK
+
+
+cdef int _h_grad_dx(const unsigned short* dy, const unsigned short* h, Py_ssize_t P,
+                    Py_ssize_t G, Py_ssize_t R, Py_ssize_t C, const float* k1,
+                    const float* k2, const float* k3, const float* za, const float* zb,
+                    const Act* ac, unsigned short* dx, int n_threads) noexcept nogil:
+    cdef Py_ssize_t per = G * R * C
+    cdef Py_ssize_t rows = _slice_rows(per)
+    cdef Py_ssize_t ns = (P + rows - 1) // rows
+    cdef int nt = _f16_threads(P * per, ns, n_threads)
+    cdef float* buf = NULL
+    cdef Py_ssize_t s, p0, p1, m
+    with parallel(num_threads=nt):
+        buf = <float*> malloc(sizeof(float) * 3 * rows * per)
+        if buf == NULL:
+            abort()
+        for s in prange(ns, schedule="static"):
+            p0 = s * rows
+            p1 = p0 + rows if p0 + rows < P else P
+            m = (p1 - p0) * per
+            ckbn_h2f(dy + p0 * per, buf, m)
+            ckbn_h2f(h + p0 * per, buf + rows * per, m)
+            _grad_dx(buf, buf + rows * per, k1, k2, k3, za, zb, buf + 2 * rows * per,
+                     p1 - p0, G, R, C, ac, 1)
+            ckbn_f2h(buf + 2 * rows * per, dx + p0 * per, m)
+        free(buf)
+    return CKBN_OK
+
+
+cdef int _h_fwd_train(const unsigned short* h, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                      Py_ssize_t C, const double* scale, const double* offset, double eps,
+                      const Act* ac, unsigned short* out, double* mean, double* var,
+                      int n_threads) noexcept nogil:
+    cdef int status = _h_stats(h, P, G, R, C, mean, var, n_threads)
+    if status != CKBN_OK:
+        return status
+    return _h_fwd_infer(h, P, G, R, C, scale, offset, mean, var, eps, ac, out, n_threads)
+
+
+cdef int _h_fwd_infer(const unsigned short* h, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                      Py_ssize_t C, const double* scale, const double* offset,
+                      const double* mean, const double* var, double eps, const Act* ac,
+                      unsigned short* out, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C
+    cdef float* ab = <float*> malloc(sizeof(float) * 2 * n)
+    if ab == NULL:
+        return CKBN_ERR_NOMEM
+    _norm_coefs(scale, offset, mean, var, eps, n, ab, ab + n)
+    _h_affine(h, P, G, R, C, ab, ab + n, out, ac, n_threads)
+    free(ab)
+    return CKBN_OK
+
+
+cdef int _h_sums(const unsigned short* dy, const unsigned short* h, Py_ssize_t P,
+                 Py_ssize_t G, Py_ssize_t R, Py_ssize_t C, const double* scale,
+                 const double* offset, const double* mean, const double* var, double eps,
+                 const Act* ac, double* sum_e, double* sum_exc, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C
+    cdef float* z = <float*> malloc(sizeof(float) * 2 * n)
+    cdef int status
+    if z == NULL:
+        return CKBN_ERR_NOMEM
+    if ac.on:
+        _norm_coefs(scale, offset, mean, var, eps, n, z, z + n)
+    status = _h_grad_sums(dy, h, P, G, R, C, mean, z, z + n, ac, sum_e, sum_exc, n_threads)
+    free(z)
+    return status
+
+
+cdef int _h_bwd(const unsigned short* dy, const unsigned short* h, Py_ssize_t P,
+                Py_ssize_t G, Py_ssize_t R, Py_ssize_t C, const double* scale,
+                const double* offset, const double* mean, const double* var, double eps,
+                bint training, const Act* ac, unsigned short* dx, double* dscale,
+                double* doffset, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C
+    cdef float* kk = <float*> malloc(sizeof(float) * 5 * n)
+    cdef int status
+    if kk == NULL:
+        return CKBN_ERR_NOMEM
+    if ac.on:
+        _norm_coefs(scale, offset, mean, var, eps, n, kk + 3 * n, kk + 4 * n)
+    status = _h_grad_sums(dy, h, P, G, R, C, mean, kk + 3 * n, kk + 4 * n, ac, doffset,
+                          dscale, n_threads)
+    if status == CKBN_OK:
+        _bwd_coefs(scale, mean, var, eps, training, <double> (P * R), doffset, dscale, kk, n)
+        if training or ac.on:
+            _h_grad_dx(dy, h, P, G, R, C, kk, kk + n, kk + 2 * n, kk + 3 * n, kk + 4 * n,
+                       ac, dx, n_threads)
+        else:
+            _h_affine(dy, P, G, R, C, kk, kk + n, dx, ac, n_threads)
+    free(kk)
+    return status
+
+
+cdef int _h_bwd_dx(const unsigned short* dy, const unsigned short* h, Py_ssize_t P,
+                   Py_ssize_t G, Py_ssize_t R, Py_ssize_t C, const double* scale,
+                   const double* offset, const double* mean, const double* var, double eps,
+                   double count, const double* sum_e, const double* sum_exc, const Act* ac,
+                   unsigned short* dx, double* dscale, int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = G * C, c
+    cdef float* kk = <float*> malloc(sizeof(float) * 5 * n)
+    cdef double* sd = <double*> malloc(sizeof(double) * n)
+    if kk == NULL or sd == NULL:
+        free(kk)
+        free(sd)
+        return CKBN_ERR_NOMEM
+    for c in range(n):
+        sd[c] = sum_exc[c]
+    if ac.on:
+        _norm_coefs(scale, offset, mean, var, eps, n, kk + 3 * n, kk + 4 * n)
+    _bwd_coefs(scale, mean, var, eps, True, count, sum_e, sd, kk, n)
+    _h_grad_dx(dy, h, P, G, R, C, kk, kk + n, kk + 2 * n, kk + 3 * n, kk + 4 * n, ac, dx,
+               n_threads)
+    if dscale != NULL:
+        for c in range(n):
+            dscale[c] = sd[c]
+    free(kk)
+    free(sd)
+    return CKBN_OK
+
+
 def bn_stats_f16(const unsigned short[::1] h,    # IN  float16 bits (P*G*R*C,)
                  Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                  double[::1] mean,              # OUT (G*C,)
@@ -1888,47 +2250,12 @@ def bn_stats_f16(const unsigned short[::1] h,    # IN  float16 bits (P*G*R*C,)
                  int n_threads):
     """:func:`bn_stats` of float16 data, computed in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
-    cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
-    if mean.shape[0] != gc or var.shape[0] != gc:
+    if mean.shape[0] != G * C or var.shape[0] != G * C:
         raise ValueError("bn_stats_f16: bad statistic size")
-    cdef Py_ssize_t rows = _slice_rows(per)
-    cdef Py_ssize_t ns = (P + rows - 1) // rows
-    cdef int nt = _f16_threads(n, ns, n_threads)
-    cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
-    cdef float* buf = NULL
-    cdef Py_ssize_t s, p0, p1, c
-    cdef double na, nb, tot
-    if part == NULL:
-        raise MemoryError()
-    with nogil, parallel(num_threads=nt):
-        buf = <float*> malloc(sizeof(float) * rows * per)
-        if buf == NULL:
-            abort()
-        for s in prange(ns, schedule="static"):
-            p0 = s * rows
-            p1 = p0 + rows if p0 + rows < P else P
-            ckbn_h2f(&h[0] + p0 * per, buf, (p1 - p0) * per)
-            _stats(buf, p1 - p0, G, R, C, part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
-        free(buf)
-    # The ordered Chan merge of _red_core, on the slices' (mean, M2).
+    cdef int status
     with nogil:
-        for c in range(gc):
-            mean[c] = 0.0
-            var[c] = 0.0
-        na = 0.0
-        for s in range(ns):
-            p0 = s * rows
-            p1 = p0 + rows if p0 + rows < P else P
-            nb = <double> ((p1 - p0) * R)
-            for c in range(gc):
-                part[(2 * s + 1) * gc + c] *= nb        # biased variance -> M2
-            tot = na + nb
-            _chan_row(part + 2 * s * gc, part + (2 * s + 1) * gc, &mean[0], &var[0], gc,
-                      nb / tot, na * nb / tot)
-            na = tot
-        for c in range(gc):
-            var[c] = var[c] / na
-    free(part)
+        status = _h_stats(&h[0], P, G, R, C, &mean[0], &var[0], n_threads)
+    _raise_status(status, "bn_stats_f16")
 
 
 def bn_affine_f16(const unsigned short[::1] h,   # IN  float16 bits (P*G*R*C,)
@@ -1939,27 +2266,11 @@ def bn_affine_f16(const unsigned short[::1] h,   # IN  float16 bits (P*G*R*C,)
                   int n_threads, bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_affine` for float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
-    cdef Py_ssize_t n = h.shape[0], per = G * R * C
-    if out.shape[0] != n or a.shape[0] != G * C or b.shape[0] != G * C:
+    if out.shape[0] != h.shape[0] or a.shape[0] != G * C or b.shape[0] != G * C:
         raise ValueError("bn_affine_f16: bad sizes")
-    cdef Py_ssize_t rows = _slice_rows(per)
-    cdef Py_ssize_t ns = (P + rows - 1) // rows
-    cdef int nt = _f16_threads(n, ns, n_threads)
-    cdef float* buf = NULL
-    cdef Py_ssize_t s, p0, p1, m
     cdef Act ac = _act(act, slope, hi)
-    with nogil, parallel(num_threads=nt):
-        buf = <float*> malloc(sizeof(float) * 2 * rows * per)
-        if buf == NULL:
-            abort()
-        for s in prange(ns, schedule="static"):
-            p0 = s * rows
-            p1 = p0 + rows if p0 + rows < P else P
-            m = (p1 - p0) * per
-            ckbn_h2f(&h[0] + p0 * per, buf, m)
-            _affine(buf, &a[0], &b[0], buf + rows * per, p1 - p0, G, R, C, &ac, 1)
-            ckbn_f2h(buf + rows * per, &out[0] + p0 * per, m)
-        free(buf)
+    with nogil:
+        _h_affine(&h[0], P, G, R, C, &a[0], &b[0], &out[0], &ac, n_threads)
 
 
 def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
@@ -1974,18 +2285,11 @@ def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
                      bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_grad_sums` of float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
-    cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
-    if dy.shape[0] != n:
+    cdef Py_ssize_t gc = G * C
+    if dy.shape[0] != h.shape[0]:
         raise ValueError("bn_grad_sums_f16: dy has the wrong size")
     if mean.shape[0] != gc or sum_dy.shape[0] != gc or sum_dyxc.shape[0] != gc:
         raise ValueError("bn_grad_sums_f16: bad statistic size")
-    cdef Py_ssize_t rows = _slice_rows(per)
-    cdef Py_ssize_t ns = (P + rows - 1) // rows
-    cdef int nt = _f16_threads(n, ns, n_threads)
-    cdef double* part = <double*> malloc(sizeof(double) * ns * 2 * gc)
-    cdef float* buf = NULL
-    cdef Py_ssize_t s, p0, p1, m, c
-    cdef Act ac = _act(act, slope, hi)
     cdef const float* pa = NULL
     cdef const float* pb = NULL
     if act:
@@ -1993,30 +2297,12 @@ def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
             raise ValueError("bn_grad_sums_f16: an activation needs za and zb of size G*C")
         pa = &za[0]
         pb = &zb[0]
-    if part == NULL:
-        raise MemoryError()
-    with nogil, parallel(num_threads=nt):
-        buf = <float*> malloc(sizeof(float) * 2 * rows * per)
-        if buf == NULL:
-            abort()
-        for s in prange(ns, schedule="static"):
-            p0 = s * rows
-            p1 = p0 + rows if p0 + rows < P else P
-            m = (p1 - p0) * per
-            ckbn_h2f(&dy[0] + p0 * per, buf, m)
-            ckbn_h2f(&h[0] + p0 * per, buf + rows * per, m)
-            _grad_sums(buf, buf + rows * per, &mean[0], pa, pb, &ac, p1 - p0, G, R, C,
-                       part + 2 * s * gc, part + (2 * s + 1) * gc, 1)
-        free(buf)
+    cdef Act ac = _act(act, slope, hi)
+    cdef int status
     with nogil:
-        for c in range(gc):
-            sum_dy[c] = 0.0
-            sum_dyxc[c] = 0.0
-        for s in range(ns):
-            for c in range(gc):
-                sum_dy[c] += part[2 * s * gc + c]
-                sum_dyxc[c] += part[(2 * s + 1) * gc + c]
-    free(part)
+        status = _h_grad_sums(&dy[0], &h[0], P, G, R, C, &mean[0], pa, pb, &ac,
+                              &sum_dy[0], &sum_dyxc[0], n_threads)
+    _raise_status(status, "bn_grad_sums_f16")
 
 
 def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
@@ -2032,17 +2318,11 @@ def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
                    bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_grad_dx` for float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
-    cdef Py_ssize_t n = h.shape[0], per = G * R * C, gc = G * C
-    if dy.shape[0] != n or dx.shape[0] != n:
+    cdef Py_ssize_t gc = G * C
+    if dy.shape[0] != h.shape[0] or dx.shape[0] != h.shape[0]:
         raise ValueError("bn_grad_dx_f16: dy or dx has the wrong size")
     if k1.shape[0] != gc or k2.shape[0] != gc or k3.shape[0] != gc:
         raise ValueError("bn_grad_dx_f16: bad coefficient size")
-    cdef Py_ssize_t rows = _slice_rows(per)
-    cdef Py_ssize_t ns = (P + rows - 1) // rows
-    cdef int nt = _f16_threads(n, ns, n_threads)
-    cdef float* buf = NULL
-    cdef Py_ssize_t s, p0, p1, m
-    cdef Act ac = _act(act, slope, hi)
     cdef const float* pa = &k1[0]
     cdef const float* pb = &k1[0]
     if act:
@@ -2050,20 +2330,10 @@ def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
             raise ValueError("bn_grad_dx_f16: an activation needs za and zb of size G*C")
         pa = &za[0]
         pb = &zb[0]
-    with nogil, parallel(num_threads=nt):
-        buf = <float*> malloc(sizeof(float) * 3 * rows * per)
-        if buf == NULL:
-            abort()
-        for s in prange(ns, schedule="static"):
-            p0 = s * rows
-            p1 = p0 + rows if p0 + rows < P else P
-            m = (p1 - p0) * per
-            ckbn_h2f(&dy[0] + p0 * per, buf, m)
-            ckbn_h2f(&h[0] + p0 * per, buf + rows * per, m)
-            _grad_dx(buf, buf + rows * per, &k1[0], &k2[0], &k3[0], pa, pb,
-                     buf + 2 * rows * per, p1 - p0, G, R, C, &ac, 1)
-            ckbn_f2h(buf + 2 * rows * per, &dx[0] + p0 * per, m)
-        free(buf)
+    cdef Act ac = _act(act, slope, hi)
+    with nogil:
+        _h_grad_dx(&dy[0], &h[0], P, G, R, C, &k1[0], &k2[0], &k3[0], pa, pb, &ac, &dx[0],
+                   n_threads)
 
 
 def bn_forward_train_f16(const unsigned short[::1] h,   # IN  float16 bits
@@ -2077,13 +2347,17 @@ def bn_forward_train_f16(const unsigned short[::1] h,   # IN  float16 bits
                          int n_threads,
                          bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_forward_train` of float16 data (float32 slice by slice)."""
+    _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C
-    if scale.shape[0] != n or offset.shape[0] != n:
+    if out.shape[0] != h.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
+            or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_train_f16: bad sizes")
-    bn_stats_f16(h, P, G, R, C, mean, var, n_threads)
-    cdef float[::1] ab = cython.view.array(shape=(2 * n,), itemsize=sizeof(float), format="f")
-    _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, &ab[0], &ab[n])
-    bn_affine_f16(h, P, G, R, C, ab[:n], ab[n:], out, n_threads, act, slope, hi)
+    cdef Act ac = _act(act, slope, hi)
+    cdef int status
+    with nogil:
+        status = _h_fwd_train(&h[0], P, G, R, C, &scale[0], &offset[0], eps, &ac, &out[0],
+                              &mean[0], &var[0], n_threads)
+    _raise_status(status, "bn_forward_train_f16")
 
 
 def bn_forward_infer_f16(const unsigned short[::1] h,   # IN  float16 bits
@@ -2097,13 +2371,17 @@ def bn_forward_infer_f16(const unsigned short[::1] h,   # IN  float16 bits
                          int n_threads,
                          bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_forward_infer` of float16 data (float32 slice by slice)."""
+    _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C
-    if scale.shape[0] != n or offset.shape[0] != n or mean.shape[0] != n \
-            or var.shape[0] != n:
+    if out.shape[0] != h.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
+            or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_infer_f16: bad sizes")
-    cdef float[::1] ab = cython.view.array(shape=(2 * n,), itemsize=sizeof(float), format="f")
-    _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, &ab[0], &ab[n])
-    bn_affine_f16(h, P, G, R, C, ab[:n], ab[n:], out, n_threads, act, slope, hi)
+    cdef Act ac = _act(act, slope, hi)
+    cdef int status
+    with nogil:
+        status = _h_fwd_infer(&h[0], P, G, R, C, &scale[0], &offset[0], &mean[0], &var[0],
+                              eps, &ac, &out[0], n_threads)
+    _raise_status(status, "bn_forward_infer_f16")
 
 
 def bn_backward_f16(const unsigned short[::1] dy,       # IN  float16 bits
@@ -2120,21 +2398,210 @@ def bn_backward_f16(const unsigned short[::1] dy,       # IN  float16 bits
                     const double[::1] offset=None,     # IN  (G*C,) with an activation
                     bint act=False, double slope=0.0, double hi=INFINITY):
     """:func:`bn_backward` of float16 data (float32 slice by slice)."""
+    _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C
-    if scale.shape[0] != n or mean.shape[0] != n or var.shape[0] != n \
-            or dscale.shape[0] != n or doffset.shape[0] != n:
+    if dy.shape[0] != h.shape[0] or dx.shape[0] != h.shape[0] or scale.shape[0] != n \
+            or mean.shape[0] != n or var.shape[0] != n or dscale.shape[0] != n \
+            or doffset.shape[0] != n:
         raise ValueError("bn_backward_f16: bad sizes")
     if act and (offset is None or offset.shape[0] != n):
         raise ValueError("bn_backward_f16: an activation needs offset of size G*C")
-    cdef float[::1] kk = cython.view.array(shape=(5 * n,), itemsize=sizeof(float), format="f")
-    if act:
-        _norm_coefs(&scale[0], &offset[0], &mean[0], &var[0], eps, n, &kk[3 * n], &kk[4 * n])
-    bn_grad_sums_f16(dy, h, P, G, R, C, mean, doffset, dscale, n_threads,
-                     kk[3 * n:4 * n], kk[4 * n:], act, slope, hi)
-    _bwd_coefs(&scale[0], &mean[0], &var[0], eps, training, <double> (P * R),
-               &doffset[0], &dscale[0], &kk[0], n)
-    if training or act:
-        bn_grad_dx_f16(dy, h, P, G, R, C, kk[:n], kk[n:2 * n], kk[2 * n:3 * n], dx, n_threads,
-                       kk[3 * n:4 * n], kk[4 * n:], act, slope, hi)
-    else:
-        bn_affine_f16(dy, P, G, R, C, kk[:n], kk[n:2 * n], dx, n_threads)
+    cdef Act ac = _act(act, slope, hi)
+    cdef const double* po = &offset[0] if act else NULL
+    cdef int status
+    with nogil:
+        status = _h_bwd(&dy[0], &h[0], P, G, R, C, &scale[0], po, &mean[0], &var[0], eps,
+                        training, &ac, &dx[0], &dscale[0], &doffset[0], n_threads)
+    _raise_status(status, "bn_backward_f16")
+
+
+# ---------------------------------------------------------------------------
+# The C-level table (ckbn/include/ckbn_kernels.h)
+#
+# The same cores as the def entry points above, behind plain C function
+# pointers, for native framework ops: `kernel_table` is a PyCapsule named
+# CKBN_TABLE_CAPSULE holding this module's table.  Each entry checks the dims
+# and the dtype, then runs one core without the GIL.
+# ---------------------------------------------------------------------------
+
+from cpython.pycapsule cimport PyCapsule_New
+
+
+cdef inline int _dims_status(ckbn_dims d) noexcept nogil:
+    if d.P < 1 or d.G < 1 or d.R < 1 or d.C < 1:
+        return CKBN_ERR_ARG
+    return CKBN_OK
+
+
+cdef inline Act _c_act(const ckbn_act* a) noexcept nogil:
+    if a == NULL or not a.on:
+        return _act(False, 0.0, INFINITY)
+    return _act(True, a.slope, a.hi)
+
+
+cdef inline bint _f16_ok(int dtype) noexcept nogil:
+    return dtype == CKBN_FLOAT16 and CKBN_HAVE_F16C
+
+
+cdef int _tab_forward_train(int dtype, const void* x, ckbn_dims d, const double* scale,
+                            const double* offset, double eps, const ckbn_act* act, void* y,
+                            double* mean, double* var, int n_threads) noexcept nogil:
+    cdef int s = _dims_status(d)
+    cdef Act ac = _c_act(act)
+    if s != CKBN_OK:
+        return s
+    if dtype == CKBN_FLOAT32:
+        return _fwd_train(<const float*> x, d.P, d.G, d.R, d.C, scale, offset, eps, &ac,
+                          <float*> y, mean, var, n_threads)
+    if dtype == CKBN_FLOAT64:
+        return _fwd_train(<const double*> x, d.P, d.G, d.R, d.C, scale, offset, eps, &ac,
+                          <double*> y, mean, var, n_threads)
+    if _f16_ok(dtype):
+        return _h_fwd_train(<const unsigned short*> x, d.P, d.G, d.R, d.C, scale, offset,
+                            eps, &ac, <unsigned short*> y, mean, var, n_threads)
+    return CKBN_ERR_DTYPE
+
+
+cdef int _tab_forward_infer(int dtype, const void* x, ckbn_dims d, const double* scale,
+                            const double* offset, const double* mean, const double* var,
+                            double eps, const ckbn_act* act, void* y,
+                            int n_threads) noexcept nogil:
+    cdef int s = _dims_status(d)
+    cdef Act ac = _c_act(act)
+    if s != CKBN_OK:
+        return s
+    if dtype == CKBN_FLOAT32:
+        return _fwd_infer(<const float*> x, d.P, d.G, d.R, d.C, scale, offset, mean, var,
+                          eps, &ac, <float*> y, n_threads)
+    if dtype == CKBN_FLOAT64:
+        return _fwd_infer(<const double*> x, d.P, d.G, d.R, d.C, scale, offset, mean, var,
+                          eps, &ac, <double*> y, n_threads)
+    if _f16_ok(dtype):
+        return _h_fwd_infer(<const unsigned short*> x, d.P, d.G, d.R, d.C, scale, offset,
+                            mean, var, eps, &ac, <unsigned short*> y, n_threads)
+    return CKBN_ERR_DTYPE
+
+
+cdef int _tab_backward(int dtype, const void* dy, const void* x, ckbn_dims d,
+                       const double* scale, const double* offset, const double* mean,
+                       const double* var, double eps, int training, const ckbn_act* act,
+                       void* dx, double* dscale, double* doffset,
+                       int n_threads) noexcept nogil:
+    cdef int s = _dims_status(d)
+    cdef Act ac = _c_act(act)
+    if s != CKBN_OK:
+        return s
+    if ac.on and offset == NULL:
+        return CKBN_ERR_ARG
+    if dtype == CKBN_FLOAT32:
+        return _bwd(<const float*> dy, <const float*> x, d.P, d.G, d.R, d.C, scale, offset,
+                    mean, var, eps, training != 0, &ac, <float*> dx, dscale, doffset,
+                    n_threads)
+    if dtype == CKBN_FLOAT64:
+        return _bwd(<const double*> dy, <const double*> x, d.P, d.G, d.R, d.C, scale,
+                    offset, mean, var, eps, training != 0, &ac, <double*> dx, dscale,
+                    doffset, n_threads)
+    if _f16_ok(dtype):
+        return _h_bwd(<const unsigned short*> dy, <const unsigned short*> x, d.P, d.G, d.R,
+                      d.C, scale, offset, mean, var, eps, training != 0, &ac,
+                      <unsigned short*> dx, dscale, doffset, n_threads)
+    return CKBN_ERR_DTYPE
+
+
+cdef int _tab_stats(int dtype, const void* x, ckbn_dims d, double* mean, double* var,
+                    int n_threads) noexcept nogil:
+    cdef int s = _dims_status(d)
+    if s != CKBN_OK:
+        return s
+    if dtype == CKBN_FLOAT32:
+        _stats(<const float*> x, d.P, d.G, d.R, d.C, mean, var, n_threads)
+        return CKBN_OK
+    if dtype == CKBN_FLOAT64:
+        _stats(<const double*> x, d.P, d.G, d.R, d.C, mean, var, n_threads)
+        return CKBN_OK
+    if _f16_ok(dtype):
+        return _h_stats(<const unsigned short*> x, d.P, d.G, d.R, d.C, mean, var, n_threads)
+    return CKBN_ERR_DTYPE
+
+
+cdef int _tab_grad_sums(int dtype, const void* dy, const void* x, ckbn_dims d,
+                        const double* scale, const double* offset, const double* mean,
+                        const double* var, double eps, const ckbn_act* act,
+                        double* sum_e, double* sum_exc, int n_threads) noexcept nogil:
+    cdef int s = _dims_status(d)
+    cdef Act ac = _c_act(act)
+    if s != CKBN_OK:
+        return s
+    if ac.on and (scale == NULL or offset == NULL or var == NULL):
+        return CKBN_ERR_ARG
+    if dtype == CKBN_FLOAT32:
+        return _sums(<const float*> dy, <const float*> x, d.P, d.G, d.R, d.C, scale, offset,
+                     mean, var, eps, &ac, sum_e, sum_exc, n_threads)
+    if dtype == CKBN_FLOAT64:
+        return _sums(<const double*> dy, <const double*> x, d.P, d.G, d.R, d.C, scale,
+                     offset, mean, var, eps, &ac, sum_e, sum_exc, n_threads)
+    if _f16_ok(dtype):
+        return _h_sums(<const unsigned short*> dy, <const unsigned short*> x, d.P, d.G, d.R,
+                       d.C, scale, offset, mean, var, eps, &ac, sum_e, sum_exc, n_threads)
+    return CKBN_ERR_DTYPE
+
+
+cdef int _tab_backward_dx(int dtype, const void* dy, const void* x, ckbn_dims d,
+                          const double* scale, const double* offset, const double* mean,
+                          const double* var, double eps, double count, const double* sum_e,
+                          const double* sum_exc, const ckbn_act* act, void* dx,
+                          double* dscale, int n_threads) noexcept nogil:
+    cdef int s = _dims_status(d)
+    cdef Act ac = _c_act(act)
+    if s != CKBN_OK:
+        return s
+    if not (count > 0.0) or (ac.on and offset == NULL):
+        return CKBN_ERR_ARG
+    if dtype == CKBN_FLOAT32:
+        return _bwd_dx(<const float*> dy, <const float*> x, d.P, d.G, d.R, d.C, scale,
+                       offset, mean, var, eps, count, sum_e, sum_exc, &ac, <float*> dx,
+                       dscale, n_threads)
+    if dtype == CKBN_FLOAT64:
+        return _bwd_dx(<const double*> dy, <const double*> x, d.P, d.G, d.R, d.C, scale,
+                       offset, mean, var, eps, count, sum_e, sum_exc, &ac, <double*> dx,
+                       dscale, n_threads)
+    if _f16_ok(dtype):
+        return _h_bwd_dx(<const unsigned short*> dy, <const unsigned short*> x, d.P, d.G,
+                         d.R, d.C, scale, offset, mean, var, eps, count, sum_e, sum_exc, &ac,
+                         <unsigned short*> dx, dscale, n_threads)
+    return CKBN_ERR_DTYPE
+
+
+cdef bytes _VARIANT = __name__.rpartition("_")[2].encode()
+cdef ckbn_kernel_table _TABLE
+_TABLE.abi = CKBN_TABLE_ABI
+_TABLE.variant = _VARIANT
+_TABLE.has_float16 = CKBN_HAVE_F16C
+_TABLE.forward_train = _tab_forward_train
+_TABLE.forward_infer = _tab_forward_infer
+_TABLE.backward = _tab_backward
+_TABLE.stats = _tab_stats
+_TABLE.grad_sums = _tab_grad_sums
+_TABLE.backward_dx = _tab_backward_dx
+
+#: This module's ckbn_kernel_table, for native ops (see ckbn_kernels.h).
+kernel_table = PyCapsule_New(&_TABLE, CKBN_TABLE_CAPSULE, NULL)
+
+
+def layout_dims(shape, channel_axes):
+    """``(P, G, R, C)`` of ``shape`` with ``channel_axes``, or None when the
+    channel axes must first be moved to the end: ``ckbn_layout()`` of the C
+    header, the one rule for ckbn's own layouts and the native ops."""
+    cdef int64_t dims_[64]
+    cdef uint64_t mask = 0
+    cdef ckbn_dims d
+    cdef int nd = len(shape), i
+    if nd > 64:
+        raise ValueError(f"at most 64 dimensions, got {nd}")
+    for i in range(nd):
+        dims_[i] = shape[i]
+    for a in channel_axes:
+        mask |= (<uint64_t> 1) << (<int> a)
+    if ckbn_layout(nd, dims_, mask, &d) != 0:
+        return None
+    return (d.P, d.G, d.R, d.C)
