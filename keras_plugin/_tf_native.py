@@ -32,9 +32,10 @@ returns None, and the backend keeps its ``tf.numpy_function`` path.
 no transpose, and not under XLA (the ops have no XLA kernel).
 
 Threads: ``n_threads`` is fixed when an op is created (eagerly: each call;
-in ``tf.function``: at tracing) from ``ckbn.get_num_threads()``; an op created
-while saving gets ``n_threads=0``, which means the default the library was
-given when it was loaded in the process that runs it.
+in ``tf.function``: at tracing), by the rule of ``keras_plugin._policy``
+(``op_threads``) where that module exists, else ``ckbn.get_num_threads()``;
+an op created while saving gets ``n_threads=0``, which means the default the
+library was given when it was loaded in the process that runs it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ import tensorflow as tf
 
 import ckbn
 from keras_plugin import _native_build
+
+try:  # the thread rule (benchmarks/RESULTS-keras.md), where this keras_plugin has it
+    from keras_plugin import _policy
+except ImportError:  # pragma: no cover - depends on the merge order
+    _policy = None
+try:
+    from tensorflow.python.ops import control_flow_util
+    from tensorflow.python.saved_model import save_context
+except ImportError:  # pragma: no cover - TF internals moved
+    control_flow_util = save_context = None
 
 __all__ = ["OP_TYPES", "load", "usable", "in_place", "train", "given", "grad", "moments"]
 
@@ -150,9 +161,7 @@ def in_place(ndim, axes):
 def _in_xla():
     if tf.executing_eagerly():
         return False
-    try:
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # pragma: no cover - TF internals moved
+    if control_flow_util is None:  # pragma: no cover - TF internals moved
         return True
     graph = tf.compat.v1.get_default_graph()
     if control_flow_util.GraphOrParentsInXlaContext(graph):
@@ -162,6 +171,16 @@ def _in_xla():
             return True
         graph = getattr(graph, "outer_graph", None)
     return False
+
+
+_gpu = None
+
+
+def _has_gpu():
+    global _gpu
+    if _gpu is None:  # logical devices are fixed once TensorFlow has started
+        _gpu = bool(tf.config.list_logical_devices("GPU"))
+    return _gpu
 
 
 def usable(x, axes):
@@ -179,7 +198,7 @@ def usable(x, axes):
     device = (getattr(x, "device", "") or "").upper()
     if "GPU" in device or "TPU" in device:
         return False
-    if not device and tf.config.list_logical_devices("GPU"):
+    if not device and _has_gpu():
         return False  # placement unknown in a graph: let TF place its own ops
     if _in_xla():
         return False
@@ -193,13 +212,12 @@ def _stat_dtype(dtype):
     return tf.float32 if dtype == tf.float16 else dtype
 
 
-def _n_threads():
-    try:
-        from tensorflow.python.saved_model import save_context
-        if save_context.in_save_context():
-            return 0  # the loading process's default
-    except ImportError:  # pragma: no cover - TF internals moved
-        pass
+def _n_threads(x):
+    """The op's OpenMP team: keras_plugin._policy's rule where it exists."""
+    if save_context is not None and save_context.in_save_context():
+        return 0  # the default of the process that loads the SavedModel
+    if _policy is not None:
+        return _policy.op_threads("tensorflow", _policy.n_elements(x.shape))
     return ckbn.get_num_threads()
 
 
@@ -282,7 +300,7 @@ def train(x, scale, offset, axes, eps, activation=None, slope=0.0):
     act, slope = _activation(activation, slope)
     return ops.ckbn_batch_norm_train(x, pc[0][1], pc[1][1], channel_axes=axes,
                                      epsilon=_number(eps, "epsilon"), activation=act,
-                                     negative_slope=slope, n_threads=_n_threads())
+                                     negative_slope=slope, n_threads=_n_threads(x))
 
 
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, activation=None, slope=0.0):
@@ -298,7 +316,7 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad=False, activation=N
     return ops.ckbn_batch_norm_apply(x, *(v for _, v in pc), channel_axes=axes,
                                      epsilon=_number(eps, "epsilon"), activation=act,
                                      negative_slope=slope, training=bool(train_grad),
-                                     n_threads=_n_threads())
+                                     n_threads=_n_threads(x))
 
 
 def grad(dy, x, scale, offset, mean, var, axes, eps, training, activation=None, slope=0.0):
@@ -318,7 +336,7 @@ def grad(dy, x, scale, offset, mean, var, axes, eps, training, activation=None, 
     return ops.ckbn_batch_norm_grad(dy, x, *(v for _, v in pc), channel_axes=axes,
                                     epsilon=_number(eps, "epsilon"), activation=act,
                                     negative_slope=slope, training=bool(training),
-                                    n_threads=_n_threads())
+                                    n_threads=_n_threads(x))
 
 
 def moments(x, axes):
@@ -326,7 +344,7 @@ def moments(x, axes):
     x = tf.convert_to_tensor(x)
     axes, ops = _check(x, [], axes)
     return ops.ckbn_moments(x, U=_stat_dtype(x.dtype), channel_axes=axes,
-                            n_threads=_n_threads())
+                            n_threads=_n_threads(x))
 
 
 # -------------------------------------------------------------------- gradients

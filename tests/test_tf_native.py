@@ -289,7 +289,9 @@ def test_threads_attr_and_results_independent_of_threads():
     fn = tf.function(lambda x: N.train(x, scale, offset, [3], EPS)[0])
     g = fn.get_concrete_function(tf.TensorSpec(x.shape, tf.float32)).graph
     (op,) = [o for o in g.get_operations() if o.type == "CkbnBatchNormTrain"]
-    assert op.get_attr("n_threads") == ckbn.get_num_threads()
+    expected = (N._policy.op_threads("tensorflow", x.size) if N._policy is not None
+                else ckbn.get_num_threads())
+    assert op.get_attr("n_threads") == expected
     outs = []
     for n in (1, 2):
         with ckbn.num_threads(n):
