@@ -190,7 +190,7 @@ def usable(x, axes):
     place, not traced for XLA, and the library loaded.  SavedModel export is
     fine: the saved graph holds the ops.
     """
-    if x.dtype not in (tf.float16, tf.float32, tf.float64):
+    if x.dtype not in _FLOATS:
         return False
     ndim = x.shape.rank
     if ndim is None or ndim == 0 or not in_place(ndim, axes):
@@ -237,55 +237,72 @@ def _activation(activation, slope):
     return ("none" if activation is None else activation), _number(slope, "negative_slope")
 
 
-def _axes(x, axes):
-    ndim = x.shape.rank
+def _axes(shape, axes):
+    ndim = shape.rank
     if ndim is None:
         raise ValueError("the native ops need tensors of known rank")
-    if isinstance(axes, int):
-        axes = [axes]
+    listed = [axes] if isinstance(axes, int) else list(axes)
     out = []
-    for a in axes:
+    for a in listed:
         if isinstance(a, bool) or not isinstance(a, int):
             raise TypeError(f"channel axes must be ints, got {a!r} in {axes!r}")
         if not -ndim <= a < ndim:
             raise ValueError(f"channel axis {a} is out of range for a tensor of rank {ndim} "
-                             f"(shape {x.shape})")
+                             f"(shape {shape})")
         out.append(a % ndim)
     if len(set(out)) != len(out):
-        raise ValueError(f"channel axes {list(axes)!r} contain duplicates")
+        raise ValueError(f"channel axes {listed!r} contain duplicates")
     if not in_place(ndim, out):
-        raise ValueError(f"channel axes {list(axes)!r} of a rank-{ndim} tensor need a "
+        raise ValueError(f"channel axes {listed!r} of a rank-{ndim} tensor need a "
                          "transpose; the native ops take them in place only")
     return sorted(out)
 
 
+_FLOATS = (tf.float16, tf.float32, tf.float64)
+_axes_seen = {}  # (rank, axes) -> normalized axes, for the calls after the first
+
+
 def _check(x, per_channel, axes):
     """Validated ``(axes, op module)``; TypeError/ValueError name the bad value."""
-    if x.dtype not in (tf.float16, tf.float32, tf.float64):
-        raise TypeError(f"x must be float16, float32 or float64, got {x.dtype.name}")
-    axes = _axes(x, axes)
-    sd = _stat_dtype(x.dtype)
+    dtype = x.dtype
+    if dtype not in _FLOATS:
+        raise TypeError(f"x must be float16, float32 or float64, got {dtype.name}")
+    shape = x.shape
+    try:
+        key = (shape.rank, axes if isinstance(axes, int) else tuple(axes))
+        norm = _axes_seen.get(key)
+    except TypeError:  # unhashable entries: _axes names them
+        key = norm = None
+    if norm is None:
+        norm = _axes(shape, axes)
+        if key is not None:
+            _axes_seen[key] = norm
+    sd = tf.float32 if dtype == tf.float16 else dtype
     n = 1
-    for a in axes:
-        n = None if n is None or x.shape[a] is None else n * x.shape[a]
+    for a in norm:
+        d = shape[a]
+        n = None if n is None or d is None else n * d
     for name, v in per_channel:
         if v.dtype != sd:
-            raise TypeError(f"{name} must be {sd.name} for {x.dtype.name} data, "
+            raise TypeError(f"{name} must be {sd.name} for {dtype.name} data, "
                             f"got {v.dtype.name}")
-        if v.shape.rank is not None and v.shape.rank != 1:
-            raise ValueError(f"{name} must be flat (one value per channel), got shape {v.shape}")
-        if n is not None and v.shape.rank == 1 and v.shape[0] not in (None, n):
-            raise ValueError(f"{name} has {v.shape[0]} values, but x of shape {x.shape} has "
-                             f"{n} channels (axes {axes})")
-    ops = load()
+        vs = v.shape
+        if vs.rank is not None and (vs.rank != 1 or vs[0] not in (None, n) and n is not None):
+            if vs.rank != 1:
+                raise ValueError(f"{name} must be flat (one value per channel), got shape {vs}")
+            raise ValueError(f"{name} has {vs[0]} values, but x of shape {shape} has "
+                             f"{n} channels (axes {norm})")
+    ops = _ops if _tried else load()
     if ops is None:
         raise RuntimeError("the ckbn TensorFlow op library is not available here")
-    return axes, ops
+    return norm, ops
 
 
 def _tensors(x, **per_channel):
-    x = tf.convert_to_tensor(x)
-    return x, [(k, tf.convert_to_tensor(v)) for k, v in per_channel.items()]
+    def tensor(v):
+        return v if isinstance(v, tf.Tensor) else tf.convert_to_tensor(v)
+
+    return tensor(x), [(k, tensor(v)) for k, v in per_channel.items()]
 
 
 # ------------------------------------------------------------------ the op table
