@@ -58,7 +58,8 @@ try:
 except ImportError:  # pragma: no cover - TF internals moved
     control_flow_util = save_context = None
 
-__all__ = ["OP_TYPES", "load", "usable", "in_place", "train", "given", "grad", "moments"]
+__all__ = ["OP_TYPES", "load", "available", "has_float16", "call_counts", "usable", "in_place",
+           "train", "given", "grad", "moments"]
 
 OP_TYPES = ("CkbnBatchNormTrain", "CkbnBatchNormApply", "CkbnBatchNormGrad", "CkbnMoments")
 ACTIVATIONS = (None, "relu", "relu6", "leaky_relu")
@@ -69,6 +70,7 @@ _lock = threading.Lock()
 _ops = None  # the loaded op module
 _tried = False
 _has_float16 = False
+_lib = None  # the library through ctypes
 
 
 class _TableHead(ctypes.Structure):
@@ -105,6 +107,10 @@ def _load():
     if lib.ckbn_native_set_table(address, ckbn.get_num_threads()) != 0:
         raise RuntimeError("ckbn's kernel table has another ABI than ckbn_kernels.h")
     _has_float16 = bool(_TableHead.from_address(address).has_float16)
+    lib.ckbn_native_calls.argtypes = [ctypes.c_int]
+    lib.ckbn_native_calls.restype = ctypes.c_int64
+    global _lib
+    _lib = lib
     return module
 
 
@@ -137,6 +143,16 @@ def available():
 def has_float16():
     """Whether the loaded kernels take float16 data (False if not loaded)."""
     return load() is not None and _has_float16
+
+
+def call_counts():
+    """How many times each op ran its kernel in this process (all zero if not loaded):
+    ``{"train": ..., "given": ..., "grad": ..., "moments": ...}``, ``given``
+    being ``CkbnBatchNormApply``.  For tests that check which path ran."""
+    names = ("train", "given", "grad", "moments")
+    if load() is None:
+        return dict.fromkeys(names, 0)
+    return {name: int(_lib.ckbn_native_calls(i)) for i, name in enumerate(names)}
 
 
 # ------------------------------------------------------------------ where it serves

@@ -315,6 +315,23 @@ def test_not_usable_where_the_ops_cannot_serve():
     assert seen == [False]
 
 
+def test_call_counts_count_kernel_runs():
+    x, s, o = tf.ones((4, 3)), tf.ones(3), tf.zeros(3)
+    step = tf.function(lambda x: N.given(x, s, o, s, s, [1], EPS))
+    before = N.call_counts()
+    N.train(x, s, o, [1], EPS)
+    for _ in range(3):
+        step(x)  # traced once, run three times
+    N.moments(x, [1])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = N.train(x, s, o, [1], EPS)[0]
+    tape.gradient(y, x)
+    after = N.call_counts()
+    assert {k: after[k] - before[k] for k in after} == {"train": 2, "given": 3, "grad": 1,
+                                                          "moments": 1}
+
+
 # ------------------------------------------------------------------------- errors
 def test_bad_input_raises_clear_errors():
     x = tf.ones((4, 3, 3, 2))

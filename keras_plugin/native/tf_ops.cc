@@ -63,6 +63,9 @@ using tensorflow::shape_inference::ShapeHandle;
 
 std::atomic<const ckbn_kernel_table*> g_table{nullptr};
 std::atomic<int> g_default_threads{1};
+// Kernel runs per op (train, apply, grad, moments), for tests that check
+// which path ran; read with ckbn_native_calls.
+std::atomic<int64_t> g_calls[4];
 
 // ------------------------------------------------------------ shape functions
 // The number of channels of x (product of the channel axes' sizes), or
@@ -368,6 +371,7 @@ class TrainOp : public CkbnOpBase {
                                       offset.data(), eps_, act(), y->flat<T>().data(),
                                       mean.data(), var.data(), threads());
     OP_REQUIRES_OK(ctx, FromCode(code, "forward_train"));
+    g_calls[0].fetch_add(1, std::memory_order_relaxed);
     Store<U>(mean, mean_t);
     Store<U>(var, var_t);
   }
@@ -389,6 +393,7 @@ class ApplyOp : public CkbnOpBase {
       return;
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
+    g_calls[1].fetch_add(1, std::memory_order_relaxed);
     if (x.NumElements() == 0) return;
     int code = table->forward_infer(DTypeOf<T>::value, x.flat<T>().data(), d, scale.data(),
                                       offset.data(), mean.data(), var.data(), eps_, act(),
@@ -423,6 +428,7 @@ class GradOp : public CkbnOpBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &ds_t));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({n}), &do_t));
     std::vector<double> dscale(n, 0.0), doffset(n, 0.0);
+    g_calls[2].fetch_add(1, std::memory_order_relaxed);
     if (x.NumElements() > 0) {
       int code = table->backward(DTypeOf<T>::value, dy.flat<T>().data(), x.flat<T>().data(),
                                    d, scale.data(), offset.data(), mean.data(), var.data(), eps_,
@@ -455,6 +461,7 @@ class MomentsOp : public CkbnOpBase {
     int code = table->stats(DTypeOf<T>::value, x.flat<T>().data(), d, mean.data(), var.data(),
                               threads());
     OP_REQUIRES_OK(ctx, FromCode(code, "stats"));
+    g_calls[3].fetch_add(1, std::memory_order_relaxed);
     Store<U>(mean, mean_t);
     Store<U>(var, var_t);
   }
@@ -495,4 +502,11 @@ extern "C" __attribute__((visibility("default"))) int ckbn_native_set_table(
   g_default_threads.store(default_threads > 0 ? default_threads : 1);
   g_table.store(table, std::memory_order_release);
   return 0;
+}
+
+// Number of runs of op `which` (0 train, 1 apply, 2 grad, 3 moments) in this
+// process; -1 for another `which`.
+extern "C" __attribute__((visibility("default"))) int64_t ckbn_native_calls(int which) {
+  if (which < 0 || which > 3) return -1;
+  return g_calls[which].load(std::memory_order_relaxed);
 }
