@@ -6,6 +6,10 @@ ckbn's fused kernels apply ``relu`` (``max(z, 0)``), ``relu6``
 :func:`from_layer` recognizes the Keras layers that compute exactly one of
 these; :func:`apply` computes them with Keras ops (the fallback, and the
 reference the kernels are tested against).
+
+An activation travels through the op tables (``keras_plugin._kernels`` and
+the backend modules) as ``act``: ``None`` or the hashable pair
+``(name, negative_slope)`` that :func:`spec` builds.
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ def check(activation, negative_slope):
     if not negative_slope >= 0.0:
         raise ValueError(f"negative_slope must be >= 0, got {negative_slope!r}")
     return activation, float(negative_slope)
+
+
+def spec(activation, negative_slope=0.2):
+    """The op tables' ``act``: None, or ``(name, float slope)`` (slope 0 unless leaky)."""
+    activation, negative_slope = check(activation, negative_slope)
+    if activation is None:
+        return None
+    return (activation, negative_slope if activation == "leaky_relu" else 0.0)
 
 
 def from_layer(layer):
@@ -59,15 +71,16 @@ def from_layer(layer):
     return None
 
 
-def apply(y, activation, negative_slope):
-    """``activation(y)`` in Keras ops (identity for None)."""
-    if activation is None:
+def apply(y, act):
+    """``act(y)`` in Keras ops, ``act`` as :func:`spec` returns it (identity for None)."""
+    if act is None:
         return y
-    if activation == "relu":
+    name, slope = act
+    if name == "relu":
         return ops.relu(y)
-    if activation == "relu6":
+    if name == "relu6":
         return ops.relu6(y)
-    return ops.leaky_relu(y, negative_slope=negative_slope)
+    return ops.leaky_relu(y, negative_slope=slope)
 
 
 def make_layer(activation, negative_slope, name=None):

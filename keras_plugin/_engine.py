@@ -1,16 +1,28 @@
-"""The layer's computation, written once over two interchangeable engines.
+"""The batch normalization layers' computation, written once over an op table.
 
-An *engine* provides three per-channel primitives on flat ``(n,)`` parameters:
+An *engine* is an op table: a module or object with
 
-* ``train(x, scale, offset, axes, eps) -> (y, mean, var)`` -- batch statistics;
-* ``given(x, scale, offset, mean, var, axes, eps, train_grad) -> y``;
-* ``moments(x, axes) -> (mean, var)`` (biased variance).
+* ``train(x, scale, offset, axes, eps, act=None) -> (y, mean, var)`` -- the
+  batch statistics (flat, biased variance) and ``y = act(BN(x))``;
+* ``given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None) -> y``
+  -- normalized with given statistics; ``train_grad`` says they are x's own
+  batch statistics (renorm), so gradients flow as in training;
+* ``moments(x, axes) -> (mean, var)`` -- without gradient;
 
-The kernel engines live in ``_tf``, ``_torch``, ``_jax`` and ``_numpy``
-(ckbn kernels, custom gradients); :data:`OPS` is the same thing in
-``keras.ops`` (the fallback).  :func:`forward` implements ghost batches, renorm,
-adjustment and the moving-average updates on top of either, with Keras 3's
-update formulas.
+on flat ``(n,)`` per-channel tensors, ``axes`` the channel axes of ``x`` and
+``act`` None or ``(name, negative_slope)`` (``keras_plugin._activation``).
+The kernel engines are the backend modules ``_tf``, ``_torch``, ``_jax`` and
+``_numpy`` (ckbn's kernels, custom gradients; they also have ``grad`` and
+``affine``); :data:`OPS` computes the same in ``keras.ops`` (autodiff), for
+what the kernels do not serve.
+
+Public functions: :func:`kernel_impl` chooses the engine for a tensor (or
+None); :func:`forward` computes a layer's output with an engine -- ghost
+batches, renorm, adjustment, the activation and the moving-average updates
+(:func:`update_moving`, Keras 3's formulas) on top of the engine's ops;
+:func:`supports_jit` says whether the kernel engine of the current backend can
+be compiled by XLA; :func:`kernels_disabled` / :func:`kernels_enabled` switch
+the kernels off for a block (e.g. ``model.export``).
 """
 
 from __future__ import annotations
@@ -21,6 +33,11 @@ import importlib
 
 import keras
 from keras import ops
+
+from keras_plugin import _activation
+
+__all__ = ["kernels_disabled", "kernels_enabled", "kernels_for_backend", "backend_module",
+           "kernel_impl", "supports_jit", "keras_synchronizes", "OPS", "forward", "update_moving"]
 
 _BACKEND_MODULES = {
     "tensorflow": "keras_plugin._tf",
@@ -42,6 +59,7 @@ def kernels_disabled():
 
 
 def kernels_enabled():
+    """Whether the layers may use the kernels here (False inside :func:`kernels_disabled`)."""
     return _enabled.get()
 
 
@@ -52,8 +70,22 @@ def kernels_for_backend():
 
 
 def backend_module():
+    """The kernel engine (backend module) of the Keras backend, or None."""
     name = kernels_for_backend()
     return None if name is None else importlib.import_module(_BACKEND_MODULES[name])
+
+
+def supports_jit():
+    """False where the backend's kernel ops cannot be XLA-compiled (the layers then
+    set ``supports_jit = False``, so ``jit_compile="auto"`` keeps the model off XLA)."""
+    mod = backend_module()
+    return mod is None or bool(mod.XLA_COMPATIBLE)
+
+
+def keras_synchronizes():
+    """Whether Keras's own ``BatchNormalization`` takes ``synchronized=True`` on this
+    backend (TensorFlow only; ``keras_plugin._sync`` serves the others)."""
+    return keras.backend.backend() == "tensorflow"
 
 
 def kernel_impl(x):
@@ -86,17 +118,17 @@ class _Ops:
         return ops.reshape(mean, (-1,)), ops.reshape(var, (-1,))
 
     @staticmethod
-    def given(x, scale, offset, mean, var, axes, eps, train_grad):
+    def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
         shape = _keepdims_shape(x, axes)
         # tf.nn.batch_normalization's arrangement: x * inv + (offset - mean * inv).
         inv = ops.rsqrt(var + eps) * scale
         shift = offset - mean * inv
-        return x * ops.reshape(inv, shape) + ops.reshape(shift, shape)
+        return _activation.apply(x * ops.reshape(inv, shape) + ops.reshape(shift, shape), act)
 
     @classmethod
-    def train(cls, x, scale, offset, axes, eps):
+    def train(cls, x, scale, offset, axes, eps, act=None):
         mean, var = cls.moments(x, axes)
-        return cls.given(x, scale, offset, mean, var, axes, eps, True), mean, var
+        return cls.given(x, scale, offset, mean, var, axes, eps, True, act), mean, var
 
 
 OPS = _Ops()
@@ -106,12 +138,18 @@ def _is16(dtype):
     return keras.backend.standardize_dtype(dtype) == "float16"
 
 
-def forward(layer, inputs, training, impl):
-    """The layer's output; in training also assigns the moving statistics."""
+def forward(layer, inputs, training, impl, act=None):
+    """``act(BN(inputs))`` for ``layer`` on engine ``impl``; in training it also
+    assigns the moving statistics (:func:`update_moving`).
+
+    ``layer`` is a built ``keras_plugin.BatchNormalization``; ``training``
+    a Python bool.  float16 inputs go to a kernel engine as they are (the
+    kernels compute in float32); the output has the layer's compute dtype.
+    """
     compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
     x = inputs
     if not (impl is not OPS and _is16(x.dtype)):
-        x = ops.cast(x, compute_dtype)  # float16 goes to the kernels as it is
+        x = ops.cast(x, compute_dtype)
     sd = "float32" if _is16(x.dtype) else keras.backend.standardize_dtype(x.dtype)
     n = layer._n_channels
     axes = layer._channel_axes
@@ -122,10 +160,11 @@ def forward(layer, inputs, training, impl):
 
     gamma = flat(layer.gamma) if layer.scale else ops.ones((n,), dtype=sd)
     beta = flat(layer.beta) if layer.center else ops.zeros((n,), dtype=sd)
+    kw = {} if act is None else {"act": act}   # (keras_plugin._sync's engines take no act)
 
     if not training:
         y = impl.given(x, gamma, beta, flat(layer.moving_mean), flat(layer.moving_variance),
-                       axes, eps, False)
+                       axes, eps, False, **kw)
         return ops.cast(y, layer.compute_dtype)
 
     vbs = layer.virtual_batch_size
@@ -149,7 +188,7 @@ def forward(layer, inputs, training, impl):
 
     plain = not layer.renorm and layer.adjustment is None
     if plain:
-        y, mean, var = impl.train(xr, rep(gamma), rep(beta), axes_r, eps)
+        y, mean, var = impl.train(xr, rep(gamma), rep(beta), axes_r, eps, **kw)
     else:
         mean, var = impl.moments(xr, axes_r)
     if vbs is not None:
@@ -169,9 +208,9 @@ def forward(layer, inputs, training, impl):
         if layer.renorm:
             r, d = _renorm_correction(layer, new_mean, new_var, sd)
             s, o = r * s, d * s + o
-        y = impl.given(xr, rep(s), rep(o), mean, var, axes_r, eps, True)
+        y = impl.given(xr, rep(s), rep(o), mean, var, axes_r, eps, True, **kw)
 
-    _update_moving(layer, new_mean, new_var, xr, sd)
+    update_moving(layer, new_mean, new_var, ops.size(xr) // n)
     if vbs is not None:
         y = ops.reshape(y, shape)
     return ops.cast(y, layer.compute_dtype)
@@ -196,9 +235,19 @@ def _renorm_correction(layer, mean, var, sd):
     return ops.stop_gradient(r), ops.stop_gradient(d)
 
 
-def _update_moving(layer, mean, var, xr, sd):
+def update_moving(layer, mean, var, count):
+    """Assign ``layer``'s moving statistics from a batch's flat ``mean`` and biased ``var``.
+
+    ``moving = moving * momentum + batch * (1 - momentum)`` (Keras 3).  With
+    renorm also ``renorm_mean``/``renorm_stddev``/``moving_stddev`` (and
+    ``moving_variance = moving_stddev**2 - epsilon``, floored at 0); with
+    ``fused=True`` the variance is first Bessel-corrected with ``count``, the
+    number of values per channel (as ``tf.keras``'s fused kernel).  No
+    gradient flows into the statistics.
+    """
     n = layer._n_channels
     m = layer.momentum
+    sd = keras.backend.standardize_dtype(mean.dtype)
     mean = ops.stop_gradient(mean)
     var = ops.stop_gradient(var)
 
@@ -219,8 +268,7 @@ def _update_moving(layer, mean, var, xr, sd):
         assign(layer.moving_variance, ops.relu(new_stddev * new_stddev - layer.epsilon))
         return
     if layer.fused:
-        # tf.keras's fused kernel feeds the Bessel-corrected variance to the average.
-        count = ops.cast(ops.size(xr), sd) / float(n)
+        count = ops.cast(count, sd)
         var = var * (count / ops.maximum(count - 1.0, 1.0))
     assign(layer.moving_mean, cur(layer.moving_mean) * m + mean * (1.0 - m))
     assign(layer.moving_variance, cur(layer.moving_variance) * m + var * (1.0 - m))

@@ -1,12 +1,33 @@
 """The one place where Keras tensors meet the ckbn kernels, as NumPy arrays.
 
-Every backend module converts its CPU tensors to NumPy arrays (without a copy
-where the framework allows it) and calls the four functions below, which call
-only public ``ckbn.nn`` ops.  Per-channel arrays are flat: ``(n,)`` with ``n``
-the product of the sizes of the channel axes, in C order.  The kernels run with
-``ckbn.get_num_threads()`` OpenMP threads and release the GIL.
+Every backend module (``_tf``, ``_torch``, ``_jax``, ``_numpy``) converts its
+CPU tensors to NumPy arrays (without a copy where the framework allows it) and
+calls the functions below, which call only public ``ckbn.nn`` ops.  They are
+the NumPy form of the op table every backend module exposes:
 
-Statistics of float16 data are float32 (ckbn computes float16 in float32).
+* ``train(x, scale, offset, axes, eps, act=None) -> (y, mean, var)``
+* ``given(x, scale, offset, mean, var, axes, eps, act=None) -> y``
+* ``grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None)
+  -> (dx, dscale, doffset)``
+* ``moments(x, axes) -> (mean, var)``
+* ``affine(x, scale, offset, axes) -> y``
+
+* ``axes``: the channel axes of ``x`` (non-negative ints); per-channel arrays
+  are flat: ``(n,)`` with ``n`` the product of the sizes of the channel axes,
+  in C order.
+* ``mean``/``var``: the batch mean and the **biased** batch variance
+  (``train``, ``moments``), or the statistics to normalize with (``given``).
+* ``act``: ``None`` or ``(name, negative_slope)`` with ``name`` one of
+  ``"relu"``, ``"relu6"``, ``"leaky_relu"`` (see ``keras_plugin._activation``):
+  applied to the normalized value inside the kernel's pass; ``grad`` then
+  takes ``dy`` as the activation's output gradient and needs ``offset``
+  (``offset`` is unused, and may be None, without an activation).
+* ``training`` (``grad``): whether ``mean``/``var`` are ``x``'s own batch
+  statistics (their gradient flows into ``dx``) or constants.
+
+The kernels run with ``ckbn.get_num_threads()`` OpenMP threads and release the
+GIL.  Statistics and parameter gradients of float16 data are float32 (ckbn
+computes float16 in float32); otherwise they have ``x``'s dtype.
 """
 
 from __future__ import annotations
@@ -15,38 +36,55 @@ import numpy as np
 
 import ckbn
 
-__all__ = ["train", "given", "grad", "moments", "stat_dtype"]
+__all__ = ["train", "given", "grad", "moments", "affine", "stat_dtype"]
+
+_F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
 
 
 def stat_dtype(dtype):
     """NumPy dtype of the statistics and parameters for data of ``dtype``."""
     dtype = np.dtype(dtype)
-    return np.dtype(np.float32) if dtype == np.float16 else dtype
+    return _F32 if dtype == _F16 else dtype
 
 
-def train(x, scale, offset, axes, eps):
-    """Training forward: ``y`` with the batch statistics, and those statistics.
+def _act_kwargs(act):
+    if act is None:
+        return {}
+    name, slope = act
+    return {"activation": name, "negative_slope": slope}
 
-    Returns ``y`` (x's dtype) and the flat batch mean and **biased** variance.
+
+def _flat(a, sd):
+    return a.reshape(-1).astype(sd, copy=False)
+
+
+def train(x, scale, offset, axes, eps, act=None):
+    """Training forward: ``y = act(BN(x))`` with the batch statistics, and those statistics.
+
+    Returns ``y`` (x's dtype) and the flat batch mean and biased variance.
     """
     y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
-                                            is_training=True)
+                                            is_training=True, **_act_kwargs(act))
     sd = stat_dtype(x.dtype)
-    return y, mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
+    return y, _flat(mean, sd), _flat(var, sd)
 
 
-def given(x, scale, offset, mean, var, axes, eps):
-    """``y = (x - mean) / sqrt(var + eps) * scale + offset`` with given statistics."""
+def given(x, scale, offset, mean, var, axes, eps, act=None):
+    """``y = act((x - mean) / sqrt(var + eps) * scale + offset)`` with given statistics."""
     return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
-                                    is_training=False)[0]
+                                    is_training=False, **_act_kwargs(act))[0]
 
 
-def grad(dy, x, scale, mean, var, axes, eps, training):
-    """``dx, dscale, doffset``; ``training`` says whether mean/var are x's batch statistics."""
+def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
+    """``dx, dscale, doffset`` of :func:`train` (``training``) or :func:`given`."""
+    kw = _act_kwargs(act)
+    if kw:
+        kw["offset"] = offset
     dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
-        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training))
+        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training), **kw)
     sd = stat_dtype(x.dtype)
-    return dx, dscale.reshape(-1).astype(sd, copy=False), doffset.reshape(-1).astype(sd, copy=False)
+    return dx, _flat(dscale, sd), _flat(doffset, sd)
 
 
 def moments(x, axes):
@@ -55,15 +93,14 @@ def moments(x, axes):
     chan = {a % x.ndim for a in axes}
     reduce_axes = [i for i in range(x.ndim) if i not in chan]
     sd = stat_dtype(x.dtype)
-    if x.dtype == np.float16:  # ckbn.nn.moments returns x's dtype; keep float32 statistics
-        x = x.astype(np.float32)
+    if x.dtype == _F16:  # ckbn.nn.moments returns x's dtype; keep float32 statistics
+        x = x.astype(_F32)
     mean, var = ckbn.nn.moments(x, reduce_axes)
-    return mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
+    return _flat(mean, sd), _flat(var, sd)
 
 
-# ---------------------------------------------------------------- folding (issue 14)
 def affine(x, scale, offset, axes):
-    """``y = x * scale + offset`` per channel, in one kernel pass.
+    """``y = x * scale + offset`` per channel, in one kernel pass (folding).
 
     ``scale`` and ``offset`` are flat per-channel coefficients (float64 is
     best: the kernel rounds them once to x's dtype).  This is
@@ -81,42 +118,3 @@ def affine(x, scale, offset, axes):
     zeros = np.zeros(shape)
     return ckbn.nn.batch_normalization(x, zeros, zeros + 1.0, offset.reshape(shape),
                                        scale.reshape(shape), 0.0)
-
-
-# ------------------------------------------------ fused activation (issue 14)
-def has_fused_activation():
-    """Whether this ckbn's ``fused_batch_norm`` applies an activation in its pass."""
-    global _HAS_ACT
-    if _HAS_ACT is None:
-        import inspect
-
-        _HAS_ACT = "activation" in inspect.signature(ckbn.nn.fused_batch_norm).parameters
-    return _HAS_ACT
-
-
-_HAS_ACT = None
-
-
-def train_act(x, scale, offset, axes, eps, activation, slope):
-    """``activation(BN(x))`` with the batch statistics, in the kernel's one pass."""
-    y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
-                                            is_training=True, activation=activation,
-                                            negative_slope=slope)
-    sd = stat_dtype(x.dtype)
-    return y, mean.reshape(-1).astype(sd, copy=False), var.reshape(-1).astype(sd, copy=False)
-
-
-def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
-    """``activation(BN(x))`` with given statistics."""
-    return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
-                                    is_training=False, activation=activation,
-                                    negative_slope=slope)[0]
-
-
-def grad_act(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
-    """``dx, dscale, doffset`` of ``activation(BN(x))``; ``dy`` is the activation's gradient."""
-    dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
-        dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training),
-        offset=offset, activation=activation, negative_slope=slope)
-    sd = stat_dtype(x.dtype)
-    return dx, dscale.reshape(-1).astype(sd, copy=False), doffset.reshape(-1).astype(sd, copy=False)

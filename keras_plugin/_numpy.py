@@ -1,7 +1,8 @@
 """NumPy backend: Keras tensors are NumPy arrays, so the kernels are called directly.
 
-The NumPy backend has no gradients (Keras cannot train on it); the layer runs
-inference, and training-mode calls (batch statistics and moving-average
+The op table of the other backend modules (see ``keras_plugin._tf``), without
+gradients: Keras cannot train on the NumPy backend, so the layers run
+inference here, and training-mode calls (batch statistics and moving-average
 updates) also run on the kernels.
 """
 
@@ -11,6 +12,10 @@ import numpy as np
 
 from keras_plugin import _kernels
 
+__all__ = ["usable", "train", "given", "moments", "affine", "XLA_COMPATIBLE"]
+
+XLA_COMPATIBLE = True    # no XLA on this backend
+
 _FLOATS = (np.float16, np.float32, np.float64)
 
 
@@ -18,12 +23,12 @@ def usable(x):
     return isinstance(x, np.ndarray) and x.dtype in _FLOATS
 
 
-def train(x, scale, offset, axes, eps):
-    return _kernels.train(x, scale, offset, axes, eps)
+def train(x, scale, offset, axes, eps, act=None):
+    return _kernels.train(x, scale, offset, axes, eps, act)
 
 
-def given(x, scale, offset, mean, var, axes, eps, train_grad):
-    return _kernels.given(x, scale, offset, mean, var, axes, eps)
+def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
+    return _kernels.given(x, scale, offset, mean, var, axes, eps, act)
 
 
 def moments(x, axes):
@@ -32,12 +37,3 @@ def moments(x, axes):
 
 def affine(x, scale, offset, axes):  # fold_batch_normalization's per-channel affine
     return _kernels.affine(x, scale, offset, axes)
-
-
-# fused activation (issue 14): BatchNormalizationActivation's inference on the kernels
-def train_act(x, scale, offset, axes, eps, activation, slope):
-    return _kernels.train_act(x, scale, offset, axes, eps, activation, slope)
-
-
-def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
-    return _kernels.given_act(x, scale, offset, mean, var, axes, eps, activation, slope)

@@ -1,10 +1,31 @@
-"""TensorFlow backend: ckbn kernels as ``tf.numpy_function`` ops with custom gradients.
+"""TensorFlow backend: ckbn kernels as native TensorFlow ops, or ``tf.numpy_function`` ops.
 
-``tf.numpy_function`` hands CPU tensors to NumPy without a copy and runs inside
-``tf.function``, but not under XLA and not in a SavedModel.  The layer therefore
-reports ``supports_jit = False`` on this backend (so ``jit_compile="auto"`` turns
-XLA off for the model) and falls back to Keras ops when the call is traced for
-XLA, for a SavedModel, or on a GPU.
+The op table (the same in every backend module; arguments as in
+``keras_plugin._kernels``, tensors instead of arrays, ``act`` None or
+``(name, negative_slope)``):
+
+* ``train(x, scale, offset, axes, eps, act=None) -> (y, mean, var)``;
+  differentiable in x, scale and offset (the statistics are not);
+* ``given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None) -> y``;
+  differentiable in x, scale and offset; ``train_grad`` says that mean/var
+  are x's own batch statistics (renorm), so the gradient is the training one;
+* ``grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None)
+  -> (dx, dscale, doffset)``: the backward op itself (no gradient);
+* ``moments(x, axes) -> (mean, var)``: no gradient;
+* ``affine(x, scale, offset, axes) -> y``: differentiable (Keras-op gradient).
+
+Where ``keras_plugin._tf_native`` serves a call (its op library is built and
+loaded, CPU, channel axes in place, not XLA), every entry point of the table
+runs on its compiled ops -- no Python per call, registered gradients, and
+they can be saved in a SavedModel.  Otherwise the kernels are called in
+``_call_train``, ``_call_given`` and ``grad`` (plus ``moments`` and
+``_call_affine``) through ``tf.numpy_function``, which hands CPU tensors to
+NumPy without a copy and runs inside ``tf.function``, but not under XLA and
+not in a SavedModel.  Neither runs under XLA (``XLA_COMPATIBLE``): the layers
+report ``supports_jit = False`` on this backend (so ``jit_compile="auto"``
+turns XLA off for the model) and :func:`usable` sends calls traced for XLA or
+on a GPU to Keras ops; calls traced for a SavedModel go to the native ops, or
+to Keras ops (:data:`keras_plugin._engine.OPS`) where those do not serve.
 """
 
 from __future__ import annotations
@@ -12,6 +33,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from keras_plugin import _engine, _kernels, _tf_native
+
+__all__ = ["usable", "train", "given", "grad", "moments", "affine", "XLA_COMPATIBLE"]
+
+XLA_COMPATIBLE = False   # neither tf.numpy_function nor the native ops have XLA kernels
 
 _FLOATS = (tf.float16, tf.float32, tf.float64)
 
@@ -36,7 +61,8 @@ def _in_xla_or_export():
 
 
 def usable(x):
-    """Whether the kernels can serve this tensor here (CPU, no XLA, no export)."""
+    """Whether the kernels can serve this tensor here (CPU, no XLA; export only on the
+    native ops)."""
     if x.dtype not in _FLOATS:
         return False
     device = getattr(x, "device", "") or ""
@@ -52,83 +78,69 @@ def usable(x):
 
 
 def _in_export_only():
+    """Traced for a SavedModel, not for XLA (the native ops serve; the rest: Keras ops)."""
     from tensorflow.python.saved_model import save_context
 
     return save_context.in_save_context() and not _tf_native._in_xla()
+
+
+def _act_args(act):
+    return (None, 0.0) if act is None else act
 
 
 def _stat_tf_dtype(x):
     return tf.float32 if x.dtype == tf.float16 else x.dtype
 
 
-def _grad_op(dy, x, scale, mean, var, axes, eps, training):
+def _name(base, act):
+    return base if act is None else base + "_act"
+
+
+# ------------------------------------------------------------ the kernel calls
+def _call_train(x, scale, offset, axes, eps, act):
     sd = _stat_tf_dtype(x)
 
-    def fn(dy_, x_, s_, m_, v_):
-        return _kernels.grad(dy_, x_, s_, m_, v_, axes, eps, training)
+    def fn(x_, s_, o_):
+        return _kernels.train(x_, s_, o_, axes, eps, act)
 
-    dx, ds, do = tf.numpy_function(fn, [dy, x, scale, mean, var], [x.dtype, sd, sd],
-                                   stateful=False, name="ckbn_batch_norm_grad")
+    y, mean, var = tf.numpy_function(fn, [x, scale, offset], [x.dtype, sd, sd], stateful=False,
+                                     name=_name("ckbn_batch_norm_train", act))
+    y.set_shape(x.shape)
+    mean.set_shape(scale.shape)
+    var.set_shape(scale.shape)
+    return y, mean, var
+
+
+def _call_given(x, scale, offset, mean, var, axes, eps, act):
+    def fn(x_, s_, o_, m_, v_):
+        return _kernels.given(x_, s_, o_, m_, v_, axes, eps, act)
+
+    y = tf.numpy_function(fn, [x, scale, offset, mean, var], x.dtype, stateful=False,
+                          name=_name("ckbn_batch_norm_apply", act))
+    y.set_shape(x.shape)
+    return y
+
+
+def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
+    """``dx, dscale, doffset`` (see the module docstring); ``offset`` only with ``act``."""
+    if _tf_native.usable(x, axes):
+        if offset is None:
+            offset = tf.zeros_like(scale)  # read only with an activation
+        return _tf_native.grad(dy, x, scale, offset, mean, var, axes, eps, training,
+                               *_act_args(act))
+    sd = _stat_tf_dtype(x)
+    args = [dy, x, scale, mean, var] + ([offset] if act is not None else [])
+
+    def fn(dy_, x_, s_, m_, v_, *o_):
+        return _kernels.grad(dy_, x_, s_, m_, v_, axes, eps, training, act,
+                             o_[0] if o_ else None)
+
+    dx, ds, do = tf.numpy_function(fn, args, [x.dtype, sd, sd], stateful=False,
+                                   name=_name("ckbn_batch_norm_grad", act))
     dx.set_shape(x.shape)
     ds.set_shape(scale.shape)
     do.set_shape(scale.shape)
     return dx, ds, do
-
-
-def train(x, scale, offset, axes, eps):
-    """``y, mean, var`` (flat biased batch statistics); differentiable in x, scale, offset."""
-    if _tf_native.usable(x, axes):
-        return _tf_native.train(x, scale, offset, axes, eps)
-    if _in_export_only():
-        return _engine.OPS.train(x, scale, offset, axes, eps)
-    sd = _stat_tf_dtype(x)
-
-    @tf.custom_gradient
-    def op(x, scale, offset):
-        def fn(x_, s_, o_):
-            return _kernels.train(x_, s_, o_, axes, eps)
-
-        y, mean, var = tf.numpy_function(fn, [x, scale, offset], [x.dtype, sd, sd],
-                                         stateful=False, name="ckbn_batch_norm_train")
-        y.set_shape(x.shape)
-        mean.set_shape(scale.shape)
-        var.set_shape(scale.shape)
-
-        def grad(dy, dmean, dvar):  # the statistics feed only non-differentiable updates
-            return _grad_op(dy, x, scale, mean, var, axes, eps, True)
-
-        return (y, mean, var), grad
-
-    return op(x, scale, offset)
-
-
-def given(x, scale, offset, mean, var, axes, eps, train_grad):
-    """``y`` normalized with the given statistics.
-
-    ``train_grad`` says that mean/var are x's own batch statistics (renorm), so
-    the gradient is the training one; otherwise it is the inference one.
-    """
-    if _tf_native.usable(x, axes):
-        return _tf_native.given(x, scale, offset, mean, var, axes, eps, train_grad)
-    if _in_export_only():
-        return _engine.OPS.given(x, scale, offset, mean, var, axes, eps, train_grad)
-
-    @tf.custom_gradient
-    def op(x, scale, offset, mean, var):
-        def fn(x_, s_, o_, m_, v_):
-            return _kernels.given(x_, s_, o_, m_, v_, axes, eps)
-
-        y = tf.numpy_function(fn, [x, scale, offset, mean, var], x.dtype, stateful=False,
-                              name="ckbn_batch_norm_apply")
-        y.set_shape(x.shape)
-
-        def grad(dy):
-            dx, ds, do = _grad_op(dy, x, scale, mean, var, axes, eps, train_grad)
-            return dx, ds, do, None, None
-
-        return y, grad
-
-    return op(x, scale, offset, mean, var)
 
 
 def moments(x, axes):
@@ -147,10 +159,66 @@ def moments(x, axes):
     return mean, var
 
 
-# ---------------------------------------------------------------- folding (issue 14)
+def _call_affine(x, scale, offset, axes):
+    def fn(x_, s_, o_):
+        return _kernels.affine(x_, s_, o_, axes)
+
+    y = tf.numpy_function(fn, [x, scale, offset], x.dtype, stateful=False,
+                          name="ckbn_channel_affine")
+    y.set_shape(x.shape)
+    return y
+
+
+# ------------------------------------------------------- the differentiable ops
+def train(x, scale, offset, axes, eps, act=None):
+    """``y, mean, var`` with the batch statistics; differentiable in x, scale, offset."""
+    if _tf_native.usable(x, axes):  # gradients registered with the op
+        return _tf_native.train(x, scale, offset, axes, eps, *_act_args(act))
+    if _in_export_only():
+        return _engine.OPS.train(x, scale, offset, axes, eps, act)
+    axes = tuple(axes)
+
+    @tf.custom_gradient
+    def op(x, scale, offset):
+        y, mean, var = _call_train(x, scale, offset, axes, eps, act)
+
+        def backward(dy, dmean, dvar):  # the statistics feed only non-differentiable updates
+            return grad(dy, x, scale, mean, var, axes, eps, True, act, offset)
+
+        return (y, mean, var), backward
+
+    return op(x, scale, offset)
+
+
+def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
+    """``y`` normalized with the given statistics (see the module docstring)."""
+    if _tf_native.usable(x, axes):  # no gradient for mean and var, as below
+        return _tf_native.given(x, scale, offset, mean, var, axes, eps, train_grad,
+                                *_act_args(act))
+    if _in_export_only():
+        return _engine.OPS.given(x, scale, offset, tf.stop_gradient(mean),
+                                 tf.stop_gradient(var), axes, eps, train_grad, act)
+    axes = tuple(axes)
+    mean = tf.stop_gradient(mean)
+    var = tf.stop_gradient(var)
+
+    @tf.custom_gradient
+    def op(x, scale, offset):
+        y = _call_given(x, scale, offset, mean, var, axes, eps, act)
+
+        def backward(dy):
+            return grad(dy, x, scale, mean, var, axes, eps, train_grad, act, offset)
+
+        return y, backward
+
+    return op(x, scale, offset)
+
+
 def affine(x, scale, offset, axes):
-    """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops."""
-    if _tf_native.usable(x, axes):  # BN with mean 0, variance 1, epsilon 0: inv == scale
+    """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops
+    (on the native ops: the apply op with mean 0, variance 1 and epsilon 0, whose
+    ``inv`` is exactly ``scale``, and its registered gradient)."""
+    if _tf_native.usable(x, axes):
         return _tf_native.given(x, scale, offset, tf.zeros_like(scale), tf.ones_like(scale),
                                 axes, 0.0)
     axes = tuple(axes)
@@ -160,14 +228,9 @@ def affine(x, scale, offset, axes):
 
     @tf.custom_gradient
     def op(x, scale, offset):
-        def fn(x_, s_, o_):
-            return _kernels.affine(x_, s_, o_, axes)
+        y = _call_affine(x, scale, offset, axes)
 
-        y = tf.numpy_function(fn, [x, scale, offset], x.dtype, stateful=False,
-                              name="ckbn_channel_affine")
-        y.set_shape(x.shape)
-
-        def grad(dy):
+        def backward(dy):
             ndim = len(x.shape)
             dims = tf.shape(x)
             shape = [dims[i] if i in axes else 1 for i in range(ndim)]
@@ -178,72 +241,10 @@ def affine(x, scale, offset, axes):
             do = tf.reshape(tf.reduce_sum(dyf, reduce), [-1])
             return dx, ds, do
 
-        return y, grad
+        return y, backward
 
     return op(x, scale, offset)
 
 
-# ---------------------------------------------------- fused activation (issue 14)
-def _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
-    sd = _stat_tf_dtype(x)
-
-    def fn(dy_, x_, s_, o_, m_, v_):
-        return _kernels.grad_act(dy_, x_, s_, o_, m_, v_, axes, eps, training, activation,
-                                 slope)
-
-    dx, ds, do = tf.numpy_function(fn, [dy, x, scale, offset, mean, var], [x.dtype, sd, sd],
-                                   stateful=False, name="ckbn_batch_norm_act_grad")
-    dx.set_shape(x.shape)
-    ds.set_shape(scale.shape)
-    do.set_shape(scale.shape)
-    return dx, ds, do
-
-
-def train_act(x, scale, offset, axes, eps, activation, slope):
-    """``activation(BN(x))``, batch statistics; the backward masks dy in the dx pass."""
-    if _tf_native.usable(x, axes):
-        return _tf_native.train(x, scale, offset, axes, eps, activation, slope)
-    sd = _stat_tf_dtype(x)
-
-    @tf.custom_gradient
-    def op(x, scale, offset):
-        def fn(x_, s_, o_):
-            return _kernels.train_act(x_, s_, o_, axes, eps, activation, slope)
-
-        y, mean, var = tf.numpy_function(fn, [x, scale, offset], [x.dtype, sd, sd],
-                                         stateful=False, name="ckbn_batch_norm_act_train")
-        y.set_shape(x.shape)
-        mean.set_shape(scale.shape)
-        var.set_shape(scale.shape)
-
-        def grad(dy, dmean, dvar):
-            return _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, True, activation,
-                                slope)
-
-        return (y, mean, var), grad
-
-    return op(x, scale, offset)
-
-
-def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
-    """``activation(BN(x))`` with given (moving) statistics."""
-    if _tf_native.usable(x, axes):
-        return _tf_native.given(x, scale, offset, mean, var, axes, eps, False, activation, slope)
-
-    @tf.custom_gradient
-    def op(x, scale, offset, mean, var):
-        def fn(x_, s_, o_, m_, v_):
-            return _kernels.given_act(x_, s_, o_, m_, v_, axes, eps, activation, slope)
-
-        y = tf.numpy_function(fn, [x, scale, offset, mean, var], x.dtype, stateful=False,
-                              name="ckbn_batch_norm_act_apply")
-        y.set_shape(x.shape)
-
-        def grad(dy):
-            dx, ds, do = _grad_act_op(dy, x, scale, offset, mean, var, axes, eps, False,
-                                      activation, slope)
-            return dx, ds, do, None, None
-
-        return y, grad
-
-    return op(x, scale, offset, mean, var)
+# keras_plugin._sync (issue 19) still calls the old private name; it is `grad`.
+_grad_op = grad

@@ -1,21 +1,41 @@
 """PyTorch backend: ckbn kernels as ``torch.library`` custom ops with autograd.
 
-The ops (``ckbn::bn_train``, ``ckbn::bn_given``, ``ckbn::bn_grad``,
-``ckbn::bn_moments``) share memory with CPU tensors both ways
-(``Tensor.numpy()`` in, ``torch.from_numpy`` out), have fake (meta)
-implementations so ``torch.compile`` can trace around them, and register
-their backward with ``torch.library.register_autograd``.  CUDA and other
-devices fall back to Keras ops.
+The op table (the same in every backend module; arguments as in
+``keras_plugin._kernels``, tensors instead of arrays, ``act`` None or
+``(name, negative_slope)``):
+
+* ``train(x, scale, offset, axes, eps, act=None) -> (y, mean, var)``;
+  differentiable in x, scale and offset (the statistics are not);
+* ``given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None) -> y``;
+  differentiable in x, scale and offset; ``train_grad`` says that mean/var
+  are x's own batch statistics (renorm), so the gradient is the training one;
+* ``grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None)
+  -> (dx, dscale, doffset)``: the backward op itself (no gradient);
+* ``moments(x, axes) -> (mean, var)``: no gradient;
+* ``affine(x, scale, offset, axes) -> y``: differentiable (torch-op gradient).
+
+They are the custom ops ``ckbn::bn_train``, ``ckbn::bn_given``,
+``ckbn::bn_grad``, ``ckbn::bn_moments`` and ``ckbn::channel_affine``, whose
+activation travels as two arguments (``act: str?``, ``slope: float``).  The
+ops share memory with CPU tensors both ways (``Tensor.numpy()`` in,
+``torch.from_numpy`` out), have fake (meta) implementations so
+``torch.compile`` can trace around them, and register their backward with
+``torch.library.register_autograd``.  CUDA and other devices fall back to
+Keras ops.
 """
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
 from keras_plugin import _kernels
+
+__all__ = ["usable", "train", "given", "grad", "moments", "affine", "XLA_COMPATIBLE"]
+
+XLA_COMPATIBLE = True    # no XLA on this backend: nothing for Keras to turn off
 
 _FLOATS = (torch.float16, torch.float32, torch.float64)
 
@@ -41,45 +61,57 @@ def _stat_dtype(x):
     return torch.float32 if x.dtype == torch.float16 else x.dtype
 
 
+def _act(name, slope):
+    return None if name is None else (name, slope)
+
+
+def _like_x_and_stats(x, scale):
+    sd = _stat_dtype(x)
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            scale.new_empty(scale.shape, dtype=sd), scale.new_empty(scale.shape, dtype=sd))
+
+
+# ------------------------------------------------------------------ the ops
 @torch.library.custom_op("ckbn::bn_train", mutates_args=())
 def _bn_train(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, axes: List[int],
-              eps: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, eps)
+              eps: float, act: Optional[str] = None,
+              slope: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, eps, _act(act, slope))
     return _t(y), _t(mean), _t(var)
 
 
 @_bn_train.register_fake
-def _(x, scale, offset, axes, eps):
-    sd = _stat_dtype(x)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            scale.new_empty(scale.shape, dtype=sd), scale.new_empty(scale.shape, dtype=sd))
+def _(x, scale, offset, axes, eps, act=None, slope=0.0):
+    return _like_x_and_stats(x, scale)
 
 
 @torch.library.custom_op("ckbn::bn_given", mutates_args=())
 def _bn_given(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, mean: torch.Tensor,
-              var: torch.Tensor, axes: List[int], eps: float) -> torch.Tensor:
-    return _t(_kernels.given(_np(x), _np(scale), _np(offset), _np(mean), _np(var), axes, eps))
+              var: torch.Tensor, axes: List[int], eps: float, train_grad: bool = False,
+              act: Optional[str] = None, slope: float = 0.0) -> torch.Tensor:
+    return _t(_kernels.given(_np(x), _np(scale), _np(offset), _np(mean), _np(var), axes, eps,
+                             _act(act, slope)))
 
 
 @_bn_given.register_fake
-def _(x, scale, offset, mean, var, axes, eps):
+def _(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None, slope=0.0):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("ckbn::bn_grad", mutates_args=())
-def _bn_grad(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, mean: torch.Tensor,
-             var: torch.Tensor, axes: List[int], eps: float,
-             training: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bn_grad(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, offset: Optional[torch.Tensor],
+             mean: torch.Tensor, var: torch.Tensor, axes: List[int], eps: float, training: bool,
+             act: Optional[str] = None,
+             slope: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     dx, ds, do = _kernels.grad(_np(dy), _np(x), _np(scale), _np(mean), _np(var), axes, eps,
-                               training)
+                               training, _act(act, slope),
+                               None if offset is None else _np(offset))
     return _t(dx), _t(ds), _t(do)
 
 
 @_bn_grad.register_fake
-def _(dy, x, scale, mean, var, axes, eps, training):
-    sd = _stat_dtype(x)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            scale.new_empty(scale.shape, dtype=sd), scale.new_empty(scale.shape, dtype=sd))
+def _(dy, x, scale, offset, mean, var, axes, eps, training, act=None, slope=0.0):
+    return _like_x_and_stats(x, scale)
 
 
 @torch.library.custom_op("ckbn::bn_moments", mutates_args=())
@@ -94,77 +126,6 @@ def _(x, axes, n):
     return x.new_empty((n,), dtype=sd), x.new_empty((n,), dtype=sd)
 
 
-def _train_setup(ctx, inputs, output):
-    x, scale, _, axes, eps = inputs
-    _, mean, var = output
-    ctx.save_for_backward(x, scale, mean, var)
-    ctx.axes, ctx.eps = axes, eps
-
-
-def _train_backward(ctx, dy, dmean, dvar):
-    x, scale, mean, var = ctx.saved_tensors
-    dx, ds, do = _bn_grad(dy, x, scale, mean, var, ctx.axes, ctx.eps, True)
-    return dx, ds, do, None, None
-
-
-_bn_train.register_autograd(_train_backward, setup_context=_train_setup)
-
-
-def _given_setup(ctx, inputs, output):
-    x, scale, _, mean, var, axes, eps = inputs
-    ctx.save_for_backward(x, scale, mean, var)
-    ctx.axes, ctx.eps = axes, eps
-    ctx.training = False
-
-
-def _given_backward(ctx, dy):
-    x, scale, mean, var = ctx.saved_tensors
-    dx, ds, do = _bn_grad(dy, x, scale, mean, var, ctx.axes, ctx.eps, ctx.training)
-    return dx, ds, do, None, None, None, None
-
-
-_bn_given.register_autograd(_given_backward, setup_context=_given_setup)
-
-
-# The renorm path: statistics given, but they are x's batch statistics, so the
-# gradient is the training one.  A second op keeps each op's autograd static.
-@torch.library.custom_op("ckbn::bn_given_train", mutates_args=())
-def _bn_given_train(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
-                    mean: torch.Tensor, var: torch.Tensor, axes: List[int],
-                    eps: float) -> torch.Tensor:
-    return _t(_kernels.given(_np(x), _np(scale), _np(offset), _np(mean), _np(var), axes, eps))
-
-
-@_bn_given_train.register_fake
-def _(x, scale, offset, mean, var, axes, eps):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
-def _given_train_setup(ctx, inputs, output):
-    _given_setup(ctx, inputs, output)
-    ctx.training = True
-
-
-_bn_given_train.register_autograd(_given_backward, setup_context=_given_train_setup)
-
-
-def train(x, scale, offset, axes, eps):
-    return _bn_train(x, scale, offset, list(axes), float(eps))
-
-
-def given(x, scale, offset, mean, var, axes, eps, train_grad):
-    op = _bn_given_train if train_grad else _bn_given
-    return op(x, scale, offset, mean.detach(), var.detach(), list(axes), float(eps))
-
-
-def moments(x, axes):
-    n = 1
-    for a in axes:
-        n *= x.shape[a]
-    return _bn_moments(x.detach(), list(axes), int(n))
-
-
-# ---------------------------------------------------------------- folding (issue 14)
 @torch.library.custom_op("ckbn::channel_affine", mutates_args=())
 def _channel_affine(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
                     axes: List[int]) -> torch.Tensor:
@@ -174,6 +135,39 @@ def _channel_affine(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
 @_channel_affine.register_fake
 def _(x, scale, offset, axes):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+# ----------------------------------------------------------------- autograd
+def _train_setup(ctx, inputs, output):
+    x, scale, offset, axes, eps, act, slope = inputs
+    _, mean, var = output
+    ctx.save_for_backward(x, scale, offset, mean, var)
+    ctx.args = (axes, eps, True, act, slope)
+
+
+def _given_setup(ctx, inputs, output):
+    x, scale, offset, mean, var, axes, eps, train_grad, act, slope = inputs
+    ctx.save_for_backward(x, scale, offset, mean, var)
+    ctx.args = (axes, eps, bool(train_grad), act, slope)
+
+
+def _backward(ctx, dy):
+    x, scale, offset, mean, var = ctx.saved_tensors
+    axes, eps, training, act, slope = ctx.args
+    return _bn_grad(dy.contiguous(), x, scale, offset if act is not None else None, mean, var,
+                    axes, eps, training, act, slope)
+
+
+def _train_backward(ctx, dy, dmean, dvar):  # the statistics feed only the moving averages
+    return _backward(ctx, dy) + (None,) * 4
+
+
+def _given_backward(ctx, dy):
+    return _backward(ctx, dy) + (None,) * 7
+
+
+_bn_train.register_autograd(_train_backward, setup_context=_train_setup)
+_bn_given.register_autograd(_given_backward, setup_context=_given_setup)
 
 
 def _affine_setup(ctx, inputs, output):
@@ -196,94 +190,32 @@ def _affine_backward(ctx, dy):
 _channel_affine.register_autograd(_affine_backward, setup_context=_affine_setup)
 
 
+# ----------------------------------------------------------------- the table
+def _act_args(act):
+    return (None, 0.0) if act is None else (str(act[0]), float(act[1]))
+
+
+def train(x, scale, offset, axes, eps, act=None):
+    return _bn_train(x, scale, offset, list(axes), float(eps), *_act_args(act))
+
+
+def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
+    return _bn_given(x, scale, offset, mean.detach(), var.detach(), list(axes), float(eps),
+                     bool(train_grad), *_act_args(act))
+
+
+def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
+    return _bn_grad(dy, x, scale, offset, mean, var, list(axes), float(eps), bool(training),
+                    *_act_args(act))
+
+
+def moments(x, axes):
+    n = 1
+    for a in axes:
+        n *= x.shape[a]
+    return _bn_moments(x.detach(), list(axes), int(n))
+
+
 def affine(x, scale, offset, axes):
     """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
     return _channel_affine(x, scale, offset, [int(a) for a in axes])
-
-
-# ---------------------------------------------------- fused activation (issue 14)
-@torch.library.custom_op("ckbn::bn_train_act", mutates_args=())
-def _bn_train_act(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor, axes: List[int],
-                  eps: float, activation: str,
-                  slope: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    y, mean, var = _kernels.train_act(_np(x), _np(scale), _np(offset), axes, eps, activation,
-                                      slope)
-    return _t(y), _t(mean), _t(var)
-
-
-@_bn_train_act.register_fake
-def _(x, scale, offset, axes, eps, activation, slope):
-    sd = _stat_dtype(x)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            scale.new_empty(scale.shape, dtype=sd), scale.new_empty(scale.shape, dtype=sd))
-
-
-@torch.library.custom_op("ckbn::bn_given_act", mutates_args=())
-def _bn_given_act(x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
-                  mean: torch.Tensor, var: torch.Tensor, axes: List[int], eps: float,
-                  activation: str, slope: float) -> torch.Tensor:
-    return _t(_kernels.given_act(_np(x), _np(scale), _np(offset), _np(mean), _np(var), axes,
-                                 eps, activation, slope))
-
-
-@_bn_given_act.register_fake
-def _(x, scale, offset, mean, var, axes, eps, activation, slope):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("ckbn::bn_grad_act", mutates_args=())
-def _bn_grad_act(dy: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
-                 mean: torch.Tensor, var: torch.Tensor, axes: List[int], eps: float,
-                 training: bool, activation: str,
-                 slope: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    dx, ds, do = _kernels.grad_act(_np(dy), _np(x), _np(scale), _np(offset), _np(mean),
-                                   _np(var), axes, eps, training, activation, slope)
-    return _t(dx), _t(ds), _t(do)
-
-
-@_bn_grad_act.register_fake
-def _(dy, x, scale, offset, mean, var, axes, eps, training, activation, slope):
-    sd = _stat_dtype(x)
-    return (torch.empty_like(x, memory_format=torch.contiguous_format),
-            scale.new_empty(scale.shape, dtype=sd), scale.new_empty(scale.shape, dtype=sd))
-
-
-def _train_act_setup(ctx, inputs, output):
-    x, scale, offset, axes, eps, activation, slope = inputs
-    _, mean, var = output
-    ctx.save_for_backward(x, scale, offset, mean, var)
-    ctx.args = (axes, eps, True, activation, slope)
-
-
-def _train_act_backward(ctx, dy, dmean, dvar):
-    x, scale, offset, mean, var = ctx.saved_tensors
-    dx, ds, do = _bn_grad_act(dy.contiguous(), x, scale, offset, mean, var, *ctx.args)
-    return dx, ds, do, None, None, None, None
-
-
-_bn_train_act.register_autograd(_train_act_backward, setup_context=_train_act_setup)
-
-
-def _given_act_setup(ctx, inputs, output):
-    x, scale, offset, mean, var, axes, eps, activation, slope = inputs
-    ctx.save_for_backward(x, scale, offset, mean, var)
-    ctx.args = (axes, eps, False, activation, slope)
-
-
-def _given_act_backward(ctx, dy):
-    x, scale, offset, mean, var = ctx.saved_tensors
-    dx, ds, do = _bn_grad_act(dy.contiguous(), x, scale, offset, mean, var, *ctx.args)
-    return dx, ds, do, None, None, None, None, None, None
-
-
-_bn_given_act.register_autograd(_given_act_backward, setup_context=_given_act_setup)
-
-
-def train_act(x, scale, offset, axes, eps, activation, slope):
-    return _bn_train_act(x, scale, offset, list(axes), float(eps), str(activation),
-                         float(slope))
-
-
-def given_act(x, scale, offset, mean, var, axes, eps, activation, slope):
-    return _bn_given_act(x, scale, offset, mean.detach(), var.detach(), list(axes), float(eps),
-                         str(activation), float(slope))

@@ -27,8 +27,8 @@ be handled, which are kept as they are with a warning that names them: a
 shared batch normalization (called at several places), one called with
 ``training=True`` in the graph, one inside a subclassed model's or custom
 layer's ``call`` (its graph is not visible), or the batch normalizations of a
-subclassed top-level model (returned itself, unchanged).  Each reason for not
-folding is reported with ``warnings.warn`` naming the layer.
+subclassed top-level model (returned itself, unchanged).  Every reason for not
+folding is reported, naming the layer, in one ``warnings.warn`` per call.
 
 ckbn's fused ``BatchNormalizationActivation`` layers (``swap_batch_normalization(...,
 fuse_activations=True)``) fold the same way, their activation becoming a stock
@@ -37,7 +37,10 @@ Keras activation layer after the folded layer (or part of the
 
 The original model is not modified: the new model has new layers and new
 variables.  Sequential models give a Sequential model, Functional models a
-Functional one; nested Sequential and Functional models are folded too.  The
+Functional one.  Any graph Keras builds is handled (``keras_plugin._graph``):
+nested Sequential and Functional models are folded too, Keras operations
+between layers (``x + 3.0``, ``x * y``) are kept, a shared layer stays shared,
+and models with several inputs and outputs keep them.  The
 folded weights are computed in float64 and rounded once to the variables'
 dtype, so the new model's outputs equal the original's in inference to float
 rounding (tested to a relative 1e-5 in float32 on Keras applications).
@@ -49,15 +52,13 @@ rounding (tested to a relative 1e-5 in float32 on Keras applications).
 
 from __future__ import annotations
 
-import collections
 import math
-import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_plugin import _activation, _engine
+from keras_plugin import _activation, _engine, _graph
 
 __all__ = ["fold_batch_normalization", "ChannelAffine"]
 
@@ -73,11 +74,6 @@ _PRODUCERS = {L.Dense: "kernel_last", L.Conv1D: "kernel_last", L.Conv2D: "kernel
 
 def _numpy(v):
     return np.asarray(v.numpy() if isinstance(v, keras.Variable) else ops.convert_to_numpy(v))
-
-
-def _is_graph_model(layer):
-    return isinstance(layer, keras.Sequential) or type(layer).__name__ == "Functional" or (
-        isinstance(layer, keras.Model) and getattr(layer, "_is_graph_network", False))
 
 
 # ------------------------------------------------------------ the affine layer
@@ -131,8 +127,8 @@ class ChannelAffine(keras.layers.Layer):
         self.offset = self.add_weight(shape=(n,), name="offset", initializer="zeros",
                                       trainable=False, autocast=False)
         self.input_spec = keras.layers.InputSpec(ndim=ndim, axes=sizes)
-        if _engine.kernels_for_backend() == "tensorflow":
-            self.supports_jit = False  # tf.numpy_function cannot be XLA-compiled
+        if not _engine.supports_jit():
+            self.supports_jit = False  # keeps jit_compile="auto" off XLA
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -155,7 +151,7 @@ class ChannelAffine(keras.layers.Layer):
             shape = tuple(x.shape[i] if i in self._channel_axes else 1
                           for i in range(len(x.shape)))
             y = x * ops.reshape(scale, shape) + ops.reshape(offset, shape)
-        y = _activation.apply(y, self.activation, self.negative_slope)
+        y = _activation.apply(y, _activation.spec(self.activation, self.negative_slope))
         return ops.cast(y, self.compute_dtype)
 
     def get_config(self):
@@ -238,56 +234,19 @@ def _folded_weights(producer, a, c):
 
 
 # ------------------------------------------------------------------ the folder
-class _Skip:
-    """Stands for a folded batch normalization in the cloned graph: passes its input on."""
-
-    def __init__(self, act_layer):
-        self.act_layer = act_layer
-
-    def __call__(self, x):
-        return x if self.act_layer is None else self.act_layer(x)
-
-
-def _clone_skipping(model, clone_function):
-    """``keras.models.clone_model`` in which the ``_Skip`` placeholders that
-    ``clone_function`` returns pass their input on instead of being called as
-    layers (a folded or fused-away layer leaves no node in the clone)."""
-
-    def call_function(op, *args, **kwargs):
-        if isinstance(op, _Skip):
-            return op(args[0] if args else kwargs["inputs"])
-        return op(*args, **kwargs)
-
-    return keras.models.clone_model(model, clone_function=clone_function,
-                                    call_function=call_function)
-
-
-def _warn(msg):
-    warnings.warn("fold_batch_normalization: " + msg, stacklevel=4)
-
-
 class _Folder:
     def __init__(self):
-        self.copies = []   # (new layer, weights by variable name or list)
+        self.rw = _graph.Rewrite("fold_batch_normalization")
 
     # -- layers --------------------------------------------------------------
     def copy_layer(self, layer):
-        if _is_graph_model(layer):
+        if _graph.is_graph_model(layer):
             return self.fold_model(layer)
-        inner = [la for la in layer._flatten_layers(include_self=False, recursive=True)
-                 if isinstance(la, _BN)]
-        for bn in inner:
-            _warn(f"BatchNormalization {bn.name!r} is inside {layer.name!r} "
-                  f"({type(layer).__name__}), whose call() cannot be rewritten; that part "
-                  f"of the model is left unchanged.")
-        try:
-            new = type(layer).from_config(layer.get_config())
-        except Exception as err:  # e.g. a Lambda of a Python lambda
-            _warn(f"layer {layer.name!r} cannot be re-created from its config "
-                  f"({type(err).__name__}); the new model shares it with the original.")
-            return layer
-        self.copies.append((new, layer.get_weights()))
-        return new
+        for bn in _graph.inner_batch_norms(layer):
+            self.rw.note(f"BatchNormalization {bn.name!r} is inside {layer.name!r} "
+                         f"({type(layer).__name__}), whose call() cannot be rewritten; that "
+                         f"part of the model is left unchanged")
+        return self.rw.copy(layer)
 
     def affine_layer(self, bn, ndim):
         a, c = _bn_coefficients(bn)
@@ -295,45 +254,36 @@ class _Folder:
         axis = list(_bn_axes(bn, ndim))
         new = ChannelAffine(axis=axis[0] if len(axis) == 1 else axis, activation=act,
                             negative_slope=slope, name=bn.name, dtype=bn.dtype_policy)
-        self.copies.append((new, {"scale": a, "offset": c}))
+        self.rw.set_weights_later(new, {"scale": a, "offset": c})
         return new
 
     def folded_producer(self, producer, bn):
         config = producer.get_config()
         config.update(use_bias=True, bias_initializer="zeros")
         new = type(producer).from_config(config)
-        self.copies.append((new, _folded_weights(producer, *_bn_coefficients(bn))))
+        self.rw.set_weights_later(new, _folded_weights(producer, *_bn_coefficients(bn)))
         return new
 
     def skip(self, bn):
         act, slope = _bn_activation(bn)
         if act is None:
-            return _Skip(None)
+            return _graph.Skip()
         name = getattr(bn, "activation_name", None) or f"{bn.name}_{act}"
-        return _Skip(_activation.make_layer(act, slope, name=name))
-
-    def finish(self):
-        for new, weights in self.copies:
-            if isinstance(weights, dict):
-                for v in new.weights:
-                    v.assign(np.asarray(weights[v.name]).astype(v.dtype))
-            else:
-                new.set_weights(weights)
-        self.copies = []
+        return _graph.Skip(_activation.make_layer(act, slope, name=name))
 
     # -- decisions -----------------------------------------------------------
     def plan(self, bn, producer, ndim, n_calls, sole_consumer, fixed_training):
-        """"fold", "affine" or "keep" for one batch normalization (and warn why)."""
+        """"fold", "affine" or "keep" for one batch normalization (and note why)."""
         if n_calls > 1:
-            _warn(f"BatchNormalization {bn.name!r} is shared (called {n_calls} times in the "
-                  f"model); it cannot be folded and is left unchanged.")
+            self.rw.note(f"BatchNormalization {bn.name!r} is shared (called {n_calls} times in "
+                         f"the model); it cannot be folded and is left unchanged")
             return "keep"
         if not bn.built:
-            _warn(f"BatchNormalization {bn.name!r} is not built; left unchanged.")
+            self.rw.note(f"BatchNormalization {bn.name!r} is not built; left unchanged")
             return "keep"
         if fixed_training:
-            _warn(f"BatchNormalization {bn.name!r} is called with training=True in the "
-                  f"model's graph (batch statistics even in inference); left unchanged.")
+            self.rw.note(f"BatchNormalization {bn.name!r} is called with training=True in the "
+                         f"model's graph (batch statistics even in inference); left unchanged")
             return "keep"
         obstacle = _fold_obstacle(producer, bn, ndim)
         if obstacle == "no-producer":
@@ -342,48 +292,39 @@ class _Folder:
             obstacle = (f"the output of {producer.name!r} also feeds other layers or the "
                         f"model's outputs")
         if obstacle is not None:
-            _warn(f"BatchNormalization {bn.name!r} is not folded into {producer.name!r}: "
-                  f"{obstacle}; it becomes a per-channel affine layer.")
+            self.rw.note(f"BatchNormalization {bn.name!r} is not folded into "
+                         f"{producer.name!r}: {obstacle}; it becomes a per-channel affine "
+                         f"layer")
             return "affine"
         return "fold"
 
     # -- models --------------------------------------------------------------
     def fold_model(self, model):
         if isinstance(model, keras.Sequential):
-            return self.fold_sequential(model)
-        if _is_graph_model(model):
-            return self.fold_functional(model)
-        for bn in model._flatten_layers(include_self=False, recursive=True):
-            if isinstance(bn, _BN):
-                _warn(f"BatchNormalization {bn.name!r} is inside the subclassed model "
-                      f"{model.name!r} ({type(model).__name__}), whose call() cannot be "
-                      f"rewritten; the model is returned unchanged.")
+            return self.rw.sequential(model, self.replacement(model._functional))
+        if _graph.is_graph_model(model):
+            return self.rw.functional(model, self.replacement(model))
+        for bn in _graph.inner_batch_norms(model):
+            self.rw.note(f"BatchNormalization {bn.name!r} is inside the subclassed model "
+                         f"{model.name!r} ({type(model).__name__}), whose call() cannot be "
+                         f"rewritten; the model is returned unchanged")
         return model
 
-    def fold_functional(self, model):
-        nodes = [n for depth in model._nodes_by_depth.values() for n in depth
-                 if n.operation is not None and not n.is_input]
-        consumers = collections.defaultdict(int)
-        producer_of = {}
-        calls = collections.Counter(id(n.operation) for n in nodes)
-        for n in nodes:
-            for t in n.input_tensors:
-                consumers[id(t)] += 1
-            for t in n.outputs:
-                producer_of[id(t)] = n.operation
-        for t in model.outputs:
-            consumers[id(t)] += 1
+    def replacement(self, model):
+        """The function giving each layer of the Functional ``model`` its replacement."""
+        facts = _graph.GraphFacts(model)
         decided = {}   # id(original layer) -> ("fold_into", bn) | ("skip",) | ("affine", ndim)
-        for n in nodes:
+        for n in facts.nodes:
             bn = n.operation
             if not isinstance(bn, _BN) or id(bn) in decided or len(n.input_tensors) != 1:
                 continue
             t = n.input_tensors[0]
-            producer = producer_of.get(id(t))
+            producer = facts.producer.get(id(t))
             ndim = len(t.shape)
             fixed = n.arguments.kwargs.get("training") is True
-            sole = consumers[id(t)] == 1 and producer is not None and calls[id(producer)] == 1
-            what = self.plan(bn, producer, ndim, calls[id(bn)], sole, fixed)
+            sole = (facts.uses(t) == 1 and producer is not None
+                    and facts.calls[id(producer)] == 1)
+            what = self.plan(bn, producer, ndim, facts.calls[id(bn)], sole, fixed)
             if what == "fold":
                 decided[id(producer)] = ("fold_into", bn)
                 decided[id(bn)] = ("skip",)
@@ -392,7 +333,7 @@ class _Folder:
             else:
                 decided[id(bn)] = ("keep",)
 
-        def clone_function(layer):
+        def replace(layer):
             how = decided.get(id(layer))
             if how is None or how[0] == "keep":
                 return self.copy_layer(layer)
@@ -402,25 +343,7 @@ class _Folder:
                 return self.skip(layer)
             return self.affine_layer(layer, how[1])
 
-        new = _clone_skipping(model, clone_function)
-        self.finish()
-        return new
-
-    def fold_sequential(self, model):
-        functional = getattr(model, "_functional", None)
-        if functional is None:
-            raise ValueError(f"fold_batch_normalization: Sequential model {model.name!r} is "
-                             f"not built; build it (or call it once) so it has weights.")
-        # A Sequential model is a chain: fold its Functional twin, then list its layers.
-        folded = self.fold_functional(functional)
-        ref = functional.inputs[0]
-        inputs = keras.Input(batch_shape=tuple(ref.shape), dtype=ref.dtype, name=ref.name)
-        layers = [la for la in folded.layers if not isinstance(la, keras.layers.InputLayer)]
-        new = keras.Sequential([inputs] + layers, name=model.name,
-                               trainable=model.trainable)
-        if model.compiled:
-            new.compile_from_config(model.get_compile_config())
-        return new
+        return replace
 
 
 def fold_batch_normalization(model):
@@ -455,4 +378,7 @@ def fold_batch_normalization(model):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"fold_batch_normalization needs a keras.Model, got {type(model)!r}")
-    return _Folder().fold_model(model)
+    folder = _Folder()
+    new = folder.fold_model(model)
+    folder.rw.warn(stacklevel=3)
+    return new

@@ -3,12 +3,13 @@
 In ``Conv -> BatchNormalization -> ReLU`` the activation re-reads and
 re-writes the whole tensor, forward and backward.
 :class:`BatchNormalizationActivation` computes ``activation(BN(x))`` in one
-layer: on CPU tensors with ckbn kernels that take ``activation=`` (see
-``ckbn.nn.fused_batch_norm``), the activation is applied inside the
-normalization pass and the backward masks ``dy`` inside the dx pass; elsewhere
-(GPU tensors, masks, XLA, the extras, kernels without the fused activation)
-it runs ckbn's/Keras's batch normalization and then the activation in Keras
-ops, with the same results.
+layer: where the kernels serve the call (CPU tensors; see
+``ckbn.nn.fused_batch_norm``'s ``activation=``), the activation is applied
+inside the normalization pass and the backward masks ``dy`` inside the dx
+pass, the Keras 2 extras (ghost batches, renorm, adjustment) included;
+elsewhere (GPU tensors, masks, XLA, ``synchronized=True``) it runs
+ckbn's/Keras's batch normalization and then the activation in Keras ops, with
+the same results.
 
 ``swap_batch_normalization(model, fuse_activations=True)`` builds it: every
 batch normalization whose output feeds exactly one layer, and that layer is a
@@ -22,18 +23,18 @@ serialization as ``ckbn>BatchNormalizationActivation``, so a ``.keras`` file of
 the swapped model loads where ``keras_plugin`` is imported.  Activations
 between other layers, and batch normalizations whose output has other
 consumers, are left as they are (the latter swapped to ckbn's layer).
-Subclassed models cannot be rewired: they are swapped in place without
-fusion, with a warning naming their batch normalizations.
+Any graph Keras builds is rewired (``keras_plugin._graph``): Keras operations
+between layers, nested models, shared layers, several inputs and outputs.  A
+shared batch normalization or activation is not fused, and subclassed models
+cannot be rewired: they are swapped in place without fusion.  One warning
+names what is left alone.
 """
 
 from __future__ import annotations
 
-import collections
-import warnings
-
 import keras
 
-from keras_plugin import _activation, _engine, _kernels
+from keras_plugin import _activation, _graph
 from keras_plugin.layer import BatchNormalization
 
 __all__ = ["BatchNormalizationActivation", "fuse_activations"]
@@ -70,41 +71,9 @@ class BatchNormalizationActivation(BatchNormalization):
                       activation_name=self.activation_name)
         return config
 
-    def call(self, inputs, training=None, mask=None):
-        if mask is None and not self.synchronized and not self._uses_extras \
-                and not self.renorm and _kernels.has_fused_activation():
-            x = inputs
-            if keras.backend.standardize_dtype(x.dtype) == "bfloat16":
-                x = keras.ops.cast(x, "float32")
-            impl = _engine.kernel_impl(x)
-            if impl is not None and hasattr(impl, "train_act"):
-                return _fused_forward(self, x, bool(training and self.trainable), impl)
-        y = super().call(inputs, training=training, mask=mask)
-        return _activation.apply(y, self.fused_activation, self.negative_slope)
-
-
-def _fused_forward(layer, x, training, impl):
-    """The plain batch normalization path of ``_engine.forward`` with the activation fused."""
-    ops = keras.ops
-    if keras.backend.standardize_dtype(x.dtype) != "float16":
-        x = ops.cast(x, keras.backend.result_type(x.dtype, "float32"))
-    sd = "float32" if keras.backend.standardize_dtype(x.dtype) == "float16" else \
-        keras.backend.standardize_dtype(x.dtype)
-    n, axes, eps = layer._n_channels, layer._channel_axes, layer.epsilon
-    act, slope = layer.fused_activation, layer.negative_slope
-
-    def flat(v):
-        return ops.reshape(ops.cast(v, sd), (n,))
-
-    gamma = flat(layer.gamma) if layer.scale else ops.ones((n,), dtype=sd)
-    beta = flat(layer.beta) if layer.center else ops.zeros((n,), dtype=sd)
-    if not training:
-        y = impl.given_act(x, gamma, beta, flat(layer.moving_mean),
-                           flat(layer.moving_variance), axes, eps, act, slope)
-    else:
-        y, mean, var = impl.train_act(x, gamma, beta, axes, eps, act, slope)
-        _engine._update_moving(layer, mean, var, x, sd)
-    return ops.cast(y, layer.compute_dtype)
+    @property
+    def _fused_act(self):
+        return _activation.spec(self.fused_activation, self.negative_slope)
 
 
 # --------------------------------------------------------------- graph rewriting
@@ -112,22 +81,18 @@ def _is_bn(layer):
     return type(layer) in (keras.layers.BatchNormalization, BatchNormalization)
 
 
-def _warn(msg):
-    warnings.warn("swap_batch_normalization(fuse_activations=True): " + msg, stacklevel=5)
-
-
 class _Fuser:
-    def __init__(self, clone_layer):
-        self.clone_layer = clone_layer  # swap's cloning (stock BN -> ckbn BN)
-        self.copies = []
+    """Rewrites graph models with BN + activation pairs fused; ``clone_layer(layer, rw)``
+    is swap's replacement of every other layer (stock BN -> ckbn's)."""
+
+    def __init__(self, clone_layer, rewrite):
+        self.clone_layer = clone_layer
+        self.rw = rewrite
 
     def copy(self, layer):
-        if isinstance(layer, keras.Model) and _is_graph(layer):
+        if _graph.is_graph_model(layer):
             return self.fuse_model(layer)
-        new = self.clone_layer(layer)
-        if new is not layer:
-            self.copies.append((new, layer))
-        return new
+        return self.clone_layer(layer, self.rw)
 
     def fused(self, bn, act_layer, act, slope):
         config = bn.get_config()
@@ -135,77 +100,50 @@ class _Fuser:
         new = BatchNormalizationActivation.from_config(dict(
             config, name=bn.name, activation=act, negative_slope=slope,
             activation_name=act_layer.name))
-        self.copies.append((new, bn))
+        self.rw.set_weights_later(new, bn.get_weights())
         return new
-
-    def finish(self):
-        for new, old in self.copies:
-            new.set_weights(old.get_weights())
-        self.copies = []
 
     def fuse_model(self, model):
         if isinstance(model, keras.Sequential):
-            functional = getattr(model, "_functional", None)
-            if functional is None:
-                raise ValueError(f"swap_batch_normalization: Sequential model {model.name!r} "
-                                 f"is not built; fuse_activations=True needs its graph.")
-            new = self.fuse_functional(functional)
-            ref = functional.inputs[0]
-            inputs = keras.Input(batch_shape=tuple(ref.shape), dtype=ref.dtype, name=ref.name)
-            layers = [la for la in new.layers if not isinstance(la, keras.layers.InputLayer)]
-            return keras.Sequential([inputs] + layers, name=model.name, trainable=model.trainable)
-        return self.fuse_functional(model)
+            return self.rw.sequential(model, self.replacement(model._functional))
+        return self.rw.functional(model, self.replacement(model))
 
-    def fuse_functional(self, model):
-        from keras_plugin.fold import _Skip, _clone_skipping
-
-        nodes = [n for depth in model._nodes_by_depth.values() for n in depth
-                 if n.operation is not None and not n.is_input]
-        consumers = collections.defaultdict(list)
-        calls = collections.Counter(id(n.operation) for n in nodes)
-        for n in nodes:
-            for t in n.input_tensors:
-                consumers[id(t)].append(n)
-        outputs = {id(t) for t in model.outputs}
+    def replacement(self, model):
+        """The function giving each layer of the Functional ``model`` its replacement."""
+        facts = _graph.GraphFacts(model)
         plan = {}
-        for n in nodes:
+        for n in facts.nodes:
             bn = n.operation
             if not _is_bn(bn) or len(n.outputs) != 1:
                 continue
-            users = consumers[id(n.outputs[0])]
-            if len(users) != 1 or id(n.outputs[0]) in outputs:
+            t = n.outputs[0]
+            if facts.uses(t) != 1 or not facts.consumers[id(t)]:
                 continue
-            act_layer = users[0].operation
+            act_layer = facts.consumers[id(t)][0].operation
             spec = _activation.from_layer(act_layer)
             if spec is None:
                 continue
-            if calls[id(bn)] > 1 or calls[id(act_layer)] > 1:
-                _warn(f"BatchNormalization {bn.name!r} or its activation {act_layer.name!r} "
-                      f"is shared (called at several places); not fused.")
+            if facts.calls[id(bn)] > 1 or facts.calls[id(act_layer)] > 1:
+                self.rw.note(f"BatchNormalization {bn.name!r} or its activation "
+                             f"{act_layer.name!r} is shared (called at several places); "
+                             f"not fused")
                 continue
             if n.arguments.kwargs.get("mask") is not None:
                 continue
             plan[id(bn)] = ("fuse", act_layer) + spec
             plan[id(act_layer)] = ("skip",)
 
-        def clone_function(layer):
+        def replace(layer):
             how = plan.get(id(layer))
             if how is None:
                 return self.copy(layer)
             if how[0] == "skip":
-                return _Skip(None)
+                return _graph.Skip()
             return self.fused(layer, *how[1:])
 
-        new = _clone_skipping(model, clone_function)
-        self.finish()
-        return new
+        return replace
 
 
-def _is_graph(model):
-    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or \
-        getattr(model, "_is_graph_network", False)
-
-
-def fuse_activations(model, clone_layer):
+def fuse_activations(model, clone_layer, rewrite):
     """A clone of the graph model ``model`` with BN + activation pairs fused (see module)."""
-    return _Fuser(clone_layer).fuse_model(model)
+    return _Fuser(clone_layer, rewrite).fuse_model(model)

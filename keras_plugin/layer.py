@@ -49,7 +49,7 @@ import warnings
 import keras
 from keras import ops
 
-from keras_plugin import _engine, _sync
+from keras_plugin import _activation, _engine, _sync
 
 __all__ = ["BatchNormalization"]
 
@@ -143,9 +143,8 @@ class BatchNormalization(_Stock):
             beta_regularizer=beta_regularizer, gamma_regularizer=gamma_regularizer,
             beta_constraint=beta_constraint, gamma_constraint=gamma_constraint)
         if "synchronized" in _STOCK_PARAMS:
-            # Keras takes synchronized=True on TensorFlow only; keras_plugin._sync serves torch.
-            stock_kwargs["synchronized"] = bool(synchronized) and (
-                keras.backend.backend() == "tensorflow")
+            # Keras's own layer synchronizes on some backends only; keras_plugin._sync the rest.
+            stock_kwargs["synchronized"] = bool(synchronized) and _engine.keras_synchronizes()
         elif synchronized:
             raise ValueError("synchronized=True needs a Keras version that supports it")
         if _STOCK_HAS_RENORM:
@@ -281,14 +280,17 @@ class BatchNormalization(_Stock):
 
         self.input_spec = keras.layers.InputSpec(ndim=ndim, axes=sizes)
         self._reduction_axes = [i for i in range(ndim) if i not in axes]
-        if _engine.kernels_for_backend() == "tensorflow":
-            # tf.numpy_function cannot be XLA-compiled: keep jit_compile="auto" off XLA.
-            self.supports_jit = False
+        if not _engine.supports_jit():
+            self.supports_jit = False  # keeps jit_compile="auto" off XLA
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     # -------------------------------------------------------------------- call
+    #: The activation applied after the normalization, as ``_activation.spec``
+    #: returns it: None here; ``BatchNormalizationActivation`` sets it.
+    _fused_act = None
+
     def call(self, inputs, training=None, mask=None):
         if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
             raise ValueError("The mask provided should be one dimension less than the inputs. "
@@ -296,6 +298,7 @@ class BatchNormalization(_Stock):
         if keras.backend.standardize_dtype(inputs.dtype) == "bfloat16":
             # Computed in float32 either way (as the stock layer does); NumPy has no bfloat16.
             inputs = ops.cast(inputs, "float32")
+        act = self._fused_act
         impl = None
         if self.synchronized:   # global statistics across processes: keras_plugin._sync
             impl = _sync.engine(self, inputs, bool(training and self.trainable), mask)
@@ -303,9 +306,14 @@ class BatchNormalization(_Stock):
             impl = _engine.kernel_impl(inputs)
         if impl is None:
             if not self._uses_extras:
-                return super().call(inputs, training=training, mask=mask)
+                y = super().call(inputs, training=training, mask=mask)
+                return _activation.apply(y, act)
             if mask is not None:
                 raise NotImplementedError("Masks are not supported together with list axis, "
                                           "virtual_batch_size, adjustment or fused=True.")
             impl = _engine.OPS
-        return _engine.forward(self, inputs, bool(training and self.trainable), impl)
+        if act is not None and impl is not _engine.OPS and impl is not _engine.backend_module():
+            # an engine without the activation (keras_plugin._sync): apply it afterwards
+            y = _engine.forward(self, inputs, bool(training and self.trainable), impl)
+            return _activation.apply(y, act)
+        return _engine.forward(self, inputs, bool(training and self.trainable), impl, act)

@@ -1,10 +1,15 @@
 """``swap_batch_normalization``: put ckbn's layer into an existing Keras model.
 
-Sequential and Functional models (nested ones included) are cloned with
-``keras.models.clone_model``: every layer whose class is exactly
+Sequential and Functional models are cloned with ``keras.models.clone_model``
+(``keras_plugin._graph``): every layer whose class is exactly
 ``keras.layers.BatchNormalization`` becomes ``keras_plugin.BatchNormalization``
-with the same config, the other layers are cloned as Keras clones them, and all
-weights are copied, so the new model predicts what the old one does.
+with the same config, the other layers are re-created from their configs, and
+all weights are copied, so the new model predicts what the old one does.  Any
+graph Keras builds is handled: Keras operations between layers (``x + 3.0``),
+nested Sequential/Functional models, shared layers (still shared), several
+inputs and outputs, and the batch normalizations that a custom layer creates
+and calls itself (swapped inside the new layer's copy).  What is left alone is
+named in one warning.
 
 Subclassed models cannot be cloned from their config; they are swapped **in
 place**: each stock ``BatchNormalization`` instance becomes an instance of
@@ -30,11 +35,9 @@ precedence), as long as it uses no extras (list axis, ghost batches, ...).  Weig
 
 from __future__ import annotations
 
-import warnings
-
 import keras
 
-from keras_plugin import _engine
+from keras_plugin import _engine, _graph
 from keras_plugin.layer import BatchNormalization
 
 __all__ = ["swap_batch_normalization"]
@@ -50,32 +53,40 @@ def _from_stock(layer):
     return BatchNormalization.from_config(layer.get_config())
 
 
-def _is_graph_model(model):
-    return isinstance(model, keras.Sequential) or (
-        isinstance(model, keras.Model) and getattr(model, "_is_graph_network", False)
-    ) or type(model).__name__ == "Functional"
+class _Subclassed(Exception):
+    """A nested subclassed model: its call() cannot be rewired (the in-place swap runs)."""
 
 
-def _clone_layer(layer):
+def _replacement(layer, rw):
+    """The layer that stands for ``layer`` in the swapped model (see the module docstring)."""
     if _is_stock_bn(layer):
-        return _from_stock(layer)
-    if isinstance(layer, keras.Model) and _is_graph_model(layer):
-        return _clone_graph(layer)
+        new = _from_stock(layer)
+        if layer.weights:
+            rw.set_weights_later(new, layer.get_weights())
+        return new
+    if _graph.is_graph_model(layer):
+        return _swap_graph(layer, rw)
     if isinstance(layer, keras.Model):
-        raise TypeError("nested subclassed model")  # handled by the in-place swap
-    try:
-        return layer.__class__.from_config(layer.get_config())
-    except Exception as err:  # e.g. a Lambda of a Python lambda (unsafe to deserialize)
-        warnings.warn(f"swap_batch_normalization: layer {layer.name!r} cannot be re-created "
-                      f"from its config ({type(err).__name__}); the new model shares it.",
-                      stacklevel=3)
-        return layer
+        raise _Subclassed(layer.name)
+    inner = [bn.name for bn in _graph.inner_batch_norms(layer) if _is_stock_bn(bn)]
+    # A custom layer's own BNs are swapped in its copy once that is built (its call()
+    # keeps calling the same instances).
+    new = rw.copy(layer, then=_swap_subclassed if inner else None)
+    if inner and new is layer:
+        rw.note(f"layer {layer.name!r} is shared with the original model, so its batch "
+                f"normalizations {inner} are not swapped")
+    return new
 
 
-def _clone_graph(model):
-    clone = keras.models.clone_model(model, clone_function=_clone_layer)
-    clone.set_weights(model.get_weights())
-    return clone
+def _swap_graph(model, rw):
+    def replace(layer):
+        return _replacement(layer, rw)
+
+    if isinstance(model, keras.Sequential):
+        if getattr(model, "_functional", None) is None:  # not built: no weights to copy
+            return keras.models.clone_model(model, clone_function=replace)
+        return rw.sequential(model, replace)
+    return rw.functional(model, replace)
 
 
 def _swap_in_place(layer):
@@ -92,7 +103,7 @@ def _swap_in_place(layer):
         layer._channel_axes = (layer.axis % ndim,)
         layer._param_shape = tuple(layer.moving_mean.shape)
         layer._n_channels = int(layer.moving_mean.shape[0])
-        if _engine.kernels_for_backend() == "tensorflow":
+        if not _engine.supports_jit():
             layer.supports_jit = False
 
 
@@ -139,25 +150,30 @@ def swap_batch_normalization(model, fuse_activations=False):
         raise TypeError(f"swap_batch_normalization needs a keras.Model, got {type(model)!r}")
     if fuse_activations not in (True, False):
         raise TypeError(f"fuse_activations must be True or False, got {fuse_activations!r}")
-    if _is_graph_model(model):
+    rw = _graph.Rewrite("swap_batch_normalization")
+    if _graph.is_graph_model(model):
         try:
             if fuse_activations:  # issue 14: BN + activation as one layer
                 from keras_plugin.fuse import fuse_activations as fuse
 
-                return fuse(model, _clone_layer)
-            return _clone_graph(model)
-        except TypeError as err:
-            if "nested subclassed model" not in str(err):
-                raise
+                new = fuse(model, _replacement, rw)
+            else:
+                new = _swap_graph(model, rw)
+            rw.warn(stacklevel=3)
+            return new
+        except _Subclassed:
+            rw = _graph.Rewrite("swap_batch_normalization")   # swapped in place instead
     if fuse_activations:
-        for layer in model._flatten_layers(include_self=False, recursive=True):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                warnings.warn(f"swap_batch_normalization: BatchNormalization {layer.name!r} is "
-                              f"inside a subclassed model whose call() cannot be rewired; it "
-                              f"is swapped without fusing its activation.", stacklevel=2)
+        names = [layer.name for layer in model._flatten_layers(include_self=False, recursive=True)
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        if names:
+            rw.note(f"the BatchNormalization layers {names} are inside a subclassed model "
+                    f"whose call() cannot be rewired; they are swapped without fusing their "
+                    f"activations")
     if _swap_subclassed(model):
         # Drop step functions traced with the stock layers; Keras re-traces them.
         for attr in ("train_function", "test_function", "predict_function"):
             if getattr(model, attr, None) is not None:
                 setattr(model, attr, None)
+    rw.warn(stacklevel=3)
     return model
