@@ -173,7 +173,7 @@ def _extensions():
         Extension(
             f"ckbn._{kind}_{v}",
             [f"pyx/ckbn/_{kind}_{v}.pyx"],
-            include_dirs=[np.get_include(), "ckbn/include"],
+            include_dirs=[np.get_include(), "ckbn/include", "pyx/ckbn"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         )
         for v in variants

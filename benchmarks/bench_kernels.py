@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 import ckbn
-from ckbn._dispatch import available_kernels, kernel_name, probes, use_kernels
+from ckbn._dispatch import available_kernels, kernel_name, kernels, probes, use_kernels
 
 SHAPES = {
     "32x56x56x64": (32, 56, 56, 64),
@@ -77,25 +77,68 @@ def _best(fn, budget=0.4, min_reps=3, max_reps=200):
     return min(times)
 
 
+def _cpuinfo():
+    """(vendor, model name, family, model) from /proc/cpuinfo (Linux)."""
+    out = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "model name", "cpu family", "model") and key not in out:
+                    out[key] = val.strip()
+                if not line.strip() and out:
+                    break
+    except OSError:
+        pass
+    return (out.get("vendor_id", platform.processor() or "unknown"),
+            out.get("model name", "unknown"), out.get("cpu family", "?"), out.get("model", "?"))
+
+
+def _cache_sizes():
+    """{"L1d": bytes, "L2": ..., "L3": ...}: what the kernels tune with
+    (their ``tuning()``, from sysconf/cpuid), else sysconf here."""
+    k = kernels()
+    tune = getattr(k, "tuning", None)
+    if tune is not None:
+        t = tune()
+        return {"L1d": t["L1d"], "L2": t["L2"], "L3": t["L3"]}
+    names = {"L1d": "SC_LEVEL1_DCACHE_SIZE", "L2": "SC_LEVEL2_CACHE_SIZE",
+             "L3": "SC_LEVEL3_CACHE_SIZE"}
+    out = {}
+    for key, name in names.items():
+        try:
+            out[key] = os.sysconf(name)
+        except (ValueError, OSError):
+            out[key] = None
+    return out
+
+
+def _kib(n):
+    return "?" if not n else (f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB")
+
+
 def machine_info():
+    """The machine a result was taken on: CPU vendor, model, family/model,
+    ISA features, cache sizes (L1d/L2 per core, L3), cores, the dispatched
+    kernel variant and its machine-derived tuning, and show_config()."""
     import io
 
     buf = io.StringIO()
     ckbn.show_config(file=buf)
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    vendor, model, family, model_no = _cpuinfo()
     from ckbn import _cpu
 
     feats = sorted(k for k, v in _cpu.cpu_features().items() if v)
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "cpu_features": feats, "kernel": kernel_name(), "show_config": buf.getvalue()}
+    caches = _cache_sizes()
+    tune = getattr(kernels(), "tuning", None)
+    cpu = (f"{vendor} {model} (family {family}, model {model_no}); "
+           f"L1d {_kib(caches['L1d'])}, L2 {_kib(caches['L2'])} per core, "
+           f"L3 {_kib(caches['L3'])}; ISA: {kernel_name()} variant")
+    return {"cpu": cpu, "vendor": vendor, "model": model, "family": family,
+            "model_number": model_no, "caches": caches, "cores": os.cpu_count(),
+            "platform": platform.platform(), "cpu_features": feats, "kernel": kernel_name(),
+            "tuning": tune() if tune is not None else None, "show_config": buf.getvalue()}
 
 
 def rooflines(nbytes, n_threads, budget):

@@ -155,6 +155,7 @@ class _ThreadState(threading.local):
         self.graphs = []
         self.eager = []
         self.scopes = []
+        self.calls = []      # (layer, inputs) of the calls in progress
 
 
 _tls = _ThreadState()
@@ -531,6 +532,54 @@ def _ref(a):
         return lambda a=a: a
 
 
+def flatten(structure):
+    """The leaves of a nested structure, as ``tf.nest.flatten`` orders them.
+
+    Lists and tuples (named tuples too) are walked in order, dicts by sorted
+    key (insertion order when the keys do not sort); anything else is a leaf,
+    ``None`` included.
+    """
+    if type(structure) is np.ndarray:        # the common case, first
+        return [structure]
+    if isinstance(structure, dict):
+        try:
+            keys = sorted(structure)
+        except TypeError:
+            keys = list(structure)
+        return [leaf for k in keys for leaf in flatten(structure[k])]
+    if isinstance(structure, (list, tuple)):
+        return [leaf for item in structure for leaf in flatten(item)]
+    return [structure]
+
+
+def _input_leaves(layer, inputs, what):
+    """The leaves ``inputs`` names for ``add_update``/``add_loss``/``get_*_for``.
+
+    ``inputs=True`` stands for the inputs of the call in progress (the
+    reference ties such updates and losses to the call's inputs).  A ``None``
+    leaf or an empty structure is a ``TypeError``/``ValueError``: nothing can
+    be conditional on it.
+    """
+    if isinstance(inputs, (bool, np.bool_)):
+        if not inputs:
+            raise TypeError(f"{layer.name}.{what}: inputs must be None, True, an array or a "
+                            f"nested list/tuple/dict of arrays, got {inputs!r}")
+        calls = [c for c in _tls.calls if c[0] is layer]
+        if not calls:
+            raise ValueError(f"{layer.name}.{what}: inputs=True means the inputs of the call in "
+                             "progress, and no call of this layer is in progress")
+        inputs = calls[-1][1]
+    leaves = flatten(inputs)
+    if not leaves:
+        raise ValueError(f"{layer.name}.{what}: inputs {inputs!r} is an empty structure; pass "
+                         "None for unconditional ones")
+    for leaf in leaves:
+        if leaf is None:
+            raise TypeError(f"{layer.name}.{what}: inputs {inputs!r} contains None; expected "
+                            "arrays (None alone means the unconditional ones)")
+    return leaves
+
+
 class Node:
     """One call of a layer in graph mode.
 
@@ -694,6 +743,10 @@ class Layer:
             raise ValueError("partitioned variables are not supported")
         if dtype is None:
             dtype = self._dtype or "float32"
+        if self._dtype is None:
+            # As the reference: a layer whose dtype is still to be inferred
+            # takes the dtype of its first variable (a bare ``build()``).
+            self._dtype = np.dtype(dtype).name
         self._set_scope(None)
         with self._lock:
             graph = get_default_graph()
@@ -833,11 +886,18 @@ class Layer:
                     if not eager and self._graph is None:
                         self._graph = graph
                     if self._dtype is None:
-                        self._dtype = np.asarray(inputs).dtype.name
+                        # The first input's dtype, as the reference (a nested
+                        # structure: its first leaf).
+                        self._dtype = np.asarray(flatten(inputs)[0]).dtype.name
                     self.build(tuple(np.shape(inputs)))
                     self.built = True
         self._assert_input_compatibility(inputs)
-        outputs = self.call(inputs, *args, **kwargs)
+        calls = _tls.calls
+        calls.append((self, inputs))
+        try:
+            outputs = self.call(inputs, *args, **kwargs)
+        finally:
+            calls.pop()
         if outputs is None:
             raise ValueError(
                 "A layer's `call` method should return a Tensor or a list of Tensors, not None.")
@@ -881,6 +941,10 @@ class Layer:
         once however often the updates are run.  Eager mode records nothing:
         both kinds are applied at once when the layer is trainable (or
         stateful), and dropped otherwise.
+
+        ``inputs``: None (unconditional updates), an array, a nested
+        list/tuple/dict of arrays (the updates are conditional on each of
+        them), or True (the inputs of this layer's call in progress).
         """
         updates = _as_updates(updates, "add_update")
         if executing_eagerly():
@@ -888,18 +952,18 @@ class Layer:
                 for u in updates:
                     u.run()
             return
-        ref = None if inputs is None else _ref(inputs)
+        leaves = None if inputs is None else _input_leaves(self, inputs, "add_update")
         with self._lock:
             for u in updates:
-                u._inputs = ref
+                u._inputs = None if leaves is None else True
                 self._updates.append(u)
-            if ref is not None:
-                entry = self._updates_by_input.get(id(inputs))
-                if entry is None or entry[0]() is not inputs:
-                    entry = self._updates_by_input[id(inputs)] = [ref]
+            for leaf in leaves or ():
+                entry = self._updates_by_input.get(id(leaf))
+                if entry is None or entry[0]() is not leaf:
+                    entry = self._updates_by_input[id(leaf)] = [_ref(leaf)]
                     if len(self._updates_by_input) > self._prune_at:
                         self._prune_update_index()
-                entry.extend(updates)
+                entry.extend(u for u in updates if u not in entry)
 
     @property
     def updates(self):
@@ -910,16 +974,31 @@ class Layer:
         return list(self._updates)
 
     def get_updates_for(self, inputs):
+        """The updates conditional on ``inputs`` (an array or a nested
+        list/tuple/dict of arrays: those of any of its leaves, in the order
+        they were added), or the unconditional ones for ``None``."""
         if executing_eagerly():
             raise RuntimeError("`get_updates_for()` not supported in Eager mode.")
+        if inputs is None:
+            if not self.trainable and not self.stateful:
+                return []
+            return [u for u in self._updates if u._inputs is None]
+        leaves = flatten(inputs)
+        for leaf in leaves:
+            if leaf is None:
+                raise TypeError(f"{self.name}.get_updates_for: inputs {inputs!r} contains None; "
+                                "expected arrays (None alone means the unconditional updates)")
         if not self.trainable and not self.stateful:
             return []
-        if inputs is None:
-            return [u for u in self._updates if u._inputs is None]
-        entry = self._updates_by_input.get(id(inputs))
-        if entry is None or entry[0]() is not inputs:
-            return []
-        return list(entry[1:])
+        found = []
+        for leaf in leaves:
+            entry = self._updates_by_input.get(id(leaf))
+            if entry is not None and entry[0]() is leaf:
+                found.extend(entry[1:])
+        if len(leaves) == 1:
+            return found
+        ids = {id(u) for u in found}
+        return [u for u in self._updates if id(u) in ids]
 
     def _prune_update_index(self):
         """Forget index entries whose input array is gone."""
@@ -933,10 +1012,11 @@ class Layer:
             raise RuntimeError("Layer.add_loss not supported in Eager mode.")
         if not isinstance(losses, (list, tuple)):
             losses = [losses]
-        ref = None if inputs is None else _ref(inputs)
+        refs = None if inputs is None else tuple(
+            _ref(leaf) for leaf in _input_leaves(self, inputs, "add_loss"))
         with self._lock:
             for v in losses:
-                entry = _Loss(v, ref)
+                entry = _Loss(v, refs)
                 self._losses.append(entry)
                 get_default_graph().add_to_collection(GraphKeys.REGULARIZATION_LOSSES, entry)
 
@@ -949,8 +1029,15 @@ class Layer:
             raise RuntimeError("Layer.get_losses_for not supported in Eager mode.")
         if inputs is None:
             return [e.value() for e in self._losses if e.inputs is None]
+        leaves = flatten(inputs)
+        for leaf in leaves:
+            if leaf is None:
+                raise TypeError(f"{self.name}.get_losses_for: inputs {inputs!r} contains None; "
+                                "expected arrays (None alone means the unconditional losses)")
+        ids = {id(leaf) for leaf in leaves}
         return [e.value() for e in self._losses
-                if e.inputs is not None and e.inputs() is inputs]
+                if e.inputs is not None and any(id(r()) in ids and r() is not None
+                                                for r in e.inputs)]
 
     # -- nodes --------------------------------------------------------------
     def _compact_nodes(self):
@@ -1066,7 +1153,10 @@ class Layer:
 
 
 class _Loss:
-    """A loss entry: a value, or ``fn(var.value)`` re-evaluated on access."""
+    """A loss entry: a value, or ``fn(var.value)`` re-evaluated on access.
+
+    ``inputs``: None (unconditional) or a tuple of references to the arrays
+    the loss is conditional on."""
 
     __slots__ = ("_v", "inputs", "var", "__weakref__")
 

@@ -23,7 +23,7 @@ import weakref
 
 import numpy as np
 
-from ckbn import _ops
+from ckbn import _coefs, _ops
 from ckbn import distributed as _distributed
 from ckbn import constraints as _constraints
 from ckbn import initializers as _inits
@@ -92,6 +92,29 @@ def _renorm_var_update(step, moving_stddev, moving_variance, stddev, momentum, e
     _ema(moving_stddev, stddev, momentum)
     s = moving_stddev.value
     moving_variance.assign(np.maximum(s * s - s.dtype.type(eps), 0))
+
+
+class _SyncCalls:
+    """The layer's side of synchronized training: its exchange point, the
+    communicator of the call in progress (None: local), whether the latest
+    call was a synchronized training call, and which call records were
+    (record -> (communicator, step))."""
+
+    __slots__ = ("point", "comm", "last_train", "records")
+
+    def __init__(self, name):
+        self.point = _distributed.SyncPoint(name)
+        self.comm = None
+        self.last_train = False
+        self.records = weakref.WeakKeyDictionary()
+
+    @property
+    def seq(self):
+        """Synchronized training steps exchanged so far."""
+        return self.point.step
+
+    def __deepcopy__(self, memo):
+        return _SyncCalls(self.point.name)    # a copied layer starts its own exchanges
 
 
 class _CallRecord:
@@ -208,7 +231,7 @@ class BatchNormalization(Layer):
         self._bessels_correction_test_only = True
         self.synchronized = bool(synchronized)
         self._communicator = communicator
-        self._sync = _distributed._SyncState()
+        self._sync = _SyncCalls(self.name)
         if renorm:
             self.renorm_clipping = dict(renorm_clipping)
             self.renorm_momentum = renorm_momentum
@@ -328,12 +351,12 @@ class BatchNormalization(Layer):
         st.last_train = False
         if self.synchronized:
             if _training_flag(kwargs.get("training", args[0] if args else False)):
-                comm = _distributed.resolve(self)
+                comm = self._sync_communicator()
                 if comm is not None:
                     st.comm = comm
                     st.last_train = True
-                    return _distributed.guarded(self, comm, _distributed._FORWARD,
-                                                super().__call__, inputs, *args, **kwargs)
+                    return _distributed.guard(st.point, comm, "forward", super().__call__,
+                                              inputs, *args, **kwargs)
             elif np.size(inputs) == 0:
                 raise ValueError(
                     f"{self.name}: empty input of shape {np.shape(inputs)} (an empty local "
@@ -341,6 +364,17 @@ class BatchNormalization(Layer):
         return super().__call__(inputs, *args, **kwargs)
 
     apply = __call__
+
+    def _sync_communicator(self):
+        """The communicator of a synchronized training call, or None in a world
+        of one process (plain batch normalization)."""
+        comm = self._communicator or _distributed.get_communicator()
+        if comm is None:
+            raise ValueError(
+                f"{self.name}: synchronized=True needs a communicator: pass communicator="
+                f"ckbn.distributed.from_mpi4py(...) or from_torch(...), or call "
+                f"ckbn.distributed.set_communicator(...)")
+        return comm if comm.size > 1 else None
 
     def _param(self, var, layout, default):
         """A parameter or statistic (param_shape) as a flat per-channel float64 array."""
@@ -422,30 +456,30 @@ class BatchNormalization(Layer):
         rec.layout = layout
         rec.training = True
         rec.adj_scale, rec.adj_bias = adj_s, adj_b
-        if self._sync.comm is not None:   # synchronized: global statistics (ckbn.distributed)
-            return _distributed.train_forward(self, self._sync.comm, xg, layout, inputs, rec,
-                                              A, B)
-        plain = not self.renorm and adj_s is None
-        if plain:
+        st = self._sync
+        r = d = None
+        if st.comm is None and not self.renorm and adj_s is None:
             # One kernel call: statistics, coefficients and normalization.
             y, mean, var = _ops.forward_train(xg, layout, A, B, eps)
-            r = d = None
+            count = layout.count
         else:
-            mean, var = _ops.stats(xg, layout)
-            inv = 1.0 / np.sqrt(var + eps)
-            r = d = None
+            if st.comm is not None:
+                # Synchronized, exchange point 1: the statistics and count of the
+                # global batch (every process gets the same bits).
+                mean, var, count = _distributed.sync_moments(st.point, st.comm, xg,
+                                                             layout.channel_axes)
+                st.records[rec] = (st.comm, st.point.step)
+            else:
+                mean, var = _ops.stats(xg, layout)
+                count = layout.count
             if self.renorm:
                 r, d = self._renorm_rd(mean, var, layout)
-                a = inv * r * A
-                b = d * A + B - mean * a
-            else:
-                a = inv * A
-                b = B - mean * a
-            y = _ops.affine(xg, layout, a, b)
+            a, b = _coefs.forward(mean, var, eps, A, B, r, d)
+            y = _ops.affine(xg, layout, a, b) if xg.size else np.empty(xg.shape, xg.dtype)
         rec.mean, rec.var, rec.eps, rec.r, rec.d = mean, var, eps, r, d
         rec.g_eff = A if r is None else A * r
-        rec.batch = layout.count
-        self._add_moving_updates(mean, var, layout, inputs)
+        rec.batch = int(count)
+        self._add_moving_updates(mean, var, layout, inputs, count)
         return y, rec
 
     def _infer_forward(self, xg, layout):
@@ -488,11 +522,12 @@ class BatchNormalization(Layer):
         d = np.broadcast_to(d.reshape(shp), ks).reshape(-1)
         return r, d
 
-    def _moving_steps(self, mean, var, layout):
+    def _moving_steps(self, mean, var, layout, count):
         """The moving-average steps of one training call, as ``(fn, args)``
         pairs: graph mode wraps them in pending ``Update`` objects, eager mode
         runs them at once.  The fused path feeds the Bessel-corrected batch
-        variance ``var * n / (n - 1)`` (n values per channel) to
+        variance ``var * n / (n - 1)`` (``n = count`` values per channel, of the
+        global batch when synchronized) to
         ``moving_variance``; renorm feeds its own moving averages (see
         ``_renorm_var_update``)."""
         new_mean = self._group_mean(mean, layout)
@@ -506,14 +541,14 @@ class BatchNormalization(Layer):
                     (_renorm_var_update, (step, self.moving_stddev, self.moving_variance,
                                           std, m, self.epsilon)))
         if self.fused:
-            n = layout.count
+            n = count
             if n > 1 and self._bessels_correction_test_only:
                 new_var = new_var * (n / (n - 1.0))
         return ((_ema, (self.moving_mean, new_mean, m)),
                 (_ema, (self.moving_variance, new_var, m)))
 
-    def _add_moving_updates(self, mean, var, layout, inputs):
-        (f1, a1), (f2, a2) = self._moving_steps(mean, var, layout)
+    def _add_moving_updates(self, mean, var, layout, inputs, count):
+        (f1, a1), (f2, a2) = self._moving_steps(mean, var, layout, count)
         if executing_eagerly():
             if self.trainable:
                 f1(*a1)
@@ -555,8 +590,8 @@ class BatchNormalization(Layer):
         """
         st = self._sync
         if st.last_train and st.comm is not None:
-            return _distributed.guarded(self, st.comm, _distributed._BACKWARD,
-                                        self._backward, dy, inputs)
+            return _distributed.guard(st.point, st.comm, "backward", self._backward, dy,
+                                      inputs)
         return self._backward(dy, inputs)
 
     def _backward(self, dy, inputs=None):
@@ -582,23 +617,35 @@ class BatchNormalization(Layer):
             raise ValueError(
                 f"{self.name}: dy has shape {dy.shape}, expected the call's output shape "
                 f"{rec.in_shape}")
-        sync = self._sync.records.get(rec)
-        if sync is not None:   # synchronized: global sums (ckbn.distributed)
-            return _distributed.train_backward(self, sync, rec, dy, x)
         dy = dy.astype(dtype, copy=False).reshape(layout.shape)
-        # Renorm's r and d are constants of the graph (as in TF): the gradient
-        # with respect to x is plain batch norm's with the scale g_eff = A * r.
-        dx, sum_dy_xhat, sum_dy = _ops.backward(dy, x, layout, rec.g_eff, rec.mean, rec.var,
-                                                rec.eps, rec.training)
+        sync = self._sync.records.get(rec)
+        if sync is not None:
+            # Synchronized, exchange point 2: the sums of the global batch give
+            # dx; gamma's and beta's gradients stay this process's sums.
+            comm, step = sync
+            if x.size:
+                sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
+            else:
+                sum_dy = sum_dyxc = np.zeros(layout.n_channels)
+            inv = _coefs.inv_std(rec.var, rec.eps)
+            sum_dy_xhat = sum_dyxc * inv
+            g_dy, g_dy_xhat = _distributed.sync_sums(self._sync.point, comm, step, sum_dy,
+                                                     sum_dy_xhat)
+            k1, k2, k3 = _coefs.backward(rec.g_eff, rec.mean, rec.var, rec.eps, rec.batch,
+                                         g_dy, g_dy_xhat, inv=inv)
+            dx = _ops.grad_dx(dy, x, layout, k1, k2, k3) if x.size else np.empty_like(dy)
+        else:
+            # Renorm's r and d are constants of the graph (as in TF): the gradient
+            # with respect to x is plain batch norm's with the scale g_eff = A * r.
+            dx, sum_dy_xhat, sum_dy = _ops.backward(dy, x, layout, rec.g_eff, rec.mean,
+                                                    rec.var, rec.eps, rec.training)
         grads = []
         if self.trainable:
             if self.gamma is not None:
-                if rec.training and rec.r is not None:
-                    core = rec.r * sum_dy_xhat + rec.d * sum_dy
-                else:
-                    core = sum_dy_xhat
-                if rec.adj_scale is not None:
-                    core = rec.adj_scale * core + rec.adj_bias * sum_dy
+                train = rec.training
+                core = _coefs.gamma_grad(sum_dy_xhat, sum_dy, rec.r if train else None,
+                                         rec.d if train else None, rec.adj_scale,
+                                         rec.adj_bias)
                 grads.append(self._reduce_to_param(core, layout))
             if self.beta is not None:
                 grads.append(self._reduce_to_param(sum_dy, layout))

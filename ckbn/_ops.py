@@ -42,7 +42,7 @@ from ckbn._dispatch import kernels
 from ckbn._memory import empty_aligned
 
 __all__ = ["forward_train", "forward_infer", "backward", "Activation", "stats", "affine",
-           "grad_sums", "grad_dx"]
+           "grad_sums", "grad_dx", "small_forward", "small_backward"]
 
 _f16 = np.dtype(np.float16)
 _f64 = np.float64
@@ -58,6 +58,28 @@ class Activation(NamedTuple):
 
     slope: float
     hi: float
+
+
+def small_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training, out):
+    """The compiled entry for the common small call of
+    :func:`ckbn.nn.fused_batch_norm` (float32, C-contiguous, under
+    PARALLEL_MIN elements, "NHWC"/"NC"/"NCHW", float32 per-channel arrays, no
+    activation or axis; see pyx/ckbn/_k_small.pxi): ``(y, mean, var)``, or
+    None when the call is not that case (the caller then takes its general
+    path, which checks everything)."""
+    fn = getattr(kernels(), "small_forward", None)
+    if fn is None:
+        return None
+    return fn(x, scale, offset, mean, variance, epsilon, data_format, is_training, out)
+
+
+def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training):
+    """:func:`small_forward` for :func:`ckbn.nn.fused_batch_norm_grad`:
+    ``(dx, dscale, doffset)`` or None."""
+    fn = getattr(kernels(), "small_backward", None)
+    if fn is None:
+        return None
+    return fn(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training)
 
 
 def _act_args(act):

@@ -44,11 +44,11 @@ ends the whole job, ``torch.distributed`` raises in the surviving processes
 
 from __future__ import annotations
 
-import copy
-import weakref
 import zlib
 
 import numpy as np
+
+from ckbn._coefs import backward as grad_coefficients
 
 __all__ = [
     "Communicator",
@@ -59,6 +59,8 @@ __all__ = [
     "SyncPoint",
     "sync_moments",
     "sync_sums",
+    "guard",
+    "grad_coefficients",
     "local_moments",
     "merge",
 ]
@@ -291,19 +293,17 @@ def get_communicator():
     return _default
 
 
-# -- the layer's side ----------------------------------------------------------------
+# -- exchange state, error guard, headers ----------------------------------------------
 class _SyncState:
-    """Per-layer bookkeeping: the agreed channel count and the call number."""
+    """The exchange state of one synchronized layer: the agreed channel count
+    and the step number (the same on every process)."""
 
-    __slots__ = ("n_channels", "seq", "joined", "last_train", "comm", "records")
+    __slots__ = ("n_channels", "seq", "joined")
 
     def __init__(self):
-        self.comm = None         # the communicator of the current call (None: local)
-        self.records = weakref.WeakKeyDictionary()   # call record -> (communicator, step)
         self.n_channels = None   # agreed by every process at the first training call
         self.seq = 0             # synchronized training steps exchanged so far
-        self.joined = True       # whether the current call reached its collective
-        self.last_train = False  # whether the latest call was a synchronized training call
+        self.joined = True       # whether the current step reached its collective
 
     def __deepcopy__(self, memo):
         return _SyncState()      # a copied layer starts its own exchanges
@@ -313,21 +313,15 @@ def _layer_id(layer):
     return float(zlib.crc32(layer.name.encode()) & 0xFFFFF)
 
 
-def resolve(layer):
-    """The communicator of a synchronized layer, or None when it runs alone."""
-    comm = layer._communicator or _default
-    if comm is None:
-        raise ValueError(
-            f"{layer.name}: synchronized=True needs a communicator: pass communicator="
-            f"ckbn.distributed.from_mpi4py(...) or from_torch(...), or call "
-            f"ckbn.distributed.set_communicator(...)")
-    return comm if comm.size > 1 else None
-
-
-def guarded(layer, comm, kind, fn, *args, **kwargs):
-    """Run ``fn`` (a training call or backward) so that an error raised before
-    its collective still joins the collective: every process then raises it."""
-    st = layer._sync
+def guard(point, comm, phase, fn, *args, **kwargs):
+    """Run ``fn(*args, **kwargs)`` -- a step that calls :func:`sync_moments`
+    (``phase="forward"``) or :func:`sync_sums` (``phase="backward"``) on
+    ``point`` -- so that an exception raised before that collective still joins
+    it: every process then raises the same error (type and message, naming the
+    rank), and none waits forever for the one that failed."""
+    if phase not in ("forward", "backward"):
+        raise ValueError(f"guard: phase must be 'forward' or 'backward', got {phase!r}")
+    st = point._sync
     st.joined = False
     try:
         return fn(*args, **kwargs)
@@ -335,10 +329,10 @@ def guarded(layer, comm, kind, fn, *args, **kwargs):
         if st.joined:
             raise
         st.joined = True
-        if kind == _FORWARD:
-            _exchange_forward(layer, comm, None, None, None, None, exc)
+        if phase == "forward":
+            _exchange_forward(point, comm, None, None, None, None, exc)
         else:
-            _exchange_backward(layer, comm, None, None, None, exc)
+            _exchange_backward(point, comm, None, None, None, exc)
         raise   # not reached: the exchange raises
 
 
@@ -410,11 +404,11 @@ def _check_headers(rows, kind):
     return None
 
 
-def _exchange_forward(layer, comm, dtype, mean, var, count, exc):
-    """One forward exchange; returns (global mean, global biased var, global count)."""
+def _exchange_forward(layer, comm, dtype, mean, m2, count, exc):
+    """One forward exchange of ``layer`` (a :class:`SyncPoint`); returns
+    (global mean, global biased var, global count)."""
     st = layer._sync
     st.joined = True
-    st.last_train = True
     seq = st.seq
     status = _status(exc)
     n_ch = st.n_channels
@@ -438,7 +432,7 @@ def _exchange_forward(layer, comm, dtype, mean, var, count, exc):
                        0 if exc is not None else count, seq)
     if exc is None and count > 0:
         vec[_H:_H + n_ch] = mean
-        vec[_H + n_ch:] = var * count          # M2 = sum((x - mean)^2)
+        vec[_H + n_ch:] = m2                   # M2 = sum((x - mean)^2)
     if getattr(comm, "reduction", "gather") == "merge":
         tot = comm.merge_allreduce(_pack_reduce(vec, n_ch), n_ch)
         if tot[0] != 0:
@@ -530,43 +524,6 @@ def merge(counts, means, m2s):
     return n, mean, m2 / n
 
 
-def train_forward(layer, comm, xg, layout, inputs, rec, A, B):
-    """A synchronized training forward of ``ckbn.BatchNormalization``.
-
-    ``A`` and ``B`` are the layer's per-channel affine coefficients.  Fills
-    ``rec`` (the layer's call record), applies or records the moving-average
-    updates with the global statistics and count, and returns ``(y, rec)``.
-    """
-    from ckbn import _ops
-    eps = layer.epsilon
-    if layout.count:
-        mean, var = _ops.stats(xg, layout)
-    else:
-        mean = var = np.zeros(layout.n_channels)
-    mean, var, n = _exchange_forward(layer, comm, xg.dtype, mean, var, layout.count, None)
-    inv = 1.0 / np.sqrt(var + eps)
-    r = d = None
-    if layer.renorm:
-        r, d = layer._renorm_rd(mean, var, layout)    # r and d from the global statistics
-        a = inv * r * A
-        b = d * A + B - mean * a
-    else:
-        a = inv * A
-        b = B - mean * a
-    y = _ops.affine(xg, layout, a, b) if xg.size else np.empty(xg.shape, xg.dtype)
-    rec.mean, rec.var, rec.eps, rec.r, rec.d = mean, var, eps, r, d
-    if "_inv" in getattr(type(rec), "__slots__", ()):
-        rec._inv = inv
-    rec.g_eff = A if r is None else A * r
-    rec.batch = int(n)
-    layer._sync.records[rec] = (comm, layer._sync.seq)
-    # The moving averages see the global count (the fused rule's Bessel correction).
-    glob = copy.copy(layout)
-    object.__setattr__(glob, "count", int(n))
-    layer._add_moving_updates(mean, var, glob, inputs)
-    return y, rec
-
-
 def _exchange_backward(layer, comm, seq, sum_dy, sum_dyxc, exc):
     st = layer._sync
     st.joined = True
@@ -596,48 +553,17 @@ def _exchange_backward(layer, comm, seq, sum_dy, sum_dyxc, exc):
     return tot[5:5 + n_ch], tot[5 + n_ch:]
 
 
-def train_backward(layer, sync, rec, dy, x):
-    """``backward`` of a synchronized training call: ``(dx, grads)``.
-
-    dx uses the global sums (one all-reduce) and the global count; the
-    gradients of gamma and beta are this process's sums.
-    """
-    from ckbn import _ops
-    comm, step = sync
-    layout = rec.layout
-    dy = dy.astype(x.dtype, copy=False).reshape(layout.shape)
-    if x.size:
-        sum_dy, sum_dyxc = _ops.grad_sums(dy, x, layout, rec.mean)
-    else:
-        sum_dy = sum_dyxc = np.zeros(layout.n_channels)
-    g_dy, g_dyxc = _exchange_backward(layer, comm, step, sum_dy, sum_dyxc, None)
-    n = float(rec.batch)
-    inv = 1.0 / np.sqrt(rec.var + rec.eps)
-    k1 = rec.g_eff * inv
-    k2 = -k1 * inv * inv * g_dyxc / n
-    k3 = -k1 * g_dy / n - k2 * rec.mean
-    dx = _ops.grad_dx(dy, x, layout, k1, k2, k3) if x.size else np.empty_like(dy)
-    grads = []
-    if layer.trainable:
-        if layer.gamma is not None:
-            core = sum_dyxc * inv
-            if rec.r is not None:
-                core = rec.r * core + rec.d * sum_dy
-            if rec.adj_scale is not None:
-                core = rec.adj_scale * core + rec.adj_bias * sum_dy
-            grads.append(layer._reduce_to_param(core, layout))
-        if layer.beta is not None:
-            grads.append(layer._reduce_to_param(sum_dy, layout))
-    return dx.reshape(rec.in_shape), grads
-
-
-# -- the same exchanges for other layers (keras_plugin) ------------------------------
+# -- the two exchange points of a synchronized layer -----------------------------------
 class SyncPoint:
-    """The exchange state of one synchronized layer that is not a
-    ``ckbn.BatchNormalization`` (used by ``keras_plugin``).
+    """The exchange state of one synchronized layer.
 
-    Every process must create its points in the same order with the same
-    ``name`` and use them in the same order.
+    ``ckbn.BatchNormalization(synchronized=True)`` and ``keras_plugin``'s
+    synchronized layer each own one and meet the other processes at two
+    points per training step: :func:`sync_moments` in the forward (the global
+    batch's mean, variance and count) and :func:`sync_sums` in the backward
+    (the global batch's per-channel sums); :func:`guard` around a step makes a
+    local error reach every process.  Every process must create its points in
+    the same order with the same ``name`` and use them in the same order.
     """
 
     def __init__(self, name):
@@ -684,11 +610,16 @@ def sync_moments(point, comm, x, channel_axes, mask=None):
     ``mask`` as in :func:`local_moments`."""
     x = np.asarray(x)
     count, mean, m2 = local_moments(x, channel_axes, mask)
-    var = m2 / count if count else m2
-    return _exchange_forward(point, comm, x.dtype, mean, var, count, None)
+    return _exchange_forward(point, comm, x.dtype, mean, m2, count, None)
 
 
-def sync_sums(point, comm, step, sum_dy, sum_dyxc):
-    """Global sums of backward step ``step`` (the point's ``step`` after its forward)."""
+def sync_sums(point, comm, step, sum_dy, sum_dy_xhat):
+    """The global batch's per-channel sums of backward step ``step`` (the
+    point's ``step`` after its forward): every process's ``sum(dy)`` and
+    ``sum(dy * xhat)`` added up, in float64.  :func:`grad_coefficients`
+    turns them into dx's coefficients:
+    ``grad_coefficients(scale, mean, var, eps, n, sum_dy, sum_dy_xhat, rsqrt=None)``
+    returns ``(k1, k2, k3)`` of ``dx = dy * k1 + x * k2 + k3`` (``rsqrt``:
+    the array library's ``1 / sqrt``, NumPy's by default)."""
     return _exchange_backward(point, comm, step, np.asarray(sum_dy, _f64).reshape(-1),
-                              np.asarray(sum_dyxc, _f64).reshape(-1), None)
+                              np.asarray(sum_dy_xhat, _f64).reshape(-1), None)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ckbn import _ops
+from ckbn import _coefs, _ops
 from ckbn._layout import make_layout
 from ckbn._validation import (
     channel_axes_from_format,
@@ -163,12 +163,8 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon, out=
         # The common case: one value per channel of a channels-last input.
         layout = make_layout(x.shape, (x.ndim - 1,))
         with np.errstate(divide="ignore", invalid="ignore"):
-            a = 1.0 / np.sqrt(variance.astype(np.float64) + eps)
-        if scale is not None:
-            a = a * scale
-        b = -mean.astype(np.float64) * a
-        if offset is not None:
-            b = offset + b
+            a, b = _coefs.forward(mean.astype(np.float64), variance.astype(np.float64), eps,
+                                  scale, offset)
         return _ops.affine(x, layout, a, b, out=out)
     params = {
         "mean": _as_param(mean, "mean", x.ndim),
@@ -196,12 +192,9 @@ def batch_normalization(x, mean, variance, offset, scale, variance_epsilon, out=
     layout = make_layout(x.shape, channel)
     kshape = layout.keepdims_shape
     with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / np.sqrt(np.broadcast_to(params["variance"], kshape) + eps)
-        if params["scale"] is not None:
-            inv = inv * params["scale"]
-        b = -np.broadcast_to(params["mean"], kshape) * inv
-        if params["offset"] is not None:
-            b = params["offset"] + b
+        inv, b = _coefs.forward(np.broadcast_to(params["mean"], kshape),
+                                np.broadcast_to(params["variance"], kshape), eps,
+                                params["scale"], params["offset"])
     a = np.broadcast_to(inv, kshape).reshape(-1)
     b = np.broadcast_to(b, kshape).reshape(-1)
     if x.size == 0:
@@ -266,6 +259,11 @@ def fused_batch_norm(x, scale, offset, mean=None, variance=None, epsilon=0.001,
     >>> m.tolist(), v.tolist()
     ([3.0, 4.0], [5.0, 5.0])
     """
+    if activation is None and axis is None:     # small common calls: compiled
+        r = _ops.small_forward(x, scale, offset, mean, variance, epsilon, data_format,
+                               is_training, out)
+        if r is not None:
+            return r
     x = check_float_array(x, "x", min_ndim=2)
     check_nonempty(x, "x")
     eps = check_epsilon(epsilon)
@@ -336,6 +334,11 @@ def fused_batch_norm_grad(dy, x, scale, batch_mean, batch_var, epsilon=0.001,
 
     and in inference ``dx = dy * scale / sqrt(var + epsilon)``.
     """
+    if activation is None and axis is None:     # small common calls: compiled
+        r = _ops.small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
+                                is_training)
+        if r is not None:
+            return r
     x = check_float_array(x, "x", min_ndim=2)
     dy = check_float_array(dy, "dy")
     check_nonempty(x, "x")

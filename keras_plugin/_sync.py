@@ -80,12 +80,6 @@ def engine(layer, inputs, training, mask):
             f"{keras.backend.backend()} backend by keras_plugin; a training call would "
             f"only see this process's batch. Use the torch or tensorflow backend.")
     _check_supported(layer, mask, "torch")
-    from keras_plugin import _torch
-    if not _torch.usable(inputs):
-        raise NotImplementedError(
-            f"{layer.name}: synchronized=True on the torch backend runs on CPU float tensors; "
-            f"got a tensor on {getattr(inputs, 'device', '?')} of dtype "
-            f"{getattr(inputs, 'dtype', '?')}")
     comm = ckbn.distributed.get_communicator()
     if comm is None:
         import torch.distributed as dist
@@ -95,11 +89,21 @@ def engine(layer, inputs, training, mask):
                 f"...) or ckbn.distributed.set_communicator(...) before a training call")
         comm = ckbn.distributed.from_torch()
     if comm.size == 1:
+        _check_torch_input(layer.name, inputs)
         return _engine.kernel_impl(inputs)
     point = getattr(layer, "_ckbn_sync_point", None)
     if point is None:
         point = layer._ckbn_sync_point = ckbn.distributed.SyncPoint(layer.name)
-    return _TorchSync(point, comm, mask)
+    return _TorchSync(point, comm, mask, layer.name)
+
+
+def _check_torch_input(name, inputs):
+    from keras_plugin import _torch
+    if not _torch.usable(inputs):
+        raise NotImplementedError(
+            f"{name}: synchronized=True on the torch backend runs on CPU float tensors; "
+            f"got a tensor on {getattr(inputs, 'device', '?')} of dtype "
+            f"{getattr(inputs, 'dtype', '?')}")
 
 
 def _check_supported(layer, mask, backend):
@@ -182,15 +186,14 @@ class _TFSync:
             def grad(dy, dmean, dvar):
                 dx0, ds, do = tf.cond(
                     tf.size(x) > 0,
-                    lambda: _tf._grad_op(dy, x, scale, mean, var, axes, eps, False),
+                    lambda: _tf.grad(dy, x, scale, mean, var, axes, eps, False),
                     lambda: (tf.zeros_like(x), tf.zeros_like(scale), tf.zeros_like(scale)))
                 tot = ctx.all_reduce(tf.distribute.ReduceOp.SUM,
                                      tf.cast(tf.concat([ds, do], 0), tf.float64))
                 g_ds, g_do = tot[:n_ch], tot[n_ch:]
-                inv = tf.math.rsqrt(var64 + eps)
-                s = tf.cast(scale, tf.float64)
-                k2 = -s * inv * inv * g_ds / n
-                k3 = -s * inv * g_do / n - k2 * mean64
+                _, k2, k3 = ckbn.distributed.grad_coefficients(
+                    tf.cast(scale, tf.float64), mean64, var64, eps, n, g_do, g_ds,
+                    rsqrt=tf.math.rsqrt)
                 dt = tf.float32 if x.dtype == tf.float16 else x.dtype
                 corr = (tf.cast(x, dt) * tf.reshape(tf.cast(k2, dt), kshape)
                         + tf.reshape(tf.cast(k3, dt), kshape))
@@ -204,12 +207,24 @@ class _TFSync:
 
 
 class _TorchSync:
-    """The engine interface of ``_engine`` (plain training only) with global statistics."""
+    """The engine interface of ``_engine`` (plain training only) with global statistics.
 
-    def __init__(self, point, comm, mask):
-        self.point, self.comm, self.mask = point, comm, mask
+    The forward runs under ``ckbn.distributed.guard``: an error this process
+    raises before the statistics exchange (an unusable tensor, a mask that
+    does not fit the input, ...) is exchanged instead of the statistics, and
+    every process raises it (the same type and message, naming the rank).  The
+    backward is guarded the same way around the exchange of the sums.
+    """
+
+    def __init__(self, point, comm, mask, name):
+        self.point, self.comm, self.mask, self.name = point, comm, mask, name
 
     def train(self, x, scale, offset, axes, eps):
+        return ckbn.distributed.guard(self.point, self.comm, "forward", self._train, x, scale,
+                                      offset, axes, eps)
+
+    def _train(self, x, scale, offset, axes, eps):
+        _check_torch_input(self.name, x)
         return _function().apply(x, scale, offset, self.mask, self.point, self.comm,
                                  tuple(axes), float(eps))
 
@@ -247,33 +262,34 @@ def _function():
 
         @staticmethod
         def backward(ctx, dy, dmean, dvar):
-            x, scale = ctx.saved_tensors
-            m, v, mean, var, n, mn = ctx.stats
-            xn, dyn = npy(x), npy(dy.contiguous()).astype(npy(x).dtype, copy=False)
-            sd = m.dtype
-            if xn.size:
-                # Inference-mode gradient with the global statistics: dx0 = dy*scale*inv,
-                # dscale = sum(dy*(x-mean))*inv, doffset = sum(dy) (this process's sums).
-                dx0, ds, do = _kernels.grad(dyn, xn, npy(scale), m, v, ctx.axes, ctx.eps,
-                                            False)
-            else:
-                dx0 = np.empty_like(xn)
-                ds = do = np.zeros(m.size, sd)
-            g_ds, g_do = ckbn.distributed.sync_sums(ctx.point, ctx.comm, ctx.step, ds, do)
-            inv = 1.0 / np.sqrt(var + ctx.eps)
-            s = npy(scale).astype(np.float64)
-            k2 = -s * inv * inv * g_ds / n
-            k3 = -s * inv * g_do / n - k2 * mean
-            shape = [1] * xn.ndim
-            for a in ctx.axes:
-                shape[a % xn.ndim] = xn.shape[a % xn.ndim]
-            dt = xn.dtype if xn.dtype != np.float16 else np.float32
-            corr = xn.astype(dt) * k2.astype(dt).reshape(shape) + k3.astype(dt).reshape(shape)
-            if mn is not None:   # only the unmasked positions feed the statistics
-                corr *= mn[..., None]
-            dx = (dx0.astype(dt) + corr).astype(xn.dtype)
-            return (torch.from_numpy(np.ascontiguousarray(dx)), torch.from_numpy(ds),
-                    torch.from_numpy(do), None, None, None, None, None)
+            return ckbn.distributed.guard(ctx.point, ctx.comm, "backward", _backward, ctx, dy)
+
+    def _backward(ctx, dy):
+        x, scale = ctx.saved_tensors
+        m, v, mean, var, n, mn = ctx.stats
+        xn, dyn = npy(x), npy(dy.contiguous()).astype(npy(x).dtype, copy=False)
+        sd = m.dtype
+        if xn.size:
+            # Inference-mode gradient with the global statistics: dx0 = dy*scale*inv,
+            # dscale = sum(dy*(x-mean))*inv, doffset = sum(dy) (this process's sums).
+            dx0, ds, do = _kernels.grad(dyn, xn, npy(scale), m, v, ctx.axes, ctx.eps,
+                                        False)
+        else:
+            dx0 = np.empty_like(xn)
+            ds = do = np.zeros(m.size, sd)
+        g_do, g_ds = ckbn.distributed.sync_sums(ctx.point, ctx.comm, ctx.step, do, ds)
+        _, k2, k3 = ckbn.distributed.grad_coefficients(
+            npy(scale).astype(np.float64), mean, var, ctx.eps, n, g_do, g_ds)
+        shape = [1] * xn.ndim
+        for a in ctx.axes:
+            shape[a % xn.ndim] = xn.shape[a % xn.ndim]
+        dt = xn.dtype if xn.dtype != np.float16 else np.float32
+        corr = xn.astype(dt) * k2.astype(dt).reshape(shape) + k3.astype(dt).reshape(shape)
+        if mn is not None:   # only the unmasked positions feed the statistics
+            corr *= mn[..., None]
+        dx = (dx0.astype(dt) + corr).astype(xn.dtype)
+        return (torch.from_numpy(np.ascontiguousarray(dx)), torch.from_numpy(ds),
+                torch.from_numpy(do), None, None, None, None, None)
 
     _FUNCTION = SyncBatchNorm
     return _FUNCTION
@@ -335,7 +351,7 @@ def _jax_function():
         rows = jax.lax.all_gather(local_row(x, mask, axes, n_ch, masked), axis_name)
         n, mean, var = merged(rows, n_ch, sd)
         if x.size:
-            y = _jax._given_cb(x, scale, offset, mean, var, axes, eps)
+            y = _jax._call_given(x, scale, offset, mean, var, axes, eps)
         else:
             y = jnp.zeros_like(x)
         return (y, mean, var), (x, scale, mask, mean, var, n)
@@ -352,16 +368,14 @@ def _jax_function():
         x, scale, mask, mean, var, n = res
         dy = cts[0]
         if x.size:
-            dx0, ds, do = _jax._grad_cb(dy, x, scale, mean, var, axes, eps, False)
+            dx0, ds, do = _jax.grad(dy, x, scale, mean, var, axes, eps, False)
         else:
             dx0, ds, do = jnp.zeros_like(x), jnp.zeros_like(mean), jnp.zeros_like(mean)
         tot = jax.lax.psum(jnp.concatenate([ds, do]), axis_name)
         k = mean.shape[0]
         g_ds, g_do = tot[:k], tot[k:]
-        inv = jax.lax.rsqrt(var + eps)
-        s = scale.astype(inv.dtype)
-        k2 = -s * inv * inv * g_ds / n
-        k3 = -s * inv * g_do / n - k2 * mean
+        _, k2, k3 = ckbn.distributed.grad_coefficients(
+            scale.astype(var.dtype), mean, var, eps, n, g_do, g_ds, rsqrt=jax.lax.rsqrt)
         shape = [x.shape[i] if i in axes else 1 for i in range(x.ndim)]
         dt = jnp.float32 if x.dtype == jnp.float16 else x.dtype
         corr = x.astype(dt) * k2.astype(dt).reshape(shape) + k3.astype(dt).reshape(shape)

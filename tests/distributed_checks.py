@@ -126,17 +126,19 @@ def _reference(case, split, sizes, keras=False):
                 mstd=mstd, red=red, bshape=bshape, gamma=gamma, beta=beta)
 
 
-def check_steps(arrays, errors, size, keras=False, split_names=None):
+def check_steps(arrays, errors, size, keras=False, split_names=None, runs=None):
     """Every rank against the reference, and bit-identical moving statistics.
 
     ``keras``: the keras_plugin layer (Keras 3's biased moving variance, no
-    error cases).
+    error cases).  ``runs``: only these (split, case) pairs.
     """
     for split, sizes in W.splits(size).items():
         if split_names is not None and split not in split_names:
             continue
         for case, (shape, axis, dtype, offset, renorm) in W.CASES.items():
             if keras and case not in W.KERAS_CASES:
+                continue
+            if runs is not None and (split, case) not in runs:
                 continue
             tag = f"{split}_{case}"
             ref = _reference(case, split, sizes, keras)

@@ -43,6 +43,9 @@ def splits(size):
         return {"equal": [4, 4], "uneven": [5, 2], "empty": [6, 0]}
     if size == 4:
         return {"equal": [2, 2, 2, 2], "uneven": [1, 2, 3, 5], "empty": [3, 0, 2, 4]}
+    if size == 8:
+        return {"equal": [2] * 8, "uneven": [1, 3, 2, 5, 1, 4, 2, 3],
+                "empty": [3, 0, 2, 4, 0, 1, 2, 3]}
     raise ValueError(f"no splits for {size} processes")
 
 
@@ -164,17 +167,28 @@ def run_keras_torch(comm, out, errors):
         errors["keras_renorm"] = f"{type(e).__name__}: {e}"
 
 
-def run_keras_tf(outdir):
+def run_keras_tf(outdir, multi_worker=False):
     """keras_plugin.BatchNormalization(synchronized=True) under a MirroredStrategy over
-    two logical CPU devices, in this one process; writes one file per replica."""
+    two logical CPU devices, in this one process; writes one file per replica.
+
+    ``multi_worker``: under a MultiWorkerMirroredStrategy instead (``TF_CONFIG``
+    names the workers; one replica per worker process); each worker writes the
+    file of its own replica."""
     import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    if not multi_worker:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration(),
+                  tf.config.LogicalDeviceConfiguration()])
     import keras
 
     from keras_plugin import BatchNormalization
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    if multi_worker:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        mine = [strategy.cluster_resolver.task_id]
+    else:
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        mine = list(range(strategy.num_replicas_in_sync))
     size = strategy.num_replicas_in_sync
     outs = [{} for _ in range(size)]
     errors = [{} for _ in range(size)]
@@ -219,13 +233,14 @@ def run_keras_tf(outdir):
                            per_replica([local_slice(dy, sizes, r) for r in range(size)]),
                            per_replica([local_slice(mask, sizes, r) for r in range(size)]))
             for key, v in zip(("y", "dx", "d_gamma", "d_beta"), res):
-                for r, a in enumerate(local(v)):
+                for r, a in zip(mine, local(v)):
                     outs[r][f"{tag}/{key}"] = a
             for name in ("moving_mean", "moving_variance"):
-                for r, a in enumerate(local(getattr(layer, name).value)):
+                for r, a in zip(mine, local(getattr(layer, name).value)):
                     outs[r][f"{tag}/{name}"] = a
-            outs[0][f"{tag}/infer"] = keras.ops.convert_to_numpy(
-                layer(tf.constant(local_slice(x, sizes, 0)), training=False))
+            if 0 in mine:
+                outs[0][f"{tag}/infer"] = keras.ops.convert_to_numpy(
+                    layer(tf.constant(local_slice(x, sizes, 0)), training=False))
     # What cannot synchronize says so (on every replica).
     with strategy.scope():
         lay = BatchNormalization(synchronized=True, renorm=True, name="keras_renorm")
@@ -239,18 +254,22 @@ def run_keras_tf(outdir):
         return "no error"
 
     msgs = strategy.run(renorm_step, args=(per_replica([np.ones((2, 3), np.float32)] * size),))
-    for r, m in enumerate(strategy.experimental_local_results(msgs)):
-        errors[r]["keras_renorm"] = m
-    for r in range(size):
+    for r, m in zip(mine, strategy.experimental_local_results(msgs)):
+        errors[r]["keras_renorm"] = m if isinstance(m, str) else m.numpy().decode()
+    for r in mine:
         np.savez(os.path.join(outdir, f"rank{r}.npz"), **outs[r])
         with open(os.path.join(outdir, f"rank{r}.json"), "w") as f:
             json.dump(errors[r], f)
 
 
-def run_keras_jax(outdir):
+def run_keras_jax(outdir, padded=False):
     """keras_plugin.BatchNormalization(synchronized=True) in shard_map over the host
     CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=4); one file per
-    device.  shard_map's shards are equal, so only the equal split runs."""
+    device.  shard_map's shards are equal: the equal split runs every case
+    unpadded; with ``padded`` (plan ``keras-padded``), the uneven and empty
+    splits run instead, every shard padded to the largest local batch with the
+    padding masked out (mask False, dy 0), for the cases whose channels are on
+    the last axis (masks need that)."""
     import jax
     import jax.numpy as jnp
     import keras
@@ -267,10 +286,11 @@ def run_keras_jax(outdir):
     mesh = Mesh(np.array(devices), ("batch",))
     outs = [{} for _ in range(size)]
     errors = [{} for _ in range(size)]
-    split, sizes = "equal", splits(size)["equal"]
-    for case in KERAS_CASES:
+    for split, sizes, case in jax_runs(size, padded):
         shape, axis, dtype, _, _ = CASES[case]
         tag = f"{split}_{case}"
+        padded = split != "equal"
+        pad = max(sizes)
         layer = BatchNormalization(axis=axis, momentum=MOMENTUM, epsilon=EPS,
                                    synchronized=True, dtype=dtype, name=tag)
         layer.build((None,) + shape)
@@ -280,7 +300,7 @@ def run_keras_jax(outdir):
         tv = [v.value for v in layer.trainable_variables]
         ntv = [v.value for v in layer.non_trainable_variables]
 
-        def shard_step(tv, ntv, x, dy, m, layer=layer, masked=case in MASKED):
+        def shard_step(tv, ntv, x, dy, m, layer=layer, masked=case in MASKED or padded):
             def loss(tv, x):
                 with keras_plugin.jax_sync_axis("batch"):
                     y, new_ntv = layer.stateless_call(tv, ntv, x, training=True,
@@ -303,10 +323,15 @@ def run_keras_jax(outdir):
             mask = global_mask(case, split, sizes, s)
             if mask is None:
                 mask = np.ones(x.shape[:-1], bool)
+            if padded:    # shard r holds its sizes[r] rows, then zeros masked out
+                x, dy, mask = (pad_shards(a, sizes, pad) for a in (x, dy, mask))
             y, dx, gtv, new_ntv = f(tv, ntv, jnp.asarray(x), jnp.asarray(dy), jnp.asarray(mask))
             ntv = [v[0] for v in new_ntv]
         for r in range(size):
-            sl = slice(sum(sizes[:r]), sum(sizes[:r + 1]))
+            if padded:
+                sl = slice(r * pad, r * pad + sizes[r])
+            else:
+                sl = slice(sum(sizes[:r]), sum(sizes[:r + 1]))
             outs[r][f"{tag}/y"] = np.asarray(y)[sl]
             outs[r][f"{tag}/dx"] = np.asarray(dx)[sl]
             outs[r][f"{tag}/d_gamma"] = np.asarray(gtv[0])[r]
@@ -328,6 +353,31 @@ def run_keras_jax(outdir):
         np.savez(os.path.join(outdir, f"rank{r}.npz"), **outs[r])
         with open(os.path.join(outdir, f"rank{r}.json"), "w") as f:
             json.dump(errors[r], f)
+
+
+def jax_runs(size, padded):
+    """(split, sizes, case) of a JAX run: every Keras case on the equal split;
+    ``padded``: the channels-last ones on the uneven and empty splits."""
+    runs = []
+    for split, sizes in splits(size).items():
+        if (split != "equal") != padded:
+            continue
+        for case in KERAS_CASES:
+            shape, axis, _, _, _ = CASES[case]
+            if not padded or axis % (len(shape) + 1) == len(shape):
+                runs.append((split, sizes, case))
+    return runs
+
+
+def pad_shards(a, sizes, pad):
+    """The global array ``a`` (local batches in rank order) with every local
+    batch padded with zeros (False) to ``pad`` rows."""
+    out = np.zeros((len(sizes) * pad,) + a.shape[1:], a.dtype)
+    start = 0
+    for r, n in enumerate(sizes):
+        out[r * pad:r * pad + n] = a[start:start + n]
+        start += n
+    return out
 
 
 def _catch(errors, key, fn):
@@ -399,10 +449,10 @@ def communicator(engine):
 
 def main(engine, plan, outdir):
     import ckbn
-    if engine == "tf":
-        return run_keras_tf(outdir)
+    if engine in ("tf", "tf-multi-worker"):
+        return run_keras_tf(outdir, multi_worker=engine == "tf-multi-worker")
     if engine == "jax":
-        return run_keras_jax(outdir)
+        return run_keras_jax(outdir, padded=plan == "keras-padded")
     comm = communicator(engine)
     rank = comm.rank
     out, errors = {}, {}

@@ -20,11 +20,14 @@ CASES = [
     ((3, 600, 3, 5), "NCHW", "chunks-lanes"),       # odd plane size
     ((4, 16, 130, 130), "NCHW", "chunks-planes"),   # 16900-element planes (tail of 4 lanes)
     ((1, 10, 300, 301), "NCHW", "chunks-planes"),   # one sample, one chunk per channel
-    ((4, 3, 9, 9), "NCHW", "lanes"),                # too few channels for chunks
-    ((2, 4, 40, 40), "NCHW", "rows"),               # large planes, few channels
+    ((300, 3, 9, 9), "NCHW", "lanes"),              # too few channels for chunks
+    ((16, 4, 40, 40), "NCHW", "rows"),              # large planes, few channels
     ((16, 6, 6, 40), "NHWC", "rows"),
-    ((8, 3, 3, 1030), "NHWC", "tiles"),             # rows wider than one tile
+    ((8, 3, 3, 1030), "NHWC", "tiles"),             # one tile (float64: two)
     ((64, 3), "NC", "rows"),                        # three lanes per channel
+    ((4, 3, 9, 9), "NCHW", "chunks-lanes"),         # few chunks, but one thread anyway
+    ((2, 4, 40, 40), "NCHW", "chunks-planes"),
+    ((16, 8, 8, 2048), "NHWC", "tiles"),            # a whole wide row, or two tiles
 ]
 
 
@@ -152,6 +155,190 @@ def test_work_plan_counts_units_from_the_shape():
     # 32x56x56x64 NHWC: 6.4 M elements in units of 32 Ki elements.
     assert k.work_plan(1, 1, 32 * 56 * 56, 64) == {
         "path": "rows", "reduction_units": 196, "elementwise_units": 196}
-    # 32x256x28x28 NCHW: two channels (2 x 32 x 784 elements) per chunk.
+    # 32x256x28x28 NCHW: as many channels (32 x 784 elements each) per chunk as
+    # fit in one chunk of L2/8 bytes (Xeon, 2 MiB L2: two; EPYC, 512 KiB: one).
+    t = k.tuning()
+    assert t["cf_elems"] == max(4096, t["L2"] // 32)
+    per_chunk = max(1, t["cf_elems"] // (32 * 784))
+    n = -(-256 // per_chunk)
     assert k.work_plan(32, 256, 784, 1) == {
-        "path": "chunks-planes", "reduction_units": 128, "elementwise_units": 128}
+        "path": "chunks-planes", "reduction_units": n, "elementwise_units": n}
+    # 64x7x7x2048 NHWC: rows of 2048 channels read whole where three float32
+    # accumulators per lane fit in 3/4 of L1d, in units of 4 x 32 Ki elements.
+    lanes = t["tile_lanes_f32"]
+    assert lanes == max(512, (t["L1d"] * 3 // 4) // 12 // 64 * 64)
+    tiles = -(-2048 // lanes)
+    width = -(-(-(-2048 // tiles)) // 64) * 64
+    rows_per_unit = 4 * 32768 // width
+    assert k.work_plan(1, 1, 64 * 49, 2048)["reduction_units"] == \
+        tiles * -(-64 * 49 // rows_per_unit)
+
+
+_NOMEM_SCRIPT = r"""
+import resource, sys
+import numpy as np
+from ckbn._dispatch import kernels
+k = kernels()
+n = 1 << 21                      # every pass below needs >= 8 MiB of scratch
+x = np.ones(n, np.float32)
+y = np.empty(n, np.float32)
+h = np.ones(n, np.float16).view(np.uint16)
+hy = np.empty(n, np.uint16)
+one = np.ones(n)
+a = np.ones(n, np.float32)
+m1, v1 = np.empty(1), np.empty(1)
+calls = {
+    # (P, G, R, C) = (1, 1, 1, n): n channels -> per-channel coefficient arrays
+    "forward_infer": lambda: k.bn_forward_infer(x, 1, 1, 1, n, one, one, one, one, 1e-3, y, 1),
+    "affine": lambda: k.bn_affine(x, 1, 1, 1, n, a, a, y, 1),
+    # one channel of n values: the float16 slice buffers
+    "stats_f16": lambda: k.bn_stats_f16(h, 1, 1, n, 1, m1, v1, 1),
+    "affine_f16": lambda: k.bn_affine_f16(h, 1, 1, n, 1, a[:1], a[:1], hy, 1),
+}
+with open("/proc/self/status") as f:
+    vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 20), resource.RLIM_INFINITY))
+for name in sys.argv[1:]:
+    y[:] = 7.0
+    try:
+        calls[name]()
+    except MemoryError as e:
+        print(name, "MemoryError", str(e).split(":")[0])
+    else:
+        print(name, "ran")
+"""
+
+
+def test_a_failed_scratch_allocation_raises_memory_error():
+    """No kernel aborts the process when malloc fails: the status travels up
+    to the entry point, which raises MemoryError (here under an address-space
+    limit just above what the process already holds)."""
+    import subprocess
+    import sys
+    names = ["forward_infer", "affine"]
+    if getattr(kernels(), "f16c_enabled", lambda: False)():
+        names += ["stats_f16", "affine_f16"]
+    res = subprocess.run([sys.executable, "-c", _NOMEM_SCRIPT] + names,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.split("\n")
+    for name in names:
+        assert any(line.startswith(f"{name} MemoryError bn_") for line in lines), res.stdout
+
+
+# Small common calls: the compiled entries of ckbn.nn (pyx/ckbn/_k_small.pxi).
+SMALL = [((16, 8, 8, 32), "NHWC"), ((16, 32, 8, 8), "NCHW"), ((64, 12), "NC")]
+
+
+def _small_args(shape, fmt, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+    c = shape[1] if fmt == "NCHW" else shape[-1]
+    scale = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    offset = rng.standard_normal(c).astype(np.float32)
+    return x, scale, offset
+
+
+@pytest.mark.parametrize("shape,fmt", SMALL)
+def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, fmt):
+    from ckbn import _ops
+    from ckbn._layout import make_layout
+    from ckbn._validation import channel_axes_from_format
+
+    k = kernels()
+    if not hasattr(k, "small_forward"):
+        pytest.skip("the NumPy twin has no compiled entries")
+    x, scale, offset = _small_args(shape, fmt)
+    dy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    axis = 1 if fmt == "NCHW" else x.ndim - 1
+    layout = make_layout(x.shape, channel_axes_from_format(fmt, x.ndim))
+    g, b = scale.astype(np.float64), offset.astype(np.float64)
+    # training forward
+    r = k.small_forward(x, scale, offset, None, None, 1e-3, fmt, True, None)
+    assert r is not None
+    y, m, v = r
+    yg, mg, vg = _ops.forward_train(x, layout, g, b, 1e-3)
+    np.testing.assert_array_equal(y, yg)
+    np.testing.assert_array_equal(m, mg.astype(np.float32))
+    np.testing.assert_array_equal(v, vg.astype(np.float32))
+    assert m.dtype == v.dtype == y.dtype == np.float32 and m.shape == scale.shape
+    m64, v64, y64, dx64, ds64, do64 = _model(x, dy, g, b, 1e-3, axis)
+    np.testing.assert_allclose(y, y64, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(v, v64, rtol=1e-5)
+    # inference, into out= and in place
+    out = np.empty_like(x)
+    yi, mi, vi = k.small_forward(x, scale, offset, m, v, 1e-3, fmt, False, out)
+    assert yi is out
+    np.testing.assert_array_equal(yi, _ops.forward_infer(x, layout, g, b, m, v, 1e-3))
+    np.testing.assert_array_equal(mi, m)
+    xc = x.copy()
+    assert k.small_forward(xc, scale, offset, m, v, 1e-3, fmt, False, xc)[0] is xc
+    np.testing.assert_array_equal(xc, yi)
+    # backward
+    dx, ds, do = k.small_backward(dy, x, scale, m, v, 1e-3, fmt, True)
+    dxg, dsg, dog = _ops.backward(dy, x, layout, g, m.astype(np.float64),
+                                  v.astype(np.float64), 1e-3, True)
+    np.testing.assert_array_equal(dx, dxg)
+    np.testing.assert_array_equal(ds, dsg.astype(np.float32))
+    np.testing.assert_array_equal(do, dog.astype(np.float32))
+    np.testing.assert_allclose(dx, dx64, rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(do, do64, rtol=1e-4, atol=1e-3)
+    # ckbn.nn takes it: same arrays as the entry gives
+    yn, mn, vn = ckbn.nn.fused_batch_norm(x, scale, offset, data_format=fmt)
+    np.testing.assert_array_equal(yn, y)
+    dxn = ckbn.nn.fused_batch_norm_grad(dy, x, scale, m, v, data_format=fmt)[0]
+    np.testing.assert_array_equal(dxn, dx)
+
+
+def test_small_entry_declines_every_other_call():
+    k = kernels()
+    if not hasattr(k, "small_forward"):
+        pytest.skip("the NumPy twin has no compiled entries")
+    x, scale, offset = _small_args((16, 8, 8, 32), "NHWC")
+    f = k.small_forward
+    ok = (x, scale, offset, None, None, 1e-3, "NHWC", True, None)
+    assert f(*ok) is not None
+
+    def with_(i, value):
+        args = list(ok)
+        args[i] = value
+        return f(*args)
+
+    assert with_(0, x.astype(np.float64)) is None                 # dtype
+    assert with_(0, np.asfortranarray(x)) is None                 # layout in memory
+    assert with_(0, np.zeros((64, 8, 8, 32), np.float32)) is None   # >= PARALLEL_MIN
+    assert with_(0, np.zeros((0, 8, 8, 32), np.float32)) is None  # empty
+    assert with_(1, scale.astype(np.float64)) is None
+    assert with_(1, scale[:-1]) is None
+    assert with_(1, list(scale)) is None
+    assert with_(5, 1) is None                                   # int epsilon
+    assert with_(5, -1.0) is None
+    assert with_(5, float("nan")) is None
+    assert with_(6, "NDHWC") is None
+    assert with_(7, 1) is None                                   # not a bool
+    assert with_(8, np.empty((16, 8, 8, 32), np.float64)) is None
+    assert with_(8, np.empty((16, 8, 8, 31), np.float32)) is None
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    assert with_(8, ro) is None
+    buf = np.empty(x.size + 8, np.float32)
+    shifted = buf[4:4 + x.size].reshape(x.shape)
+    buf2 = np.concatenate([x.ravel(), np.zeros(8, np.float32)])
+    xs = buf2[:x.size].reshape(x.shape)
+    overlap = buf2[4:4 + x.size].reshape(x.shape)
+    assert f(xs, scale, offset, None, None, 1e-3, "NHWC", True, overlap) is None
+    assert f(xs, scale, offset, None, None, 1e-3, "NHWC", True, shifted) is not None
+    assert f(x, scale, offset, None, None, 1e-3, "NHWC", False, None) is None  # no stats
+    dy = np.ones_like(x)
+    assert k.small_backward(dy, x, scale, scale, scale, 1e-3, "NHWC", True) is not None
+    assert k.small_backward(dy[:8], x, scale, scale, scale, 1e-3, "NHWC", True) is None
+    assert k.small_backward(dy, x, scale, None, scale, 1e-3, "NHWC", True) is None
+    # ... and ckbn.nn's general path still checks and raises for them
+    with pytest.raises(ValueError, match="epsilon"):
+        ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=-1.0)
+    with pytest.raises(ValueError, match="overlaps"):
+        ckbn.nn.fused_batch_norm(xs, scale, offset, out=overlap)
+    with pytest.raises(ValueError, match="required"):
+        ckbn.nn.fused_batch_norm(x, scale, offset, is_training=False)
+    with pytest.raises(ValueError, match="shape"):
+        ckbn.nn.fused_batch_norm_grad(dy[:8], x, scale, scale, scale)

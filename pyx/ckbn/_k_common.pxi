@@ -1,0 +1,317 @@
+# The ground rules every pass follows: types, tuning constants, the thread
+# rule, the scratch rule, the allocation-failure policy, and the per-channel
+# arithmetic shared by every path (the shifted moments, the one Chan merge,
+# the normalization and backward coefficients).
+#
+# Thread rule (_threads).  A pass runs on one thread below PARALLEL_MIN
+# elements, else on min(n_threads, units) threads; the units themselves come
+# from the shape alone, so results never depend on the thread count.  A pass
+# on one thread opens no OpenMP region.
+#
+# Scratch rule (Scratch).  A pass allocates all the scratch its threads need
+# before it starts, as one block of nt slices of 64-byte multiples; a thread
+# uses the slice of its own number (threadid()).  Small fixed-size scratch
+# (at most TILE_MAX lanes) lives on the stack of the unit instead.
+#
+# Allocation failure.  No kernel aborts: a failed malloc makes the pass return
+# CKBN_ERR_NOMEM before it writes anything, every caller hands the status up,
+# and the def entry points raise MemoryError (_raise_status).  Passes that run
+# inside a parallel region (the float16 driver) count failures in an OpenMP
+# reduction and return the status after the region.
+
+cimport cython
+from cython.parallel cimport prange, parallel, threadid
+from libc.stdlib cimport malloc, free
+from libc.math cimport sqrt, INFINITY
+from libc.stdint cimport int64_t, uint64_t
+
+ctypedef fused floating:
+    float
+    double
+
+cdef extern from "ckbn_kernel_helpers.h" nogil:
+    bint CKBN_HAVE_OPENMP
+    bint CKBN_HAVE_F16C
+    bint CKBN_HAVE_TILES
+    Py_ssize_t CKBN_TILE_F32
+    Py_ssize_t CKBN_TILE_F64
+    Py_ssize_t CKBN_VBYTES
+    long ckbn_cache_bytes(int level) noexcept
+    void ckbn_h2f(const unsigned short* s, float* d, Py_ssize_t n) noexcept
+    void ckbn_f2h(const float* s, unsigned short* d, Py_ssize_t n) noexcept
+    void ckbn_mom_tile_f32(const float* x, Py_ssize_t S, Py_ssize_t nr, const float* sh,
+                           float* b1, float* b2) noexcept
+    void ckbn_mom_tile_f64(const double* x, Py_ssize_t S, Py_ssize_t nr, const double* sh,
+                           double* b1, double* b2) noexcept
+    void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
+                          const float* mu, float* b1, float* b2) noexcept
+    void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
+                          const double* mu, double* b1, double* b2) noexcept
+
+# The C-level table's types and constants (ckbn/include/ckbn_kernels.h).
+cdef extern from "ckbn_kernels.h" nogil:
+    enum:
+        CKBN_TABLE_ABI
+        CKBN_FLOAT16
+        CKBN_FLOAT32
+        CKBN_FLOAT64
+        CKBN_OK
+        CKBN_ERR_NOMEM
+        CKBN_ERR_ARG
+        CKBN_ERR_DTYPE
+    const char* CKBN_TABLE_CAPSULE
+    ctypedef struct ckbn_dims:
+        Py_ssize_t P, G, R, C
+    ctypedef struct ckbn_act:
+        int on
+        double slope
+        double hi
+    ctypedef struct ckbn_kernel_table:
+        int abi
+        const char* variant
+        int has_float16
+        int (*forward_train)(int, const void*, ckbn_dims, const double*, const double*,
+                             double, const ckbn_act*, void*, double*, double*,
+                             int) noexcept nogil
+        int (*forward_infer)(int, const void*, ckbn_dims, const double*, const double*,
+                             const double*, const double*, double, const ckbn_act*, void*,
+                             int) noexcept nogil
+        int (*backward)(int, const void*, const void*, ckbn_dims, const double*,
+                        const double*, const double*, const double*, double, int,
+                        const ckbn_act*, void*, double*, double*, int) noexcept nogil
+        int (*stats)(int, const void*, ckbn_dims, double*, double*, int) noexcept nogil
+        int (*grad_sums)(int, const void*, const void*, ckbn_dims, const double*,
+                         const double*, const double*, const double*, double,
+                         const ckbn_act*, double*, double*, int) noexcept nogil
+        int (*backward_dx)(int, const void*, const void*, ckbn_dims, const double*,
+                           const double*, const double*, const double*, double, double,
+                           const double*, const double*, const ckbn_act*, void*, double*,
+                           int) noexcept nogil
+    int ckbn_layout(int ndim, const int64_t* shape, uint64_t channel_mask, ckbn_dims* d)
+
+
+cdef enum:
+    # Elements per work unit: large enough to amortize a unit's set-up and its
+    # partial row, small enough to split mid-sized inputs across threads.
+    UNIT_TARGET = 32768
+    # Below this many elements one thread does everything (thread start-up
+    # costs more than it saves on small inputs).
+    PARALLEL_MIN = 65536
+    # Minimum lanes per row in the reductions and in the element-wise passes.
+    MIN_LANES = 64
+    MIN_LANES_EW = 256
+    # Widest rows read as "rows" (wider rows are cut into tiles).
+    TILE_MAX = 512
+    # Rows summed in the data type before adding to float64.
+    BLOCK = 64
+    # Rows a register tile walks at a time when rows are strided (S > W) or
+    # wider than TILE_MAX: that many concurrent sequential streams for the
+    # hardware prefetchers, instead of one stream per row of the block.
+    ROW_GROUP = 8
+    # Largest channels-first plane read through lane expansion.
+    LANE_PLANE_MAX = 256
+    # Chunked channels-first passes (_k_chunks.pxi).
+    CF_MAX_CHANNEL = 262144   # channels of more elements take the unit path
+    CF_LANES = 1024       # most lanes of a small-plane chunk
+    CF_MIN_CHUNKS = 8     # fewer chunks leave threads idle: use the unit path
+                          # (unless the input runs on one thread anyway)
+    # Most per-channel coefficient arrays an element-wise pass reads.
+    MAX_COEF = 5
+
+
+# Below this many elements a call runs on one thread (read by ckbn._config).
+PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
+
+
+# Tuning from the machine: the cache sizes of the CPU the module runs on
+# (never constants fitted to one machine).  The rules, checked on both
+# machines measured (AMD EPYC: 32 KiB L1d, 512 KiB L2; Intel Xeon: 48 KiB
+# L1d, 2 MiB L2, where they give the sizes tuned there):
+#   _cf_elems   elements of one array in a channels-first chunk: L2/8 bytes of
+#               float32, so that the backward's x and dy chunks and the lanes
+#               take at most half of L2 (Xeon: 64 Ki, EPYC: 16 Ki elements);
+#   _f16_slice  elements of a float16 slice: its three float32 buffers take
+#               3/8 of L2 (Xeon: 64 Ki, EPYC: 16 Ki);
+#   _tile_lanes lanes of a wide-row tile: its shift and block sums (three
+#               data-type values per lane) fill at most 3/4 of L1d, so a row
+#               of up to that many channels is read whole, in memory order
+#               (EPYC float32: 2048, Xeon float32: 3072 lanes).
+cdef Py_ssize_t _L1 = ckbn_cache_bytes(1)
+cdef Py_ssize_t _L2 = ckbn_cache_bytes(2)
+cdef Py_ssize_t _L3 = ckbn_cache_bytes(3)
+cdef Py_ssize_t _cf_elems = max(4096, _L2 // 32)
+cdef Py_ssize_t _f16_slice = max(4096, _L2 // 32)
+
+
+cdef inline Py_ssize_t _tile_width(Py_ssize_t C, size_t item) noexcept nogil:
+    """Lanes per tile of rows of C > TILE_MAX channels of ``item`` bytes."""
+    cdef Py_ssize_t w = (_L1 * 3 // 4) // (3 * <Py_ssize_t> item)
+    w = (w // 64) * 64
+    if w < TILE_MAX:
+        w = TILE_MAX
+    if C <= w:
+        return C
+    # equal tiles, each a multiple of 64 lanes
+    cdef Py_ssize_t n = (C + w - 1) // w
+    return ((C + n - 1) // n + 63) // 64 * 64
+
+
+def tuning():
+    """The machine-derived tuning of this module (for benchmarks and tests)."""
+    return {"L1d": _L1, "L2": _L2, "L3": _L3, "vector_bytes": CKBN_VBYTES,
+            "cf_elems": _cf_elems, "f16_slice": _f16_slice,
+            "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
+            "row_group": ROW_GROUP, "unit_target": UNIT_TARGET,
+            "parallel_min": PARALLEL_MIN}
+
+
+def openmp_enabled():
+    """True when this kernel module was compiled with OpenMP."""
+    return bool(CKBN_HAVE_OPENMP)
+
+
+# ---------------------------------------------------------------------------
+# Activation: act(z) = z > 0 ? min(z, hi) : slope * z (ReLU: slope 0, hi inf;
+# ReLU6: slope 0, hi 6; leaky ReLU: slope s, hi inf); act'(z) = z > 0 ?
+# (z < hi) : slope.
+# ---------------------------------------------------------------------------
+
+cdef struct Act:
+    bint on
+    double slope
+    double hi
+
+
+cdef inline Act _act(bint on, double slope, double hi) noexcept nogil:
+    cdef Act a
+    a.on = on
+    a.slope = slope
+    a.hi = hi
+    return a
+
+
+# ---------------------------------------------------------------------------
+# The thread rule and the scratch rule
+# ---------------------------------------------------------------------------
+
+cdef inline int _threads(Py_ssize_t work, Py_ssize_t units, int n_threads) noexcept nogil:
+    """Threads for a pass over ``work`` elements cut into ``units``."""
+    if work < PARALLEL_MIN or n_threads < 1 or units < 2:
+        return 1
+    if n_threads > units:
+        return <int> units
+    return n_threads
+
+
+cdef struct Scratch:
+    char* base
+    size_t per          # bytes per thread, a multiple of 64
+
+
+cdef inline int _scratch_new(Scratch* s, int nt, size_t nbytes) noexcept nogil:
+    """Allocate ``nbytes`` for each of ``nt`` threads; CKBN_ERR_NOMEM on failure."""
+    s.per = (nbytes + 63) // 64 * 64
+    s.base = <char*> malloc(s.per * nt if s.per > 0 else 64)
+    return CKBN_OK if s.base != NULL else CKBN_ERR_NOMEM
+
+
+cdef inline char* _scratch_mine(const Scratch* s) noexcept nogil:
+    """The calling thread's slice (thread 0 outside a parallel region)."""
+    return s.base + <size_t> threadid() * s.per
+
+
+cdef inline int _raise_status(int status, str where) except -1:
+    if status == CKBN_ERR_NOMEM:
+        raise MemoryError(f"{where}: out of memory for the kernel's scratch")
+    if status != CKBN_OK:
+        raise ValueError(f"{where}: kernel status {status}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Per-channel arithmetic shared by every path
+# ---------------------------------------------------------------------------
+
+cdef inline void _moments(double K, double S1, double S2, double n,
+                          double* mean, double* m2) noexcept nogil:
+    """Mean and M2 (sum of squared deviations) of n values from the sums S1,
+    S2 of d = x - K and d*d: never E[x^2] - E[x]^2 on unshifted data."""
+    cdef double d = S2 - S1 * S1 / n
+    mean[0] = K + S1 / n
+    m2[0] = d if d > 0.0 else 0.0 * d   # 0.0 * d keeps NaN
+
+
+cdef inline double _sum_exc(double S1, double S2, double mu, double mean) noexcept nogil:
+    """sum e*(x - mean) from S1 = sum e and S2 = sum e*(x - mu), mu the mean
+    rounded to the data type: the correction restores float64 accuracy."""
+    return S2 + (mu - mean) * S1
+
+
+cdef void _chan_merge(const double* pm, const double* pm2, const double* pn,
+                      Py_ssize_t n_parts, Py_ssize_t stride, Py_ssize_t C,
+                      double* mean, double* var) noexcept nogil:
+    """The one merge of partial statistics: parts k = 0 .. n_parts-1 hold
+    (mean, M2) of pn[k] values per channel at pm + k*stride, pm2 + k*stride;
+    mean, var (biased) of all of them, merged in part order by Chan et al.'s
+    formula.  The weights depend on the counts only, so the channel loop is
+    division-free (and vectorizes)."""
+    cdef Py_ssize_t k, c
+    cdef double na = 0.0, nb, nab, wb, wd, delta
+    cdef const double* qm
+    cdef const double* q2
+    for c in range(C):
+        mean[c] = 0.0
+        var[c] = 0.0
+    for k in range(n_parts):
+        nb = pn[k]
+        nab = na + nb
+        wb = nb / nab
+        wd = na * nb / nab
+        qm = pm + k * stride
+        q2 = pm2 + k * stride
+        for c in range(C):
+            delta = qm[c] - mean[c]
+            mean[c] = mean[c] + delta * wb
+            var[c] = var[c] + q2[c] + delta * delta * wd
+        na = nab
+    wb = 1.0 / na
+    for c in range(C):
+        var[c] = var[c] * wb
+
+
+cdef inline void _norm_coefs(const double* scale, const double* offset,
+                             const double* mean, const double* var, double eps,
+                             Py_ssize_t n, floating* a, floating* b) noexcept nogil:
+    """a = scale / sqrt(var + eps), b = offset - mean * a, rounded once to the
+    data type.  The forward passes and the backward's recomputation of the
+    pre-activation use these same values."""
+    cdef Py_ssize_t c
+    cdef double k
+    for c in range(n):
+        k = scale[c] / sqrt(var[c] + eps)
+        a[c] = <floating> k
+        b[c] = <floating> (offset[c] - mean[c] * k)
+
+
+cdef inline void _bwd_coefs(const double* scale, const double* mean, const double* var,
+                            double eps, bint training, double cnt,
+                            const double* sum_e,    # IN  (n,)
+                            double* sdx,            # IN  sum(e * (x - mean)); OUT dscale
+                            floating* kk,           # OUT k1, k2, k3 (3n,)
+                            Py_ssize_t n) noexcept nogil:
+    """The backward's per-channel coefficients, from the sums over the batch:
+    dx = e*k1 + (x*k2 + k3) and dscale = sum(e * xhat)."""
+    cdef Py_ssize_t c
+    cdef double inv, k1, k2
+    for c in range(n):
+        inv = 1.0 / sqrt(var[c] + eps)
+        k1 = scale[c] * inv
+        kk[c] = <floating> k1
+        if training:
+            k2 = -k1 * inv * inv * sdx[c] / cnt
+            kk[n + c] = <floating> k2
+            kk[2 * n + c] = <floating> (-k1 * sum_e[c] / cnt - k2 * mean[c])
+        else:
+            kk[n + c] = 0
+            kk[2 * n + c] = 0
+        sdx[c] = sdx[c] * inv

@@ -1,0 +1,124 @@
+# Element-wise passes: y = act(x * a + b) (OP_AFFINE) and the backward's dx
+# (OP_DX), on the path of the shape:
+#   chunks     channels first with small planes, chunk by chunk (_ew_chunks,
+#              in _k_chunks.pxi), each chunk's coefficients expanded to lanes;
+#   lanes      small channels-first planes, too few channels to chunk: the
+#              coefficients expanded once to G*R lanes, then the units;
+#   units      rows of W = C*k >= MIN_LANES_EW lanes (coefficients repeated
+#              to W lanes in the thread's scratch; used in place when W ==
+#              C), channels-first segments as scalar loops, short segments of
+#              several groups in memory order.
+
+cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
+                   floating* o, const Units* u, Unit t, const floating** cf,
+                   floating* buf) noexcept nogil:
+    cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off
+    cdef int nc = _n_coef(op, act.on), q
+    cdef const floating* w[MAX_COEF]
+    cdef floating v[MAX_COEF]
+    cdef floating s = <floating> act.slope, h = <floating> act.hi
+    n_el = t.l1 - t.l0
+    if C == 1:
+        for q in range(nc):
+            v[q] = cf[q][t.g]
+        for p in range(t.p0, t.p1):
+            off = (p * u.G + t.g) * u.L + t.l0
+            _ew_seg(op, act.on, x + off, d + off, o + off, n_el, v, s, h)
+        return
+    for q in range(nc):
+        w[q] = _lanes(cf[q], t.g, C, W, buf + q * W)
+    for p in range(t.p0, t.p1):
+        off = (p * u.G + t.g) * u.L + t.l0
+        i = 0
+        while i + W <= n_el:
+            _ew_run(op, act.on, x + off + i, d + off + i, o + off + i, W, w, s, h)
+            i += W
+        if i < n_el:
+            _ew_run(op, act.on, x + off + i, d + off + i, o + off + i, n_el - i, w, s, h)
+
+
+cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
+                   floating* o, const Units* u, Py_ssize_t k, const floating** cf,
+                   floating* buf) noexcept nogil:
+    cdef Py_ssize_t s
+    if u.seg:
+        for s in range(k * u.pc, _seg_end(u, k)):
+            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf)
+    else:
+        _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf)
+
+
+cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
+                  floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
+                  Py_ssize_t R, Py_ssize_t C, bint rev, int n_threads) noexcept nogil:
+    """The element-wise pass ``op`` over the units of the (P, G, R, C) view.
+    ``d`` is dy for OP_DX (for OP_AFFINE pass x: it is not read).  ``rev``:
+    units in reverse order, for a pass that follows a reduction over the
+    same data (training forward, backward): the last units it read are still
+    in L2/L3."""
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False, sizeof(floating))
+    cdef Py_ssize_t k
+    cdef int nt = _n_threads(&u, n_threads)
+    cdef Scratch sc
+    if _scratch_new(&sc, nt, sizeof(floating) * MAX_COEF * u.W) != CKBN_OK:
+        return CKBN_ERR_NOMEM
+    if nt == 1:     # no OpenMP region: it costs about a microsecond
+        for k in range(u.n_units):
+            _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k if rev else k, cf,
+                     <floating*> sc.base)
+    else:
+        with parallel(num_threads=nt):
+            for k in prange(u.n_units, schedule="static"):
+                _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k if rev else k, cf,
+                         <floating*> _scratch_mine(&sc))
+    free(sc.base)
+    return CKBN_OK
+
+
+cdef int _ew(int op, const Act* act, const floating* x, const floating* d,
+             floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
+             Py_ssize_t R, Py_ssize_t C, bint rev, int n_threads) noexcept nogil:
+    """The element-wise pass ``op`` on the path of the shape: chunks, lane
+    expansion for small channels-first planes, or the units."""
+    cdef int nc = _n_coef(op, act.on), q, status
+    cdef floating* e
+    cdef const floating* ecf[MAX_COEF]
+    cdef Chunks ch
+    if _cf_plan(P, G, R, C, False, &ch) and ch.lanes:
+        return _ew_chunks(op, act, x, d, o, cf, &ch, n_threads)
+    if not _expand(G, R, C):
+        return _ew_core(op, act, x, d, o, cf, P, G, R, C, rev, n_threads)
+    e = <floating*> malloc(sizeof(floating) * nc * G * R)
+    if e == NULL:
+        return CKBN_ERR_NOMEM
+    for q in range(nc):
+        _expand_into(cf[q], G, R, e + q * G * R)
+        ecf[q] = e + q * G * R
+    status = _ew_core(op, act, x, d, o, ecf, 1, 1, P, G * R, rev, n_threads)
+    free(e)
+    return status
+
+
+cdef inline int _affine(const floating* x, const floating* a, const floating* b,
+                        floating* y, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                        Py_ssize_t C, const Act* act, bint rev, int n_threads) noexcept nogil:
+    """y = act(x * a[ch] + b[ch])."""
+    cdef const floating* cf[2]
+    cf[0] = a
+    cf[1] = b
+    return _ew(OP_AFFINE, act, x, x, y, cf, P, G, R, C, rev, n_threads)
+
+
+cdef inline int _grad_dx(const floating* dy, const floating* x, const floating* k1,
+                         const floating* k2, const floating* k3, const floating* za,
+                         const floating* zb, floating* dx, Py_ssize_t P, Py_ssize_t G,
+                         Py_ssize_t R, Py_ssize_t C, const Act* act, bint rev,
+                         int n_threads) noexcept nogil:
+    """dx = (dy * m) * k1[ch] + (x * k2[ch] + k3[ch]), m = act'(x * za + zb)."""
+    cdef const floating* cf[MAX_COEF]
+    cf[0] = k1
+    cf[1] = k2
+    cf[2] = k3
+    cf[3] = za
+    cf[4] = zb
+    return _ew(OP_DX, act, x, dy, dx, cf, P, G, R, C, rev, n_threads)

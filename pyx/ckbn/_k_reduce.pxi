@@ -1,0 +1,242 @@
+# Reductions on the unit paths ("rows", "tiles", "lanes"; the chunked
+# channels-first paths are in _k_chunks.pxi): per-channel statistics (_stats)
+# and backward sums (_grad_sums).  One driver, _red_core, runs the units in
+# parallel, each writing its partial row; the partials are merged in unit
+# order (the Chan merge for statistics, ordered sums for the backward).
+
+cdef void _red_unit(int kind, const Act* act, const floating* x, const floating* dy,
+                    const double* mean,          # IN  (G*C,) RED_SUMS
+                    const floating* za,          # IN  (G*C,) RED_SUMS with act
+                    const floating* zb,
+                    const Units* u, Py_ssize_t k,
+                    double* o1,                  # OUT partial table (G*n_rc, C)
+                    double* o2,                  # OUT partial table (G*n_rc, C)
+                    double* pn,                  # OUT counts (G*n_rc,)
+                    char* scr) noexcept nogil:   # the thread's _red_scratch bytes
+    """Unit k of a reduction.  RED_STATS writes each partial's mean and M2
+    (from sums of d = x - K, K the unit's first value per channel); RED_SUMS
+    its sum(e) and sum(e * (x - mean))."""
+    cdef Unit t = _unit(u, k)
+    cdef Py_ssize_t W = u.W, C = u.C
+    cdef Py_ssize_t j, c, p, q, q1, nrows, tail, nb = 0, n_el, row, off, ch
+    cdef Py_ssize_t width = t.c1 - t.c0
+    cdef const floating* first
+    cdef double n
+    # The thread's scratch: float64 sums s1, s2, then the per-lane shift (the
+    # mean rounded to the data type for RED_SUMS), the activation's
+    # coefficients and the block sums in the data type; u.W lanes each.
+    cdef double* s1 = <double*> scr
+    cdef double* s2 = s1 + u.W
+    cdef floating* sh = <floating*> (s2 + u.W)
+    cdef floating* la = sh + u.W
+    cdef floating* lb = la + u.W
+    cdef floating* b1 = lb + u.W
+    cdef floating* b2 = b1 + u.W
+    cdef bint lanes_act = kind == RED_SUMS and act.on
+    if u.tiled:
+        W = width
+        if kind == RED_STATS:
+            first = x + _row_offset(u, t.g, t.q0, t.c0)
+            for j in range(W):
+                sh[j] = first[j]
+        else:
+            for j in range(W):
+                sh[j] = <floating> mean[t.g * C + t.c0 + j]
+        if lanes_act:
+            for j in range(W):
+                la[j] = za[t.g * C + t.c0 + j]
+                lb[j] = zb[t.g * C + t.c0 + j]
+    else:
+        if kind == RED_STATS:
+            _repeat(x + (t.p0 * u.G + t.g) * u.L + t.l0, C, W, sh)
+        else:
+            for j in range(C):
+                sh[j] = <floating> mean[t.g * C + j]
+            _repeat(sh, C, W, sh)
+        if lanes_act:
+            _repeat(za + t.g * C, C, W, la)
+            _repeat(zb + t.g * C, C, W, lb)
+    for j in range(W):
+        b1[j] = 0
+        b2[j] = 0
+        s1[j] = 0.0
+        s2[j] = 0.0
+    if u.tiled:
+        # Runs of rows inside one segment are C apart.
+        q = t.q0
+        while q < t.q1:
+            q1 = q + (u.R - q % u.R)
+            if q1 > t.q1:
+                q1 = t.q1
+            off = _row_offset(u, t.g, q, t.c0)
+            nb = _red_run(kind, act, x + off, dy + off, q1 - q, C, W, sh, la, lb,
+                          b1, b2, s1, s2, nb)
+            q = q1
+        _flush(b1, b2, s1, s2, W)
+        n = <double> (t.q1 - t.q0)
+    else:
+        n_el = t.l1 - t.l0
+        nrows = n_el // W
+        tail = n_el - nrows * W
+        for p in range(t.p0, t.p1):
+            off = (p * u.G + t.g) * u.L + t.l0
+            nb = _red_run(kind, act, x + off, dy + off, nrows, W, W, sh, la, lb,
+                          b1, b2, s1, s2, nb)
+            if tail > 0:
+                off = off + nrows * W
+                _red_one(kind, act, x + off, dy + off, tail, sh, la, lb, b1, b2)
+                nb += 1
+        n = <double> ((t.p1 - t.p0) * (n_el // C))
+        _flush(b1, b2, s1, s2, W)
+        _fold(s1, s2, W, C)
+        width = C
+    row = t.g * u.n_rc + t.rc
+    for c in range(width):
+        ch = t.c0 + c if u.tiled else c
+        if kind == RED_STATS:
+            _moments(<double> sh[c], s1[c], s2[c], n, o1 + row * C + ch, o2 + row * C + ch)
+        else:
+            o1[row * C + ch] = s1[c]
+            o2[row * C + ch] = _sum_exc(s1[c], s2[c], <double> sh[c], mean[t.g * C + ch])
+    if t.c0 == 0:
+        pn[row] = n
+
+
+cdef int _red_core(int kind, const Act* act, const floating* x, const floating* dy,
+                   const double* mean, const floating* za, const floating* zb,
+                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                   double* out1, double* out2, int n_threads) noexcept nogil:
+    """A reduction over the units of (P, G, R, C) ("rows" and "tiles"),
+    merged in unit order:
+    RED_STATS  out1 = mean, out2 = biased variance (the Chan merge);
+    RED_SUMS   out1 = sum(e), out2 = sum(e * (x - mean)) (ordered sums)."""
+    cdef Units u = _make_units(P, G, R, C, MIN_LANES, True, sizeof(floating))
+    cdef Py_ssize_t k, g, c, rc, row
+    cdef int nt = _n_threads(&u, n_threads)
+    cdef Py_ssize_t nrow = G * u.n_rc
+    cdef double* part
+    cdef double* p1
+    cdef double* p2
+    cdef double* pn
+    cdef double a1, a2
+    cdef Scratch sc
+    if _scratch_new(&sc, nt, u.W * (2 * sizeof(double) + 5 * sizeof(floating))) != CKBN_OK:
+        return CKBN_ERR_NOMEM
+    part = <double*> malloc(sizeof(double) * nrow * (2 * C + 1))
+    if part == NULL:
+        free(sc.base)
+        return CKBN_ERR_NOMEM
+    p1 = part
+    p2 = part + nrow * C
+    pn = part + 2 * nrow * C
+    if nt == 1:     # no OpenMP region: it costs about a microsecond
+        for k in range(u.n_units):
+            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn, sc.base)
+    else:
+        for k in prange(u.n_units, nogil=True, num_threads=nt, schedule="static"):
+            _red_unit(kind, act, x, dy, mean, za, zb, &u, k, p1, p2, pn, _scratch_mine(&sc))
+    free(sc.base)
+    for g in range(G):
+        if kind == RED_STATS:
+            _chan_merge(p1 + g * u.n_rc * C, p2 + g * u.n_rc * C, pn + g * u.n_rc, u.n_rc,
+                        C, C, out1 + g * C, out2 + g * C)
+            continue
+        for c in range(C):
+            a1 = 0.0
+            a2 = 0.0
+            for rc in range(u.n_rc):
+                row = g * u.n_rc + rc
+                a1 = a1 + p1[row * C + c]
+                a2 = a2 + p2[row * C + c]
+            out1[g * C + c] = a1
+            out2[g * C + c] = a2
+    free(part)
+    return CKBN_OK
+
+
+cdef int _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                Py_ssize_t C, double* mean, double* var, int n_threads) noexcept nogil:
+    """Per-channel mean and biased variance, on the path reduction_path names."""
+    cdef Py_ssize_t g, r, n
+    cdef double* lm
+    cdef int status
+    cdef Chunks ch
+    cdef Pass ps
+    cdef Act none = _act(False, 0.0, 0.0)
+    if _cf_plan(P, G, R, C, True, &ch):
+        _pass_init(&ps, &none)
+        ps.mean = mean
+        ps.var = var
+        return _cf_pass(CF_STATS, &ch, x, x, <floating*> NULL, &ps, n_threads)
+    if not _expand(G, R, C):
+        return _red_core(RED_STATS, &none, x, x, NULL, NULL, NULL, P, G, R, C, mean, var,
+                         n_threads)
+    # Lanes: every lane (g, r) holds P values; its (mean, M2) are merged into
+    # channel g like any other parts.
+    n = G * R
+    lm = <double*> malloc(sizeof(double) * (2 * n + R))
+    if lm == NULL:
+        return CKBN_ERR_NOMEM
+    status = _red_core(RED_STATS, &none, x, x, NULL, NULL, NULL, 1, 1, P, n, lm, lm + n,
+                       n_threads)
+    if status == CKBN_OK:
+        for r in range(n):
+            lm[n + r] = lm[n + r] * P           # biased variance -> M2
+        for r in range(R):
+            lm[2 * n + r] = <double> P
+        for g in range(G):
+            _chan_merge(lm + g * R, lm + n + g * R, lm + 2 * n, R, 1, 1, mean + g, var + g)
+    free(lm)
+    return status
+
+
+cdef int _grad_sums(const floating* dy, const floating* x, const double* mean,
+                    const floating* za, const floating* zb, const Act* act,
+                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                    double* sum_e, double* sum_exc, int n_threads) noexcept nogil:
+    """Per-channel sum(e) and sum(e * (x - mean)), on the path reduction_path
+    names (za, zb: the pre-activation's coefficients, read with act.on)."""
+    cdef Py_ssize_t g, r, n
+    cdef double* buf
+    cdef floating* ez
+    cdef double a1, a2
+    cdef int status
+    cdef Chunks ch
+    cdef Pass ps
+    if not act.on and _cf_plan(P, G, R, C, True, &ch):
+        _pass_init(&ps, act)
+        ps.mean = <double*> mean
+        ps.sum_e = sum_e
+        ps.sum_exc = sum_exc
+        return _cf_pass(CF_SUMS, &ch, x, dy, <floating*> NULL, &ps, n_threads)
+    if not _expand(G, R, C):
+        return _red_core(RED_SUMS, act, x, dy, mean, za, zb, P, G, R, C, sum_e, sum_exc,
+                         n_threads)
+    # Lanes: per-lane sums, added into channels in lane order.
+    n = G * R
+    buf = <double*> malloc(sizeof(double) * 3 * n)
+    ez = <floating*> malloc(sizeof(floating) * 2 * n)
+    if buf == NULL or ez == NULL:
+        free(buf)
+        free(ez)
+        return CKBN_ERR_NOMEM
+    for g in range(G):
+        for r in range(R):
+            buf[g * R + r] = mean[g]
+    if act.on:
+        _expand_into(za, G, R, ez)
+        _expand_into(zb, G, R, ez + n)
+    status = _red_core(RED_SUMS, act, x, dy, buf, ez, ez + n, 1, 1, P, n, buf + n,
+                       buf + 2 * n, n_threads)
+    if status == CKBN_OK:
+        for g in range(G):
+            a1 = 0.0
+            a2 = 0.0
+            for r in range(R):
+                a1 = a1 + buf[n + g * R + r]
+                a2 = a2 + buf[2 * n + g * R + r]
+            sum_e[g] = a1
+            sum_exc[g] = a2
+    free(buf)
+    free(ez)
+    return status

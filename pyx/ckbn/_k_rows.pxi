@@ -1,0 +1,414 @@
+# The inner loops: each walks one row (or a run of rows) with no branches
+# in the lane loop, so the compiler vectorizes it for the variant's width.
+#
+#   Reductions (block sums in the data type, flushed to float64 every BLOCK
+#   rows; register tiles of four vectors from ckbn_kernel_helpers.h take the
+#   lanes they cover):
+#     RED_STATS  sums of d = x - K and d*d (K: a per-lane shift)
+#     RED_SUMS   sums of e and e * (x - mu), e = dy (times act'(z) with an
+#                activation)
+#   Element-wise (one row of per-lane coefficients, or one channels-first
+#   segment with scalar coefficients; outputs written from their first
+#   64-byte boundary with whole vectors):
+#     OP_AFFINE  out = act(x * c0 + c1)
+#     OP_DX      out = (dy * m) * c0 + (x * c1 + c2), m = act'(x * c3 + c4)
+#                with an activation, else 1
+#   The backward recomputes z from x with the forward's coefficients and the
+#   same expression, so its mask agrees with the forward's output.
+
+cdef enum:
+    RED_STATS = 0
+    RED_SUMS = 1
+    OP_AFFINE = 0
+    OP_DX = 1
+
+
+# -- lanes and channels -------------------------------------------------------
+
+cdef inline void _repeat(const floating* src, Py_ssize_t C, Py_ssize_t W,
+                         floating* dst) noexcept nogil:
+    """dst[j] = src[j % C] for j < W (W a multiple of C), without a division
+    per lane.  dst may be src (the first C values are then kept)."""
+    cdef Py_ssize_t j, c
+    cdef floating v
+    if C == 1:
+        v = src[0]
+        for j in range(W):
+            dst[j] = v
+        return
+    j = 0
+    if dst == src:
+        j = C
+    while j < W:
+        for c in range(C):
+            dst[j + c] = src[c]
+        j += C
+
+
+cdef inline void _fold(double* s1, double* s2, Py_ssize_t W, Py_ssize_t C) noexcept nogil:
+    """Sum the lanes of each channel (lane j belongs to channel j % C) into
+    lanes 0..C-1: halve the row while it holds an even number of copies of
+    the channels (vectorized adds), then add the remaining copies in order."""
+    cdef Py_ssize_t h, j, k = W // C
+    while k % 2 == 0:
+        k = k // 2
+        h = k * C
+        for j in range(h):
+            s1[j] += s1[j + h]
+            s2[j] += s2[j + h]
+    for j in range(C, k * C):
+        s1[j % C] += s1[j]
+        s2[j % C] += s2[j]
+
+
+cdef inline void _expand_into(const floating* a, Py_ssize_t G, Py_ssize_t R,
+                              floating* out) noexcept nogil:
+    """out[g*R + r] = a[g]: per-channel values, one per lane."""
+    cdef Py_ssize_t g, r
+    for g in range(G):
+        for r in range(R):
+            out[g * R + r] = a[g]
+
+
+# -- reductions: statistics ---------------------------------------------------
+
+cdef inline Py_ssize_t _tile_lanes(const floating* p) noexcept nogil:
+    """Lanes per register tile for the data type (0: no tiles)."""
+    if floating is float:
+        return CKBN_TILE_F32
+    else:
+        return CKBN_TILE_F64
+
+
+cdef inline void _mom_tile(const floating* x, Py_ssize_t S, Py_ssize_t nr,
+                           const floating* sh, floating* b1, floating* b2) noexcept nogil:
+    if floating is float:
+        ckbn_mom_tile_f32(x, S, nr, sh, b1, b2)
+    else:
+        ckbn_mom_tile_f64(x, S, nr, sh, b1, b2)
+
+
+cdef inline void _mom1(const floating* r, Py_ssize_t W, const floating* sh,
+                       floating* b1, floating* b2) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating d
+    for j in range(W):
+        d = r[j] - sh[j]
+        b1[j] += d
+        b2[j] += d * d
+
+
+cdef inline void _flush(floating* b1, floating* b2, double* s1, double* s2,
+                        Py_ssize_t W) noexcept nogil:
+    """Add the block sums b1, b2 to the float64 sums s1, s2 and clear them."""
+    cdef Py_ssize_t j
+    for j in range(W):
+        s1[j] += <double> b1[j]
+        s2[j] += <double> b2[j]
+        b1[j] = 0
+        b2[j] = 0
+
+
+cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
+                                Py_ssize_t W, const floating* sh,
+                                floating* b1, floating* b2, double* s1, double* s2,
+                                Py_ssize_t nb) noexcept nogil:
+    """Accumulate nr rows r + i*S of W lanes into the block sums b1, b2 (nb
+    rows are already in them); every BLOCK rows they are added to s1, s2.
+    Register tiles take the lanes they cover, the row loop the rest."""
+    cdef Py_ssize_t i = 0, q, c, take
+    cdef Py_ssize_t TL = _tile_lanes(r)
+    cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
+    while i < nr:
+        take = nr - i
+        if take > BLOCK - nb:
+            take = BLOCK - nb
+        if (S > W or W > TILE_MAX) and take > ROW_GROUP:
+            take = ROW_GROUP
+        c = 0
+        while c < Wt:
+            _mom_tile(r + i * S + c, S, take, sh + c, b1 + c, b2 + c)
+            c += TL
+        if Wt < W:
+            for q in range(i, i + take):
+                _mom1(r + q * S + Wt, W - Wt, sh + Wt, b1 + Wt, b2 + Wt)
+        i += take
+        nb += take
+        if nb >= BLOCK:
+            _flush(b1, b2, s1, s2, W)
+            nb = 0
+    return nb
+
+
+# -- reductions: backward sums ------------------------------------------------
+
+cdef inline void _gs_tile(const floating* d, const floating* x, Py_ssize_t S,
+                          Py_ssize_t nr, const floating* mu, floating* b1,
+                          floating* b2) noexcept nogil:
+    if floating is float:
+        ckbn_gs_tile_f32(d, x, S, nr, mu, b1, b2)
+    else:
+        ckbn_gs_tile_f64(d, x, S, nr, mu, b1, b2)
+
+
+cdef inline void _gs1(const floating* d, const floating* x, Py_ssize_t W,
+                      const floating* mu, floating* b1, floating* b2) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating e
+    for j in range(W):
+        e = d[j]
+        b1[j] += e
+        b2[j] += e * (x[j] - mu[j])
+
+
+cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
+                          const floating* mu, const floating* za, const floating* zb,
+                          floating s, floating h, floating* b1, floating* b2) noexcept nogil:
+    """_gs1 of dy masked by the activation's derivative at z = x * za + zb."""
+    cdef Py_ssize_t j
+    cdef floating e, z
+    for j in range(W):
+        z = x[j] * za[j] + zb[j]
+        e = d[j] * ((<floating> 1 if z < h else <floating> 0) if z > 0 else s)
+        b1[j] += e
+        b2[j] += e * (x[j] - mu[j])
+
+
+cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssize_t nr,
+                                   Py_ssize_t S, Py_ssize_t W, const floating* mu,
+                                   const floating* za, const floating* zb,
+                                   floating s, floating h,
+                                   floating* b1, floating* b2, double* t1, double* t2,
+                                   Py_ssize_t nb) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(nr):
+        _gs1_act(d + i * S, x + i * S, W, mu, za, zb, s, h, b1, b2)
+        nb += 1
+        if nb >= BLOCK:
+            _flush(b1, b2, t1, t2, W)
+            nb = 0
+    return nb
+
+
+cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t nr,
+                               Py_ssize_t S, Py_ssize_t W, const floating* mu,
+                               floating* b1, floating* b2, double* t1, double* t2,
+                               Py_ssize_t nb) noexcept nogil:
+    """Accumulate nr row pairs (d + i*S, x + i*S) into the block (nb rows so
+    far), as _mom_run does."""
+    cdef Py_ssize_t i = 0, q, c, take, off
+    cdef Py_ssize_t TL = _tile_lanes(x)
+    cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
+    while i < nr:
+        take = nr - i
+        if take > BLOCK - nb:
+            take = BLOCK - nb
+        if (S > W or W > TILE_MAX) and take > ROW_GROUP:
+            take = ROW_GROUP
+        c = 0
+        while c < Wt:
+            off = i * S + c
+            _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c)
+            c += TL
+        if Wt < W:
+            for q in range(i, i + take):
+                off = q * S + Wt
+                _gs1(d + off, x + off, W - Wt, mu + Wt, b1 + Wt, b2 + Wt)
+        i += take
+        nb += take
+        if nb >= BLOCK:
+            _flush(b1, b2, t1, t2, W)
+            nb = 0
+    return nb
+
+
+# -- reductions: one entry for both kinds --------------------------------------
+
+cdef inline Py_ssize_t _red_run(int kind, const Act* act, const floating* x,
+                                const floating* d, Py_ssize_t nr, Py_ssize_t S,
+                                Py_ssize_t W, const floating* sh, const floating* la,
+                                const floating* lb, floating* b1, floating* b2,
+                                double* s1, double* s2, Py_ssize_t nb) noexcept nogil:
+    """nr rows (stride S) of W lanes into the block sums; see _mom_run."""
+    if kind == RED_STATS:
+        return _mom_run(x, nr, S, W, sh, b1, b2, s1, s2, nb)
+    if act.on:
+        return _gs_run_act(d, x, nr, S, W, sh, la, lb, <floating> act.slope,
+                           <floating> act.hi, b1, b2, s1, s2, nb)
+    return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, nb)
+
+
+cdef inline void _red_one(int kind, const Act* act, const floating* x,
+                          const floating* d, Py_ssize_t W, const floating* sh,
+                          const floating* la, const floating* lb,
+                          floating* b1, floating* b2) noexcept nogil:
+    """One (short) row into the block sums."""
+    if kind == RED_STATS:
+        _mom1(x, W, sh, b1, b2)
+    elif act.on:
+        _gs1_act(d, x, W, sh, la, lb, <floating> act.slope, <floating> act.hi, b1, b2)
+    else:
+        _gs1(d, x, W, sh, b1, b2)
+
+
+# -- element-wise ---------------------------------------------------------------
+
+cdef inline const floating* _lanes(const floating* src, Py_ssize_t g,
+                                   Py_ssize_t C, Py_ssize_t W,
+                                   floating* buf) noexcept nogil:
+    """Per-lane coefficients of group g: src itself when lanes are channels,
+    else buf filled with buf[j] = src[g*C + j % C]."""
+    if W == C:
+        return src + g * C
+    _repeat(src + g * C, C, W, buf)
+    return buf
+
+
+cdef inline void _row_affine(const floating* x, floating* y, Py_ssize_t n,
+                             const floating* a, const floating* b) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        y[j] = x[j] * a[j] + b[j]
+
+
+cdef inline void _row_affine_act(const floating* x, floating* y, Py_ssize_t n,
+                                 const floating* a, const floating* b,
+                                 floating s, floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z
+    for j in range(n):
+        z = x[j] * a[j] + b[j]
+        # + 0 turns the -0.0 of slope 0 into +0.0, as max(z, 0) gives.
+        y[j] = (z if z < h else h) if z > 0 else z * s + 0
+
+
+cdef inline void _row_dx(const floating* d, const floating* x, floating* o,
+                         Py_ssize_t n, const floating* k1, const floating* k2,
+                         const floating* k3) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = d[j] * k1[j] + (x[j] * k2[j] + k3[j])
+
+
+cdef inline void _row_dx_act(const floating* d, const floating* x, floating* o,
+                             Py_ssize_t n, const floating* k1, const floating* k2,
+                             const floating* k3, const floating* za,
+                             const floating* zb, floating s, floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z, m
+    for j in range(n):
+        z = x[j] * za[j] + zb[j]
+        m = (<floating> 1 if z < h else <floating> 0) if z > 0 else s
+        o[j] = (d[j] * m) * k1[j] + (x[j] * k2[j] + k3[j])
+
+
+# Channels-first segments (C == 1): one coefficient set per segment.
+
+cdef inline void _seg_affine(const floating* x, floating* y, Py_ssize_t n,
+                             floating a, floating b) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        y[j] = x[j] * a + b
+
+
+cdef inline void _seg_affine_act(const floating* x, floating* y, Py_ssize_t n,
+                                 floating a, floating b, floating s,
+                                 floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z
+    for j in range(n):
+        z = x[j] * a + b
+        y[j] = (z if z < h else h) if z > 0 else z * s + 0
+
+
+cdef inline void _seg_dx(const floating* d, const floating* x, floating* o,
+                         Py_ssize_t n, floating k1, floating k2,
+                         floating k3) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        o[j] = d[j] * k1 + (x[j] * k2 + k3)
+
+
+cdef inline void _seg_dx_act(const floating* d, const floating* x, floating* o,
+                             Py_ssize_t n, floating k1, floating k2, floating k3,
+                             floating za, floating zb, floating s,
+                             floating h) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z, m
+    for j in range(n):
+        z = x[j] * za + zb
+        m = (<floating> 1 if z < h else <floating> 0) if z > 0 else s
+        o[j] = (d[j] * m) * k1 + (x[j] * k2 + k3)
+
+
+cdef inline Py_ssize_t _head(const void* o, Py_ssize_t n, Py_ssize_t size) noexcept nogil:
+    """Elements before the first 64-byte boundary of o (0 for short runs), so
+    that the vector stores after them never split a cache line."""
+    cdef Py_ssize_t k = <Py_ssize_t> ((64 - (<size_t> o) % 64) % 64)
+    if k % size != 0 or n < 4 * 64 // size:
+        return 0
+    return k // size
+
+
+cdef inline int _n_coef(int op, bint act) noexcept nogil:
+    if op == OP_AFFINE:
+        return 2
+    return 5 if act else 3
+
+
+cdef inline void _ew_run1(int op, bint act, const floating* x, const floating* d,
+                          floating* o, Py_ssize_t n, const floating** w,
+                          floating s, floating h) noexcept nogil:
+    if op == OP_AFFINE:
+        if act:
+            _row_affine_act(x, o, n, w[0], w[1], s, h)
+        else:
+            _row_affine(x, o, n, w[0], w[1])
+    elif act:
+        _row_dx_act(d, x, o, n, w[0], w[1], w[2], w[3], w[4], s, h)
+    else:
+        _row_dx(d, x, o, n, w[0], w[1], w[2])
+
+
+cdef inline void _ew_run(int op, bint act, const floating* x, const floating* d,
+                         floating* o, Py_ssize_t n, const floating** w,
+                         floating s, floating h) noexcept nogil:
+    """One run of n elements with per-lane coefficients w[i][j]; the output
+    is written from its first 64-byte boundary on with whole vectors."""
+    cdef Py_ssize_t k = _head(o, n, sizeof(floating))
+    cdef const floating* ws[MAX_COEF]
+    cdef int q
+    if k > 0:
+        _ew_run1(op, act, x, d, o, k, w, s, h)
+        for q in range(_n_coef(op, act)):
+            ws[q] = w[q] + k
+        _ew_run1(op, act, x + k, d + k, o + k, n - k, ws, s, h)
+    else:
+        _ew_run1(op, act, x, d, o, n, w, s, h)
+
+
+cdef inline void _ew_seg1(int op, bint act, const floating* x, const floating* d,
+                          floating* o, Py_ssize_t n, const floating* v,
+                          floating s, floating h) noexcept nogil:
+    if op == OP_AFFINE:
+        if act:
+            _seg_affine_act(x, o, n, v[0], v[1], s, h)
+        else:
+            _seg_affine(x, o, n, v[0], v[1])
+    elif act:
+        _seg_dx_act(d, x, o, n, v[0], v[1], v[2], v[3], v[4], s, h)
+    else:
+        _seg_dx(d, x, o, n, v[0], v[1], v[2])
+
+
+cdef inline void _ew_seg(int op, bint act, const floating* x, const floating* d,
+                         floating* o, Py_ssize_t n, const floating* v,
+                         floating s, floating h) noexcept nogil:
+    """One channels-first segment with scalar coefficients v[i] (output
+    aligned as in _ew_run)."""
+    cdef Py_ssize_t k = _head(o, n, sizeof(floating))
+    if k > 0:
+        _ew_seg1(op, act, x, d, o, k, v, s, h)
+        _ew_seg1(op, act, x + k, d + k, o + k, n - k, v, s, h)
+    else:
+        _ew_seg1(op, act, x, d, o, n, v, s, h)

@@ -1,0 +1,202 @@
+# Small calls: compiled entries for the common case of ckbn.nn's fused ops,
+# which skip the Python-level validation and conversions.  The common case:
+# an exact numpy.ndarray of float32, C-contiguous, of fewer than PARALLEL_MIN
+# elements (so one thread, no thread accounting); channels last ("NHWC" at
+# rank 4, "NC" at rank 2) or first ("NCHW" at rank 4); per-channel arrays
+# None or exact float32 ndarrays of shape (channels,); epsilon a finite float
+# >= 0; is_training a bool; out None, x itself, or a writeable C-contiguous
+# float32 array of x's shape that does not overlap x.  Anything else returns
+# None and ckbn.nn takes its general path, with every check and error it has.
+# The results are those of the general path, bit for bit (same core, one
+# thread).
+
+cimport numpy as cnp
+cnp.import_array()
+
+
+cdef inline bint _plain_f32(object a) noexcept:
+    return (type(a) is cnp.ndarray
+            and cnp.PyArray_TYPE(<cnp.ndarray> a) == cnp.NPY_FLOAT32
+            and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> a))
+
+
+cdef bint _small_dims(cnp.ndarray x, object data_format, Py_ssize_t* d):
+    """d = (P, G, R, C) of the common case; False when x is not one."""
+    cdef int nd = cnp.PyArray_NDIM(x)
+    cdef cnp.npy_intp* sh = cnp.PyArray_DIMS(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    if n == 0 or n >= PARALLEL_MIN:
+        return False
+    if (nd == 4 and data_format == "NHWC") or (nd == 2 and data_format == "NC"):
+        d[0] = 1
+        d[1] = 1
+        d[3] = sh[nd - 1]
+        d[2] = n // d[3]
+        return True
+    if nd == 4 and data_format == "NCHW":
+        d[0] = sh[0]
+        d[1] = sh[1]
+        d[2] = sh[2] * sh[3]
+        d[3] = 1
+        return True
+    return False
+
+
+cdef bint _small_vec(object p, Py_ssize_t n, double dflt, double* dst):
+    """dst[:n] = p (exact float32 ndarray of shape (n,)) or dflt for None."""
+    cdef Py_ssize_t i
+    cdef const float* v
+    if p is None:
+        for i in range(n):
+            dst[i] = dflt
+        return True
+    if not _plain_f32(p) or cnp.PyArray_NDIM(<cnp.ndarray> p) != 1 \
+            or cnp.PyArray_DIMS(<cnp.ndarray> p)[0] != n:
+        return False
+    v = <const float*> cnp.PyArray_DATA(<cnp.ndarray> p)
+    for i in range(n):
+        dst[i] = v[i]
+    return True
+
+
+cdef inline bint _small_eps(object eps) noexcept:
+    return type(eps) is float and 0.0 <= <double> eps < INFINITY
+
+
+cdef cnp.ndarray _small_out(object out, cnp.ndarray x):
+    """out when it qualifies, a new array for None, else None."""
+    cdef cnp.ndarray o
+    cdef char* a
+    cdef char* b
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(x)
+    if out is None:
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.NPY_FLOAT32, 0)
+    if out is x:
+        return x
+    if not _plain_f32(out):
+        return None
+    o = <cnp.ndarray> out
+    if cnp.PyArray_NDIM(o) != cnp.PyArray_NDIM(x) or not cnp.PyArray_ISWRITEABLE(o):
+        return None
+    for i in range(cnp.PyArray_NDIM(x)):
+        if cnp.PyArray_DIMS(o)[i] != cnp.PyArray_DIMS(x)[i]:
+            return None
+    a = <char*> cnp.PyArray_DATA(o)
+    b = <char*> cnp.PyArray_DATA(x)
+    if a < b + nbytes and b < a + nbytes:
+        return None
+    return o
+
+
+cdef cnp.ndarray _small_stat(const double* v, Py_ssize_t n):
+    cdef cnp.npy_intp dims[1]
+    cdef Py_ssize_t i
+    dims[0] = n
+    cdef cnp.ndarray a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT32, 0)
+    cdef float* p = <float*> cnp.PyArray_DATA(a)
+    for i in range(n):
+        p[i] = <float> v[i]
+    return a
+
+
+def small_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training,
+                  out):
+    """``ckbn.nn.fused_batch_norm`` without an activation or ``axis`` for the
+    common case (see the top of _k_small.pxi): ``(y, batch_mean, batch_var)``,
+    or None when the call is not the common case."""
+    cdef Py_ssize_t d[4]
+    cdef Py_ssize_t n
+    cdef double* w
+    cdef cnp.ndarray xa, y
+    cdef int status
+    cdef double eps
+    cdef bint training
+    cdef const float* px
+    cdef float* py
+    cdef Act none = _act(False, 0.0, INFINITY)
+    if not _plain_f32(x) or not _small_eps(epsilon) or type(is_training) is not bool:
+        return None
+    eps = epsilon
+    training = is_training
+    xa = <cnp.ndarray> x
+    if not _small_dims(xa, data_format, d):
+        return None
+    n = d[1] * d[3]
+    w = <double*> malloc(sizeof(double) * 4 * n)
+    if w == NULL:
+        raise MemoryError("small_forward: out of memory")
+    try:
+        # w: scale, offset, mean, var
+        if not (_small_vec(scale, n, 1.0, w) and _small_vec(offset, n, 0.0, w + n)):
+            return None
+        if not is_training and not (_small_vec(mean, n, 0.0, w + 2 * n)
+                                    and _small_vec(variance, n, 1.0, w + 3 * n)
+                                    and mean is not None and variance is not None):
+            return None
+        y = _small_out(out, xa)
+        if y is None:
+            return None
+        px = <const float*> cnp.PyArray_DATA(xa)
+        py = <float*> cnp.PyArray_DATA(y)
+        with nogil:
+            if training:
+                status = _fwd_train(px, d[0], d[1], d[2], d[3], w, w + n, eps, &none, py,
+                                    w + 2 * n, w + 3 * n, 1)
+            else:
+                status = _fwd_infer(px, d[0], d[1], d[2], d[3], w, w + n, w + 2 * n,
+                                    w + 3 * n, eps, &none, py, 1)
+        _raise_status(status, "small_forward")
+        return y, _small_stat(w + 2 * n, n), _small_stat(w + 3 * n, n)
+    finally:
+        free(w)
+
+
+def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
+                   is_training):
+    """``ckbn.nn.fused_batch_norm_grad`` without an activation or ``axis``
+    for the common case: ``(dx, dscale, doffset)``, or None."""
+    cdef Py_ssize_t d[4]
+    cdef Py_ssize_t n, i
+    cdef double* w
+    cdef cnp.ndarray xa, da, dx
+    cdef int status
+    cdef double eps
+    cdef bint training
+    cdef const float* px
+    cdef const float* pd
+    cdef float* po
+    cdef Act none = _act(False, 0.0, INFINITY)
+    if not _plain_f32(x) or not _plain_f32(dy) or not _small_eps(epsilon) \
+            or type(is_training) is not bool or batch_mean is None or batch_var is None:
+        return None
+    eps = epsilon
+    training = is_training
+    xa = <cnp.ndarray> x
+    da = <cnp.ndarray> dy
+    if cnp.PyArray_NDIM(da) != cnp.PyArray_NDIM(xa):
+        return None
+    for i in range(cnp.PyArray_NDIM(xa)):
+        if cnp.PyArray_DIMS(da)[i] != cnp.PyArray_DIMS(xa)[i]:
+            return None
+    if not _small_dims(xa, data_format, d):
+        return None
+    n = d[1] * d[3]
+    w = <double*> malloc(sizeof(double) * 5 * n)
+    if w == NULL:
+        raise MemoryError("small_backward: out of memory")
+    try:
+        # w: scale, mean, var, dscale, doffset
+        if not (_small_vec(scale, n, 1.0, w) and _small_vec(batch_mean, n, 0.0, w + n)
+                and _small_vec(batch_var, n, 1.0, w + 2 * n)):
+            return None
+        dx = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.NPY_FLOAT32, 0)
+        pd = <const float*> cnp.PyArray_DATA(da)
+        px = <const float*> cnp.PyArray_DATA(xa)
+        po = <float*> cnp.PyArray_DATA(dx)
+        with nogil:
+            status = _bwd(pd, px, d[0], d[1], d[2], d[3], w, <const double*> NULL, w + n,
+                          w + 2 * n, eps, training, &none, po, w + 3 * n, w + 4 * n, 1)
+        _raise_status(status, "small_backward")
+        return dx, _small_stat(w + 3 * n, n), _small_stat(w + 4 * n, n)
+    finally:
+        free(w)

@@ -1,0 +1,166 @@
+/*
+ * ckbn_kernel_helpers.h -- the C helpers of ckbn's kernels (private).
+ *
+ * Included by pyx/ckbn/_k_common.pxi, so once per kernel variant
+ * (_kernels_base/_avx2/_avx512), each compiled with its own -m flags: the
+ * macros below pick what that instruction set offers.
+ *
+ *   CKBN_HAVE_OPENMP    whether the module is built with OpenMP; ckbn_thread()
+ *                       the calling thread's number in the parallel region.
+ *   CKBN_HAVE_F16C      float16 <-> float32 row converters (F16C): ckbn_h2f,
+ *                       ckbn_f2h (round to nearest even, like NumPy).
+ *   CKBN_HAVE_TILES     register tiles: four vectors of lanes whose sums stay
+ *                       in registers while they walk a block of rows
+ *                       (ckbn_mom_tile_*: statistics, ckbn_gs_tile_*:
+ *                       backward sums).  CKBN_TILE_F32/F64 lanes per tile
+ *                       (0 where the compiler has no vector extensions).
+ *   CKBN_VBYTES         bytes per vector of this variant (64, 32 or 16).
+ *   ckbn_cache_bytes(l) the size of the level-l data cache of this CPU (1, 2
+ *                       or 3; per core for L1/L2), from sysconf (which asks
+ *                       cpuid on x86), or a small default where it says nothing.
+ *
+ * Not part of the public ABI (that is ckbn/include/ckbn_kernels.h).
+ */
+#ifndef CKBN_KERNEL_HELPERS_H
+#define CKBN_KERNEL_HELPERS_H
+
+#include <stddef.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#define CKBN_HAVE_OPENMP 1
+static inline int ckbn_thread(void) { return omp_get_thread_num(); }
+#else
+#define CKBN_HAVE_OPENMP 0
+static inline int ckbn_thread(void) { return 0; }
+#endif
+
+/* ---- cache sizes -------------------------------------------------------- */
+
+static long ckbn_cache_bytes(int level)
+{
+    long v = 0;
+#if defined(_SC_LEVEL1_DCACHE_SIZE) && defined(_SC_LEVEL2_CACHE_SIZE) && defined(_SC_LEVEL3_CACHE_SIZE)
+    v = sysconf(level == 1 ? _SC_LEVEL1_DCACHE_SIZE
+                : level == 2 ? _SC_LEVEL2_CACHE_SIZE : _SC_LEVEL3_CACHE_SIZE);
+#endif
+    if (v > 0)
+        return v;
+    /* The smallest of the machines measured (benchmarks/RESULTS.md). */
+    return level == 1 ? 32768L : level == 2 ? 524288L : 8388608L;
+}
+
+/* ---- float16 <-> float32 ---------------------------------------------- */
+
+#if defined(__F16C__) && defined(__AVX__)
+#include <immintrin.h>
+#define CKBN_HAVE_F16C 1
+static void ckbn_h2f(const unsigned short *s, float *d, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (s + i))));
+    for (; i < n; i++)
+        d[i] = _cvtsh_ss(s[i]);
+}
+static void ckbn_f2h(const float *s, unsigned short *d, ptrdiff_t n)
+{
+    ptrdiff_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *) (d + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++)
+        d[i] = _cvtss_sh(s[i], _MM_FROUND_TO_NEAREST_INT);
+}
+#else
+#define CKBN_HAVE_F16C 0
+static void ckbn_h2f(const unsigned short *s, float *d, ptrdiff_t n)
+{
+    (void) s; (void) d; (void) n;
+}
+static void ckbn_f2h(const float *s, unsigned short *d, ptrdiff_t n)
+{
+    (void) s; (void) d; (void) n;
+}
+#endif
+
+/* ---- register tiles ---------------------------------------------------- */
+
+#if defined(__AVX512F__)
+#define CKBN_VBYTES 64
+#elif defined(__AVX__)
+#define CKBN_VBYTES 32
+#else
+#define CKBN_VBYTES 16
+#endif
+
+#if defined(__GNUC__)
+#define CKBN_HAVE_TILES 1
+typedef float ckbn_vf __attribute__((vector_size(CKBN_VBYTES), aligned(4), may_alias));
+typedef double ckbn_vd __attribute__((vector_size(CKBN_VBYTES), aligned(8), may_alias));
+#define CKBN_TILE_F32 (CKBN_VBYTES)
+#define CKBN_TILE_F64 (CKBN_VBYTES / 2)
+
+/* b1 += sum_i (x_i - sh), b2 += sum_i (x_i - sh)^2 over rows x + i*S. */
+#define CKBN_MOM_TILE(NAME, T, V)                                              \
+static void NAME(const T *x, ptrdiff_t S, ptrdiff_t nr, const T *sh,           \
+                 T *b1, T *b2)                                                 \
+{                                                                              \
+    const V *k = (const V *) sh;                                               \
+    V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
+    V k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3];                              \
+    V a0 = p1[0], a1 = p1[1], a2 = p1[2], a3 = p1[3];                          \
+    V q0 = p2[0], q1 = p2[1], q2 = p2[2], q3 = p2[3];                          \
+    for (ptrdiff_t i = 0; i < nr; i++) {                                       \
+        const V *r = (const V *) (x + i * S);                                  \
+        V d0 = r[0] - k0, d1 = r[1] - k1, d2 = r[2] - k2, d3 = r[3] - k3;      \
+        a0 += d0; a1 += d1; a2 += d2; a3 += d3;                                \
+        q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;            \
+    }                                                                          \
+    p1[0] = a0; p1[1] = a1; p1[2] = a2; p1[3] = a3;                            \
+    p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
+}
+
+/* b1 += sum_i e_i, b2 += sum_i e_i * (x_i - mu) over rows e + i*S, x + i*S. */
+#define CKBN_GS_TILE(NAME, T, V)                                               \
+static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
+                 const T *mu, T *b1, T *b2)                                    \
+{                                                                              \
+    const V *m = (const V *) mu;                                               \
+    V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
+    V m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];                              \
+    V a0 = p1[0], a1 = p1[1], a2 = p1[2], a3 = p1[3];                          \
+    V q0 = p2[0], q1 = p2[1], q2 = p2[2], q3 = p2[3];                          \
+    for (ptrdiff_t i = 0; i < nr; i++) {                                       \
+        const V *d = (const V *) (e + i * S);                                  \
+        const V *r = (const V *) (x + i * S);                                  \
+        V e0 = d[0], e1 = d[1], e2 = d[2], e3 = d[3];                          \
+        a0 += e0; a1 += e1; a2 += e2; a3 += e3;                                \
+        q0 += e0 * (r[0] - m0); q1 += e1 * (r[1] - m1);                        \
+        q2 += e2 * (r[2] - m2); q3 += e3 * (r[3] - m3);                        \
+    }                                                                          \
+    p1[0] = a0; p1[1] = a1; p1[2] = a2; p1[3] = a3;                            \
+    p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
+}
+CKBN_MOM_TILE(ckbn_mom_tile_f32, float, ckbn_vf)
+CKBN_MOM_TILE(ckbn_mom_tile_f64, double, ckbn_vd)
+CKBN_GS_TILE(ckbn_gs_tile_f32, float, ckbn_vf)
+CKBN_GS_TILE(ckbn_gs_tile_f64, double, ckbn_vd)
+#else
+#define CKBN_HAVE_TILES 0
+#define CKBN_TILE_F32 0
+#define CKBN_TILE_F64 0
+static void ckbn_mom_tile_f32(const float *x, ptrdiff_t S, ptrdiff_t nr,
+                              const float *sh, float *b1, float *b2) {}
+static void ckbn_mom_tile_f64(const double *x, ptrdiff_t S, ptrdiff_t nr,
+                              const double *sh, double *b1, double *b2) {}
+static void ckbn_gs_tile_f32(const float *e, const float *x, ptrdiff_t S,
+                             ptrdiff_t nr, const float *mu, float *b1, float *b2) {}
+static void ckbn_gs_tile_f64(const double *e, const double *x, ptrdiff_t S,
+                             ptrdiff_t nr, const double *mu, double *b1, double *b2) {}
+#endif
+
+#endif /* CKBN_KERNEL_HELPERS_H */
