@@ -60,3 +60,17 @@ def get_jax_min_elements() -> int | None:
     from keras_plugin import _jax
 
     return _jax.MIN_ELEMENTS
+
+
+def _load_native_ops():
+    """TensorFlow backend: load ckbn's op library now (built on first use), so that a
+    SavedModel holding its ops loads in a process that imported keras_plugin."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        from keras_plugin import _tf_native
+
+        _tf_native.load()
+
+
+_load_native_ops()

@@ -1,4 +1,4 @@
-"""TensorFlow backend: ckbn kernels as ``tf.numpy_function`` ops with custom gradients.
+"""TensorFlow backend: ckbn kernels as native TensorFlow ops, or ``tf.numpy_function`` ops.
 
 The op table (the same in every backend module; arguments as in
 ``keras_plugin._kernels``, tensors instead of arrays, ``act`` None or
@@ -14,27 +14,29 @@ The op table (the same in every backend module; arguments as in
 * ``moments(x, axes) -> (mean, var)``: no gradient;
 * ``affine(x, scale, offset, axes) -> y``: differentiable (Keras-op gradient).
 
-The kernels are called in three functions only: ``_call_train``,
-``_call_given`` and ``grad`` (plus ``moments`` and ``_call_affine``); a native
-op replaces their bodies and keeps the rest.  ``XLA_COMPATIBLE`` says whether
-those calls can be XLA-compiled.
-
-``tf.numpy_function`` hands CPU tensors to NumPy without a copy and runs inside
-``tf.function``, but not under XLA and not in a SavedModel.  The layers
-therefore report ``supports_jit = False`` on this backend (so
-``jit_compile="auto"`` turns XLA off for the model) and :func:`usable` sends
-calls traced for XLA, for a SavedModel, or on a GPU to Keras ops.
+Where ``keras_plugin._tf_native`` serves a call (its op library is built and
+loaded, CPU, channel axes in place, not XLA), every entry point of the table
+runs on its compiled ops -- no Python per call, registered gradients, and
+they can be saved in a SavedModel.  Otherwise the kernels are called in
+``_call_train``, ``_call_given`` and ``grad`` (plus ``moments`` and
+``_call_affine``) through ``tf.numpy_function``, which hands CPU tensors to
+NumPy without a copy and runs inside ``tf.function``, but not under XLA and
+not in a SavedModel.  Neither runs under XLA (``XLA_COMPATIBLE``): the layers
+report ``supports_jit = False`` on this backend (so ``jit_compile="auto"``
+turns XLA off for the model) and :func:`usable` sends calls traced for XLA or
+on a GPU to Keras ops; calls traced for a SavedModel go to the native ops, or
+to Keras ops (:data:`keras_plugin._engine.OPS`) where those do not serve.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_plugin import _kernels
+from keras_plugin import _engine, _kernels, _tf_native
 
 __all__ = ["usable", "train", "given", "grad", "moments", "affine", "XLA_COMPATIBLE"]
 
-XLA_COMPATIBLE = False   # tf.numpy_function cannot be compiled by XLA
+XLA_COMPATIBLE = False   # neither tf.numpy_function nor the native ops have XLA kernels
 
 _FLOATS = (tf.float16, tf.float32, tf.float64)
 
@@ -59,7 +61,8 @@ def _in_xla_or_export():
 
 
 def usable(x):
-    """Whether the kernels can serve this tensor here (CPU, no XLA, no export)."""
+    """Whether the kernels can serve this tensor here (CPU, no XLA; export only on the
+    native ops)."""
     if x.dtype not in _FLOATS:
         return False
     device = getattr(x, "device", "") or ""
@@ -68,8 +71,21 @@ def usable(x):
     if not device and tf.config.list_logical_devices("GPU"):
         return False  # placement unknown in a graph: let TF place its own ops
     if not tf.executing_eagerly() and _in_xla_or_export():
-        return False
+        # A SavedModel can hold the native ops (not tf.numpy_function).
+        return _in_export_only() and _tf_native.available() and (
+            x.dtype != tf.float16 or _tf_native.has_float16())
     return True
+
+
+def _in_export_only():
+    """Traced for a SavedModel, not for XLA (the native ops serve; the rest: Keras ops)."""
+    from tensorflow.python.saved_model import save_context
+
+    return save_context.in_save_context() and not _tf_native._in_xla()
+
+
+def _act_args(act):
+    return (None, 0.0) if act is None else act
 
 
 def _stat_tf_dtype(x):
@@ -107,6 +123,11 @@ def _call_given(x, scale, offset, mean, var, axes, eps, act):
 
 def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
     """``dx, dscale, doffset`` (see the module docstring); ``offset`` only with ``act``."""
+    if _tf_native.usable(x, axes):
+        if offset is None:
+            offset = tf.zeros_like(scale)  # read only with an activation
+        return _tf_native.grad(dy, x, scale, offset, mean, var, axes, eps, training,
+                               *_act_args(act))
     sd = _stat_tf_dtype(x)
     args = [dy, x, scale, mean, var] + ([offset] if act is not None else [])
 
@@ -124,6 +145,10 @@ def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
 
 def moments(x, axes):
     """Flat batch mean and biased variance (no gradient)."""
+    if _tf_native.usable(x, axes):
+        return _tf_native.moments(x, axes)
+    if _in_export_only():
+        return _engine.OPS.moments(tf.stop_gradient(x), axes)
     sd = _stat_tf_dtype(x)
 
     def fn(x_):
@@ -152,6 +177,10 @@ def _tensors(*args):
 
 def train(x, scale, offset, axes, eps, act=None):
     """``y, mean, var`` with the batch statistics; differentiable in x, scale, offset."""
+    if _tf_native.usable(x, axes):  # gradients registered with the op
+        return _tf_native.train(x, scale, offset, axes, eps, *_act_args(act))
+    if _in_export_only():
+        return _engine.OPS.train(x, scale, offset, axes, eps, act)
     axes = tuple(axes)
     scale, offset = _tensors(scale, offset)
 
@@ -169,6 +198,12 @@ def train(x, scale, offset, axes, eps, act=None):
 
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
     """``y`` normalized with the given statistics (see the module docstring)."""
+    if _tf_native.usable(x, axes):  # no gradient for mean and var, as below
+        return _tf_native.given(x, scale, offset, mean, var, axes, eps, train_grad,
+                                *_act_args(act))
+    if _in_export_only():
+        return _engine.OPS.given(x, scale, offset, tf.stop_gradient(mean),
+                                 tf.stop_gradient(var), axes, eps, train_grad, act)
     axes = tuple(axes)
     scale, offset = _tensors(scale, offset)
     mean = tf.stop_gradient(mean)
@@ -187,8 +222,16 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
 
 
 def affine(x, scale, offset, axes):
-    """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops."""
+    """``x * scale + offset`` per channel on the kernel; gradients in TensorFlow ops
+    (on the native ops: the apply op with mean 0, variance 1 and epsilon 0, whose
+    ``inv`` is exactly ``scale``, and its registered gradient)."""
+    if _tf_native.usable(x, axes):
+        return _tf_native.given(x, scale, offset, tf.zeros_like(scale), tf.ones_like(scale),
+                                axes, 0.0)
     axes = tuple(axes)
+    if _in_export_only():
+        shape = [tf.shape(x)[i] if i in axes else 1 for i in range(len(x.shape))]
+        return x * tf.reshape(scale, shape) + tf.reshape(offset, shape)
     scale, offset = _tensors(scale, offset)
 
     @tf.custom_gradient

@@ -72,17 +72,42 @@ def _randomize_bn(layer, seed=1):
     layer.set_weights(new)
 
 
+class _KernelCalls(dict):
+    """Calls of the kernel glue, plus, on TensorFlow, the runs of the native ops
+    since the test began (``keras_plugin._tf_native.call_counts``)."""
+
+    def __init__(self, names, native):
+        super().__init__(dict.fromkeys(names, 0))
+        self.native = native
+        self.base = native.call_counts() if native is not None else None
+
+    def __getitem__(self, name):
+        value = super().__getitem__(name)
+        if self.native is not None:
+            value += self.native.call_counts()[name] - self.base[name]
+        return value
+
+
+def native_ops():
+    """``keras_plugin._tf_native`` where the TensorFlow native ops are loaded, else None."""
+    if BACKEND != "tensorflow":
+        return None
+    from keras_plugin import _tf_native
+
+    return _tf_native if _tf_native.available() else None
+
+
 @pytest.fixture
 def kernel_calls(monkeypatch):
-    """Counts calls of the kernel glue (the real functions still run)."""
+    """Counts kernel calls (the real functions still run)."""
     from keras_plugin import _kernels
 
-    counts = {"train": 0, "given": 0, "grad": 0, "moments": 0}
-    for name in counts:
+    counts = _KernelCalls(["train", "given", "grad", "moments"], native_ops())
+    for name in list(counts):
         real = getattr(_kernels, name)
 
         def counted(*a, _real=real, _name=name, **k):
-            counts[_name] += 1
+            dict.__setitem__(counts, _name, dict.__getitem__(counts, _name) + 1)
             return _real(*a, **k)
 
         monkeypatch.setattr(_kernels, name, counted)

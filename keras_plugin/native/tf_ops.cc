@@ -1,0 +1,512 @@
+// tf_ops.cc -- ckbn's batch normalization as TensorFlow ops.
+//
+// Four CPU ops call ckbn's compiled kernels through the C-level table of
+// ckbn_kernels.h: no Python, no GIL, no copy.  The kernels read the input
+// tensors' buffers in place and write into outputs allocated by the op
+// context (the normalize output may take over x's buffer, and dx dy's, when
+// TensorFlow says no one else holds them).
+//
+//   CkbnBatchNormTrain  x, scale, offset            -> y, batch_mean, batch_var
+//   CkbnBatchNormApply  x, scale, offset, mean, var -> y
+//   CkbnBatchNormGrad   dy, x, scale, offset, mean, var -> dx, dscale, doffset
+//   CkbnMoments         x                           -> mean, var
+//
+// Attributes: T (half, float, double: x's type), U (float for half, else T:
+// the per-channel type), channel_axes (the non-negative channel axes of x;
+// the layout is (P, G, R, C) from ckbn_layout at run time, so any dims work
+// as long as the channel axes need no transpose), epsilon and
+// negative_slope (float64 written as decimal strings: TensorFlow's float
+// attributes are float32), activation ("none", "relu", "relu6",
+// "leaky_relu"), training
+// (Apply/Grad: whether mean and var are x's own batch statistics, which
+// selects the training gradient), n_threads (0: the library default set by
+// ckbn_native_set_table).  Statistics are the biased variance.
+//
+// The table is handed over once from Python (keras_plugin._tf_native) with
+// the exported ckbn_native_set_table; a kernel run before that fails with
+// FailedPrecondition.
+//
+// Why the C++ op API and not tensorflow/c/kernels.h: shape functions with
+// InferenceContext, attr constraints and OP_REQUIRES error messages come
+// with it, input buffers can be forwarded to outputs, and the library is
+// built on the user's machine against the installed TensorFlow (cached per
+// TensorFlow version), so the C++ ABI never crosses TensorFlow releases.
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+#include "ckbn_kernels.h"
+
+namespace {
+
+using tensorflow::DEVICE_CPU;
+using tensorflow::OpKernel;
+using tensorflow::OpKernelConstruction;
+using tensorflow::OpKernelContext;
+using tensorflow::Status;
+using tensorflow::Tensor;
+using tensorflow::TensorShape;
+using tensorflow::errors::FailedPrecondition;
+using tensorflow::errors::InvalidArgument;
+using tensorflow::shape_inference::DimensionHandle;
+using tensorflow::shape_inference::InferenceContext;
+using tensorflow::shape_inference::ShapeHandle;
+
+std::atomic<const ckbn_kernel_table*> g_table{nullptr};
+std::atomic<int> g_default_threads{1};
+// Kernel runs per op (train, apply, grad, moments), for tests that check
+// which path ran; read with ckbn_native_calls.
+std::atomic<int64_t> g_calls[4];
+
+// ------------------------------------------------------------ shape functions
+// The number of channels of x (product of the channel axes' sizes), or
+// unknown.  Fails when an axis is out of x's (known) rank.
+Status ChannelCount(InferenceContext* c, ShapeHandle x, DimensionHandle* n) {
+  std::vector<int64_t> axes;
+  TF_RETURN_IF_ERROR(c->GetAttr("channel_axes", &axes));
+  if (axes.empty()) return InvalidArgument("channel_axes is empty");
+  int64_t max_axis = -1;
+  for (int64_t a : axes) {
+    if (a < 0) return InvalidArgument("channel_axes must be non-negative, got ", a);
+    if (a > max_axis) max_axis = a;
+  }
+  TF_RETURN_IF_ERROR(c->WithRankAtLeast(x, static_cast<int>(max_axis) + 1, &x));
+  if (!c->RankKnown(x)) {
+    *n = c->UnknownDim();
+    return Status();
+  }
+  DimensionHandle prod = c->MakeDim(1);
+  for (int64_t a : axes) {
+    TF_RETURN_IF_ERROR(c->Multiply(prod, c->Dim(x, static_cast<int>(a)), &prod));
+  }
+  *n = prod;
+  return Status();
+}
+
+// Merges the channel count with the length of each per-channel input.
+Status PerChannel(InferenceContext* c, ShapeHandle x, std::vector<int> inputs,
+                  ShapeHandle* out) {
+  DimensionHandle n;
+  TF_RETURN_IF_ERROR(ChannelCount(c, x, &n));
+  for (int i : inputs) {
+    ShapeHandle v;
+    TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &v));
+    TF_RETURN_IF_ERROR(c->Merge(n, c->Dim(v, 0), &n));
+  }
+  *out = c->Vector(n);
+  return Status();
+}
+
+#define CKBN_COMMON_ATTRS                                     \
+  Attr("T: {half, float, double}")                            \
+      .Attr("U: {float, double}")                             \
+      .Attr("channel_axes: list(int)")                        \
+      .Attr("epsilon: string = '0.001'")                      \
+      .Attr("n_threads: int = 0")
+
+}  // namespace
+
+REGISTER_OP("CkbnBatchNormTrain")
+    .Input("x: T")
+    .Input("scale: U")
+    .Input("offset: U")
+    .Output("y: T")
+    .Output("batch_mean: U")
+    .Output("batch_var: U")
+    .CKBN_COMMON_ATTRS
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("negative_slope: string = '0'")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle stats;
+      TF_RETURN_IF_ERROR(PerChannel(c, c->input(0), {1, 2}, &stats));
+      c->set_output(0, c->input(0));
+      c->set_output(1, stats);
+      c->set_output(2, stats);
+      return Status();
+    })
+    .Doc("ckbn batch normalization, training forward (batch statistics, biased variance).");
+
+REGISTER_OP("CkbnBatchNormApply")
+    .Input("x: T")
+    .Input("scale: U")
+    .Input("offset: U")
+    .Input("mean: U")
+    .Input("variance: U")
+    .Output("y: T")
+    .CKBN_COMMON_ATTRS
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("negative_slope: string = '0'")
+    .Attr("training: bool = false")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle stats;
+      TF_RETURN_IF_ERROR(PerChannel(c, c->input(0), {1, 2, 3, 4}, &stats));
+      c->set_output(0, c->input(0));
+      return Status();
+    })
+    .Doc("ckbn batch normalization with given statistics (inference, renorm).");
+
+REGISTER_OP("CkbnBatchNormGrad")
+    .Input("dy: T")
+    .Input("x: T")
+    .Input("scale: U")
+    .Input("offset: U")
+    .Input("mean: U")
+    .Input("variance: U")
+    .Output("dx: T")
+    .Output("dscale: U")
+    .Output("doffset: U")
+    .CKBN_COMMON_ATTRS
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("negative_slope: string = '0'")
+    .Attr("training: bool = true")
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle x, stats;
+      TF_RETURN_IF_ERROR(c->Merge(c->input(0), c->input(1), &x));
+      TF_RETURN_IF_ERROR(PerChannel(c, x, {2, 3, 4, 5}, &stats));
+      c->set_output(0, x);
+      c->set_output(1, stats);
+      c->set_output(2, stats);
+      return Status();
+    })
+    .Doc("Gradients of CkbnBatchNormTrain (training=true) or CkbnBatchNormApply.");
+
+REGISTER_OP("CkbnMoments")
+    .Input("x: T")
+    .Output("mean: U")
+    .Output("variance: U")
+    .CKBN_COMMON_ATTRS
+    .SetShapeFn([](InferenceContext* c) {
+      ShapeHandle stats;
+      TF_RETURN_IF_ERROR(PerChannel(c, c->input(0), {}, &stats));
+      c->set_output(0, stats);
+      c->set_output(1, stats);
+      return Status();
+    })
+    .Doc("ckbn per-channel batch mean and biased variance (not differentiable).");
+
+namespace {
+
+template <typename T>
+struct DTypeOf;
+template <>
+struct DTypeOf<Eigen::half> {
+  static constexpr int value = CKBN_FLOAT16;
+};
+template <>
+struct DTypeOf<float> {
+  static constexpr int value = CKBN_FLOAT32;
+};
+template <>
+struct DTypeOf<double> {
+  static constexpr int value = CKBN_FLOAT64;
+};
+
+Status FromCode(int code, const char* what) {
+  switch (code) {
+    case CKBN_OK:
+      return Status();
+    case CKBN_ERR_NOMEM:
+      return tensorflow::errors::ResourceExhausted("ckbn ", what, ": out of memory");
+    case CKBN_ERR_ARG:
+      return InvalidArgument("ckbn ", what, ": bad dimensions (an empty batch?)");
+    case CKBN_ERR_DTYPE:
+      return tensorflow::errors::Unimplemented("ckbn ", what,
+                                               ": dtype not supported by these kernels");
+    default:
+      return tensorflow::errors::Internal("ckbn ", what, ": error code ", code);
+  }
+}
+
+// Attributes and run-time layout shared by the four kernels.
+class CkbnOpBase : public OpKernel {
+ public:
+  explicit CkbnOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    std::vector<int64_t> axes;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("channel_axes", &axes));
+    OP_REQUIRES(ctx, !axes.empty(), InvalidArgument("channel_axes is empty"));
+    mask_ = 0;
+    max_axis_ = -1;
+    for (int64_t a : axes) {
+      OP_REQUIRES(ctx, a >= 0 && a < 64,
+                  InvalidArgument("channel_axes must be in [0, 64), got ", a));
+      OP_REQUIRES(ctx, !((mask_ >> a) & 1u),
+                  InvalidArgument("channel_axes has axis ", a, " twice"));
+      mask_ |= uint64_t{1} << a;
+      if (a > max_axis_) max_axis_ = static_cast<int>(a);
+    }
+    OP_REQUIRES_OK(ctx, ReadNumber(ctx, "epsilon", &eps_));
+    int64_t n_threads = 0;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("n_threads", &n_threads));
+    OP_REQUIRES(ctx, n_threads >= 0, InvalidArgument("n_threads must be >= 0, got ", n_threads));
+    n_threads_ = static_cast<int>(n_threads);
+    act_ = ckbn_act{0, 0.0, INFINITY};
+    if (ctx->HasAttr("activation")) {
+      std::string name;
+      double slope = 0.0;
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &name));
+      OP_REQUIRES_OK(ctx, ReadNumber(ctx, "negative_slope", &slope));
+      if (name == "relu") {
+        act_ = ckbn_act{1, 0.0, INFINITY};
+      } else if (name == "relu6") {
+        act_ = ckbn_act{1, 0.0, 6.0};
+      } else if (name == "leaky_relu") {
+        act_ = ckbn_act{1, slope, INFINITY};
+      }
+    }
+    training_ = false;
+    if (ctx->HasAttr("training")) OP_REQUIRES_OK(ctx, ctx->GetAttr("training", &training_));
+  }
+
+ protected:
+  // A float64 attribute, kept as a decimal string (TensorFlow's float
+  // attributes are float32; epsilon and the slope must be exact); it must be
+  // finite and >= 0.
+  static Status ReadNumber(OpKernelConstruction* ctx, const char* attr, double* out) {
+    std::string text;
+    TF_RETURN_IF_ERROR(ctx->GetAttr(attr, &text));
+    char* end = nullptr;
+    errno = 0;
+    double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE ||
+        !std::isfinite(v) || v < 0.0)
+      return InvalidArgument(attr, " must be a finite number >= 0, got '", text, "'");
+    *out = v;
+    return Status();
+  }
+
+  // The table, with x's canonical dims and channel count in *d and *n; null
+  // (with the context's status set) on a bad input.
+  const ckbn_kernel_table* Prepare(OpKernelContext* ctx, const Tensor& x, ckbn_dims* d,
+                                   int64_t* n) {
+    const ckbn_kernel_table* table = g_table.load(std::memory_order_acquire);
+    if (table == nullptr) {
+      ctx->CtxFailure(FailedPrecondition(
+          "the ckbn kernel table was not handed to the op library; import keras_plugin "
+          "(it loads the library and calls ckbn_native_set_table)"));
+      return nullptr;
+    }
+    const int ndim = x.dims();
+    if (max_axis_ >= ndim) {
+      ctx->CtxFailure(InvalidArgument("channel axis ", max_axis_, " is out of range for x of rank ",
+                                      ndim, " (shape ", x.shape().DebugString(), ")"));
+      return nullptr;
+    }
+    std::vector<int64_t> shape(ndim);
+    for (int i = 0; i < ndim; i++) shape[i] = x.dim_size(i);
+    if (ckbn_layout(ndim, shape.data(), mask_, d) != 0) {
+      ctx->CtxFailure(InvalidArgument("channel_axes need a transpose for x of shape ",
+                                      x.shape().DebugString(),
+                                      "; this op takes channels in place only"));
+      return nullptr;
+    }
+    *n = static_cast<int64_t>(d->G) * d->C;
+    return table;
+  }
+
+  // A per-channel input converted to float64 (the table's type); false on a
+  // length that is not n.
+  template <typename U>
+  bool PerChannel(OpKernelContext* ctx, int index, int64_t n, std::vector<double>* out) {
+    const Tensor& t = ctx->input(index);
+    if (t.dims() != 1 || t.dim_size(0) != n) {
+      ctx->CtxFailure(InvalidArgument(name(), ": input ", index, " (",
+                                      ctx->op_kernel().def().input(index), ") has shape ",
+                                      t.shape().DebugString(), ", expected [", n,
+                                      "] (one value per channel)"));
+      return false;
+    }
+    const U* p = t.flat<U>().data();
+    out->resize(n);
+    for (int64_t i = 0; i < n; i++) (*out)[i] = static_cast<double>(p[i]);
+    return true;
+  }
+
+  template <typename U>
+  static void Store(const std::vector<double>& v, Tensor* t) {
+    U* p = t->flat<U>().data();
+    for (size_t i = 0; i < v.size(); i++) p[i] = static_cast<U>(v[i]);
+  }
+
+  int threads() const { return n_threads_ > 0 ? n_threads_ : g_default_threads.load(); }
+  const ckbn_act* act() const { return act_.on ? &act_ : nullptr; }
+
+  uint64_t mask_;
+  int max_axis_;
+  double eps_;
+  int n_threads_;
+  ckbn_act act_;
+  bool training_;
+};
+
+template <typename T, typename U>
+class TrainOp : public CkbnOpBase {
+ public:
+  using CkbnOpBase::CkbnOpBase;
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    ckbn_dims d;
+    int64_t n;
+    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
+    if (table == nullptr) return;
+    std::vector<double> scale, offset;
+    if (!PerChannel<U>(ctx, 1, n, &scale) || !PerChannel<U>(ctx, 2, n, &offset)) return;
+    OP_REQUIRES(ctx, d.P * d.R > 0,
+                InvalidArgument("x is empty (shape ", x.shape().DebugString(),
+                                "); batch normalization needs data"));
+    Tensor *y, *mean_t, *var_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &mean_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({n}), &var_t));
+    std::vector<double> mean(n), var(n);
+    int code = table->forward_train(DTypeOf<T>::value, x.flat<T>().data(), d, scale.data(),
+                                      offset.data(), eps_, act(), y->flat<T>().data(),
+                                      mean.data(), var.data(), threads());
+    OP_REQUIRES_OK(ctx, FromCode(code, "forward_train"));
+    g_calls[0].fetch_add(1, std::memory_order_relaxed);
+    Store<U>(mean, mean_t);
+    Store<U>(var, var_t);
+  }
+};
+
+template <typename T, typename U>
+class ApplyOp : public CkbnOpBase {
+ public:
+  using CkbnOpBase::CkbnOpBase;
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    ckbn_dims d;
+    int64_t n;
+    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
+    if (table == nullptr) return;
+    std::vector<double> scale, offset, mean, var;
+    if (!PerChannel<U>(ctx, 1, n, &scale) || !PerChannel<U>(ctx, 2, n, &offset) ||
+        !PerChannel<U>(ctx, 3, n, &mean) || !PerChannel<U>(ctx, 4, n, &var))
+      return;
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
+    g_calls[1].fetch_add(1, std::memory_order_relaxed);
+    if (x.NumElements() == 0) return;
+    int code = table->forward_infer(DTypeOf<T>::value, x.flat<T>().data(), d, scale.data(),
+                                      offset.data(), mean.data(), var.data(), eps_, act(),
+                                      y->flat<T>().data(), threads());
+    OP_REQUIRES_OK(ctx, FromCode(code, "forward_infer"));
+  }
+};
+
+template <typename T, typename U>
+class GradOp : public CkbnOpBase {
+ public:
+  using CkbnOpBase::CkbnOpBase;
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& dy = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    OP_REQUIRES(ctx, dy.shape() == x.shape(),
+                InvalidArgument("dy has shape ", dy.shape().DebugString(), ", x has shape ",
+                                x.shape().DebugString(), "; they must match"));
+    ckbn_dims d;
+    int64_t n;
+    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
+    if (table == nullptr) return;
+    std::vector<double> scale, offset, mean, var;
+    if (!PerChannel<U>(ctx, 2, n, &scale) || !PerChannel<U>(ctx, 3, n, &offset) ||
+        !PerChannel<U>(ctx, 4, n, &mean) || !PerChannel<U>(ctx, 5, n, &var))
+      return;
+    OP_REQUIRES(ctx, !training_ || d.P * d.R > 0,
+                InvalidArgument("x is empty (shape ", x.shape().DebugString(),
+                                "); batch normalization needs data"));
+    Tensor *dx, *ds_t, *do_t;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &ds_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({n}), &do_t));
+    std::vector<double> dscale(n, 0.0), doffset(n, 0.0);
+    g_calls[2].fetch_add(1, std::memory_order_relaxed);
+    if (x.NumElements() > 0) {
+      int code = table->backward(DTypeOf<T>::value, dy.flat<T>().data(), x.flat<T>().data(),
+                                   d, scale.data(), offset.data(), mean.data(), var.data(), eps_,
+                                   training_ ? 1 : 0, act(), dx->flat<T>().data(), dscale.data(),
+                                   doffset.data(), threads());
+      OP_REQUIRES_OK(ctx, FromCode(code, "backward"));
+    }
+    Store<U>(dscale, ds_t);
+    Store<U>(doffset, do_t);
+  }
+};
+
+template <typename T, typename U>
+class MomentsOp : public CkbnOpBase {
+ public:
+  using CkbnOpBase::CkbnOpBase;
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    ckbn_dims d;
+    int64_t n;
+    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
+    if (table == nullptr) return;
+    OP_REQUIRES(ctx, d.P * d.R > 0,
+                InvalidArgument("x is empty (shape ", x.shape().DebugString(),
+                                "); batch normalization needs data"));
+    Tensor *mean_t, *var_t;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &mean_t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &var_t));
+    std::vector<double> mean(n), var(n);
+    int code = table->stats(DTypeOf<T>::value, x.flat<T>().data(), d, mean.data(), var.data(),
+                              threads());
+    OP_REQUIRES_OK(ctx, FromCode(code, "stats"));
+    g_calls[3].fetch_add(1, std::memory_order_relaxed);
+    Store<U>(mean, mean_t);
+    Store<U>(var, var_t);
+  }
+};
+
+#define CKBN_REGISTER(T, U)                                                              \
+  REGISTER_KERNEL_BUILDER(Name("CkbnBatchNormTrain")                                     \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<U>("U"),                                   \
+                          TrainOp<T, U>);                                                \
+  REGISTER_KERNEL_BUILDER(Name("CkbnBatchNormApply")                                     \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<U>("U"),                                   \
+                          ApplyOp<T, U>);                                                \
+  REGISTER_KERNEL_BUILDER(Name("CkbnBatchNormGrad")                                      \
+                              .Device(DEVICE_CPU)                                        \
+                              .TypeConstraint<T>("T")                                    \
+                              .TypeConstraint<U>("U"),                                   \
+                          GradOp<T, U>);                                                 \
+  REGISTER_KERNEL_BUILDER(                                                               \
+      Name("CkbnMoments").Device(DEVICE_CPU).TypeConstraint<T>("T").TypeConstraint<U>("U"), \
+      MomentsOp<T, U>);
+
+CKBN_REGISTER(Eigen::half, float)
+CKBN_REGISTER(float, float)
+CKBN_REGISTER(double, double)
+
+}  // namespace
+
+// Hands the kernel table to the ops (once, from Python, after loading).
+// Returns 0, or -1 when the table's ABI is not the one this file was built
+// against (the ops then keep failing with FailedPrecondition).
+extern "C" __attribute__((visibility("default"))) int ckbn_native_set_table(
+    const ckbn_kernel_table* table, int default_threads) {
+  if (table == nullptr || table->abi != CKBN_TABLE_ABI) return -1;
+  g_default_threads.store(default_threads > 0 ? default_threads : 1);
+  g_table.store(table, std::memory_order_release);
+  return 0;
+}
+
+// Number of runs of op `which` (0 train, 1 apply, 2 grad, 3 moments) in this
+// process; -1 for another `which`.
+extern "C" __attribute__((visibility("default"))) int64_t ckbn_native_calls(int which) {
+  if (which < 0 || which > 3) return -1;
+  return g_calls[which].load(std::memory_order_relaxed);
+}
