@@ -126,8 +126,9 @@ def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
     if _tf_native.usable(x, axes):
         if offset is None:
             offset = tf.zeros_like(scale)  # read only with an activation
-        return _tf_native.grad(dy, x, scale, offset, mean, var, axes, eps, training,
-                               *_act_args(act))
+        # a plain tuple (the op's outputs are a namedtuple): tf.cond compares structures
+        return tuple(_tf_native.grad(dy, x, scale, offset, mean, var, axes, eps, training,
+                                     *_act_args(act)))
     sd = _stat_tf_dtype(x)
     args = [dy, x, scale, mean, var] + ([offset] if act is not None else [])
 
@@ -146,7 +147,7 @@ def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
 def moments(x, axes):
     """Flat batch mean and biased variance (no gradient)."""
     if _tf_native.usable(x, axes):
-        return _tf_native.moments(x, axes)
+        return tuple(_tf_native.moments(x, axes))
     if _in_export_only():
         return _engine.OPS.moments(tf.stop_gradient(x), axes)
     sd = _stat_tf_dtype(x)
@@ -178,7 +179,7 @@ def _tensors(*args):
 def train(x, scale, offset, axes, eps, act=None):
     """``y, mean, var`` with the batch statistics; differentiable in x, scale, offset."""
     if _tf_native.usable(x, axes):  # gradients registered with the op
-        return _tf_native.train(x, scale, offset, axes, eps, *_act_args(act))
+        return tuple(_tf_native.train(x, scale, offset, axes, eps, *_act_args(act)))
     if _in_export_only():
         return _engine.OPS.train(x, scale, offset, axes, eps, act)
     axes = tuple(axes)
