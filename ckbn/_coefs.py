@@ -29,6 +29,8 @@ The gradients of ``gamma`` and ``beta`` are ``sum_dy_xhat`` and ``sum_dy``
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["inv_std", "forward", "backward", "gamma_grad"]
@@ -65,7 +67,8 @@ def forward(mean, var, eps, scale=None, offset=None, r=None, d=None, rsqrt=None,
     return a, b
 
 
-def backward(scale, mean, var, eps, n, sum_dy, sum_dy_xhat, rsqrt=None, inv=None):
+def backward(scale: Any, mean: Any, var: Any, eps: float, n: Any, sum_dy: Any,
+             sum_dy_xhat: Any, rsqrt: Any = None, inv: Any = None) -> tuple[Any, Any, Any]:
     """``(k1, k2, k3)`` of ``dx = dy * k1 + x * k2 + k3`` for a training call
     over ``n`` values per channel (the sums are over the same values)."""
     if inv is None:

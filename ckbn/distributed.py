@@ -316,7 +316,7 @@ def _layer_id(layer):
     return float(zlib.crc32(layer.name.encode()) & 0xFFFFF)
 
 
-def guard(point, comm, phase, fn, *args, **kwargs):
+def guard(point: SyncPoint, comm: Any, phase: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` -- a step that calls :func:`sync_moments`
     (``phase="forward"``) or :func:`sync_sums` (``phase="backward"``) on
     ``point`` -- so that an exception raised before that collective still joins

@@ -61,6 +61,10 @@ def kernel_calls(monkeypatch):
         from keras_plugin import _jax_ffi
 
         monkeypatch.setattr(_jax_ffi, "supports", lambda x: False)
+    if BACKEND == "tensorflow":  # the same for the TensorFlow native ops
+        from keras_plugin import _tf_native
+
+        monkeypatch.setattr(_tf_native, "usable", lambda x, axes: False)
     return count
 
 
@@ -195,6 +199,10 @@ def test_kernel_calls_run_on_the_thread_rule(size, monkeypatch):
         from keras_plugin import _jax_ffi
 
         monkeypatch.setattr(_jax_ffi, "supports", lambda x: False)
+    if BACKEND == "tensorflow":
+        from keras_plugin import _tf_native
+
+        monkeypatch.setattr(_tf_native, "usable", lambda x, axes: False)
     previous = _policy.set_min_elements(BACKEND, None, 0)
     if BACKEND == "jax":
         keras_plugin.set_jax_min_elements(0)

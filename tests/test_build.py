@@ -71,6 +71,7 @@ def test_debug_cython_build_checks_bounds(tmp_path):
     shutil.copy(root / "setup.py", tmp_path / "setup.py")
     shutil.copytree(root / "pyx", tmp_path / "pyx",
                     ignore=shutil.ignore_patterns("*.c", "*.html", "*.so"))
+    shutil.copytree(root / "ckbn" / "include", tmp_path / "ckbn" / "include")
     with open(tmp_path / "pyx" / "ckbn" / "_kernels_base.pyx", "a") as f:
         f.write(PROBE)
     env = dict(os.environ, CKBN_DEBUG_CYTHON="1", CKBN_SIMD_VARIANTS="0")

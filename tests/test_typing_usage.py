@@ -155,6 +155,17 @@ def test_distributed() -> None:
     assert n == 4.0
     np.testing.assert_allclose(mean, [1.0])
     np.testing.assert_allclose(var, [np.var([-1.0, 1.0, 1.0, 3.0])])
+    # The backward coefficients: dx = dy*k1 + x*k2 + k3 equals the float64 formula.
+    xs, dys = np.array([1.0, 2.0, 4.0]), np.array([0.5, -1.0, 2.0])
+    g, eps_ = 1.5, 1e-3
+    inv = 1.0 / np.sqrt(xs.var() + eps_)
+    xhat = (xs - xs.mean()) * inv
+    k1, k2, k3 = ckbn.distributed.grad_coefficients(
+        g, xs.mean(), xs.var(), eps_, 3, dys.sum(), (dys * xhat).sum())
+    want = g * inv * (dys - dys.mean() - xhat * (dys * xhat).mean())
+    np.testing.assert_allclose(dys * k1 + xs * k2 + k3, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="phase"):
+        ckbn.distributed.guard(point, comm, "sideways", lambda: None)
     count, local_mean, m2 = ckbn.distributed.local_moments(np.array([[1.0], [3.0]]), [1])
     assert count == 2
     np.testing.assert_allclose(local_mean, [2.0])
