@@ -18,6 +18,7 @@ or without the framework's headers, :func:`build_library` raises
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -80,7 +81,10 @@ def build_library(name, sources, include_dirs=(), extra_compile_args=(),
 
     Returns the cached library when one with the same key exists; otherwise
     compiles into a temporary file and renames it into place, so concurrent
-    processes never load a half-written library.
+    processes never load a half-written library.  Processes that need the
+    same library at once (test workers, data-loader processes) take turns on
+    a lock file next to it (``lib<name>-<hash>.so.lock``): one compiles, the
+    others wait and then load its result instead of compiling again.
 
     Raises
     ------
@@ -104,21 +108,47 @@ def build_library(name, sources, include_dirs=(), extra_compile_args=(),
     if os.path.exists(target):
         return target
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-    os.close(fd)
-    cmd = (cxx + ["-shared", "-fPIC", "-O3"] + list(extra_compile_args)
-           + [f"-I{d}" for d in include_dirs] + srcs + ["-o", tmp] + list(extra_link_args))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as exc:
-        os.unlink(tmp)
-        raise NativeBuildError(f"could not run {cxx[0]}: {exc}") from exc
-    if proc.returncode != 0:
-        os.unlink(tmp)
-        raise NativeBuildError(
-            f"building {name} failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-4000:]}")
-    os.replace(tmp, target)
+    with _exclusive(target + ".lock"):
+        if os.path.exists(target):      # built by another process while we waited
+            return target
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        os.close(fd)
+        cmd = (cxx + ["-shared", "-fPIC", "-O3"] + list(extra_compile_args)
+               + [f"-I{d}" for d in include_dirs] + srcs + ["-o", tmp] + list(extra_link_args))
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        except OSError as exc:
+            os.unlink(tmp)
+            raise NativeBuildError(f"could not run {cxx[0]}: {exc}") from exc
+        if proc.returncode != 0:
+            os.unlink(tmp)
+            raise NativeBuildError(
+                f"building {name} failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-4000:]}")
+        os.replace(tmp, target)
     return target
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """Hold an exclusive ``flock`` on ``lock_path`` (created if missing).
+
+    The lock file is left in place: removing it could let a third process
+    lock a new file while the second still holds the old one.  Where
+    ``fcntl`` does not exist (Windows) nothing is locked; the temporary file
+    and the rename still keep a half-written library out of sight, and two
+    processes may both compile.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _headers(include_dirs, srcs):
