@@ -37,6 +37,7 @@ def _env(**extra):
 
 if not CASES:
     @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed")
+    @pytest.mark.slow
     def test_jax_ffi_cases(tmp_path):
         cmd = [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider",
                "-W", "ignore::DeprecationWarning", "--rootdir", str(ROOT),

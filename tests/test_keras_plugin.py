@@ -24,6 +24,7 @@ CASES = HERE / "keras_backend_cases.py"
 FRAMEWORK = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax", "numpy": "numpy"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax", "numpy"])
 def test_keras_plugin_on_backend(backend, tmp_path):
     if importlib.util.find_spec(FRAMEWORK[backend]) is None:
