@@ -157,6 +157,11 @@ def forward(layer, inputs, training, impl, act=None):
     a Python bool.  float16 inputs go to a kernel engine as they are (the
     kernels compute in float32); the output has the layer's compute dtype.
     """
+    fast = getattr(impl, "layer_forward", None)
+    if fast is not None:   # an engine's shortcut for its common case (keras_plugin._torch)
+        y = fast(layer, inputs, training, act)
+        if y is not None:
+            return y
     compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
     x = inputs
     if not (impl is not OPS and _is16(x.dtype)):
