@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+import keras
 import numpy as np
 import torch
 
@@ -310,7 +311,9 @@ def _plain_layer(layer, x):
     """Whether ``layer_forward`` computes this call: eager mode, outside a stateless
     scope; no ghost batches, renorm, adjustment or ``fused=True``; one channel axis;
     ``x`` already in the layer's compute dtype and the variables in the statistics'
-    dtype (so ``_engine.forward`` would cast nothing)."""
+    dtype, so ``_engine.forward`` would cast nothing.  (On PyTorch Keras 3.x promotes
+    ``result_type("float64", "float32")`` to float32, so the general path, like the
+    stock layer, computes float64 layers in float32; those calls keep that path.)"""
     if (layer.virtual_batch_size is not None or layer.renorm or layer.adjustment is not None
             or layer.fused or len(layer._param_shape) != 1 or _is_compiling()
             or _in_stateless_scope()):
@@ -318,6 +321,8 @@ def _plain_layer(layer, x):
     name = _DTYPE_NAME.get(x.dtype)
     if name is None or layer.compute_dtype != name:
         return False
+    if name == "float64" and keras.backend.result_type(name, "float32") != name:
+        return False   # Keras's promotion computes float64 in float32 here: its casts
     sd = _DTYPE_NAME[_STAT_DTYPE[x.dtype]]
     return all(v.dtype == sd for v in _layer_variables(layer))
 
