@@ -14,7 +14,10 @@ on flat ``(n,)`` per-channel tensors, ``axes`` the channel axes of ``x`` and
 The kernel engines are the backend modules ``_tf``, ``_torch``, ``_jax`` and
 ``_numpy`` (ckbn's kernels, custom gradients; they also have ``grad`` and
 ``affine``); :data:`OPS` computes the same in ``keras.ops`` (autodiff), for
-what the kernels do not serve.
+what the kernels do not serve.  An engine may also have
+``layer_forward(layer, x, training, act) -> y or None``, a shortcut
+:func:`forward` tries first (``_torch``'s common case); None means "not this
+call" and :func:`forward` computes it itself.
 
 Public functions: :func:`kernel_impl` chooses the engine for a tensor (or
 None); :func:`forward` computes a layer's output with an engine -- ghost

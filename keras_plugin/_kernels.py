@@ -68,6 +68,7 @@ def _layout(ndim, axes):
             return {"data_format": "NCHW"}
     return {"axis": list(axes)}
 
+
 def stat_dtype(dtype):
     """NumPy dtype of the statistics and parameters for data of ``dtype``."""
     dtype = np.dtype(dtype)

@@ -25,6 +25,14 @@ which skips the dispatcher's per-call work (see "the eager path" below;
 ``benchmarks/profile_torch_ops.py`` measures both).  Either way tensors are
 shared with the kernels both ways (``Tensor.numpy()`` in,
 ``torch.from_numpy`` out).  CUDA and other devices fall back to Keras ops.
+
+Per-call shortcuts in eager mode (same kernels, same results bit for bit;
+``tests/torch_path_cases.py``): ``train`` and ``given`` call the kernels
+without an autograd Function when no input needs a gradient (inference under
+``torch.no_grad``); :func:`layer_forward`, which ``_engine.forward`` tries
+first, computes the layer's common case with the moving statistics updated in
+place instead of through Keras ops and ``Variable.assign``
+(``benchmarks/RESULTS-keras-torch.md``).
 """
 
 from __future__ import annotations
