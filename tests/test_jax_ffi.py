@@ -325,7 +325,8 @@ else:
     @pytest.mark.parametrize("shape,axis", [((6, 5, 4, 8), -1), ((6, 8, 5, 4), 1),
                                             ((40, 12), -1)])
     def test_keras_layer_runs_the_ffi_handler_and_matches_stock(shape, axis):
-        from keras_plugin import _jax
+        import keras_plugin
+        from keras_plugin import _policy
 
         stock, ours = _layer_pair(shape, axis)
         x = np.random.default_rng(1).normal(size=shape).astype(np.float32) * 2 + 1
@@ -350,7 +351,7 @@ else:
         for a, b in zip(ours.non_trainable_variables, stock.non_trainable_variables):
             _close(a.value, b.value, 2e-5)
         # The Keras-ops path is still there on request, with the same results.
-        _jax.set_min_elements(None)
+        keras_plugin.set_jax_min_elements(None)
         try:
             f_ops = _step(ours)[0]          # a new function: traced again
             jaxpr = jax.make_jaxpr(f_ops)(tv, x, w)
@@ -358,7 +359,7 @@ else:
             _close(y2, ry, 2e-5)
             _close(gx2, rgx, 2e-4)
         finally:
-            _jax.set_min_elements(_jax.NATIVE_MIN_ELEMENTS)
+            _policy.set_min_elements("jax", None, "measured")
         assert not _targets(jaxpr)
 
     def test_fused_activation_layer_runs_the_ffi_handler():
