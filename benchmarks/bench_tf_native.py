@@ -6,9 +6,10 @@
    ``ckbn.nn.fused_batch_norm``) and inference (``CkbnBatchNormApply`` vs
    ``fused_batch_norm(..., is_training=False)``), the op called eagerly and
    inside a ``tf.function`` holding only that op; beside each, TensorFlow's
-   own per-call floor, the same path running its trivial op on the same
-   inputs (``IdentityN``: ``tf.identity`` of each input, no copy; eagerly and
-   as the only op of a ``tf.function``).  The table gives op - bare (what
+   own per-call floor on that path: eagerly its cheapest op (``AddV2`` of two
+   (C,) vectors), in a ``tf.function`` its trivial op on the same inputs
+   (``IdentityN``, no copy) as the function's only op.  A last table shows
+   what TensorFlow's allocator adds to an output of x's size.  The table gives op - bare (what
    going through TensorFlow costs) and op - bare - floor (what is left for
    ckbn's op itself: attribute handling, the layout, output allocation, the
    per-channel conversions); the target is met where op - bare <= floor +
@@ -71,8 +72,10 @@ def per_call(shape, rounds):
     def op_infer_fn(x, s, o, m, v):
         return ops.ckbn_batch_norm_apply(x, s, o, m, v, **kw)
 
-    # The floor: TensorFlow's own trivial op with the op's inputs, IdentityN
-    # (no copy, one output per input), eagerly and as the only op of a tf.function.
+    # The floors.  Eager: TensorFlow's cheapest eager op, AddV2 of the two (C,)
+    # vectors (IdentityN of the op's inputs costs more eagerly: its list input
+    # goes through Python).  tf.function: IdentityN of the op's inputs (no copy,
+    # one output per input) as the only op of the function.
     def identity(*args):
         return tf.raw_ops.IdentityN(input=list(args))
 
@@ -93,10 +96,13 @@ def per_call(shape, rounds):
         ("infer", "eager"): lambda: ops.ckbn_batch_norm_apply(xt, st, ot, mt, vt, **kw),
         ("infer", "function"): lambda: op_infer_fn(xt, st, ot, mt, vt),
         ("infer", "wrapper"): lambda: _tf_native.given(xt, st, ot, mt, vt, [3], 1e-3),
-        ("train", "floor eager"): lambda: identity(xt, st, ot),
+        ("train", "floor eager"): lambda: tf.raw_ops.AddV2(x=st, y=ot),
         ("train", "floor function"): lambda: identity_fn(xt, st, ot),
-        ("infer", "floor eager"): lambda: identity(xt, st, ot, mt, vt),
+        ("infer", "floor eager"): lambda: tf.raw_ops.AddV2(x=st, y=ot),
         ("infer", "floor function"): lambda: identity_fn(xt, st, ot, mt, vt),
+        # what TensorFlow's allocator adds to an op with an output of x's size
+        ("alloc", "tf"): lambda: tf.raw_ops.ZerosLike(x=xt),
+        ("alloc", "numpy"): lambda: np.full_like(x, 0.0),
     }
     inner = max(3, int(2e6 / x.size))
     return medians(round_robin(fns, rounds, warmup=3, inner=inner))
@@ -105,13 +111,13 @@ def per_call(shape, rounds):
 def call_table(rounds):
     print("\n## Per call: the native op vs a bare ckbn.nn call, float32 NHWC "
           f"(medians of {rounds} round-robin rounds, us)")
-    print("floor: TensorFlow's own per-call cost on that path, its trivial op IdentityN on "
-          "the op's inputs (tf.identity of each), eager or as the only op of a tf.function; "
-          "target: op - bare <= floor + 10 us.")
+    print("floor: TensorFlow's own per-call cost on that path: eager, its cheapest op (AddV2 "
+          "of the two (C,) vectors); tf.function, IdentityN of the op's inputs as the only op "
+          "of the function; target: op - bare <= floor + 10 us.")
     print("| shape | mode | path | bare ckbn.nn | op | op - bare | floor | op - bare - floor "
           "| target met |")
     print("|---|---|---|---|---|---|---|---|---|")
-    extra = {}
+    extra, alloc = {}, []
     for shape in SHAPES:
         res = {k: t * 1e6 for k, t in per_call(shape, rounds).items()}
         name = "x".join(map(str, shape))
@@ -131,6 +137,14 @@ def call_table(rounds):
                   f"{r[(mode, 'wrapper')] - r[(mode, 'bare')] - r[(mode, 'floor eager')]:+.1f} | - |")
         print(f"| {name} | train | FusedBatchNormV3, tf.function | - "
               f"| {res[('train', 'FusedBatchNormV3')]:.1f} | - | - | - | - |")
+        alloc.append((name, res[("alloc", "numpy")], res[("alloc", "tf")]))
+    print("\nTensorFlow's cost of an output of x's size (the ops allocate y; a bare call "
+          "allocates it with NumPy): an eager ZerosLike(x) vs NumPy's full_like(x, 0), "
+          "each one allocation and one write pass.")
+    print("| shape | NumPy full_like | TF ZerosLike, eager | difference |")
+    print("|---|---|---|---|")
+    for name, np_t, tf_t in alloc:
+        print(f"| {name} | {np_t:.1f} | {tf_t:.1f} | {tf_t - np_t:+.1f} |")
 
 
 def _model(shape, relu6, kind):
