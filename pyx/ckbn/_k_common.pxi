@@ -116,6 +116,8 @@ cdef enum:
     CF_LANES = 1024       # most lanes of a small-plane chunk
     CF_MIN_CHUNKS = 8     # fewer chunks leave threads idle: use the unit path
                           # (unless the input runs on one thread anyway)
+    CF_SEG_MIN = 64       # shortest plane a chunk's element-wise part writes
+                          # plane by plane (shorter: through expanded lanes)
     # Most per-channel coefficient arrays an element-wise pass reads.
     MAX_COEF = 5
 
