@@ -251,7 +251,7 @@ def small_layer_train(x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
     update); or None when the call is not the common case.  The results are
     those of the layer's general path, bit for bit (same kernel, one thread).
     """
-    cdef Py_ssize_t n, d[4]
+    cdef Py_ssize_t n
     cdef double* w
     cdef cnp.ndarray xa, y
     cdef int status
