@@ -181,7 +181,7 @@ def _variant():
     return kernels().__name__.rsplit("_", 1)[-1]
 
 
-def small(rounds=15, inner=200):
+def small(rounds=15, inner=100):
     """Round robin: every round times ``inner`` calls of each ckbn and torch
     function in turn; per call, the best round and the median round."""
     import torch
@@ -216,11 +216,12 @@ def main(argv=None):
     if args.small:
         print(f"small calls, 16x8x8x32 float32, 1 thread, {args.rounds} rounds round robin, "
               f"CPU: {_cpu_name()}, kernels: {_variant()}")
+        print("ratios: best÷best, and the median over rounds of the round's ckbn÷torch")
         print(f"{'call':24s} {'ckbn best':>10s} {'torch best':>11s} {'ckbn med':>9s} "
-              f"{'torch med':>10s} {'ckbn÷torch':>11s}")
+              f"{'torch med':>10s} {'best ratio':>11s} {'med ratio':>10s}")
         for name, cb, tb, cm, tm, r in small(args.rounds):
             print(f"{name:24s} {cb * 1e6:8.1f}µs {tb * 1e6:9.1f}µs {cm * 1e6:7.1f}µs "
-                  f"{tm * 1e6:8.1f}µs {r:11.2f}")
+                  f"{tm * 1e6:8.1f}µs {cb / tb:11.2f} {r:10.2f}")
         return 0
     shape = tuple(int(s) for s in args.shape.split("x"))
     o = overhead()
