@@ -8,7 +8,9 @@
 # float32 array of x's shape that does not overlap x.  Anything else returns
 # None and ckbn.nn takes its general path, with every check and error it has.
 # The results are those of the general path, bit for bit (same core, one
-# thread).
+# thread).  small_layer_train does the same for an eager training call of
+# ckbn.BatchNormalization (ckbn/_normalization.py decides when), moving-average
+# steps included.
 
 cimport numpy as cnp
 cnp.import_array()
