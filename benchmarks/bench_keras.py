@@ -357,6 +357,35 @@ def _seeded(build):
     return model
 
 
+def _without_bn(model):
+    """The model with every BatchNormalization layer replaced by ``Identity``.
+
+    Its step time is what the model costs with batch normalization for free:
+    the floor under any BN implementation, so ``stock / no_bn`` is the most a
+    faster BN layer can give this model (Amdahl's bound).  The weights of the
+    other layers are copied; the numbers it computes are not the model's.
+    """
+    import keras
+
+    class NoBatchNorm(keras.layers.Layer):
+        def call(self, inputs, training=None, mask=None):
+            return inputs
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return NoBatchNorm(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for old_layer, new_layer in zip(model.layers, new.layers):
+        if old_layer.weights and not isinstance(old_layer, keras.layers.BatchNormalization):
+            new_layer.set_weights(old_layer.get_weights())
+    return new
+
+
 def force_kernels(backend, on):
     """Make swapped layers use the kernels at every size (on) or restore the defaults."""
     import keras_plugin
@@ -387,12 +416,15 @@ def _round_robin(fns, warmup, repeat):
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
-def _train_variants(stock, backend, fuse=True):
-    """``[(name, model, forced)]``: stock, swapped, fused (and the JAX kernels forced)."""
+def _train_variants(stock, backend, fuse=True, ceiling=True):
+    """``[(name, model, forced)]``: stock, swapped, no BN (the ceiling), fused (and the
+    JAX kernels forced)."""
     import keras_plugin
 
     runs = [("stock", stock, False),
             ("swapped", keras_plugin.swap_batch_normalization(stock), False)]
+    if ceiling:
+        runs.append(("no_bn", _without_bn(stock), False))
     if fuse:
         runs.append(("fused", keras_plugin.swap_batch_normalization(
             stock, fuse_activations=True), False))
@@ -445,7 +477,8 @@ def _models_worker(args):
             row.update({f"train_{k}_ms": v for k, v in train.items()})
             models = [("stock", stock, False),
                       ("swapped", keras_plugin.swap_batch_normalization(stock), False),
-                      ("folded", keras_plugin.fold_batch_normalization(stock), False)]
+                      ("folded", keras_plugin.fold_batch_normalization(stock), False),
+                      ("no_bn", _without_bn(stock), False)]
             if backend == "jax":
                 models.append(("swapped_forced",
                                keras_plugin.swap_batch_normalization(stock), True))
@@ -462,6 +495,8 @@ def _models_worker(args):
             row.update({f"infer_{k}_ms": v for k, v in infer.items()})
             ref = outs["stock"]
             for name in outs:
+                if name == "no_bn":
+                    continue
                 row[f"infer_{name}_maxrel"] = float(np.abs(outs[name] - ref).max()
                                                     / max(np.abs(ref).max(), 1e-30))
             row["seconds"] = time.perf_counter() - t0
@@ -471,8 +506,9 @@ def _models_worker(args):
 
 
 def _print_models(backend, rows):
-    for kind, variants in (("train", ["swapped", "fused", "swapped_forced", "fused_forced"]),
-                           ("infer", ["swapped", "folded", "swapped_forced"])):
+    for kind, variants in (("train", ["swapped", "fused", "swapped_forced", "fused_forced",
+                                      "no_bn"]),
+                           ("infer", ["swapped", "folded", "swapped_forced", "no_bn"])):
         present = [v for v in variants if rows and f"{kind}_{v}_ms" in rows[0]]
         what = ("training step (train_on_batch, SGD)" if kind == "train"
                 else "inference (model(x, training=False), no gradients)")

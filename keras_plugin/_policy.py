@@ -47,21 +47,22 @@ _DTYPES = ("float16", "float32", "float64")
 
 # Smallest call (elements) from which the kernels beat the framework's own op,
 # float32, batch normalization forward+backward ("train") or forward ("infer");
-# None: the framework's op at every size.  Sources (RESULTS-keras.md, section 4):
-# benchmarks/bench_keras.py --crossover on the busy 2-core EPYC (AVX2), and the
-# whole-model ratios of issue 17 where that run was too noisy to decide.
-# Provisional until the quiet-machine rerun of --crossover; the native ops of
-# issue 17 (TensorFlow op, XLA FFI) change them.
+# None: the framework's op at every size.  Source: benchmarks/bench_keras.py
+# --crossover (one BN layer, stock vs the kernels forced, round robin), the
+# quiet 2-core EPYC (Zen, AVX2), 3 December 2026, 18:29 (RESULTS-keras.md,
+# section 4); JAX from whole models (section 0), see below.
 CROSSOVER = {
-    # one layer loses at 512 Ki (0.96x in the issue, 0.23x busy), the CNN's 3.2 Mi wins
-    ("tensorflow", "train"): 1 << 20,
-    # loses at every size measured: 0.71-0.95x from 32 Ki to 512 Ki; the CNN 0.93x,
-    # MobileNetV2 0.74x in the issue
-    ("tensorflow", "infer"): None,
-    # wins from 32 Ki (1.26-2.8x busy; MobileNetV2 1.04x, CNN 1.32x in the issue)
-    ("torch", "train"): 1 << 15,
-    # MobileNetV2 0.85x (layers up to 1.5 Mi) and the CNN 1.00x (3.2 Mi) in the issue
-    ("torch", "infer"): 1 << 22,
+    # TensorFlow native op (no tf.numpy_function): training 1.06-1.25x from 32 Ki
+    # up, 1.00-1.01x (a tie) at 2 Ki and 8 Ki
+    ("tensorflow", "train"): 1 << 15,
+    # inference 1.01-1.31x at every size measured, 2 Ki to 2 Mi
+    ("tensorflow", "infer"): 0,
+    # PyTorch (torch.autograd.Function around the kernels): training 0.91-0.98x
+    # up to 192 Ki (a fixed ~0.4 ms of glue per layer and step), 1.10-1.44x from
+    # 512 Ki up
+    ("torch", "train"): 1 << 19,
+    # inference 0.93-0.99x at every size, 2 Ki to 2 Mi (~60 us of glue per call)
+    ("torch", "infer"): None,
     # the XLA FFI handler (keras_plugin._jax_ffi) beat XLA's own ops at every size
     # measured (benchmarks/bench_jax_ffi.py); where it cannot be built, the JAX
     # engine declines and Keras's code runs (host callbacks only on request)
