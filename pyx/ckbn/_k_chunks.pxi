@@ -83,7 +83,7 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
             # The channel's R lanes, halved pairwise while R is even (vector
             # adds instead of one dependent chain of R scalar adds).
             off = (g - g0) * R
-            _fold(s1 + off, s2 + off, R, 1)
+            _fold1(s1 + off, s2 + off, R)
             _cf_out(kind, sh[off], s1[off], s2[off], n, mean, g, out1, out2)
         return
     # Large planes: rows of MIN_LANES lanes inside each plane.
