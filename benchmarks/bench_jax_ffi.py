@@ -1,23 +1,30 @@
 """The JAX XLA FFI handler against a bare ``ckbn.nn`` call and against XLA.
 
     KERAS_BACKEND=jax python benchmarks/bench_jax_ffi.py [--repeat 200] [--steps 30]
+        [--threads 1] [--part calls|overhead|steps|all]
 
-Part 1, per call (float32, channels last, training forward and backward):
-a bare ``ckbn.nn.fused_batch_norm`` (+ ``fused_batch_norm_grad``) on NumPy
-arrays, the same kernels through the FFI handler in a jitted function, the
-host-callback path (``keras_plugin._jax``'s old engine) and XLA's own code
-(Keras ops).  Part 2: ``train_on_batch`` of a one-layer model
-(``BatchNormalization`` only, SGD) with the stock layer, the swapped layer on
-the FFI handler, and the swapped layer on Keras ops.  Medians of
-round-robin repeats; results depend on the machine's load.
+Part 1, issue 17's target (a bare ``ckbn.nn`` call and the same call through
+the native op differ by <= 10 us): float32, channels last, 16x8x8x32 and
+16x32x32x32, training forward and inference, a bare
+``ckbn.nn.fused_batch_norm`` on NumPy arrays vs a jitted function holding
+only the FFI call, and JAX's own per-call floor: a jitted ``x + 0`` with the
+op's inputs and outputs (dispatch, outputs of x's size, one pass).  The table gives
+op - bare and op - bare - floor (what is left for ckbn's handler); the
+target is met where op - bare <= floor + 10 us.  Both sides run on the same
+OpenMP thread count (``--threads``, default 1).
+
+Part 2, per call (forward and forward+backward): the FFI handler beside XLA's
+own code (Keras ops) and the host-callback path.  Part 3: ``train_on_batch``
+of a one-layer model (``BatchNormalization`` only, SGD) with the stock layer,
+the swapped layer on the FFI handler, and the swapped layer on Keras ops.
+Medians of round-robin repeats (``benchmarks/_timing.py``); results depend
+on the machine's load.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -25,30 +32,59 @@ import numpy as np  # noqa: E402
 
 import ckbn  # noqa: E402
 
+from _timing import cpu_line, medians, minimums, round_robin  # noqa: E402
 
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+TARGET_US = 10.0
 
 
-def _round_robin(fns, repeat):
-    times = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-    return times
+def overhead(shapes, repeat):
+    """Part 1: the handler's cost over a bare call, beside JAX's per-call floor."""
+    import jax
 
+    from keras_plugin import _jax_ffi
 
-def _median_round_robin(fns, repeat):
-    return {k: float(np.median(v)) for k, v in _round_robin(fns, repeat).items()}
+    eps = 1e-3
+    print(f"\n## Per call: the FFI handler vs a bare ckbn.nn call, float32 NHWC "
+          f"(medians of {repeat} round-robin calls, us)")
+    print("floor: a jitted `x + 0` with the op's inputs and outputs (training: `(x + 0, "
+          "s + 0, o + 0)`; inference: `x + 0` of (x, s, o, m, v)), JAX's own per-call cost "
+          "(dispatch, outputs allocated, one pass); target: op - bare <= floor + 10 us.")
+    print("| shape | mode | bare ckbn.nn | FFI jit | op - bare | floor | op - bare - floor "
+          "| target met |")
+    print("|---|---|---|---|---|---|---|---|")
+    for shape in shapes:
+        rng = np.random.default_rng(0)
+        c = shape[-1]
+        x = rng.normal(size=shape).astype(np.float32)
+        s = rng.uniform(0.5, 2.0, c).astype(np.float32)
+        o = rng.normal(size=c).astype(np.float32)
+        axes = tuple(range(x.ndim - 1))
+        m, v = x.mean(axis=axes), x.var(axis=axes)
+        ch = (x.ndim - 1,)
+        xj, sj, oj, mj, vj = (jax.device_put(a) for a in (x, s, o, m, v))
+        train_f = jax.jit(lambda x, s, o: _jax_ffi.train(x, s, o, ch, eps))
+        infer_f = jax.jit(lambda x, s, o, m, v: _jax_ffi.given(x, s, o, m, v, ch, eps))
+        # the floor, with the op's inputs and outputs: each output x + 0 (a new
+        # buffer of x's size written in one pass) or a (C,) vector + 0
+        floor_train = jax.jit(lambda x, s, o: (x + 0, s + 0, o + 0))
+        floor_infer = jax.jit(lambda x, s, o, m, v: x + 0)
+        fns = {
+            ("train", "bare"): lambda: ckbn.nn.fused_batch_norm(x, s, o, epsilon=eps),
+            ("train", "ffi"): lambda: jax.block_until_ready(train_f(xj, sj, oj)),
+            ("infer", "bare"): lambda: ckbn.nn.fused_batch_norm(
+                x, s, o, mean=m, variance=v, epsilon=eps, is_training=False),
+            ("infer", "ffi"): lambda: jax.block_until_ready(infer_f(xj, sj, oj, mj, vj)),
+            ("train", "floor"): lambda: jax.block_until_ready(floor_train(xj, sj, oj)),
+            ("infer", "floor"): lambda: jax.block_until_ready(
+                floor_infer(xj, sj, oj, mj, vj)),
+        }
+        med = {k: t * 1e6 for k, t in medians(round_robin(fns, repeat, warmup=3)).items()}
+        for mode in ("train", "infer"):
+            bare, op, floor = med[(mode, "bare")], med[(mode, "ffi")], med[(mode, "floor")]
+            left = op - bare - floor
+            print(f"| {'x'.join(map(str, shape))} | {mode} | {bare:.1f} | {op:.1f} "
+                  f"| {op - bare:+.1f} | {floor:.1f} | {left:+.1f} "
+                  f"| {'yes' if left <= TARGET_US else 'no'} |")
 
 
 def per_call(shapes, repeat):
@@ -121,9 +157,9 @@ def per_call(shapes, repeat):
                 fn()
                 fn()
         for name, fns in (("forward", fwd), ("forward+backward", both)):
-            times = _round_robin(fns, repeat)
-            med = {k: float(np.median(v)) * 1e6 for k, v in times.items()}
-            low = {k: float(np.min(v)) * 1e6 for k, v in times.items()}
+            times = round_robin(fns, repeat, warmup=0)
+            med = {k: v * 1e6 for k, v in medians(times).items()}
+            low = {k: v * 1e6 for k, v in minimums(times).items()}
 
             def cell(k):
                 return f"{med[k]:.1f} ({low[k]:.1f})" if k in med else "-"
@@ -168,7 +204,7 @@ def train_steps(shapes, steps):
         for fn in fns.values():
             fn()
             fn()
-        t = _median_round_robin(fns, steps)
+        t = medians(round_robin(fns, steps))
         ms = {k: v * 1e3 for k, v in t.items()}
         print(f"| {'x'.join(map(str, shape))} | {ms['stock']:.2f} | {ms['ffi']:.2f} | "
               f"{ms['stock'] / ms['ffi']:.2f}x | {ms['ops']:.2f} | "
@@ -180,6 +216,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--shapes", default="16x8x8x32,16x32x32x32")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="OpenMP threads of ckbn, bare and through the handler (default 1)")
+    ap.add_argument("--part", choices=("overhead", "calls", "steps", "all"), default="all")
     args = ap.parse_args()
     shapes = [tuple(int(n) for n in s.split("x")) for s in args.shapes.split(",")]
     import jax
@@ -187,11 +226,16 @@ def main():
     from keras_plugin import _jax_ffi
     if not _jax_ffi.available():
         raise SystemExit("the XLA FFI handler is not available here")
-    print(f"CPU: {_cpu()}, {os.cpu_count()} logical CPUs; jax {jax.__version__}; "
-          f"ckbn kernels {_jax_ffi.library().variant}, n_threads {_jax_ffi.n_threads()}; "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    per_call(shapes, args.repeat)
-    train_steps(shapes, args.steps)
+    ckbn.set_num_threads(args.threads)   # read when the FFI calls are traced
+    print(cpu_line())
+    print(f"jax {jax.__version__}; ckbn kernels {_jax_ffi.library().variant}, n_threads "
+          f"{_jax_ffi.n_threads()}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    if args.part in ("overhead", "all"):
+        overhead(shapes, args.repeat)
+    if args.part in ("calls", "all"):
+        per_call(shapes, args.repeat)
+    if args.part in ("steps", "all"):
+        train_steps(shapes, args.steps)
 
 
 if __name__ == "__main__":

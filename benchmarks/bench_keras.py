@@ -49,75 +49,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import cpu_info, cpu_line, medians, round_robin  # noqa: E402
+
 DEFAULT_SHAPES = ["32x56x56x64", "64x28x28x128", "256x1024"]
 BACKENDS = ["tensorflow", "torch", "jax"]
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
-        "avx512_bf16", "amx_tile", "asimd", "sve")
-
-
-def cpu_info():
-    """The CPU the numbers come from: vendor, model, ISA flags, caches, cores, load."""
-    info = {"model": _cpu_model(), "vendor": "unknown", "logical_cores": os.cpu_count(),
-            "isa": [], "caches": {}}
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "vendor_id":
-                info["vendor"] = value.strip()
-            elif key in ("flags", "Features"):
-                flags = set(value.split())
-                info["isa"] = [f for f in _ISA if f in flags]
-                break
-    except OSError:
-        pass
-    base = "/sys/devices/system/cpu/cpu0/cache"
-    try:
-        for entry in sorted(os.listdir(base)):
-            if not entry.startswith("index"):
-                continue
-
-            def read(name, entry=entry):
-                with open(os.path.join(base, entry, name)) as f:
-                    return f.read().strip()
-
-            kind = read("type")
-            name = f"L{read('level')}" + {"Data": "d", "Instruction": "i"}.get(kind, "")
-            info["caches"][name] = read("size")
-    except OSError:
-        pass
-    try:
-        info["load_average"] = os.getloadavg()
-    except OSError:
-        pass
-    return info
-
-
-def cpu_line(info):
-    caches = " ".join(f"{k} {v}" for k, v in info["caches"].items())
-    return (f"# CPU: {info['vendor']} {info['model']}, {info['logical_cores']} logical cores, "
-            f"ISA {' '.join(info['isa'])}, caches (per instance) {caches}; "
-            f"load average {' '.join(f'{x:.1f}' for x in info.get('load_average', ()))}")
 
 
 def _worker(args):
@@ -388,32 +328,14 @@ def _without_bn(model):
 
 def force_kernels(backend, on):
     """Make swapped layers use the kernels at every size (on) or restore the defaults."""
-    import keras_plugin
+    from keras_plugin import _policy
 
-    try:
-        from keras_plugin import _policy
-    except ImportError:  # a checkout without the dispatch rule
-        _policy = None
-    if _policy is not None:
-        _policy.set_min_elements(backend, None, 0 if on else "measured")
-    if backend == "jax":
-        keras_plugin.set_jax_min_elements(0 if on else None)
+    _policy.set_min_elements(backend, None, 0 if on else "measured")
 
 
 def _round_robin(fns, warmup, repeat):
     """Medians (ms) of ``repeat`` calls of each ``fns[name]()`` taken in turn."""
-    import numpy as np
-
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+    return {name: 1e3 * t for name, t in medians(round_robin(fns, repeat, warmup)).items()}
 
 
 def _train_variants(stock, backend, fuse=True, ceiling=True):

@@ -2,6 +2,15 @@
 ghost batches / renorm against tf-keras's implementation of the same layer.
 
     python benchmarks/bench_layer.py [--threads 1] [--shape 32x56x56x64]
+    python benchmarks/bench_layer.py --small [--rounds 15]
+
+* small (``--small``, alone): the small calls of issue 18 against PyTorch, 1
+  thread each, round robin in one process: ``ckbn.nn`` training, inference and
+  backward on 16x8x8x32 float32 (NHWC and NCHW) against
+  ``torch.nn.functional.batch_norm`` and
+  ``torch.ops.aten.native_batch_norm_backward`` (NHWC as a channels_last
+  tensor), and ``BatchNormalization.__call__`` in eager training mode against
+  ``F.batch_norm(x, rm, rv, w, b, training=True)``;
 
 * overhead: one training call on 16x8x8x32 (NHWC float32), bookkeeping
   included, in graph mode and in eager mode; and one inference call;
@@ -89,11 +98,131 @@ def ckbn_step(shape, kwargs, n_threads):
         return _best(step, 10)
 
 
+def _small_cases():
+    """(name, ckbn call, torch call) pairs of the small-call comparison."""
+    import torch
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(0)
+    n, h, w, c = 16, 8, 8, 32
+    eps = 1e-3
+    g = rng.random(c, dtype=np.float32) + 0.5
+    b = rng.standard_normal(c).astype(np.float32)
+    mm = rng.standard_normal(c).astype(np.float32)
+    mv = rng.random(c, dtype=np.float32) + 0.5
+    tw, tb = torch.from_numpy(g), torch.from_numpy(b)
+    cases = []
+    for fmt in ("NHWC", "NCHW"):
+        shape = (n, h, w, c) if fmt == "NHWC" else (n, c, h, w)
+        x = rng.standard_normal(shape).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        _, bm, bv = ckbn.nn.fused_batch_norm(x, g, b, epsilon=eps, data_format=fmt)
+        if fmt == "NHWC":       # the same memory as a channels_last tensor
+            tx = torch.from_numpy(x).permute(0, 3, 1, 2)
+            tdy = torch.from_numpy(dy).permute(0, 3, 1, 2)
+        else:
+            tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+        trm, trv = torch.from_numpy(mm.copy()), torch.from_numpy(mv.copy())
+        tsm = torch.from_numpy(bm)
+        tsi = torch.from_numpy((1.0 / np.sqrt(bv.astype(np.float64) + eps)).astype(np.float32))
+
+        def nn_train(x=x, fmt=fmt):
+            return ckbn.nn.fused_batch_norm(x, g, b, epsilon=eps, data_format=fmt)
+
+        def nn_infer(x=x, fmt=fmt):
+            return ckbn.nn.fused_batch_norm(x, g, b, mm, mv, eps, fmt, is_training=False)
+
+        def nn_bwd(x=x, dy=dy, bm=bm, bv=bv, fmt=fmt):
+            return ckbn.nn.fused_batch_norm_grad(dy, x, g, bm, bv, eps, fmt)
+
+        def t_train(tx=tx, trm=trm, trv=trv):
+            return F.batch_norm(tx, trm, trv, tw, tb, training=True, eps=eps)
+
+        def t_infer(tx=tx, trm=trm, trv=trv):
+            return F.batch_norm(tx, trm, trv, tw, tb, training=False, eps=eps)
+
+        def t_bwd(tx=tx, tdy=tdy, tsm=tsm, tsi=tsi):
+            return torch.ops.aten.native_batch_norm_backward(
+                tdy, tx, tw, None, None, tsm, tsi, True, eps, [True, True, True])
+
+        cases += [(f"{fmt} nn train", nn_train, t_train),
+                  (f"{fmt} nn infer", nn_infer, t_infer),
+                  (f"{fmt} nn bwd", nn_bwd, t_bwd)]
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    tx = torch.from_numpy(x).permute(0, 3, 1, 2)
+    trm, trv = torch.zeros(c), torch.ones(c)
+    bn = ckbn.BatchNormalization(epsilon=eps)
+    bn(x, training=True)
+
+    def layer_train():
+        with ckbn.eager_mode():
+            return bn(x, training=True)
+
+    def t_layer():
+        return F.batch_norm(tx, trm, trv, tw, tb, training=True, eps=eps)
+
+    cases.append(("NHWC layer eager train", layer_train, t_layer))
+    return cases
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _variant():
+    from ckbn._dispatch import kernels
+    return kernels().__name__.rsplit("_", 1)[-1]
+
+
+def small(rounds=15, inner=100):
+    """Round robin: every round times ``inner`` calls of each ckbn and torch
+    function in turn; per call, the best round and the median round."""
+    import torch
+    torch.set_num_threads(1)
+    ckbn.set_num_threads(1)
+    cases = _small_cases()
+    times = {name: ([], []) for name, _, _ in cases}
+    for _ in range(rounds):
+        for name, fc, ft in cases:
+            for fn, dst in ((fc, times[name][0]), (ft, times[name][1])):
+                fn()
+                t = time.perf_counter()
+                for _ in range(inner):
+                    fn()
+                dst.append((time.perf_counter() - t) / inner)
+    rows = []
+    for name, _, _ in cases:
+        c, t = times[name]
+        rows.append((name, min(c), min(t), float(np.median(c)), float(np.median(t)),
+                     float(np.median(np.array(c) / np.array(t)))))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shape", default="32x56x56x64")
+    ap.add_argument("--small", action="store_true",
+                    help="only the small-call comparison with PyTorch (1 thread)")
+    ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args(argv)
+    if args.small:
+        print(f"small calls, 16x8x8x32 float32, 1 thread, {args.rounds} rounds round robin, "
+              f"CPU: {_cpu_name()}, kernels: {_variant()}")
+        print("ratios: best÷best, and the median over rounds of the round's ckbn÷torch")
+        print(f"{'call':24s} {'ckbn best':>10s} {'torch best':>11s} {'ckbn med':>9s} "
+              f"{'torch med':>10s} {'best ratio':>11s} {'med ratio':>10s}")
+        for name, cb, tb, cm, tm, r in small(args.rounds):
+            print(f"{name:24s} {cb * 1e6:8.1f}µs {tb * 1e6:9.1f}µs {cm * 1e6:7.1f}µs "
+                  f"{tm * 1e6:8.1f}µs {cb / tb:11.2f} {r:10.2f}")
+        return 0
     shape = tuple(int(s) for s in args.shape.split("x"))
     o = overhead()
     print("BatchNormalization call on 16x8x8x32 float32 (µs): "

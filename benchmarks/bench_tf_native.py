@@ -1,26 +1,36 @@
 """The TensorFlow native op against a bare ``ckbn.nn`` call, and in a Keras train step.
 
-1. Per-call cost: ``ckbn.nn.fused_batch_norm`` on NumPy arrays (training
-   forward) vs the same kernels through the ``CkbnBatchNormTrain`` op, called
-   eagerly and inside a ``tf.function`` holding only that op; TensorFlow's own
-   ``FusedBatchNormV3`` (``tf.compat.v1.nn.fused_batch_norm``) for scale.
+1. Per-call cost (issue 17's target: a bare ``ckbn.nn`` call and the same
+   call through the native op differ by <= 10 us).  float32, channels last,
+   16x8x8x32 and 16x32x32x32, training forward (``CkbnBatchNormTrain`` vs
+   ``ckbn.nn.fused_batch_norm``) and inference (``CkbnBatchNormApply`` vs
+   ``fused_batch_norm(..., is_training=False)``), the op called eagerly and
+   inside a ``tf.function`` holding only that op; beside each, TensorFlow's
+   own per-call floor on that path: eagerly its cheapest op (``AddV2`` of two
+   (C,) vectors), in a ``tf.function`` its trivial op on the same inputs
+   (``IdentityN``, no copy) as the function's only op.  A last table shows
+   what TensorFlow's allocator adds to an output of x's size.  The table gives op - bare (what
+   going through TensorFlow costs) and op - bare - floor (what is left for
+   ckbn's op itself: attribute handling, the layout, output allocation, the
+   per-channel conversions); the target is met where op - bare <= floor +
+   10 us.  Both sides run on the same OpenMP thread count (``--threads``).
+   The eager ``_tf_native.train`` wrapper (the plugin's Python entry) and
+   TensorFlow's ``FusedBatchNormV3`` are listed for scale.
 2. A one-layer Keras model (``BatchNormalization``, optionally followed by
    ``ReLU(max_value=6)``), ``train_on_batch`` with SGD: stock Keras, swapped
    on the native op, swapped on the ``tf.numpy_function`` path (the native op
    switched off while that model traces), and fused with the activation.
 
-Variants run round robin; medians.  Usage::
+Variants run round robin (``benchmarks/_timing.py``); medians.  Usage::
 
-    KERAS_BACKEND=tensorflow python benchmarks/bench_tf_native.py [--rounds 7]
+    KERAS_BACKEND=tensorflow python benchmarks/bench_tf_native.py [--rounds 30]
+        [--threads 1] [--part calls|steps|all]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -34,62 +44,107 @@ from ckbn._dispatch import kernel_name  # noqa: E402
 import keras_plugin  # noqa: E402
 from keras_plugin import _tf_native  # noqa: E402
 
+from _timing import cpu_line, medians, round_robin  # noqa: E402
 
-def _cpu():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _round_robin(fns, rounds, inner):
-    """Median seconds per call of each fn, timed ``inner`` calls at a time, round robin."""
-    times = {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(3):
-            fn()
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            times[k].append((time.perf_counter() - t0) / inner)
-    return {k: statistics.median(v) for k, v in times.items()}
+SHAPES = [(16, 8, 8, 32), (16, 32, 32, 32)]
+TARGET_US = 10.0
 
 
 def per_call(shape, rounds):
+    """Median seconds per call of every variant of part 1 for one shape."""
     rng = np.random.default_rng(0)
     c = shape[-1]
     x = rng.standard_normal(shape).astype(np.float32)
-    s = np.ones(c, np.float32)
-    o = np.zeros(c, np.float32)
-    xt, st, ot = tf.constant(x), tf.constant(s), tf.constant(o)
+    s = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    o = rng.standard_normal(c).astype(np.float32)
+    m = x.mean(axis=(0, 1, 2))
+    v = x.var(axis=(0, 1, 2))
+    xt, st, ot, mt, vt = (tf.constant(a) for a in (x, s, o, m, v))
     ops = _tf_native.load()
     n = ckbn.get_num_threads()
+    kw = dict(channel_axes=[3], epsilon="0.001", n_threads=n)
 
     @tf.function
-    def native_graph(x, s, o):
-        return ops.ckbn_batch_norm_train(x, s, o, channel_axes=[3], epsilon="0.001",
-                                         n_threads=n)
+    def op_train_fn(x, s, o):
+        return ops.ckbn_batch_norm_train(x, s, o, **kw)
 
     @tf.function
-    def stock_graph(x, s, o):
+    def op_infer_fn(x, s, o, m, v):
+        return ops.ckbn_batch_norm_apply(x, s, o, m, v, **kw)
+
+    # The floors.  Eager: TensorFlow's cheapest eager op, AddV2 of the two (C,)
+    # vectors (IdentityN of the op's inputs costs more eagerly: its list input
+    # goes through Python).  tf.function: IdentityN of the op's inputs (no copy,
+    # one output per input) as the only op of the function.
+    def identity(*args):
+        return tf.raw_ops.IdentityN(input=list(args))
+
+    identity_fn = tf.function(identity)
+
+    @tf.function
+    def stock_fn(x, s, o):
         return tf.compat.v1.nn.fused_batch_norm(x, s, o, epsilon=1e-3)
 
     fns = {
-        "ckbn.nn (NumPy)": lambda: ckbn.nn.fused_batch_norm(x, s, o, epsilon=1e-3),
-        "native op, eager (raw)": lambda: ops.ckbn_batch_norm_train(
-            xt, st, ot, channel_axes=[3], epsilon="0.001", n_threads=n),
-        "native op, eager (_tf_native.train)": lambda: _tf_native.train(xt, st, ot, [3], 1e-3),
-        "native op, tf.function": lambda: native_graph(xt, st, ot),
-        "TF FusedBatchNormV3, tf.function": lambda: stock_graph(xt, st, ot),
+        ("train", "bare"): lambda: ckbn.nn.fused_batch_norm(x, s, o, epsilon=1e-3),
+        ("train", "eager"): lambda: ops.ckbn_batch_norm_train(xt, st, ot, **kw),
+        ("train", "function"): lambda: op_train_fn(xt, st, ot),
+        ("train", "wrapper"): lambda: _tf_native.train(xt, st, ot, [3], 1e-3),
+        ("train", "FusedBatchNormV3"): lambda: stock_fn(xt, st, ot),
+        ("infer", "bare"): lambda: ckbn.nn.fused_batch_norm(
+            x, s, o, mean=m, variance=v, epsilon=1e-3, is_training=False),
+        ("infer", "eager"): lambda: ops.ckbn_batch_norm_apply(xt, st, ot, mt, vt, **kw),
+        ("infer", "function"): lambda: op_infer_fn(xt, st, ot, mt, vt),
+        ("infer", "wrapper"): lambda: _tf_native.given(xt, st, ot, mt, vt, [3], 1e-3),
+        ("train", "floor eager"): lambda: tf.raw_ops.AddV2(x=st, y=ot),
+        ("train", "floor function"): lambda: identity_fn(xt, st, ot),
+        ("infer", "floor eager"): lambda: tf.raw_ops.AddV2(x=st, y=ot),
+        ("infer", "floor function"): lambda: identity_fn(xt, st, ot, mt, vt),
+        # what TensorFlow's allocator adds to an op with an output of x's size
+        ("alloc", "tf"): lambda: tf.raw_ops.ZerosLike(x=xt),
+        ("alloc", "numpy"): lambda: np.full_like(x, 0.0),
     }
-    inner = max(20, int(2e7 / x.size))
-    return _round_robin(fns, rounds, inner)
+    inner = max(3, int(2e6 / x.size))
+    return medians(round_robin(fns, rounds, warmup=3, inner=inner))
+
+
+def call_table(rounds):
+    print("\n## Per call: the native op vs a bare ckbn.nn call, float32 NHWC "
+          f"(medians of {rounds} round-robin rounds, us)")
+    print("floor: TensorFlow's own per-call cost on that path: eager, its cheapest op (AddV2 "
+          "of the two (C,) vectors); tf.function, IdentityN of the op's inputs as the only op "
+          "of the function; target: op - bare <= floor + 10 us.")
+    print("| shape | mode | path | bare ckbn.nn | op | op - bare | floor | op - bare - floor "
+          "| target met |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    extra, alloc = {}, []
+    for shape in SHAPES:
+        res = {k: t * 1e6 for k, t in per_call(shape, rounds).items()}
+        name = "x".join(map(str, shape))
+        for mode in ("train", "infer"):
+            bare = res[(mode, "bare")]
+            for path, label in (("eager", "eager op"), ("function", "tf.function op")):
+                op, floor = res[(mode, path)], res[(mode, "floor " + path)]
+                left = op - bare - floor
+                print(f"| {name} | {mode} | {label} | {bare:.1f} | {op:.1f} | {op - bare:+.1f} "
+                      f"| {floor:.1f} | {left:+.1f} | {'yes' if left <= TARGET_US else 'no'} |")
+            extra[(name, mode)] = res
+        for mode in ("train", "infer"):
+            r = extra[(name, mode)]
+            print(f"| {name} | {mode} | eager _tf_native wrapper | {r[(mode, 'bare')]:.1f} "
+                  f"| {r[(mode, 'wrapper')]:.1f} | {r[(mode, 'wrapper')] - r[(mode, 'bare')]:+.1f} "
+                  f"| {r[(mode, 'floor eager')]:.1f} | "
+                  f"{r[(mode, 'wrapper')] - r[(mode, 'bare')] - r[(mode, 'floor eager')]:+.1f} | - |")
+        print(f"| {name} | train | FusedBatchNormV3, tf.function | - "
+              f"| {res[('train', 'FusedBatchNormV3')]:.1f} | - | - | - | - |")
+        alloc.append((name, res[("alloc", "numpy")], res[("alloc", "tf")]))
+    print("\nTensorFlow's cost of an output of x's size (the ops allocate y; a bare call "
+          "allocates it with NumPy): an eager ZerosLike(x) vs NumPy's full_like(x, 0), "
+          "each one allocation and one write pass.")
+    print("| shape | NumPy full_like | TF ZerosLike, eager | difference |")
+    print("|---|---|---|---|")
+    for name, np_t, tf_t in alloc:
+        print(f"| {name} | {np_t:.1f} | {tf_t:.1f} | {tf_t - np_t:+.1f} |")
 
 
 def _model(shape, relu6, kind):
@@ -124,31 +179,33 @@ def train_steps(shape, relu6, rounds):
             finally:
                 _tf_native.usable = usable
         fns[kind] = (lambda m: lambda: m.train_on_batch(x, y))(model)
-    return _round_robin(fns, rounds, 5)
+    return medians(round_robin(fns, rounds, warmup=3, inner=5))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--threads", type=int, default=1,
+                   help="OpenMP threads of ckbn, bare and through the op alike (default 1)")
+    p.add_argument("--part", choices=("calls", "steps", "all"), default="all")
     args = p.parse_args()
     if _tf_native.load() is None:
         raise SystemExit("the TensorFlow op library is not available here")
-    print(f"CPU: {_cpu()}, {os.cpu_count()} logical cores; ckbn threads "
-          f"{ckbn.get_num_threads()}, kernels {kernel_name()}; TensorFlow {tf.__version__}, "
-          f"Keras {keras.__version__}; medians of {args.rounds} round-robin rounds")
-    for shape in [(16, 8, 8, 32), (16, 32, 32, 32)]:
-        res = per_call(shape, args.rounds)
-        base = res["ckbn.nn (NumPy)"]
-        print(f"\nper call, training forward, {'x'.join(map(str, shape))} float32:")
-        for k, v in res.items():
-            print(f"  {k:40s} {v * 1e6:9.1f} us   {1e6 * (v - base):+8.1f} us vs ckbn.nn")
-    for shape, relu6 in [((16, 32, 32, 32), False), ((16, 32, 32, 32), True),
-                         ((16, 8, 8, 192), True), ((16, 2, 2, 1280), True)]:
-        res = train_steps(shape, relu6, args.rounds)
-        stock = res["stock"]
-        print(f"\ntrain_on_batch, BN{'+ReLU6' if relu6 else ''} {'x'.join(map(str, shape))}:")
-        for k, v in res.items():
-            print(f"  {k:40s} {v * 1e3:8.2f} ms   stock/this {stock / v:5.2f}x")
+    ckbn.set_num_threads(args.threads)
+    print(cpu_line())
+    print(f"ckbn threads {ckbn.get_num_threads()}, kernels {kernel_name()}; TensorFlow "
+          f"{tf.__version__}, Keras {keras.__version__}")
+    if args.part in ("calls", "all"):
+        call_table(args.rounds)
+    if args.part in ("steps", "all"):
+        for shape, relu6 in [((16, 32, 32, 32), False), ((16, 32, 32, 32), True),
+                             ((16, 8, 8, 192), True), ((16, 2, 2, 1280), True)]:
+            res = train_steps(shape, relu6, args.rounds)
+            stock = res["stock"]
+            print(f"\ntrain_on_batch, BN{'+ReLU6' if relu6 else ''} {'x'.join(map(str, shape))} "
+                  f"(medians of {args.rounds} round-robin rounds):")
+            for k, v in res.items():
+                print(f"  {k:40s} {v * 1e3:8.2f} ms   stock/this {stock / v:5.2f}x")
 
 
 if __name__ == "__main__":

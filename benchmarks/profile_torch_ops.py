@@ -3,6 +3,10 @@
     KERAS_BACKEND=torch python benchmarks/profile_torch_ops.py [--before DIR] [--step]
     KERAS_BACKEND=torch python benchmarks/profile_torch_ops.py --cprofile
 
+``CKBN_PROFILE_SHAPE=16x2x2x32`` sets the shape (default 16x8x8x32, NHWC) and
+``CKBN_PROFILE_CASE`` the case ``--cprofile`` profiles (default ``layer fwd+bwd``).
+The kernels are forced at every size (``keras_plugin._policy``).
+
 Each measurement runs in a fresh worker process; with ``--before DIR`` (a
 checkout of an earlier version, compiled modules included) the workers of the
 two trees alternate, round robin, so before/after are timed side by side in
@@ -15,7 +19,9 @@ one run.  A worker times, on a 16x8x8x32 float32 NHWC tensor (medians of
   grad, then ``.backward()`` (the op table and autograd);
 * ``layer fwd+bwd``: a built ``keras_plugin.BatchNormalization`` called with
   ``training=True`` (moving averages updated), then ``.backward()`` (the op
-  plus the layer's Keras glue);
+  plus the layer's Keras glue); ``stock fwd+bwd`` the same with Keras's own
+  ``keras.layers.BatchNormalization``;
+* ``layer infer``/``stock infer``: an inference call under ``torch.no_grad()``;
 
 and with ``--step`` one ``train_on_batch`` of a swapped MobileNetV2 (64x64,
 batch 16, SGD).  ``--cprofile`` prints where the layer's Python time goes.
@@ -31,7 +37,7 @@ import subprocess
 import sys
 import time
 
-SHAPE = (16, 8, 8, 32)
+SHAPE = tuple(int(s) for s in os.environ.get("CKBN_PROFILE_SHAPE", "16x8x8x32").split("x"))
 
 
 def _median_us(fn, calls, repeat):
@@ -49,12 +55,21 @@ def _cases():
     import numpy as np
     import torch
 
+    import keras
+
     import ckbn
     from keras_plugin import BatchNormalization, _torch
 
+    try:
+        from keras_plugin import _policy
+        _policy.set_min_elements("torch", None, 0)   # the kernels at every size
+    except ImportError:  # a checkout without the dispatch rule
+        pass
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=SHAPE).astype(np.float32)
-    s, o = np.ones(32, np.float32), np.zeros(32, np.float32)
+    c = SHAPE[-1]
+    s, o = np.ones(c, np.float32), np.zeros(c, np.float32)
     dy = rng.normal(size=SHAPE).astype(np.float32)
     dyt = torch.from_numpy(dy)
 
@@ -71,10 +86,22 @@ def _cases():
     layer = BatchNormalization()
     layer.build(SHAPE)
 
-    def layer_call():
-        layer(xg, training=True).backward(dyt)
+    stock = keras.layers.BatchNormalization()
+    stock.build(SHAPE)
+    xt = torch.from_numpy(x)
 
-    return {"ckbn.nn fwd+bwd": bare, "op fwd+bwd": op, "layer fwd+bwd": layer_call}
+    def train_call(bn):
+        return lambda: bn(xg, training=True).backward(dyt)
+
+    def infer_call(bn):
+        def run():
+            with torch.no_grad():
+                bn(xt, training=False)
+        return run
+
+    return {"ckbn.nn fwd+bwd": bare, "op fwd+bwd": op, "layer fwd+bwd": train_call(layer),
+            "stock fwd+bwd": train_call(stock), "layer infer": infer_call(layer),
+            "stock infer": infer_call(stock)}
 
 
 def _step():
@@ -115,7 +142,7 @@ def profile():
     import pstats
 
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    fn = _cases()["layer fwd+bwd"]
+    fn = _cases()[os.environ.get("CKBN_PROFILE_CASE", "layer fwd+bwd")]
     for _ in range(20):
         fn()
     prof = cProfile.Profile()

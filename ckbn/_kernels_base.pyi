@@ -1,6 +1,7 @@
 # Type stub of ckbn._kernels_base.  ckbn._kernels_base, _avx2 and _avx512 are one
-# source, pyx/ckbn/_kernels.pxi, compiled for three instruction sets: one
-# stub, three copies (tests/test_typing.py checks them against the modules).
+# source, pyx/ckbn/_kernels.pxi, compiled for three instruction sets: this is
+# the one stub; _kernels_avx2.pyi and _kernels_avx512.pyi re-export it
+# (tests/test_typing.py checks all three against the modules).
 # Arrays are 1-D C-contiguous buffers of the shape in the .pxi comments;
 # outputs are written in place.  Private: use ckbn.nn or ckbn.BatchNormalization.
 from typing import Any, Iterable, Sequence
@@ -13,6 +14,15 @@ _F64 = NDArray[np.float64]
 _F32 = NDArray[np.float32]
 _Half = NDArray[np.uint16]  # float16 bits
 
+__all__ = [
+    "PARALLEL_MIN_ELEMENTS", "kernel_table", "openmp_enabled", "tuning",
+    "small_forward", "small_backward", "small_layer_train", "f16c_enabled", "work_plan",
+    "reduction_path", "layout_dims", "bn_stats", "bn_affine", "bn_grad_dx",
+    "bn_grad_sums", "bn_forward_train", "bn_forward_infer", "bn_backward", "f16_to_f32",
+    "f32_to_f16", "bn_stats_f16", "bn_affine_f16", "bn_grad_sums_f16", "bn_grad_dx_f16",
+    "bn_forward_train_f16", "bn_forward_infer_f16", "bn_backward_f16",
+]
+
 PARALLEL_MIN_ELEMENTS: int
 # PyCapsule "ckbn.kernel_table.v1" of the C table (ckbn/include/ckbn_kernels.h)
 kernel_table: object
@@ -23,6 +33,9 @@ def small_forward(x: Any, scale: Any, offset: Any, mean: Any, variance: Any, eps
                   data_format: str, is_training: bool, out: Any) -> Any: ...
 def small_backward(dy: Any, x: Any, scale: Any, batch_mean: Any, batch_var: Any,
                    epsilon: float, data_format: str, is_training: bool) -> Any: ...
+def small_layer_train(x: Any, P: int, G: int, R: int, C: int, scale: Any, offset: Any,
+                      epsilon: Any, moving_mean: Any, moving_var: Any, rate: Any,
+                      var_factor: float) -> Any: ...
 def f16c_enabled() -> bool: ...
 def work_plan(P: int, G: int, R: int, C: int) -> dict[str, Any]: ...
 def reduction_path(P: int, G: int, R: int, C: int) -> str: ...

@@ -31,6 +31,7 @@ from ckbn import distributed as _distributed
 from ckbn import constraints as _constraints
 from ckbn import initializers as _inits
 from ckbn import regularizers as _regularizers
+from ckbn._config import PARALLEL_MIN as _PARALLEL_MIN
 from ckbn._framework import InputSpec, Layer, Update, Variable, executing_eagerly
 from ckbn._layout import make_layout
 from ckbn._validation import FLOAT_DTYPES
@@ -38,6 +39,7 @@ from ckbn._validation import FLOAT_DTYPES
 __all__ = ["BatchNormalization", "batch_normalization", "BatchNorm", "batch_norm"]
 
 _RENORM_KEYS = ["rmax", "rmin", "dmax"]
+_F32 = np.dtype(np.float32)
 
 
 def _check_unit_interval(value, name):
@@ -244,6 +246,8 @@ class BatchNormalization(Layer):
         self._last = None
         self._last_input = None
         self._layout_cache = None
+        self._fast = None            # see _fast_entry
+        self._fast_rate = None       # (momentum, 1 - momentum rounded to float32)
         self._update_names = (f"{self.name}/AssignMovingAvg", f"{self.name}/AssignMovingAvg_1")
 
     # -- build ----------------------------------------------------------------
@@ -347,6 +351,15 @@ class BatchNormalization(Layer):
 
     # -- forward ----------------------------------------------------------------
     def __call__(self, inputs, *args, **kwargs):
+        fast = self._fast
+        if (fast is not None and type(inputs) is np.ndarray and inputs.shape == fast[0]
+                and inputs.dtype == _F32
+                and ((not args and len(kwargs) == 1 and kwargs.get("training") is True)
+                     or (not kwargs and len(args) == 1 and args[0] is True))
+                and executing_eagerly()):
+            y = self._fast_train(inputs, fast)
+            if y is not None:
+                return y
         # Synchronized training calls run guarded: an error raised on this
         # process before the statistics exchange is still exchanged, so every
         # process raises it (ckbn.distributed).
@@ -365,9 +378,82 @@ class BatchNormalization(Layer):
                 raise ValueError(
                     f"{self.name}: empty input of shape {np.shape(inputs)} (an empty local "
                     f"batch takes part in synchronized training calls only)")
-        return super().__call__(inputs, *args, **kwargs)
+        out = super().__call__(inputs, *args, **kwargs)
+        if self._fast is None and executing_eagerly() and self._last is not None \
+                and self._last.training and self._last_input is inputs:
+            self._fast = self._fast_entry(inputs)
+        return out
 
     apply = __call__
+
+    # -- the eager training call of small float32 inputs, compiled ---------------
+    def _fast_entry(self, inputs):
+        """What the compiled eager training call needs, after a general one on
+        ``inputs`` succeeded: ``(shape, layout, input_spec)``, or None when
+        this layer's calls cannot take it.  It takes what the general path
+        would do in one kernel call: float32 data and parameters, no ghost
+        batches, renorm, adjustment or synchronization, a layout viewed
+        without a copy, fewer than PARALLEL_MIN elements, and this class's
+        own methods (a subclass that overrides a step keeps the general
+        path)."""
+        cls = type(self)
+        layout = self._last.layout
+        if (self.synchronized or self.renorm or self.adjustment is not None
+                or self.virtual_batch_size is not None or np.dtype(self._dtype) != _F32
+                or self._param_dtype != _F32 or layout.perm is not None
+                or layout.shape != inputs.shape or inputs.dtype != _F32
+                or inputs.size >= _PARALLEL_MIN or len(self._param_shape) != 1
+                or any(getattr(cls, k) is not getattr(BatchNormalization, k)
+                       for k in _FAST_METHODS)):
+            return None
+        return (inputs.shape, layout, self.input_spec)
+
+    def _fast_train(self, inputs, fast):
+        """The eager training call on the compiled entry (same results, updates
+        and record as the general path, bit for bit); None to take the general
+        path."""
+        _, layout, spec = fast
+        if spec is not self.input_spec:
+            self._fast = None
+            return None
+        momentum = self.momentum
+        rates = self._fast_rate
+        if rates is None or rates[0] != momentum:
+            rates = self._fast_rate = (momentum, float(np.float32(1.0 - momentum)))
+        n = layout.count
+        factor = n / (n - 1.0) if (self.fused and n > 1
+                                   and self._bessels_correction_test_only) else 1.0
+        gamma, beta = self.gamma, self.beta
+        g = gamma.value if gamma is not None else None
+        b = beta.value if beta is not None else None
+        eps = self.epsilon
+        st = self._sync
+        st.comm = None
+        st.last_train = False
+        if self.trainable:
+            mm, mv = self.moving_mean, self.moving_variance
+            with mm._lock, mv._lock:
+                r = _ops.small_layer_train(inputs, layout.dims, g, b, eps, mm._value,
+                                           mv._value, rates[1], factor)
+                if r is None:
+                    return None
+                mm._value = r[4]
+                mv._value = r[5]
+        else:
+            r = _ops.small_layer_train(inputs, layout.dims, g, b, eps, None, None, rates[1],
+                                       factor)
+            if r is None:
+                return None
+        rec = _CallRecord()
+        rec.layout = layout
+        rec.training = True
+        rec.adj_scale = rec.adj_bias = None
+        rec.mean, rec.var, rec.eps, rec.r, rec.d = r[1], r[2], eps, None, None
+        rec.g_eff = r[3]
+        rec.batch = n
+        rec.in_shape = inputs.shape
+        self._remember(inputs, rec)
+        return r[0]
 
     def _sync_communicator(self):
         """The communicator of a synchronized training call, or None in a world
@@ -676,6 +762,13 @@ class BatchNormalization(Layer):
         if self.renorm:
             cfg.update(renorm_clipping=self.renorm_clipping, renorm_momentum=self.renorm_momentum)
         return cfg
+
+
+# The steps of an eager training call the compiled entry replaces: a subclass
+# that overrides one of them keeps the general path.
+_FAST_METHODS = ("call", "_train_forward", "_affine_coefs", "_param", "_moving_steps",
+                 "_add_moving_updates", "_group_mean", "_remember", "_validate_inputs",
+                 "_assert_input_compatibility", "build")
 
 
 def batch_normalization(inputs, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,

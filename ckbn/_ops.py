@@ -42,7 +42,7 @@ from ckbn._dispatch import kernels
 from ckbn._memory import empty_aligned
 
 __all__ = ["forward_train", "forward_infer", "backward", "Activation", "stats", "affine",
-           "grad_sums", "grad_dx", "small_forward", "small_backward"]
+           "grad_sums", "grad_dx", "small_forward", "small_backward", "small_layer_train"]
 
 _f16 = np.dtype(np.float16)
 _f64 = np.float64
@@ -80,6 +80,21 @@ def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is
     if fn is None:
         return None
     return fn(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training)
+
+
+def small_layer_train(x, dims, scale, offset, epsilon, moving_mean, moving_var, rate,
+                      var_factor):
+    """The compiled entry for an eager training call of a plain
+    :class:`ckbn.BatchNormalization` on a small float32 input (see
+    ``small_layer_train`` in pyx/ckbn/_k_small.pxi): ``(y, mean, var, scale64,
+    new_moving_mean, new_moving_var)``, or None when the call is not that
+    case."""
+    fn = getattr(kernels(), "small_layer_train", None)
+    if fn is None:
+        return None
+    P, G, R, C = dims
+    return fn(x, P, G, R, C, scale, offset, epsilon, moving_mean, moving_var, rate,
+              var_factor)
 
 
 def _act_args(act):

@@ -49,17 +49,22 @@ def set_jax_min_elements(n: int | None) -> None:
 
     The kernels run through the XLA FFI handler where it is available (by
     default for every size), else through host callbacks (only once a
-    threshold is set here)."""
-    from keras_plugin import _jax, _policy
+    threshold is set here).  The threshold applies to training and inference
+    calls; it is ``keras_plugin._policy.set_min_elements("jax", None, n)``,
+    where every backend's thresholds live.  ``n`` must be an int >= 0 or None
+    (``TypeError``/``ValueError`` otherwise, the threshold unchanged).
+    """
+    from keras_plugin import _policy
 
-    _policy.set_min_elements("jax", None, n)  # validates n
-    _jax.set_min_elements(n)
+    _policy.set_min_elements("jax", None, n)
 
 
 def get_jax_min_elements() -> int | None:
-    from keras_plugin import _jax
+    """JAX backend: the smallest input (elements) the kernels serve now, training or
+    inference (None: never); by default the measured crossover, 0."""
+    from keras_plugin import _policy
 
-    return _jax.MIN_ELEMENTS
+    return _policy.min_elements("jax", None)
 
 
 def _load_native_ops():

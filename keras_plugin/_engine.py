@@ -14,7 +14,10 @@ on flat ``(n,)`` per-channel tensors, ``axes`` the channel axes of ``x`` and
 The kernel engines are the backend modules ``_tf``, ``_torch``, ``_jax`` and
 ``_numpy`` (ckbn's kernels, custom gradients; they also have ``grad`` and
 ``affine``); :data:`OPS` computes the same in ``keras.ops`` (autodiff), for
-what the kernels do not serve.
+what the kernels do not serve.  An engine may also have
+``layer_forward(layer, x, training, act) -> y or None``, a shortcut
+:func:`forward` tries first (``_torch``'s common case); None means "not this
+call" and :func:`forward` computes it itself.
 
 Public functions: :func:`kernel_impl` chooses the engine for a tensor (or
 None); :func:`forward` computes a layer's output with an engine -- ghost
@@ -157,6 +160,11 @@ def forward(layer, inputs, training, impl, act=None):
     a Python bool.  float16 inputs go to a kernel engine as they are (the
     kernels compute in float32); the output has the layer's compute dtype.
     """
+    fast = getattr(impl, "layer_forward", None)
+    if fast is not None:   # an engine's shortcut for its common case (keras_plugin._torch)
+        y = fast(layer, inputs, training, act)
+        if y is not None:
+            return y
     compute_dtype = keras.backend.result_type(inputs.dtype, "float32")
     x = inputs
     if not (impl is not OPS and _is16(x.dtype)):

@@ -18,19 +18,21 @@ Where the XLA FFI handler is available (``keras_plugin._jax_ffi``: compiled
 once on first use against the installed jaxlib, then cached), every op of the
 table is an ``ffi_call`` of a compiled handler that runs ckbn's kernels on
 XLA's buffers inside ``jax.jit``, with ``custom_vjp`` gradients: no host
-callback, no copy.  It serves CPU float tensors of at least ``MIN_ELEMENTS``
-elements, by default every size (``NATIVE_MIN_ELEMENTS``: the handler beat
-XLA at every size measured, ``benchmarks/bench_jax_ffi.py``);
-``keras_plugin.set_jax_min_elements(n)`` changes the threshold and ``None``
-sends everything to XLA (Keras ops).
+callback, no copy.  Which calls it serves is ``keras_plugin._policy``'s rule,
+the only place the threshold lives: CPU float tensors of at least
+``_policy.min_elements("jax", mode)`` elements, by default every size (the
+handler beat XLA at every size measured, ``benchmarks/bench_jax_ffi.py``);
+``keras_plugin.set_jax_min_elements(n)`` (``_policy.set_min_elements("jax",
+None, n)``) changes the threshold and ``None`` sends everything to XLA (Keras
+ops).
 
 Without the handler (no C++ compiler or no jaxlib headers: one warning) the
 kernels run as host callbacks (``_call_train``, ``_call_given``, ``grad``,
 ``moments`` and the affine op below), but only once a threshold is set with
-``set_jax_min_elements(n)``: a callback is opaque to XLA and crosses the
-runtime's callback boundary on every call, and ``benchmarks/bench_keras.py``
-measured it slower than XLA at every size (numbers below), so by default the
-layer then runs XLA's code (Keras ops).
+``set_jax_min_elements(n)`` (``_policy.requested("jax")``): a callback is
+opaque to XLA and crosses the runtime's callback boundary on every call, and
+``benchmarks/bench_keras.py`` measured it slower than XLA at every size
+(numbers below), so by default the layer then runs XLA's code (Keras ops).
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from keras_plugin import _jax_ffi, _kernels
+from keras_plugin import _jax_ffi, _kernels, _policy
 
 __all__ = ["usable", "native", "train", "given", "grad", "moments", "affine",
-           "XLA_COMPATIBLE", "set_min_elements", "NATIVE_MIN_ELEMENTS"]
+           "XLA_COMPATIBLE"]
 
 XLA_COMPATIBLE = True    # FFI calls and callbacks run inside jax.jit
 
@@ -56,19 +58,14 @@ XLA_COMPATIBLE = True    # FFI calls and callbacks run inside jax.jit
 # jobs, one OpenMP thread, float32 NHWC, median us, FFI vs XLA under jax.jit):
 # forward 16x8x8x32 113 vs 4932, 16x32x32x32 856 vs 10050; forward+backward
 # 181 vs 2999 and 9491 vs 25013 (minimums 115 vs 340, 1312 vs 5653): it won at
-# every size, so it serves every size by default.
-NATIVE_MIN_ELEMENTS = 0
-MIN_ELEMENTS = NATIVE_MIN_ELEMENTS
-_callback_requested = False
+# every size, so it serves every size by default (_policy.CROSSOVER["jax", *] = 0).
 
 _FLOATS = (jnp.float16, jnp.float32, jnp.float64)
 
 
-def set_min_elements(n):
-    """The kernels for tensors of at least ``n`` elements (``None``: never, XLA)."""
-    global MIN_ELEMENTS, _callback_requested
-    MIN_ELEMENTS = None if n is None else int(n)
-    _callback_requested = n is not None
+def _min_elements():
+    """The size gate in force (``_policy``; None: never the kernels)."""
+    return _policy.min_elements("jax", None)
 
 
 def _cpu_size(x):
@@ -87,19 +84,23 @@ def _cpu_size(x):
 
 def native(x):
     """Whether the XLA FFI handler serves ``x`` (threshold, CPU, dtype, handler built)."""
-    if MIN_ELEMENTS is None:
+    threshold = _min_elements()
+    if threshold is None:
         return False
     size = _cpu_size(x)
-    return size is not None and size >= MIN_ELEMENTS and _jax_ffi.supports(x)
+    return size is not None and size >= threshold and _jax_ffi.supports(x)
 
 
 def usable(x):
-    if MIN_ELEMENTS is None:
+    """Whether the kernels may serve ``x``: the FFI handler, or host callbacks where a
+    threshold was requested (``_policy.requested("jax")``)."""
+    threshold = _min_elements()
+    if threshold is None:
         return False
     size = _cpu_size(x)
-    if size is None or size < MIN_ELEMENTS:
+    if size is None or size < threshold:
         return False
-    return _callback_requested or _jax_ffi.supports(x)
+    return _policy.requested("jax") or _jax_ffi.supports(x)
 
 
 def _ffi_act(act):
@@ -261,7 +262,3 @@ def affine(x, scale, offset, axes):
                               axes, 0.0, False)
     return _affine(x, scale, offset, tuple(int(a) for a in axes))
 
-
-# keras_plugin._sync (issue 19) still calls the old private names.
-_given_cb = _call_given
-_grad_cb = grad

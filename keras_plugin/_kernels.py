@@ -32,6 +32,8 @@ computes float16 in float32); otherwise they have ``x``'s dtype.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -45,8 +47,27 @@ _F32 = np.dtype(np.float32)
 
 
 def _threads(x):
-    """The OpenMP team of one call on ``x`` (the thread rule of ``_policy.op_threads``)."""
-    return ckbn.num_threads(_policy.op_threads(keras.backend.backend(), x.size))
+    """The OpenMP team of one call on ``x`` (the thread rule of ``_policy.op_threads``);
+    no context where the rule gives the team already in force (entering one costs more
+    than a small kernel call)."""
+    n = _policy.op_threads(keras.backend.backend(), x.size)
+    if n == ckbn.get_num_threads():
+        return contextlib.nullcontext()
+    return ckbn.num_threads(n)
+
+
+def _layout(ndim, axes):
+    """``ckbn.nn``'s layout argument for channel axes ``axes``: the ``data_format``
+    that names them where there is one ("NHWC", "NC", "NCHW"; ckbn.nn's compiled
+    entry for small calls serves only those), else ``axis``.  Same layout either way."""
+    if len(axes) == 1:
+        a = axes[0]
+        if a == ndim - 1 and ndim in (2, 4):
+            return {"data_format": "NHWC" if ndim == 4 else "NC"}
+        if a == 1 and ndim == 4:
+            return {"data_format": "NCHW"}
+    return {"axis": list(axes)}
+
 
 def stat_dtype(dtype):
     """NumPy dtype of the statistics and parameters for data of ``dtype``."""
@@ -71,8 +92,9 @@ def train(x, scale, offset, axes, eps, act=None):
     Returns ``y`` (x's dtype) and the flat batch mean and biased variance.
     """
     with _threads(x):
-        y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps, axis=list(axes),
-                                                is_training=True, **_act_kwargs(act))
+        y, mean, var = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=eps,
+                                                is_training=True, **_layout(x.ndim, axes),
+                                                **_act_kwargs(act))
     sd = stat_dtype(x.dtype)
     return y, _flat(mean, sd), _flat(var, sd)
 
@@ -80,8 +102,9 @@ def train(x, scale, offset, axes, eps, act=None):
 def given(x, scale, offset, mean, var, axes, eps, act=None):
     """``y = act((x - mean) / sqrt(var + eps) * scale + offset)`` with given statistics."""
     with _threads(x):
-        return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps, axis=list(axes),
-                                        is_training=False, **_act_kwargs(act))[0]
+        return ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=eps,
+                                        is_training=False, **_layout(x.ndim, axes),
+                                        **_act_kwargs(act))[0]
 
 
 def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
@@ -91,7 +114,8 @@ def grad(dy, x, scale, mean, var, axes, eps, training, act=None, offset=None):
         kw["offset"] = offset
     with _threads(dy):
         dx, dscale, doffset = ckbn.nn.fused_batch_norm_grad(
-            dy, x, scale, mean, var, epsilon=eps, axis=list(axes), is_training=bool(training), **kw)
+            dy, x, scale, mean, var, epsilon=eps, is_training=bool(training),
+            **_layout(x.ndim, axes), **kw)
     sd = stat_dtype(x.dtype)
     return dx, _flat(dscale, sd), _flat(doffset, sd)
 

@@ -29,7 +29,14 @@ Both rules live here, with the numbers they come from
     threads are the same pool and the rule is ckbn's own default.
 
 :func:`set_min_elements` overrides a crossover (``0``: always the kernels,
-``None``: never), e.g. for benchmarks and tests; :func:`min_elements` reads it.
+``None``: never), e.g. for benchmarks and tests; :func:`min_elements` reads it
+(per mode, or with ``mode=None`` the smallest in force: the size gate of a
+call whose mode is not known); :func:`requested` says whether a threshold was
+set that way.  This is the only place the thresholds and their overrides
+live: ``keras_plugin.set_jax_min_elements`` and ``get_jax_min_elements`` are
+this module's ``set_min_elements("jax", None, n)`` and ``min_elements("jax",
+None)``, and the JAX backend reads :func:`requested` to decide whether its
+host-callback path (slower than XLA everywhere measured) may serve at all.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import numbers
 import ckbn
 
 __all__ = ["BACKENDS", "MODES", "CROSSOVER", "PARALLEL_MIN_ELEMENTS", "use_kernels",
-           "op_threads", "set_min_elements", "min_elements", "n_elements"]
+           "op_threads", "set_min_elements", "min_elements", "requested", "n_elements"]
 
 BACKENDS = ("tensorflow", "torch", "jax", "numpy")
 MODES = ("train", "infer")
@@ -115,11 +122,26 @@ def n_elements(shape):
 
 
 def min_elements(backend, mode):
-    """The crossover in force for ``backend`` and ``mode`` (None: never the kernels)."""
+    """The crossover in force for ``backend`` and ``mode`` (None: never the kernels).
+
+    ``mode=None``: the smallest crossover in force over both modes (None when
+    neither mode uses the kernels), the size gate of a call whose mode is not
+    known yet.
+    """
     _check_backend(backend)
+    if mode is None:
+        values = [v for v in (min_elements(backend, m) for m in MODES) if v is not None]
+        return min(values) if values else None
     _check_mode(mode)
     key = (backend, mode)
     return _overrides[key] if key in _overrides else CROSSOVER[key]
+
+
+def requested(backend):
+    """Whether a threshold (not None) was set for ``backend`` with :func:`set_min_elements`,
+    in either mode; ``"measured"`` and ``None`` clear the request."""
+    _check_backend(backend)
+    return any(_overrides.get((backend, m)) is not None for m in MODES)
 
 
 def set_min_elements(backend, mode, n):

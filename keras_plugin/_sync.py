@@ -358,7 +358,7 @@ def _jax_function():
         rows = jax.lax.all_gather(local_row(x, mask, axes, n_ch, masked), axis_name)
         n, mean, var = merged(rows, n_ch, sd)
         if x.size:
-            y = _jax._call_given(x, scale, offset, mean, var, axes, eps)
+            y = _jax.given(x, scale, offset, mean, var, axes, eps)
         else:
             y = jnp.zeros_like(x)
         return (y, mean, var), (x, scale, mask, mean, var, n)

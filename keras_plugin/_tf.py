@@ -254,6 +254,3 @@ def affine(x, scale, offset, axes):
 
     return op(x, scale, offset)
 
-
-# keras_plugin._sync (issue 19) still calls the old private name; it is `grad`.
-_grad_op = grad

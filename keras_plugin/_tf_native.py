@@ -253,6 +253,27 @@ def _activation(activation, slope):
     return ("none" if activation is None else activation), _number(slope, "negative_slope")
 
 
+def _call_attrs(eps, activation, slope, x, **flags):
+    """The op's attributes, leaving out those at the op's default (``epsilon``
+    "0.001", no activation, ``training`` as in ``flags``' defaults): each
+    attribute passed costs a few microseconds per eager call (conversion and
+    the kernel-cache key), and TensorFlow fills the defaults in anyway."""
+    out = {}
+    epsilon = _number(eps, "epsilon")
+    if float(epsilon) != 0.001:
+        out["epsilon"] = epsilon
+    act, slope = _activation(activation, slope)
+    if act != "none":
+        out["activation"] = act
+        if float(slope) != 0.0:
+            out["negative_slope"] = slope
+    for name, (value, default) in flags.items():
+        if value != default:
+            out[name] = value
+    out["n_threads"] = _n_threads(x)
+    return out
+
+
 def _axes(shape, axes):
     ndim = shape.rank
     if ndim is None:
@@ -330,10 +351,8 @@ def train(x, scale, offset, axes, eps, activation=None, slope=0.0):
     """
     x, pc = _tensors(x, scale=scale, offset=offset)
     axes, ops = _check(x, pc, axes)
-    act, slope = _activation(activation, slope)
     return ops.ckbn_batch_norm_train(x, pc[0][1], pc[1][1], channel_axes=axes,
-                                     epsilon=_number(eps, "epsilon"), activation=act,
-                                     negative_slope=slope, n_threads=_n_threads(x))
+                                     **_call_attrs(eps, activation, slope, x))
 
 
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, activation=None, slope=0.0):
@@ -345,11 +364,9 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad=False, activation=N
     """
     x, pc = _tensors(x, scale=scale, offset=offset, mean=mean, variance=var)
     axes, ops = _check(x, pc, axes)
-    act, slope = _activation(activation, slope)
     return ops.ckbn_batch_norm_apply(x, *(v for _, v in pc), channel_axes=axes,
-                                     epsilon=_number(eps, "epsilon"), activation=act,
-                                     negative_slope=slope, training=bool(train_grad),
-                                     n_threads=_n_threads(x))
+                                     **_call_attrs(eps, activation, slope, x,
+                                              training=(bool(train_grad), False)))
 
 
 def grad(dy, x, scale, offset, mean, var, axes, eps, training, activation=None, slope=0.0):
@@ -365,11 +382,9 @@ def grad(dy, x, scale, offset, mean, var, axes, eps, training, activation=None, 
         raise TypeError(f"dy must have x's dtype {x.dtype.name}, got {dy.dtype.name}")
     if not dy.shape.is_compatible_with(x.shape):
         raise ValueError(f"dy has shape {dy.shape}, expected x's shape {x.shape}")
-    act, slope = _activation(activation, slope)
     return ops.ckbn_batch_norm_grad(dy, x, *(v for _, v in pc), channel_axes=axes,
-                                    epsilon=_number(eps, "epsilon"), activation=act,
-                                    negative_slope=slope, training=bool(training),
-                                    n_threads=_n_threads(x))
+                                    **_call_attrs(eps, activation, slope, x,
+                                             training=(bool(training), True)))
 
 
 def moments(x, axes):

@@ -25,12 +25,21 @@ which skips the dispatcher's per-call work (see "the eager path" below;
 ``benchmarks/profile_torch_ops.py`` measures both).  Either way tensors are
 shared with the kernels both ways (``Tensor.numpy()`` in,
 ``torch.from_numpy`` out).  CUDA and other devices fall back to Keras ops.
+
+Per-call shortcuts in eager mode (same kernels, same results bit for bit;
+``tests/torch_path_cases.py``): ``train`` and ``given`` call the kernels
+without an autograd Function when no input needs a gradient (inference under
+``torch.no_grad``); :func:`layer_forward`, which ``_engine.forward`` tries
+first, computes the layer's common case with the moving statistics updated in
+place instead of through Keras ops and ``Variable.assign``
+(``benchmarks/RESULTS-keras-torch.md``).
 """
 
 from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
+import keras
 import numpy as np
 import torch
 
@@ -256,8 +265,17 @@ def _act_key(act):
     return None if act is None else (str(act[0]), float(act[1]))
 
 
+def _needs_grad(*tensors):
+    """Whether autograd must record a call on ``tensors``."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def train(x, scale, offset, axes, eps, act=None):
     if _eager():
+        if not _needs_grad(x, scale, offset):   # nothing to record: the kernels alone
+            y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, float(eps),
+                                          _act_key(act))
+            return _t(y), _t(mean), _t(var)
         return _EagerTrain.apply(x, scale, offset, tuple(axes), float(eps), _act_key(act))
     return _bn_train(x, scale, offset, list(axes), float(eps), *_act_args(act))
 
@@ -265,6 +283,9 @@ def train(x, scale, offset, axes, eps, act=None):
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
     mean, var = mean.detach(), var.detach()
     if _eager():
+        if not _needs_grad(x, scale, offset):   # e.g. inference under torch.no_grad()
+            return _t(_kernels.given(_np(x), _np(scale), _np(offset), _np(mean), _np(var),
+                                     axes, float(eps), _act_key(act)))
         return _EagerGiven.apply(x, scale, offset, mean, var, tuple(axes), float(eps),
                                  bool(train_grad), _act_key(act))
     return _bn_given(x, scale, offset, mean, var, list(axes), float(eps), bool(train_grad),
@@ -286,3 +307,75 @@ def moments(x, axes):
 def affine(x, scale, offset, axes):
     """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
     return _channel_affine(x, scale, offset, [int(a) for a in axes])
+
+
+# ------------------------------------------------ the layer's common case (eager)
+_STAT_DTYPE = {torch.float16: torch.float32, torch.float32: torch.float32,
+               torch.float64: torch.float64}
+_DTYPE_NAME = {torch.float16: "float16", torch.float32: "float32", torch.float64: "float64"}
+
+
+def _plain_layer(layer, x):
+    """Whether ``layer_forward`` computes this call: eager mode, outside a stateless
+    scope; no ghost batches, renorm, adjustment or ``fused=True``; one channel axis;
+    ``x`` already in the layer's compute dtype and the variables in the statistics'
+    dtype, so ``_engine.forward`` would cast nothing.  (On PyTorch Keras 3.x promotes
+    ``result_type("float64", "float32")`` to float32, so the general path, like the
+    stock layer, computes float64 layers in float32; those calls keep that path.)"""
+    if (layer.virtual_batch_size is not None or layer.renorm or layer.adjustment is not None
+            or layer.fused or len(layer._param_shape) != 1 or _is_compiling()
+            or _in_stateless_scope()):
+        return False
+    name = _DTYPE_NAME.get(x.dtype)
+    if name is None or layer.compute_dtype != name:
+        return False
+    if name == "float64" and keras.backend.result_type(name, "float32") != name:
+        return False   # Keras's promotion computes float64 in float32 here: its casts
+    sd = _DTYPE_NAME[_STAT_DTYPE[x.dtype]]
+    return all(v.dtype == sd for v in _layer_variables(layer))
+
+
+def _layer_variables(layer):
+    vs = [layer.moving_mean, layer.moving_variance]
+    if layer.scale:
+        vs.append(layer.gamma)
+    if layer.center:
+        vs.append(layer.beta)
+    return vs
+
+
+def layer_forward(layer, x, training, act=None):
+    """``_engine.forward(layer, x, training, <this module>, act)`` for the common case,
+    with less Python per call; None where the call is not that case (see
+    :func:`_plain_layer`), and the caller then takes the general path.
+
+    The same kernels and arguments, so the same output; the moving statistics
+    are updated in place with the same float operations as
+    ``_engine.update_moving`` (``moving * momentum + batch * (1 - momentum)``),
+    without Keras's per-op conversions and variable assignment.
+    """
+    momentum = layer.momentum
+    if type(momentum) is not float or not _plain_layer(layer, x):
+        return None
+    sd = _STAT_DTYPE[x.dtype]
+    n = layer._n_channels
+    scale = layer.gamma.value if layer.scale else torch.ones((n,), dtype=sd)
+    offset = layer.beta.value if layer.center else torch.zeros((n,), dtype=sd)
+    axes = layer._channel_axes
+    if not training:
+        return given(x, scale, offset, layer.moving_mean.value, layer.moving_variance.value,
+                     axes, layer.epsilon, False, act)
+    y, mean, var = train(x, scale, offset, axes, layer.epsilon, act)
+    with torch.no_grad():
+        for v, batch in ((layer.moving_mean, mean), (layer.moving_variance, var)):
+            step = batch * (1.0 - momentum)
+            v.value.mul_(momentum).add_(step)
+    return y
+
+
+try:
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as \
+        _in_stateless_scope
+except ImportError:  # pragma: no cover - a Keras without it: never take the common case
+    def _in_stateless_scope():
+        return True

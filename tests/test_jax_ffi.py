@@ -326,7 +326,8 @@ else:
     @pytest.mark.parametrize("shape,axis", [((6, 5, 4, 8), -1), ((6, 8, 5, 4), 1),
                                             ((40, 12), -1)])
     def test_keras_layer_runs_the_ffi_handler_and_matches_stock(shape, axis):
-        from keras_plugin import _jax
+        import keras_plugin
+        from keras_plugin import _policy
 
         stock, ours = _layer_pair(shape, axis)
         x = np.random.default_rng(1).normal(size=shape).astype(np.float32) * 2 + 1
@@ -351,7 +352,7 @@ else:
         for a, b in zip(ours.non_trainable_variables, stock.non_trainable_variables):
             _close(a.value, b.value, 2e-5)
         # The Keras-ops path is still there on request, with the same results.
-        _jax.set_min_elements(None)
+        keras_plugin.set_jax_min_elements(None)
         try:
             f_ops = _step(ours)[0]          # a new function: traced again
             jaxpr = jax.make_jaxpr(f_ops)(tv, x, w)
@@ -359,7 +360,7 @@ else:
             _close(y2, ry, 2e-5)
             _close(gx2, rgx, 2e-4)
         finally:
-            _jax.set_min_elements(_jax.NATIVE_MIN_ELEMENTS)
+            _policy.set_min_elements("jax", None, "measured")
         assert not _targets(jaxpr)
 
     def test_fused_activation_layer_runs_the_ffi_handler():
@@ -536,6 +537,45 @@ else:
             _jax_ffi.train(x, s, o.astype(np.int64), (3,), EPS)
         with pytest.raises(ValueError, match=r"dy must have x's shape"):
             _jax_ffi.grad(x[:2], x, s, o, s, s, (3,), EPS, True)
+
+    def test_handlers_check_their_buffers_with_the_shared_messages():
+        """The handlers' own checks and status messages (native/ckbn_native.h), reached
+        with raw ffi_calls whose attributes the Python side never sends."""
+        f32 = jnp.float32
+
+        def out(*shapes, dtype=f32):
+            return tuple(jax.ShapeDtypeStruct(sh, dtype) for sh in shapes)
+
+        def stats(x, **attrs):
+            n = attrs["G"] * attrs["C"]
+            return jax.ffi.ffi_call("ckbn_bn_stats", out((n,), (n,)))(x, **attrs)
+
+        x = jnp.asarray(np.arange(12, dtype=np.float32).reshape(4, 3))
+        # the right attributes first: the handler's result against float64 NumPy
+        mean, var = stats(x, P=4, G=1, R=1, C=3, n_threads=1)
+        ref = np.arange(12, dtype=np.float64).reshape(4, 3)
+        np.testing.assert_allclose(np.asarray(mean), ref.mean(0), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(var), ref.var(0), rtol=1e-6)
+        err = jax.errors.JaxRuntimeError
+        with pytest.raises(err, match=r"ckbn_bn_stats: layout \(5, 1, 1, 3\) does not "
+                                      r"match 12 elements"):
+            stats(x, P=5, G=1, R=1, C=3, n_threads=1)
+        with pytest.raises(err, match="ckbn_bn_stats: n_threads must be >= 1"):
+            stats(x, P=4, G=1, R=1, C=3, n_threads=0)
+        with pytest.raises(err, match="ckbn_bn_stats: data must be float16, float32 or "
+                                      "float64"):
+            stats(x.astype(jnp.int32), P=4, G=1, R=1, C=3, n_threads=1)
+        # a status from the kernel table: an empty reduction
+        with pytest.raises(err, match=r"ckbn_bn_stats: bad dimensions \(negative, or an "
+                                      r"empty reduction\)"):
+            stats(jnp.zeros((0, 3), f32), P=0, G=1, R=1, C=3, n_threads=1)
+        attrs = dict(P=4, G=1, R=1, C=3, eps=1e-3, act=0, slope=0.0, hi=6.0, n_threads=1)
+        s3 = jnp.ones((3,), f32)
+        given = jax.ffi.ffi_call("ckbn_bn_given", out((4, 3)))
+        with pytest.raises(err, match="ckbn_bn_given: scale has 2 values, expected 3"):
+            given(x, s3[:2], s3, s3, s3, **attrs)
+        with pytest.raises(err, match="ckbn_bn_given: var must be float32 or float64"):
+            given(x, s3, s3, s3, s3.astype(jnp.int32), **attrs)
 
     def test_supports():
         assert _jax_ffi.supports(jnp.ones((2, 3), jnp.float32))

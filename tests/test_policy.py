@@ -124,3 +124,49 @@ def test_op_threads_torch_and_numpy_keep_ckbns_default():
 @pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax", "numpy"])
 def test_layer_follows_the_crossover_on_backend(backend, tmp_path):
     run_cases("keras_policy_cases.py", backend, tmp_path)
+
+
+def test_mode_none_is_the_smallest_threshold_in_force():
+    _policy.set_min_elements("torch", "train", 700)
+    _policy.set_min_elements("torch", "infer", 300)
+    assert _policy.min_elements("torch", None) == 300
+    _policy.set_min_elements("torch", "infer", None)
+    assert _policy.min_elements("torch", None) == 700
+    _policy.set_min_elements("torch", None, None)
+    assert _policy.min_elements("torch", None) is None
+
+
+def test_requested_tracks_explicit_thresholds_only():
+    _policy.set_min_elements("jax", None, "measured")
+    assert _policy.requested("jax") is False      # the measured table is no request
+    _policy.set_min_elements("jax", "infer", 0)
+    assert _policy.requested("jax") is True
+    assert _policy.requested("torch") is False
+    _policy.set_min_elements("jax", None, None)   # "never" asks for no kernels
+    assert _policy.requested("jax") is False
+    with pytest.raises(ValueError, match="'mxnet'"):
+        _policy.requested("mxnet")
+
+
+def test_public_jax_threshold_is_the_policy_entry():
+    """keras_plugin.set/get_jax_min_elements read and write _policy, nothing else."""
+    import keras_plugin
+
+    _policy.set_min_elements("jax", None, "measured")
+    measured = min(v for m in _policy.MODES
+                   if (v := _policy.CROSSOVER[("jax", m)]) is not None)
+    assert keras_plugin.get_jax_min_elements() == measured
+    keras_plugin.set_jax_min_elements(4096)
+    assert {m: _policy.min_elements("jax", m) for m in _policy.MODES} == \
+        {"train": 4096, "infer": 4096}
+    assert keras_plugin.get_jax_min_elements() == 4096
+    assert _policy.requested("jax") is True
+    assert _policy.use_kernels("jax", "train", 4095) is False
+    assert _policy.use_kernels("jax", "infer", 4096) is True
+    keras_plugin.set_jax_min_elements(None)
+    assert keras_plugin.get_jax_min_elements() is None
+    assert _policy.use_kernels("jax", "infer", 10**9) is False
+    for bad, exc in ((-1, ValueError), ("big", TypeError), (True, TypeError)):
+        with pytest.raises(exc, match=repr(bad).replace("'", "'?")):
+            keras_plugin.set_jax_min_elements(bad)
+        assert keras_plugin.get_jax_min_elements() is None   # unchanged

@@ -49,12 +49,24 @@ def test_stubs_match_the_compiled_modules():
 
 
 def test_kernel_stubs_are_one_stub():
-    bodies = set()
-    for v in ("base", "avx2", "avx512"):
+    """_kernels_base.pyi is the one stub of the three kernel modules (one
+    source): its __all__ names exactly what it defines, and the stubs of the
+    SIMD variants only re-export it (stubtest above checks all three against
+    the compiled modules, so a re-export that lost a name fails there)."""
+    tree = ast.parse((ROOT / "ckbn" / "_kernels_base.pyi").read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    defined |= {n.target.id for n in tree.body if isinstance(n, ast.AnnAssign)}
+    listed = [ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+              and [t.id for t in n.targets] == ["__all__"]]
+    assert len(listed) == 1
+    assert sorted(listed[0]) == sorted(d for d in defined if not d.startswith("_"))
+    for v in ("avx2", "avx512"):
         text = (ROOT / "ckbn" / f"_kernels_{v}.pyi").read_text()
-        assert text.startswith(f"# Type stub of ckbn._kernels_{v}.")
-        bodies.add(text.split("\n", 1)[1])
-    assert len(bodies) == 1
+        assert text.startswith(f"# Type stub of ckbn._kernels_{v}")
+        body = ast.parse(text).body
+        assert body and all(isinstance(n, ast.ImportFrom) and n.module == "ckbn._kernels_base"
+                            for n in body), v
+        assert sorted(a.name for n in body for a in n.names) == ["*", "__all__"], v
 
 
 def _public(module):

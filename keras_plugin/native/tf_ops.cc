@@ -26,12 +26,19 @@
 // the exported ckbn_native_set_table; a kernel run before that fails with
 // FailedPrecondition.
 //
+// The framework-neutral checks (channel axes, the layout from ckbn_layout),
+// the status messages and the per-channel float64 staging are in
+// ckbn_native.h, shared with xla_ffi.cc; this file holds the TensorFlow glue
+// (attributes, tensors, the mapping of a Fault to a Status) and the kernels,
+// each of which reads validate -> one table call -> map the status.
+//
 // Why the C++ op API and not tensorflow/c/kernels.h: shape functions with
 // InferenceContext, attr constraints and OP_REQUIRES error messages come
 // with it, input buffers can be forwarded to outputs, and the library is
 // built on the user's machine against the installed TensorFlow (cached per
 // TensorFlow version), so the C++ ABI never crosses TensorFlow releases.
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -45,8 +52,14 @@
 #include "tensorflow/core/framework/shape_inference.h"
 
 #include "ckbn_kernels.h"
+#include "ckbn_native.h"
 
 namespace {
+
+using ckbn_native::ChannelIn;
+using ckbn_native::ChannelOut;
+using ckbn_native::Fault;
+using ckbn_native::Kind;
 
 using tensorflow::DEVICE_CPU;
 using tensorflow::OpKernel;
@@ -210,19 +223,22 @@ struct DTypeOf<double> {
   static constexpr int value = CKBN_FLOAT64;
 };
 
-Status FromCode(int code, const char* what) {
-  switch (code) {
-    case CKBN_OK:
+// ------------------------------------------------------ the glue to TensorFlow
+Status ToStatus(const Fault& f) {
+  switch (f.kind) {
+    case Kind::kOk:
       return Status();
-    case CKBN_ERR_NOMEM:
-      return tensorflow::errors::ResourceExhausted("ckbn ", what, ": out of memory");
-    case CKBN_ERR_ARG:
-      return InvalidArgument("ckbn ", what, ": bad dimensions (an empty batch?)");
-    case CKBN_ERR_DTYPE:
-      return tensorflow::errors::Unimplemented("ckbn ", what,
-                                               ": dtype not supported by these kernels");
+    case Kind::kNoMemory:
+      return tensorflow::errors::ResourceExhausted(f.message);
+    case Kind::kInvalid:
+      return InvalidArgument(f.message);
+    case Kind::kUnsupported:
+      return tensorflow::errors::Unimplemented(f.message);
+    case Kind::kNotReady:
+      return FailedPrecondition(f.message);
+    case Kind::kInternal:
     default:
-      return tensorflow::errors::Internal("ckbn ", what, ": error code ", code);
+      return tensorflow::errors::Internal(f.message);
   }
 }
 
@@ -232,17 +248,7 @@ class CkbnOpBase : public OpKernel {
   explicit CkbnOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::vector<int64_t> axes;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("channel_axes", &axes));
-    OP_REQUIRES(ctx, !axes.empty(), InvalidArgument("channel_axes is empty"));
-    mask_ = 0;
-    max_axis_ = -1;
-    for (int64_t a : axes) {
-      OP_REQUIRES(ctx, a >= 0 && a < 64,
-                  InvalidArgument("channel_axes must be in [0, 64), got ", a));
-      OP_REQUIRES(ctx, !((mask_ >> a) & 1u),
-                  InvalidArgument("channel_axes has axis ", a, " twice"));
-      mask_ |= uint64_t{1} << a;
-      if (a > max_axis_) max_axis_ = static_cast<int>(a);
-    }
+    OP_REQUIRES_OK(ctx, ToStatus(ckbn_native::axes_mask(axes, &mask_, &max_axis_)));
     OP_REQUIRES_OK(ctx, ReadNumber(ctx, "epsilon", &eps_));
     int64_t n_threads = 0;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("n_threads", &n_threads));
@@ -283,39 +289,31 @@ class CkbnOpBase : public OpKernel {
     return Status();
   }
 
-  // The table, with x's canonical dims and channel count in *d and *n; null
-  // (with the context's status set) on a bad input.
+  // The table (checked for x's dtype T), with x's canonical dims and channel
+  // count in *d and *n; null (with the context's status set) on a bad input.
+  template <typename T>
   const ckbn_kernel_table* Prepare(OpKernelContext* ctx, const Tensor& x, ckbn_dims* d,
                                    int64_t* n) {
     const ckbn_kernel_table* table = g_table.load(std::memory_order_acquire);
-    if (table == nullptr) {
-      ctx->CtxFailure(FailedPrecondition(
-          "the ckbn kernel table was not handed to the op library; import keras_plugin "
-          "(it loads the library and calls ckbn_native_set_table)"));
-      return nullptr;
+    Fault f = ckbn_native::data_fault(table, DTypeOf<T>::value, "ckbn");
+    if (f.ok()) {
+      const int ndim = x.dims();
+      int64_t shape[TensorShape::MaxDimensions()];
+      for (int i = 0; i < ndim; i++) shape[i] = x.dim_size(i);
+      f = ckbn_native::layout_of(shape, ndim, mask_, max_axis_, d);
     }
-    const int ndim = x.dims();
-    if (max_axis_ >= ndim) {
-      ctx->CtxFailure(InvalidArgument("channel axis ", max_axis_, " is out of range for x of rank ",
-                                      ndim, " (shape ", x.shape().DebugString(), ")"));
-      return nullptr;
-    }
-    std::vector<int64_t> shape(ndim);
-    for (int i = 0; i < ndim; i++) shape[i] = x.dim_size(i);
-    if (ckbn_layout(ndim, shape.data(), mask_, d) != 0) {
-      ctx->CtxFailure(InvalidArgument("channel_axes need a transpose for x of shape ",
-                                      x.shape().DebugString(),
-                                      "; this op takes channels in place only"));
+    if (!f.ok()) {
+      ctx->CtxFailure(ToStatus(f));
       return nullptr;
     }
     *n = static_cast<int64_t>(d->G) * d->C;
     return table;
   }
 
-  // A per-channel input converted to float64 (the table's type); false on a
-  // length that is not n.
+  // Input `index` as a per-channel float64 array (zero-copy for double);
+  // false, with the context's status set, on a shape that is not [n].
   template <typename U>
-  bool PerChannel(OpKernelContext* ctx, int index, int64_t n, std::vector<double>* out) {
+  bool In(OpKernelContext* ctx, int index, int64_t n, ChannelIn* out) {
     const Tensor& t = ctx->input(index);
     if (t.dims() != 1 || t.dim_size(0) != n) {
       ctx->CtxFailure(InvalidArgument(name(), ": input ", index, " (",
@@ -324,16 +322,34 @@ class CkbnOpBase : public OpKernel {
                                       "] (one value per channel)"));
       return false;
     }
-    const U* p = t.flat<U>().data();
-    out->resize(n);
-    for (int64_t i = 0; i < n; i++) (*out)[i] = static_cast<double>(p[i]);
-    return true;
+    return out->bind(t.flat<U>().data(), DTypeOf<U>::value, n);
   }
 
+  // A new [n] output the kernels write in float64 (ChannelOut::finish).
   template <typename U>
-  static void Store(const std::vector<double>& v, Tensor* t) {
-    U* p = t->flat<U>().data();
-    for (size_t i = 0; i < v.size(); i++) p[i] = static_cast<U>(v[i]);
+  bool Out(OpKernelContext* ctx, int index, int64_t n, ChannelOut* out) {
+    Tensor* t = nullptr;
+    Status s = ctx->allocate_output(index, TensorShape({n}), &t);
+    if (!s.ok()) {
+      ctx->CtxFailure(s);
+      return false;
+    }
+    return out->bind(t->flat<U>().data(), DTypeOf<U>::value, n);
+  }
+
+  // Maps the table's status onto the context; true when it is CKBN_OK.
+  bool Done(OpKernelContext* ctx, int status, const char* what) {
+    Fault f = ckbn_native::status_fault(status, what);
+    if (f.ok()) return true;
+    ctx->CtxFailure(ToStatus(f));
+    return false;
+  }
+
+  bool NeedData(OpKernelContext* ctx, const Tensor& x, const ckbn_dims& d) {
+    if (d.P * d.R > 0) return true;
+    ctx->CtxFailure(InvalidArgument("x is empty (shape ", x.shape().DebugString(),
+                                    "); batch normalization needs data"));
+    return false;
   }
 
   int threads() const { return n_threads_ > 0 ? n_threads_ : g_default_threads.load(); }
@@ -355,25 +371,23 @@ class TrainOp : public CkbnOpBase {
     const Tensor& x = ctx->input(0);
     ckbn_dims d;
     int64_t n;
-    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
-    if (table == nullptr) return;
-    std::vector<double> scale, offset;
-    if (!PerChannel<U>(ctx, 1, n, &scale) || !PerChannel<U>(ctx, 2, n, &offset)) return;
-    OP_REQUIRES(ctx, d.P * d.R > 0,
-                InvalidArgument("x is empty (shape ", x.shape().DebugString(),
-                                "); batch normalization needs data"));
-    Tensor *y, *mean_t, *var_t;
+    ChannelIn scale, offset;
+    ChannelOut mean, var;
+    Tensor* y = nullptr;
+    const ckbn_kernel_table* table = Prepare<T>(ctx, x, &d, &n);
+    if (table == nullptr || !In<U>(ctx, 1, n, &scale) || !In<U>(ctx, 2, n, &offset) ||
+        !NeedData(ctx, x, d))
+      return;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &mean_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({n}), &var_t));
-    std::vector<double> mean(n), var(n);
-    int code = table->forward_train(DTypeOf<T>::value, x.flat<T>().data(), d, scale.data(),
-                                      offset.data(), eps_, act(), y->flat<T>().data(),
-                                      mean.data(), var.data(), threads());
-    OP_REQUIRES_OK(ctx, FromCode(code, "forward_train"));
+    if (!Out<U>(ctx, 1, n, &mean) || !Out<U>(ctx, 2, n, &var)) return;
+    if (!Done(ctx, table->forward_train(DTypeOf<T>::value, x.flat<T>().data(), d, scale.get(),
+                                          offset.get(), eps_, act(), y->flat<T>().data(),
+                                          mean.get(), var.get(), threads()),
+              "ckbn forward_train"))
+      return;
     g_calls[0].fetch_add(1, std::memory_order_relaxed);
-    Store<U>(mean, mean_t);
-    Store<U>(var, var_t);
+    mean.finish();
+    var.finish();
   }
 };
 
@@ -385,20 +399,19 @@ class ApplyOp : public CkbnOpBase {
     const Tensor& x = ctx->input(0);
     ckbn_dims d;
     int64_t n;
-    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
-    if (table == nullptr) return;
-    std::vector<double> scale, offset, mean, var;
-    if (!PerChannel<U>(ctx, 1, n, &scale) || !PerChannel<U>(ctx, 2, n, &offset) ||
-        !PerChannel<U>(ctx, 3, n, &mean) || !PerChannel<U>(ctx, 4, n, &var))
-      return;
+    ChannelIn scale, offset, mean, var;
     Tensor* y = nullptr;
+    const ckbn_kernel_table* table = Prepare<T>(ctx, x, &d, &n);
+    if (table == nullptr || !In<U>(ctx, 1, n, &scale) || !In<U>(ctx, 2, n, &offset) ||
+        !In<U>(ctx, 3, n, &mean) || !In<U>(ctx, 4, n, &var))
+      return;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
     g_calls[1].fetch_add(1, std::memory_order_relaxed);
     if (x.NumElements() == 0) return;
-    int code = table->forward_infer(DTypeOf<T>::value, x.flat<T>().data(), d, scale.data(),
-                                      offset.data(), mean.data(), var.data(), eps_, act(),
-                                      y->flat<T>().data(), threads());
-    OP_REQUIRES_OK(ctx, FromCode(code, "forward_infer"));
+    Done(ctx, table->forward_infer(DTypeOf<T>::value, x.flat<T>().data(), d, scale.get(),
+                                   offset.get(), mean.get(), var.get(), eps_, act(),
+                                   y->flat<T>().data(), threads()),
+         "ckbn forward_infer");
   }
 };
 
@@ -414,30 +427,30 @@ class GradOp : public CkbnOpBase {
                                 x.shape().DebugString(), "; they must match"));
     ckbn_dims d;
     int64_t n;
-    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
-    if (table == nullptr) return;
-    std::vector<double> scale, offset, mean, var;
-    if (!PerChannel<U>(ctx, 2, n, &scale) || !PerChannel<U>(ctx, 3, n, &offset) ||
-        !PerChannel<U>(ctx, 4, n, &mean) || !PerChannel<U>(ctx, 5, n, &var))
+    ChannelIn scale, offset, mean, var;
+    ChannelOut dscale, doffset;
+    Tensor* dx = nullptr;
+    const ckbn_kernel_table* table = Prepare<T>(ctx, x, &d, &n);
+    if (table == nullptr || !In<U>(ctx, 2, n, &scale) || !In<U>(ctx, 3, n, &offset) ||
+        !In<U>(ctx, 4, n, &mean) || !In<U>(ctx, 5, n, &var) ||
+        (training_ && !NeedData(ctx, x, d)))
       return;
-    OP_REQUIRES(ctx, !training_ || d.P * d.R > 0,
-                InvalidArgument("x is empty (shape ", x.shape().DebugString(),
-                                "); batch normalization needs data"));
-    Tensor *dx, *ds_t, *do_t;
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &dx));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &ds_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({n}), &do_t));
-    std::vector<double> dscale(n, 0.0), doffset(n, 0.0);
+    if (!Out<U>(ctx, 1, n, &dscale) || !Out<U>(ctx, 2, n, &doffset)) return;
     g_calls[2].fetch_add(1, std::memory_order_relaxed);
-    if (x.NumElements() > 0) {
-      int code = table->backward(DTypeOf<T>::value, dy.flat<T>().data(), x.flat<T>().data(),
-                                   d, scale.data(), offset.data(), mean.data(), var.data(), eps_,
-                                   training_ ? 1 : 0, act(), dx->flat<T>().data(), dscale.data(),
-                                   doffset.data(), threads());
-      OP_REQUIRES_OK(ctx, FromCode(code, "backward"));
+    if (x.NumElements() == 0) {  // inference gradient of an empty batch: zeros
+      std::fill(dscale.get(), dscale.get() + n, 0.0);
+      std::fill(doffset.get(), doffset.get() + n, 0.0);
+    } else if (!Done(ctx, table->backward(DTypeOf<T>::value, dy.flat<T>().data(),
+                                           x.flat<T>().data(), d, scale.get(), offset.get(),
+                                           mean.get(), var.get(), eps_, training_ ? 1 : 0,
+                                           act(), dx->flat<T>().data(), dscale.get(),
+                                           doffset.get(), threads()),
+                     "ckbn backward")) {
+      return;
     }
-    Store<U>(dscale, ds_t);
-    Store<U>(doffset, do_t);
+    dscale.finish();
+    doffset.finish();
   }
 };
 
@@ -449,21 +462,17 @@ class MomentsOp : public CkbnOpBase {
     const Tensor& x = ctx->input(0);
     ckbn_dims d;
     int64_t n;
-    const ckbn_kernel_table* table = Prepare(ctx, x, &d, &n);
-    if (table == nullptr) return;
-    OP_REQUIRES(ctx, d.P * d.R > 0,
-                InvalidArgument("x is empty (shape ", x.shape().DebugString(),
-                                "); batch normalization needs data"));
-    Tensor *mean_t, *var_t;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({n}), &mean_t));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &var_t));
-    std::vector<double> mean(n), var(n);
-    int code = table->stats(DTypeOf<T>::value, x.flat<T>().data(), d, mean.data(), var.data(),
-                              threads());
-    OP_REQUIRES_OK(ctx, FromCode(code, "stats"));
+    ChannelOut mean, var;
+    const ckbn_kernel_table* table = Prepare<T>(ctx, x, &d, &n);
+    if (table == nullptr || !NeedData(ctx, x, d)) return;
+    if (!Out<U>(ctx, 0, n, &mean) || !Out<U>(ctx, 1, n, &var)) return;
+    if (!Done(ctx, table->stats(DTypeOf<T>::value, x.flat<T>().data(), d, mean.get(),
+                                  var.get(), threads()),
+              "ckbn stats"))
+      return;
     g_calls[3].fetch_add(1, std::memory_order_relaxed);
-    Store<U>(mean, mean_t);
-    Store<U>(var, var_t);
+    mean.finish();
+    var.finish();
   }
 };
 
@@ -498,7 +507,7 @@ CKBN_REGISTER(double, double)
 // against (the ops then keep failing with FailedPrecondition).
 extern "C" __attribute__((visibility("default"))) int ckbn_native_set_table(
     const ckbn_kernel_table* table, int default_threads) {
-  if (table == nullptr || table->abi != CKBN_TABLE_ABI) return -1;
+  if (!ckbn_native::table_usable(table)) return -1;
   g_default_threads.store(default_threads > 0 ? default_threads : 1);
   g_table.store(table, std::memory_order_release);
   return 0;

@@ -15,6 +15,11 @@
 //
 // The table is handed over once, after loading, by ckbn_native_set_table();
 // handlers called before that return an error.
+//
+// The framework-neutral checks, the status messages and the per-channel
+// float64 staging are ckbn_native.h's (shared with tf_ops.cc); this file holds
+// the XLA glue: buffer types, the mapping of a Fault to ffi::Error, and the
+// handlers, each of which reads validate -> one table call -> map the status.
 
 #include <cmath>
 #include <cstdint>
@@ -23,43 +28,39 @@
 #include <vector>
 
 #include "ckbn_kernels.h"
+#include "ckbn_native.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using ckbn_native::ChannelIn;
+using ckbn_native::ChannelOut;
+using ckbn_native::Fault;
+using ckbn_native::Kind;
+
 const ckbn_kernel_table *g_table = nullptr;
 
-// Attributes shared by every handler.
-struct Common {
-  ckbn_dims d;
-  double eps;
-  ckbn_act act;
-  int n_threads;
-};
-
-ffi::Error status_error(int status, const char *what) {
-  switch (status) {
-    case CKBN_OK:
+// ------------------------------------------------------------- the glue to XLA
+ffi::Error to_error(const Fault &f) {
+  switch (f.kind) {
+    case Kind::kOk:
       return ffi::Error::Success();
-    case CKBN_ERR_NOMEM:
-      return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                        std::string(what) + ": out of memory for scratch buffers");
-    case CKBN_ERR_ARG:
-      return ffi::Error::InvalidArgument(
-          std::string(what) + ": bad dimensions (negative, or an empty reduction)");
-    case CKBN_ERR_DTYPE:
-      return ffi::Error::InvalidArgument(
-          std::string(what) + ": data type not supported by these kernels");
+    case Kind::kNoMemory:
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted, f.message);
+    case Kind::kInvalid:
+    case Kind::kUnsupported:
+      return ffi::Error::InvalidArgument(f.message);
+    case Kind::kNotReady:
+    case Kind::kInternal:
     default:
-      return ffi::Error::Internal(std::string(what) + ": kernel status " +
-                                  std::to_string(status));
+      return ffi::Error::Internal(f.message);
   }
 }
 
-// The table's dtype code for data buffers, or -1.
-int data_dtype(ffi::DataType t) {
+// The table's dtype code of an XLA element type, or -1.
+int dtype_code(ffi::DataType t) {
   switch (t) {
     case ffi::DataType::F16:
       return CKBN_FLOAT16;
@@ -72,101 +73,74 @@ int data_dtype(ffi::DataType t) {
   }
 }
 
-// Checks the table, the attributes and the data buffer; fills c.
-ffi::Error make_common(const char *what, const ffi::AnyBuffer &x, int64_t P, int64_t G,
-                       int64_t R, int64_t C, double eps, int64_t act, double slope,
-                       double hi, int64_t n_threads, Common *c, int *dtype) {
-  if (g_table == nullptr)
-    return ffi::Error::Internal(std::string(what) + ": the ckbn kernel table is not set");
-  *dtype = data_dtype(x.element_type());
-  if (*dtype < 0)
-    return ffi::Error::InvalidArgument(std::string(what) +
-                                       ": data must be float16, float32 or float64");
-  if (*dtype == CKBN_FLOAT16 && !g_table->has_float16)
-    return ffi::Error::InvalidArgument(std::string(what) +
-                                       ": these kernels have no float16 support");
-  if (P < 0 || G < 0 || R < 0 || C < 0 ||
-      static_cast<int64_t>(x.element_count()) != P * G * R * C)
-    return ffi::Error::InvalidArgument(
-        std::string(what) + ": layout (" + std::to_string(P) + ", " + std::to_string(G) +
-        ", " + std::to_string(R) + ", " + std::to_string(C) + ") does not match " +
-        std::to_string(x.element_count()) + " elements");
-  if (n_threads < 1)
-    return ffi::Error::InvalidArgument(std::string(what) + ": n_threads must be >= 1");
-  c->d = ckbn_dims{static_cast<ptrdiff_t>(P), static_cast<ptrdiff_t>(G),
-                   static_cast<ptrdiff_t>(R), static_cast<ptrdiff_t>(C)};
-  c->eps = eps;
-  c->act = ckbn_act{act != 0, slope, hi};
-  c->n_threads = static_cast<int>(n_threads);
-  return ffi::Error::Success();
-}
-
-// A per-channel input as float64: the buffer itself when it is float64, else
-// a widened copy in `store`.
-ffi::Error channel_in(const char *what, const char *name, const ffi::AnyBuffer &b, int64_t n,
-                      std::vector<double> *store, const double **out) {
-  if (static_cast<int64_t>(b.element_count()) != n)
-    return ffi::Error::InvalidArgument(std::string(what) + ": " + name + " has " +
-                                       std::to_string(b.element_count()) +
-                                       " values, expected " + std::to_string(n));
-  switch (b.element_type()) {
-    case ffi::DataType::F64:
-      *out = b.typed_data<double>();
-      return ffi::Error::Success();
-    case ffi::DataType::F32: {
-      const float *src = b.typed_data<float>();
-      store->resize(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) (*store)[i] = static_cast<double>(src[i]);
-      *out = store->data();
-      return ffi::Error::Success();
-    }
-    default:
-      return ffi::Error::InvalidArgument(std::string(what) + ": " + name +
-                                         " must be float32 or float64");
-  }
-}
-
-// A per-channel output: written in float64 to the buffer itself, or to
-// `store` and rounded by channel_out_done().
-ffi::Error channel_out(const char *what, const char *name, ffi::AnyBuffer b, int64_t n,
-                       std::vector<double> *store, double **out) {
-  if (static_cast<int64_t>(b.element_count()) != n)
-    return ffi::Error::InvalidArgument(std::string(what) + ": " + name + " has " +
-                                       std::to_string(b.element_count()) +
-                                       " values, expected " + std::to_string(n));
-  switch (b.element_type()) {
-    case ffi::DataType::F64:
-      *out = b.typed_data<double>();
-      return ffi::Error::Success();
-    case ffi::DataType::F32:
-      store->resize(static_cast<size_t>(n));
-      *out = store->data();
-      return ffi::Error::Success();
-    default:
-      return ffi::Error::InvalidArgument(std::string(what) + ": " + name +
-                                         " must be float32 or float64");
-  }
-}
-
-void channel_out_done(ffi::AnyBuffer b, const std::vector<double> &store) {
-  if (b.element_type() != ffi::DataType::F32) return;
-  float *dst = b.typed_data<float>();
-  for (size_t i = 0; i < store.size(); ++i) dst[i] = static_cast<float>(store[i]);
-}
-
-ffi::Error same_data(const char *what, const char *name, const ffi::AnyBuffer &a,
-                     const ffi::AnyBuffer &x) {
-  if (a.element_type() != x.element_type() || a.element_count() != x.element_count())
-    return ffi::Error::InvalidArgument(std::string(what) + ": " + name +
-                                       " must have x's dtype and size");
-  return ffi::Error::Success();
-}
-
 #define CKBN_TRY(expr)                      \
   do {                                      \
     ffi::Error err_ = (expr);               \
     if (err_.failure()) return err_;        \
   } while (0)
+
+// The attributes every handler takes, and the data buffer: validated once.
+struct Call {
+  const char *what;
+  int dtype = -1;
+  ckbn_dims d{0, 0, 0, 0};
+  int64_t n = 0;  // channels, G*C
+  double eps = 0.0;
+  ckbn_act act{0, 0.0, 0.0};
+  int n_threads = 1;
+
+  // The table, x's dtype and the layout attributes against x's size.
+  ffi::Error data(const ffi::AnyBuffer &x, int64_t P, int64_t G, int64_t R, int64_t C,
+                  int64_t threads) {
+    dtype = dtype_code(x.element_type());
+    CKBN_TRY(to_error(ckbn_native::data_fault(g_table, dtype, what)));
+    CKBN_TRY(to_error(ckbn_native::dims_of(what, P, G, R, C,
+                                           static_cast<int64_t>(x.element_count()), &d)));
+    if (threads < 1)
+      return ffi::Error::InvalidArgument(std::string(what) + ": n_threads must be >= 1");
+    n = G * C;
+    n_threads = static_cast<int>(threads);
+    return ffi::Error::Success();
+  }
+
+  // data() plus epsilon and the activation attributes.
+  ffi::Error data(const ffi::AnyBuffer &x, int64_t P, int64_t G, int64_t R, int64_t C,
+                  double epsilon, int64_t on, double slope, double hi, int64_t threads) {
+    eps = epsilon;
+    act = ckbn_native::make_act(on != 0, slope, hi);
+    return data(x, P, G, R, C, threads);
+  }
+
+  // Another data buffer (y, dy, dx) of x's dtype and size.
+  ffi::Error like_x(const char *name, const ffi::AnyBuffer &a, const ffi::AnyBuffer &x) const {
+    if (a.element_type() != x.element_type() || a.element_count() != x.element_count())
+      return ffi::Error::InvalidArgument(std::string(what) + ": " + name +
+                                         " must have x's dtype and size");
+    return ffi::Error::Success();
+  }
+
+  // A per-channel input of `count` values (n by default) as float64.
+  ffi::Error in(const char *name, const ffi::AnyBuffer &b, ChannelIn *c,
+                int64_t count = -1) const {
+    count = count < 0 ? n : count;
+    CKBN_TRY(to_error(ckbn_native::count_fault(
+        what, name, static_cast<int64_t>(b.element_count()), count)));
+    if (!c->bind(b.untyped_data(), dtype_code(b.element_type()), count))
+      return to_error(ckbn_native::channel_type_fault(what, name));
+    return ffi::Error::Success();
+  }
+
+  // A per-channel output of n values, written in float64 (ChannelOut::finish).
+  ffi::Error out(const char *name, ffi::AnyBuffer b, ChannelOut *c) const {
+    CKBN_TRY(to_error(ckbn_native::count_fault(
+        what, name, static_cast<int64_t>(b.element_count()), n)));
+    if (!c->bind(b.untyped_data(), dtype_code(b.element_type()), n))
+      return to_error(ckbn_native::channel_type_fault(what, name));
+    return ffi::Error::Success();
+  }
+
+  ffi::Error status(int st) const { return to_error(ckbn_native::status_fault(st, what)); }
+};
 
 #define CKBN_COMMON_ATTRS                                                      \
   .Attr<int64_t>("P").Attr<int64_t>("G").Attr<int64_t>("R").Attr<int64_t>("C") \
@@ -179,24 +153,20 @@ ffi::Error TrainImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer offs
                      ffi::Result<ffi::AnyBuffer> var, int64_t P, int64_t G, int64_t R,
                      int64_t C, double eps, int64_t act, double slope, double hi,
                      int64_t n_threads) {
-  const char *what = "ckbn_bn_train";
-  Common c;
-  int dt;
-  CKBN_TRY(make_common(what, x, P, G, R, C, eps, act, slope, hi, n_threads, &c, &dt));
-  CKBN_TRY(same_data(what, "y", *y, x));
-  const int64_t n = G * C;
-  std::vector<double> s_s, s_o, s_m, s_v;
-  const double *ps, *po;
-  double *pm, *pv;
-  CKBN_TRY(channel_in(what, "scale", scale, n, &s_s, &ps));
-  CKBN_TRY(channel_in(what, "offset", offset, n, &s_o, &po));
-  CKBN_TRY(channel_out(what, "mean", *mean, n, &s_m, &pm));
-  CKBN_TRY(channel_out(what, "var", *var, n, &s_v, &pv));
-  int st = g_table->forward_train(dt, x.untyped_data(), c.d, ps, po, c.eps, &c.act,
-                                  y->untyped_data(), pm, pv, c.n_threads);
-  CKBN_TRY(status_error(st, what));
-  channel_out_done(*mean, s_m);
-  channel_out_done(*var, s_v);
+  Call c{"ckbn_bn_train"};
+  ChannelIn s, o;
+  ChannelOut m, v;
+  CKBN_TRY(c.data(x, P, G, R, C, eps, act, slope, hi, n_threads));
+  CKBN_TRY(c.like_x("y", *y, x));
+  CKBN_TRY(c.in("scale", scale, &s));
+  CKBN_TRY(c.in("offset", offset, &o));
+  CKBN_TRY(c.out("mean", *mean, &m));
+  CKBN_TRY(c.out("var", *var, &v));
+  CKBN_TRY(c.status(g_table->forward_train(c.dtype, x.untyped_data(), c.d, s.get(), o.get(),
+                                           c.eps, &c.act, y->untyped_data(), m.get(), v.get(),
+                                           c.n_threads)));
+  m.finish();
+  v.finish();
   return ffi::Error::Success();
 }
 
@@ -205,21 +175,17 @@ ffi::Error GivenImpl(ffi::AnyBuffer x, ffi::AnyBuffer scale, ffi::AnyBuffer offs
                      ffi::AnyBuffer mean, ffi::AnyBuffer var, ffi::Result<ffi::AnyBuffer> y,
                      int64_t P, int64_t G, int64_t R, int64_t C, double eps, int64_t act,
                      double slope, double hi, int64_t n_threads) {
-  const char *what = "ckbn_bn_given";
-  Common c;
-  int dt;
-  CKBN_TRY(make_common(what, x, P, G, R, C, eps, act, slope, hi, n_threads, &c, &dt));
-  CKBN_TRY(same_data(what, "y", *y, x));
-  const int64_t n = G * C;
-  std::vector<double> s_s, s_o, s_m, s_v;
-  const double *ps, *po, *pm, *pv;
-  CKBN_TRY(channel_in(what, "scale", scale, n, &s_s, &ps));
-  CKBN_TRY(channel_in(what, "offset", offset, n, &s_o, &po));
-  CKBN_TRY(channel_in(what, "mean", mean, n, &s_m, &pm));
-  CKBN_TRY(channel_in(what, "var", var, n, &s_v, &pv));
-  int st = g_table->forward_infer(dt, x.untyped_data(), c.d, ps, po, pm, pv, c.eps, &c.act,
-                                  y->untyped_data(), c.n_threads);
-  return status_error(st, what);
+  Call c{"ckbn_bn_given"};
+  ChannelIn s, o, m, v;
+  CKBN_TRY(c.data(x, P, G, R, C, eps, act, slope, hi, n_threads));
+  CKBN_TRY(c.like_x("y", *y, x));
+  CKBN_TRY(c.in("scale", scale, &s));
+  CKBN_TRY(c.in("offset", offset, &o));
+  CKBN_TRY(c.in("mean", mean, &m));
+  CKBN_TRY(c.in("var", var, &v));
+  return c.status(g_table->forward_infer(c.dtype, x.untyped_data(), c.d, s.get(), o.get(),
+                                         m.get(), v.get(), c.eps, &c.act, y->untyped_data(),
+                                         c.n_threads));
 }
 
 // ---------------------------------------------------------------- backward
@@ -229,28 +195,24 @@ ffi::Error GradImpl(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer scale,
                     ffi::Result<ffi::AnyBuffer> doffset, int64_t P, int64_t G, int64_t R,
                     int64_t C, double eps, int64_t act, double slope, double hi,
                     int64_t n_threads, int64_t training) {
-  const char *what = "ckbn_bn_grad";
-  Common c;
-  int dt;
-  CKBN_TRY(make_common(what, x, P, G, R, C, eps, act, slope, hi, n_threads, &c, &dt));
-  CKBN_TRY(same_data(what, "dy", dy, x));
-  CKBN_TRY(same_data(what, "dx", *dx, x));
-  const int64_t n = G * C;
-  std::vector<double> s_s, s_o, s_m, s_v, s_ds, s_do;
-  const double *ps, *po, *pm, *pv;
-  double *pds, *pdo;
-  CKBN_TRY(channel_in(what, "scale", scale, n, &s_s, &ps));
-  CKBN_TRY(channel_in(what, "offset", offset, n, &s_o, &po));
-  CKBN_TRY(channel_in(what, "mean", mean, n, &s_m, &pm));
-  CKBN_TRY(channel_in(what, "var", var, n, &s_v, &pv));
-  CKBN_TRY(channel_out(what, "dscale", *dscale, n, &s_ds, &pds));
-  CKBN_TRY(channel_out(what, "doffset", *doffset, n, &s_do, &pdo));
-  int st = g_table->backward(dt, dy.untyped_data(), x.untyped_data(), c.d, ps, po, pm, pv,
-                             c.eps, training != 0, &c.act, dx->untyped_data(), pds, pdo,
-                             c.n_threads);
-  CKBN_TRY(status_error(st, what));
-  channel_out_done(*dscale, s_ds);
-  channel_out_done(*doffset, s_do);
+  Call c{"ckbn_bn_grad"};
+  ChannelIn s, o, m, v;
+  ChannelOut ds, dof;
+  CKBN_TRY(c.data(x, P, G, R, C, eps, act, slope, hi, n_threads));
+  CKBN_TRY(c.like_x("dy", dy, x));
+  CKBN_TRY(c.like_x("dx", *dx, x));
+  CKBN_TRY(c.in("scale", scale, &s));
+  CKBN_TRY(c.in("offset", offset, &o));
+  CKBN_TRY(c.in("mean", mean, &m));
+  CKBN_TRY(c.in("var", var, &v));
+  CKBN_TRY(c.out("dscale", *dscale, &ds));
+  CKBN_TRY(c.out("doffset", *doffset, &dof));
+  CKBN_TRY(c.status(g_table->backward(c.dtype, dy.untyped_data(), x.untyped_data(), c.d,
+                                      s.get(), o.get(), m.get(), v.get(), c.eps,
+                                      training != 0, &c.act, dx->untyped_data(), ds.get(),
+                                      dof.get(), c.n_threads)));
+  ds.finish();
+  dof.finish();
   return ffi::Error::Success();
 }
 
@@ -258,19 +220,15 @@ ffi::Error GradImpl(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer scale,
 ffi::Error StatsImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> mean,
                      ffi::Result<ffi::AnyBuffer> var, int64_t P, int64_t G, int64_t R,
                      int64_t C, int64_t n_threads) {
-  const char *what = "ckbn_bn_stats";
-  Common c;
-  int dt;
-  CKBN_TRY(make_common(what, x, P, G, R, C, 0.0, 0, 0.0, 0.0, n_threads, &c, &dt));
-  const int64_t n = G * C;
-  std::vector<double> s_m, s_v;
-  double *pm, *pv;
-  CKBN_TRY(channel_out(what, "mean", *mean, n, &s_m, &pm));
-  CKBN_TRY(channel_out(what, "var", *var, n, &s_v, &pv));
-  int st = g_table->stats(dt, x.untyped_data(), c.d, pm, pv, c.n_threads);
-  CKBN_TRY(status_error(st, what));
-  channel_out_done(*mean, s_m);
-  channel_out_done(*var, s_v);
+  Call c{"ckbn_bn_stats"};
+  ChannelOut m, v;
+  CKBN_TRY(c.data(x, P, G, R, C, n_threads));
+  CKBN_TRY(c.out("mean", *mean, &m));
+  CKBN_TRY(c.out("var", *var, &v));
+  CKBN_TRY(c.status(g_table->stats(c.dtype, x.untyped_data(), c.d, m.get(), v.get(),
+                                   c.n_threads)));
+  m.finish();
+  v.finish();
   return ffi::Error::Success();
 }
 
@@ -281,20 +239,17 @@ ffi::Error StatsImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> mean,
 
 ffi::Error StatsRowImpl(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> row, int64_t P,
                         int64_t G, int64_t R, int64_t C, int64_t n_threads) {
-  const char *what = "ckbn_bn_stats_row";
-  Common c;
-  int dt;
-  CKBN_TRY(make_common(what, x, P, G, R, C, 0.0, 0, 0.0, 0.0, n_threads, &c, &dt));
-  const int64_t n = G * C;
+  Call c{"ckbn_bn_stats_row"};
+  CKBN_TRY(c.data(x, P, G, R, C, n_threads));
+  const int64_t n = c.n;
   if (row->element_type() != ffi::DataType::U32 ||
       static_cast<int64_t>(row->element_count()) != 2 * (1 + 2 * n))
-    return ffi::Error::InvalidArgument(std::string(what) + ": row must be uint32 of 2 + 4n");
+    return ffi::Error::InvalidArgument(std::string(c.what) + ": row must be uint32 of 2 + 4n");
   std::vector<double> out(static_cast<size_t>(1 + 2 * n));
   const double count = static_cast<double>(P) * static_cast<double>(R);
   out[0] = count;
-  int st = g_table->stats(dt, x.untyped_data(), c.d, out.data() + 1, out.data() + 1 + n,
-                          c.n_threads);
-  CKBN_TRY(status_error(st, what));
+  CKBN_TRY(c.status(g_table->stats(c.dtype, x.untyped_data(), c.d, out.data() + 1,
+                                   out.data() + 1 + n, c.n_threads)));
   for (int64_t k = 0; k < n; ++k) out[1 + n + k] *= count;  // biased var -> M2
   std::memcpy(row->untyped_data(), out.data(), out.size() * sizeof(double));
   return ffi::Error::Success();
@@ -341,14 +296,15 @@ ffi::Error MergeImpl(ffi::AnyBuffer rows, ffi::Result<ffi::AnyBuffer> count,
         std::string(what) + ": the global batch has " + std::to_string(int64_t(tot)) +
         " value(s) per channel; synchronized batch normalization needs at least 2");
   for (int64_t j = 0; j < n; ++j) m2[j] /= tot;
-  std::vector<double> s_m, s_v;
-  double *pm, *pv;
-  CKBN_TRY(channel_out(what, "mean", *mean, n, &s_m, &pm));
-  CKBN_TRY(channel_out(what, "var", *var, n, &s_v, &pv));
-  std::memcpy(pm, m.data(), m.size() * sizeof(double));
-  std::memcpy(pv, m2.data(), m2.size() * sizeof(double));
-  channel_out_done(*mean, s_m);
-  channel_out_done(*var, s_v);
+  Call c{what};
+  c.n = n;
+  ChannelOut pm, pv;
+  CKBN_TRY(c.out("mean", *mean, &pm));
+  CKBN_TRY(c.out("var", *var, &pv));
+  std::memcpy(pm.get(), m.data(), m.size() * sizeof(double));
+  std::memcpy(pv.get(), m2.data(), m2.size() * sizeof(double));
+  pm.finish();
+  pv.finish();
   if (count->element_count() != 1)
     return ffi::Error::InvalidArgument(std::string(what) + ": count must be a scalar");
   if (count->element_type() == ffi::DataType::F64)
@@ -366,26 +322,22 @@ ffi::Error GradSumsImpl(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer scal
                         ffi::Result<ffi::AnyBuffer> sum_e, ffi::Result<ffi::AnyBuffer> sum_exc,
                         int64_t P, int64_t G, int64_t R, int64_t C, double eps, int64_t act,
                         double slope, double hi, int64_t n_threads) {
-  const char *what = "ckbn_bn_grad_sums";
-  Common c;
-  int dt;
-  CKBN_TRY(make_common(what, x, P, G, R, C, eps, act, slope, hi, n_threads, &c, &dt));
-  CKBN_TRY(same_data(what, "dy", dy, x));
-  const int64_t n = G * C;
-  std::vector<double> s_s, s_o, s_m, s_v, s_e, s_x;
-  const double *ps, *po, *pm, *pv;
-  double *pe, *px;
-  CKBN_TRY(channel_in(what, "scale", scale, n, &s_s, &ps));
-  CKBN_TRY(channel_in(what, "offset", offset, n, &s_o, &po));
-  CKBN_TRY(channel_in(what, "mean", mean, n, &s_m, &pm));
-  CKBN_TRY(channel_in(what, "var", var, n, &s_v, &pv));
-  CKBN_TRY(channel_out(what, "sum_e", *sum_e, n, &s_e, &pe));
-  CKBN_TRY(channel_out(what, "sum_exc", *sum_exc, n, &s_x, &px));
-  int st = g_table->grad_sums(dt, dy.untyped_data(), x.untyped_data(), c.d, ps, po, pm, pv,
-                              c.eps, &c.act, pe, px, c.n_threads);
-  CKBN_TRY(status_error(st, what));
-  channel_out_done(*sum_e, s_e);
-  channel_out_done(*sum_exc, s_x);
+  Call c{"ckbn_bn_grad_sums"};
+  ChannelIn s, o, m, v;
+  ChannelOut se, sx;
+  CKBN_TRY(c.data(x, P, G, R, C, eps, act, slope, hi, n_threads));
+  CKBN_TRY(c.like_x("dy", dy, x));
+  CKBN_TRY(c.in("scale", scale, &s));
+  CKBN_TRY(c.in("offset", offset, &o));
+  CKBN_TRY(c.in("mean", mean, &m));
+  CKBN_TRY(c.in("var", var, &v));
+  CKBN_TRY(c.out("sum_e", *sum_e, &se));
+  CKBN_TRY(c.out("sum_exc", *sum_exc, &sx));
+  CKBN_TRY(c.status(g_table->grad_sums(c.dtype, dy.untyped_data(), x.untyped_data(), c.d,
+                                       s.get(), o.get(), m.get(), v.get(), c.eps, &c.act,
+                                       se.get(), sx.get(), c.n_threads)));
+  se.finish();
+  sx.finish();
   return ffi::Error::Success();
 }
 
@@ -396,26 +348,22 @@ ffi::Error BackwardDxImpl(ffi::AnyBuffer dy, ffi::AnyBuffer x, ffi::AnyBuffer sc
                           ffi::Result<ffi::AnyBuffer> dx, int64_t P, int64_t G, int64_t R,
                           int64_t C, double eps, int64_t act, double slope, double hi,
                           int64_t n_threads) {
-  const char *what = "ckbn_bn_backward_dx";
-  Common c;
-  int dt;
-  CKBN_TRY(make_common(what, x, P, G, R, C, eps, act, slope, hi, n_threads, &c, &dt));
-  CKBN_TRY(same_data(what, "dy", dy, x));
-  CKBN_TRY(same_data(what, "dx", *dx, x));
-  const int64_t n = G * C;
-  std::vector<double> s_s, s_o, s_m, s_v, s_e, s_x, s_n;
-  const double *ps, *po, *pm, *pv, *pe, *px, *pn;
-  CKBN_TRY(channel_in(what, "scale", scale, n, &s_s, &ps));
-  CKBN_TRY(channel_in(what, "offset", offset, n, &s_o, &po));
-  CKBN_TRY(channel_in(what, "mean", mean, n, &s_m, &pm));
-  CKBN_TRY(channel_in(what, "var", var, n, &s_v, &pv));
-  CKBN_TRY(channel_in(what, "sum_e", sum_e, n, &s_e, &pe));
-  CKBN_TRY(channel_in(what, "sum_exc", sum_exc, n, &s_x, &px));
-  CKBN_TRY(channel_in(what, "count", count, 1, &s_n, &pn));
-  int st = g_table->backward_dx(dt, dy.untyped_data(), x.untyped_data(), c.d, ps, po, pm, pv,
-                                c.eps, *pn, pe, px, &c.act, dx->untyped_data(), nullptr,
-                                c.n_threads);
-  return status_error(st, what);
+  Call c{"ckbn_bn_backward_dx"};
+  ChannelIn s, o, m, v, se, sx, k;
+  CKBN_TRY(c.data(x, P, G, R, C, eps, act, slope, hi, n_threads));
+  CKBN_TRY(c.like_x("dy", dy, x));
+  CKBN_TRY(c.like_x("dx", *dx, x));
+  CKBN_TRY(c.in("scale", scale, &s));
+  CKBN_TRY(c.in("offset", offset, &o));
+  CKBN_TRY(c.in("mean", mean, &m));
+  CKBN_TRY(c.in("var", var, &v));
+  CKBN_TRY(c.in("sum_e", sum_e, &se));
+  CKBN_TRY(c.in("sum_exc", sum_exc, &sx));
+  CKBN_TRY(c.in("count", count, &k, 1));
+  return c.status(g_table->backward_dx(c.dtype, dy.untyped_data(), x.untyped_data(), c.d,
+                                       s.get(), o.get(), m.get(), v.get(), c.eps, *k.get(),
+                                       se.get(), sx.get(), &c.act, dx->untyped_data(), nullptr,
+                                       c.n_threads));
 }
 
 }  // namespace
@@ -466,7 +414,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CkbnBnStats, StatsImpl,
 // not the one this library was built for (the table is then not used).
 extern "C" __attribute__((visibility("default"))) int ckbn_native_set_table(
     const ckbn_kernel_table *table) {
-  if (table == nullptr || table->abi != CKBN_TABLE_ABI) return -1;
+  if (!ckbn_native::table_usable(table)) return -1;
   g_table = table;
   return 0;
 }

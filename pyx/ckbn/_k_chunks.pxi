@@ -18,7 +18,11 @@
 #
 # Small planes (R <= LANE_PLANE_MAX) are read as rows of the chunk's planes
 # side by side, one row per sample (lane l of channel g0 + l // R); larger
-# planes as rows of MIN_LANES lanes inside each plane.
+# planes as rows of MIN_LANES lanes inside each plane.  The element-wise
+# part writes planes shorter than CF_SEG_MIN through lanes too (coefficients
+# expanded to the chunk's lanes), longer ones plane by plane with the
+# channel's coefficients in registers (one load per input vector instead of
+# one per input and per coefficient).
 #
 # Scratch per thread (_cf_scratch): first the reduction's float64 sums s1, s2
 # and its lanes sh, b1, b2, or, reusing the same bytes, the element-wise op's
@@ -55,7 +59,7 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
     cdef floating* sh
     cdef floating* b1
     cdef floating* b2
-    cdef double n = <double> (ch.P * R), S1, S2
+    cdef double n = <double> (ch.P * R)
     cdef Act none = _act(False, 0.0, 0.0)
     L = (g1 - g0) * R if ch.lanes else MIN_LANES
     s2 = s1 + L
@@ -76,12 +80,11 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
                  b1, b2, s1, s2, 0)
         _flush(b1, b2, s1, s2, L)
         for g in range(g0, g1):
-            S1 = 0.0
-            S2 = 0.0
-            for r in range(R):
-                S1 = S1 + s1[(g - g0) * R + r]
-                S2 = S2 + s2[(g - g0) * R + r]
-            _cf_out(kind, sh[(g - g0) * R], S1, S2, n, mean, g, out1, out2)
+            # The channel's R lanes, halved pairwise while R is even (vector
+            # adds instead of one dependent chain of R scalar adds).
+            off = (g - g0) * R
+            _fold1(s1 + off, s2 + off, R)
+            _cf_out(kind, sh[off], s1[off], s2[off], n, mean, g, out1, out2)
         return
     # Large planes: rows of MIN_LANES lanes inside each plane.
     W = MIN_LANES
@@ -131,7 +134,7 @@ cdef void _cf_apply(int op, const Act* act, const floating* x, const floating* d
     cdef const floating* w[MAX_COEF]
     cdef floating v[MAX_COEF]
     cdef floating s = <floating> act.slope, h = <floating> act.hi
-    if ch.lanes:
+    if ch.lanes and R < CF_SEG_MIN:
         for q in range(nc):
             _expand_into(cf[q], g1 - g0, R, lanes + q * L)
             w[q] = lanes + q * L

@@ -45,6 +45,7 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                            double* b1, double* b2) noexcept
     void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                           const float* mu, float* b1, float* b2) noexcept
+    float ckbn_ema_f32(float v, float s, float rate) noexcept
     void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
                           const double* mu, double* b1, double* b2) noexcept
 
@@ -115,6 +116,8 @@ cdef enum:
     CF_LANES = 1024       # most lanes of a small-plane chunk
     CF_MIN_CHUNKS = 8     # fewer chunks leave threads idle: use the unit path
                           # (unless the input runs on one thread anyway)
+    CF_SEG_MIN = 64       # shortest plane a chunk's element-wise part writes
+                          # plane by plane (shorter: through expanded lanes)
     # Most per-channel coefficient arrays an element-wise pass reads.
     MAX_COEF = 5
 

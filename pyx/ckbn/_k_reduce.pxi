@@ -215,8 +215,10 @@ cdef int _grad_sums(const floating* dy, const floating* x, const double* mean,
     # Lanes: per-lane sums, added into channels in lane order.
     n = G * R
     buf = <double*> malloc(sizeof(double) * 3 * n)
-    ez = <floating*> malloc(sizeof(floating) * 2 * n)
-    if buf == NULL or ez == NULL:
+    # The pre-activation's coefficients per lane, only with an activation (no
+    # uninitialized buffer is handed down without one).
+    ez = <floating*> malloc(sizeof(floating) * 2 * n) if act.on else NULL
+    if buf == NULL or (act.on and ez == NULL):
         free(buf)
         free(ez)
         return CKBN_ERR_NOMEM
@@ -226,8 +228,8 @@ cdef int _grad_sums(const floating* dy, const floating* x, const double* mean,
     if act.on:
         _expand_into(za, G, R, ez)
         _expand_into(zb, G, R, ez + n)
-    status = _red_core(RED_SUMS, act, x, dy, buf, ez, ez + n, 1, 1, P, n, buf + n,
-                       buf + 2 * n, n_threads)
+    status = _red_core(RED_SUMS, act, x, dy, buf, ez, ez + n if act.on else NULL, 1, 1, P,
+                       n, buf + n, buf + 2 * n, n_threads)
     if status == CKBN_OK:
         for g in range(G):
             a1 = 0.0

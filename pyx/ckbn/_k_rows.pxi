@@ -61,6 +61,27 @@ cdef inline void _fold(double* s1, double* s2, Py_ssize_t W, Py_ssize_t C) noexc
         s2[j % C] += s2[j]
 
 
+cdef inline void _fold1(double* s1, double* s2, Py_ssize_t W) noexcept nogil:
+    """_fold for one channel (C == 1): the W lanes summed into lane 0, halved
+    pairwise while W is even (vector adds), then added in order into locals
+    (no per-lane modulo, no store and reload of lane 0 per add)."""
+    cdef Py_ssize_t h, j
+    cdef double a1, a2
+    while W % 2 == 0:
+        h = W // 2
+        for j in range(h):
+            s1[j] += s1[j + h]
+            s2[j] += s2[j + h]
+        W = h
+    a1 = s1[0]
+    a2 = s2[0]
+    for j in range(1, W):
+        a1 = a1 + s1[j]
+        a2 = a2 + s2[j]
+    s1[0] = a1
+    s2[0] = a2
+
+
 cdef inline void _expand_into(const floating* a, Py_ssize_t G, Py_ssize_t R,
                               floating* out) noexcept nogil:
     """out[g*R + r] = a[g]: per-channel values, one per lane."""

@@ -8,7 +8,9 @@
 # float32 array of x's shape that does not overlap x.  Anything else returns
 # None and ckbn.nn takes its general path, with every check and error it has.
 # The results are those of the general path, bit for bit (same core, one
-# thread).
+# thread).  small_layer_train does the same for an eager training call of
+# ckbn.BatchNormalization (ckbn/_normalization.py decides when), moving-average
+# steps included.
 
 cimport numpy as cnp
 cnp.import_array()
@@ -198,5 +200,98 @@ def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
                           w + 2 * n, eps, training, &none, po, w + 3 * n, w + 4 * n, 1)
         _raise_status(status, "small_backward")
         return dx, _small_stat(w + 3 * n, n), _small_stat(w + 4 * n, n)
+    finally:
+        free(w)
+
+
+cdef cnp.ndarray _small_f64(const double* v, Py_ssize_t n):
+    cdef cnp.npy_intp dims[1]
+    cdef Py_ssize_t i
+    dims[0] = n
+    cdef cnp.ndarray a = cnp.PyArray_EMPTY(1, dims, cnp.NPY_FLOAT64, 0)
+    cdef double* p = <double*> cnp.PyArray_DATA(a)
+    for i in range(n):
+        p[i] = v[i]
+    return a
+
+
+cdef object _small_ema(object moving, const double* stat, double factor, float rate,
+                       Py_ssize_t n):
+    """moving - (moving - float32(stat * factor)) * rate as a new float32 array of
+    moving's shape (moving: an exact float32 C-contiguous ndarray of n elements,
+    checked by the caller)."""
+    cdef cnp.ndarray m = <cnp.ndarray> moving
+    cdef cnp.ndarray a = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(m), cnp.PyArray_DIMS(m),
+                                           cnp.NPY_FLOAT32, 0)
+    cdef const float* v = <const float*> cnp.PyArray_DATA(m)
+    cdef float* o = <float*> cnp.PyArray_DATA(a)
+    cdef Py_ssize_t i
+    for i in range(n):
+        o[i] = ckbn_ema_f32(v[i], <float> (stat[i] * factor), rate)
+    return a
+
+
+cdef inline bint _small_moving(object m, Py_ssize_t n) noexcept:
+    return m is None or (_plain_f32(m) and cnp.PyArray_SIZE(<cnp.ndarray> m) == n)
+
+
+def small_layer_train(x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
+                      scale, offset, epsilon, moving_mean, moving_var, rate,
+                      double var_factor):
+    """The eager training call of ``ckbn.BatchNormalization`` for the common
+    case: ``x`` an exact C-contiguous float32 ndarray of P*G*R*C elements
+    (fewer than PARALLEL_MIN), ``scale``/``offset`` None or exact float32
+    arrays of shape (G*C,), ``moving_mean``/``moving_var`` both None (no
+    update) or exact float32 C-contiguous arrays of G*C elements, ``epsilon``
+    and ``rate`` (``1 - momentum`` rounded to float32) Python floats.
+
+    Returns ``(y, mean, var, scale64, new_mean, new_var)``: ``y`` of x's
+    shape, the batch mean and biased variance and the scale (1 for None) as
+    float64 (G*C,) arrays, and the moving statistics after one step,
+    ``v - (v - float32(s)) * rate`` with ``s`` the batch mean and ``var *
+    var_factor``, as new float32 arrays of their shapes (None without
+    update); or None when the call is not the common case.  The results are
+    those of the layer's general path, bit for bit (same kernel, one thread).
+    """
+    cdef Py_ssize_t n
+    cdef double* w
+    cdef cnp.ndarray xa, y
+    cdef int status
+    cdef double eps
+    cdef const float* px
+    cdef float* py
+    cdef Act none = _act(False, 0.0, INFINITY)
+    if not _plain_f32(x) or not _small_eps(epsilon) or type(rate) is not float:
+        return None
+    xa = <cnp.ndarray> x
+    if P < 1 or G < 1 or R < 1 or C < 1 or cnp.PyArray_SIZE(xa) != P * G * R * C \
+            or P * G * R * C >= PARALLEL_MIN:
+        return None
+    n = G * C
+    if (moving_mean is None) != (moving_var is None) or not _small_moving(moving_mean, n) \
+            or not _small_moving(moving_var, n):
+        return None
+    eps = epsilon
+    w = <double*> malloc(sizeof(double) * 4 * n)
+    if w == NULL:
+        raise MemoryError("small_layer_train: out of memory")
+    try:
+        # w: scale, offset, mean, var
+        if not (_small_vec(scale, n, 1.0, w) and _small_vec(offset, n, 0.0, w + n)):
+            return None
+        y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.NPY_FLOAT32, 0)
+        px = <const float*> cnp.PyArray_DATA(xa)
+        py = <float*> cnp.PyArray_DATA(y)
+        with nogil:
+            status = _fwd_train(px, P, G, R, C, w, w + n, eps, &none, py, w + 2 * n,
+                                w + 3 * n, 1)
+        _raise_status(status, "small_layer_train")
+        if moving_mean is None:
+            nm = nv = None
+        else:
+            nm = _small_ema(moving_mean, w + 2 * n, 1.0, <float> rate, n)
+            nv = _small_ema(moving_var, w + 3 * n, var_factor, <float> rate, n)
+        return (y, _small_f64(w + 2 * n, n), _small_f64(w + 3 * n, n), _small_f64(w, n),
+                nm, nv)
     finally:
         free(w)

@@ -163,4 +163,15 @@ static void ckbn_gs_tile_f64(const double *e, const double *x, ptrdiff_t S,
                              ptrdiff_t nr, const double *mu, double *b1, double *b2) {}
 #endif
 
+/* One step of a moving average in float32, v - (v - s) * rate, each
+   operation rounded to float32 as NumPy's element-wise operations round it
+   (Variable.assign_moving_average): the product goes through a volatile, so
+   no FMA contraction fuses it into the subtraction, whatever -ffp-contract
+   the variant is built with. */
+static inline float ckbn_ema_f32(float v, float s, float rate)
+{
+    volatile float t = (v - s) * rate;
+    return v - t;
+}
+
 #endif /* CKBN_KERNEL_HELPERS_H */

@@ -1,0 +1,246 @@
+"""The PyTorch backend's per-call shortcuts (``keras_plugin._torch``), under
+``KERAS_BACKEND=torch``; run by ``tests/test_torch_path.py`` in its own process.
+
+* ``layer_forward``: the layer's common case (eager, one channel axis, no
+  ghost batches/renorm/adjustment/fused, no casts) with the moving averages
+  updated in place;
+* the table's ``train``/``given`` without autograd when nothing needs a gradient
+  (inference under ``torch.no_grad``).
+
+Each is compared bit for bit with the general path (``_engine.forward`` on the
+same op table without the shortcut) and, within float tolerance, with float64
+NumPy.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+import keras
+
+import keras_plugin
+from keras_plugin import BatchNormalization, BatchNormalizationActivation, _engine
+
+torch = pytest.importorskip("torch")
+if keras.backend.backend() != "torch":  # pragma: no cover - run with KERAS_BACKEND=torch
+    pytest.skip("PyTorch backend only", allow_module_level=True)
+
+from keras_plugin import _torch  # noqa: E402
+
+keras_plugin._policy.set_min_elements("torch", None, 0)   # the kernels at every size
+
+# The torch op table without the shortcut: _engine.forward's general path.
+GENERAL = types.SimpleNamespace(train=_torch.train, given=_torch.given,
+                                moments=_torch.moments)
+EPS = 1e-3
+MOMENTUM = 0.9
+
+
+def _rand(shape, seed, dtype="float32"):
+    return (np.random.default_rng(seed).normal(size=shape) * 2.0 + 0.7).astype(dtype)
+
+
+def _pair(axis, dtype, act=None, **kw):
+    """Two built layers with the same (non-trivial) weights."""
+    layers = []
+    for _ in range(2):
+        if act is None:
+            layer = BatchNormalization(axis=axis, momentum=MOMENTUM, epsilon=EPS, dtype=dtype,
+                                       **kw)
+        else:
+            layer = BatchNormalizationActivation(activation=act, axis=axis, momentum=MOMENTUM,
+                                                 epsilon=EPS, dtype=dtype, **kw)
+        layers.append(layer)
+    return layers
+
+
+def _build(layers, shape, axis):
+    n = shape[axis]
+    for layer in layers:
+        layer.build(shape)
+        ws = [_rand((n,), 1) + 3.0, _rand((n,), 2), _rand((n,), 3), np.abs(_rand((n,), 4)) + 0.5]
+        names = [v.path.split("/")[-1] for v in layer.weights]
+        by_name = dict(zip(["gamma", "beta", "moving_mean", "moving_variance"], ws))
+        layer.set_weights([by_name[nm].astype(layer.weights[i].dtype)
+                           for i, nm in enumerate(names)])
+
+
+def _call(layer, x, training, general, dy=None, grad=True):
+    """Output, input gradient, weight gradients of one call, and the variables after it."""
+    x = x.clone().requires_grad_(grad)
+    if general:
+        y = _engine.forward(layer, x, training and layer.trainable, GENERAL,
+                            layer._fused_act)
+    else:
+        taken = _torch.layer_forward(layer, x.detach(), False, layer._fused_act) is not None
+        assert taken == _shortcut_expected(x.dtype)
+        y = layer(x, training=training)
+    out = [y.detach().numpy().copy()]
+    if dy is not None:
+        y.backward(dy)
+        out.append(x.grad.numpy().copy())
+        out += [v.value.grad.numpy().copy() for v in layer.trainable_weights]
+        for v in layer.trainable_weights:
+            v.value.grad = None
+    out += [np.array(v.numpy()) for v in layer.non_trainable_weights]
+    return out
+
+
+def _computes_float64():
+    """Keras's promotion on this backend: ``result_type("float64", "float32")`` is float32
+    on PyTorch in Keras 3.x, so float64 layers compute in float32 (stock and ckbn)."""
+    return keras.backend.result_type("float64", "float32") == "float64"
+
+
+def _shortcut_expected(dtype):
+    return dtype != torch.float64 or _computes_float64()
+
+
+def _bn64(x, axis, gamma, beta, mean=None, var=None):
+    x = x.astype(np.float64)
+    red = tuple(i for i in range(x.ndim) if i != axis % x.ndim)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    if mean is None:
+        mean, var = x.mean(axis=red), x.var(axis=red)
+    g, b, m, v = (np.asarray(a, np.float64).reshape(shape) for a in (gamma, beta, mean, var))
+    return (x - m) / np.sqrt(v + EPS) * g + b, mean, var
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "mixed_float16"])
+@pytest.mark.parametrize("axis,shape", [(-1, (6, 3, 4, 5)), (1, (6, 5, 3, 4)), (-1, (7, 5))])
+@pytest.mark.parametrize("act", [None, "relu6"])
+def test_training_equals_the_general_path_and_numpy(dtype, axis, shape, act):
+    general, fast = _pair(axis, dtype, act)
+    _build([general, fast], shape, axis)
+    xdt = "float16" if dtype == "mixed_float16" else dtype
+    x = torch.from_numpy(_rand(shape, 5, xdt))
+    dy = torch.from_numpy(_rand(shape, 6, xdt))
+    before = [np.array(v.numpy()) for v in fast.weights]
+    for step in range(2):   # the second step starts from updated moving statistics
+        a = _call(general, x, True, True, dy)
+        b = _call(fast, x, True, False, dy)
+        assert len(a) == len(b) == 6
+        for u, v in zip(a, b):
+            assert u.dtype == v.dtype
+            np.testing.assert_array_equal(u, v)
+    # float64 NumPy: output and the moving statistics after two identical steps
+    gamma, beta, mm0, mv0 = before
+    y64, mean, var = _bn64(x.numpy(), axis, gamma, beta)
+    if act == "relu6":
+        y64 = np.clip(y64, 0.0, 6.0)
+    tol = {"float64": 1e-9 if _computes_float64() else 1e-4, "float32": 1e-4,
+           "mixed_float16": 1e-2}[dtype]
+    np.testing.assert_allclose(b[0].astype(np.float64), y64, rtol=tol, atol=tol)
+    m = MOMENTUM
+    mm, mv = mm0.astype(np.float64), mv0.astype(np.float64)
+    for _ in range(2):
+        mm, mv = mm * m + mean * (1 - m), mv * m + var * (1 - m)
+    tol = 1e-12 if dtype == "float64" and _computes_float64() else 1e-5
+    np.testing.assert_allclose(b[4], mm, rtol=tol, atol=tol)
+    np.testing.assert_allclose(b[5], mv, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("axis,shape", [(-1, (6, 3, 4, 5)), (1, (6, 5, 3, 4))])
+def test_inference_with_and_without_autograd(dtype, axis, shape):
+    general, fast = _pair(axis, dtype)
+    _build([general, fast], shape, axis)
+    x = torch.from_numpy(_rand(shape, 7, dtype))
+    dy = torch.from_numpy(_rand(shape, 8, dtype))
+    gamma, beta, mm, mv = (np.array(v.numpy()) for v in fast.weights)
+    y64 = _bn64(x.numpy(), axis, gamma, beta, mm, mv)[0]
+    with torch.no_grad():
+        y = fast(x, training=False)
+        assert y.grad_fn is None and not y.requires_grad
+        ref = _engine.forward(general, x, False, GENERAL)
+    np.testing.assert_array_equal(y.numpy(), ref.numpy())
+    tol = 1e-12 if dtype == "float64" and _computes_float64() else 1e-5
+    np.testing.assert_allclose(y.numpy(), y64, rtol=tol, atol=tol)
+    # grad on: the autograd Function runs, and the gradients are those of the general path
+    a = _call(general, x, False, True, dy)
+    b = _call(fast, x, False, False, dy)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    k = (gamma / np.sqrt(mv + EPS)).astype(np.float64)
+    sh = [1] * len(shape)
+    sh[axis] = -1
+    np.testing.assert_allclose(b[1], dy.numpy() * k.reshape(sh), rtol=tol, atol=tol)
+    # and the moving statistics did not move
+    np.testing.assert_array_equal(b[4], mm)
+    np.testing.assert_array_equal(b[5], mv)
+
+
+def test_table_without_autograd_equals_the_function():
+    x = torch.from_numpy(_rand((8, 4, 3), 9))
+    s, o = torch.from_numpy(_rand((4,), 10)), torch.from_numpy(_rand((4,), 11))
+    with torch.no_grad():
+        plain = _torch.train(x, s, o, (1,), EPS)
+        assert all(t.grad_fn is None for t in plain)
+        yg = _torch.given(x, s, o, plain[1], plain[2], (1,), EPS)
+    sg = s.clone().requires_grad_(True)
+    recorded = _torch.train(x, sg, o, (1,), EPS)
+    assert recorded[0].grad_fn is not None
+    for u, v in zip(plain, recorded):
+        np.testing.assert_array_equal(u.numpy(), v.detach().numpy())
+    np.testing.assert_array_equal(yg.numpy(), _torch.given(x, sg, o, plain[1], plain[2], (1,),
+                                                           EPS).detach().numpy())
+
+
+@pytest.mark.parametrize("kw", [dict(renorm=True), dict(virtual_batch_size=2),
+                                dict(fused=True), dict(axis=[1, 2]), dict(center=False),
+                                dict(scale=False)])
+def test_which_calls_take_the_shortcut(kw):
+    shape = (4, 3, 2, 5)
+    layer = BatchNormalization(**kw)
+    layer.build(shape)
+    x = torch.from_numpy(_rand(shape, 12))
+    taken = _torch.layer_forward(layer, x, False) is not None
+    assert taken == (set(kw) <= {"center", "scale"})
+    # float16 data in a float32 layer is cast by the general path: no shortcut
+    assert _torch.layer_forward(layer, x.half(), False) is None
+
+
+@pytest.mark.parametrize("kw", [dict(center=False), dict(scale=False)])
+def test_no_center_or_scale_equals_the_general_path(kw):
+    shape = (6, 3, 2, 5)
+    layers = [BatchNormalization(momentum=MOMENTUM, **kw) for _ in range(2)]
+    for layer in layers:
+        layer.build(shape)
+    x = torch.from_numpy(_rand(shape, 13))
+    dy = torch.from_numpy(_rand(shape, 14))
+    for u, v in zip(_call(layers[0], x, True, True, dy), _call(layers[1], x, True, False, dy)):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_stateless_scope_takes_the_general_path():
+    shape = (6, 3, 2, 5)
+    layer = BatchNormalization(momentum=MOMENTUM)
+    layer.build(shape)
+    x = torch.from_numpy(_rand(shape, 15))
+    before = [np.array(v.numpy()) for v in layer.non_trainable_weights]
+    with keras.StatelessScope() as scope:
+        assert _torch.layer_forward(layer, x, True) is None
+        layer(x, training=True)
+    after = [np.array(v.numpy()) for v in layer.non_trainable_weights]
+    for u, v in zip(before, after):
+        np.testing.assert_array_equal(u, v)     # recorded in the scope, not assigned
+    mean = x.numpy().astype(np.float64).mean(axis=(0, 1, 2))
+    got = scope.get_current_value(layer.moving_mean)
+    np.testing.assert_allclose(got.numpy(), before[0] * MOMENTUM + mean * (1 - MOMENTUM),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_clear_error_and_state_unchanged():
+    layer = BatchNormalization()
+    layer.build((4, 3, 2, 5))
+    x = torch.from_numpy(_rand((4, 3, 2, 6), 16))
+    before = [np.array(v.numpy()) for v in layer.weights]
+    for training in (True, False):
+        with pytest.raises(ValueError, match=r"have value 5.*shape \(4, 3, 2, 6\)"):
+            layer(x, training=training)
+    for u, v in zip(before, layer.weights):
+        np.testing.assert_array_equal(u, v.numpy())
