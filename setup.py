@@ -167,6 +167,16 @@ class BuildExt(build_ext):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "w") as f:
                 f.write(info)
+        # The variants are independent compiler runs of a few minutes each: run
+        # them side by side on every core (pip install runs build_ext without
+        # -j).  CKBN_BUILD_JOBS sets the number; an explicit -j wins.
+        if not self.parallel:
+            jobs = os.environ.get("CKBN_BUILD_JOBS", "").strip()
+            if jobs and (not jobs.isdigit() or int(jobs) < 1):
+                raise ValueError(f"CKBN_BUILD_JOBS must be a whole number >= 1, got {jobs!r}")
+            self.parallel = int(jobs) if jobs else min(os.cpu_count() or 1, len(self.extensions))
+            if self.parallel == 1:
+                self.parallel = False
         super().build_extensions()
 
 
