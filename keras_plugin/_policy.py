@@ -56,20 +56,20 @@ _DTYPES = ("float16", "float32", "float64")
 # float32, batch normalization forward+backward ("train") or forward ("infer");
 # None: the framework's op at every size.  Source: benchmarks/bench_keras.py
 # --crossover (one BN layer, stock vs the kernels forced, round robin), the
-# quiet 2-core EPYC (Zen, AVX2), 3 December 2026, 18:29 (RESULTS-keras.md,
-# section 4); JAX from whole models (section 0), see below.
+# quiet 2-core EPYC (Zen, AVX2), 3 December 2026, 18:29 (PyTorch: 20:27, after
+# the layer's shortcut) (RESULTS-keras.md, section 4); JAX from whole models
+# (section 0), see below.
 CROSSOVER = {
     # TensorFlow native op (no tf.numpy_function): training 1.06-1.25x from 32 Ki
     # up, 1.00-1.01x (a tie) at 2 Ki and 8 Ki
     ("tensorflow", "train"): 1 << 15,
     # inference 1.01-1.31x at every size measured, 2 Ki to 2 Mi
     ("tensorflow", "infer"): 0,
-    # PyTorch (torch.autograd.Function around the kernels): training 0.91-0.98x
-    # up to 192 Ki (a fixed ~0.4 ms of glue per layer and step), 1.10-1.44x from
-    # 512 Ki up
-    ("torch", "train"): 1 << 19,
-    # inference 0.93-0.99x at every size, 2 Ki to 2 Mi (~60 us of glue per call)
-    ("torch", "infer"): None,
+    # PyTorch (the layer's eager shortcut, 20:27 rerun): training 0.97-1.05x up
+    # to 128 Ki (within ~0.15 ms of a 5 ms step), 1.01-1.36x from 192 Ki up
+    ("torch", "train"): 3 << 16,
+    # inference 0.96-1.03x up to 1.5 Mi, 1.04x at 2 Mi
+    ("torch", "infer"): 1 << 21,
     # the XLA FFI handler (keras_plugin._jax_ffi) beat XLA's own ops at every size
     # measured (benchmarks/bench_jax_ffi.py); where it cannot be built, the JAX
     # engine declines and Keras's code runs (host callbacks only on request)
