@@ -402,9 +402,21 @@ else:
         folded = fold_batch_normalization(model)
         assert type(folded.layers[-1]).__name__ == "ChannelAffine"
         x = rng.normal(size=(5, 6, 6, 3)).astype("float32")
+        from keras_plugin import _policy
+
+        # By default inference runs XLA's own ops (measured: XLA fuses the
+        # affine into the convolution's output); asked for, the FFI handler.
+        assert _policy.min_elements("jax", "infer") is None
         text = str(jax.make_jaxpr(lambda x: folded(x, training=False))(x))
-        assert "ckbn_bn_given" in text and "callback" not in text
+        assert "ckbn_bn_given" not in text and "callback" not in text
         _close(folded(x, training=False), model(x, training=False), 2e-5)
+        _policy.set_min_elements("jax", "infer", 0)
+        try:
+            text = str(jax.make_jaxpr(lambda x: folded(x, training=False))(x))
+            assert "ckbn_bn_given" in text and "callback" not in text
+            _close(folded(x, training=False), model(x, training=False), 2e-5)
+        finally:
+            _policy.set_min_elements("jax", "infer", "measured")
 
     # ---------------------------------------------- synchronized, in shard_map
 
