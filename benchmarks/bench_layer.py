@@ -29,6 +29,9 @@ import numpy as np
 
 import ckbn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import cpu_model  # noqa: E402
+
 
 def _best(fn, reps=30, inner=1):
     fn()
@@ -165,17 +168,6 @@ def _small_cases():
     return cases
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def _variant():
     from ckbn._dispatch import kernels
     return kernels().__name__.rsplit("_", 1)[-1]
@@ -215,7 +207,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.small:
         print(f"small calls, 16x8x8x32 float32, 1 thread, {args.rounds} rounds round robin, "
-              f"CPU: {_cpu_name()}, kernels: {_variant()}")
+              f"CPU: {cpu_model()}, kernels: {_variant()}")
         print("ratios: best÷best, and the median over rounds of the round's ckbn÷torch")
         print(f"{'call':24s} {'ckbn best':>10s} {'torch best':>11s} {'ckbn med':>9s} "
               f"{'torch med':>10s} {'best ratio':>11s} {'med ratio':>10s}")
