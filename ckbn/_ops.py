@@ -41,7 +41,7 @@ from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 from ckbn._memory import empty_aligned
 
-__all__ = ["forward_train", "forward_infer", "backward", "Activation", "stats", "affine",
+__all__ = ["forward_train", "forward_infer", "backward", "Activation", "SWISH", "stats", "affine",
            "grad_sums", "grad_dx", "small_forward", "small_backward", "small_layer_train"]
 
 _f16 = np.dtype(np.float16)
@@ -49,15 +49,28 @@ _f64 = np.float64
 
 
 class Activation(NamedTuple):
-    """``act(z) = z if 0 < z < hi; hi if z >= hi; slope * z if z <= 0``.
+    """The activation applied in the normalization pass, of one of two kinds.
 
-    ReLU is ``Activation(0.0, inf)``, ReLU6 ``Activation(0.0, 6.0)`` and leaky
-    ReLU ``Activation(s, inf)``; its derivative is ``(z < hi)`` for ``z > 0``,
-    else ``slope``.
+    ``kind="piecewise"`` (the default): ``act(z) = z if 0 < z < hi; hi if
+    z >= hi; slope * z if z <= 0``.  ReLU is ``Activation(0.0, inf)``, ReLU6
+    ``Activation(0.0, 6.0)`` and leaky ReLU ``Activation(s, inf)``; the
+    derivative is ``(z < hi)`` for ``z > 0``, else ``slope``.
+
+    ``kind="swish"``: ``act(z) = z * sigmoid(z)`` (SiLU; ``slope`` and ``hi``
+    unused, see :data:`SWISH`), derivative ``sigmoid(z) * (1 + z * (1 -
+    sigmoid(z)))``.
     """
 
     slope: float
     hi: float
+    kind: str = "piecewise"
+
+
+#: The swish (SiLU) activation, ``z * sigmoid(z)``.
+SWISH = Activation(0.0, float("inf"), "swish")
+
+# The kernels' activation kinds (ACT_PIECEWISE, ACT_SWISH in _k_common.pxi).
+_KINDS = {"piecewise": 0, "swish": 1}
 
 
 def small_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training, out):
@@ -101,7 +114,10 @@ def _act_args(act):
     """Keyword arguments of the kernels for ``act`` (an Activation or None)."""
     if act is None:
         return {}
-    return {"act": True, "slope": float(act.slope), "hi": float(act.hi)}
+    if act.kind not in _KINDS:
+        raise ValueError(f"activation kind must be one of {tuple(_KINDS)}, got {act.kind!r}")
+    return {"act": True, "slope": float(act.slope), "hi": float(act.hi),
+            "kind": _KINDS[act.kind]}
 
 
 def _f16c():

@@ -48,15 +48,18 @@ def _stat_dtype(x):
     return np.float32 if x.dtype == np.float16 else x.dtype
 
 
-_ACTIVATIONS = ("relu", "relu6", "leaky_relu")
+_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "swish", "silu")
 
 
 def _activation(name, negative_slope):
-    """The kernels' activation for ``name`` (None, "relu", "relu6", "leaky_relu")."""
+    """The kernels' activation for ``name`` (None, "relu", "relu6", "leaky_relu",
+    "swish" or its other name "silu")."""
     if name is None:
         return None
     if not isinstance(name, str) or name not in _ACTIVATIONS:
         raise ValueError(f"activation must be None or one of {_ACTIVATIONS}, got {name!r}")
+    if name in ("swish", "silu"):
+        return _ops.SWISH
     if name == "relu":
         return _ops.Activation(0.0, np.inf)
     if name == "relu6":
@@ -240,10 +243,11 @@ def fused_batch_norm(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, mean: Ar
         Channel axes; overrides ``data_format``.
     out : ndarray, optional
         C-contiguous array of ``x``'s shape and dtype for ``y`` (may be ``x``).
-    activation : {None, "relu", "relu6", "leaky_relu"}, default None
+    activation : {None, "relu", "relu6", "leaky_relu", "swish", "silu"}, default None
         Applied to the normalized value ``z`` in the same pass over the data:
-        ``max(z, 0)``, ``min(max(z, 0), 6)``, or ``z`` if ``z > 0`` else
-        ``negative_slope * z``.
+        ``max(z, 0)``, ``min(max(z, 0), 6)``, ``z`` if ``z > 0`` else
+        ``negative_slope * z``, or ``z * sigmoid(z)`` ("swish", also named
+        "silu").
     negative_slope : float, default 0.2
         The slope of ``"leaky_relu"`` for ``z <= 0`` (ignored otherwise).
 
@@ -321,7 +325,8 @@ def fused_batch_norm_grad(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, batch_m
         with respect to the activation's output; the kernels recompute the
         normalized value ``z`` from ``x`` to mask it (``relu``: ``z > 0``;
         ``relu6``: ``0 < z < 6``; ``leaky_relu``: 1 for ``z > 0``, else
-        ``negative_slope``) and the results are the gradients of the whole
+        ``negative_slope``; ``swish``: times ``sigmoid(z) * (1 + z * (1 -
+        sigmoid(z)))``) and the results are the gradients of the whole
         ``activation(batch_norm(x))``.
 
     Returns

@@ -19,10 +19,12 @@
  * per-channel arrays are always float64, of length n.  Outputs may alias
  * their input of the same size (y == x, dx == dy), never a per-channel input.
  *
- * Activation.  With act != NULL and act->on, the forward returns
- * act(z) = z if 0 < z < hi; hi if z >= hi; slope*z if z <= 0, applied in the
- * normalization pass, and the backward takes dy as the gradient of act(z)
- * (z is recomputed from x, so the forward's z is never stored).
+ * Activation.  With act != NULL and act->on, the forward returns act(z),
+ * applied in the normalization pass, and the backward takes dy as the
+ * gradient of act(z) (z is recomputed from x, so the forward's z is never
+ * stored).  act->kind says which: CKBN_ACT_PIECEWISE, act(z) = z if
+ * 0 < z < hi; hi if z >= hi; slope*z if z <= 0; CKBN_ACT_SWISH, act(z) =
+ * z * sigmoid(z) (slope and hi unused).
  *
  * Threads.  Each call runs on at most n_threads OpenMP threads (n_threads
  * >= 1; small tensors use one).  Results are bitwise identical for every
@@ -41,8 +43,9 @@
 extern "C" {
 #endif
 
-/* Bumped on any change to the table below; users check `abi` first. */
-#define CKBN_TABLE_ABI 1
+/* Bumped on any change to the table below; users check `abi` first.
+   2: ckbn_act gained `kind` (in what was padding after `on`). */
+#define CKBN_TABLE_ABI 2
 #define CKBN_TABLE_CAPSULE "ckbn.kernel_table.v1"
 
 enum ckbn_dtype { CKBN_FLOAT16 = 0, CKBN_FLOAT32 = 1, CKBN_FLOAT64 = 2 };
@@ -56,8 +59,11 @@ enum ckbn_status {
 
 typedef struct ckbn_dims { ptrdiff_t P, G, R, C; } ckbn_dims;
 
+enum ckbn_act_kind { CKBN_ACT_PIECEWISE = 0, CKBN_ACT_SWISH = 1 };
+
 typedef struct ckbn_act {
-    int on;          /* 0: identity (slope and hi ignored) */
+    int on;          /* 0: identity (kind, slope and hi ignored) */
+    int kind;        /* enum ckbn_act_kind */
     double slope;    /* 0 for ReLU/ReLU6 */
     double hi;       /* INFINITY for ReLU, 6 for ReLU6 */
 } ckbn_act;

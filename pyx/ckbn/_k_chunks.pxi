@@ -140,14 +140,14 @@ cdef void _cf_apply(int op, const Act* act, const floating* x, const floating* d
             w[q] = lanes + q * L
         for p in range(ch.P):
             off = p * S + g0 * R
-            _ew_run(op, act.on, x + off, d + off, o + off, L, w, s, h)
+            _ew_run(op, _act_mode(act), x + off, d + off, o + off, L, w, s, h)
         return
     for p in range(ch.P):
         for g in range(g0, g1):
             for q in range(nc):
                 v[q] = cf[q][g - g0]
             off = p * S + g * R
-            _ew_seg(op, act.on, x + off, d + off, o + off, R, v, s, h)
+            _ew_seg(op, _act_mode(act), x + off, d + off, o + off, R, v, s, h)
 
 
 cdef void _cf_chunk(int what, const Chunks* ch, Py_ssize_t j, const floating* x,

@@ -46,6 +46,8 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                           const float* mu, float* b1, float* b2) noexcept
     float ckbn_ema_f32(float v, float s, float rate) noexcept
+    void ckbn_swish_f32(float* z, Py_ssize_t n, int grad) noexcept
+    void ckbn_swish_f64(double* z, Py_ssize_t n, int grad) noexcept
     void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
                           const double* mu, double* b1, double* b2) noexcept
 
@@ -63,8 +65,12 @@ cdef extern from "ckbn_kernels.h" nogil:
     const char* CKBN_TABLE_CAPSULE
     ctypedef struct ckbn_dims:
         Py_ssize_t P, G, R, C
+    enum:
+        CKBN_ACT_PIECEWISE
+        CKBN_ACT_SWISH
     ctypedef struct ckbn_act:
         int on
+        int kind
         double slope
         double hi
     ctypedef struct ckbn_kernel_table:
@@ -174,23 +180,63 @@ def openmp_enabled():
 
 
 # ---------------------------------------------------------------------------
-# Activation: act(z) = z > 0 ? min(z, hi) : slope * z (ReLU: slope 0, hi inf;
-# ReLU6: slope 0, hi 6; leaky ReLU: slope s, hi inf); act'(z) = z > 0 ?
-# (z < hi) : slope.
+# Activation, one description for every pass: off, or on with a kind,
+#   ACT_PIECEWISE  act(z) = z > 0 ? min(z, hi) : slope * z (ReLU: slope 0, hi
+#                  inf; ReLU6: slope 0, hi 6; leaky ReLU: slope s, hi inf);
+#                  act'(z) = z > 0 ? (z < hi) : slope;
+#   ACT_SWISH      act(z) = z * sigmoid(z) (slope and hi unused);
+#                  act'(z) = sigmoid(z) * (1 + z * (1 - sigmoid(z))).
+# The inner loops (_k_rows.pxi) take the mode _act_mode(): AM_NONE, AM_PIECEWISE
+# or AM_SWISH.
 # ---------------------------------------------------------------------------
+
+cdef enum:
+    ACT_PIECEWISE = 0       # the kinds (ckbn_act.kind: CKBN_ACT_PIECEWISE, ...)
+    ACT_SWISH = 1
+    AM_NONE = 0             # the modes
+    AM_PIECEWISE = 1
+    AM_SWISH = 2
+
 
 cdef struct Act:
     bint on
+    int kind
     double slope
     double hi
 
 
 cdef inline Act _act(bint on, double slope, double hi) noexcept nogil:
+    """A piecewise-linear activation (or none)."""
     cdef Act a
     a.on = on
+    a.kind = ACT_PIECEWISE
     a.slope = slope
     a.hi = hi
     return a
+
+
+cdef inline Act _act_kind(bint on, double slope, double hi, int kind) except *:
+    """The activation of the def entry points' arguments (act, slope, hi, kind)."""
+    if kind != ACT_PIECEWISE and kind != ACT_SWISH:
+        raise ValueError(f"kernel: activation kind must be {ACT_PIECEWISE} (piecewise "
+                         f"linear) or {ACT_SWISH} (swish), got {kind}")
+    cdef Act a = _act(on, slope, hi)
+    a.kind = kind
+    return a
+
+
+cdef inline int _act_mode(const Act* a) noexcept nogil:
+    if not a.on:
+        return AM_NONE
+    return AM_SWISH if a.kind == ACT_SWISH else AM_PIECEWISE
+
+
+cdef inline void _swish(floating* z, Py_ssize_t n, int grad) noexcept nogil:
+    """z -> swish(z) (grad 0) or swish'(z) (grad 1), in place."""
+    if floating is float:
+        ckbn_swish_f32(z, n, grad)
+    else:
+        ckbn_swish_f64(z, n, grad)
 
 
 # ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
             v[q] = cf[q][t.g]
         for p in range(t.p0, t.p1):
             off = (p * u.G + t.g) * u.L + t.l0
-            _ew_seg(op, act.on, x + off, d + off, o + off, n_el, v, s, h)
+            _ew_seg(op, _act_mode(act), x + off, d + off, o + off, n_el, v, s, h)
         return
     for q in range(nc):
         w[q] = _lanes(cf[q], t.g, C, W, buf + q * W)
@@ -31,10 +31,10 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
         off = (p * u.G + t.g) * u.L + t.l0
         i = 0
         while i + W <= n_el:
-            _ew_run(op, act.on, x + off + i, d + off + i, o + off + i, W, w, s, h)
+            _ew_run(op, _act_mode(act), x + off + i, d + off + i, o + off + i, W, w, s, h)
             i += W
         if i < n_el:
-            _ew_run(op, act.on, x + off + i, d + off + i, o + off + i, n_el - i, w, s, h)
+            _ew_run(op, _act_mode(act), x + off + i, d + off + i, o + off + i, n_el - i, w, s, h)
 
 
 cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,

@@ -32,17 +32,19 @@ def bn_affine(const floating[::1] x,     # IN  (P*G*R*C,)
               const floating[::1] a,     # IN  (G*C,)
               const floating[::1] b,     # IN  (G*C,)
               floating[::1] y,           # OUT (P*G*R*C,)
-              int n_threads, bint act=False, double slope=0.0, double hi=INFINITY):
+              int n_threads, bint act=False, double slope=0.0, double hi=INFINITY,
+              int kind=ACT_PIECEWISE):
     """``y = act(x * a[ch] + b[ch])`` with ``x`` and ``y`` viewed as (P, G, R, C).
 
-    ``act`` applies ``z > 0 ? min(z, hi) : slope * z`` (ReLU, ReLU6, leaky ReLU).
+    ``act`` applies ``z > 0 ? min(z, hi) : slope * z`` (ReLU, ReLU6, leaky ReLU),
+    or with ``kind`` ACT_SWISH (1) ``z * sigmoid(z)``.
     """
     _check_dims(x.shape[0], P, G, R, C)
     if y.shape[0] != x.shape[0]:
         raise ValueError("bn_affine: y has the wrong size")
     if a.shape[0] != G * C or b.shape[0] != G * C:
         raise ValueError("bn_affine: bad coefficient size")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef int status
     with nogil:
         status = _affine(&x[0], &a[0], &b[0], &y[0], P, G, R, C, &ac, False, n_threads)
@@ -59,7 +61,8 @@ def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
                int n_threads,
                const floating[::1] za=None,   # IN  (G*C,) with an activation
                const floating[::1] zb=None,   # IN  (G*C,) with an activation
-               bint act=False, double slope=0.0, double hi=INFINITY):
+               bint act=False, double slope=0.0, double hi=INFINITY,
+               int kind=ACT_PIECEWISE):
     """``dx = (dy * m) * k1[ch] + (x * k2[ch] + k3[ch])`` on the (P, G, R, C) view.
 
     ``m`` is 1, or with ``act`` the activation's derivative at
@@ -77,7 +80,7 @@ def bn_grad_dx(const floating[::1] dy,   # IN  (P*G*R*C,)
             raise ValueError("bn_grad_dx: an activation needs za and zb of size G*C")
         pa = &za[0]
         pb = &zb[0]
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef int status
     with nogil:
         status = _grad_dx(&dy[0], &x[0], &k1[0], &k2[0], &k3[0], pa, pb, &dx[0], P, G, R, C,
@@ -94,7 +97,8 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
                  int n_threads,
                  const floating[::1] za=None,   # IN  (G*C,) with an activation
                  const floating[::1] zb=None,   # IN  (G*C,) with an activation
-                 bint act=False, double slope=0.0, double hi=INFINITY):
+                 bint act=False, double slope=0.0, double hi=INFINITY,
+                 int kind=ACT_PIECEWISE):
     """Per-channel ``sum(e)`` and ``sum(e * (x - mean))`` in float64, with
     ``e = dy``, or with ``act`` ``e = dy * act'(x * za[ch] + zb[ch])``."""
     _check_dims(x.shape[0], P, G, R, C)
@@ -109,7 +113,7 @@ def bn_grad_sums(const floating[::1] dy,   # IN  (P*G*R*C,)
             raise ValueError("bn_grad_sums: an activation needs za and zb of size G*C")
         pa = &za[0]
         pb = &zb[0]
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef int status
     with nogil:
         status = _grad_sums(&dy[0], &x[0], &mean[0], pa, pb, &ac, P, G, R, C, &sum_dy[0],
@@ -127,11 +131,13 @@ def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
                      double[::1] mean,           # OUT (G*C,)
                      double[::1] var,            # OUT (G*C,) biased
                      int n_threads,
-                     bint act=False, double slope=0.0, double hi=INFINITY):
+                     bint act=False, double slope=0.0, double hi=INFINITY,
+                     int kind=ACT_PIECEWISE):
     """Training forward: batch statistics, then
     ``y = act((x - mean) * scale / sqrt(var + eps) + offset)``.
 
-    ``act`` applies ``z > 0 ? min(z, hi) : slope * z`` in the same pass;
+    ``act`` applies ``z > 0 ? min(z, hi) : slope * z`` (or with ``kind`` 1,
+    swish, ``z * sigmoid(z)``) in the same pass;
     ``y`` may be ``x`` itself.
     """
     _check_dims(x.shape[0], P, G, R, C)
@@ -139,7 +145,7 @@ def bn_forward_train(const floating[::1] x,      # IN  (P*G*R*C,)
     if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_train: bad sizes")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef int status
     with nogil:
         status = _fwd_train(&x[0], P, G, R, C, &scale[0], &offset[0], eps, &ac, &y[0],
@@ -156,14 +162,15 @@ def bn_forward_infer(const floating[::1] x,      # IN  (P*G*R*C,)
                      double eps,
                      floating[::1] y,            # OUT (P*G*R*C,)
                      int n_threads,
-                     bint act=False, double slope=0.0, double hi=INFINITY):
+                     bint act=False, double slope=0.0, double hi=INFINITY,
+                     int kind=ACT_PIECEWISE):
     """Inference: ``y = act((x - mean) * scale / sqrt(var + eps) + offset)`` in one pass."""
     _check_dims(x.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C
     if y.shape[0] != x.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_infer: bad sizes")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef int status
     with nogil:
         status = _fwd_infer(&x[0], P, G, R, C, &scale[0], &offset[0], &mean[0], &var[0],
@@ -183,7 +190,8 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
                 double[::1] doffset,             # OUT (G*C,)
                 int n_threads,
                 const double[::1] offset=None,   # IN  (G*C,) with an activation
-                bint act=False, double slope=0.0, double hi=INFINITY):
+                bint act=False, double slope=0.0, double hi=INFINITY,
+                int kind=ACT_PIECEWISE):
     """Gradients of the forward pass with respect to x, scale and offset.
 
     Training: ``dx = scale*inv*(e - mean(e) - xhat*mean(e*xhat))``; inference:
@@ -200,7 +208,7 @@ def bn_backward(const floating[::1] dy,          # IN  (P*G*R*C,)
         raise ValueError("bn_backward: bad sizes")
     if act and (offset is None or offset.shape[0] != n):
         raise ValueError("bn_backward: an activation needs offset of size G*C")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef const double* po = &offset[0] if act else NULL
     cdef int status
     with nogil:
@@ -302,12 +310,13 @@ def bn_affine_f16(const unsigned short[::1] h,   # IN  float16 bits (P*G*R*C,)
                   const float[::1] a,           # IN  (G*C,)
                   const float[::1] b,           # IN  (G*C,)
                   unsigned short[::1] out,      # OUT float16 bits (P*G*R*C,)
-                  int n_threads, bint act=False, double slope=0.0, double hi=INFINITY):
+                  int n_threads, bint act=False, double slope=0.0, double hi=INFINITY,
+                  int kind=ACT_PIECEWISE):
     """:func:`bn_affine` for float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
     if out.shape[0] != h.shape[0] or a.shape[0] != G * C or b.shape[0] != G * C:
         raise ValueError("bn_affine_f16: bad sizes")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef const float* cf[MAX_COEF]
     cdef int status
     cf[0] = &a[0]
@@ -327,7 +336,8 @@ def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
                      int n_threads,
                      const float[::1] za=None,      # IN  (G*C,) with an activation
                      const float[::1] zb=None,      # IN  (G*C,) with an activation
-                     bint act=False, double slope=0.0, double hi=INFINITY):
+                     bint act=False, double slope=0.0, double hi=INFINITY,
+                     int kind=ACT_PIECEWISE):
     """:func:`bn_grad_sums` of float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t gc = G * C
@@ -342,7 +352,7 @@ def bn_grad_sums_f16(const unsigned short[::1] dy,   # IN  float16 bits
             raise ValueError("bn_grad_sums_f16: an activation needs za and zb of size G*C")
         pa = &za[0]
         pb = &zb[0]
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef const float* cf[MAX_COEF]
     cdef int status
     cf[3] = pa
@@ -363,7 +373,8 @@ def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
                    int n_threads,
                    const float[::1] za=None,        # IN  (G*C,) with an activation
                    const float[::1] zb=None,        # IN  (G*C,) with an activation
-                   bint act=False, double slope=0.0, double hi=INFINITY):
+                   bint act=False, double slope=0.0, double hi=INFINITY,
+                   int kind=ACT_PIECEWISE):
     """:func:`bn_grad_dx` for float16 data, in float32 slice by slice."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t gc = G * C
@@ -378,7 +389,7 @@ def bn_grad_dx_f16(const unsigned short[::1] dy,     # IN  float16 bits
             raise ValueError("bn_grad_dx_f16: an activation needs za and zb of size G*C")
         pa = &za[0]
         pb = &zb[0]
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef const float* cf[MAX_COEF]
     cdef int status
     cf[0] = &k1[0]
@@ -401,14 +412,15 @@ def bn_forward_train_f16(const unsigned short[::1] h,   # IN  float16 bits
                          double[::1] mean,             # OUT (G*C,)
                          double[::1] var,              # OUT (G*C,) biased
                          int n_threads,
-                         bint act=False, double slope=0.0, double hi=INFINITY):
+                         bint act=False, double slope=0.0, double hi=INFINITY,
+                         int kind=ACT_PIECEWISE):
     """:func:`bn_forward_train` of float16 data (float32 slice by slice)."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C
     if out.shape[0] != h.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_train_f16: bad sizes")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef int status
     with nogil:
         status = _fwd_train(<const f16_bits*> &h[0], P, G, R, C, &scale[0], &offset[0], eps, &ac, &out[0],
@@ -425,14 +437,15 @@ def bn_forward_infer_f16(const unsigned short[::1] h,   # IN  float16 bits
                          double eps,
                          unsigned short[::1] out,      # OUT float16 bits
                          int n_threads,
-                         bint act=False, double slope=0.0, double hi=INFINITY):
+                         bint act=False, double slope=0.0, double hi=INFINITY,
+                         int kind=ACT_PIECEWISE):
     """:func:`bn_forward_infer` of float16 data (float32 slice by slice)."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C
     if out.shape[0] != h.shape[0] or scale.shape[0] != n or offset.shape[0] != n \
             or mean.shape[0] != n or var.shape[0] != n:
         raise ValueError("bn_forward_infer_f16: bad sizes")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef int status
     with nogil:
         status = _fwd_infer(<const f16_bits*> &h[0], P, G, R, C, &scale[0], &offset[0], &mean[0], &var[0],
@@ -452,7 +465,8 @@ def bn_backward_f16(const unsigned short[::1] dy,       # IN  float16 bits
                     double[::1] doffset,               # OUT (G*C,)
                     int n_threads,
                     const double[::1] offset=None,     # IN  (G*C,) with an activation
-                    bint act=False, double slope=0.0, double hi=INFINITY):
+                    bint act=False, double slope=0.0, double hi=INFINITY,
+                    int kind=ACT_PIECEWISE):
     """:func:`bn_backward` of float16 data (float32 slice by slice)."""
     _f16_check(h.shape[0], P, G, R, C)
     cdef Py_ssize_t n = G * C
@@ -462,7 +476,7 @@ def bn_backward_f16(const unsigned short[::1] dy,       # IN  float16 bits
         raise ValueError("bn_backward_f16: bad sizes")
     if act and (offset is None or offset.shape[0] != n):
         raise ValueError("bn_backward_f16: an activation needs offset of size G*C")
-    cdef Act ac = _act(act, slope, hi)
+    cdef Act ac = _act_kind(act, slope, hi, kind)
     cdef const double* po = &offset[0] if act else NULL
     cdef int status
     with nogil:

@@ -15,12 +15,17 @@
 #                with an activation, else 1
 #   The backward recomputes z from x with the forward's coefficients and the
 #   same expression, so its mask agrees with the forward's output.
+#   Swish (AM_SWISH) writes z first, a block of at most SW_BLOCK values, and
+#   then turns the block into swish(z) or swish'(z) with the vector helper of
+#   ckbn_kernel_helpers.h: the exp stays out of the other modes' loops.
 
 cdef enum:
     RED_STATS = 0
     RED_SUMS = 1
     OP_AFFINE = 0
     OP_DX = 1
+    # Values per swish block (on the stack: 4 KiB of float64).
+    SW_BLOCK = 512
 
 
 # -- lanes and channels -------------------------------------------------------
@@ -182,12 +187,36 @@ cdef inline void _gs1(const floating* d, const floating* x, Py_ssize_t W,
         b2[j] += e * (x[j] - mu[j])
 
 
+cdef inline void _gs1_swish(const floating* d, const floating* x, Py_ssize_t W,
+                            const floating* mu, const floating* za, const floating* zb,
+                            floating* b1, floating* b2) noexcept nogil:
+    """_gs1 of dy times swish'(z), z = x * za + zb."""
+    cdef Py_ssize_t i = 0, j, nb
+    cdef floating e
+    cdef floating m[SW_BLOCK]
+    while i < W:
+        nb = W - i if W - i < SW_BLOCK else SW_BLOCK
+        for j in range(nb):
+            m[j] = x[i + j] * za[i + j] + zb[i + j]
+        _swish(m, nb, 1)
+        for j in range(nb):
+            e = d[i + j] * m[j]
+            b1[i + j] += e
+            b2[i + j] += e * (x[i + j] - mu[i + j])
+        i += nb
+
+
 cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
                           const floating* mu, const floating* za, const floating* zb,
-                          floating s, floating h, floating* b1, floating* b2) noexcept nogil:
-    """_gs1 of dy masked by the activation's derivative at z = x * za + zb."""
+                          floating s, floating h, floating* b1, floating* b2,
+                          bint sw) noexcept nogil:
+    """_gs1 of dy times the activation's derivative at z = x * za + zb
+    (swish with ``sw``, else piecewise linear)."""
     cdef Py_ssize_t j
     cdef floating e, z
+    if sw:
+        _gs1_swish(d, x, W, mu, za, zb, b1, b2)
+        return
     for j in range(W):
         z = x[j] * za[j] + zb[j]
         e = d[j] * ((<floating> 1 if z < h else <floating> 0) if z > 0 else s)
@@ -198,12 +227,12 @@ cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
 cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssize_t nr,
                                    Py_ssize_t S, Py_ssize_t W, const floating* mu,
                                    const floating* za, const floating* zb,
-                                   floating s, floating h,
+                                   floating s, floating h, bint sw,
                                    floating* b1, floating* b2, double* t1, double* t2,
                                    Py_ssize_t nb) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(nr):
-        _gs1_act(d + i * S, x + i * S, W, mu, za, zb, s, h, b1, b2)
+        _gs1_act(d + i * S, x + i * S, W, mu, za, zb, s, h, b1, b2, sw)
         nb += 1
         if nb >= BLOCK:
             _flush(b1, b2, t1, t2, W)
@@ -255,7 +284,7 @@ cdef inline Py_ssize_t _red_run(int kind, const Act* act, const floating* x,
         return _mom_run(x, nr, S, W, sh, b1, b2, s1, s2, nb)
     if act.on:
         return _gs_run_act(d, x, nr, S, W, sh, la, lb, <floating> act.slope,
-                           <floating> act.hi, b1, b2, s1, s2, nb)
+                           <floating> act.hi, act.kind == ACT_SWISH, b1, b2, s1, s2, nb)
     return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, nb)
 
 
@@ -267,7 +296,8 @@ cdef inline void _red_one(int kind, const Act* act, const floating* x,
     if kind == RED_STATS:
         _mom1(x, W, sh, b1, b2)
     elif act.on:
-        _gs1_act(d, x, W, sh, la, lb, <floating> act.slope, <floating> act.hi, b1, b2)
+        _gs1_act(d, x, W, sh, la, lb, <floating> act.slope, <floating> act.hi, b1, b2,
+                 act.kind == ACT_SWISH)
     else:
         _gs1(d, x, W, sh, b1, b2)
 
@@ -303,6 +333,17 @@ cdef inline void _row_affine_act(const floating* x, floating* y, Py_ssize_t n,
         y[j] = (z if z < h else h) if z > 0 else z * s + 0
 
 
+cdef inline void _row_affine_swish(const floating* x, floating* y, Py_ssize_t n,
+                                   const floating* a, const floating* b) noexcept nogil:
+    cdef Py_ssize_t i = 0, j, nb
+    while i < n:
+        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
+        for j in range(i, i + nb):
+            y[j] = x[j] * a[j] + b[j]
+        _swish(y + i, nb, 0)
+        i += nb
+
+
 cdef inline void _row_dx(const floating* d, const floating* x, floating* o,
                          Py_ssize_t n, const floating* k1, const floating* k2,
                          const floating* k3) noexcept nogil:
@@ -323,6 +364,23 @@ cdef inline void _row_dx_act(const floating* d, const floating* x, floating* o,
         o[j] = (d[j] * m) * k1[j] + (x[j] * k2[j] + k3[j])
 
 
+cdef inline void _row_dx_swish(const floating* d, const floating* x, floating* o,
+                               Py_ssize_t n, const floating* k1, const floating* k2,
+                               const floating* k3, const floating* za,
+                               const floating* zb) noexcept nogil:
+    # m on the stack: o may be dy or x
+    cdef Py_ssize_t i = 0, j, nb
+    cdef floating m[SW_BLOCK]
+    while i < n:
+        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
+        for j in range(nb):
+            m[j] = x[i + j] * za[i + j] + zb[i + j]
+        _swish(m, nb, 1)
+        for j in range(i, i + nb):
+            o[j] = (d[j] * m[j - i]) * k1[j] + (x[j] * k2[j] + k3[j])
+        i += nb
+
+
 # Channels-first segments (C == 1): one coefficient set per segment.
 
 cdef inline void _seg_affine(const floating* x, floating* y, Py_ssize_t n,
@@ -340,6 +398,17 @@ cdef inline void _seg_affine_act(const floating* x, floating* y, Py_ssize_t n,
     for j in range(n):
         z = x[j] * a + b
         y[j] = (z if z < h else h) if z > 0 else z * s + 0
+
+
+cdef inline void _seg_affine_swish(const floating* x, floating* y, Py_ssize_t n,
+                                   floating a, floating b) noexcept nogil:
+    cdef Py_ssize_t i = 0, j, nb
+    while i < n:
+        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
+        for j in range(i, i + nb):
+            y[j] = x[j] * a + b
+        _swish(y + i, nb, 0)
+        i += nb
 
 
 cdef inline void _seg_dx(const floating* d, const floating* x, floating* o,
@@ -362,6 +431,21 @@ cdef inline void _seg_dx_act(const floating* d, const floating* x, floating* o,
         o[j] = (d[j] * m) * k1 + (x[j] * k2 + k3)
 
 
+cdef inline void _seg_dx_swish(const floating* d, const floating* x, floating* o,
+                               Py_ssize_t n, floating k1, floating k2, floating k3,
+                               floating za, floating zb) noexcept nogil:
+    cdef Py_ssize_t i = 0, j, nb
+    cdef floating m[SW_BLOCK]
+    while i < n:
+        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
+        for j in range(nb):
+            m[j] = x[i + j] * za + zb
+        _swish(m, nb, 1)
+        for j in range(i, i + nb):
+            o[j] = (d[j] * m[j - i]) * k1 + (x[j] * k2 + k3)
+        i += nb
+
+
 cdef inline Py_ssize_t _head(const void* o, Py_ssize_t n, Py_ssize_t size) noexcept nogil:
     """Elements before the first 64-byte boundary of o (0 for short runs), so
     that the vector stores after them never split a cache line."""
@@ -371,16 +455,21 @@ cdef inline Py_ssize_t _head(const void* o, Py_ssize_t n, Py_ssize_t size) noexc
     return k // size
 
 
-cdef inline int _n_coef(int op, bint act) noexcept nogil:
+cdef inline int _n_coef(int op, int act) noexcept nogil:
     if op == OP_AFFINE:
         return 2
     return 5 if act else 3
 
 
-cdef inline void _ew_run1(int op, bint act, const floating* x, const floating* d,
+cdef inline void _ew_run1(int op, int act, const floating* x, const floating* d,
                           floating* o, Py_ssize_t n, const floating** w,
                           floating s, floating h) noexcept nogil:
-    if op == OP_AFFINE:
+    if act == AM_SWISH:
+        if op == OP_AFFINE:
+            _row_affine_swish(x, o, n, w[0], w[1])
+        else:
+            _row_dx_swish(d, x, o, n, w[0], w[1], w[2], w[3], w[4])
+    elif op == OP_AFFINE:
         if act:
             _row_affine_act(x, o, n, w[0], w[1], s, h)
         else:
@@ -391,11 +480,12 @@ cdef inline void _ew_run1(int op, bint act, const floating* x, const floating* d
         _row_dx(d, x, o, n, w[0], w[1], w[2])
 
 
-cdef inline void _ew_run(int op, bint act, const floating* x, const floating* d,
+cdef inline void _ew_run(int op, int act, const floating* x, const floating* d,
                          floating* o, Py_ssize_t n, const floating** w,
                          floating s, floating h) noexcept nogil:
-    """One run of n elements with per-lane coefficients w[i][j]; the output
-    is written from its first 64-byte boundary on with whole vectors."""
+    """One run of n elements with per-lane coefficients w[i][j] (act: the
+    mode, _act_mode); the output is written from its first 64-byte boundary
+    on with whole vectors."""
     cdef Py_ssize_t k = _head(o, n, sizeof(floating))
     cdef const floating* ws[MAX_COEF]
     cdef int q
@@ -408,10 +498,15 @@ cdef inline void _ew_run(int op, bint act, const floating* x, const floating* d,
         _ew_run1(op, act, x, d, o, n, w, s, h)
 
 
-cdef inline void _ew_seg1(int op, bint act, const floating* x, const floating* d,
+cdef inline void _ew_seg1(int op, int act, const floating* x, const floating* d,
                           floating* o, Py_ssize_t n, const floating* v,
                           floating s, floating h) noexcept nogil:
-    if op == OP_AFFINE:
+    if act == AM_SWISH:
+        if op == OP_AFFINE:
+            _seg_affine_swish(x, o, n, v[0], v[1])
+        else:
+            _seg_dx_swish(d, x, o, n, v[0], v[1], v[2], v[3], v[4])
+    elif op == OP_AFFINE:
         if act:
             _seg_affine_act(x, o, n, v[0], v[1], s, h)
         else:
@@ -422,7 +517,7 @@ cdef inline void _ew_seg1(int op, bint act, const floating* x, const floating* d
         _seg_dx(d, x, o, n, v[0], v[1], v[2])
 
 
-cdef inline void _ew_seg(int op, bint act, const floating* x, const floating* d,
+cdef inline void _ew_seg(int op, int act, const floating* x, const floating* d,
                          floating* o, Py_ssize_t n, const floating* v,
                          floating s, floating h) noexcept nogil:
     """One channels-first segment with scalar coefficients v[i] (output

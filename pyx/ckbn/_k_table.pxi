@@ -17,9 +17,19 @@ cdef inline int _dims_status(ckbn_dims d) noexcept nogil:
 
 
 cdef inline Act _c_act(const ckbn_act* a) noexcept nogil:
+    cdef Act ac
     if a == NULL or not a.on:
         return _act(False, 0.0, INFINITY)
-    return _act(True, a.slope, a.hi)
+    ac = _act(True, a.slope, a.hi)
+    ac.kind = a.kind
+    return ac
+
+
+cdef inline int _act_status(const Act* a) noexcept nogil:
+    """CKBN_ERR_ARG for an activation of an unknown kind."""
+    if a.on and a.kind != ACT_PIECEWISE and a.kind != ACT_SWISH:
+        return CKBN_ERR_ARG
+    return CKBN_OK
 
 
 cdef inline bint _f16_ok(int dtype) noexcept nogil:
@@ -31,6 +41,8 @@ cdef int _tab_forward_train(int dtype, const void* x, ckbn_dims d, const double*
                             double* mean, double* var, int n_threads) noexcept nogil:
     cdef int s = _dims_status(d)
     cdef Act ac = _c_act(act)
+    if s == CKBN_OK:
+        s = _act_status(&ac)
     if s != CKBN_OK:
         return s
     if dtype == CKBN_FLOAT32:
@@ -51,6 +63,8 @@ cdef int _tab_forward_infer(int dtype, const void* x, ckbn_dims d, const double*
                             int n_threads) noexcept nogil:
     cdef int s = _dims_status(d)
     cdef Act ac = _c_act(act)
+    if s == CKBN_OK:
+        s = _act_status(&ac)
     if s != CKBN_OK:
         return s
     if dtype == CKBN_FLOAT32:
@@ -72,6 +86,8 @@ cdef int _tab_backward(int dtype, const void* dy, const void* x, ckbn_dims d,
                        int n_threads) noexcept nogil:
     cdef int s = _dims_status(d)
     cdef Act ac = _c_act(act)
+    if s == CKBN_OK:
+        s = _act_status(&ac)
     if s != CKBN_OK:
         return s
     if ac.on and offset == NULL:
@@ -111,6 +127,8 @@ cdef int _tab_grad_sums(int dtype, const void* dy, const void* x, ckbn_dims d,
                         double* sum_e, double* sum_exc, int n_threads) noexcept nogil:
     cdef int s = _dims_status(d)
     cdef Act ac = _c_act(act)
+    if s == CKBN_OK:
+        s = _act_status(&ac)
     if s != CKBN_OK:
         return s
     if ac.on and (scale == NULL or offset == NULL or var == NULL):
@@ -134,6 +152,8 @@ cdef int _tab_backward_dx(int dtype, const void* dy, const void* x, ckbn_dims d,
                           double* dscale, int n_threads) noexcept nogil:
     cdef int s = _dims_status(d)
     cdef Act ac = _c_act(act)
+    if s == CKBN_OK:
+        s = _act_status(&ac)
     if s != CKBN_OK:
         return s
     if not (count > 0.0) or (ac.on and offset == NULL):
