@@ -27,13 +27,28 @@ def _view(x, P, G, R, C):
     return x.reshape(P, G, R, C)
 
 
-def _act_fn(z, slope, hi):
-    """act(z) = z > 0 ? min(z, hi) : slope * z (+0.0 rather than -0.0)."""
+# Activation kinds, as in the compiled kernels: 0 piecewise linear, 1 swish.
+SWISH = 1
+
+
+def _sigmoid(z):
+    one = z.dtype.type(1)
+    return one / (one + np.exp(-z))
+
+
+def _act_fn(z, slope, hi, kind=0):
+    """act(z) = z > 0 ? min(z, hi) : slope * z (+0.0 rather than -0.0), or
+    with kind SWISH z * sigmoid(z)."""
+    if kind == SWISH:
+        return z * _sigmoid(z)
     return np.where(z > 0, np.minimum(z, z.dtype.type(hi)), z * z.dtype.type(slope) + 0)
 
 
-def _act_grad(z, slope, hi):
+def _act_grad(z, slope, hi, kind=0):
     one, zero = z.dtype.type(1), z.dtype.type(0)
+    if kind == SWISH:
+        s = _sigmoid(z)
+        return s * (one + z * (one - s))
     return np.where(z > 0, np.where(z < z.dtype.type(hi), one, zero), z.dtype.type(slope))
 
 
@@ -46,26 +61,26 @@ def bn_stats(x, P, G, R, C, mean, var, n_threads):
 
 
 @_quiet
-def bn_affine(x, P, G, R, C, a, b, y, n_threads, act=False, slope=0.0, hi=np.inf):
+def bn_affine(x, P, G, R, C, a, b, y, n_threads, act=False, slope=0.0, hi=np.inf, kind=0):
     v = _view(x, P, G, R, C)
     res = v * a.reshape(1, G, 1, C) + b.reshape(1, G, 1, C)
     if act:
-        res = _act_fn(res, slope, hi)
+        res = _act_fn(res, slope, hi, kind)
     y[:] = res.reshape(-1)
 
 
-def _masked(dy, x, P, G, R, C, za, zb, act, slope, hi):
+def _masked(dy, x, P, G, R, C, za, zb, act, slope, hi, kind):
     d = _view(dy, P, G, R, C)
     if not act:
         return d
     z = _view(x, P, G, R, C) * za.reshape(1, G, 1, C) + zb.reshape(1, G, 1, C)
-    return d * _act_grad(z, slope, hi)
+    return d * _act_grad(z, slope, hi, kind)
 
 
 @_quiet
 def bn_grad_sums(dy, x, P, G, R, C, mean, sum_dy, sum_dyxc, n_threads, za=None, zb=None,
-                 act=False, slope=0.0, hi=np.inf):
-    d = _masked(dy, x, P, G, R, C, za, zb, act, slope, hi).astype(np.float64)
+                 act=False, slope=0.0, hi=np.inf, kind=0):
+    d = _masked(dy, x, P, G, R, C, za, zb, act, slope, hi, kind).astype(np.float64)
     v = _view(x, P, G, R, C).astype(np.float64)
     sum_dy[:] = d.sum(axis=(0, 2)).reshape(-1)
     xc = v - mean.reshape(1, G, 1, C)
@@ -74,8 +89,8 @@ def bn_grad_sums(dy, x, P, G, R, C, mean, sum_dy, sum_dyxc, n_threads, za=None, 
 
 @_quiet
 def bn_grad_dx(dy, x, P, G, R, C, k1, k2, k3, dx, n_threads, za=None, zb=None, act=False,
-               slope=0.0, hi=np.inf):
-    d = _masked(dy, x, P, G, R, C, za, zb, act, slope, hi)
+               slope=0.0, hi=np.inf, kind=0):
+    d = _masked(dy, x, P, G, R, C, za, zb, act, slope, hi, kind)
     v = _view(x, P, G, R, C)
     shp = (1, G, 1, C)
     res = d * k1.reshape(shp) + (v * k2.reshape(shp) + k3.reshape(shp))
@@ -89,35 +104,35 @@ def _coefs(scale, offset, mean, var, eps):
 
 @_quiet
 def bn_forward_train(x, P, G, R, C, scale, offset, eps, y, mean, var, n_threads, act=False,
-                     slope=0.0, hi=np.inf):
+                     slope=0.0, hi=np.inf, kind=0):
     bn_stats(x, P, G, R, C, mean, var, n_threads)
     a, b = _coefs(scale, offset, mean, var, eps)
     bn_affine(x, P, G, R, C, a.astype(x.dtype), b.astype(x.dtype), y, n_threads, act, slope,
-              hi)
+              hi, kind)
 
 
 @_quiet
 def bn_forward_infer(x, P, G, R, C, scale, offset, mean, var, eps, y, n_threads, act=False,
-                     slope=0.0, hi=np.inf):
+                     slope=0.0, hi=np.inf, kind=0):
     a, b = _coefs(scale, offset, mean, var, eps)
     bn_affine(x, P, G, R, C, a.astype(x.dtype), b.astype(x.dtype), y, n_threads, act, slope,
-              hi)
+              hi, kind)
 
 
 @_quiet
 def bn_backward(dy, x, P, G, R, C, scale, mean, var, eps, training, dx, dscale, doffset,
-                n_threads, offset=None, act=False, slope=0.0, hi=np.inf):
+                n_threads, offset=None, act=False, slope=0.0, hi=np.inf, kind=0):
     za = zb = None
     if act:
         za, zb = (c.astype(x.dtype) for c in _coefs(scale, offset, mean, var, eps))
-    bn_grad_sums(dy, x, P, G, R, C, mean, doffset, dscale, n_threads, za, zb, act, slope, hi)
+    bn_grad_sums(dy, x, P, G, R, C, mean, doffset, dscale, n_threads, za, zb, act, slope, hi, kind)
     inv = 1.0 / np.sqrt(var + eps)
     k1 = scale * inv
     n = float(P * R)
     k2 = -k1 * inv * inv * dscale / n if training else np.zeros_like(k1)
     k3 = -k1 * doffset / n - k2 * mean if training else np.zeros_like(k1)
     bn_grad_dx(dy, x, P, G, R, C, k1.astype(x.dtype), k2.astype(x.dtype), k3.astype(x.dtype),
-               dx, n_threads, za, zb, act, slope, hi)
+               dx, n_threads, za, zb, act, slope, hi, kind)
     dscale *= inv
 
 

@@ -27,7 +27,8 @@ class Dims(ctypes.Structure):
 
 
 class Act(ctypes.Structure):
-    _fields_ = [("on", ctypes.c_int), ("slope", ctypes.c_double), ("hi", ctypes.c_double)]
+    _fields_ = [("on", ctypes.c_int), ("kind", ctypes.c_int), ("slope", ctypes.c_double),
+                ("hi", ctypes.c_double)]
 
 
 _p, _d, _i = ctypes.c_void_p, ctypes.c_double, ctypes.c_int
@@ -68,7 +69,8 @@ def table(request):
 
 CASES = [((6, 5, 4, 3), (3,)), ((6, 5, 4, 3), (1,)), ((33, 20), (1,)), ((2, 3, 40, 7), (1, 3)),
          ((16, 130, 9), (1,))]
-ACTS = [None, (0.0, np.inf), (0.0, 6.0), (0.1, np.inf)]
+ACTS = [None, (0.0, np.inf), (0.0, 6.0), (0.1, np.inf), "swish"]
+SWISH = 1   # CKBN_ACT_SWISH
 
 
 def _reference(x64, axes):
@@ -79,6 +81,9 @@ def _reference(x64, axes):
 def _apply_act(z, act):
     if act is None:
         return z, np.ones_like(z)
+    if act == "swish":
+        s = 1 / (1 + np.exp(-z))
+        return z * s, s * (1 + z * (1 - s))
     slope, hi = act
     y = np.where(z > 0, np.minimum(z, hi), slope * z)
     return y, np.where(z > 0, (z < hi).astype(z.dtype), slope)
@@ -104,13 +109,16 @@ def _setup(shape, axes, dtype, seed=0):
 @pytest.mark.parametrize("act", ACTS)
 def test_forward_and_backward_match_float64(table, dtype, shape, axes, act):
     t, name = table
-    assert t.abi == 1 and t.variant.decode() == name
+    assert t.abi == 2 and t.variant.decode() == name
     if dtype == np.float16 and not t.has_float16:
         pytest.skip("no F16C in this variant")
     layout, x, dy, scale, offset = _setup(shape, axes, dtype)
     dims = Dims(*layout.dims)
     code = DTYPES[np.dtype(dtype)]
-    ac = Act(1, act[0], act[1]) if act else None
+    if act == "swish":
+        ac = Act(1, SWISH, 0.0, np.inf)
+    else:
+        ac = Act(1, 0, act[0], act[1]) if act else None
     acp = ctypes.byref(ac) if ac else None
     n = layout.n_channels
     eps = 1e-3
@@ -232,7 +240,11 @@ def test_error_codes(table):
                            _ptr(y), _ptr(m), _ptr(v), 1) == ERR_ARG
     assert t.forward_train(7, _ptr(x), ok, _ptr(one), _ptr(one), 1e-3, None, _ptr(y), _ptr(m),
                            _ptr(v), 1) == ERR_DTYPE
-    relu = Act(1, 0.0, np.inf)
+    relu = Act(1, 0, 0.0, np.inf)
+    # An activation of an unknown kind.
+    bad = Act(1, 7, 0.0, np.inf)
+    assert t.forward_train(1, _ptr(x), ok, _ptr(one), _ptr(one), 1e-3, ctypes.byref(bad),
+                           _ptr(y), _ptr(m), _ptr(v), 1) == ERR_ARG
     # An activation needs offset (to recompute the pre-activation).
     assert t.backward(1, _ptr(x), _ptr(x), ok, _ptr(one), None, _ptr(m), _ptr(one), 1e-3, 1,
                       ctypes.byref(relu), _ptr(y), _ptr(m), _ptr(v), 1) == ERR_ARG

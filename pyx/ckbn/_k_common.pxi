@@ -48,6 +48,29 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     float ckbn_ema_f32(float v, float s, float rate) noexcept
     void ckbn_swish_f32(float* z, Py_ssize_t n, int grad) noexcept
     void ckbn_swish_f64(double* z, Py_ssize_t n, int grad) noexcept
+    void ckbn_sw_affine_row_f32(const float* x, float* y, Py_ssize_t n, const float* a,
+                                const float* b) noexcept
+    void ckbn_sw_affine_row_f64(const double* x, double* y, Py_ssize_t n, const double* a,
+                                const double* b) noexcept
+    void ckbn_sw_affine_seg_f32(const float* x, float* y, Py_ssize_t n, float a,
+                                float b) noexcept
+    void ckbn_sw_affine_seg_f64(const double* x, double* y, Py_ssize_t n, double a,
+                                double b) noexcept
+    void ckbn_sw_dx_row_f32(const float* d, const float* x, float* o, Py_ssize_t n,
+                            const float* k1, const float* k2, const float* k3,
+                            const float* za, const float* zb) noexcept
+    void ckbn_sw_dx_row_f64(const double* d, const double* x, double* o, Py_ssize_t n,
+                            const double* k1, const double* k2, const double* k3,
+                            const double* za, const double* zb) noexcept
+    void ckbn_sw_dx_seg_f32(const float* d, const float* x, float* o, Py_ssize_t n,
+                            float k1, float k2, float k3, float za, float zb) noexcept
+    void ckbn_sw_dx_seg_f64(const double* d, const double* x, double* o, Py_ssize_t n,
+                            double k1, double k2, double k3, double za, double zb) noexcept
+    void ckbn_sw_gs_row_f32(const float* d, const float* x, Py_ssize_t n, const float* mu,
+                            const float* za, const float* zb, float* b1, float* b2) noexcept
+    void ckbn_sw_gs_row_f64(const double* d, const double* x, Py_ssize_t n,
+                            const double* mu, const double* za, const double* zb,
+                            double* b1, double* b2) noexcept
     void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
                           const double* mu, double* b1, double* b2) noexcept
 
@@ -187,7 +210,8 @@ def openmp_enabled():
 #   ACT_SWISH      act(z) = z * sigmoid(z) (slope and hi unused);
 #                  act'(z) = sigmoid(z) * (1 + z * (1 - sigmoid(z))).
 # The inner loops (_k_rows.pxi) take the mode _act_mode(): AM_NONE, AM_PIECEWISE
-# or AM_SWISH.
+# or AM_SWISH; the swish loops are C helpers (ckbn_sw_* in
+# ckbn_kernel_helpers.h).
 # ---------------------------------------------------------------------------
 
 cdef enum:
@@ -229,14 +253,6 @@ cdef inline int _act_mode(const Act* a) noexcept nogil:
     if not a.on:
         return AM_NONE
     return AM_SWISH if a.kind == ACT_SWISH else AM_PIECEWISE
-
-
-cdef inline void _swish(floating* z, Py_ssize_t n, int grad) noexcept nogil:
-    """z -> swish(z) (grad 0) or swish'(z) (grad 1), in place."""
-    if floating is float:
-        ckbn_swish_f32(z, n, grad)
-    else:
-        ckbn_swish_f64(z, n, grad)
 
 
 # ---------------------------------------------------------------------------

@@ -15,17 +15,15 @@
 #                with an activation, else 1
 #   The backward recomputes z from x with the forward's coefficients and the
 #   same expression, so its mask agrees with the forward's output.
-#   Swish (AM_SWISH) writes z first, a block of at most SW_BLOCK values, and
-#   then turns the block into swish(z) or swish'(z) with the vector helper of
-#   ckbn_kernel_helpers.h: the exp stays out of the other modes' loops.
+#   Swish (AM_SWISH) runs the C helpers ckbn_sw_* (ckbn_kernel_helpers.h):
+#   z a block at a time, turned into swish(z) or swish'(z) in whole vectors;
+#   not inlined, so the exp stays out of the other modes' loops.
 
 cdef enum:
     RED_STATS = 0
     RED_SUMS = 1
     OP_AFFINE = 0
     OP_DX = 1
-    # Values per swish block (on the stack: 4 KiB of float64).
-    SW_BLOCK = 512
 
 
 # -- lanes and channels -------------------------------------------------------
@@ -191,19 +189,10 @@ cdef inline void _gs1_swish(const floating* d, const floating* x, Py_ssize_t W,
                             const floating* mu, const floating* za, const floating* zb,
                             floating* b1, floating* b2) noexcept nogil:
     """_gs1 of dy times swish'(z), z = x * za + zb."""
-    cdef Py_ssize_t i = 0, j, nb
-    cdef floating e
-    cdef floating m[SW_BLOCK]
-    while i < W:
-        nb = W - i if W - i < SW_BLOCK else SW_BLOCK
-        for j in range(nb):
-            m[j] = x[i + j] * za[i + j] + zb[i + j]
-        _swish(m, nb, 1)
-        for j in range(nb):
-            e = d[i + j] * m[j]
-            b1[i + j] += e
-            b2[i + j] += e * (x[i + j] - mu[i + j])
-        i += nb
+    if floating is float:
+        ckbn_sw_gs_row_f32(d, x, W, mu, za, zb, b1, b2)
+    else:
+        ckbn_sw_gs_row_f64(d, x, W, mu, za, zb, b1, b2)
 
 
 cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
@@ -335,13 +324,10 @@ cdef inline void _row_affine_act(const floating* x, floating* y, Py_ssize_t n,
 
 cdef inline void _row_affine_swish(const floating* x, floating* y, Py_ssize_t n,
                                    const floating* a, const floating* b) noexcept nogil:
-    cdef Py_ssize_t i = 0, j, nb
-    while i < n:
-        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
-        for j in range(i, i + nb):
-            y[j] = x[j] * a[j] + b[j]
-        _swish(y + i, nb, 0)
-        i += nb
+    if floating is float:
+        ckbn_sw_affine_row_f32(x, y, n, a, b)
+    else:
+        ckbn_sw_affine_row_f64(x, y, n, a, b)
 
 
 cdef inline void _row_dx(const floating* d, const floating* x, floating* o,
@@ -368,17 +354,10 @@ cdef inline void _row_dx_swish(const floating* d, const floating* x, floating* o
                                Py_ssize_t n, const floating* k1, const floating* k2,
                                const floating* k3, const floating* za,
                                const floating* zb) noexcept nogil:
-    # m on the stack: o may be dy or x
-    cdef Py_ssize_t i = 0, j, nb
-    cdef floating m[SW_BLOCK]
-    while i < n:
-        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
-        for j in range(nb):
-            m[j] = x[i + j] * za[i + j] + zb[i + j]
-        _swish(m, nb, 1)
-        for j in range(i, i + nb):
-            o[j] = (d[j] * m[j - i]) * k1[j] + (x[j] * k2[j] + k3[j])
-        i += nb
+    if floating is float:
+        ckbn_sw_dx_row_f32(d, x, o, n, k1, k2, k3, za, zb)
+    else:
+        ckbn_sw_dx_row_f64(d, x, o, n, k1, k2, k3, za, zb)
 
 
 # Channels-first segments (C == 1): one coefficient set per segment.
@@ -402,13 +381,10 @@ cdef inline void _seg_affine_act(const floating* x, floating* y, Py_ssize_t n,
 
 cdef inline void _seg_affine_swish(const floating* x, floating* y, Py_ssize_t n,
                                    floating a, floating b) noexcept nogil:
-    cdef Py_ssize_t i = 0, j, nb
-    while i < n:
-        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
-        for j in range(i, i + nb):
-            y[j] = x[j] * a + b
-        _swish(y + i, nb, 0)
-        i += nb
+    if floating is float:
+        ckbn_sw_affine_seg_f32(x, y, n, a, b)
+    else:
+        ckbn_sw_affine_seg_f64(x, y, n, a, b)
 
 
 cdef inline void _seg_dx(const floating* d, const floating* x, floating* o,
@@ -434,16 +410,10 @@ cdef inline void _seg_dx_act(const floating* d, const floating* x, floating* o,
 cdef inline void _seg_dx_swish(const floating* d, const floating* x, floating* o,
                                Py_ssize_t n, floating k1, floating k2, floating k3,
                                floating za, floating zb) noexcept nogil:
-    cdef Py_ssize_t i = 0, j, nb
-    cdef floating m[SW_BLOCK]
-    while i < n:
-        nb = n - i if n - i < SW_BLOCK else SW_BLOCK
-        for j in range(nb):
-            m[j] = x[i + j] * za + zb
-        _swish(m, nb, 1)
-        for j in range(i, i + nb):
-            o[j] = (d[j] * m[j - i]) * k1 + (x[j] * k2 + k3)
-        i += nb
+    if floating is float:
+        ckbn_sw_dx_seg_f32(d, x, o, n, k1, k2, k3, za, zb)
+    else:
+        ckbn_sw_dx_seg_f64(d, x, o, n, k1, k2, k3, za, zb)
 
 
 cdef inline Py_ssize_t _head(const void* o, Py_ssize_t n, Py_ssize_t size) noexcept nogil:

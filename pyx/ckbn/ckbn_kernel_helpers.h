@@ -22,6 +22,10 @@
  *                       z -> sigmoid(z)*(1 + z*(1 - sigmoid(z))), in whole
  *                       vectors (the tail through a padded vector, so every
  *                       element takes the same arithmetic wherever it sits).
+ *   ckbn_sw_*           the element-wise passes and the backward sums with
+ *                       swish, a block of CKBN_SW_BLOCK values at a time (not
+ *                       inlined: their stack block and exp stay out of the
+ *                       other passes' code).
  *
  * Not part of the public ABI (that is ckbn/include/ckbn_kernels.h).
  */
@@ -289,6 +293,87 @@ static void ckbn_swish_f64(double *z, ptrdiff_t n, int grad)
     }
 }
 #endif
+
+/* The passes with swish (z = x*a + b, per lane "row" or one value "seg"):
+     affine  y = swish(z)
+     dx      o = (d*m)*k1 + (x*k2 + k3), m = swish'(z)
+     gs      b1 += e, b2 += e*(x - mu), e = d*m
+   The same expressions as the piecewise-linear loops of _k_rows.pxi. */
+#define CKBN_SW_BLOCK 512
+#if defined(__GNUC__)
+#define CKBN_NOINLINE __attribute__((noinline))
+#else
+#define CKBN_NOINLINE
+#endif
+#define CKBN_SW_PASSES(SFX, T)                                                 \
+static CKBN_NOINLINE void ckbn_sw_affine_row_##SFX(                            \
+    const T *x, T *y, ptrdiff_t n, const T *a, const T *b)                     \
+{                                                                              \
+    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+        ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
+        for (ptrdiff_t j = i; j < i + nb; j++)                                 \
+            y[j] = x[j] * a[j] + b[j];                                         \
+        ckbn_swish_##SFX(y + i, nb, 0);                                        \
+    }                                                                          \
+}                                                                              \
+static CKBN_NOINLINE void ckbn_sw_affine_seg_##SFX(                            \
+    const T *x, T *y, ptrdiff_t n, T a, T b)                                   \
+{                                                                              \
+    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+        ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
+        for (ptrdiff_t j = i; j < i + nb; j++)                                 \
+            y[j] = x[j] * a + b;                                               \
+        ckbn_swish_##SFX(y + i, nb, 0);                                        \
+    }                                                                          \
+}                                                                              \
+/* m on the stack: o may be d or x */                                          \
+static CKBN_NOINLINE void ckbn_sw_dx_row_##SFX(                                \
+    const T *d, const T *x, T *o, ptrdiff_t n, const T *k1, const T *k2,       \
+    const T *k3, const T *za, const T *zb)                                     \
+{                                                                              \
+    T m[CKBN_SW_BLOCK];                                                        \
+    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+        ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
+        for (ptrdiff_t j = 0; j < nb; j++)                                     \
+            m[j] = x[i + j] * za[i + j] + zb[i + j];                           \
+        ckbn_swish_##SFX(m, nb, 1);                                            \
+        for (ptrdiff_t j = 0; j < nb; j++)                                     \
+            o[i + j] = (d[i + j] * m[j]) * k1[i + j]                           \
+                       + (x[i + j] * k2[i + j] + k3[i + j]);                   \
+    }                                                                          \
+}                                                                              \
+static CKBN_NOINLINE void ckbn_sw_dx_seg_##SFX(                                \
+    const T *d, const T *x, T *o, ptrdiff_t n, T k1, T k2, T k3, T za, T zb)   \
+{                                                                              \
+    T m[CKBN_SW_BLOCK];                                                        \
+    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+        ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
+        for (ptrdiff_t j = 0; j < nb; j++)                                     \
+            m[j] = x[i + j] * za + zb;                                         \
+        ckbn_swish_##SFX(m, nb, 1);                                            \
+        for (ptrdiff_t j = 0; j < nb; j++)                                     \
+            o[i + j] = (d[i + j] * m[j]) * k1 + (x[i + j] * k2 + k3);          \
+    }                                                                          \
+}                                                                              \
+static CKBN_NOINLINE void ckbn_sw_gs_row_##SFX(                                \
+    const T *d, const T *x, ptrdiff_t n, const T *mu, const T *za,             \
+    const T *zb, T *b1, T *b2)                                                 \
+{                                                                              \
+    T m[CKBN_SW_BLOCK];                                                        \
+    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+        ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
+        for (ptrdiff_t j = 0; j < nb; j++)                                     \
+            m[j] = x[i + j] * za[i + j] + zb[i + j];                           \
+        ckbn_swish_##SFX(m, nb, 1);                                            \
+        for (ptrdiff_t j = 0; j < nb; j++) {                                   \
+            T e = d[i + j] * m[j];                                             \
+            b1[i + j] += e;                                                    \
+            b2[i + j] += e * (x[i + j] - mu[i + j]);                           \
+        }                                                                      \
+    }                                                                          \
+}
+CKBN_SW_PASSES(f32, float)
+CKBN_SW_PASSES(f64, double)
 
 /* One step of a moving average in float32, v - (v - s) * rate, each
    operation rounded to float32 as NumPy's element-wise operations round it
