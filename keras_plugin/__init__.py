@@ -9,7 +9,7 @@
 * :func:`swap_batch_normalization` -- a model with every Keras
   ``BatchNormalization`` replaced by it, weights copied.
 * ``swap_batch_normalization(model, fuse_activations=True)`` -- also each BN
-  followed only by a ReLU/ReLU6/leaky ReLU as one
+  followed only by a ReLU/ReLU6/leaky ReLU/swish as one
   :class:`BatchNormalizationActivation` (``ckbn>BatchNormalizationActivation``).
 * :func:`fold_batch_normalization` -- a new inference model with every batch
   normalization after a Dense/convolution folded into its weights (the others

@@ -1,8 +1,10 @@
 """The activations that batch normalization can absorb, and how to spot them in a model.
 
 ckbn's fused kernels apply ``relu`` (``max(z, 0)``), ``relu6``
-(``min(max(z, 0), 6)``) and ``leaky_relu`` (``z`` if ``z > 0`` else
-``negative_slope * z``) to the normalized value ``z`` in the same pass.
+(``min(max(z, 0), 6)``), ``leaky_relu`` (``z`` if ``z > 0`` else
+``negative_slope * z``) and ``swish`` (``z * sigmoid(z)``, also named
+``silu``; ``check`` turns ``"silu"`` into ``"swish"``) to the normalized value
+``z`` in the same pass.  ``hard_swish`` is not one of them.
 :func:`from_layer` recognizes the Keras layers that compute exactly one of
 these; :func:`apply` computes them with Keras ops (the fallback, and the
 reference the kernels are tested against).
@@ -17,13 +19,19 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-NAMES = ("relu", "relu6", "leaky_relu")
+NAMES = ("relu", "relu6", "leaky_relu", "swish")
+# Other names of the same activations.
+ALIASES = {"silu": "swish"}
 
 
 def check(activation, negative_slope):
-    """``(activation, negative_slope)`` validated; raises ValueError/TypeError."""
+    """``(activation, negative_slope)`` validated, aliases ("silu") resolved;
+    raises ValueError/TypeError."""
+    if isinstance(activation, str):
+        activation = ALIASES.get(activation, activation)
     if activation is not None and activation not in NAMES:
-        raise ValueError(f"activation must be None or one of {NAMES}, got {activation!r}")
+        raise ValueError(f"activation must be None or one of {NAMES + tuple(ALIASES)}, "
+                         f"got {activation!r}")
     if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float)):
         raise TypeError(f"negative_slope must be a number, got {negative_slope!r}")
     if not negative_slope >= 0.0:
@@ -45,8 +53,9 @@ def from_layer(layer):
     Only the exact Keras classes count (a subclass may change ``call``):
     ``ReLU`` with threshold 0 and max_value None or 6 (a nonzero
     ``negative_slope`` with no max_value is a leaky ReLU), ``LeakyReLU``, and
-    ``Activation`` of ``relu``, ``relu6`` or ``leaky_relu`` (slope 0.2, the
-    function's default).
+    ``Activation`` of ``relu``, ``relu6``, ``leaky_relu`` (slope 0.2, the
+    function's default) or ``swish``/``silu`` (``keras.activations.swish``,
+    ``keras.activations.silu``; not ``hard_swish``/``hard_silu``).
     """
     cls = type(layer)
     if cls is keras.layers.ReLU:
@@ -68,6 +77,8 @@ def from_layer(layer):
             return ("relu6", 0.0)
         if fn is keras.activations.leaky_relu:
             return ("leaky_relu", 0.2)
+        if fn is keras.activations.swish or fn is keras.activations.silu:
+            return ("swish", 0.0)
     return None
 
 
@@ -80,6 +91,8 @@ def apply(y, act):
         return ops.relu(y)
     if name == "relu6":
         return ops.relu6(y)
+    if name == "swish":
+        return ops.silu(y)
     return ops.leaky_relu(y, negative_slope=slope)
 
 
@@ -89,4 +102,6 @@ def make_layer(activation, negative_slope, name=None):
         return keras.layers.ReLU(name=name)
     if activation == "relu6":
         return keras.layers.ReLU(max_value=6.0, name=name)
+    if activation in ("swish", "silu"):
+        return keras.layers.Activation("swish", name=name)
     return keras.layers.LeakyReLU(negative_slope=negative_slope, name=name)

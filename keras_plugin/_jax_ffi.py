@@ -13,8 +13,8 @@ backend keeps its previous path.
 
 Each op is a ``jax.ffi.ffi_call`` wrapped in a ``jax.custom_vjp``; the
 layout ``(P, G, R, C)`` comes from ckbn's ``make_layout`` on the static shape
-at trace time and travels as attributes, with the activation (``act``,
-``slope``, ``hi``), ``eps`` and the OpenMP thread count ``n_threads``.  The
+at trace time and travels as attributes, with the activation (``act``: 0
+none, 1 piecewise linear with ``slope`` and ``hi``, 2 swish), ``eps`` and the OpenMP thread count ``n_threads``.  The
 thread count is read when the function is traced, so a jitted function keeps
 the count it was compiled with.  Under ``jax.vmap`` each op runs once per
 mapped element (``vmap_method="sequential"``): batch normalization of a
@@ -213,10 +213,13 @@ def _check_channel(v, n, what, shape):
 
 
 def _act(activation, slope):
-    """``(act, slope, hi)`` attributes for ``activation`` (None, relu, relu6, leaky_relu)."""
+    """``(act, slope, hi)`` attributes for ``activation`` (None, relu, relu6, leaky_relu,
+    swish): act 0 none, 1 piecewise linear, 2 swish."""
     activation, slope = _activation.check(activation, slope)
     if activation is None:
         return (0, 0.0, math.inf)
+    if activation == "swish":
+        return (2, 0.0, math.inf)
     if activation == "relu":
         return (1, 0.0, math.inf)
     if activation == "relu6":

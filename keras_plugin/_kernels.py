@@ -18,7 +18,8 @@ the NumPy form of the op table every backend module exposes:
 * ``mean``/``var``: the batch mean and the **biased** batch variance
   (``train``, ``moments``), or the statistics to normalize with (``given``).
 * ``act``: ``None`` or ``(name, negative_slope)`` with ``name`` one of
-  ``"relu"``, ``"relu6"``, ``"leaky_relu"`` (see ``keras_plugin._activation``):
+  ``"relu"``, ``"relu6"``, ``"leaky_relu"``, ``"swish"`` (see
+  ``keras_plugin._activation``):
   applied to the normalized value inside the kernel's pass; ``grad`` then
   takes ``dy`` as the activation's output gradient and needs ``offset``
   (``offset`` is unused, and may be None, without an activation).

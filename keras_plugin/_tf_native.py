@@ -11,7 +11,7 @@ buffers in place and write into outputs the op context allocates):
 * ``CkbnMoments``: ``x -> mean, var`` (not differentiable).
 
 Each takes the activation (``relu``, ``relu6``, ``leaky_relu`` with its
-slope, or none) and epsilon as attributes, the channel axes as an attribute
+slope, ``swish``, or none) and epsilon as attributes, the channel axes as an attribute
 (the layout comes from ``ckbn_layout`` at run time, so dynamic shapes work)
 and ``n_threads``.  Their gradients are registered here: the batch
 statistics outputs of the training op are not differentiable (they feed the
@@ -62,7 +62,7 @@ __all__ = ["OP_TYPES", "load", "available", "has_float16", "call_counts", "usabl
            "train", "given", "grad", "moments"]
 
 OP_TYPES = ("CkbnBatchNormTrain", "CkbnBatchNormApply", "CkbnBatchNormGrad", "CkbnMoments")
-ACTIVATIONS = (None, "relu", "relu6", "leaky_relu")
+ACTIVATIONS = (None, "relu", "relu6", "leaky_relu", "swish")
 _WHAT = "the TensorFlow native op (keras_plugin/native/tf_ops.cc)"
 _CAPSULE = b"ckbn.kernel_table.v1"
 

@@ -93,7 +93,7 @@ class ChannelAffine(keras.layers.Layer):
     ----------
     axis : int or list of int
         The channel axis or axes (as the batch normalization's ``axis``).
-    activation : {None, "relu", "relu6", "leaky_relu"}
+    activation : {None, "relu", "relu6", "leaky_relu", "swish"}
         Applied after the affine map (a folded fused layer's activation).
     negative_slope : float
         The leaky ReLU's slope.

@@ -14,8 +14,8 @@ the same results.
 ``swap_batch_normalization(model, fuse_activations=True)`` builds it: every
 batch normalization whose output feeds exactly one layer, and that layer is a
 ``ReLU`` (plain, ``max_value=6`` or with a ``negative_slope``), ``LeakyReLU`` or
-``Activation("relu" | "relu6" | "leaky_relu")`` called once, becomes one
-fused layer.  The fused layer keeps the batch normalization's name, weights
+``Activation("relu" | "relu6" | "leaky_relu" | "swish" | "silu")`` called
+once (EfficientNet's BN -> swish pairs among them), becomes one fused layer.  The fused layer keeps the batch normalization's name, weights
 (names, order, values) and config keys, adds ``activation``,
 ``negative_slope`` and ``activation_name`` (the name of the activation layer it
 absorbed, also ``layer.activation_name``), and is registered for
@@ -47,9 +47,10 @@ class BatchNormalizationActivation(BatchNormalization):
 
     Arguments are those of :class:`keras_plugin.BatchNormalization` plus:
 
-    activation : {"relu", "relu6", "leaky_relu"}
-        ``max(z, 0)``, ``min(max(z, 0), 6)``, or ``z if z > 0 else
-        negative_slope * z``, of the normalized output ``z``.
+    activation : {"relu", "relu6", "leaky_relu", "swish", "silu"}
+        ``max(z, 0)``, ``min(max(z, 0), 6)``, ``z if z > 0 else
+        negative_slope * z``, or ``z * sigmoid(z)`` ("silu" is stored as
+        "swish"), of the normalized output ``z``.
     negative_slope : float, default 0.2
         The leaky ReLU's slope (ignored by the others).
     activation_name : str, optional

@@ -213,10 +213,12 @@ class ChannelOut {
   std::vector<double> store_;
 };
 
-// The table's activation for the attributes (on, slope, hi); the table
+// The table's activation for the attributes (act, slope, hi), act 0 for
+// none, 1 for the piecewise-linear kind (slope, hi), 2 for swish; the table
 // takes NULL for none.
-inline ckbn_act make_act(bool on, double slope, double hi) {
-  return ckbn_act{on ? 1 : 0, slope, hi};
+inline ckbn_act make_act(int64_t act, double slope, double hi) {
+  if (act == 0) return ckbn_act{0, CKBN_ACT_PIECEWISE, slope, hi};
+  return ckbn_act{1, act == 2 ? CKBN_ACT_SWISH : CKBN_ACT_PIECEWISE, slope, hi};
 }
 
 }  // namespace ckbn_native

@@ -17,7 +17,7 @@
 // as long as the channel axes need no transpose), epsilon and
 // negative_slope (float64 written as decimal strings: TensorFlow's float
 // attributes are float32), activation ("none", "relu", "relu6",
-// "leaky_relu"), training
+// "leaky_relu", "swish"), training
 // (Apply/Grad: whether mean and var are x's own batch statistics, which
 // selects the training gradient), n_threads (0: the library default set by
 // ckbn_native_set_table).  Statistics are the biased variance.
@@ -136,7 +136,7 @@ REGISTER_OP("CkbnBatchNormTrain")
     .Output("batch_mean: U")
     .Output("batch_var: U")
     .CKBN_COMMON_ATTRS
-    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu', 'swish'} = 'none'")
     .Attr("negative_slope: string = '0'")
     .SetShapeFn([](InferenceContext* c) {
       ShapeHandle stats;
@@ -156,7 +156,7 @@ REGISTER_OP("CkbnBatchNormApply")
     .Input("variance: U")
     .Output("y: T")
     .CKBN_COMMON_ATTRS
-    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu', 'swish'} = 'none'")
     .Attr("negative_slope: string = '0'")
     .Attr("training: bool = false")
     .SetShapeFn([](InferenceContext* c) {
@@ -178,7 +178,7 @@ REGISTER_OP("CkbnBatchNormGrad")
     .Output("dscale: U")
     .Output("doffset: U")
     .CKBN_COMMON_ATTRS
-    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu', 'swish'} = 'none'")
     .Attr("negative_slope: string = '0'")
     .Attr("training: bool = true")
     .SetShapeFn([](InferenceContext* c) {
@@ -254,18 +254,20 @@ class CkbnOpBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("n_threads", &n_threads));
     OP_REQUIRES(ctx, n_threads >= 0, InvalidArgument("n_threads must be >= 0, got ", n_threads));
     n_threads_ = static_cast<int>(n_threads);
-    act_ = ckbn_act{0, 0.0, INFINITY};
+    act_ = ckbn_act{0, CKBN_ACT_PIECEWISE, 0.0, INFINITY};
     if (ctx->HasAttr("activation")) {
       std::string name;
       double slope = 0.0;
       OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &name));
       OP_REQUIRES_OK(ctx, ReadNumber(ctx, "negative_slope", &slope));
       if (name == "relu") {
-        act_ = ckbn_act{1, 0.0, INFINITY};
+        act_ = ckbn_act{1, CKBN_ACT_PIECEWISE, 0.0, INFINITY};
       } else if (name == "relu6") {
-        act_ = ckbn_act{1, 0.0, 6.0};
+        act_ = ckbn_act{1, CKBN_ACT_PIECEWISE, 0.0, 6.0};
       } else if (name == "leaky_relu") {
-        act_ = ckbn_act{1, slope, INFINITY};
+        act_ = ckbn_act{1, CKBN_ACT_PIECEWISE, slope, INFINITY};
+      } else if (name == "swish") {
+        act_ = ckbn_act{1, CKBN_ACT_SWISH, 0.0, INFINITY};
       }
     }
     training_ = false;

@@ -10,8 +10,8 @@
 // The layout (P, G, R, C) of the data is computed on the Python side at trace
 // time (keras_plugin/_jax_ffi.py, from static shapes with ckbn's make_layout)
 // and passed as attributes; each handler checks it against the buffers it
-// gets.  The activation is three attributes (act, slope, hi), the OpenMP
-// thread count one more (n_threads).
+// gets.  The activation is three attributes (act: 0 none, 1 piecewise linear
+// with slope and hi, 2 swish), the OpenMP thread count one more (n_threads).
 //
 // The table is handed over once, after loading, by ckbn_native_set_table();
 // handlers called before that return an error.
@@ -86,7 +86,7 @@ struct Call {
   ckbn_dims d{0, 0, 0, 0};
   int64_t n = 0;  // channels, G*C
   double eps = 0.0;
-  ckbn_act act{0, 0.0, 0.0};
+  ckbn_act act{0, CKBN_ACT_PIECEWISE, 0.0, 0.0};
   int n_threads = 1;
 
   // The table, x's dtype and the layout attributes against x's size.
@@ -107,7 +107,9 @@ struct Call {
   ffi::Error data(const ffi::AnyBuffer &x, int64_t P, int64_t G, int64_t R, int64_t C,
                   double epsilon, int64_t on, double slope, double hi, int64_t threads) {
     eps = epsilon;
-    act = ckbn_native::make_act(on != 0, slope, hi);
+    if (on < 0 || on > 2)
+      return ffi::Error::InvalidArgument(std::string(what) + ": act must be 0, 1 or 2");
+    act = ckbn_native::make_act(on, slope, hi);
     return data(x, P, G, R, C, threads);
   }
 
