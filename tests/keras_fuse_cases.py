@@ -378,3 +378,159 @@ def test_shared_batch_norm_is_not_fused_and_says_so():
     assert type(fused.get_layer("shared_bn")) is keras_plugin.BatchNormalization
     x = [_rand((3, 4), 1), _rand((3, 4), 2)]
     _close(fused(x, training=False), model(x, training=False))
+
+
+# -- swish (SiLU): EfficientNet's BN -> swish pairs -----------------------------------
+
+def _efficientnet_block():
+    """An EfficientNet-like MBConv block: stem Conv -> BN -> swish, expansion
+    Conv -> BN -> Activation("silu"), depthwise -> BN -> Activation(swish function),
+    squeeze-and-excitation, projection Conv -> BN (no activation), residual add;
+    then BN -> hard_swish, which is not swish and must not fuse."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 3))
+    h = L.Conv2D(8, 3, padding="same", use_bias=False, name="stem_conv")(inp)
+    h = L.BatchNormalization(name="stem_bn")(h)
+    h = L.Activation("swish", name="stem_activation")(h)
+    x0 = h
+    h = L.Conv2D(16, 1, use_bias=False, name="expand_conv")(h)
+    h = L.BatchNormalization(name="expand_bn")(h)
+    h = L.Activation("silu", name="expand_activation")(h)
+    h = L.DepthwiseConv2D(3, padding="same", use_bias=False, name="dwconv")(h)
+    h = L.BatchNormalization(name="bn")(h)
+    h = L.Activation(keras.activations.swish, name="activation")(h)
+    se = L.GlobalAveragePooling2D(name="se_squeeze")(h)
+    se = L.Reshape((1, 1, 16), name="se_reshape")(se)
+    se = L.Conv2D(4, 1, activation="swish", name="se_reduce")(se)
+    se = L.Conv2D(16, 1, activation="sigmoid", name="se_expand")(se)
+    h = L.Multiply(name="se_excite")([h, se])
+    h = L.Conv2D(8, 1, use_bias=False, name="project_conv")(h)
+    h = L.BatchNormalization(name="project_bn")(h)
+    h = L.Add(name="add")([h, x0])
+    h = L.BatchNormalization(name="bn_hard_swish")(h)
+    h = L.Activation("hard_swish", name="hard_swish")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    out = L.Dense(5, name="head")(h)
+    model = keras.Model(inp, out, name="mbconv")
+    _randomize_bns(model)
+    return model
+
+
+SWISH_FUSED = {"stem_bn": "stem_activation", "expand_bn": "expand_activation",
+               "bn": "activation"}
+
+
+def test_efficientnet_block_fuses_its_swish_pairs():
+    model = _efficientnet_block()
+    fused = _fused(model)
+    names = [la.name for la in fused.layers]
+    for bn_name, act_name in SWISH_FUSED.items():
+        layer = fused.get_layer(bn_name)
+        assert type(layer) is BatchNormalizationActivation
+        assert layer.fused_activation == "swish" and layer.activation_name == act_name
+        assert act_name not in names
+    for kept in ("project_bn", "bn_hard_swish"):
+        assert type(fused.get_layer(kept)) is keras_plugin.BatchNormalization
+    assert "hard_swish" in names
+    assert len(fused.layers) == len(model.layers) - len(SWISH_FUSED)
+    x = _rand((4, 8, 8, 3), 11)
+    _close(fused(x, training=False), model(x, training=False))
+    _close(fused(x, training=True), model(x, training=True), rtol=1e-4, atol=1e-4)
+    for a, b in zip(fused.weights, model.weights):  # moving statistics updated alike
+        _close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@needs_training
+@pytest.mark.parametrize("training", [True, False])
+def test_efficientnet_block_gradients_match_the_stock_model(training):
+    model = _efficientnet_block()
+    fused = _fused(model)
+    x = _rand((4, 8, 8, 3), 12)
+    dy = _rand((4, 5), 13)
+    want = _grads(model, x, dy, training)
+    got = _grads(fused, x, dy, training)
+    assert len(want) == len(got)
+    for g, w in zip(got, want):
+        _close(g, w, rtol=1e-4, atol=1e-4)
+
+
+@needs_training
+def test_efficientnet_block_fit_steps_match_the_stock_model():
+    model = _efficientnet_block()
+    fused = _fused(model)
+    x = _rand((8, 8, 8, 3), 14)
+    y = _rand((8, 5), 15)
+    for m in (model, fused):
+        m.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+        for _ in range(2):
+            m.train_on_batch(x, y)
+    for a, b in zip(fused.weights, model.weights):
+        _close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["swish", "silu"])
+def test_swish_layer_runs_the_fused_kernels(monkeypatch, name):
+    """swish goes into the kernel calls as ("swish", 0.0) (on TensorFlow: as the
+    native ops' activation attribute; on JAX: through the FFI handler), with the
+    results of BN followed by Keras's swish."""
+    calls = {"train": [], "given": [], "grad": []}
+    for op in calls:
+        real = getattr(_kernels, op)
+
+        def counted(*a, _real=real, _name=op, **k):
+            calls[_name].append(a[{"train": 5, "given": 7, "grad": 8}[_name]])
+            return _real(*a, **k)
+
+        monkeypatch.setattr(_kernels, op, counted)
+    native = _native_runs()
+    layer = BatchNormalizationActivation(activation=name)
+    assert layer.fused_activation == "swish" and layer.get_config()["activation"] == "swish"
+    x = _rand((4, 3, 5), 16)
+    model = keras.Sequential([keras.Input((3, 5)), layer])
+    _randomize_bns(model)
+    ref_bn = keras.layers.BatchNormalization()
+    ref = keras.Sequential([keras.Input((3, 5)), ref_bn, L.Activation("swish")])
+    ref_bn.set_weights(layer.get_weights())
+    _close(model(x, training=False), ref(x, training=False))
+    _close(model(x, training=True), ref(x, training=True), 1e-4, 1e-4)
+    for a, b in zip(layer.weights, ref_bn.weights):
+        _close(a, b, 1e-5, 1e-6)
+    if BACKEND == "jax":
+        from keras_plugin import _jax_ffi
+
+        if _jax_ffi.available():
+            import jax
+
+            tv = [v.value for v in model.trainable_variables]
+            ntv = [v.value for v in model.non_trainable_variables]
+            text = str(jax.make_jaxpr(
+                lambda t: model.stateless_call(tv, ntv, t, training=True)[0])(x))
+            assert "ffi_call" in text and "('act', 2)" in text, text[-2000:]
+    elif native is None:
+        assert calls["given"] == [("swish", 0.0)] and calls["train"] == [("swish", 0.0)]
+    else:
+        assert native("given") == 1 and native("train") == 1
+        for training in (True, False):
+            assert _native_activations(model, x, training) == {(b"swish", 0.0)}
+    if not TRAINS:
+        return
+    dy = _rand((4, 3, 5), 17)
+    for training in (True, False):
+        got, want = _grads(model, x, dy, training), _grads(ref, x, dy, training)
+        for g, w in zip(got, want):
+            _close(g, w, 1e-4, 1e-4)
+    if native is None and BACKEND != "jax":
+        assert len(calls["grad"]) >= 2 and set(calls["grad"]) == {("swish", 0.0)}
+
+
+def test_efficientnet_block_keras_file_round_trip_and_fold(tmp_path):
+    model = _efficientnet_block()
+    fused = _fused(model)
+    path = os.path.join(tmp_path, "fused_swish.keras")
+    fused.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer("bn").fused_activation == "swish"
+    x = _rand((3, 8, 8, 3), 18)
+    _close(loaded(x, training=False), model(x, training=False))
+    folded = keras_plugin.fold_batch_normalization(fused)
+    _close(folded(x, training=False), model(x, training=False))

@@ -186,6 +186,10 @@ static void ckbn_gs_tile_f64(const double *e, const double *x, ptrdiff_t S,
 #if defined(__GNUC__)
 typedef int ckbn_vi32 __attribute__((vector_size(CKBN_VBYTES)));
 typedef long long ckbn_vi64 __attribute__((vector_size(CKBN_VBYTES)));
+/* Exponent arithmetic in unsigned lanes: it wraps (NaN's bits) instead of
+   overflowing. */
+typedef unsigned ckbn_vu32 __attribute__((vector_size(CKBN_VBYTES)));
+typedef unsigned long long ckbn_vu64 __attribute__((vector_size(CKBN_VBYTES)));
 
 #define CKBN_SPLAT(V, c) ((V){0} + (c))
 
@@ -194,14 +198,15 @@ static inline ckbn_vf ckbn_vsig_f32(ckbn_vf z)
     const ckbn_vf lo = CKBN_SPLAT(ckbn_vf, -87.0f), hi = CKBN_SPLAT(ckbn_vf, 88.0f);
     const ckbn_vf magic = CKBN_SPLAT(ckbn_vf, 12582912.0f);          /* 1.5 * 2^23 */
     ckbn_vf t = -z, k, f, r, p;
-    ckbn_vi32 m, n;
+    ckbn_vi32 m;
+    ckbn_vu32 n;
     m = t < lo;
     t = (ckbn_vf) (((ckbn_vi32) t & ~m) | ((ckbn_vi32) lo & m));
     m = t > hi;
     t = (ckbn_vf) (((ckbn_vi32) t & ~m) | ((ckbn_vi32) hi & m));
     k = t * 1.44269504088896341f + magic;
     f = k - magic;
-    n = (ckbn_vi32) k - 0x4B400000;                                   /* bits of magic */
+    n = (ckbn_vu32) k - 0x4B400000u;                                  /* bits of magic */
     r = (t - f * 0.693359375f) - f * -2.12194440e-4f;
     p = CKBN_SPLAT(ckbn_vf, 1.0f / 5040.0f);
     p = p * r + 1.0f / 720.0f;
@@ -211,7 +216,7 @@ static inline ckbn_vf ckbn_vsig_f32(ckbn_vf z)
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    p = p * (ckbn_vf) ((n + 127) << 23);
+    p = p * (ckbn_vf) ((n + 127u) << 23);
     return 1.0f / (1.0f + p);
 }
 
@@ -220,14 +225,15 @@ static inline ckbn_vd ckbn_vsig_f64(ckbn_vd z)
     const ckbn_vd lo = CKBN_SPLAT(ckbn_vd, -708.0), hi = CKBN_SPLAT(ckbn_vd, 709.0);
     const ckbn_vd magic = CKBN_SPLAT(ckbn_vd, 6755399441055744.0);   /* 1.5 * 2^52 */
     ckbn_vd t = -z, k, f, r, p;
-    ckbn_vi64 m, n;
+    ckbn_vi64 m;
+    ckbn_vu64 n;
     m = t < lo;
     t = (ckbn_vd) (((ckbn_vi64) t & ~m) | ((ckbn_vi64) lo & m));
     m = t > hi;
     t = (ckbn_vd) (((ckbn_vi64) t & ~m) | ((ckbn_vi64) hi & m));
     k = t * 1.4426950408889634074 + magic;
     f = k - magic;
-    n = (ckbn_vi64) k - 0x4338000000000000LL;                         /* bits of magic */
+    n = (ckbn_vu64) k - 0x4338000000000000ULL;                        /* bits of magic */
     r = (t - f * 6.93147180369123816490e-01) - f * 1.90821492927058770002e-10;
     p = CKBN_SPLAT(ckbn_vd, 1.0 / 6227020800.0);
     p = p * r + 1.0 / 479001600.0;
@@ -243,7 +249,7 @@ static inline ckbn_vd ckbn_vsig_f64(ckbn_vd z)
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
-    p = p * (ckbn_vd) ((n + 1023) << 52);
+    p = p * (ckbn_vd) ((n + 1023u) << 52);
     return 1.0 / (1.0 + p);
 }
 
