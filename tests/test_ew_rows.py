@@ -69,3 +69,22 @@ def test_affine_and_dx_do_not_depend_on_the_output_start(rows, C, dtype, tol):
     y2 = np.empty_like(x)
     k.bn_affine(x, *dims, a, b, y2, 2)
     np.testing.assert_array_equal(y2, ys[0])
+
+
+@pytest.mark.parametrize("W", [1, 3, 256, 2048])
+def test_probe_affine_computes_the_affine_pass(W):
+    from ckbn._dispatch import probes
+
+    k = probes()
+    rng = np.random.default_rng(W)
+    n = 200003
+    x = rng.standard_normal(n).astype(np.float32)
+    a = rng.uniform(0.5, 2.0, W).astype(np.float32)
+    b = rng.standard_normal(W).astype(np.float32)
+    y = np.empty_like(x)
+    k.probe_affine(x, a, b, y, 2)
+    lane = np.arange(n) % W
+    np.testing.assert_allclose(y, x.astype(np.float64) * a[lane] + b[lane], rtol=1e-6,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="sizes differ"):
+        k.probe_affine(x, a, b[:-1] if W > 1 else b[:0], y, 1)
