@@ -186,10 +186,13 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
       _cf_reduce's;
     * dx plane by plane with the channel's three coefficients in registers
       (_seg_dx, as _cf_apply writes planes of CF_SEG_MIN and more) for every
-      plane size, in a plain loop from the plane's first element: _ew_seg's
-      split at the output's first 64-byte boundary costs more than it saves
-      on planes of 64 elements and fewer; samples in reverse order, from the
-      rows the sums read last.
+      plane size, in a plain loop from the plane's first element (no split
+      at the output's first 64-byte boundary, which _ew_seg makes for planes
+      of 64 elements and more: two loops and a tail per 8x8 plane); samples
+      in reverse order, from the rows the sums read last.
+
+    Measured together (AMD EPYC, benchmarks/RESULTS.md, session 6): 0.96x
+    the general path's time on 16x32x8x8, 0.83x on 16x32x7x7.
 
     Returns CKBN_OK or CKBN_ERR_NOMEM (nothing written)."""
     cdef Py_ssize_t S = G * R, TL = CKBN_TILE_F32
