@@ -405,13 +405,16 @@ def _eager_op(op_name, inputs, key, attrs_of):
     """
     if _fast_execute is None or not _tried or _ops is None:
         return None
+    sig = [op_name, key]
     for t in inputs:
         if type(t) is not _EagerTensor:
             return None
+        sig.append(t._datatype_enum())
+        sig.append(t._shape_tuple())
     ctx = _context._context or _context.context()
     if not ctx._thread_local_data.is_eager:
         return None
-    full = (op_name, key) + tuple((t._datatype_enum(), t._shape_tuple()) for t in inputs)
+    full = tuple(sig)
     try:
         entry = _SIGNATURES.get(full)
     except TypeError:  # an unhashable part: the general path checks it
@@ -440,11 +443,6 @@ def _eager_op(op_name, inputs, key, attrs_of):
         return None
 
 
-def _value_key(v):
-    """``v`` with its type, so that 1, 1.0 and True are told apart in a key."""
-    return (type(v), v)
-
-
 def _eager_attrs(x, pc, axes, eps, activation, slope, **flags):
     """The general path's checks for the fast path: (attributes without n_threads, x's size)."""
     norm, _ = _check(x, pc, axes)
@@ -465,8 +463,9 @@ def train(x, scale, offset, axes, eps, activation=None, slope=0.0):
     (float32 for float16 data); differentiable in x, scale and offset.
     """
     try:
-        key = ("train", axes if isinstance(axes, int) else tuple(axes), _value_key(eps),
-               activation, _value_key(slope))
+        # epsilon and slope with their types: 1, 1.0 and True are told apart
+        key = (axes if isinstance(axes, int) else tuple(axes), type(eps), eps, activation,
+               type(slope), slope)
     except TypeError:
         key = None
     if key is not None:
@@ -489,8 +488,8 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad=False, activation=N
     (mean and var get no gradient either way).
     """
     try:
-        key = ("given", axes if isinstance(axes, int) else tuple(axes), _value_key(eps),
-               bool(train_grad), activation, _value_key(slope))
+        key = (axes if isinstance(axes, int) else tuple(axes), type(eps), eps,
+               bool(train_grad), activation, type(slope), slope)
     except TypeError:
         key = None
     if key is not None:
