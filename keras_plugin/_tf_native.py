@@ -31,6 +31,19 @@ returns None, and the backend keeps its ``tf.numpy_function`` path.
 (float16 only where the table has float16 kernels), channel axes that need
 no transpose, and not under XLA (the ops have no XLA kernel).
 
+Eager calls: :func:`train` and :func:`given` with eager tensors call
+TensorFlow's C fast path (``TFE_Py_FastPathExecute``) directly, with their
+arguments checked once per signature (the first call with given dtypes,
+shapes, axes, epsilon, activation and slope runs every check; later ones
+reuse the result); anything else (graph tensors, NumPy arrays, tracing) takes
+the general path through the op module's generated wrappers.  Either way the
+errors are the same.
+
+Timing: with ``CKBN_TF_OP_TIMERS=1`` set before the library is loaded, a
+separate build with per-phase timers in the kernels' ``Compute`` is used
+(:func:`phase_ns`; ``benchmarks/bench_tf_native.py --part pieces``); the
+default build has none.
+
 Threads: ``n_threads`` is fixed when an op is created (eagerly: each call;
 in ``tf.function``: at tracing), by the rule of ``keras_plugin._policy``
 (``op_threads``) where that module exists, else ``ckbn.get_num_threads()``;
