@@ -373,6 +373,47 @@ def layer_forward(layer, x, training, act=None):
     return y
 
 
+def layer_infer(layer, x):
+    """The stock layer's inference (``training=False``) in PyTorch's own fused op.
+
+    For an inference call the dispatch rule leaves to Keras's code
+    (``_engine.route``): Keras's PyTorch backend computes it in five ATen ops
+    (``(x - mean) * (rsqrt(var + eps) * gamma) + beta``, three passes over
+    ``x`` plus the casts of the layer's ``call``); ``torch.nn.functional.batch_norm``
+    in evaluation mode computes the same normalization with the same
+    statistics in one pass (as ``x * a + b`` with ``a = gamma / sqrt(var + eps)``
+    and ``b = beta - mean * a``, so the results agree to float rounding, not
+    bit for bit).  Channels-last input goes in as a channels-last view (no
+    copy).  Returns None where the call is not this case (a dtype other than
+    float32 in and out, variables not float32, a channel axis other than 1 or
+    the last of a 2-D, 4-D or 5-D input), and the layer runs Keras's code.
+    Gradients flow (autograd records the op) where they are enabled.
+    """
+    if x.dtype is not torch.float32 or layer.compute_dtype != "float32":
+        return None
+    ndim = x.dim()
+    axis = layer._channel_axes
+    if len(axis) != 1 or ndim < 2:
+        return None
+    axis = axis[0]
+    last = axis == ndim - 1 and axis != 1
+    if axis != 1 and not (last and ndim in (4, 5)):
+        return None
+    mean = layer.moving_mean.value
+    var = layer.moving_variance.value
+    weight = layer.gamma.value if layer.scale else None
+    bias = layer.beta.value if layer.center else None
+    for v in (mean, var, weight, bias):
+        if v is not None and v.dtype is not torch.float32:
+            return None
+    if last:
+        y = torch.nn.functional.batch_norm(x.movedim(-1, 1), mean, var, weight, bias, False,
+                                           0.0, layer.epsilon)
+        return y.movedim(1, -1)
+    return torch.nn.functional.batch_norm(x, mean, var, weight, bias, False, 0.0,
+                                          layer.epsilon)
+
+
 try:
     from keras.src.backend.common.stateless_scope import in_stateless_scope as \
         _in_stateless_scope

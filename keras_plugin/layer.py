@@ -180,6 +180,7 @@ class BatchNormalization(_Stock):
         self._channel_axes = None
         self._param_shape = None
         self._n_channels = None
+        self._route = _engine.Route()   # the cached dispatch decision (call)
 
     # ------------------------------------------------------------------ config
     def _raise_if_fused_cannot_be_used(self):
@@ -294,21 +295,33 @@ class BatchNormalization(_Stock):
     _fused_act = None
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
-            raise ValueError("The mask provided should be one dimension less than the inputs. "
-                             f"Received: mask.shape={mask.shape}, inputs.shape={inputs.shape}")
-        if keras.backend.standardize_dtype(inputs.dtype) == "bfloat16":
-            # Computed in float32 either way (as the stock layer does); NumPy has no bfloat16.
-            inputs = ops.cast(inputs, "float32")
+        train = bool(training and self.trainable)
         act = self._fused_act
-        impl = None
-        if self.synchronized:   # global statistics across processes: keras_plugin._sync
-            impl = _sync.engine(self, inputs, bool(training and self.trainable), mask)
-        elif mask is None:
-            impl = _engine.kernel_impl(inputs, "train" if training and self.trainable else "infer")
+        infer = None
+        if mask is None and not self.synchronized:
+            # The common case: the dispatch decision cached per shape, dtype and mode.
+            inputs, impl, infer = _engine.route(self._route, inputs,
+                                                "train" if train else "infer")
+        else:
+            if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
+                raise ValueError("The mask provided should be one dimension less than the "
+                                 f"inputs. Received: mask.shape={mask.shape}, "
+                                 f"inputs.shape={inputs.shape}")
+            if keras.backend.standardize_dtype(inputs.dtype) == "bfloat16":
+                # Computed in float32 either way (as the stock layer does); NumPy has no
+                # bfloat16.
+                inputs = ops.cast(inputs, "float32")
+            impl = None
+            if self.synchronized:   # global statistics across processes: keras_plugin._sync
+                impl = _sync.engine(self, inputs, train, mask)
         if impl is None:
             if not self._uses_extras:
-                y = super().call(inputs, training=training, mask=mask)
+                y = None
+                if infer is not None and not train:
+                    # the framework's own fused inference op (keras_plugin._torch)
+                    y = infer(self, inputs)
+                if y is None:
+                    y = super().call(inputs, training=training, mask=mask)
                 return _activation.apply(y, act)
             if mask is not None:
                 raise NotImplementedError("Masks are not supported together with list axis, "
@@ -316,6 +329,6 @@ class BatchNormalization(_Stock):
             impl = _engine.OPS
         if act is not None and impl is not _engine.OPS and impl is not _engine.backend_module():
             # an engine without the activation (keras_plugin._sync): apply it afterwards
-            y = _engine.forward(self, inputs, bool(training and self.trainable), impl)
+            y = _engine.forward(self, inputs, train, impl)
             return _activation.apply(y, act)
-        return _engine.forward(self, inputs, bool(training and self.trainable), impl, act)
+        return _engine.forward(self, inputs, train, impl, act)
