@@ -21,7 +21,12 @@ where that handler cannot be built, JAX runs Keras's code unless
 ``keras_plugin.set_jax_min_elements(n)`` opts in to host callbacks, which
 measured slower than XLA at every size (``keras_plugin._jax``).  Where the framework's own op
 was measured faster for a call of this size and mode, the layer runs Keras's
-code too (:mod:`keras_plugin._policy`).  Results agree to float rounding.
+code too (:mod:`keras_plugin._policy`); on PyTorch, inference left to Keras
+runs in PyTorch's own fused ``batch_norm`` where the layout allows
+(``keras_plugin._torch.layer_infer``: one pass instead of Keras's three).
+The layer decides once per input shape, dtype and mode and keeps the
+decision until one of them, ``kernels_disabled`` or the dispatch thresholds
+change (``keras_plugin._engine.route``).  Results agree to float rounding.
 
 ``synchronized=True`` (statistics of the global batch across processes or
 replicas, masked calls included) is computed by :mod:`keras_plugin._sync` on
