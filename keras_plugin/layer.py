@@ -185,7 +185,6 @@ class BatchNormalization(_Stock):
         self._channel_axes = None
         self._param_shape = None
         self._n_channels = None
-        self._route = _engine.Route()   # the cached dispatch decision (call)
 
     # ------------------------------------------------------------------ config
     def _raise_if_fused_cannot_be_used(self):
@@ -298,6 +297,9 @@ class BatchNormalization(_Stock):
     #: The activation applied after the normalization, as ``_activation.spec``
     #: returns it: None here; ``BatchNormalizationActivation`` sets it.
     _fused_act = None
+    #: The cached dispatch decision (``_engine.Route``), made on the first call
+    #: (a layer swapped in place by ``swap_batch_normalization`` skips ``__init__``).
+    _route = None
 
     def call(self, inputs, training=None, mask=None):
         train = bool(training and self.trainable)
@@ -305,8 +307,10 @@ class BatchNormalization(_Stock):
         infer = None
         if mask is None and not self.synchronized:
             # The common case: the dispatch decision cached per shape, dtype and mode.
-            inputs, impl, infer = _engine.route(self._route, inputs,
-                                                "train" if train else "infer")
+            cache = self._route
+            if cache is None:
+                cache = self._route = _engine.Route()
+            inputs, impl, infer = _engine.route(cache, inputs, "train" if train else "infer")
         else:
             if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
                 raise ValueError("The mask provided should be one dimension less than the "
