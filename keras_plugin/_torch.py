@@ -394,10 +394,10 @@ def layer_infer(layer, x):
     """The stock layer's inference (``training=False``) in PyTorch's own fused op.
 
     For an inference call the dispatch rule leaves to Keras's code
-    (``_engine.route``): Keras's PyTorch backend computes it in five ATen ops
-    (``(x - mean) * (rsqrt(var + eps) * gamma) + beta``, three passes over
-    ``x`` plus the casts of the layer's ``call``); ``torch.nn.functional.batch_norm``
-    in evaluation mode computes the same normalization with the same
+    (``_engine.route``): Keras's PyTorch backend computes it in six ATen ops
+    (``(x - mean) * (rsqrt(var + eps) * gamma) + beta``, three of them passes
+    over ``x``, after ``ops.cast`` calls that cast nothing);
+    ``torch.nn.functional.batch_norm`` in evaluation mode computes the same normalization with the same
     statistics in one pass (as ``x * a + b`` with ``a = gamma / sqrt(var + eps)``
     and ``b = beta - mean * a``, so the results agree to float rounding, not
     bit for bit).  Channels-last input goes in as a channels-last view (no
