@@ -397,8 +397,8 @@ def layer_infer(layer, x):
     (``_engine.route``): Keras's PyTorch backend computes it in six ATen ops
     (``(x - mean) * (rsqrt(var + eps) * gamma) + beta``, three of them passes
     over ``x``, after ``ops.cast`` calls that cast nothing);
-    ``torch.nn.functional.batch_norm`` in evaluation mode computes the same normalization with the same
-    statistics in one pass (as ``x * a + b`` with ``a = gamma / sqrt(var + eps)``
+    ``torch.nn.functional.batch_norm`` in evaluation mode computes the same
+    normalization with the same statistics in one pass (as ``x * a + b`` with ``a = gamma / sqrt(var + eps)``
     and ``b = beta - mean * a``, so the results agree to float rounding, not
     bit for bit).  Channels-last input goes in as a channels-last view (no
     copy).  Returns None where the call is not this case (a dtype other than
