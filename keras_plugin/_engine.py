@@ -17,10 +17,15 @@ The kernel engines are the backend modules ``_tf``, ``_torch``, ``_jax`` and
 what the kernels do not serve.  An engine may also have
 ``layer_forward(layer, x, training, act) -> y or None``, a shortcut
 :func:`forward` tries first (``_torch``'s common case); None means "not this
-call" and :func:`forward` computes it itself.
+call" and :func:`forward` computes it itself.  An engine may also have
+``layer_infer(layer, x) -> y or None``: the framework's own fused op for an
+inference call the dispatch rule leaves to Keras's code (``_torch``'s
+``torch.nn.functional.batch_norm``); the layer falls back to Keras's code on
+None.
 
 Public functions: :func:`kernel_impl` chooses the engine for a tensor (or
-None); :func:`forward` computes a layer's output with an engine -- ghost
+None); :func:`route` does the same for a layer call, with the decision
+cached in the layer's :class:`Route`; :func:`forward` computes a layer's output with an engine -- ghost
 batches, renorm, adjustment, the activation and the moving-average updates
 (:func:`update_moving`, Keras 3's formulas) on top of the engine's ops;
 :func:`supports_jit` says whether the kernel engine of the current backend can
@@ -42,7 +47,8 @@ from keras import ops
 from keras_plugin import _activation, _policy
 
 __all__ = ["kernels_disabled", "kernels_enabled", "kernels_for_backend", "backend_module",
-           "kernel_impl", "route", "Route", "supports_jit", "keras_synchronizes", "OPS", "forward", "update_moving"]
+           "kernel_impl", "route", "Route", "supports_jit", "keras_synchronizes", "OPS",
+           "forward", "update_moving"]
 
 _BACKEND_MODULES = {
     "tensorflow": "keras_plugin._tf",

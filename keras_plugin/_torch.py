@@ -32,7 +32,9 @@ without an autograd Function when no input needs a gradient (inference under
 ``torch.no_grad``); :func:`layer_forward`, which ``_engine.forward`` tries
 first, computes the layer's common case with the moving statistics updated in
 place instead of through Keras ops and ``Variable.assign``
-(``benchmarks/RESULTS-keras-torch.md``).
+(``benchmarks/RESULTS-keras-torch.md``); :func:`layer_infer` runs the
+inference calls the dispatch rule leaves to Keras in PyTorch's own
+``batch_norm`` (one pass instead of Keras's three; equal to float rounding).
 """
 
 from __future__ import annotations
@@ -398,13 +400,13 @@ def layer_infer(layer, x):
     (``(x - mean) * (rsqrt(var + eps) * gamma) + beta``, three of them passes
     over ``x``, after ``ops.cast`` calls that cast nothing);
     ``torch.nn.functional.batch_norm`` in evaluation mode computes the same
-    normalization with the same statistics in one pass (as ``x * a + b`` with ``a = gamma / sqrt(var + eps)``
-    and ``b = beta - mean * a``, so the results agree to float rounding, not
-    bit for bit).  Channels-last input goes in as a channels-last view (no
-    copy).  Returns None where the call is not this case (a dtype other than
-    float32 in and out, variables not float32, a channel axis other than 1 or
-    the last of a 4-D or 5-D input, symbolic calls on the meta device), and
-    the layer runs Keras's code.
+    normalization with the same statistics in one pass (as ``x * a + b``
+    with ``a = gamma / sqrt(var + eps)`` and ``b = beta - mean * a``, so the
+    results agree to float rounding, not bit for bit).  Channels-last input
+    goes in as a channels-last view (no copy).  Returns None where the call is
+    not this case (a dtype other than float32 in and out, variables not
+    float32, a channel axis other than 1 or the last of a 4-D or 5-D input,
+    symbolic calls on the meta device), and the layer runs Keras's code.
     Gradients flow (autograd records the op) where they are enabled.
     """
     if x.dtype is not torch.float32 or x.device.type == "meta" \
