@@ -35,7 +35,10 @@ and, with ``--train``, ``train_on_batch`` (SGD); 64x64, batch 16, the CNN on
 calls each, medians::
 
     KERAS_BACKEND=jax python benchmarks/profile_torch_ops.py --models cnn MobileNetV2 \
-        --repeat 15 --calls 3 [--train]
+        --repeat 15 --calls 3 [--train] [--aa]
+
+``--aa`` adds the stock model a second time under its own name, so the
+stock/stock ratio shows the noise of the run.
 """
 
 from __future__ import annotations
@@ -145,6 +148,8 @@ def models(args):
     for label, build, shape in _model_specs(args.models, [64], quick=True):
         stock = _seeded(build)
         variants = {"stock": stock, "swapped": keras_plugin.swap_batch_normalization(stock)}
+        if args.aa:   # the stock model once more: the noise of this run (A/A)
+            variants["stock again"] = stock
         rng = np.random.default_rng(1)
         x = rng.normal(size=(16,) + shape).astype("float32")
         y = rng.normal(size=(16, 10)).astype("float32")
@@ -170,8 +175,10 @@ def models(args):
                     / max(np.abs(outs["stock"]).max(), 1e-30))
         for mode in ("infer", "train") if args.train else ("infer",):
             st, sw = med[f"{mode} stock"], med[f"{mode} swapped"]
+            aa = med.get(f"{mode} stock again")
             print(f"{label:18s} {mode:5s} stock {1e3 * st / args.calls:9.2f} ms  swapped "
                   f"{1e3 * sw / args.calls:9.2f} ms  stock/swapped {st / sw:5.3f}x"
+                  + ("" if aa is None else f"  stock/stock again {st / aa:5.3f}x")
                   + (f"  max rel. diff of outputs {err:.1e}" if mode == "infer" else ""),
                   flush=True)
 
@@ -221,6 +228,8 @@ def main(argv=None):
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--models", nargs="+", help="time these whole models instead")
     parser.add_argument("--train", action="store_true", help="with --models: training too")
+    parser.add_argument("--aa", action="store_true",
+                        help="with --models: time the stock model twice (the run's noise)")
     args = parser.parse_args(argv)
     if args.models:
         return models(args)
