@@ -121,18 +121,16 @@ def kernel_impl(x, mode=None):
 class Route:
     """One layer's cached dispatch decision (:func:`route`).
 
-    Holds the key of the last call it decided and the decision; a layer in a
-    model sees one input shape and mode, so one entry suffices, and a call with
+    Holds the key of the last call it decided and the decision, as one tuple
+    (so a thread reads a key and its decision together); a layer in a model
+    sees one input shape and mode, so one entry suffices, and a call with
     another key decides again.
     """
 
-    __slots__ = ("key", "mod", "bf16", "infer")
+    __slots__ = ("entry",)
 
     def __init__(self) -> None:
-        self.key = None
-        self.mod = None
-        self.bf16 = False
-        self.infer = None
+        self.entry = (None, None, False, None)   # key, engine, bf16, infer hook
 
 
 _FLOAT_DTYPES = ("float16", "float32", "float64")
@@ -161,7 +159,8 @@ def route(cache, x, mode):
     backend = kernels_for_backend()
     threshold = _policy.min_elements(backend, mode) if backend is not None else None
     key = (mode, tuple(x.shape), x.dtype, enabled, backend, threshold)
-    if cache.key != key:
+    entry = cache.entry
+    if entry[0] != key:
         dtype = keras.backend.standardize_dtype(x.dtype)
         bf16 = dtype == "bfloat16"
         if bf16:
@@ -169,17 +168,15 @@ def route(cache, x, mode):
         use = (enabled and threshold is not None and dtype in _FLOAT_DTYPES
                and _policy.use_kernels(backend, mode, _policy.n_elements(x.shape), dtype))
         mod = importlib.import_module(_BACKEND_MODULES[backend]) if backend else None
-        cache.mod = mod if use else None
-        cache.infer = getattr(mod, "layer_infer", None) if (
+        infer = getattr(mod, "layer_infer", None) if (
             enabled and mode == "infer" and mod is not None) else None
-        cache.bf16 = bf16
-        cache.key = key
-    if cache.bf16:
+        entry = cache.entry = (key, mod if use else None, bf16, infer)
+    _, mod, bf16, infer = entry
+    if bf16:
         x = ops.cast(x, "float32")
-    mod = cache.mod
     if mod is not None and not mod.usable(x):
         mod = None
-    return x, mod, cache.infer
+    return x, mod, infer
 
 
 def _keepdims_shape(x, axes):
