@@ -16,7 +16,15 @@
    10 us.  Both sides run on the same OpenMP thread count (``--threads``).
    The eager ``_tf_native.train`` wrapper (the plugin's Python entry) and
    TensorFlow's ``FusedBatchNormV3`` are listed for scale.
-2. A one-layer Keras model (``BatchNormalization``, optionally followed by
+   Also: the op through TensorFlow's C fast path (what ``_tf_native``'s eager
+   path calls), and ``_tf_native``'s general path (its only path before
+   session 6: conversions, checks, the op module's generated wrapper).
+2. ``--part pieces`` (not in ``all``): where the op's time goes, from a
+   library built with its per-phase timers (``CKBN_TF_OP_TIMERS=1``; a
+   separate cached build): the phases of the kernel's ``Compute``, the time
+   outside it, and an op with the same signature that only allocates its
+   outputs (TensorFlow's own cost of the signature).
+3. A one-layer Keras model (``BatchNormalization``, optionally followed by
    ``ReLU(max_value=6)``), ``train_on_batch`` with SGD: stock Keras, swapped
    on the native op, swapped on the ``tf.numpy_function`` path (the native op
    switched off while that model traces), and fused with the activation.
@@ -24,15 +32,23 @@
 Variants run round robin (``benchmarks/_timing.py``); medians.  Usage::
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_tf_native.py [--rounds 30]
-        [--threads 1] [--part calls|steps|all]
+        [--threads 1] [--part calls|pieces|steps|all]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import sys
+import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# --part pieces needs the timing build of the op library; keras_plugin loads
+# the library when it is imported, so the switch is set before that.
+_args = " ".join(sys.argv[1:]).replace("=", " ").split()
+if any(a == "--part" and b == "pieces" for a, b in zip(_args, _args[1:])):
+    os.environ["CKBN_TF_OP_TIMERS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
@@ -43,6 +59,9 @@ import ckbn  # noqa: E402
 from ckbn._dispatch import kernel_name  # noqa: E402
 import keras_plugin  # noqa: E402
 from keras_plugin import _tf_native  # noqa: E402
+
+from tensorflow.python import pywrap_tfe as _pywrap_tfe  # noqa: E402
+from tensorflow.python.eager import context as _context  # noqa: E402
 
 from _timing import cpu_line, medians, round_robin  # noqa: E402
 
@@ -81,6 +100,23 @@ def per_call(shape, rounds):
 
     identity_fn = tf.function(identity)
 
+    # The op through TensorFlow's C fast path, as _tf_native's eager path calls
+    # it (the "eager op" rows go through the op module's generated wrapper).
+    ctx = _context.context()
+
+    def fast(name, *inputs):
+        return _pywrap_tfe.TFE_Py_FastPathExecute(ctx, name, None, *inputs, "channel_axes", [3],
+                                                  "n_threads", n)
+
+    # _tf_native's general path (conversions, checks, the generated wrapper),
+    # the only path before session 6, by switching its fast path off for the call.
+    def general(fn, *args):
+        saved, _tf_native._fast_execute = _tf_native._fast_execute, None
+        try:
+            return fn(*args)
+        finally:
+            _tf_native._fast_execute = saved
+
     @tf.function
     def stock_fn(x, s, o):
         return tf.compat.v1.nn.fused_batch_norm(x, s, o, epsilon=1e-3)
@@ -89,13 +125,18 @@ def per_call(shape, rounds):
         ("train", "bare"): lambda: ckbn.nn.fused_batch_norm(x, s, o, epsilon=1e-3),
         ("train", "eager"): lambda: ops.ckbn_batch_norm_train(xt, st, ot, **kw),
         ("train", "function"): lambda: op_train_fn(xt, st, ot),
+        ("train", "fast"): lambda: fast("CkbnBatchNormTrain", xt, st, ot),
         ("train", "wrapper"): lambda: _tf_native.train(xt, st, ot, [3], 1e-3),
+        ("train", "general wrapper"): lambda: general(_tf_native.train, xt, st, ot, [3], 1e-3),
         ("train", "FusedBatchNormV3"): lambda: stock_fn(xt, st, ot),
         ("infer", "bare"): lambda: ckbn.nn.fused_batch_norm(
             x, s, o, mean=m, variance=v, epsilon=1e-3, is_training=False),
         ("infer", "eager"): lambda: ops.ckbn_batch_norm_apply(xt, st, ot, mt, vt, **kw),
         ("infer", "function"): lambda: op_infer_fn(xt, st, ot, mt, vt),
+        ("infer", "fast"): lambda: fast("CkbnBatchNormApply", xt, st, ot, mt, vt),
         ("infer", "wrapper"): lambda: _tf_native.given(xt, st, ot, mt, vt, [3], 1e-3),
+        ("infer", "general wrapper"): lambda: general(_tf_native.given, xt, st, ot, mt, vt,
+                                                      [3], 1e-3),
         ("train", "floor eager"): lambda: tf.raw_ops.AddV2(x=st, y=ot),
         ("train", "floor function"): lambda: identity_fn(xt, st, ot),
         ("infer", "floor eager"): lambda: tf.raw_ops.AddV2(x=st, y=ot),
@@ -123,18 +164,21 @@ def call_table(rounds):
         name = "x".join(map(str, shape))
         for mode in ("train", "infer"):
             bare = res[(mode, "bare")]
-            for path, label in (("eager", "eager op"), ("function", "tf.function op")):
-                op, floor = res[(mode, path)], res[(mode, "floor " + path)]
+            for path, label in (("eager", "eager op"), ("fast", "eager op, C fast path"),
+                                ("function", "tf.function op")):
+                op = res[(mode, path)]
+                floor = res[(mode, "floor " + ("function" if path == "function" else "eager"))]
                 left = op - bare - floor
                 print(f"| {name} | {mode} | {label} | {bare:.1f} | {op:.1f} | {op - bare:+.1f} "
                       f"| {floor:.1f} | {left:+.1f} | {'yes' if left <= TARGET_US else 'no'} |")
             extra[(name, mode)] = res
         for mode in ("train", "infer"):
             r = extra[(name, mode)]
-            print(f"| {name} | {mode} | eager _tf_native wrapper | {r[(mode, 'bare')]:.1f} "
-                  f"| {r[(mode, 'wrapper')]:.1f} | {r[(mode, 'wrapper')] - r[(mode, 'bare')]:+.1f} "
-                  f"| {r[(mode, 'floor eager')]:.1f} | "
-                  f"{r[(mode, 'wrapper')] - r[(mode, 'bare')] - r[(mode, 'floor eager')]:+.1f} | - |")
+            for key, label in (("wrapper", "eager _tf_native wrapper"),
+                               ("general wrapper", "eager _tf_native, general path")):
+                w, b, f = r[(mode, key)], r[(mode, "bare")], r[(mode, "floor eager")]
+                print(f"| {name} | {mode} | {label} | {b:.1f} | {w:.1f} | {w - b:+.1f} | {f:.1f} "
+                      f"| {w - b - f:+.1f} | {'yes' if w - b - f <= TARGET_US else 'no'} |")
         print(f"| {name} | train | FusedBatchNormV3, tf.function | - "
               f"| {res[('train', 'FusedBatchNormV3')]:.1f} | - | - | - | - |")
         alloc.append((name, res[("alloc", "numpy")], res[("alloc", "tf")]))
@@ -145,6 +189,89 @@ def call_table(rounds):
     print("|---|---|---|---|")
     for name, np_t, tf_t in alloc:
         print(f"| {name} | {np_t:.1f} | {tf_t:.1f} | {tf_t - np_t:+.1f} |")
+
+
+def pieces(shape, rounds):
+    """Part 3 for one shape: {(mode, path): {column: median us}} from a timing build."""
+    rng = np.random.default_rng(0)
+    c = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    s = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    o = rng.standard_normal(c).astype(np.float32)
+    m, v = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))
+    xt, st, ot, mt, vt = (tf.constant(a) for a in (x, s, o, m, v))
+    ops = _tf_native.load()
+    n = ckbn.get_num_threads()
+    ctx = _context.context()
+
+    def fast(name, *inputs):
+        return _pywrap_tfe.TFE_Py_FastPathExecute(ctx, name, None, *inputs, "channel_axes", [3],
+                                                  "n_threads", n)
+
+    kw = dict(channel_axes=[3], n_threads=n)
+    train_fn = tf.function(lambda x, s, o: ops.ckbn_batch_norm_train(x, s, o, **kw))
+    infer_fn = tf.function(lambda x, s, o, m, v: ops.ckbn_batch_norm_apply(x, s, o, m, v, **kw))
+    train_in, infer_in = (xt, st, ot), (xt, st, ot, mt, vt)
+    variants = {  # (mode, path): (callable, op whose phases it records or None)
+        ("train", "bare"): (lambda: ckbn.nn.fused_batch_norm(x, s, o, epsilon=1e-3), None),
+        ("train", "eager"): (lambda: fast("CkbnBatchNormTrain", *train_in), "train"),
+        ("train", "function"): (lambda: train_fn(*train_in), "train"),
+        ("train", "null"): (lambda: fast("CkbnNullTrain", *train_in), None),
+        ("infer", "bare"): (lambda: ckbn.nn.fused_batch_norm(
+            x, s, o, mean=m, variance=v, epsilon=1e-3, is_training=False), None),
+        ("infer", "eager"): (lambda: fast("CkbnBatchNormApply", *infer_in), "given"),
+        ("infer", "function"): (lambda: infer_fn(*infer_in), "given"),
+        ("infer", "null"): (lambda: fast("CkbnNullApply", *infer_in), None),
+        ("any", "floor"): (lambda: tf.raw_ops.AddV2(x=st, y=ot), None),
+    }
+    inner = max(3, int(2e6 / x.size))
+    for fn, _ in variants.values():
+        for _ in range(3):
+            fn()
+    samples = {k: {} for k in variants}
+    for _ in range(rounds):
+        for key, (fn, which) in variants.items():
+            if which:
+                _tf_native.phase_ns(which)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            dt = (time.perf_counter() - t0) / inner
+            samples[key].setdefault("call", []).append(dt * 1e6)
+            if which:
+                runs, ns = _tf_native.phase_ns(which)
+                for phase, total in ns.items():
+                    samples[key].setdefault(phase, []).append(total / runs / 1e3)
+                samples[key].setdefault("Compute", []).append(sum(ns.values()) / runs / 1e3)
+    return {k: {col: statistics.median(v) for col, v in cols.items()}
+            for k, cols in samples.items()}
+
+
+def pieces_table(rounds):
+    print("\n## Where the op's per-call time goes (timing build, float32 NHWC, "
+          f"medians of {rounds} round-robin rounds, us)")
+    print("Phases of the kernel's Compute from timers inside it; outside = call - Compute "
+          "(TensorFlow's dispatch, outputs to Python); null op: an op with the same inputs, "
+          "attributes and outputs that only allocates them (TensorFlow's own cost of this "
+          "signature); floor: eager AddV2 of two (C,) vectors.  Eager calls go through "
+          "TensorFlow's C fast path (as _tf_native does).")
+    cols = _tf_native.PHASES
+    print("| shape | mode | path | call | " + " | ".join(cols)
+          + " | Compute | outside | null op | floor | bare ckbn.nn |")
+    print("|---|---|---|" + "---|" * (len(cols) + 6))
+    for shape in SHAPES:
+        res = pieces(shape, rounds)
+        name = "x".join(map(str, shape))
+        floor = res[("any", "floor")]["call"]
+        for mode in ("train", "infer"):
+            null = res[(mode, "null")]["call"]
+            bare = res[(mode, "bare")]["call"]
+            for path in ("eager", "function"):
+                r = res[(mode, path)]
+                phases = " | ".join(f"{r[c]:.1f}" for c in cols)
+                print(f"| {name} | {mode} | {'eager' if path == 'eager' else 'tf.function'} "
+                      f"| {r['call']:.1f} | {phases} | {r['Compute']:.1f} "
+                      f"| {r['call'] - r['Compute']:.1f} | {null:.1f} | {floor:.1f} | {bare:.1f} |")
 
 
 def _model(shape, relu6, kind):
@@ -187,7 +314,9 @@ def main():
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--threads", type=int, default=1,
                    help="OpenMP threads of ckbn, bare and through the op alike (default 1)")
-    p.add_argument("--part", choices=("calls", "steps", "all"), default="all")
+    p.add_argument("--part", choices=("calls", "pieces", "steps", "all"), default="all",
+                   help="pieces: the op's per-call time by phase, from a library built with "
+                        "its timers (CKBN_TF_OP_TIMERS=1, built on first use; not in 'all')")
     args = p.parse_args()
     if _tf_native.load() is None:
         raise SystemExit("the TensorFlow op library is not available here")
@@ -197,6 +326,10 @@ def main():
           f"{tf.__version__}, Keras {keras.__version__}")
     if args.part in ("calls", "all"):
         call_table(args.rounds)
+    if args.part == "pieces":
+        if _tf_native.phase_ns("train") is None:
+            raise SystemExit("the loaded op library has no timers")
+        pieces_table(args.rounds)
     if args.part in ("steps", "all"):
         for shape, relu6 in [((16, 32, 32, 32), False), ((16, 32, 32, 32), True),
                              ((16, 8, 8, 192), True), ((16, 2, 2, 1280), True)]:

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py --quick          # under 2 minutes
     python benchmarks/run.py --variants       # every compiled kernel variant side by side
+    python benchmarks/run.py --infer-probe    # inference against the copy and affine probes
     python benchmarks/run.py                  # full: every shape, float32 and float64,
                                               # warm and cold caches, 1..all threads
 
@@ -96,6 +97,50 @@ def plot(rows, outdir):
     return files
 
 
+def infer_probe(shapes, rounds):
+    """Inference (``fused_batch_norm(..., is_training=False, out=y)``) against
+    the probes of the same traffic, 1 thread, round robin in one process:
+    the copy probe (the faster of memcpy and the plain loop) and
+    ``probe_affine`` (read x, write y, one multiply-add per element with the
+    coefficients of the layout: repeated to rows of the units' W lanes for
+    channels last, in registers for channels first).  Rows of (shape, layout,
+    copy seconds, probe_affine ÷ copy, inference ÷ copy), best of the rounds."""
+    k = bk.probes()
+    timed = {}
+    for name in shapes:
+        shape = tuple(int(v) for v in name.split("x"))
+        for fmt in ("NHWC", "NCHW") if len(shape) == 4 else ("NC",):
+            x = bk.np.random.default_rng(0).random(bk._nchw(shape) if fmt == "NCHW" else shape,
+                                                  dtype=bk.np.float32)
+            c = x.shape[1] if fmt == "NCHW" else x.shape[-1]
+            g = bk.np.linspace(0.5, 1.5, c, dtype=bk.np.float32)
+            b = bk.np.zeros(c, bk.np.float32)
+            y = bk.np.empty_like(x)
+            _, m, v = bk.ckbn.nn.fused_batch_norm(x, g, b, data_format=fmt)
+            w = 1 if fmt == "NCHW" else c * max(1, -(-256 // c))   # MIN_LANES_EW
+            pa = bk.np.tile(g, w // c) if w > 1 else g[:1].copy()
+            pb = pa - 1
+            xf, yf = x.reshape(-1), y.reshape(-1)
+            timed[(name, fmt)] = {
+                "memcpy": lambda xf=xf, yf=yf: k.probe_copy(xf, yf, 1, True),
+                "loop": lambda xf=xf, yf=yf: k.probe_copy(xf, yf, 1, False),
+                "affine": lambda xf=xf, yf=yf, pa=pa, pb=pb: k.probe_affine(xf, pa, pb, yf, 1),
+                "infer": lambda x=x, g=g, b=b, m=m, v=v, y=y, fmt=fmt: bk.ckbn.nn.fused_batch_norm(
+                    x, g, b, m, v, data_format=fmt, is_training=False, out=y),
+            }
+    best = {key: {n: float("inf") for n in fs} for key, fs in timed.items()}
+    with bk.ckbn.num_threads(1):
+        for _ in range(rounds):
+            for key, fs in timed.items():
+                for n, f in fs.items():
+                    best[key][n] = min(best[key][n], bk._best(f, 0.0, min_reps=3))
+    rows = []
+    for (name, fmt), t in best.items():
+        cp = min(t["memcpy"], t["loop"])
+        rows.append((name, fmt, cp, t["affine"] / cp, t["infer"] / cp))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="ckbn benchmark suite")
     ap.add_argument("--quick", action="store_true")
@@ -104,7 +149,17 @@ def main(argv=None):
     ap.add_argument("--budget", type=float, default=None)
     ap.add_argument("--variants", action="store_true",
                     help="only time every compiled kernel variant side by side (variants.md)")
+    ap.add_argument("--infer-probe", action="store_true",
+                    help="only inference against the copy and affine probes, 1 thread")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of --infer-probe")
     args = ap.parse_args(argv)
+    if args.infer_probe:
+        print(bk.machine_info()["cpu"], "| inference vs probes, 1 thread, float32, best of "
+              f"{args.rounds} rounds round robin")
+        for name, fmt, cp, ra, ri in infer_probe(bk.QUICK, args.rounds):
+            print(f"{name:12s} {fmt:4s} copy {cp * 1e6:9.1f} us | probe_affine {ra:5.2f}x copy"
+                  f" | inference {ri:5.2f}x copy ({ri / ra:4.2f}x probe_affine)")
+        return 0
     tag = args.tag or f"{socket.gethostname()}-{os.cpu_count()}cores"
     outdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", tag)
     os.makedirs(outdir, exist_ok=True)

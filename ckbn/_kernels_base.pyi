@@ -16,7 +16,8 @@ _Half = NDArray[np.uint16]  # float16 bits
 
 __all__ = [
     "PARALLEL_MIN_ELEMENTS", "kernel_table", "openmp_enabled", "tuning",
-    "small_forward", "small_backward", "small_layer_train", "f16c_enabled", "work_plan",
+    "small_forward", "small_backward", "small_backward_path", "small_layer_train",
+    "f16c_enabled", "work_plan",
     "reduction_path", "layout_dims", "bn_stats", "bn_affine", "bn_grad_dx",
     "bn_grad_sums", "bn_forward_train", "bn_forward_infer", "bn_backward", "f16_to_f32",
     "f32_to_f16", "bn_stats_f16", "bn_affine_f16", "bn_grad_sums_f16", "bn_grad_dx_f16",
@@ -33,6 +34,7 @@ def small_forward(x: Any, scale: Any, offset: Any, mean: Any, variance: Any, eps
                   data_format: str, is_training: bool, out: Any) -> Any: ...
 def small_backward(dy: Any, x: Any, scale: Any, batch_mean: Any, batch_var: Any,
                    epsilon: float, data_format: str, is_training: bool) -> Any: ...
+def small_backward_path(P: int, G: int, R: int, C: int) -> str: ...
 def small_layer_train(x: Any, P: int, G: int, R: int, C: int, scale: Any, offset: Any,
                       epsilon: Any, moving_mean: Any, moving_var: Any, rate: Any,
                       var_factor: float) -> Any: ...

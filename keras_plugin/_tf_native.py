@@ -31,6 +31,19 @@ returns None, and the backend keeps its ``tf.numpy_function`` path.
 (float16 only where the table has float16 kernels), channel axes that need
 no transpose, and not under XLA (the ops have no XLA kernel).
 
+Eager calls: :func:`train` and :func:`given` with eager tensors call
+TensorFlow's C fast path (``TFE_Py_FastPathExecute``) directly, with their
+arguments checked once per signature (the first call with given dtypes,
+shapes, axes, epsilon, activation and slope runs every check; later ones
+reuse the result); anything else (graph tensors, NumPy arrays, tracing) takes
+the general path through the op module's generated wrappers.  Either way the
+errors are the same.
+
+Timing: with ``CKBN_TF_OP_TIMERS=1`` set before the library is loaded, a
+separate build with per-phase timers in the kernels' ``Compute`` is used
+(:func:`phase_ns`; ``benchmarks/bench_tf_native.py --part pieces``); the
+default build has none.
+
 Threads: ``n_threads`` is fixed when an op is created (eagerly: each call;
 in ``tf.function``: at tracing), by the rule of ``keras_plugin._policy``
 (``op_threads``) where that module exists, else ``ckbn.get_num_threads()``;
@@ -57,6 +70,16 @@ try:
     from tensorflow.python.saved_model import save_context
 except ImportError:  # pragma: no cover - TF internals moved
     control_flow_util = save_context = None
+try:  # the eager fast path of train/given (see _eager_op); the op module's wrappers otherwise
+    from tensorflow.python import pywrap_tfe as _pywrap_tfe
+    from tensorflow.python.eager import context as _context
+    from tensorflow.python.eager import core as _core
+    from tensorflow.python.framework import ops as _tf_ops
+
+    _EagerTensor = _tf_ops.EagerTensor
+    _fast_execute = _pywrap_tfe.TFE_Py_FastPathExecute
+except (ImportError, AttributeError):  # pragma: no cover - TF internals moved
+    _fast_execute = None
 
 __all__ = ["OP_TYPES", "load", "available", "has_float16", "call_counts", "usable", "in_place",
            "train", "given", "grad", "moments"]
@@ -87,11 +110,20 @@ def _table_address():
     return get_pointer(ckbn.kernel_table(), _CAPSULE)
 
 
+def _timers_requested():
+    """``CKBN_TF_OP_TIMERS=1``: build the library with its per-phase timers
+    (``benchmarks/bench_tf_native.py --part pieces``; compiled out otherwise)."""
+    import os
+
+    return os.environ.get("CKBN_TF_OP_TIMERS", "0").strip() == "1"
+
+
 def _build():
+    timers = ["-DCKBN_TF_OP_TIMERS"] if _timers_requested() else []
     return _native_build.build_library(
         "ckbn_tf_ops", ["tf_ops.cc"], include_dirs=[ckbn.get_include()],
         extra_compile_args=list(tf.sysconfig.get_compile_flags())
-        + ["-Wno-deprecated-declarations"],
+        + ["-Wno-deprecated-declarations"] + timers,
         extra_link_args=list(tf.sysconfig.get_link_flags()),
         key_extra=f"tensorflow {tf.__version__}")
 
@@ -109,9 +141,29 @@ def _load():
     _has_float16 = bool(_TableHead.from_address(address).has_float16)
     lib.ckbn_native_calls.argtypes = [ctypes.c_int]
     lib.ckbn_native_calls.restype = ctypes.c_int64
+    if hasattr(lib, "ckbn_native_phase_ns"):
+        lib.ckbn_native_phase_ns.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_int64),
+                                             ctypes.c_int]
+        lib.ckbn_native_phase_ns.restype = ctypes.c_int64
     global _lib
     _lib = lib
     return module
+
+
+PHASES = ("table and layout", "per-channel inputs", "x-sized output", "per-channel outputs",
+          "kernel", "rest")
+
+
+def phase_ns(which, reset=True):
+    """Timing builds only (``CKBN_TF_OP_TIMERS=1``): ``(runs, {phase: ns})`` summed over
+    the successful runs of op ``which`` ("train" or "given") since the last reset;
+    None where the loaded library has no timers."""
+    if load() is None or not hasattr(_lib, "ckbn_native_phase_ns"):
+        return None
+    index = {"train": 0, "given": 1}[which]
+    out = (ctypes.c_int64 * len(PHASES))()
+    runs = _lib.ckbn_native_phase_ns(index, out, 1 if reset else 0)
+    return int(runs), dict(zip(PHASES, (int(v) for v in out)))
 
 
 def load():
@@ -342,6 +394,80 @@ def _tensors(x, **per_channel):
     return tensor(x), [(k, tensor(v)) for k, v in per_channel.items()]
 
 
+# ----------------------------------------------------- the eager fast path
+# An eager call of train/given whose inputs are all eager tensors goes
+# straight to TensorFlow's C fast path (TFE_Py_FastPathExecute, what the op
+# module's generated wrappers call after their dispatch checks), with the
+# attributes validated once per signature: the first call with a given
+# (op, dtypes, shapes, axes, epsilon, activation, slope, flags) runs every
+# check of the general path (same errors) and keeps the flat attribute list;
+# the next ones look it up.  Only the thread count is decided per call
+# (keras_plugin._policy's rule reads ckbn's current setting).  The gradient
+# is recorded by the fast path itself, as for every TensorFlow op.
+_SIGNATURES = {}  # key -> (flat attributes without n_threads, element count)
+_SIGNATURES_MAX = 1024  # distinct signatures kept (cleared when full)
+
+
+def _eager_op(op_name, inputs, key, attrs_of):
+    """The op's outputs through the fast path, or None where it does not apply.
+
+    ``inputs``: the op's input tensors in order; ``key``: hashable description
+    of everything the validation depends on besides the inputs' dtypes and
+    shapes; ``attrs_of()``: validates (raising the general path's errors) and
+    returns ``(attribute dict without n_threads, element count of x)``.
+    """
+    if _fast_execute is None or not _tried or _ops is None:
+        return None
+    sig = [op_name, key]
+    for t in inputs:
+        if type(t) is not _EagerTensor:
+            return None
+        sig.append(t._datatype_enum())
+        sig.append(t._shape_tuple())
+    ctx = _context._context or _context.context()
+    if not ctx._thread_local_data.is_eager:
+        return None
+    full = tuple(sig)
+    try:
+        entry = _SIGNATURES.get(full)
+    except TypeError:  # an unhashable part: the general path checks it
+        return None
+    if entry is None:
+        attrs, count = attrs_of()
+        flat = []
+        for name, value in attrs.items():
+            flat += [name, value]
+        entry = (tuple(flat), count)
+        if len(_SIGNATURES) >= _SIGNATURES_MAX:
+            _SIGNATURES.clear()
+        _SIGNATURES[full] = entry
+    flat, count = entry
+    if save_context is not None and save_context.in_save_context():
+        threads = 0
+    elif _policy is not None:
+        threads = _policy.op_threads("tensorflow", count)
+    else:
+        threads = ckbn.get_num_threads()
+    try:
+        return _fast_execute(ctx, op_name, None, *inputs, *flat, "n_threads", threads)
+    except _core._NotOkStatusException as e:
+        _tf_ops.raise_from_not_ok_status(e, None)
+    except _core._FallbackException:
+        return None
+
+
+def _eager_attrs(x, pc, axes, eps, activation, slope, **flags):
+    """The general path's checks for the fast path: (attributes without n_threads, x's size)."""
+    norm, _ = _check(x, pc, axes)
+    attrs = _call_attrs(eps, activation, slope, x, **flags)
+    del attrs["n_threads"]
+    attrs = {"channel_axes": norm, **attrs}
+    count = 1
+    for d in x.shape:
+        count *= int(d)
+    return attrs, count
+
+
 # ------------------------------------------------------------------ the op table
 def train(x, scale, offset, axes, eps, activation=None, slope=0.0):
     """``y = act(BN(x))`` with the batch statistics, and those statistics.
@@ -349,6 +475,18 @@ def train(x, scale, offset, axes, eps, activation=None, slope=0.0):
     Returns ``y`` (x's dtype) and the flat batch mean and biased variance
     (float32 for float16 data); differentiable in x, scale and offset.
     """
+    try:
+        # epsilon and slope with their types: 1, 1.0 and True are told apart
+        key = (axes if isinstance(axes, int) else tuple(axes), type(eps), eps, activation,
+               type(slope), slope)
+    except TypeError:
+        key = None
+    if key is not None:
+        out = _eager_op("CkbnBatchNormTrain", (x, scale, offset), key,
+                        lambda: _eager_attrs(x, [("scale", scale), ("offset", offset)], axes,
+                                             eps, activation, slope))
+        if out is not None:
+            return out
     x, pc = _tensors(x, scale=scale, offset=offset)
     axes, ops = _check(x, pc, axes)
     return ops.ckbn_batch_norm_train(x, pc[0][1], pc[1][1], channel_axes=axes,
@@ -362,6 +500,19 @@ def given(x, scale, offset, mean, var, axes, eps, train_grad=False, activation=N
     so the gradient is the training one; otherwise it is the inference one
     (mean and var get no gradient either way).
     """
+    try:
+        key = (axes if isinstance(axes, int) else tuple(axes), type(eps), eps,
+               bool(train_grad), activation, type(slope), slope)
+    except TypeError:
+        key = None
+    if key is not None:
+        out = _eager_op("CkbnBatchNormApply", (x, scale, offset, mean, var), key,
+                        lambda: _eager_attrs(x, [("scale", scale), ("offset", offset),
+                                                 ("mean", mean), ("variance", var)], axes, eps,
+                                             activation, slope,
+                                             training=(bool(train_grad), False)))
+        if out is not None:
+            return out
     x, pc = _tensors(x, scale=scale, offset=offset, mean=mean, variance=var)
     axes, ops = _check(x, pc, axes)
     return ops.ckbn_batch_norm_apply(x, *(v for _, v in pc), channel_axes=axes,
@@ -396,15 +547,26 @@ def moments(x, axes):
 
 
 # -------------------------------------------------------------------- gradients
+_DEFAULTS = {"epsilon": "0.001", "activation": "none", "negative_slope": "0", "training": False}
+
+
+def _attr(op, name):
+    """Attribute ``name`` of ``op``, text decoded.  An eager call through the fast path
+    records only the attributes it passed (those off the op's defaults), so an
+    attribute missing there has the op's default."""
+    try:
+        value = op.get_attr(name)
+    except (KeyError, ValueError):
+        if name not in _DEFAULTS:
+            raise
+        return _DEFAULTS[name]
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _attrs(op, training):
-    act = op.get_attr("activation")
-    act = act.decode() if isinstance(act, bytes) else act
-    slope = op.get_attr("negative_slope")
-    eps = op.get_attr("epsilon")
     return dict(channel_axes=list(op.get_attr("channel_axes")),
-                epsilon=eps.decode() if isinstance(eps, bytes) else eps,
-                activation=act,
-                negative_slope=slope.decode() if isinstance(slope, bytes) else slope,
+                epsilon=_attr(op, "epsilon"), activation=_attr(op, "activation"),
+                negative_slope=_attr(op, "negative_slope"),
                 training=training, n_threads=op.get_attr("n_threads"))
 
 
@@ -421,7 +583,7 @@ def _train_grad(op, dy, dmean, dvar):
 def _apply_grad(op, dy):
     x, scale, offset, mean, var = op.inputs
     dx, ds, do = load().ckbn_batch_norm_grad(dy, x, scale, offset, mean, var,
-                                             **_attrs(op, op.get_attr("training")))
+                                             **_attrs(op, _attr(op, "training")))
     return dx, ds, do, None, None
 
 

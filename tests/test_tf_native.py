@@ -332,6 +332,172 @@ def test_call_counts_count_kernel_runs():
                                                           "moments": 1}
 
 
+# ------------------------------------------------------ the eager fast path
+def _general(monkeypatch):
+    """Switches _tf_native's eager fast path off (its general path, as before session 6)."""
+    monkeypatch.setattr(N, "_fast_execute", None)
+
+
+@pytest.mark.parametrize("act,slope", [(None, 0.0), ("leaky_relu", 0.15)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_eager_fast_path_equals_the_general_path(dtype, act, slope, monkeypatch):
+    """Outputs and gradients of eager train/given through TensorFlow's C fast path are
+    bitwise those of the general path, with non-default epsilon and activation."""
+    _skip_unsupported(dtype)
+    x, scale, offset, w = _data((4, 5, 6, 8), [3], dtype, seed=11)
+    mean, var = (v.astype(_stat(dtype)) for v in _ref_stats(x, [3]))
+    xt, st, ot, wt = (tf.constant(a) for a in (x, scale, offset, w))
+    mt, vt = tf.constant(mean), tf.constant(var)
+
+    def run():
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([xt, st, ot])
+            y, m, v = N.train(xt, st, ot, [3], 2e-3, act, slope)
+            z = N.given(xt, st, ot, mt, vt, [3], 2e-3, False, act, slope)
+            loss_y = tf.reduce_sum(tf.cast(y, tf.float64) * tf.cast(wt, tf.float64))
+            loss_z = tf.reduce_sum(tf.cast(z, tf.float64) * tf.cast(wt, tf.float64))
+        gy = tape.gradient(loss_y, [xt, st, ot])
+        gz = tape.gradient(loss_z, [xt, st, ot])
+        return [t.numpy() for t in [y, m, v, z, *gy, *gz]]
+
+    fast = run()
+    with monkeypatch.context() as mp:
+        _general(mp)
+        general = run()
+    for a, b in zip(fast, general):
+        np.testing.assert_array_equal(a, b)
+    # and both against float64 NumPy
+    _close(fast[3], _ref_forward_eps(x, scale, offset, mean, var, act, slope, 2e-3), dtype)
+
+
+def _ref_forward_eps(x, scale, offset, mean, var, act, slope, eps):
+    z = (x.astype(np.float64) - mean.astype(np.float64)) / np.sqrt(var.astype(np.float64) + eps)
+    return _act(z * scale.astype(np.float64) + offset.astype(np.float64), act, slope)[0]
+
+
+def test_eager_calls_skip_the_op_modules_wrappers_graph_calls_use_them(monkeypatch):
+    """Eagerly, train/given call TensorFlow's fast path directly (the op module's
+    generated wrappers are not needed); in a tf.function they build the graph op."""
+    x, scale, offset, _ = _data((4, 3, 3, 6), [3], np.float32, seed=12)
+    xt, st, ot = tf.constant(x), tf.constant(scale), tf.constant(offset)
+    ops = N.load()
+
+    def broken(*args, **kwargs):
+        raise AssertionError("the generated wrapper was called")
+
+    monkeypatch.setattr(ops, "ckbn_batch_norm_train", broken)
+    monkeypatch.setattr(ops, "ckbn_batch_norm_apply", broken)
+    y, m, v = N.train(xt, st, ot, [3], EPS)
+    ref_m, ref_v = _ref_stats(x, [3])
+    _close(y, _ref_forward(x, scale, offset, ref_m, ref_v, [3], None, 0.0), np.float32)
+    z = N.given(xt, st, ot, m, v, [3], EPS)
+    _close(z, _ref_forward(x, scale, offset, m.numpy(), v.numpy(), [3], None, 0.0), np.float32)
+    with pytest.raises(AssertionError, match="generated wrapper"):
+        tf.function(lambda x: N.train(x, st, ot, [3], EPS))(xt)
+
+
+def test_fast_path_checks_every_new_signature():
+    """A valid call is remembered by its signature; a call that differs in a checked
+    value (bool epsilon vs int, another dtype or shape of a per-channel input) is
+    checked again and fails as on the general path."""
+    x, s = tf.ones((4, 3, 3, 2)), tf.ones(2)
+    N.train(x, s, s, [3], 1)  # an int epsilon is fine
+    with pytest.raises(TypeError, match="epsilon must be a float, got True"):
+        N.train(x, s, s, [3], True)
+    N.given(x, s, s, s, s, [3], EPS)
+    with pytest.raises(TypeError, match="variance must be float32"):
+        N.given(x, s, s, s, tf.ones(2, tf.float64), [3], EPS)
+    with pytest.raises(ValueError, match="mean has 3 values"):
+        N.given(x, s, s, tf.ones(3), s, [3], EPS)
+    with pytest.raises(ValueError, match="channel axis 4 is out of range"):
+        N.train(x, s, s, 4, EPS)
+
+
+def test_gradient_defaults_are_the_ops_defaults():
+    """The gradient functions read an attribute the eager fast path left out as
+    the op's default; those defaults are the registered ones."""
+    x, s = tf.ones((4, 2)), tf.ones(2)
+    ops = N.load()
+
+    @tf.function
+    def fn(x):
+        return ops.ckbn_batch_norm_apply(x, s, s, s, s, channel_axes=[1])
+
+    (op,) = [o for o in fn.get_concrete_function(x).graph.get_operations()
+             if o.type == "CkbnBatchNormApply"]
+    for name, default in N._DEFAULTS.items():
+        value = op.get_attr(name)
+        assert (value.decode() if isinstance(value, bytes) else value) == default
+
+
+@pytest.mark.parametrize("channels", [256, 300])
+def test_wide_layers_stage_per_channel_values_right(channels):
+    """float32 per-channel values are staged in float64 inline up to 256 channels and
+    on the heap beyond: forward, statistics and gradients against float64 NumPy."""
+    x, scale, offset, w = _data((6, 2, channels), [2], np.float32, seed=13)
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y, m, v = N.train(xt, scale, offset, [2], EPS, "relu", 0.0)
+        loss = tf.reduce_sum(y * w)
+    dx = tape.gradient(loss, xt)
+    ref_m, ref_v = _ref_stats(x, [2])
+    _close(m, ref_m, np.float32)
+    _close(v, ref_v, np.float32)
+    _close(y, _ref_forward(x, scale, offset, ref_m, ref_v, [2], "relu", 0.0), np.float32)
+    _close(dx, _ref_grad(w, x, scale, offset, ref_m, ref_v, [2], "relu", 0.0, True)[0],
+           np.float32)
+
+
+def test_training_op_may_write_into_its_input():
+    """In a tf.function, x made inside and read by nothing else can give its buffer to
+    y; the statistics and y are still those of the original x."""
+    x, scale, offset, _ = _data((8, 4, 4, 16), [3], np.float32, seed=14)
+
+    @tf.function
+    def fn(x):
+        h = x * 2.0  # held by nothing but the op
+        return N.train(h, scale, offset, [3], EPS)
+
+    y, m, v = fn(tf.constant(x))
+    h = 2.0 * x.astype(np.float64)
+    ref_m, ref_v = _ref_stats(h, [3])
+    _close(m, ref_m, np.float32)
+    _close(v, ref_v, np.float32)
+    _close(y, _ref_forward(h, scale, offset, ref_m, ref_v, [3], None, 0.0), np.float32)
+
+
+_TIMERS_SCRIPT = """
+import numpy as np
+import tensorflow as tf
+from keras_plugin import _tf_native as N
+
+ops = N.load()
+x = tf.constant(np.arange(48, dtype=np.float32).reshape(4, 3, 4))
+s, o = tf.ones(4), tf.zeros(4)
+N.phase_ns("train")
+for _ in range(5):
+    y, m, v = N.train(x, s, o, [2], 1e-3)
+runs, ns = N.phase_ns("train")
+assert runs == 5 and set(ns) == set(N.PHASES) and ns["kernel"] > 0, (runs, ns)
+assert N.phase_ns("train") == (0, dict.fromkeys(N.PHASES, 0))  # reset by the read
+np.testing.assert_allclose(m.numpy(), np.arange(48).reshape(12, 4).mean(0), rtol=1e-6)
+y, m, v = ops.ckbn_null_train(x, s, o, channel_axes=[2])
+assert y.shape == (4, 3, 4) and m.shape == (4,) and v.shape == (4,)
+assert ops.ckbn_null_apply(x, s, o, s, s, channel_axes=[2]).shape == (4, 3, 4)
+print("timers ok")
+"""
+
+
+@pytest.mark.slow
+def test_timing_build_has_phase_timers_and_the_default_build_has_none(tmp_path):
+    """CKBN_TF_OP_TIMERS=1 builds a separate library whose timers count the runs;
+    the library the tests load (the default build) has no timers and no null ops."""
+    assert N.phase_ns("train") is None
+    assert not hasattr(N.load(), "ckbn_null_train")
+    assert "timers ok" in _run(_TIMERS_SCRIPT, tmp_path, CKBN_TF_OP_TIMERS="1")
+
+
 # ------------------------------------------------------------------------- errors
 def test_bad_input_raises_clear_errors():
     x = tf.ones((4, 3, 3, 2))

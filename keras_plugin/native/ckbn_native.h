@@ -158,10 +158,19 @@ inline Fault channel_type_fault(const char* what, const char* name) {
   return fail(Kind::kInvalid, std::string(what) + ": " + name + " must be float32 or float64");
 }
 
+// Per-channel float64 staging: up to kInlineChannels values live in the
+// object itself, so the common layer widths cost no heap allocation per call;
+// wider layers use a vector.  (Objects of these classes stay where they are
+// declared: they hold pointers into themselves.)
+constexpr int64_t kInlineChannels = 256;
+
 // A per-channel input as float64: the array itself when it is float64
 // (dtype CKBN_FLOAT64), else a widened copy of its float32 values.
 class ChannelIn {
  public:
+  ChannelIn() = default;
+  ChannelIn(const ChannelIn&) = delete;
+  ChannelIn& operator=(const ChannelIn&) = delete;
   // False for a dtype other than float32/float64.
   bool bind(const void* data, int dtype, int64_t n) {
     if (dtype == CKBN_FLOAT64) {
@@ -170,15 +179,20 @@ class ChannelIn {
     }
     if (dtype != CKBN_FLOAT32) return false;
     const float* src = static_cast<const float*>(data);
-    store_.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; i++) store_[i] = static_cast<double>(src[i]);
-    ptr_ = store_.data();
+    double* dst = inline_;
+    if (n > kInlineChannels) {
+      store_.resize(static_cast<size_t>(n));
+      dst = store_.data();
+    }
+    for (int64_t i = 0; i < n; i++) dst[i] = static_cast<double>(src[i]);
+    ptr_ = dst;
     return true;
   }
   const double* get() const { return ptr_; }
 
  private:
   const double* ptr_ = nullptr;
+  double inline_[kInlineChannels];
   std::vector<double> store_;
 };
 
@@ -186,16 +200,23 @@ class ChannelIn {
 // it is float64, else a buffer that finish() rounds into the float32 array.
 class ChannelOut {
  public:
+  ChannelOut() = default;
+  ChannelOut(const ChannelOut&) = delete;
+  ChannelOut& operator=(const ChannelOut&) = delete;
   bool bind(void* data, int dtype, int64_t n) {
     data_ = data;
     dtype_ = dtype;
+    n_ = n;
     if (dtype == CKBN_FLOAT64) {
       ptr_ = static_cast<double*>(data);
       return true;
     }
     if (dtype != CKBN_FLOAT32) return false;
-    store_.resize(static_cast<size_t>(n));
-    ptr_ = store_.data();
+    ptr_ = inline_;
+    if (n > kInlineChannels) {
+      store_.resize(static_cast<size_t>(n));
+      ptr_ = store_.data();
+    }
     return true;
   }
   double* get() const { return ptr_; }
@@ -203,13 +224,15 @@ class ChannelOut {
   void finish() {
     if (dtype_ != CKBN_FLOAT32) return;
     float* dst = static_cast<float*>(data_);
-    for (size_t i = 0; i < store_.size(); i++) dst[i] = static_cast<float>(store_[i]);
+    for (int64_t i = 0; i < n_; i++) dst[i] = static_cast<float>(ptr_[i]);
   }
 
  private:
   void* data_ = nullptr;
   int dtype_ = -1;
+  int64_t n_ = 0;
   double* ptr_ = nullptr;
+  double inline_[kInlineChannels];
   std::vector<double> store_;
 };
 

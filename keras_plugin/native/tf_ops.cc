@@ -40,6 +40,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <cmath>
@@ -79,6 +80,46 @@ std::atomic<int> g_default_threads{1};
 // Kernel runs per op (train, apply, grad, moments), for tests that check
 // which path ran; read with ckbn_native_calls.
 std::atomic<int64_t> g_calls[4];
+
+// Per-phase timers of Compute, for benchmarks/bench_tf_native.py --part
+// pieces: only in a library built with -DCKBN_TF_OP_TIMERS (the plugin
+// does so when CKBN_TF_OP_TIMERS=1 is set before it loads the library; the
+// flag is part of the cache key), compiled out otherwise.  Phases: 0 the
+// table and layout, 1 the per-channel inputs as float64, 2 the x-sized
+// output, 3 the per-channel outputs, 4 the kernel, 5 the rest (float32
+// rounding of the statistics, the run counter).
+#ifdef CKBN_TF_OP_TIMERS
+constexpr int kPhases = 6;
+std::atomic<int64_t> g_phase_ns[4][kPhases];
+std::atomic<int64_t> g_phase_runs[4];
+
+class PhaseTimer {
+ public:
+  explicit PhaseTimer(int op) : op_(op), last_(Now()) {}
+  void Mark(int phase) {
+    const int64_t t = Now();
+    g_phase_ns[op_][phase].fetch_add(t - last_, std::memory_order_relaxed);
+    last_ = t;
+  }
+  void Done() { g_phase_runs[op_].fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  static int64_t Now() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  int op_;
+  int64_t last_;
+};
+#define CKBN_TIMER(op) PhaseTimer ckbn_timer_(op)
+#define CKBN_MARK(phase) ckbn_timer_.Mark(phase)
+#define CKBN_TIMER_DONE() ckbn_timer_.Done()
+#else
+#define CKBN_TIMER(op) (void)0
+#define CKBN_MARK(phase) (void)0
+#define CKBN_TIMER_DONE() (void)0
+#endif
 
 // ------------------------------------------------------------ shape functions
 // The number of channels of x (product of the channel axes' sizes), or
@@ -368,6 +409,7 @@ class TrainOp : public CkbnOpBase {
  public:
   using CkbnOpBase::CkbnOpBase;
   void Compute(OpKernelContext* ctx) override {
+    CKBN_TIMER(0);
     const Tensor& x = ctx->input(0);
     ckbn_dims d;
     int64_t n;
@@ -375,19 +417,28 @@ class TrainOp : public CkbnOpBase {
     ChannelOut mean, var;
     Tensor* y = nullptr;
     const ckbn_kernel_table* table = Prepare<T>(ctx, x, &d, &n);
-    if (table == nullptr || !In<U>(ctx, 1, n, &scale) || !In<U>(ctx, 2, n, &offset) ||
-        !NeedData(ctx, x, d))
-      return;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    if (table == nullptr) return;
+    CKBN_MARK(0);
+    if (!In<U>(ctx, 1, n, &scale) || !In<U>(ctx, 2, n, &offset) || !NeedData(ctx, x, d)) return;
+    CKBN_MARK(1);
+    // y may take over x's buffer when no one else holds it (the kernel reads
+    // x for the statistics before it writes y; y may be x); with a gradient
+    // x is held for the gradient op, so it is not.
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
+    CKBN_MARK(2);
     if (!Out<U>(ctx, 1, n, &mean) || !Out<U>(ctx, 2, n, &var)) return;
+    CKBN_MARK(3);
     if (!Done(ctx, table->forward_train(DTypeOf<T>::value, x.flat<T>().data(), d, scale.get(),
                                           offset.get(), eps_, act(), y->flat<T>().data(),
                                           mean.get(), var.get(), threads()),
               "ckbn forward_train"))
       return;
+    CKBN_MARK(4);
     g_calls[0].fetch_add(1, std::memory_order_relaxed);
     mean.finish();
     var.finish();
+    CKBN_MARK(5);
+    CKBN_TIMER_DONE();
   }
 };
 
@@ -396,22 +447,32 @@ class ApplyOp : public CkbnOpBase {
  public:
   using CkbnOpBase::CkbnOpBase;
   void Compute(OpKernelContext* ctx) override {
+    CKBN_TIMER(1);
     const Tensor& x = ctx->input(0);
     ckbn_dims d;
     int64_t n;
     ChannelIn scale, offset, mean, var;
     Tensor* y = nullptr;
     const ckbn_kernel_table* table = Prepare<T>(ctx, x, &d, &n);
-    if (table == nullptr || !In<U>(ctx, 1, n, &scale) || !In<U>(ctx, 2, n, &offset) ||
-        !In<U>(ctx, 3, n, &mean) || !In<U>(ctx, 4, n, &var))
+    if (table == nullptr) return;
+    CKBN_MARK(0);
+    if (!In<U>(ctx, 1, n, &scale) || !In<U>(ctx, 2, n, &offset) || !In<U>(ctx, 3, n, &mean) ||
+        !In<U>(ctx, 4, n, &var))
       return;
+    CKBN_MARK(1);
     OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &y));
+    CKBN_MARK(2);
+    CKBN_MARK(3);
     g_calls[1].fetch_add(1, std::memory_order_relaxed);
     if (x.NumElements() == 0) return;
-    Done(ctx, table->forward_infer(DTypeOf<T>::value, x.flat<T>().data(), d, scale.get(),
-                                   offset.get(), mean.get(), var.get(), eps_, act(),
-                                   y->flat<T>().data(), threads()),
-         "ckbn forward_infer");
+    if (!Done(ctx, table->forward_infer(DTypeOf<T>::value, x.flat<T>().data(), d, scale.get(),
+                                          offset.get(), mean.get(), var.get(), eps_, act(),
+                                          y->flat<T>().data(), threads()),
+              "ckbn forward_infer"))
+      return;
+    CKBN_MARK(4);
+    CKBN_MARK(5);
+    CKBN_TIMER_DONE();
   }
 };
 
@@ -500,7 +561,90 @@ CKBN_REGISTER(Eigen::half, float)
 CKBN_REGISTER(float, float)
 CKBN_REGISTER(double, double)
 
+#ifdef CKBN_TF_OP_TIMERS
+// TensorFlow's own cost of an op with the signature of CkbnBatchNormTrain /
+// CkbnBatchNormApply: the same inputs, attributes and outputs, allocated
+// (or forwarded) the same way, and nothing else -- no layout, no
+// conversion, no kernel, outputs left unwritten.  Timing builds only.
+template <typename T>
+class NullTrainOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    const int64_t n = ctx->input(1).NumElements();
+    Tensor* t = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({n}), &t));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({n}), &t));
+  }
+};
+
+template <typename T>
+class NullApplyOp : public OpKernel {
+ public:
+  using OpKernel::OpKernel;
+  void Compute(OpKernelContext* ctx) override {
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, ctx->input(0).shape(), &y));
+  }
+};
+
+REGISTER_KERNEL_BUILDER(Name("CkbnNullTrain").Device(DEVICE_CPU).TypeConstraint<float>("T"),
+                        NullTrainOp<float>);
+REGISTER_KERNEL_BUILDER(Name("CkbnNullApply").Device(DEVICE_CPU).TypeConstraint<float>("T"),
+                        NullApplyOp<float>);
+#endif
+
 }  // namespace
+
+#ifdef CKBN_TF_OP_TIMERS
+REGISTER_OP("CkbnNullTrain")
+    .Input("x: T")
+    .Input("scale: U")
+    .Input("offset: U")
+    .Output("y: T")
+    .Output("batch_mean: U")
+    .Output("batch_var: U")
+    .CKBN_COMMON_ATTRS
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("negative_slope: string = '0'")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      c->set_output(1, c->input(1));
+      c->set_output(2, c->input(1));
+      return Status();
+    });
+
+REGISTER_OP("CkbnNullApply")
+    .Input("x: T")
+    .Input("scale: U")
+    .Input("offset: U")
+    .Input("mean: U")
+    .Input("variance: U")
+    .Output("y: T")
+    .CKBN_COMMON_ATTRS
+    .Attr("activation: {'none', 'relu', 'relu6', 'leaky_relu'} = 'none'")
+    .Attr("negative_slope: string = '0'")
+    .Attr("training: bool = false")
+    .SetShapeFn([](InferenceContext* c) {
+      c->set_output(0, c->input(0));
+      return Status();
+    });
+
+// Nanoseconds spent in each phase of op `which` (0 train, 1 apply) summed
+// over its successful runs since the last reset, into out[0..5]; returns
+// the number of runs (-1 for another `which`).  reset != 0 zeroes them after
+// reading.
+extern "C" __attribute__((visibility("default"))) int64_t ckbn_native_phase_ns(int which,
+                                                                              int64_t* out,
+                                                                              int reset) {
+  if (which < 0 || which > 1) return -1;
+  for (int i = 0; i < kPhases; i++)
+    out[i] = reset ? g_phase_ns[which][i].exchange(0) : g_phase_ns[which][i].load();
+  return reset ? g_phase_runs[which].exchange(0) : g_phase_runs[which].load();
+}
+#endif
 
 // Hands the kernel table to the ops (once, from Python, after loading).
 // Returns 0, or -1 when the table's ABI is not the one this file was built

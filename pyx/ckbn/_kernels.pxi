@@ -49,7 +49,8 @@ include "_k_small.pxi"
 # The module's entry points (its stub, ckbn/_kernels_base.pyi, lists the same).
 __all__ = [
     "PARALLEL_MIN_ELEMENTS", "kernel_table", "openmp_enabled", "tuning",
-    "small_forward", "small_backward", "small_layer_train", "f16c_enabled", "work_plan",
+    "small_forward", "small_backward", "small_backward_path", "small_layer_train",
+    "f16c_enabled", "work_plan",
     "reduction_path", "layout_dims", "bn_stats", "bn_affine", "bn_grad_dx",
     "bn_grad_sums", "bn_forward_train", "bn_forward_infer", "bn_backward", "f16_to_f32",
     "f32_to_f16", "bn_stats_f16", "bn_affine_f16", "bn_grad_sums_f16", "bn_grad_dx_f16",

@@ -81,3 +81,43 @@ def probe_copy(const float[::1] src, float[::1] dst, int n_threads, bint use_mem
                 memcpy(&dst[lo], &src[lo], sizeof(float) * (hi - lo))
             else:
                 _copy_chunk(&src[lo], &dst[lo], hi - lo)
+
+
+cdef void _affine_chunk(const float* x, const float* a, const float* b, float* y,
+                        Py_ssize_t n, Py_ssize_t W) noexcept nogil:
+    """y[i] = x[i] * a[i % W] + b[i % W] for i < n, in rows of W lanes (the
+    chunk starts at lane 0); W == 1: one coefficient pair for all."""
+    cdef Py_ssize_t i = 0, j
+    cdef float a0 = a[0], b0 = b[0]
+    if W == 1:
+        for i in range(n):
+            y[i] = x[i] * a0 + b0
+        return
+    while i + W <= n:
+        for j in range(W):
+            y[i + j] = x[i + j] * a[j] + b[j]
+        i = i + W
+    for j in range(n - i):
+        y[i + j] = x[i + j] * a[j] + b[j]
+
+
+def probe_affine(const float[::1] x, const float[::1] a, const float[::1] b, float[::1] y,
+                 int n_threads):
+    """``y = x * a[j % W] + b[j % W]`` (``W = a.shape[0]``) with ``n_threads``
+    threads: the traffic of the inference pass (read x, write y) with its
+    arithmetic and its per-lane coefficient loads, in plain rows of W lanes
+    (channels last, the coefficients repeated to W lanes); W = 1 is the copy
+    plus one multiply-add per element (channels first, coefficients in
+    registers).  An affine-bandwidth probe for benchmarks/."""
+    cdef Py_ssize_t n = x.shape[0], W = a.shape[0], k, lo, hi, step, nb
+    if y.shape[0] != n or b.shape[0] != W or W < 1:
+        raise ValueError("probe_affine: sizes differ")
+    step = (65536 // W) * W if W <= 65536 else W
+    nb = (n + step - 1) // step
+    with nogil:
+        for k in prange(nb, num_threads=n_threads, schedule="static"):
+            lo = k * step
+            hi = lo + step
+            if hi > n:
+                hi = n
+            _affine_chunk(&x[0] + lo, &a[0], &b[0], &y[0] + lo, hi - lo, W)

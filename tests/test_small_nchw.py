@@ -1,0 +1,203 @@
+"""The compiled small backward on channels-first data with small planes
+(pyx/ckbn/_k_small.pxi ``_small_bwd_cf``): dx, dscale and doffset against
+float64 NumPy, bit for bit the general path's, and every call that is not the
+common case still taken by the general path, with its results and errors."""
+
+import numpy as np
+import pytest
+
+import ckbn
+from ckbn import _ops
+from ckbn._dispatch import kernels
+from ckbn._layout import make_layout
+
+EPS = 1e-3
+
+# NCHW shapes under PARALLEL_MIN elements whose planes (2..256 elements) take
+# the compiled channels-first pass: one block of all channels (8x8, 7x7), planes
+# not a multiple of the register tile (3x5, 7x7), more than BLOCK samples (a
+# float64 flush inside the batch), several blocks of channels (4x200x3x3:
+# 1800 lanes; 2x64x16x16: 16384 lanes, 8 channels a block), the smallest
+# planes and channel count.
+SHAPES = [(16, 32, 8, 8), (16, 32, 7, 7), (100, 3, 3, 5), (70, 4, 2, 3),
+          (4, 200, 3, 3), (2, 64, 16, 16), (3, 2, 16, 16), (1, 5, 2, 1), (5, 2, 1, 2)]
+
+
+@pytest.fixture(scope="module")
+def k():
+    mod = kernels()
+    if not hasattr(mod, "small_backward_path"):
+        pytest.skip("the NumPy twin has no compiled entries")
+    return mod
+
+
+def _args(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    x = (4.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    scale = rng.uniform(0.5, 2.0, shape[1]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=(0, 2, 3)).astype(np.float32)
+    var = x64.var(axis=(0, 2, 3)).astype(np.float32)
+    return x, dy, scale, mean, var
+
+
+def _reference(x, dy, scale, mean, var, training):
+    """float64 gradients of batch normalization over axes (0, 2, 3), with the
+    statistics given (float32 values, as the forward returned them)."""
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    b = (1, -1, 1, 1)
+    m = mean.astype(np.float64).reshape(b)
+    inv = 1.0 / np.sqrt(var.astype(np.float64).reshape(b) + EPS)
+    g = scale.astype(np.float64).reshape(b)
+    xhat = (x64 - m) * inv
+    doffset = dy64.sum(axis=(0, 2, 3))
+    dscale = (dy64 * xhat).sum(axis=(0, 2, 3))
+    if not training:
+        return dy64 * g * inv, dscale, doffset
+    n = x.size // x.shape[1]
+    # sum(dy * (x - m)) with m the given mean, as the kernels use it
+    dx = g * inv * (dy64 - doffset.reshape(b) / n - xhat * dscale.reshape(b) / n)
+    return dx, dscale, doffset
+
+
+def _general(x, dy, scale, mean, var, training):
+    layout = make_layout(x.shape, (1,))
+    dx, ds, do = _ops.backward(dy, x, layout, scale.astype(np.float64),
+                               mean.astype(np.float64), var.astype(np.float64), EPS,
+                               training)
+    return dx, ds.astype(np.float32), do.astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_shapes_take_the_compiled_channels_first_pass(k, shape):
+    n, c, h, w = shape
+    assert k.small_backward_path(n, c, h * w, 1) == "channels-first blocks"
+    # the general path reads the same inputs as channels-first lane chunks
+    assert k.reduction_path(n, c, h * w, 1) == "chunks-lanes"
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_float64_and_the_general_path_bit_for_bit(k, shape, training):
+    x, dy, scale, mean, var = _args(shape, seed=shape[0] + shape[1])
+    r = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", training)
+    assert r is not None
+    dx, ds, do = r
+    assert dx.dtype == ds.dtype == do.dtype == np.float32
+    assert dx.shape == x.shape and ds.shape == do.shape == (shape[1],)
+    dx64, ds64, do64 = _reference(x, dy, scale, mean, var, training)
+    np.testing.assert_allclose(do, do64, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ds, ds64, rtol=1e-5, atol=1e-4)
+    # dx cancels terms of the size of dy * scale * inv (2-element channels):
+    # float32 error relative to that size
+    big = np.abs(dy * scale.reshape(1, -1, 1, 1)).max() / np.sqrt(var.min() + EPS)
+    np.testing.assert_allclose(dx, dx64, rtol=1e-4, atol=1e-5 * big)
+    for a, b in zip(r, _general(x, dy, scale, mean, var, training)):
+        np.testing.assert_array_equal(a, b)
+    # ckbn.nn takes the entry: the same arrays
+    rn = ckbn.nn.fused_batch_norm_grad(dy, x, scale, mean, var, EPS, "NCHW", training)
+    for a, b in zip(r, rn):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_scale_none_nan_and_repeated_calls(k):
+    x, dy, _, mean, var = _args((16, 32, 8, 8))
+    ones = np.ones(32, np.float32)
+    a = k.small_backward(dy, x, None, mean, var, EPS, "NCHW", True)
+    b = k.small_backward(dy, x, ones, mean, var, EPS, "NCHW", True)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
+    x2 = x.copy()
+    x2[3, 5, 2, 2] = np.nan
+    dx, ds, do = k.small_backward(dy, x2, ones, mean, var, EPS, "NCHW", True)
+    assert np.isnan(dx[:, 5]).all() and np.isnan(ds[5])
+    assert np.isfinite(np.delete(dx, 5, axis=1)).all() and np.isfinite(do).all()
+    # a second call on the same inputs gives the same bits (no state kept)
+    for u, v in zip(a, k.small_backward(dy, x, None, mean, var, EPS, "NCHW", True)):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_other_shapes_keep_the_general_kernels(k):
+    assert k.small_backward_path(16, 1, 64, 1) == "general"      # one channel
+    assert k.small_backward_path(16, 32, 1, 1) == "general"      # 1x1 planes
+    assert k.small_backward_path(2, 4, 257, 1) == "general"      # planes > 256
+    assert k.small_backward_path(1, 1, 1024, 32) == "general"    # channels last
+    for shape, fmt in [((2, 4, 20, 20), "NCHW"), ((16, 8, 8, 32), "NHWC"),
+                       ((64, 1, 4, 4), "NCHW")]:
+        x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+        dy = np.ones_like(x)
+        c = shape[1] if fmt == "NCHW" else shape[-1]
+        s = np.ones(c, np.float32)
+        axis = 1 if fmt == "NCHW" else 3
+        red = tuple(i for i in range(4) if i != axis)
+        m = x.mean(axis=red, dtype=np.float64).astype(np.float32)
+        v = x.var(axis=red, dtype=np.float64).astype(np.float32)
+        dx, ds, do = k.small_backward(dy, x, s, m, v, EPS, fmt, True)
+        layout = make_layout(x.shape, (axis,))
+        dxg, dsg, dog = _ops.backward(dy, x, layout, s.astype(np.float64),
+                                      m.astype(np.float64), v.astype(np.float64), EPS, True)
+        np.testing.assert_array_equal(dx, dxg)
+        np.testing.assert_array_equal(do, dog.astype(np.float32))
+        np.testing.assert_array_equal(do, np.float32(x.size // c))   # sum(dy), dy = 1
+
+
+def test_calls_that_are_not_the_common_case_take_the_general_path(k):
+    x, dy, scale, mean, var = _args((16, 32, 8, 8))
+    ref = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", True)
+    # a non-contiguous x, float64 statistics, a float64 scale, a list, an int
+    # epsilon, a non-bool is_training: the entry declines ...
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
+    assert not xt.flags.c_contiguous and np.array_equal(xt, x)
+    declined = [
+        (dy, xt, scale, mean, var, EPS, "NCHW", True),
+        (dy, x, scale, mean.astype(np.float64), var, EPS, "NCHW", True),
+        (dy, x, scale.astype(np.float64), mean, var, EPS, "NCHW", True),
+        (dy, x, list(scale), mean, var, EPS, "NCHW", True),
+        (dy, x, scale, mean, var, EPS, "NCHW", 1),
+        (dy, x, scale, mean, var, np.float32(EPS), "NCHW", True),
+    ]
+    for args in declined:
+        assert k.small_backward(*args) is None
+        # ... and ckbn.nn's general path gives the same gradients (float64
+        # statistics and scales are the float32 values widened)
+        got = ckbn.nn.fused_batch_norm_grad(*args)
+        want = ref if args[5] is EPS else k.small_backward(
+            dy, x, scale, mean, var, float(np.float32(EPS)), "NCHW", True)
+        for a, b in zip(got, want):
+            assert a.dtype == np.float32
+            np.testing.assert_array_equal(a, b)
+    # an int epsilon: declined, the general path's value
+    assert k.small_backward(dy, x, scale, mean, var, 1, "NCHW", True) is None
+    for a, b in zip(ckbn.nn.fused_batch_norm_grad(dy, x, scale, mean, var, 1, "NCHW"),
+                    k.small_backward(dy, x, scale, mean, var, 1.0, "NCHW", True)):
+        np.testing.assert_array_equal(a, b)
+    # a float64 x goes the general way, in float64, against the reference
+    x64 = x.astype(np.float64)
+    assert k.small_backward(dy.astype(np.float64), x64, scale, mean, var, EPS, "NCHW",
+                            True) is None
+    dx, ds, do = ckbn.nn.fused_batch_norm_grad(dy.astype(np.float64), x64, scale, mean, var,
+                                               EPS, "NCHW")
+    assert dx.dtype == np.float64
+    dx64, ds64, do64 = _reference(x, dy, scale, mean, var, True)
+    np.testing.assert_allclose(dx, dx64, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ds, ds64, rtol=1e-9)
+
+
+def test_errors_of_the_general_path(k):
+    x, dy, scale, mean, var = _args((16, 32, 8, 8))
+    before = [a.copy() for a in (x, dy, scale, mean, var)]
+    with pytest.raises(ValueError, match=r"dy has shape \(8, 32, 8, 8\)"):
+        ckbn.nn.fused_batch_norm_grad(dy[:8], x, scale, mean, var, EPS, "NCHW")
+    with pytest.raises(ValueError, match="epsilon"):
+        ckbn.nn.fused_batch_norm_grad(dy, x, scale, mean, var, -1.0, "NCHW")
+    with pytest.raises(ValueError, match=r"scale has shape \(31,\)"):
+        ckbn.nn.fused_batch_norm_grad(dy, x, scale[:31], mean, var, EPS, "NCHW")
+    with pytest.raises(TypeError, match="batch_mean and batch_var"):
+        ckbn.nn.fused_batch_norm_grad(dy, x, scale, None, var, EPS, "NCHW")
+    with pytest.raises(TypeError, match="is_training"):
+        ckbn.nn.fused_batch_norm_grad(dy, x, scale, mean, var, EPS, "NCHW", "yes")
+    with pytest.raises(TypeError):
+        ckbn.nn.fused_batch_norm_grad(dy, x.astype(np.int32), scale, mean, var, EPS, "NCHW")
+    for a, b in zip((x, dy, scale, mean, var), before):
+        np.testing.assert_array_equal(a, b)
