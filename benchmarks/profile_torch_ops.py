@@ -25,6 +25,20 @@ one run.  A worker times, on a 16x8x8x32 float32 NHWC tensor (medians of
 
 and with ``--step`` one ``train_on_batch`` of a swapped MobileNetV2 (64x64,
 batch 16, SGD).  ``--cprofile`` prints where the layer's Python time goes.
+
+``--models MobileNetV2 cnn ...`` times whole models instead, stock against
+swapped, in one process on the backend ``KERAS_BACKEND`` names (torch or
+jax): inference as ``bench_keras.py --models`` times it (``model(x,
+training=False)`` under ``torch.no_grad``; on JAX a jitted ``stateless_call``)
+and, with ``--train``, ``train_on_batch`` (SGD); 64x64, batch 16, the CNN on
+28x28x32, the variants' calls round robin, ``--repeat`` rounds of ``--calls``
+calls each, medians::
+
+    KERAS_BACKEND=jax python benchmarks/profile_torch_ops.py --models cnn MobileNetV2 \
+        --repeat 15 --calls 3 [--train] [--aa]
+
+``--aa`` adds the stock model a second time under its own name, so the
+stock/stock ratio shows the noise of the run.
 """
 
 from __future__ import annotations
@@ -119,6 +133,56 @@ def _step():
     return lambda: model.train_on_batch(x, y)
 
 
+def models(args):
+    """Stock vs swapped whole models, side by side (see the module docstring)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import numpy as np
+    import keras
+
+    import keras_plugin
+    from _timing import cpu_line, medians, round_robin
+    from bench_keras import _inference_fn, _model_specs, _seeded
+
+    print(cpu_line(), f"backend {keras.backend.backend()}")
+    for label, build, shape in _model_specs(args.models, [64], quick=True):
+        stock = _seeded(build)
+        variants = {"stock": stock, "swapped": keras_plugin.swap_batch_normalization(stock)}
+        if args.aa:   # the stock model once more: the noise of this run (A/A)
+            variants["stock again"] = stock
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(16,) + shape).astype("float32")
+        y = rng.normal(size=(16, 10)).astype("float32")
+        fns, outs = {}, {}
+        for name, model in variants.items():
+            fn = _inference_fn(model)
+            outs[name] = np.asarray(fn(x))
+
+            def run(fn=fn):
+                for _ in range(args.calls):
+                    fn(x)
+            fns["infer " + name] = run
+        if args.train:
+            for name, model in variants.items():
+                model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+
+                def step(model=model):
+                    for _ in range(args.calls):
+                        model.train_on_batch(x, y)
+                fns["train " + name] = step
+        med = medians(round_robin(fns, args.repeat, 2))
+        err = float(np.abs(outs["swapped"] - outs["stock"]).max()
+                    / max(np.abs(outs["stock"]).max(), 1e-30))
+        for mode in ("infer", "train") if args.train else ("infer",):
+            st, sw = med[f"{mode} stock"], med[f"{mode} swapped"]
+            aa = med.get(f"{mode} stock again")
+            print(f"{label:18s} {mode:5s} stock {1e3 * st / args.calls:9.2f} ms  swapped "
+                  f"{1e3 * sw / args.calls:9.2f} ms  stock/swapped {st / sw:5.3f}x"
+                  + ("" if aa is None else f"  stock/stock again {st / aa:5.3f}x")
+                  + (f"  max rel. diff of outputs {err:.1e}" if mode == "infer" else ""),
+                  flush=True)
+
+
 def worker(args):
     os.environ.setdefault("KERAS_BACKEND", "torch")
     out = {k: _median_us(f, args.calls, args.repeat) for k, f in _cases().items()}
@@ -162,7 +226,13 @@ def main(argv=None):
     parser.add_argument("--step", action="store_true")
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--models", nargs="+", help="time these whole models instead")
+    parser.add_argument("--train", action="store_true", help="with --models: training too")
+    parser.add_argument("--aa", action="store_true",
+                        help="with --models: time the stock model twice (the run's noise)")
     args = parser.parse_args(argv)
+    if args.models:
+        return models(args)
     if args.worker:
         return worker(args)
     if args.cprofile:

@@ -17,10 +17,15 @@ The kernel engines are the backend modules ``_tf``, ``_torch``, ``_jax`` and
 what the kernels do not serve.  An engine may also have
 ``layer_forward(layer, x, training, act) -> y or None``, a shortcut
 :func:`forward` tries first (``_torch``'s common case); None means "not this
-call" and :func:`forward` computes it itself.
+call" and :func:`forward` computes it itself.  An engine may also have
+``layer_infer(layer, x) -> y or None``: the framework's own fused op for an
+inference call the dispatch rule leaves to Keras's code (``_torch``'s
+``torch.nn.functional.batch_norm``); the layer falls back to Keras's code on
+None.
 
 Public functions: :func:`kernel_impl` chooses the engine for a tensor (or
-None); :func:`forward` computes a layer's output with an engine -- ghost
+None); :func:`route` does the same for a layer call, with the decision
+cached in the layer's :class:`Route`; :func:`forward` computes a layer's output with an engine -- ghost
 batches, renorm, adjustment, the activation and the moving-average updates
 (:func:`update_moving`, Keras 3's formulas) on top of the engine's ops;
 :func:`supports_jit` says whether the kernel engine of the current backend can
@@ -42,7 +47,8 @@ from keras import ops
 from keras_plugin import _activation, _policy
 
 __all__ = ["kernels_disabled", "kernels_enabled", "kernels_for_backend", "backend_module",
-           "kernel_impl", "supports_jit", "keras_synchronizes", "OPS", "forward", "update_moving"]
+           "kernel_impl", "route", "Route", "supports_jit", "keras_synchronizes", "OPS",
+           "forward", "update_moving"]
 
 _BACKEND_MODULES = {
     "tensorflow": "keras_plugin._tf",
@@ -110,6 +116,67 @@ def kernel_impl(x, mode=None):
             keras.backend.standardize_dtype(x.dtype)):
         return None
     return mod
+
+
+class Route:
+    """One layer's cached dispatch decision (:func:`route`).
+
+    Holds the key of the last call it decided and the decision, as one tuple
+    (so a thread reads a key and its decision together); a layer in a model
+    sees one input shape and mode, so one entry suffices, and a call with
+    another key decides again.
+    """
+
+    __slots__ = ("entry",)
+
+    def __init__(self) -> None:
+        self.entry = (None, None, False, None)   # key, engine, bf16, infer hook
+
+
+_FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def route(cache, x, mode):
+    """``(x, mod, infer)`` for a layer call on ``x`` in ``mode`` (``"train"``/``"infer"``).
+
+    ``mod`` is the backend's kernel engine where the measured rule
+    (:func:`keras_plugin._policy.use_kernels`) gives this call to the kernels
+    and the engine accepts the tensor, else None: then Keras's code serves,
+    and ``infer`` is the backend module's ``layer_infer`` where it has one
+    (the framework's own inference op, for an inference call with the kernels
+    enabled), else None.
+    A bfloat16 ``x`` comes back cast to float32 (computed in float32, as the
+    stock layer does), and the rule is applied to that.  Equal to
+    :func:`kernel_impl`, with the rule's verdict cached in ``cache`` (a
+    :class:`Route`) under the call's mode, shape and dtype, whether the kernels
+    are enabled here (:func:`kernels_disabled`), the backend and the crossover
+    in force (``_policy.set_min_elements``): a change of any of them decides
+    again.  Whether the engine accepts this very tensor (``usable``: device,
+    tracing, export) is asked on every call the rule gives to the kernels; it
+    is not cached.
+    """
+    enabled = _enabled.get()
+    backend = kernels_for_backend()
+    threshold = _policy.min_elements(backend, mode) if backend is not None else None
+    key = (mode, tuple(x.shape), x.dtype, enabled, backend, threshold)
+    entry = cache.entry
+    if entry[0] != key:
+        dtype = keras.backend.standardize_dtype(x.dtype)
+        bf16 = dtype == "bfloat16"
+        if bf16:
+            dtype = "float32"
+        use = (enabled and threshold is not None and dtype in _FLOAT_DTYPES
+               and _policy.use_kernels(backend, mode, _policy.n_elements(x.shape), dtype))
+        mod = importlib.import_module(_BACKEND_MODULES[backend]) if backend else None
+        infer = getattr(mod, "layer_infer", None) if (
+            enabled and mode == "infer" and mod is not None) else None
+        entry = cache.entry = (key, mod if use else None, bf16, infer)
+    _, mod, bf16, infer = entry
+    if bf16:
+        x = ops.cast(x, "float32")
+    if mod is not None and not mod.usable(x):
+        mod = None
+    return x, mod, infer
 
 
 def _keepdims_shape(x, axes):

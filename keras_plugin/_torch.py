@@ -32,7 +32,9 @@ without an autograd Function when no input needs a gradient (inference under
 ``torch.no_grad``); :func:`layer_forward`, which ``_engine.forward`` tries
 first, computes the layer's common case with the moving statistics updated in
 place instead of through Keras ops and ``Variable.assign``
-(``benchmarks/RESULTS-keras-torch.md``).
+(``benchmarks/RESULTS-keras-torch.md``); :func:`layer_infer` runs the
+inference calls the dispatch rule leaves to Keras in PyTorch's own
+``batch_norm`` (one pass instead of Keras's three; equal to float rounding).
 """
 
 from __future__ import annotations
@@ -321,27 +323,38 @@ def _plain_layer(layer, x):
     ``x`` already in the layer's compute dtype and the variables in the statistics'
     dtype, so ``_engine.forward`` would cast nothing.  (On PyTorch Keras 3.x promotes
     ``result_type("float64", "float32")`` to float32, so the general path, like the
-    stock layer, computes float64 layers in float32; those calls keep that path.)"""
+    stock layer, computes float64 layers in float32; those calls keep that path.)
+
+    Returns the variables' tensors ``(moving_mean, moving_variance, gamma or None,
+    beta or None)`` where it does, else None."""
     if (layer.virtual_batch_size is not None or layer.renorm or layer.adjustment is not None
             or layer.fused or len(layer._param_shape) != 1 or _is_compiling()
             or _in_stateless_scope()):
-        return False
+        return None
     name = _DTYPE_NAME.get(x.dtype)
     if name is None or layer.compute_dtype != name:
-        return False
+        return None
     if name == "float64" and keras.backend.result_type(name, "float32") != name:
-        return False   # Keras's promotion computes float64 in float32 here: its casts
-    sd = _DTYPE_NAME[_STAT_DTYPE[x.dtype]]
-    return all(v.dtype == sd for v in _layer_variables(layer))
+        return None   # Keras's promotion computes float64 in float32 here: its casts
+    sd = _STAT_DTYPE[x.dtype]
+    tensors = (_value(layer.moving_mean), _value(layer.moving_variance),
+               _value(layer.gamma) if layer.scale else None,
+               _value(layer.beta) if layer.center else None)
+    for t in tensors:
+        if t is not None and t.dtype is not sd:
+            return None
+    return tensors
 
 
-def _layer_variables(layer):
-    vs = [layer.moving_mean, layer.moving_variance]
-    if layer.scale:
-        vs.append(layer.gamma)
-    if layer.center:
-        vs.append(layer.beta)
-    return vs
+def _value(v):
+    """The tensor of Keras variable ``v`` outside a stateless scope.
+
+    ``Variable.value`` on this backend defines a closure and formats the device
+    (for symbolic calls on the meta device) on every read; the tensor it returns
+    there is the one Keras keeps in ``_value`` (BN variables are never autocast).
+    """
+    t = getattr(v, "_value", None)
+    return t if isinstance(t, torch.Tensor) else v.value
 
 
 def layer_forward(layer, x, training, act=None):
@@ -355,22 +368,72 @@ def layer_forward(layer, x, training, act=None):
     without Keras's per-op conversions and variable assignment.
     """
     momentum = layer.momentum
-    if type(momentum) is not float or not _plain_layer(layer, x):
+    if type(momentum) is not float:
         return None
+    tensors = _plain_layer(layer, x)
+    if tensors is None:
+        return None
+    moving_mean, moving_var, scale, offset = tensors
     sd = _STAT_DTYPE[x.dtype]
     n = layer._n_channels
-    scale = layer.gamma.value if layer.scale else torch.ones((n,), dtype=sd)
-    offset = layer.beta.value if layer.center else torch.zeros((n,), dtype=sd)
+    if scale is None:
+        scale = torch.ones((n,), dtype=sd)
+    if offset is None:
+        offset = torch.zeros((n,), dtype=sd)
     axes = layer._channel_axes
     if not training:
-        return given(x, scale, offset, layer.moving_mean.value, layer.moving_variance.value,
-                     axes, layer.epsilon, False, act)
+        return given(x, scale, offset, moving_mean, moving_var, axes, layer.epsilon, False,
+                     act)
     y, mean, var = train(x, scale, offset, axes, layer.epsilon, act)
     with torch.no_grad():
-        for v, batch in ((layer.moving_mean, mean), (layer.moving_variance, var)):
+        for v, batch in ((moving_mean, mean), (moving_var, var)):
             step = batch * (1.0 - momentum)
-            v.value.mul_(momentum).add_(step)
+            v.mul_(momentum).add_(step)
     return y
+
+
+def layer_infer(layer, x):
+    """The stock layer's inference (``training=False``) in PyTorch's own fused op.
+
+    For an inference call the dispatch rule leaves to Keras's code
+    (``_engine.route``): Keras's PyTorch backend computes it in six ATen ops
+    (``(x - mean) * (rsqrt(var + eps) * gamma) + beta``, three of them passes
+    over ``x``, after ``ops.cast`` calls that cast nothing);
+    ``torch.nn.functional.batch_norm`` in evaluation mode computes the same
+    normalization with the same statistics in one pass (as ``x * a + b``
+    with ``a = gamma / sqrt(var + eps)`` and ``b = beta - mean * a``, so the
+    results agree to float rounding, not bit for bit).  Channels-last input
+    goes in as a channels-last view (no copy).  Returns None where the call is
+    not this case (a dtype other than float32 in and out, variables not
+    float32, a channel axis other than 1 or the last of a 4-D or 5-D input,
+    symbolic calls on the meta device), and the layer runs Keras's code.
+    Gradients flow (autograd records the op) where they are enabled.
+    """
+    if x.dtype is not torch.float32 or x.device.type == "meta" \
+            or layer.compute_dtype != "float32":
+        return None
+    ndim = x.dim()
+    axis = layer._channel_axes
+    if len(axis) != 1 or ndim < 2:
+        return None
+    axis = axis[0]
+    last = axis == ndim - 1 and axis != 1
+    if axis != 1 and not (last and ndim in (4, 5)):
+        return None
+    read = (lambda v: v.value) if _in_stateless_scope() else _value
+    mean = read(layer.moving_mean)
+    var = read(layer.moving_variance)
+    weight = read(layer.gamma) if layer.scale else None
+    bias = read(layer.beta) if layer.center else None
+    for v in (mean, var, weight, bias):
+        if v is not None and v.dtype is not torch.float32:
+            return None
+    if last:
+        y = torch.nn.functional.batch_norm(x.movedim(-1, 1), mean, var, weight, bias, False,
+                                           0.0, layer.epsilon)
+        return y.movedim(1, -1)
+    return torch.nn.functional.batch_norm(x, mean, var, weight, bias, False, 0.0,
+                                          layer.epsilon)
 
 
 try:

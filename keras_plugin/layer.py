@@ -21,7 +21,12 @@ where that handler cannot be built, JAX runs Keras's code unless
 ``keras_plugin.set_jax_min_elements(n)`` opts in to host callbacks, which
 measured slower than XLA at every size (``keras_plugin._jax``).  Where the framework's own op
 was measured faster for a call of this size and mode, the layer runs Keras's
-code too (:mod:`keras_plugin._policy`).  Results agree to float rounding.
+code too (:mod:`keras_plugin._policy`); on PyTorch, inference left to Keras
+runs in PyTorch's own fused ``batch_norm`` where the layout allows
+(``keras_plugin._torch.layer_infer``: one pass instead of Keras's three).
+The layer decides once per input shape, dtype and mode and keeps the
+decision until one of them, ``kernels_disabled`` or the dispatch thresholds
+change (``keras_plugin._engine.route``).  Results agree to float rounding.
 
 ``synchronized=True`` (statistics of the global batch across processes or
 replicas, masked calls included) is computed by :mod:`keras_plugin._sync` on
@@ -292,23 +297,40 @@ class BatchNormalization(_Stock):
     #: The activation applied after the normalization, as ``_activation.spec``
     #: returns it: None here; ``BatchNormalizationActivation`` sets it.
     _fused_act = None
+    #: The cached dispatch decision (``_engine.Route``), made on the first call
+    #: (a layer swapped in place by ``swap_batch_normalization`` skips ``__init__``).
+    _route = None
 
     def call(self, inputs, training=None, mask=None):
-        if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
-            raise ValueError("The mask provided should be one dimension less than the inputs. "
-                             f"Received: mask.shape={mask.shape}, inputs.shape={inputs.shape}")
-        if keras.backend.standardize_dtype(inputs.dtype) == "bfloat16":
-            # Computed in float32 either way (as the stock layer does); NumPy has no bfloat16.
-            inputs = ops.cast(inputs, "float32")
+        train = bool(training and self.trainable)
         act = self._fused_act
-        impl = None
-        if self.synchronized:   # global statistics across processes: keras_plugin._sync
-            impl = _sync.engine(self, inputs, bool(training and self.trainable), mask)
-        elif mask is None:
-            impl = _engine.kernel_impl(inputs, "train" if training and self.trainable else "infer")
+        infer = None
+        if mask is None and not self.synchronized:
+            # The common case: the dispatch decision cached per shape, dtype and mode.
+            cache = self._route
+            if cache is None:
+                cache = self._route = _engine.Route()
+            inputs, impl, infer = _engine.route(cache, inputs, "train" if train else "infer")
+        else:
+            if mask is not None and len(mask.shape) != len(inputs.shape) - 1:
+                raise ValueError("The mask provided should be one dimension less than the "
+                                 f"inputs. Received: mask.shape={mask.shape}, "
+                                 f"inputs.shape={inputs.shape}")
+            if keras.backend.standardize_dtype(inputs.dtype) == "bfloat16":
+                # Computed in float32 either way (as the stock layer does); NumPy has no
+                # bfloat16.
+                inputs = ops.cast(inputs, "float32")
+            impl = None
+            if self.synchronized:   # global statistics across processes: keras_plugin._sync
+                impl = _sync.engine(self, inputs, train, mask)
         if impl is None:
             if not self._uses_extras:
-                y = super().call(inputs, training=training, mask=mask)
+                y = None
+                if infer is not None and not train:
+                    # the framework's own fused inference op (keras_plugin._torch)
+                    y = infer(self, inputs)
+                if y is None:
+                    y = super().call(inputs, training=training, mask=mask)
                 return _activation.apply(y, act)
             if mask is not None:
                 raise NotImplementedError("Masks are not supported together with list axis, "
@@ -316,6 +338,6 @@ class BatchNormalization(_Stock):
             impl = _engine.OPS
         if act is not None and impl is not _engine.OPS and impl is not _engine.backend_module():
             # an engine without the activation (keras_plugin._sync): apply it afterwards
-            y = _engine.forward(self, inputs, bool(training and self.trainable), impl)
+            y = _engine.forward(self, inputs, train, impl)
             return _activation.apply(y, act)
-        return _engine.forward(self, inputs, bool(training and self.trainable), impl, act)
+        return _engine.forward(self, inputs, train, impl, act)

@@ -39,3 +39,20 @@ def test_keras_plugin_on_backend(backend, tmp_path):
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"KERAS_BACKEND={backend} failed:\n{tail}"
     assert " passed" in proc.stdout, tail
+
+
+def test_jax_dispatch_cases(tmp_path):
+    """``tests/jax_dispatch_cases.py`` (the layer's cached dispatch decision on JAX) in a
+    ``KERAS_BACKEND=jax`` process."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+               PYTHONPATH=os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "pytest", str(HERE / "jax_dispatch_cases.py"), "-q",
+           "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
+           "--rootdir", str(HERE.parent), "--basetemp", str(tmp_path / "cases")]
+    proc = subprocess.run(cmd, env=env, cwd=str(HERE.parent), capture_output=True, text=True,
+                          timeout=900)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"KERAS_BACKEND=jax failed:\n{tail}"
+    assert " passed" in proc.stdout and " failed" not in proc.stdout, tail

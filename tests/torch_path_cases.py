@@ -14,6 +14,7 @@ NumPy.
 
 from __future__ import annotations
 
+import contextlib
 import types
 
 import numpy as np
@@ -244,3 +245,186 @@ def test_bad_input_clear_error_and_state_unchanged():
             layer(x, training=training)
     for u, v in zip(before, layer.weights):
         np.testing.assert_array_equal(u, v.numpy())
+
+
+# ------------------------------------------- the cached dispatch decision (layer.call)
+# A layer decides once per input shape, dtype and mode which computation serves
+# (_engine.route); these tests prove that the decision follows every input of
+# the rule.  Which computation ran is read off the output's autograd node:
+# ckbn's kernels record keras_plugin._torch's autograd Functions, Keras's code
+# records ATen's arithmetic, and the inference hook (_torch.layer_infer) records
+# ATen's native batch norm.
+@contextlib.contextmanager
+def _min_elements(mode, n):
+    previous = keras_plugin._policy.set_min_elements("torch", mode, n)
+    try:
+        yield
+    finally:
+        for m, v in previous.items():
+            keras_plugin._policy.set_min_elements("torch", m, v)
+
+
+def _computed_by(y):
+    node = y.grad_fn
+    while type(node).__name__.startswith("Permute"):   # the channels-last view
+        node = node.next_functions[0][0]
+    name = type(node).__name__
+    if "_Eager" in name:
+        return "kernels"
+    if "BatchNorm" in name:
+        return "torch batch_norm"
+    return "keras"
+
+
+def _stock_twin(layer, shape):
+    """Keras's own layer with ``layer``'s arguments and weights."""
+    axis = layer.axis
+    stock = keras.layers.BatchNormalization(axis=axis, momentum=layer.momentum,
+                                            epsilon=layer.epsilon, center=layer.center,
+                                            scale=layer.scale)
+    stock.build(shape)
+    stock.set_weights(layer.get_weights())
+    return stock
+
+
+def _grads(layer, x, training, dy):
+    """Output, input gradient and weight gradients of one call (autograd on)."""
+    x = x.clone().requires_grad_(True)
+    y = layer(x, training=training)
+    how = _computed_by(y)
+    y.backward(dy)
+    out = [y.detach().numpy().copy(), x.grad.numpy().copy()]
+    for v in layer.trainable_weights:
+        out.append(v.value.grad.numpy().copy())
+        v.value.grad = None
+    return how, out
+
+
+@pytest.mark.parametrize("axis,shape,hooked", [
+    (-1, (6, 3, 4, 5), True), (1, (6, 5, 3, 4), True), (-1, (7, 5), True),
+    (-1, (3, 2, 3, 4, 5), True), (1, (3, 5, 2, 3, 4), True), (1, (4, 5, 6), True),
+    (-1, (4, 6, 5), False), (2, (3, 4, 5, 6), False)])
+@pytest.mark.parametrize("kw", [{}, dict(center=False), dict(scale=False)])
+def test_inference_hook_equals_stock_keras(axis, shape, hooked, kw):
+    """Inference left to Keras's code (the measured rule) runs torch's fused batch_norm
+    where it can (_torch.layer_infer): the stock layer's values and gradients, to float
+    rounding, and float64 NumPy."""
+    with _min_elements("infer", None):
+        layer = BatchNormalization(axis=axis, epsilon=EPS, **kw)
+        _build([layer], shape, axis)
+        stock = _stock_twin(layer, shape)
+        x = torch.from_numpy(_rand(shape, 21))
+        dy = torch.from_numpy(_rand(shape, 22))
+        with torch.no_grad():
+            y = layer(x, training=False)
+            ref = stock(x, training=False)
+        assert y.grad_fn is None
+        np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+        how, got = _grads(layer, x, False, dy)
+        assert how == ("torch batch_norm" if hooked else "keras")
+        how_stock, want = _grads(stock, x, False, dy)
+        assert how_stock == "keras"
+        for u, v in zip(got, want):
+            np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-4)
+        w = {v.path.split("/")[-1]: np.array(v.numpy()) for v in layer.weights}
+        y64 = _bn64(x.numpy(), axis, w.get("gamma", np.ones(shape[axis])),
+                    w.get("beta", np.zeros(shape[axis])), w["moving_mean"],
+                    w["moving_variance"])[0]
+        np.testing.assert_allclose(got[0], y64, rtol=1e-5, atol=1e-5)
+        before = [np.array(v.numpy()) for v in layer.non_trainable_weights]
+        for u, v in zip(before, [s.numpy() for s in stock.non_trainable_weights]):
+            np.testing.assert_array_equal(u, v)   # inference moves no statistics
+
+
+def test_inference_hook_with_activation_and_channels_last_layout():
+    shape = (4, 3, 5, 6)
+    with _min_elements("infer", None):
+        fast = BatchNormalizationActivation(activation="relu6", epsilon=EPS)
+        _build([fast], shape, -1)
+        stock = _stock_twin(fast, shape)
+        x = torch.from_numpy(_rand(shape, 23))
+        with torch.no_grad():
+            y = fast(x, training=False)
+            ref = torch.clamp(stock(x, training=False), 0.0, 6.0)
+        assert y.is_contiguous()    # NHWC in, NHWC out
+        np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+        assert fast._route.entry[3] is _torch.layer_infer   # the hook the layer chose
+
+
+def test_inference_hook_declines_other_dtypes():
+    shape = (4, 3, 2, 5)
+    with _min_elements("infer", None):
+        for dtype in ("float64", "mixed_float16"):
+            layer = BatchNormalization(dtype=dtype, epsilon=EPS)
+            _build([layer], shape, -1)
+            xdt = "float16" if dtype == "mixed_float16" else dtype
+            x = torch.from_numpy(_rand(shape, 24, xdt))
+            assert _torch.layer_infer(layer, x) is None
+            stock = keras.layers.BatchNormalization(dtype=dtype, epsilon=EPS)
+            stock.build(shape)
+            stock.set_weights(layer.get_weights())
+            with torch.no_grad():
+                np.testing.assert_array_equal(layer(x, training=False).numpy(),
+                                              stock(x, training=False).numpy())
+
+
+def _train_twins(shape):
+    layer = BatchNormalization(momentum=MOMENTUM, epsilon=EPS)
+    _build([layer], shape, -1)
+    return layer, _stock_twin(layer, shape)
+
+
+def _check_step(layer, stock, x, dy, expected):
+    how, got = _grads(layer, x, True, dy)
+    assert how == expected
+    _, want = _grads(stock, x, True, dy)
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
+    for u, v in zip(layer.non_trainable_weights, stock.non_trainable_weights):
+        np.testing.assert_allclose(u.numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_cached_decision_follows_the_input_size():
+    """Called at one size and then at another across the crossover, the layer decides
+    again (a stale decision would run the first size's computation)."""
+    small, large = (16, 2, 2, 8), (16, 4, 4, 8)     # 512 and 2048 elements
+    with _min_elements("train", 1000):
+        layer = BatchNormalization(momentum=MOMENTUM, epsilon=EPS)
+        _build([layer], small, -1)
+        stock = _stock_twin(layer, small)
+        for shape, expected in ((small, "keras"), (large, "kernels"), (small, "keras"),
+                                (large, "kernels")):
+            x = torch.from_numpy(_rand(shape, 25))
+            dy = torch.from_numpy(_rand(shape, 26))
+            _check_step(layer, stock, x, dy, expected)
+
+
+def test_cached_decision_follows_the_kernels_switch():
+    shape = (6, 3, 4, 5)
+    layer, stock = _train_twins(shape)
+    x = torch.from_numpy(_rand(shape, 27))
+    dy = torch.from_numpy(_rand(shape, 28))
+    with _min_elements("train", 0), _min_elements("infer", None):
+        _check_step(layer, stock, x, dy, "kernels")
+        with keras_plugin.kernels_disabled():
+            _check_step(layer, stock, x, dy, "keras")
+            how, _ = _grads(layer, x, False, dy)
+            assert how == "keras"      # no hook either: Keras's own code
+        _check_step(layer, stock, x, dy, "kernels")
+        how, _ = _grads(layer, x, False, dy)
+        assert how == "torch batch_norm"
+
+
+def test_cached_decision_follows_the_crossover_setting():
+    shape = (6, 3, 4, 5)
+    layer, stock = _train_twins(shape)
+    x = torch.from_numpy(_rand(shape, 29))
+    dy = torch.from_numpy(_rand(shape, 30))
+    for n, expected in ((0, "kernels"), (None, "keras"), (0, "kernels"),
+                        (10 ** 9, "keras")):
+        with _min_elements("train", n):
+            _check_step(layer, stock, x, dy, expected)
+    for n, expected in ((0, "kernels"), (None, "torch batch_norm"), (0, "kernels")):
+        with _min_elements("infer", n):
+            how, _ = _grads(layer, x, False, dy)
+            assert how == expected
