@@ -73,7 +73,8 @@ _ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl
 
 
 def cpu_info():
-    """The CPU the numbers come from: vendor, model, ISA flags, caches, cores, load."""
+    """The CPU the numbers come from: vendor, model (name, family and number),
+    ISA flags, caches (sysfs, per instance), cores, load."""
     info = {"model": cpu_model(), "vendor": "unknown", "logical_cores": os.cpu_count(),
             "isa": [], "caches": {}}
     try:
@@ -84,6 +85,10 @@ def cpu_info():
             key = key.strip()
             if key == "vendor_id":
                 info["vendor"] = value.strip()
+            elif key == "cpu family":
+                info["family"] = value.strip()
+            elif key == "model":
+                info["model_number"] = value.strip()
             elif key in ("flags", "Features"):
                 flags = set(value.split())
                 info["isa"] = [f for f in _ISA if f in flags]
@@ -116,6 +121,8 @@ def cpu_line(info=None):
     """One line naming the CPU (``# CPU: ...``), for the head of a result."""
     info = cpu_info() if info is None else info
     caches = " ".join(f"{k} {v}" for k, v in info["caches"].items())
-    return (f"# CPU: {info['vendor']} {info['model']}, {info['logical_cores']} logical cores, "
+    fam = (f" (family {info['family']}, model {info['model_number']})"
+           if "family" in info and "model_number" in info else "")
+    return (f"# CPU: {info['vendor']} {info['model']}{fam}, {info['logical_cores']} logical cores, "
             f"ISA {' '.join(info['isa'])}, caches (per instance) {caches}; "
             f"load average {' '.join(f'{x:.1f}' for x in info.get('load_average', ()))}")
