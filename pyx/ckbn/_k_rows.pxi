@@ -213,16 +213,66 @@ cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
         b2[j] += e * (x[j] - mu[j])
 
 
+cdef inline void _gs_act_tile(const floating* d, const floating* x, Py_ssize_t S,
+                              Py_ssize_t nr, const floating* mu, const floating* za,
+                              const floating* zb, floating s, floating h,
+                              floating* b1, floating* b2) noexcept nogil:
+    if floating is float:
+        ckbn_gs_act_tile_f32(d, x, S, nr, mu, za, zb, s, h, b1, b2)
+    else:
+        ckbn_gs_act_tile_f64(d, x, S, nr, mu, za, zb, s, h, b1, b2)
+
+
+cdef inline void _gs_act_vecs(const floating* d, const floating* x, Py_ssize_t S,
+                              Py_ssize_t nr, const floating* mu, const floating* za,
+                              const floating* zb, floating s, floating h,
+                              floating* b1, floating* b2, Py_ssize_t nv) noexcept nogil:
+    if floating is float:
+        ckbn_gs_act_vecs_f32(d, x, S, nr, mu, za, zb, s, h, b1, b2, nv)
+    else:
+        ckbn_gs_act_vecs_f64(d, x, S, nr, mu, za, zb, s, h, b1, b2, nv)
+
+
 cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssize_t nr,
                                    Py_ssize_t S, Py_ssize_t W, const floating* mu,
                                    const floating* za, const floating* zb,
                                    floating s, floating h, bint sw,
                                    floating* b1, floating* b2, double* t1, double* t2,
                                    Py_ssize_t nb) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(nr):
-        _gs1_act(d + i * S, x + i * S, W, mu, za, zb, s, h, b1, b2, sw)
-        nb += 1
+    """_gs_run through the activation: for the piecewise-linear ones,
+    register tiles over the lanes they cover, then single vectors, then the
+    row loop _gs1_act for the last lanes (fewer than a vector); swish runs
+    the row loop throughout."""
+    cdef Py_ssize_t i = 0, q, c, take, off
+    cdef Py_ssize_t TL = 0 if sw else _tile_lanes(x)
+    cdef Py_ssize_t VL = TL // 4        # lanes of one vector (tiles are four)
+    cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
+    cdef Py_ssize_t Wv = Wt + ((W - Wt) // VL) * VL if TL > 0 else 0
+    while i < nr:
+        take = nr - i
+        if take > BLOCK - nb:
+            take = BLOCK - nb
+        # Row groups also when lanes are left after the tiles: their passes
+        # then find the group's rows still in L1.
+        if (S > W or W > TILE_MAX or Wt < W) and take > ROW_GROUP:
+            take = ROW_GROUP
+        c = 0
+        while c < Wt:
+            off = i * S + c
+            _gs_act_tile(d + off, x + off, S, take, mu + c, za + c, zb + c, s, h,
+                         b1 + c, b2 + c)
+            c += TL
+        if Wt < Wv:
+            off = i * S + Wt
+            _gs_act_vecs(d + off, x + off, S, take, mu + Wt, za + Wt, zb + Wt, s, h,
+                         b1 + Wt, b2 + Wt, (Wv - Wt) // VL)
+        if Wv < W:
+            for q in range(i, i + take):
+                off = q * S + Wv
+                _gs1_act(d + off, x + off, W - Wv, mu + Wv, za + Wv, zb + Wv, s, h,
+                         b1 + Wv, b2 + Wv, sw)
+        i += take
+        nb += take
         if nb >= BLOCK:
             _flush(b1, b2, t1, t2, W)
             nb = 0

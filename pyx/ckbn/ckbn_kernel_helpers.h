@@ -12,7 +12,10 @@
  *   CKBN_HAVE_TILES     register tiles: four vectors of lanes whose sums stay
  *                       in registers while they walk a block of rows
  *                       (ckbn_mom_tile_*: statistics, ckbn_gs_tile_*:
- *                       backward sums).  CKBN_TILE_F32/F64 lanes per tile
+ *                       backward sums, ckbn_gs_act_tile_*: backward sums
+ *                       through ReLU/ReLU6/leaky ReLU, with
+ *                       ckbn_gs_act_vecs_* for single vectors after the
+ *                       tiles).  CKBN_TILE_F32/F64 lanes per tile
  *                       (0 where the compiler has no vector extensions).
  *   CKBN_VBYTES         bytes per vector of this variant (64, 32 or 16).
  *   ckbn_cache_bytes(l) the size of the level-l data cache of this CPU (1, 2
@@ -153,10 +156,82 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
     p1[0] = a0; p1[1] = a1; p1[2] = a2; p1[3] = a3;                            \
     p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
 }
+/* The backward sums through a piecewise-linear activation (ReLU, ReLU6,
+   leaky ReLU): CKBN_GS_TILE of e = d * act'(z), z = x * za + zb, with
+   act'(z) = z > 0 ? (z < h ? 1 : 0) : s -- the expression of _gs1_act in
+   _k_rows.pxi, lane by lane and row by row in the same order, so the sums
+   are bitwise those of the row loop.  The mask is built from the bits of
+   the comparisons (C's vector extensions have no element-wise ?:).  za, zb
+   and mu stay in registers where the variant has enough of them (AVX-512);
+   with AVX2 some are reloaded from the stack, still no store per row. */
+#define CKBN_ACT_GRAD(NAME, T, V, IV)                                          \
+static inline V NAME(V z, V s, V h)                                           \
+{                                                                              \
+    const V zero = {0}, one = zero + (T) 1;                                    \
+    IV pos = z > zero;                                                         \
+    IV in = pos & (z < h);                                                     \
+    return (V) ((in & (IV) one) | (~pos & (IV) s));                            \
+}
+#define CKBN_GS_ACT_TILE(NAME, T, V, GRAD)                                     \
+static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
+                 const T *mu, const T *za, const T *zb, T s, T h,              \
+                 T *b1, T *b2)                                                 \
+{                                                                              \
+    const V *m = (const V *) mu, *ka = (const V *) za, *kb = (const V *) zb;   \
+    V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
+    const V vs = (V){0} + s, vh = (V){0} + h;                                  \
+    V m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];                              \
+    V a0 = p1[0], a1 = p1[1], a2 = p1[2], a3 = p1[3];                          \
+    V q0 = p2[0], q1 = p2[1], q2 = p2[2], q3 = p2[3];                          \
+    for (ptrdiff_t i = 0; i < nr; i++) {                                       \
+        const V *d = (const V *) (e + i * S);                                  \
+        const V *r = (const V *) (x + i * S);                                  \
+        V x0 = r[0], x1 = r[1], x2 = r[2], x3 = r[3];                          \
+        V e0 = d[0] * GRAD(x0 * ka[0] + kb[0], vs, vh);                        \
+        V e1 = d[1] * GRAD(x1 * ka[1] + kb[1], vs, vh);                        \
+        V e2 = d[2] * GRAD(x2 * ka[2] + kb[2], vs, vh);                        \
+        V e3 = d[3] * GRAD(x3 * ka[3] + kb[3], vs, vh);                        \
+        a0 += e0; a1 += e1; a2 += e2; a3 += e3;                                \
+        q0 += e0 * (x0 - m0); q1 += e1 * (x1 - m1);                            \
+        q2 += e2 * (x2 - m2); q3 += e3 * (x3 - m3);                            \
+    }                                                                          \
+    p1[0] = a0; p1[1] = a1; p1[2] = a2; p1[3] = a3;                            \
+    p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
+}
+/* The same sums one vector at a time, for nv vectors of lanes after the
+   tiles (a row loop there would store the block sums on every row). */
+#define CKBN_GS_ACT_VECS(NAME, T, V, GRAD)                                     \
+static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
+                 const T *mu, const T *za, const T *zb, T s, T h,              \
+                 T *b1, T *b2, ptrdiff_t nv)                                   \
+{                                                                              \
+    const V vs = (V){0} + s, vh = (V){0} + h;                                  \
+    for (ptrdiff_t v = 0; v < nv; v++) {                                       \
+        const V m0 = ((const V *) mu)[v];                                      \
+        const V ka = ((const V *) za)[v], kb = ((const V *) zb)[v];            \
+        V a0 = ((V *) b1)[v], q0 = ((V *) b2)[v];                              \
+        for (ptrdiff_t i = 0; i < nr; i++) {                                   \
+            V x0 = ((const V *) (x + i * S))[v];                               \
+            V e0 = ((const V *) (e + i * S))[v] * GRAD(x0 * ka + kb, vs, vh);  \
+            a0 += e0;                                                          \
+            q0 += e0 * (x0 - m0);                                              \
+        }                                                                      \
+        ((V *) b1)[v] = a0;                                                    \
+        ((V *) b2)[v] = q0;                                                    \
+    }                                                                          \
+}
+typedef int ckbn_vi __attribute__((vector_size(CKBN_VBYTES)));
+typedef long long ckbn_vl __attribute__((vector_size(CKBN_VBYTES)));
 CKBN_MOM_TILE(ckbn_mom_tile_f32, float, ckbn_vf)
 CKBN_MOM_TILE(ckbn_mom_tile_f64, double, ckbn_vd)
 CKBN_GS_TILE(ckbn_gs_tile_f32, float, ckbn_vf)
 CKBN_GS_TILE(ckbn_gs_tile_f64, double, ckbn_vd)
+CKBN_ACT_GRAD(ckbn_act_grad_f32, float, ckbn_vf, ckbn_vi)
+CKBN_ACT_GRAD(ckbn_act_grad_f64, double, ckbn_vd, ckbn_vl)
+CKBN_GS_ACT_TILE(ckbn_gs_act_tile_f32, float, ckbn_vf, ckbn_act_grad_f32)
+CKBN_GS_ACT_TILE(ckbn_gs_act_tile_f64, double, ckbn_vd, ckbn_act_grad_f64)
+CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f32, float, ckbn_vf, ckbn_act_grad_f32)
+CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f64, double, ckbn_vd, ckbn_act_grad_f64)
 #else
 #define CKBN_HAVE_TILES 0
 #define CKBN_TILE_F32 0
@@ -169,6 +244,22 @@ static void ckbn_gs_tile_f32(const float *e, const float *x, ptrdiff_t S,
                              ptrdiff_t nr, const float *mu, float *b1, float *b2) {}
 static void ckbn_gs_tile_f64(const double *e, const double *x, ptrdiff_t S,
                              ptrdiff_t nr, const double *mu, double *b1, double *b2) {}
+static void ckbn_gs_act_tile_f32(const float *e, const float *x, ptrdiff_t S,
+                                 ptrdiff_t nr, const float *mu, const float *za,
+                                 const float *zb, float s, float h, float *b1,
+                                 float *b2) {}
+static void ckbn_gs_act_tile_f64(const double *e, const double *x, ptrdiff_t S,
+                                 ptrdiff_t nr, const double *mu, const double *za,
+                                 const double *zb, double s, double h, double *b1,
+                                 double *b2) {}
+static void ckbn_gs_act_vecs_f32(const float *e, const float *x, ptrdiff_t S,
+                                 ptrdiff_t nr, const float *mu, const float *za,
+                                 const float *zb, float s, float h, float *b1,
+                                 float *b2, ptrdiff_t nv) {}
+static void ckbn_gs_act_vecs_f64(const double *e, const double *x, ptrdiff_t S,
+                                 ptrdiff_t nr, const double *mu, const double *za,
+                                 const double *zb, double s, double h, double *b1,
+                                 double *b2, ptrdiff_t nv) {}
 #endif
 
 /* ---- swish ------------------------------------------------------------ */
