@@ -73,6 +73,7 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                             double* b1, double* b2) noexcept
     void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
                           const double* mu, double* b1, double* b2) noexcept
+    void ckbn_touch(const void* p, Py_ssize_t nbytes, Py_ssize_t S, Py_ssize_t nrows) noexcept
 
 # The C-level table's types and constants (ckbn/include/ckbn_kernels.h).
 cdef extern from "ckbn_kernels.h" nogil:
