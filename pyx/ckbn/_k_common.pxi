@@ -137,7 +137,10 @@ cdef enum:
     BLOCK = 64
     # Rows a register tile walks at a time when rows are strided (S > W) or
     # wider than TILE_MAX: that many concurrent sequential streams for the
-    # hardware prefetchers, instead of one stream per row of the block.
+    # hardware prefetchers, instead of one stream per row of the block (the
+    # backward sums, reading two arrays, walk half as many rows of each).
+    # Narrow contiguous rows shared by several tiles are instead read in
+    # memory order first (_touch_rows in _k_rows.pxi).
     ROW_GROUP = 8
     # Largest channels-first plane read through lane expansion.
     LANE_PLANE_MAX = 256

@@ -3,7 +3,8 @@
 #
 #   Reductions (block sums in the data type, flushed to float64 every BLOCK
 #   rows; register tiles of four vectors from ckbn_kernel_helpers.h take the
-#   lanes they cover):
+#   lanes they cover; narrow contiguous rows shared by several tiles are read
+#   in memory order first, _touch_rows):
 #     RED_STATS  sums of d = x - K and d*d (K: a per-lane shift)
 #     RED_SUMS   sums of e and e * (x - mu), e = dy (times act'(z) with an
 #                activation)
@@ -267,8 +268,8 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
         take = nr - i
         if take > BLOCK - nb:
             take = BLOCK - nb
-        if (S > W or W > TILE_MAX) and take > ROW_GROUP:
-            take = ROW_GROUP
+        if (S > W or W > TILE_MAX) and take > ROW_GROUP // 2:
+            take = ROW_GROUP // 2     # ROW_GROUP streams over the two arrays
         if tr > 0:
             if take > tr:
                 take = tr
