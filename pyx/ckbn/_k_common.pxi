@@ -171,7 +171,10 @@ PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
 #   _tile_lanes lanes of a wide-row tile: its shift and block sums (three
 #               data-type values per lane) fill at most 3/4 of L1d, so a row
 #               of up to that many channels is read whole, in memory order
-#               (EPYC float32: 2048, Xeon float32: 3072 lanes).
+#               (EPYC float32: 2048, Xeon float32: 3072 lanes);
+#   touch_bytes (tuning()) the most bytes of narrow rows a reduction reads in
+#               memory order before its register tiles walk them: L2/4
+#               (_touch_rows in _k_rows.pxi; Zen 1: 128 KiB, Zen 4: 256 KiB).
 cdef Py_ssize_t _L1 = ckbn_cache_bytes(1)
 cdef Py_ssize_t _L2 = ckbn_cache_bytes(2)
 cdef Py_ssize_t _L3 = ckbn_cache_bytes(3)
@@ -197,7 +200,7 @@ def tuning():
     return {"L1d": _L1, "L2": _L2, "L3": _L3, "vector_bytes": CKBN_VBYTES,
             "cf_elems": _cf_elems, "f16_slice": _f16_slice,
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
-            "row_group": ROW_GROUP, "unit_target": UNIT_TARGET,
+            "row_group": ROW_GROUP, "touch_bytes": _L2 // 4, "unit_target": UNIT_TARGET,
             "parallel_min": PARALLEL_MIN}
 
 
