@@ -1,6 +1,6 @@
 """Reductions over narrow channels-last rows that several register tiles share
-(pyx/ckbn/_k_rows.pxi ``_touch_rows``): each block of rows is first read in
-memory order, then walked tile by tile.  Statistics and backward sums must
+(pyx/ckbn/_k_rows.pxi ``_touch_rows``, rows of four tiles or more): each
+block of rows is first read in memory order, then walked tile by tile.  Statistics and backward sums must
 match float64 NumPy, give the same bits for any thread count, and not depend
 on where the input starts (rows that start off a 64-byte boundary)."""
 
@@ -28,10 +28,11 @@ def _at(a, shift):
     return out
 
 
-# Rows of W = C lanes (C >= MIN_LANES) wider than one register tile on every
-# variant (a tile is 16 to 64 float32 lanes), some not a multiple of a tile
-# (96, 100, 320: the row loop takes the rest), up to TILE_MAX (512); several
-# units of 32 Ki elements, so blocks, pieces and a partial last piece.
+# Rows of W = C lanes (C >= MIN_LANES), of four register tiles or more from
+# C = 64 (base), 128 (AVX2) or 256 (AVX-512) float32 lanes on (below that the
+# same tests check the plain walk), some not a multiple of a tile (96, 100,
+# 320: the row loop takes the rest), up to TILE_MAX (512); several units of
+# 32 Ki elements, so blocks, pieces and a partial last piece.
 SHAPES = [(3001, 96), (777, 100), (1500, 128), (1203, 256), (400, 320), (333, 512)]
 
 
@@ -106,3 +107,4 @@ def test_stats_keep_their_accuracy_far_from_zero():
 def test_tuning_names_the_touch_budget():
     t = _k().tuning()
     assert t["touch_bytes"] == t["L2"] // 4
+    assert t["touch_tiles"] == 4

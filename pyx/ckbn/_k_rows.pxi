@@ -3,8 +3,8 @@
 #
 #   Reductions (block sums in the data type, flushed to float64 every BLOCK
 #   rows; register tiles of four vectors from ckbn_kernel_helpers.h take the
-#   lanes they cover; narrow contiguous rows shared by several tiles are read
-#   in memory order first, _touch_rows):
+#   lanes they cover; blocks of narrow contiguous rows of four tiles or more
+#   are read in memory order first, _touch_rows):
 #     RED_STATS  sums of d = x - K and d*d (K: a per-lane shift)
 #     RED_SUMS   sums of e and e * (x - mu), e = dy (times act'(z) with an
 #                activation)
@@ -108,17 +108,21 @@ cdef inline Py_ssize_t _tile_lanes(const floating* p) noexcept nogil:
 cdef inline Py_ssize_t _touch_rows(Py_ssize_t S, Py_ssize_t W, Py_ssize_t TL,
                                    size_t item, int arrays) noexcept nogil:
     """Rows of a block that a reduction first reads in memory order
-    (ckbn_touch), 0 for none.  Contiguous rows (S == W) that several register
-    tiles share (W > TL) are walked tile by tile, column-wise, a pattern that
-    the hardware prefetchers follow badly (AMD EPYC Zen 4, 32x28x28x256 NHWC
-    statistics: 2.2-3x one read, against 1.0-1.3x for rows of one tile); read
-    once in memory order first, the block is in cache when the tiles walk it.
-    Rule: the block of ``arrays`` arrays takes at most a quarter of L2 (BLOCK
-    rows of TILE_MAX float32 lanes, 128 KiB, fit on every machine measured:
-    L2 512 KiB to 2 MiB); rows of one tile, and strided or wider rows (their
-    own ROW_GROUP walk), are read as they are."""
+    (ckbn_touch), 0 for none.  Contiguous rows (S == W) of TOUCH_TILES or more
+    register tiles are walked tile by tile, column-wise, a pattern that the
+    hardware prefetchers follow badly (AMD EPYC Zen 4, 32x28x28x256 NHWC
+    statistics, four AVX-512 tiles a row: 2.2-3x one read, against 1.0-1.3x
+    for rows of one tile); read once in memory order first, the block is in
+    cache when the tiles walk it (2x faster there, statistics and backward
+    sums, with AVX-512 and AVX2 tiles).  Rows of two tiles (32x56x56x64 with
+    AVX2 tiles) are walked nearly in memory order already: there the backward
+    sums took 1.2-1.4x longer with the extra read, so they are left alone.
+    Rule: the block of ``arrays`` arrays takes at most a quarter of L2, so it
+    is still there when the last tile reads it (BLOCK rows of TILE_MAX
+    float32 lanes, 128 KiB, fit whole on every machine measured: L2 512 KiB
+    to 2 MiB).  Strided or wider rows keep their ROW_GROUP walk."""
     cdef Py_ssize_t n
-    if TL <= 0 or W <= TL or S != W or W > TILE_MAX:
+    if TL <= 0 or W < TOUCH_TILES * TL or S != W or W > TILE_MAX:
         return 0
     n = (_L2 // 4) // (W * <Py_ssize_t> item * arrays)
     return n if n > 1 else 1
