@@ -7,7 +7,8 @@ loaded under another package name; the new build: the same variant of the ckbn
 on sys.path.
 SHAPES: comma-separated "32x28x28x256:NHWC" items; THREADS: "1,2".
 Every round calls each contender once, in an order that alternates between
-rounds; the table holds medians over ROUNDS rounds and ratios of medians.
+rounds; the table holds medians over ROUNDS rounds (µs) and medians of the
+per-round ratios (each ratio of two calls of the same round).
 Read and copy probes (the new build's, float32) are rounds' contenders too.
 """
 import importlib.util
@@ -36,7 +37,7 @@ except ImportError:
 
 
 def medians(fns):
-    """Median seconds of each of fns over the rounds, order alternating."""
+    """Seconds of each of fns in every round (order alternating)."""
     times = [[] for _ in fns]
     for f in fns:
         f()
@@ -47,7 +48,7 @@ def medians(fns):
             t0 = time.perf_counter()
             fns[k]()
             times[k].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
+    return [np.array(t) for t in times]
 
 
 print(f"# ckbn {ckbn.__file__}; old {old_so}; new variant {new.__name__}; "
@@ -100,15 +101,21 @@ for item in shape_arg.split(","):
                                                                   training=True, eps=1e-3))
                 fns.append(lambda: torch.ops.aten.native_batch_norm_backward(
                     tg, tx, tw, None, None, tsm, tsi, True, 1e-3, [True, True, True]))
-                t = medians(fns)
+                T = medians(fns)
         else:
-            t = medians(fns) + [float("nan")] * 2
-        rd, cpy = t[0], t[1]
-        roof_tr = rd + cpy
-        roof_bw = 3 * rd + cpy
+            T = medians(fns) + [np.full(rounds, np.nan)] * 2
+        t = [float(np.median(v_)) for v_ in T]
+
+        def pr_(a, b):
+            """Median over the rounds of the ratio T[a]/T[b] (same round)."""
+            return float(np.median(T[a] / T[b]))
+
+        roof_tr = T[0] + T[1]
+        roof_bw = 3 * T[0] + T[1]
         us = [v_ * 1e6 for v_ in t]
         print(f"| {item} | {nt} | {us[0]:.0f} | {us[1]:.0f} | {us[2]:.0f} | {us[3]:.0f} "
-              f"| {t[3] / t[2]:.2f} | {t[3] / rd:.2f} | {us[4]:.0f} | {us[5]:.0f} "
-              f"| {t[5] / t[4]:.2f} | {t[5] / roof_tr:.2f} | {t[8] / t[5]:.2f} "
-              f"| {us[6]:.0f} | {us[7]:.0f} | {t[7] / t[6]:.2f} | {t[7] / roof_bw:.2f} "
-              f"| {t[9] / t[7]:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
+              f"| {pr_(3, 2):.2f} | {pr_(3, 0):.2f} | {us[4]:.0f} | {us[5]:.0f} "
+              f"| {pr_(5, 4):.2f} | {float(np.median(T[5] / roof_tr)):.2f} | {pr_(8, 5):.2f} "
+              f"| {us[6]:.0f} | {us[7]:.0f} | {pr_(7, 6):.2f} "
+              f"| {float(np.median(T[7] / roof_bw)):.2f} | {pr_(9, 7):.2f} "
+              f"| {os.getloadavg()[0]:.2f} |", flush=True)
