@@ -110,17 +110,19 @@ cdef inline Py_ssize_t _touch_rows(Py_ssize_t S, Py_ssize_t W, Py_ssize_t TL,
     """Rows of a block that a reduction first reads in memory order
     (ckbn_touch), 0 for none.  Contiguous rows (S == W) of TOUCH_TILES or more
     register tiles are walked tile by tile, column-wise, a pattern that the
-    hardware prefetchers follow badly (AMD EPYC Zen 4, 32x28x28x256 NHWC
-    statistics, four AVX-512 tiles a row: 2.2-3x one read, against 1.0-1.3x
-    for rows of one tile); read once in memory order first, the block is in
-    cache when the tiles walk it (2x faster there, statistics and backward
-    sums, with AVX-512 and AVX2 tiles).  Rows of two tiles (32x56x56x64 with
-    AVX2 tiles) are walked nearly in memory order already: there the backward
-    sums took 1.2-1.4x longer with the extra read, so they are left alone.
-    Rule: the block of ``arrays`` arrays takes at most a quarter of L2, so it
-    is still there when the last tile reads it (BLOCK rows of TILE_MAX
-    float32 lanes, 128 KiB, fit whole on every machine measured: L2 512 KiB
-    to 2 MiB).  Strided or wider rows keep their ROW_GROUP walk."""
+    hardware prefetchers follow badly (AMD EPYC Zen 4, the 25.7 MB of
+    32x28x28x256 NHWC, statistics in a C probe, four AVX-512 tiles a row:
+    2.0-3.1x one read, against 0.9-1.6x for the same memory read as rows of
+    one tile); read once in memory order first, the block is in cache when
+    the tiles walk it (in ckbn there: statistics 1.7-2.3x and backward sums
+    1.5-1.9x faster, with AVX-512 and AVX2 tiles; busy machine).  Rows of two
+    tiles (32x56x56x64 with AVX2 tiles) are walked nearly in memory order
+    already: there the backward sums took 1.2-1.4x longer with the extra
+    read, so they are left alone.  Rule: the block of ``arrays`` arrays takes
+    at most a quarter of L2, so it is still there when the last tile reads it
+    (BLOCK rows of TILE_MAX float32 lanes, 128 KiB, fit whole on every
+    machine measured: L2 512 KiB to 2 MiB).  Strided or wider rows keep their
+    ROW_GROUP walk."""
     cdef Py_ssize_t n
     if TL <= 0 or W < TOUCH_TILES * TL or S != W or W > TILE_MAX:
         return 0

@@ -26,6 +26,9 @@
  *                       swish, a block of CKBN_SW_BLOCK values at a time (not
  *                       inlined: their stack block and exp stay out of the
  *                       other passes' code).
+ *   ckbn_touch          read runs of bytes one byte per 64-byte line, in
+ *                       memory order (a block the reductions' register tiles
+ *                       then walk column by column).
  *
  * Not part of the public ABI (that is ckbn/include/ckbn_kernels.h).
  */
