@@ -87,6 +87,7 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                               Py_ssize_t nr, const double* mu, const double* za,
                               const double* zb, double s, double h, double* b1,
                               double* b2, Py_ssize_t nv) noexcept
+    void ckbn_touch(const void* p, Py_ssize_t nbytes, Py_ssize_t S, Py_ssize_t nrows) noexcept
 
 # The C-level table's types and constants (ckbn/include/ckbn_kernels.h).
 cdef extern from "ckbn_kernels.h" nogil:
@@ -150,8 +151,14 @@ cdef enum:
     BLOCK = 64
     # Rows a register tile walks at a time when rows are strided (S > W) or
     # wider than TILE_MAX: that many concurrent sequential streams for the
-    # hardware prefetchers, instead of one stream per row of the block.
+    # hardware prefetchers, instead of one stream per row of the block (the
+    # backward sums, reading two arrays, walk half as many rows of each).
+    # Narrow contiguous rows shared by several tiles are instead read in
+    # memory order first (_touch_rows in _k_rows.pxi).
     ROW_GROUP = 8
+    # Fewest register tiles a row of contiguous narrow rows holds for a
+    # reduction to read each block in memory order first (_touch_rows).
+    TOUCH_TILES = 4
     # Largest channels-first plane read through lane expansion.
     LANE_PLANE_MAX = 256
     # Chunked channels-first passes (_k_chunks.pxi).
@@ -181,7 +188,11 @@ PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
 #   _tile_lanes lanes of a wide-row tile: its shift and block sums (three
 #               data-type values per lane) fill at most 3/4 of L1d, so a row
 #               of up to that many channels is read whole, in memory order
-#               (EPYC float32: 2048, Xeon float32: 3072 lanes).
+#               (EPYC float32: 2048, Xeon float32: 3072 lanes);
+#   touch_bytes (tuning()) the most bytes of narrow rows (of TOUCH_TILES
+#               register tiles or more) a reduction reads in memory order
+#               before its register tiles walk them: L2/4
+#               (_touch_rows in _k_rows.pxi; Zen 1: 128 KiB, Zen 4: 256 KiB).
 cdef Py_ssize_t _L1 = ckbn_cache_bytes(1)
 cdef Py_ssize_t _L2 = ckbn_cache_bytes(2)
 cdef Py_ssize_t _L3 = ckbn_cache_bytes(3)
@@ -207,7 +218,8 @@ def tuning():
     return {"L1d": _L1, "L2": _L2, "L3": _L3, "vector_bytes": CKBN_VBYTES,
             "cf_elems": _cf_elems, "f16_slice": _f16_slice,
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
-            "row_group": ROW_GROUP, "unit_target": UNIT_TARGET,
+            "row_group": ROW_GROUP, "touch_bytes": _L2 // 4, "touch_tiles": TOUCH_TILES,
+            "unit_target": UNIT_TARGET,
             "parallel_min": PARALLEL_MIN}
 
 

@@ -29,6 +29,9 @@
  *                       swish, a block of CKBN_SW_BLOCK values at a time (not
  *                       inlined: their stack block and exp stay out of the
  *                       other passes' code).
+ *   ckbn_touch          read runs of bytes one byte per 64-byte line, in
+ *                       memory order (a block the reductions' register tiles
+ *                       then walk column by column).
  *
  * Not part of the public ABI (that is ckbn/include/ckbn_kernels.h).
  */
@@ -481,6 +484,24 @@ static inline float ckbn_ema_f32(float v, float s, float rate)
 {
     volatile float t = (v - s) * rate;
     return v - t;
+}
+
+/* ---- reading a block in memory order ------------------------------------ */
+
+/* Read nrows runs of nbytes bytes, S bytes apart, one byte per 64-byte
+   line, in memory order: the lines come in as one sequential stream that
+   the hardware prefetchers follow, and stay in L2 (or L1) for the register
+   tiles that then walk the block column by column.  Volatile loads: their
+   values are not used, and the compiler must still issue them. */
+static void ckbn_touch(const void *p, ptrdiff_t nbytes, ptrdiff_t S, ptrdiff_t nrows)
+{
+    const volatile unsigned char *q = (const volatile unsigned char *) p;
+    for (ptrdiff_t i = 0; i < nrows; i++, q += S) {
+        for (ptrdiff_t o = 0; o < nbytes; o += 64)
+            (void) q[o];
+        if (nbytes > 0)
+            (void) q[nbytes - 1];
+    }
 }
 
 #endif /* CKBN_KERNEL_HELPERS_H */
