@@ -1,6 +1,11 @@
 # Element-wise passes: y = act(x * a + b) (OP_AFFINE) and the backward's dx
 # (OP_DX), on the path of the shape:
-#   chunks     channels first with small planes, chunk by chunk (_ew_chunks,
+#   planes     channels first (C == 1) with planes of at least one vector
+#              (R * item >= CKBN_VBYTES, up to UNIT_TARGET elements) and no
+#              swish: units of whole planes in memory order, each unit one
+#              stream of aligned vector stores with the coefficients in
+#              registers (ckbn_cf_ew_*, ckbn_kernel_helpers.h);
+#   chunks     other channels-first small planes, chunk by chunk (_ew_chunks,
 #              in _k_chunks.pxi), each chunk's coefficients expanded to lanes;
 #   lanes      small channels-first planes, too few channels to chunk: the
 #              coefficients expanded once to G*R lanes, then the units;
@@ -9,6 +14,23 @@
 #              from the output's first 64-byte boundary; used in place when W
 #              == C), channels-first segments as scalar loops, short segments
 #              of several groups in memory order.
+#
+# Why planes in memory order: the chunks walk the P samples of a chunk's
+# channels G*R elements apart (64x2048x7x7: 64 runs of 3.9 KB, 400 KB
+# apart), which the AMD EPYC Zen 4 (1 MiB L2) took 3.3x the time of a copy
+# for; the memory-order stream of the same data runs at the copy's speed
+# (benchmarks/RESULTS.md, issue 18 session 7).  The rule is from the vector
+# width only (one plane boundary per vector at most), so it holds on every
+# CPU: the stream is the traffic of a copy, with one multiply-add a lane and
+# one blend a plane.
+
+cdef extern from "ckbn_kernel_helpers.h" nogil:
+    void ckbn_cf_ew_f32(int mode, const float* x, const float* d, float* o,
+                        Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R, Py_ssize_t G,
+                        const float** cf, float slope, float hi) noexcept
+    void ckbn_cf_ew_f64(int mode, const double* x, const double* d, double* o,
+                        Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R, Py_ssize_t G,
+                        const double** cf, double slope, double hi) noexcept
 
 cdef enum:
     EW_PAD = 16     # lanes past W in a unit's coefficient rows (a row's head)
@@ -18,6 +40,28 @@ cdef inline Py_ssize_t _ew_row(const Units* u) noexcept nogil:
     """Lanes of a unit's coefficient rows: W, then whole channels past it
     for a head of up to EW_PAD lanes."""
     return u.W + u.C * ((EW_PAD + u.C - 1) // u.C)
+
+
+cdef inline bint _ew_planes(const Act* act, Py_ssize_t R, Py_ssize_t C,
+                            size_t item) noexcept nogil:
+    """Whether channels-first planes of R elements are written as one stream
+    in memory order (ckbn_cf_ew_*): at least one vector per plane, and no
+    swish (its exp keeps the chunks' lane-expanded rows)."""
+    return (C == 1 and R * <Py_ssize_t> item >= CKBN_VBYTES and R <= UNIT_TARGET
+            and _act_mode(act) != AM_SWISH)
+
+
+cdef inline void _ew_stream(int op, const Act* act, const floating* x,
+                            const floating* d, floating* o, const floating** cf,
+                            Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R,
+                            Py_ssize_t G) noexcept nogil:
+    """Elements [e0, e1) of channels-first planes (plane s: channel s % G)."""
+    cdef int mode = 2 * op + (1 if _act_mode(act) == AM_PIECEWISE else 0)
+    if floating is float:
+        ckbn_cf_ew_f32(mode, x, d, o, e0, e1, R, G, cf, <float> act.slope,
+                       <float> act.hi)
+    else:
+        ckbn_cf_ew_f64(mode, x, d, o, e0, e1, R, G, cf, act.slope, act.hi)
 
 
 cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
@@ -81,7 +125,10 @@ cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Py_ssize_t k, const floating** cf,
                    floating* buf) noexcept nogil:
     cdef Py_ssize_t s
-    if u.seg:
+    if u.seg and _ew_planes(act, u.R, u.C, sizeof(floating)):
+        # whole planes k*pc .. in memory order, one stream
+        _ew_stream(op, act, x, d, o, cf, k * u.pc * u.L, _seg_end(u, k) * u.L, u.R, u.G)
+    elif u.seg:
         for s in range(k * u.pc, _seg_end(u, k)):
             _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf)
     else:
@@ -118,12 +165,16 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
 cdef int _ew(int op, const Act* act, const floating* x, const floating* d,
              floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
              Py_ssize_t R, Py_ssize_t C, bint rev, int n_threads) noexcept nogil:
-    """The element-wise pass ``op`` on the path of the shape: chunks, lane
-    expansion for small channels-first planes, or the units."""
+    """The element-wise pass ``op`` on the path of the shape: planes in
+    memory order, chunks, lane expansion for small channels-first planes, or
+    the units."""
     cdef int nc = _n_coef(op, act.on), q, status
     cdef floating* e
     cdef const floating* ecf[MAX_COEF]
     cdef Chunks ch
+    if G > 1 and _ew_planes(act, R, C, sizeof(floating)):
+        # units of whole planes in memory order (_make_units' segment mode)
+        return _ew_core(op, act, x, d, o, cf, P, G, R, C, rev, n_threads)
     if _cf_plan(P, G, R, C, False, &ch) and ch.lanes:
         return _ew_chunks(op, act, x, d, o, cf, &ch, n_threads)
     if not _expand(G, R, C):
