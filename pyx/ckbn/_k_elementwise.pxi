@@ -9,11 +9,13 @@
 #              in _k_chunks.pxi), each chunk's coefficients expanded to lanes;
 #   lanes      small channels-first planes, too few channels to chunk: the
 #              coefficients expanded once to G*R lanes, then the units;
-#   units      rows of W = C*k >= MIN_LANES_EW lanes (coefficients repeated
-#              to W lanes and a head in the thread's scratch, rows written
-#              from the output's first 64-byte boundary; used in place when W
-#              == C), channels-first segments as scalar loops, short segments
-#              of several groups in memory order.
+#   units      rows of W = C*k lanes (_ew_lanes: whole 64-byte lines of at
+#              least EW_ROW_BYTES for narrow channels, C from MIN_LANES_EW
+#              lanes on; coefficients repeated to W lanes and a head in the
+#              thread's scratch, rows written from the output's first 64-byte
+#              boundary; used in place for wide channels), channels-first
+#              segments as scalar loops, short segments of several groups in
+#              memory order.
 #
 # Why planes in memory order: the chunks walk the P samples of a chunk's
 # channels G*R elements apart (64x2048x7x7: 64 runs of 3.9 KB, 400 KB
@@ -34,6 +36,32 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
 
 cdef enum:
     EW_PAD = 16     # lanes past W in a unit's coefficient rows (a row's head)
+    EW_ROW_BYTES = 256   # fewest bytes of a channels-last row (below MIN_LANES_EW)
+    EW_ROW_MAX = 2048    # most bytes of such a row (else MIN_LANES_EW's rule)
+
+
+cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
+    """The min_lanes of the element-wise units (_make_units), from which rows
+    have W = C*k lanes.  Channels narrower than MIN_LANES_EW: the fewest
+    whole channels that fill whole 64-byte lines and at least EW_ROW_BYTES,
+    so that every row of a unit starts on a line boundary after its one head
+    and the coefficient rows the loop reloads stay small (32x56x56x64 NHWC:
+    rows of 64 lanes, 256 bytes, not 256 lanes; on the AMD EPYC Zen 4 the
+    pass took 1.2-1.4x the time of a copy with 1 KiB coefficient rows and
+    1.04x with 256-byte rows: the reloads of a larger row collide with the
+    stores in flight).  Rows that would exceed EW_ROW_MAX bytes keep
+    MIN_LANES_EW."""
+    cdef Py_ssize_t b = C * <Py_ssize_t> item, k = 1, w
+    if C >= MIN_LANES_EW:
+        return MIN_LANES_EW
+    while (b * k) % 64 != 0:
+        k += 1
+    w = b * k
+    if w < EW_ROW_BYTES:
+        w = w * ((EW_ROW_BYTES + w - 1) // w)
+    if w > EW_ROW_MAX:
+        return MIN_LANES_EW
+    return w // <Py_ssize_t> item
 
 
 cdef inline Py_ssize_t _ew_row(const Units* u) noexcept nogil:
@@ -82,8 +110,8 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
             off = (p * u.G + t.g) * u.L + t.l0
             _ew_seg(op, am, x + off, d + off, o + off, n_el, v, s, hi)
         return
-    if W == C:
-        # Rows of whole channels: the coefficients are used in place, and a
+    if W == C and C >= MIN_LANES_EW:
+        # Rows of wide channels: the coefficients are used in place, and a
         # row's first 64-byte boundary is found row by row (_ew_run).
         for q in range(nc):
             w[q] = cf[q] + t.g * C
@@ -97,7 +125,7 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                 _ew_run(op, am, x + off + i, d + off + i, o + off + i, n_el - i, w, s,
                         hi)
         return
-    # Rows of W = C*k lanes (k > 1): the coefficients repeated past W
+    # Rows of W = C*k lanes (k >= 1): the coefficients repeated past W
     # (_ew_row).  One head up to the output's first 64-byte boundary, then
     # rows of W from there, each one loop with the coefficients shifted by
     # the head (lane h + j of the repeated row is channel (h + j) % C): the
@@ -143,7 +171,8 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     units in reverse order, for a pass that follows a reduction over the
     same data (training forward, backward): the last units it read are still
     in L2/L3."""
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False, sizeof(floating))
+    cdef Units u = _make_units(P, G, R, C, _ew_lanes(C, sizeof(floating)), False,
+                               sizeof(floating))
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef Scratch sc

@@ -416,6 +416,13 @@ static inline float ckbn_ema_f32(float v, float s, float rate)
 
 #include <stdint.h>
 #if defined(__GNUC__)
+#ifndef CKBN_CF_VBYTES
+#define CKBN_CF_VBYTES CKBN_VBYTES
+#endif
+typedef float ckbn_cf_vf __attribute__((vector_size(CKBN_CF_VBYTES), aligned(4), may_alias));
+typedef double ckbn_cf_vd __attribute__((vector_size(CKBN_CF_VBYTES), aligned(8), may_alias));
+typedef int ckbn_cf_vi32 __attribute__((vector_size(CKBN_CF_VBYTES)));
+typedef long long ckbn_cf_vi64 __attribute__((vector_size(CKBN_CF_VBYTES)));
 #define CKBN_SEL(V, VI, m, a, b) \
     ((V) (((VI) (a) & (VI) (m)) | ((VI) (b) & ~(VI) (m))))
 
@@ -438,7 +445,7 @@ static inline float ckbn_ema_f32(float v, float s, float rate)
 static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
                  ptrdiff_t R, ptrdiff_t G, const T *const *cf, T slope, T hi)  \
 {                                                                              \
-    enum { L = CKBN_VBYTES / sizeof(T) };                                      \
+    enum { L = CKBN_CF_VBYTES / sizeof(T) };                                      \
     const V zero = CKBN_SPLAT(V, 0), one = CKBN_SPLAT(V, 1);                   \
     const V sv = CKBN_SPLAT(V, slope), hv = CKBN_SPLAT(V, hi);                 \
     V c[NC], nx[NC], bl[NC], xv, dv = zero, r;                                 \
@@ -450,8 +457,8 @@ static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
         iota[j] = (IT) j;                                                      \
     /* elements before o's first vector boundary (all of them when the       \
        planes are shorter than a vector) */                                    \
-    k = (ptrdiff_t) (((uintptr_t) CKBN_VBYTES - (uintptr_t) (o + e) % CKBN_VBYTES) \
-                     % CKBN_VBYTES);                                           \
+    k = (ptrdiff_t) (((uintptr_t) CKBN_CF_VBYTES                              \
+                      - (uintptr_t) (o + e) % CKBN_CF_VBYTES) % CKBN_CF_VBYTES); \
     k = k % sizeof(T) == 0 ? k / (ptrdiff_t) sizeof(T) : e1 - e;               \
     if (R < L || k > e1 - e)                                                   \
         k = e1 - e;                                                            \
@@ -525,14 +532,14 @@ static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
     }                                                                          \
 }
 
-CKBN_CF_EW(ckbn_cf_aff_f32, float, ckbn_vf, ckbn_vi32, int, 2, 0, CKBN_CF_EXPR0)
-CKBN_CF_EW(ckbn_cf_afa_f32, float, ckbn_vf, ckbn_vi32, int, 2, 0, CKBN_CF_EXPR1)
-CKBN_CF_EW(ckbn_cf_dx_f32, float, ckbn_vf, ckbn_vi32, int, 3, 1, CKBN_CF_EXPR2)
-CKBN_CF_EW(ckbn_cf_dxa_f32, float, ckbn_vf, ckbn_vi32, int, 5, 1, CKBN_CF_EXPR3)
-CKBN_CF_EW(ckbn_cf_aff_f64, double, ckbn_vd, ckbn_vi64, long long, 2, 0, CKBN_CF_EXPR0)
-CKBN_CF_EW(ckbn_cf_afa_f64, double, ckbn_vd, ckbn_vi64, long long, 2, 0, CKBN_CF_EXPR1)
-CKBN_CF_EW(ckbn_cf_dx_f64, double, ckbn_vd, ckbn_vi64, long long, 3, 1, CKBN_CF_EXPR2)
-CKBN_CF_EW(ckbn_cf_dxa_f64, double, ckbn_vd, ckbn_vi64, long long, 5, 1, CKBN_CF_EXPR3)
+CKBN_CF_EW(ckbn_cf_aff_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 2, 0, CKBN_CF_EXPR0)
+CKBN_CF_EW(ckbn_cf_afa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 2, 0, CKBN_CF_EXPR1)
+CKBN_CF_EW(ckbn_cf_dx_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 3, 1, CKBN_CF_EXPR2)
+CKBN_CF_EW(ckbn_cf_dxa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 5, 1, CKBN_CF_EXPR3)
+CKBN_CF_EW(ckbn_cf_aff_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 2, 0, CKBN_CF_EXPR0)
+CKBN_CF_EW(ckbn_cf_afa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 2, 0, CKBN_CF_EXPR1)
+CKBN_CF_EW(ckbn_cf_dx_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 3, 1, CKBN_CF_EXPR2)
+CKBN_CF_EW(ckbn_cf_dxa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 5, 1, CKBN_CF_EXPR3)
 
 #define CKBN_CF_DISPATCH(SFX, T)                                               \
 static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
