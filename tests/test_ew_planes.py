@@ -15,9 +15,11 @@ import pytest
 from ckbn._dispatch import kernels
 
 # (samples, channels, plane): odd plane sizes, several units and threads
-# (>= 65536 elements), the suite's 7x7 planes.
+# (>= 65536 elements), the suite's 7x7 planes; as channels last (the bitwise
+# cross-check) rows of 64..512 channels, whole 64-byte lines or not.
 SHAPES = [(3, 70, 1), (40, 300, 7), (30, 64, 49), (2, 2048, 49), (20, 80, 50),
-          (17, 61, 63), (9, 130, 65), (5, 33, 784), (2, 3, 3136)]
+          (17, 61, 63), (9, 130, 65), (5, 33, 784), (2, 3, 3136), (6, 256, 50),
+          (3, 512, 49)]
 ACTS = {"none": None, "relu": (0.0, np.inf, 0), "relu6": (0.0, 6.0, 0),
         "swish": (0.0, np.inf, 1)}
 TOL = {np.float16: 1e-3, np.float32: 2e-6, np.float64: 1e-14}
