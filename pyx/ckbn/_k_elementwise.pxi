@@ -1,23 +1,95 @@
 # Element-wise passes: y = act(x * a + b) (OP_AFFINE) and the backward's dx
 # (OP_DX), on the path of the shape:
-#   chunks     channels first with small planes, chunk by chunk (_ew_chunks,
+#   planes     channels first (C == 1) with planes of at least one vector
+#              (R * item >= CKBN_VBYTES, up to UNIT_TARGET elements) and no
+#              swish: units of whole planes in memory order, each unit one
+#              stream of aligned vector stores with the coefficients in
+#              registers (ckbn_cf_ew_*, ckbn_kernel_helpers.h);
+#   chunks     other channels-first small planes, chunk by chunk (_ew_chunks,
 #              in _k_chunks.pxi), each chunk's coefficients expanded to lanes;
 #   lanes      small channels-first planes, too few channels to chunk: the
 #              coefficients expanded once to G*R lanes, then the units;
-#   units      rows of W = C*k >= MIN_LANES_EW lanes (coefficients repeated
-#              to W lanes and a head in the thread's scratch, rows written
-#              from the output's first 64-byte boundary; used in place when W
-#              == C), channels-first segments as scalar loops, short segments
-#              of several groups in memory order.
+#   units      rows of W = C*k lanes (_ew_lanes: whole 64-byte lines of at
+#              least EW_ROW_BYTES for narrow channels, C from MIN_LANES_EW
+#              lanes on; coefficients repeated to W lanes and a head in the
+#              thread's scratch, rows written from the output's first 64-byte
+#              boundary; used in place for wide channels), channels-first
+#              segments as scalar loops, short segments of several groups in
+#              memory order.
+#
+# Why planes in memory order: the chunks walk the P samples of a chunk's
+# channels G*R elements apart (64x2048x7x7: 64 runs of 3.9 KB, 400 KB
+# apart), which the AMD EPYC Zen 4 (1 MiB L2) took 3.3x the time of a copy
+# for; the memory-order stream of the same data runs at the copy's speed
+# (benchmarks/RESULTS.md, issue 18 session 7).  The rule is from the vector
+# width only (one plane boundary per vector at most), so it holds on every
+# CPU: the stream is the traffic of a copy, with one multiply-add a lane and
+# one blend a plane.
+
+cdef extern from "ckbn_kernel_helpers.h" nogil:
+    void ckbn_cf_ew_f32(int mode, const float* x, const float* d, float* o,
+                        Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R, Py_ssize_t G,
+                        const float** cf, float slope, float hi) noexcept
+    void ckbn_cf_ew_f64(int mode, const double* x, const double* d, double* o,
+                        Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R, Py_ssize_t G,
+                        const double** cf, double slope, double hi) noexcept
 
 cdef enum:
     EW_PAD = 16     # lanes past W in a unit's coefficient rows (a row's head)
+    EW_ROW_BYTES = 256   # fewest bytes of a channels-last row (below MIN_LANES_EW)
+    EW_ROW_MAX = 2048    # most bytes of such a row (else MIN_LANES_EW's rule)
+
+
+cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
+    """The min_lanes of the element-wise units (_make_units), from which rows
+    have W = C*k lanes.  Channels narrower than MIN_LANES_EW: the fewest
+    whole channels that fill whole 64-byte lines and at least EW_ROW_BYTES,
+    so that every row of a unit starts on a line boundary after its one head
+    and the coefficient rows the loop reloads stay small (32x56x56x64 NHWC:
+    rows of 64 lanes, 256 bytes, not 256 lanes; on the AMD EPYC Zen 4 the
+    pass took 1.2-1.4x the time of a copy with 1 KiB coefficient rows and
+    1.04x with 256-byte rows: the reloads of a larger row collide with the
+    stores in flight).  Rows that would exceed EW_ROW_MAX bytes keep
+    MIN_LANES_EW."""
+    cdef Py_ssize_t b = C * <Py_ssize_t> item, k = 1, w
+    if C >= MIN_LANES_EW:
+        return MIN_LANES_EW
+    while (b * k) % 64 != 0:
+        k += 1
+    w = b * k
+    if w < EW_ROW_BYTES:
+        w = w * ((EW_ROW_BYTES + w - 1) // w)
+    if w > EW_ROW_MAX:
+        return MIN_LANES_EW
+    return w // <Py_ssize_t> item
 
 
 cdef inline Py_ssize_t _ew_row(const Units* u) noexcept nogil:
     """Lanes of a unit's coefficient rows: W, then whole channels past it
     for a head of up to EW_PAD lanes."""
     return u.W + u.C * ((EW_PAD + u.C - 1) // u.C)
+
+
+cdef inline bint _ew_planes(const Act* act, Py_ssize_t R, Py_ssize_t C,
+                            size_t item) noexcept nogil:
+    """Whether channels-first planes of R elements are written as one stream
+    in memory order (ckbn_cf_ew_*): at least one vector per plane, and no
+    swish (its exp keeps the chunks' lane-expanded rows)."""
+    return (C == 1 and R * <Py_ssize_t> item >= CKBN_VBYTES and R <= UNIT_TARGET
+            and _act_mode(act) != AM_SWISH)
+
+
+cdef inline void _ew_stream(int op, const Act* act, const floating* x,
+                            const floating* d, floating* o, const floating** cf,
+                            Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R,
+                            Py_ssize_t G) noexcept nogil:
+    """Elements [e0, e1) of channels-first planes (plane s: channel s % G)."""
+    cdef int mode = 2 * op + (1 if _act_mode(act) == AM_PIECEWISE else 0)
+    if floating is float:
+        ckbn_cf_ew_f32(mode, x, d, o, e0, e1, R, G, cf, <float> act.slope,
+                       <float> act.hi)
+    else:
+        ckbn_cf_ew_f64(mode, x, d, o, e0, e1, R, G, cf, act.slope, act.hi)
 
 
 cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
@@ -38,9 +110,11 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
             off = (p * u.G + t.g) * u.L + t.l0
             _ew_seg(op, am, x + off, d + off, o + off, n_el, v, s, hi)
         return
-    if W == C:
-        # Rows of whole channels: the coefficients are used in place, and a
-        # row's first 64-byte boundary is found row by row (_ew_run).
+    if W == C and C >= MIN_LANES_EW:
+        # Rows of wide channels: the coefficients are used in place, and a
+        # row's first 64-byte boundary is found row by row (_ew_run).  (The
+        # repeated rows below were no faster for 256 channels: 32x28x28x256
+        # NHWC, 80 rounds, 1.03 of this time, AMD EPYC Zen 4.)
         for q in range(nc):
             w[q] = cf[q] + t.g * C
         for p in range(t.p0, t.p1):
@@ -53,7 +127,7 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                 _ew_run(op, am, x + off + i, d + off + i, o + off + i, n_el - i, w, s,
                         hi)
         return
-    # Rows of W = C*k lanes (k > 1): the coefficients repeated past W
+    # Rows of W = C*k lanes (k >= 1): the coefficients repeated past W
     # (_ew_row).  One head up to the output's first 64-byte boundary, then
     # rows of W from there, each one loop with the coefficients shifted by
     # the head (lane h + j of the repeated row is channel (h + j) % C): the
@@ -81,7 +155,10 @@ cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Py_ssize_t k, const floating** cf,
                    floating* buf) noexcept nogil:
     cdef Py_ssize_t s
-    if u.seg:
+    if u.seg and _ew_planes(act, u.R, u.C, sizeof(floating)):
+        # whole planes k*pc .. in memory order, one stream
+        _ew_stream(op, act, x, d, o, cf, k * u.pc * u.L, _seg_end(u, k) * u.L, u.R, u.G)
+    elif u.seg:
         for s in range(k * u.pc, _seg_end(u, k)):
             _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf)
     else:
@@ -96,7 +173,8 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     units in reverse order, for a pass that follows a reduction over the
     same data (training forward, backward): the last units it read are still
     in L2/L3."""
-    cdef Units u = _make_units(P, G, R, C, MIN_LANES_EW, False, sizeof(floating))
+    cdef Units u = _make_units(P, G, R, C, _ew_lanes(C, sizeof(floating)), False,
+                               sizeof(floating))
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef Scratch sc
@@ -118,12 +196,16 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
 cdef int _ew(int op, const Act* act, const floating* x, const floating* d,
              floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
              Py_ssize_t R, Py_ssize_t C, bint rev, int n_threads) noexcept nogil:
-    """The element-wise pass ``op`` on the path of the shape: chunks, lane
-    expansion for small channels-first planes, or the units."""
+    """The element-wise pass ``op`` on the path of the shape: planes in
+    memory order, chunks, lane expansion for small channels-first planes, or
+    the units."""
     cdef int nc = _n_coef(op, act.on), q, status
     cdef floating* e
     cdef const floating* ecf[MAX_COEF]
     cdef Chunks ch
+    if G > 1 and _ew_planes(act, R, C, sizeof(floating)):
+        # units of whole planes in memory order (_make_units' segment mode)
+        return _ew_core(op, act, x, d, o, cf, P, G, R, C, rev, n_threads)
     if _cf_plan(P, G, R, C, False, &ch) and ch.lanes:
         return _ew_chunks(op, act, x, d, o, cf, &ch, n_threads)
     if not _expand(G, R, C):

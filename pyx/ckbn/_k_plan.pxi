@@ -23,8 +23,9 @@
 #                    written) while in L2; small planes side by side, large
 #                    planes in rows of MIN_LANES lanes.
 # The element-wise passes take the same Units without tiles (rows of W = C*k
-# >= MIN_LANES_EW lanes; channels-first segments one scalar loop each; short
-# segments of several groups in memory order), or the chunks.
+# lanes from _ew_lanes in _k_elementwise.pxi; channels-first segments one
+# scalar loop each; short segments of several groups in memory order, whole
+# planes as one stream), or the chunks.
 #
 # Units.  A unit covers one channel group g, one channel tile, and a chunk of
 # rows (about UNIT_TARGET elements).  It writes its own float64 partial row;

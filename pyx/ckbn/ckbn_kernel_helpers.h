@@ -504,4 +504,195 @@ static void ckbn_touch(const void *p, ptrdiff_t nbytes, ptrdiff_t S, ptrdiff_t n
     }
 }
 
+/* ---- channels-first planes in memory order ------------------------------ */
+
+/* The element-wise passes of _k_elementwise.pxi over channels-first planes
+   read in memory order (ckbn_cf_ew_f32/f64): elements [e, e1) of x (and d),
+   written to o, where plane s = i / R holds channel s % G and takes that
+   channel's coefficients cf[q][s % G].  mode: 0  o = x*c0 + c1;
+   1  the same with the piecewise-linear activation (slope, hi); 2  o = d*c0
+   + (x*c1 + c2); 3  o = (d*m)*c0 + (x*c1 + c2), m = act'(x*c3 + c4).  The
+   expressions are those of _k_rows.pxi's loops, so each element gets the
+   same bits.
+
+   The output is written in whole vectors from its first vector boundary
+   (each store inside one cache line; the plane boundaries fall anywhere);
+   the coefficients stay in registers, broadcast once per plane, and a
+   vector that holds the end of one plane and the start of the next takes
+   each lane's coefficients from its own plane (a blend of two broadcasts),
+   so the whole run is one stream of aligned stores, like a copy.  That
+   needs R >= the lanes of a vector (at most one plane boundary per
+   vector); shorter planes go lane by lane (correct, not fast).  The head
+   before the first boundary and the tail after the last whole vector go
+   through one padded vector each, lanes filled one at a time. */
+
+#include <stdint.h>
+#if defined(__GNUC__)
+#ifndef CKBN_CF_VBYTES
+#define CKBN_CF_VBYTES CKBN_VBYTES
+#endif
+typedef float ckbn_cf_vf __attribute__((vector_size(CKBN_CF_VBYTES), aligned(4), may_alias));
+typedef double ckbn_cf_vd __attribute__((vector_size(CKBN_CF_VBYTES), aligned(8), may_alias));
+typedef int ckbn_cf_vi32 __attribute__((vector_size(CKBN_CF_VBYTES)));
+typedef long long ckbn_cf_vi64 __attribute__((vector_size(CKBN_CF_VBYTES)));
+#define CKBN_SEL(V, VI, m, a, b) \
+    ((V) (((VI) (a) & (VI) (m)) | ((VI) (b) & ~(VI) (m))))
+
+/* r = the mode's expression of xv, dv and the coefficient vectors C[] */
+#define CKBN_CF_EXPR0(V, VI, r, xv, dv, C) r = xv * C[0] + C[1]
+#define CKBN_CF_EXPR1(V, VI, r, xv, dv, C) do {                                \
+        V z_ = xv * C[0] + C[1];                                               \
+        r = CKBN_SEL(V, VI, z_ > zero, CKBN_SEL(V, VI, z_ < hv, z_, hv),       \
+                     z_ * sv + zero);                                          \
+    } while (0)
+#define CKBN_CF_EXPR2(V, VI, r, xv, dv, C) r = dv * C[0] + (xv * C[1] + C[2])
+#define CKBN_CF_EXPR3(V, VI, r, xv, dv, C) do {                                \
+        V z_ = xv * C[3] + C[4];                                               \
+        V m_ = CKBN_SEL(V, VI, z_ > zero, CKBN_SEL(V, VI, z_ < hv, one, zero), \
+                        sv);                                                   \
+        r = (dv * m_) * C[0] + (xv * C[1] + C[2]);                             \
+    } while (0)
+
+#define CKBN_CF_EW(NAME, T, V, VI, IT, NC, HASD, EXPR)                         \
+static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
+                 ptrdiff_t R, ptrdiff_t G, const T *const *cf, T slope, T hi)  \
+{                                                                              \
+    enum { L = CKBN_CF_VBYTES / sizeof(T) };                                      \
+    const V zero = CKBN_SPLAT(V, 0), one = CKBN_SPLAT(V, 1);                   \
+    const V sv = CKBN_SPLAT(V, slope), hv = CKBN_SPLAT(V, hi);                 \
+    V c[NC], nx[NC], bl[NC], xv, dv = zero, r;                                 \
+    VI iota;                                                                   \
+    ptrdiff_t g = (e / R) % G, pe = (e / R + 1) * R, g2, i = e, j, k, n, stop; \
+    int q;                                                                     \
+    (void) one; (void) sv; (void) hv; (void) d; (void) dv;                     \
+    for (j = 0; j < L; j++)                                                    \
+        iota[j] = (IT) j;                                                      \
+    /* elements before o's first vector boundary (all of them when the       \
+       planes are shorter than a vector) */                                    \
+    k = (ptrdiff_t) (((uintptr_t) CKBN_CF_VBYTES                              \
+                      - (uintptr_t) (o + e) % CKBN_CF_VBYTES) % CKBN_CF_VBYTES); \
+    k = k % sizeof(T) == 0 ? k / (ptrdiff_t) sizeof(T) : e1 - e;               \
+    if (R < L || k > e1 - e)                                                   \
+        k = e1 - e;                                                            \
+    for (;;) {                                                                 \
+        /* k elements from i, one padded vector at a time */                   \
+        while (k > 0) {                                                        \
+            n = k < L ? k : L;                                                 \
+            xv = zero;                                                         \
+            for (q = 0; q < NC; q++)                                           \
+                bl[q] = zero;                                                  \
+            for (j = 0; j < n; j++) {                                          \
+                if (i + j == pe) {                                             \
+                    g = g + 1 == G ? 0 : g + 1;                                \
+                    pe += R;                                                   \
+                }                                                              \
+                xv[j] = x[i + j];                                              \
+                if (HASD)                                                      \
+                    dv[j] = d[i + j];                                          \
+                for (q = 0; q < NC; q++)                                       \
+                    bl[q][j] = cf[q][g];                                       \
+            }                                                                  \
+            EXPR(V, VI, r, xv, dv, bl);                                        \
+            for (j = 0; j < n; j++)                                            \
+                o[i + j] = r[j];                                               \
+            i += n;                                                            \
+            k -= n;                                                            \
+        }                                                                      \
+        if (i >= e1)                                                           \
+            return;                                                            \
+        /* whole aligned vectors */                                            \
+        if (i == pe) {                                                         \
+            g = g + 1 == G ? 0 : g + 1;                                        \
+            pe += R;                                                           \
+        }                                                                      \
+        for (q = 0; q < NC; q++)                                               \
+            c[q] = CKBN_SPLAT(V, cf[q][g]);                                    \
+        while (i + L <= e1) {                                                  \
+            stop = pe < e1 ? pe : e1;                                          \
+            for (; i + L <= stop; i += L) {                                    \
+                xv = *(const V *) (x + i);                                     \
+                if (HASD)                                                      \
+                    dv = *(const V *) (d + i);                                 \
+                EXPR(V, VI, r, xv, dv, c);                                     \
+                *(V *) (o + i) = r;                                            \
+            }                                                                  \
+            if (i + L > e1)                                                    \
+                break;                                                         \
+            g2 = g + 1 == G ? 0 : g + 1;                                       \
+            for (q = 0; q < NC; q++)                                           \
+                nx[q] = CKBN_SPLAT(V, cf[q][g2]);                              \
+            if (i < pe) {                                                      \
+                /* lanes from pe - i on belong to the next plane */            \
+                VI m = (VI) (iota >= CKBN_SPLAT(VI, (IT) (pe - i)));          \
+                for (q = 0; q < NC; q++)                                       \
+                    bl[q] = CKBN_SEL(V, VI, m, nx[q], c[q]);                   \
+                xv = *(const V *) (x + i);                                     \
+                if (HASD)                                                      \
+                    dv = *(const V *) (d + i);                                 \
+                EXPR(V, VI, r, xv, dv, bl);                                    \
+                *(V *) (o + i) = r;                                            \
+                i += L;                                                        \
+            }                                                                  \
+            for (q = 0; q < NC; q++)                                           \
+                c[q] = nx[q];                                                  \
+            g = g2;                                                            \
+            pe += R;                                                           \
+        }                                                                      \
+        k = e1 - i;                                                            \
+        if (k == 0)                                                            \
+            return;                                                            \
+    }                                                                          \
+}
+
+CKBN_CF_EW(ckbn_cf_aff_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 2, 0, CKBN_CF_EXPR0)
+CKBN_CF_EW(ckbn_cf_afa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 2, 0, CKBN_CF_EXPR1)
+CKBN_CF_EW(ckbn_cf_dx_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 3, 1, CKBN_CF_EXPR2)
+CKBN_CF_EW(ckbn_cf_dxa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 5, 1, CKBN_CF_EXPR3)
+CKBN_CF_EW(ckbn_cf_aff_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 2, 0, CKBN_CF_EXPR0)
+CKBN_CF_EW(ckbn_cf_afa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 2, 0, CKBN_CF_EXPR1)
+CKBN_CF_EW(ckbn_cf_dx_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 3, 1, CKBN_CF_EXPR2)
+CKBN_CF_EW(ckbn_cf_dxa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 5, 1, CKBN_CF_EXPR3)
+
+#define CKBN_CF_DISPATCH(SFX, T)                                               \
+static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
+                             ptrdiff_t e0, ptrdiff_t e1, ptrdiff_t R,          \
+                             ptrdiff_t G, const T *const *cf, T slope, T hi)   \
+{                                                                              \
+    if (mode == 0)                                                             \
+        ckbn_cf_aff_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+    else if (mode == 1)                                                        \
+        ckbn_cf_afa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+    else if (mode == 2)                                                        \
+        ckbn_cf_dx_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);                \
+    else                                                                       \
+        ckbn_cf_dxa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+}
+#else
+/* Without vector extensions: the same expressions element by element. */
+#define CKBN_CF_DISPATCH(SFX, T)                                               \
+static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
+                             ptrdiff_t e0, ptrdiff_t e1, ptrdiff_t R,          \
+                             ptrdiff_t G, const T *const *cf, T slope, T hi)   \
+{                                                                              \
+    for (ptrdiff_t i = e0; i < e1; i++) {                                      \
+        ptrdiff_t g = (i / R) % G;                                             \
+        T z, m;                                                                \
+        if (mode == 0) {                                                       \
+            o[i] = x[i] * cf[0][g] + cf[1][g];                                 \
+        } else if (mode == 1) {                                                \
+            z = x[i] * cf[0][g] + cf[1][g];                                    \
+            o[i] = z > 0 ? (z < hi ? z : hi) : z * slope + 0;                  \
+        } else if (mode == 2) {                                                \
+            o[i] = d[i] * cf[0][g] + (x[i] * cf[1][g] + cf[2][g]);             \
+        } else {                                                               \
+            z = x[i] * cf[3][g] + cf[4][g];                                    \
+            m = z > 0 ? (z < hi ? (T) 1 : (T) 0) : slope;                      \
+            o[i] = (d[i] * m) * cf[0][g] + (x[i] * cf[1][g] + cf[2][g]);       \
+        }                                                                      \
+    }                                                                          \
+}
+#endif
+CKBN_CF_DISPATCH(f32, float)
+CKBN_CF_DISPATCH(f64, double)
+
 #endif /* CKBN_KERNEL_HELPERS_H */
