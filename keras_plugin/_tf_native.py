@@ -15,7 +15,11 @@ slope, ``swish``, or none) and epsilon as attributes, the channel axes as an att
 (the layout comes from ``ckbn_layout`` at run time, so dynamic shapes work)
 and ``n_threads``.  Their gradients are registered here: the batch
 statistics outputs of the training op are not differentiable (they feed the
-moving averages), as with TensorFlow's own ``FusedBatchNormV3``.  They have
+moving averages), as with TensorFlow's own ``FusedBatchNormV3``.  With
+``relu`` or ``relu6`` on float32/float64 data the gradient masks ``dy`` with
+TensorFlow's ``ReluGrad``/``Relu6Grad`` on the op's output and runs
+``CkbnBatchNormGrad`` without the activation (:data:`GRAD_MASK_FROM_OUTPUT`);
+the other activations stay in ckbn's backward.  They have
 shape functions, run eagerly and in ``tf.function``, and can be saved in a
 SavedModel; loading that SavedModel needs the op library, which importing
 ``keras_plugin`` with the TensorFlow backend loads.
