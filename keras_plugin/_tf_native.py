@@ -581,10 +581,13 @@ def _attrs(op, training):
 # (``0 < y`` for relu, ``0 < y < 6`` for relu6, the kernels' ``0 < z`` and
 # ``0 < z < 6`` for float32/float64 data, where y is z there), and float32 /
 # float64 only (a float16 ``y`` is z rounded to half, whose mask can differ at
-# 0 and 6).  Why: the kernels' backward with an activation costs 1.6-3x their
-# plain backward (a separate, untiled reduction), more than TensorFlow's
-# ReluGrad/Relu6Grad pass it replaces here (benchmarks/RESULTS-keras.md,
-# "Fused ReLU/ReLU6 on TensorFlow (session 7)").  The forward stays fused.
+# 0 and 6).  Why: the kernels' backward with an activation measured 1.25-1.8x
+# their plain backward on one thread and 2.8-3.8x on two (its reduction is
+# not register-tiled), more than TensorFlow's ReluGrad/Relu6Grad costs where
+# the op runs two threads; where it runs one, the separate mask op cost a
+# little more in one-layer tests.  With the mask op everywhere the fused
+# gradient is the swapped model's, op for op, and the forward stays fused
+# (benchmarks/RESULTS-keras.md, "Fused ReLU/ReLU6 on TensorFlow (session 7)").
 # Read when a gradient is built (at tracing in a tf.function).
 GRAD_MASK_FROM_OUTPUT = {"relu": "ReluGrad", "relu6": "Relu6Grad"}
 _MASK_DTYPES = (tf.float32, tf.float64)
