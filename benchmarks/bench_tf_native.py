@@ -29,10 +29,24 @@
    on the native op, swapped on the ``tf.numpy_function`` path (the native op
    switched off while that model traces), and fused with the activation.
 
+4. ``--part fused`` (not in ``all``): BN + ReLU6 at the sizes of MobileNetV2@64's
+   BN layers (batch 16), swapped (ckbn's op, then TensorFlow's ``Relu6``)
+   against fused (the activation inside ckbn's forward; its gradient
+   TensorFlow's Relu6Grad on the op's output, then ckbn's plain backward) and
+   against the fused gradient before session 7 (the activation inside ckbn's
+   backward), at four levels: a one-layer model's ``train_on_batch``; the
+   native ops forward + gradient in a ``tf.function``; the forward alone and
+   the gradient alone; and the kernels alone through ``ckbn.nn`` (activation
+   None vs "relu6"), on the thread count the op would use.
+5. ``--part models`` (not in ``all``): MobileNetV2@64 and the 4x(Conv-BN-ReLU)
+   CNN on 28x28x32 (``bench_keras.py``'s models), batch 16,
+   ``train_on_batch``: stock, swapped, fused, and fused with the activation
+   in ckbn's backward.
+
 Variants run round robin (``benchmarks/_timing.py``); medians.  Usage::
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_tf_native.py [--rounds 30]
-        [--threads 1] [--part calls|pieces|steps|all]
+        [--threads 1] [--part calls|pieces|steps|fused|models|all]
 """
 
 from __future__ import annotations
@@ -58,7 +72,7 @@ import keras  # noqa: E402
 import ckbn  # noqa: E402
 from ckbn._dispatch import kernel_name  # noqa: E402
 import keras_plugin  # noqa: E402
-from keras_plugin import _tf_native  # noqa: E402
+from keras_plugin import _policy, _tf_native  # noqa: E402
 
 from tensorflow.python import pywrap_tfe as _pywrap_tfe  # noqa: E402
 from tensorflow.python.eager import context as _context  # noqa: E402
@@ -309,14 +323,202 @@ def train_steps(shape, relu6, rounds):
     return medians(round_robin(fns, rounds, warmup=3, inner=5))
 
 
+# ----------------------------------------------- part 4: BN + ReLU6, swapped vs fused
+FUSED_SHAPES = [(16, 32, 32, 32), (16, 32, 32, 96), (16, 16, 16, 144), (16, 8, 8, 192),
+                (16, 4, 4, 576), (16, 2, 2, 1280)]  # MobileNetV2@64's BN layers, batch 16
+# swapped: ckbn's op, then TensorFlow's Relu6; fused: the activation inside ckbn's
+# forward, its gradient Relu6Grad on the op's output + ckbn's plain backward
+# (_tf_native.GRAD_MASK_FROM_OUTPUT); fused, kernel grad: the activation in ckbn's
+# backward too (the gradient before session 7).
+FUSED_KINDS = ("swapped", "fused", "fused, kernel grad")
+
+
+class _kernel_grad:
+    """Within this block, fused gradients built (traced) use ckbn's backward with the
+    activation (``_tf_native.GRAD_MASK_FROM_OUTPUT`` emptied)."""
+
+    def __enter__(self):
+        self.saved = dict(_tf_native.GRAD_MASK_FROM_OUTPUT)
+        _tf_native.GRAD_MASK_FROM_OUTPUT.clear()
+
+    def __exit__(self, *exc):
+        _tf_native.GRAD_MASK_FROM_OUTPUT.update(self.saved)
+
+
+def _relu6_model(shape, fused):
+    """One BN + ReLU6 layer pair, swapped to ckbn's layer (fused or not), compiled."""
+    inp = keras.Input(shape[1:])
+    h = keras.layers.ReLU(max_value=6.0)(keras.layers.BatchNormalization(name="bn")(inp))
+    model = keras_plugin.swap_batch_normalization(keras.Model(inp, h),
+                                                  fuse_activations=fused)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    return model
+
+
+def fused_vs_swapped(shape, rounds):
+    """Median seconds of each variant of part 4 for one shape:
+    ``{(level, kind): seconds}``, and the op's thread count."""
+    rng = np.random.default_rng(2)
+    c = shape[-1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    target = rng.standard_normal(shape).astype(np.float32)
+    s = rng.uniform(0.5, 2.0, c).astype(np.float32)
+    o = rng.uniform(-1.0, 3.0, c).astype(np.float32)  # part of z clipped at 0, part at 6
+    dy = rng.standard_normal(shape).astype(np.float32)
+    xt, st, ot, dyt = (tf.constant(a) for a in (x, s, o, dy))
+    axes, eps = [3], 1e-3
+
+    def fwd_swapped(x, s, o):
+        return tf.nn.relu6(_tf_native.train(x, s, o, axes, eps)[0])
+
+    def fwd_fused(x, s, o):
+        return _tf_native.train(x, s, o, axes, eps, "relu6")[0]
+
+    def with_grad(fwd):
+        @tf.function
+        def fn(x, s, o, dy):
+            with tf.GradientTape() as tape:
+                tape.watch([x, s, o])
+                y = fwd(x, s, o)
+            return tape.gradient(y, [x, s, o], output_gradients=dy)
+        return fn
+
+    y0, m0, v0 = _tf_native.train(xt, st, ot, axes, eps)
+    r0 = tf.nn.relu6(y0)  # what TensorFlow's ReLU6 gradient reads (the op's output)
+
+    @tf.function
+    def bwd_swapped(dy, x, s, o, y, m, v):
+        d = tf.raw_ops.Relu6Grad(gradients=dy, features=y)
+        return _tf_native.grad(d, x, s, o, m, v, axes, eps, True)
+
+    @tf.function
+    def bwd_kernel(dy, x, s, o, m, v):
+        return _tf_native.grad(dy, x, s, o, m, v, axes, eps, True, "relu6")
+
+    fns = {}
+    for kind in FUSED_KINDS:
+        fused = kind != "swapped"
+        model = _relu6_model(shape, fused)
+        fb = with_grad(fwd_fused if fused else fwd_swapped)
+        if kind == "fused, kernel grad":
+            with _kernel_grad():  # traced now with the activation in ckbn's backward
+                model.train_on_batch(x, target)
+                fb(xt, st, ot, dyt)
+        fns[("step", kind)] = (lambda m: lambda: m.train_on_batch(x, target))(model)
+        fns[("op forward+grad", kind)] = (lambda f: lambda: f(xt, st, ot, dyt))(fb)
+    fwd = {k: tf.function(f) for k, f in (("swapped", fwd_swapped), ("fused", fwd_fused))}
+    fns[("op forward", "swapped")] = lambda: fwd["swapped"](xt, st, ot)
+    fns[("op forward", "fused")] = lambda: fwd["fused"](xt, st, ot)
+    fns[("op grad", "swapped")] = lambda: bwd_swapped(dyt, xt, st, ot, r0, m0, v0)
+    fns[("op grad", "fused, kernel grad")] = lambda: bwd_kernel(dyt, xt, st, ot, m0, v0)
+    inner = max(2, int(1e6 / x.size))
+    res = medians(round_robin(fns, rounds, warmup=3, inner=inner))
+
+    # The kernels alone through ckbn.nn (no TensorFlow), on the op's thread count.
+    threads = ckbn.get_num_threads()
+    op_n = _policy.op_threads("tensorflow", x.size)
+    ckbn.set_num_threads(op_n)
+    try:
+        _, m, v = ckbn.nn.fused_batch_norm(x, s, o, epsilon=eps)
+        kfns = {}
+        for k, act in (("swapped", None), ("fused, kernel grad", "relu6")):
+            kfns[("kernel forward", k)] = (lambda a: lambda: ckbn.nn.fused_batch_norm(
+                x, s, o, epsilon=eps, activation=a))(act)
+            kfns[("kernel backward", k)] = (lambda a: lambda: ckbn.nn.fused_batch_norm_grad(
+                dy, x, s, m, v, epsilon=eps, offset=o, activation=a))(act)
+        res.update(medians(round_robin(kfns, rounds, warmup=3, inner=inner)))
+    finally:
+        ckbn.set_num_threads(threads)
+    return res, op_n
+
+
+def fused_table(rounds):
+    print("\n## BN + ReLU6 at MobileNetV2@64's BN sizes, float32 NHWC, medians of "
+          f"{rounds} round-robin rounds, us")
+    print("swapped: ckbn's op, then TensorFlow's Relu6; fused: the activation in ckbn's "
+          "forward, the gradient Relu6Grad(dy, y) + ckbn's plain backward; fused, kernel "
+          "grad: the activation in ckbn's backward too (before session 7).  step: "
+          "train_on_batch of a one-layer BN + ReLU6 model; op: the native ops in a "
+          "tf.function.")
+    print("| shape | op threads | step swapped | fused | fused, kernel grad "
+          "| op fwd+grad swapped | fused | fused, kernel grad |")
+    print("|---|---|---|---|---|---|---|---|")
+    more = []
+    for shape in FUSED_SHAPES:
+        res, op_n = fused_vs_swapped(shape, rounds)
+        name = "x".join(map(str, shape))
+        cells = [f"{res[(lv, k)] * 1e6:.0f}" for lv in ("step", "op forward+grad")
+                 for k in FUSED_KINDS]
+        print(f"| {name} | {op_n} | " + " | ".join(cells) + " |", flush=True)
+        more.append((name, op_n, res))
+    print("\nThe pieces: forward (CkbnBatchNormTrain + Relu6 vs CkbnBatchNormTrain with "
+          "relu6), gradient (Relu6Grad + CkbnBatchNormGrad vs CkbnBatchNormGrad with relu6), "
+          "and the kernels alone through ckbn.nn.fused_batch_norm / _grad with activation "
+          "None vs 'relu6' on the op's thread count (None leaves out the ReLU6 pass).")
+    print("| shape | op threads | op forward +Relu6 | fused | op grad Relu6Grad+ | in kernel "
+          "| kernel forward None | relu6 | kernel backward None | relu6 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, op_n, res in more:
+        pairs = [("op forward", "swapped"), ("op forward", "fused"),
+                 ("op grad", "swapped"), ("op grad", "fused, kernel grad"),
+                 ("kernel forward", "swapped"), ("kernel forward", "fused, kernel grad"),
+                 ("kernel backward", "swapped"), ("kernel backward", "fused, kernel grad")]
+        print(f"| {name} | {op_n} | " + " | ".join(f"{res[p] * 1e6:.0f}" for p in pairs)
+              + " |")
+
+
+MODEL_KINDS = ("stock", "swapped") + FUSED_KINDS[1:]
+
+
+def models_table(rounds, names):
+    """Part 5: whole models' training steps, stock / swapped / fused / fused with the
+    activation in ckbn's backward, round robin in this process."""
+    from bench_keras import _cnn, _seeded
+
+    builds = {"MobileNetV2@64": (lambda: keras.applications.MobileNetV2(
+                  input_shape=(64, 64, 3), weights=None, classes=10), (64, 64, 3)),
+              "cnn@28": (lambda: _cnn(28), (28, 28, 32))}
+    print(f"\n## Training steps (train_on_batch, SGD, batch 16), medians of {rounds} "
+          "round-robin rounds, ms; stock / variant in parentheses")
+    print("| model | " + " | ".join(MODEL_KINDS) + " |")
+    print("|---|" + "---|" * len(MODEL_KINDS))
+    for name in names:
+        build, shape = builds[name]
+        stock = _seeded(build)
+        rng = np.random.default_rng(1)
+        x = rng.normal(size=(16,) + shape).astype("float32")
+        y = rng.normal(size=(16, 10)).astype("float32")
+        fns = {}
+        for kind in MODEL_KINDS:
+            if kind == "stock":
+                model = stock
+            else:
+                model = keras_plugin.swap_batch_normalization(
+                    stock, fuse_activations=kind != "swapped")
+            model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+            if kind == "fused, kernel grad":
+                with _kernel_grad():  # traced now
+                    model.train_on_batch(x, y)
+            fns[kind] = (lambda m: lambda: m.train_on_batch(x, y))(model)
+        res = medians(round_robin(fns, rounds, warmup=2))
+        base = res["stock"]
+        print(f"| {name} | " + " | ".join(
+            f"{res[k] * 1e3:.1f} ({base / res[k]:.2f}x)" for k in MODEL_KINDS) + " |",
+            flush=True)
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--threads", type=int, default=1,
                    help="OpenMP threads of ckbn, bare and through the op alike (default 1)")
-    p.add_argument("--part", choices=("calls", "pieces", "steps", "all"), default="all",
+    p.add_argument("--part", choices=("calls", "pieces", "steps", "fused", "models", "all"),
+                   default="all",
                    help="pieces: the op's per-call time by phase, from a library built with "
-                        "its timers (CKBN_TF_OP_TIMERS=1, built on first use; not in 'all')")
+                        "its timers (CKBN_TF_OP_TIMERS=1, built on first use; not in 'all'); "
+                        "fused: BN + ReLU6 swapped vs fused; models: MobileNetV2@64 and the "
+                        "CNN, stock / swapped / fused (neither in 'all')")
+    p.add_argument("--models", nargs="+", default=["MobileNetV2@64", "cnn@28"],
+                   choices=("MobileNetV2@64", "cnn@28"), help="--part models: which")
     args = p.parse_args()
     if _tf_native.load() is None:
         raise SystemExit("the TensorFlow op library is not available here")
@@ -330,6 +532,10 @@ def main():
         if _tf_native.phase_ns("train") is None:
             raise SystemExit("the loaded op library has no timers")
         pieces_table(args.rounds)
+    if args.part == "fused":
+        fused_table(args.rounds)
+    if args.part == "models":
+        models_table(args.rounds, args.models)
     if args.part in ("steps", "all"):
         for shape, relu6 in [((16, 32, 32, 32), False), ((16, 32, 32, 32), True),
                              ((16, 8, 8, 192), True), ((16, 2, 2, 1280), True)]:

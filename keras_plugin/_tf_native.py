@@ -15,7 +15,11 @@ slope, ``swish``, or none) and epsilon as attributes, the channel axes as an att
 (the layout comes from ``ckbn_layout`` at run time, so dynamic shapes work)
 and ``n_threads``.  Their gradients are registered here: the batch
 statistics outputs of the training op are not differentiable (they feed the
-moving averages), as with TensorFlow's own ``FusedBatchNormV3``.  They have
+moving averages), as with TensorFlow's own ``FusedBatchNormV3``.  With
+``relu`` or ``relu6`` on float32/float64 data the gradient masks ``dy`` with
+TensorFlow's ``ReluGrad``/``Relu6Grad`` on the op's output and runs
+``CkbnBatchNormGrad`` without the activation (:data:`GRAD_MASK_FROM_OUTPUT`);
+the other activations stay in ckbn's backward.  They have
 shape functions, run eagerly and in ``tf.function``, and can be saved in a
 SavedModel; loading that SavedModel needs the op library, which importing
 ``keras_plugin`` with the TensorFlow backend loads.
@@ -570,20 +574,47 @@ def _attrs(op, training):
                 training=training, n_threads=op.get_attr("n_threads"))
 
 
+# The activations whose derivative the gradient takes from the op's output ``y``
+# with TensorFlow's own op, before ckbn's backward without the activation,
+# instead of ckbn's backward recomputing the mask from x (its activation mode).
+# relu and relu6 only: their derivative is a 0/1 mask that ``y`` gives exactly
+# (``0 < y`` for relu, ``0 < y < 6`` for relu6, the kernels' ``0 < z`` and
+# ``0 < z < 6`` for float32/float64 data, where y is z there), and float32 /
+# float64 only (a float16 ``y`` is z rounded to half, whose mask can differ at
+# 0 and 6).  Why: the kernels' backward with an activation measured 1.25-1.8x
+# their plain backward on one thread and 2.8-3.8x on two (its reduction is
+# not register-tiled), more than TensorFlow's ReluGrad/Relu6Grad costs where
+# the op runs two threads; where it runs one, the separate mask op cost a
+# little more in one-layer tests.  With the mask op everywhere the fused
+# gradient is the swapped model's, op for op, and the forward stays fused
+# (benchmarks/RESULTS-keras.md, "Fused ReLU/ReLU6 on TensorFlow (session 7)").
+# Read when a gradient is built (at tracing in a tf.function).
+GRAD_MASK_FROM_OUTPUT = {"relu": "ReluGrad", "relu6": "Relu6Grad"}
+_MASK_DTYPES = (tf.float32, tf.float64)
+
+
+def _grad(op, dy, x, scale, offset, mean, var, training):
+    """``dx, dscale, doffset`` of ``op`` (train or apply) for its output's gradient ``dy``."""
+    attrs = _attrs(op, training)
+    mask_op = GRAD_MASK_FROM_OUTPUT.get(attrs["activation"])
+    if mask_op is not None and x.dtype in _MASK_DTYPES:
+        dy = getattr(tf.raw_ops, mask_op)(gradients=dy, features=op.outputs[0])
+        attrs.update(activation="none", negative_slope="0")
+    return tuple(load().ckbn_batch_norm_grad(dy, x, scale, offset, mean, var, **attrs))
+
+
 @tf.RegisterGradient("CkbnBatchNormTrain")
 def _train_grad(op, dy, dmean, dvar):
     # dmean, dvar: the batch statistics only feed the moving averages.
     x, scale, offset = op.inputs
     _, mean, var = op.outputs
-    return tuple(load().ckbn_batch_norm_grad(dy, x, scale, offset, mean, var,
-                                             **_attrs(op, True)))
+    return _grad(op, dy, x, scale, offset, mean, var, True)
 
 
 @tf.RegisterGradient("CkbnBatchNormApply")
 def _apply_grad(op, dy):
     x, scale, offset, mean, var = op.inputs
-    dx, ds, do = load().ckbn_batch_norm_grad(dy, x, scale, offset, mean, var,
-                                             **_attrs(op, _attr(op, "training")))
+    dx, ds, do = _grad(op, dy, x, scale, offset, mean, var, _attr(op, "training"))
     return dx, ds, do, None, None
 
 

@@ -6,7 +6,10 @@ re-writes the whole tensor, forward and backward.
 layer: where the kernels serve the call (CPU tensors; see
 ``ckbn.nn.fused_batch_norm``'s ``activation=``), the activation is applied
 inside the normalization pass and the backward masks ``dy`` inside the dx
-pass, the Keras 2 extras (ghost batches, renorm, adjustment) included;
+pass, the Keras 2 extras (ghost batches, renorm, adjustment) included (on
+TensorFlow's native ops, ReLU and ReLU6 on float32/float64 are masked by
+TensorFlow's ``ReluGrad``/``Relu6Grad`` on the layer's output before ckbn's
+backward instead: ``keras_plugin._tf_native.GRAD_MASK_FROM_OUTPUT``);
 elsewhere (GPU tensors, masks, XLA, ``synchronized=True``) it runs
 ckbn's/Keras's batch normalization and then the activation in Keras ops, with
 the same results.
