@@ -327,21 +327,25 @@ def train_steps(shape, relu6, rounds):
 FUSED_SHAPES = [(16, 32, 32, 32), (16, 32, 32, 96), (16, 16, 16, 144), (16, 8, 8, 192),
                 (16, 4, 4, 576), (16, 2, 2, 1280)]  # MobileNetV2@64's BN layers, batch 16
 # swapped: ckbn's op, then TensorFlow's Relu6; fused: the activation inside ckbn's
-# forward, its gradient Relu6Grad on the op's output + ckbn's plain backward
-# (_tf_native.GRAD_MASK_FROM_OUTPUT); fused, kernel grad: the activation in ckbn's
-# backward too (the gradient before session 7).
-FUSED_KINDS = ("swapped", "fused", "fused, kernel grad")
+# forward and backward (the default route); fused, mask grad: the gradient as
+# Relu6Grad on the op's output + ckbn's plain backward (the route session 7 tried,
+# _tf_native.GRAD_MASK_FROM_OUTPUT filled).
+FUSED_KINDS = ("swapped", "fused", "fused, mask grad")
+MASK_ROUTE = {"relu": "ReluGrad", "relu6": "Relu6Grad"}
 
 
-class _kernel_grad:
-    """Within this block, fused gradients built (traced) use ckbn's backward with the
-    activation (``_tf_native.GRAD_MASK_FROM_OUTPUT`` emptied)."""
+class _mask_grad:
+    """Within this block, fused relu/relu6 gradients built (traced) mask dy with
+    TensorFlow's ReluGrad/Relu6Grad and run ckbn's plain backward
+    (``_tf_native.GRAD_MASK_FROM_OUTPUT`` filled)."""
 
     def __enter__(self):
         self.saved = dict(_tf_native.GRAD_MASK_FROM_OUTPUT)
         _tf_native.GRAD_MASK_FROM_OUTPUT.clear()
+        _tf_native.GRAD_MASK_FROM_OUTPUT.update(MASK_ROUTE)
 
     def __exit__(self, *exc):
+        _tf_native.GRAD_MASK_FROM_OUTPUT.clear()
         _tf_native.GRAD_MASK_FROM_OUTPUT.update(self.saved)
 
 
@@ -400,8 +404,8 @@ def fused_vs_swapped(shape, rounds):
         fused = kind != "swapped"
         model = _relu6_model(shape, fused)
         fb = with_grad(fwd_fused if fused else fwd_swapped)
-        if kind == "fused, kernel grad":
-            with _kernel_grad():  # traced now with the activation in ckbn's backward
+        if kind == "fused, mask grad":
+            with _mask_grad():  # traced now with Relu6Grad + ckbn's plain backward
                 model.train_on_batch(x, target)
                 fb(xt, st, ot, dyt)
         fns[("step", kind)] = (lambda m: lambda: m.train_on_batch(x, target))(model)
@@ -440,8 +444,8 @@ def fused_table(rounds):
           "grad: the activation in ckbn's backward too (before session 7).  step: "
           "train_on_batch of a one-layer BN + ReLU6 model; op: the native ops in a "
           "tf.function.")
-    print("| shape | op threads | step swapped | fused | fused, kernel grad "
-          "| op fwd+grad swapped | fused | fused, kernel grad |")
+    print("| shape | op threads | step swapped | fused | fused, mask grad "
+          "| op fwd+grad swapped | fused | fused, mask grad |")
     print("|---|---|---|---|---|---|---|---|")
     more = []
     for shape in FUSED_SHAPES:
@@ -496,8 +500,8 @@ def models_table(rounds, names):
                 model = keras_plugin.swap_batch_normalization(
                     stock, fuse_activations=kind != "swapped")
             model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
-            if kind == "fused, kernel grad":
-                with _kernel_grad():  # traced now
+            if kind == "fused, mask grad":
+                with _mask_grad():  # traced now
                     model.train_on_batch(x, y)
             fns[kind] = (lambda m: lambda: m.train_on_batch(x, y))(model)
         res = medians(round_robin(fns, rounds, warmup=2))

@@ -574,22 +574,21 @@ def _attrs(op, training):
                 training=training, n_threads=op.get_attr("n_threads"))
 
 
-# The activations whose derivative the gradient takes from the op's output ``y``
-# with TensorFlow's own op, before ckbn's backward without the activation,
-# instead of ckbn's backward recomputing the mask from x (its activation mode).
-# relu and relu6 only: their derivative is a 0/1 mask that ``y`` gives exactly
-# (``0 < y`` for relu, ``0 < y < 6`` for relu6, the kernels' ``0 < z`` and
-# ``0 < z < 6`` for float32/float64 data, where y is z there), and float32 /
-# float64 only (a float16 ``y`` is z rounded to half, whose mask can differ at
-# 0 and 6).  Why: the kernels' backward with an activation measured 1.25-1.8x
-# their plain backward on one thread and 2.8-3.8x on two (its reduction is
-# not register-tiled), more than TensorFlow's ReluGrad/Relu6Grad costs where
-# the op runs two threads; where it runs one, the separate mask op cost a
-# little more in one-layer tests.  With the mask op everywhere the fused
-# gradient is the swapped model's, op for op, and the forward stays fused
-# (benchmarks/RESULTS-keras.md, "Fused ReLU/ReLU6 on TensorFlow (session 7)").
+# The activations whose derivative the gradient may take from the op's output
+# ``y`` with TensorFlow's own op (ReluGrad/Relu6Grad) before ckbn's backward
+# without the activation, instead of ckbn's backward recomputing the mask from
+# x (its activation mode).  Possible for relu and relu6 on float32/float64
+# (their derivative is a 0/1 mask that ``y`` gives exactly).  Empty: ckbn's
+# backward with the activation is faster.  Session 7 first measured the
+# kernels' backward with an activation at 1.25-1.8x their plain backward on
+# one thread and 2.8-3.8x on two, and routed relu/relu6 through the mask op;
+# the kernels then took those sums in register tiles, and side by side
+# (bench_tf_native.py --part fused, quiet Zen 4, 2 threads) the in-kernel
+# gradient took 489-1948 us against 526-2704 us for Relu6Grad + the plain
+# backward at all six MobileNetV2 sizes.  bench_tf_native.py --part fused
+# fills this table to time the mask route beside it.
 # Read when a gradient is built (at tracing in a tf.function).
-GRAD_MASK_FROM_OUTPUT = {"relu": "ReluGrad", "relu6": "Relu6Grad"}
+GRAD_MASK_FROM_OUTPUT: dict = {}
 _MASK_DTYPES = (tf.float32, tf.float64)
 
 

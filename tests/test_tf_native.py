@@ -156,19 +156,9 @@ def test_train_forward_and_gradients(dtype, shape, axes, act, slope, graph):
     # The same kernels through ckbn.nn (the tf.numpy_function path).
     ny, nm, nv = ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=EPS, axis=axes,
                                           activation=act, negative_slope=slope)
-    if act in N.GRAD_MASK_FROM_OUTPUT and dtype != np.float16:
-        # relu/relu6 on float32/64: the registered gradient masks dy with TensorFlow's
-        # ReluGrad/Relu6Grad on y and runs the backward without the activation
-        # (keras_plugin._tf_native.GRAD_MASK_FROM_OUTPUT), whose sums may round
-        # differently from the backward with the activation in the last bit
-        hi = 6.0 if act == "relu6" else np.inf
-        wm = np.where((ny > 0) & (ny < hi), w, 0).astype(dtype)
-        ndx, nds, ndo = ckbn.nn.fused_batch_norm_grad(wm, x, scale, nm, nv, epsilon=EPS,
-                                                      axis=axes)
-    else:
-        ndx, nds, ndo = ckbn.nn.fused_batch_norm_grad(w, x, scale, nm, nv, epsilon=EPS,
-                                                      axis=axes, offset=offset, activation=act,
-                                                      negative_slope=slope)
+    ndx, nds, ndo = ckbn.nn.fused_batch_norm_grad(w, x, scale, nm, nv, epsilon=EPS, axis=axes,
+                                                  offset=offset, activation=act,
+                                                  negative_slope=slope)
     np.testing.assert_array_equal(y, ny)
     np.testing.assert_array_equal(mean, nm.reshape(-1).astype(_stat(dtype)))
     np.testing.assert_array_equal(var, nv.reshape(-1).astype(_stat(dtype)))
