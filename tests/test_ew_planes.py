@@ -12,7 +12,7 @@ bit across thread counts and output alignments."""
 import numpy as np
 import pytest
 
-from ckbn._dispatch import kernels
+from tests.test_ew_rows import _k, _out_at
 
 # (samples, channels, plane): odd plane sizes, several units and threads
 # (>= 65536 elements), the suite's 7x7 planes; as channels last (the bitwise
@@ -23,21 +23,6 @@ SHAPES = [(3, 70, 1), (40, 300, 7), (30, 64, 49), (2, 2048, 49), (20, 80, 50),
 ACTS = {"none": None, "relu": (0.0, np.inf, 0), "relu6": (0.0, 6.0, 0),
         "swish": (0.0, np.inf, 1)}
 TOL = {np.float16: 1e-3, np.float32: 2e-6, np.float64: 1e-14}
-
-
-def _k():
-    k = kernels()
-    if not hasattr(k, "bn_affine"):
-        pytest.skip("no compiled kernels")
-    return k
-
-
-def _out_at(n, shift, dtype):
-    """An n-element output starting ``shift`` items past a 64-byte boundary."""
-    item = np.dtype(dtype).itemsize
-    buf = np.empty(n + 64, dtype)
-    start = (-buf.ctypes.data % 64) // item + shift
-    return buf[start:start + n]
 
 
 def _act64(z, act):
