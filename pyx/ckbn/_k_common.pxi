@@ -21,7 +21,7 @@
 
 cimport cython
 from cython.parallel cimport prange, parallel, threadid
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.math cimport sqrt, INFINITY
 from libc.stdint cimport int64_t, uint64_t
 

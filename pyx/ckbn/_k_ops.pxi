@@ -8,7 +8,8 @@
 #   _fwd_train   statistics, then y = act(x * a + b)
 #   _fwd_infer   y = act(x * a + b) with given statistics
 #   _bwd         backward sums, then dx (or, inference without an
-#                activation, dx = dy * k1)
+#                activation, dx = dy * k1); with swish, first e = dy *
+#                swish'(z) into dx (_act_e), then the plain backward of e
 #   _sums        the backward sums alone (synchronized training)
 #   _bwd_dx      dx from given (global) sums (synchronized training)
 
@@ -161,6 +162,31 @@ cdef int _fwd_infer(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     return status
 
 
+cdef int _act_e(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
+                Py_ssize_t R, Py_ssize_t C, const double* scale, const double* offset,
+                const double* mean, const double* var, double eps, const Act* ac,
+                data* e, int n_threads) noexcept nogil:
+    """e = dy * act'(z), z = x * za + zb (e may be dy, not x): the dx pass with
+    k1 = 1 and k2 = k3 = 0, so e is the product the fused passes form, to the
+    bit.  Its last units are written first (rev), so the sums pass that
+    follows finds its first rows in cache."""
+    cdef Py_ssize_t n = G * C, c
+    cdef size_t w = _wsize(x)
+    cdef char* kk = <char*> calloc(5 * n, w)        # k2 = k3 = 0
+    cdef int status
+    if kk == NULL:
+        return CKBN_ERR_NOMEM
+    for c in range(n):
+        if data is double:
+            (<double*> kk)[c] = 1
+        else:
+            (<float*> kk)[c] = 1
+    _coefs_norm(x, scale, offset, mean, var, eps, n, kk + 3 * w * n, kk + 4 * w * n)
+    status = _p_dx(dy, x, P, G, R, C, kk, ac, e, True, n_threads)
+    free(kk)
+    return status
+
+
 cdef int _bwd(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
               Py_ssize_t R, Py_ssize_t C, const double* scale, const double* offset,
               const double* mean, const double* var, double eps, bint training,
@@ -172,7 +198,20 @@ cdef int _bwd(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
     cdef Pass ps
     cdef char* kk
     cdef int status
+    cdef Act none
     if data is not f16_bits:
+        if ac.on and ac.kind == ACT_SWISH and <const void*> dx != <const void*> x:
+            # swish'(z) once: e = dy * swish'(z) into dx, then the plain
+            # backward of e (in place).  The sums and dx passes would each
+            # evaluate the sigmoid, and it, not the memory traffic, is what
+            # the swish backward costs.
+            status = _act_e(dy, x, P, G, R, C, scale, offset, mean, var, eps, ac, dx,
+                            n_threads)
+            if status != CKBN_OK:
+                return status
+            none = _act(False, 0.0, 0.0)
+            return _bwd(dx, x, P, G, R, C, scale, offset, mean, var, eps, training, &none,
+                        dx, dscale, doffset, n_threads)
         if not ac.on and _cf_plan(P, G, R, C, True, &ch):
             # Channels first: each chunk's dx written while it is in cache.
             _pass_init(&ps, ac)

@@ -376,6 +376,76 @@ static void NAME(T *z, ptrdiff_t n, int grad)                                  \
 }
 CKBN_SWISH(ckbn_swish_f32, float, ckbn_vf, ckbn_vsig_f32)
 CKBN_SWISH(ckbn_swish_f64, double, ckbn_vd, ckbn_vsig_f64)
+
+/* The whole vectors of the swish passes below, each value in registers from
+   its load to its store (the block loops staged z and m through the stack:
+   on the AMD EPYC Zen 4 that store and reload cost as much as the sigmoid's
+   division).  Lane for lane the same expressions, so the same bits.  Each
+   returns the count of values done, a multiple of the vector's lanes. */
+#define CKBN_SW_VEC(SFX, T, V)                                                 \
+enum { CKBN_SWL_##SFX = CKBN_VBYTES / sizeof(T) };                             \
+static inline ptrdiff_t ckbn_sw_affine_vrow_##SFX(                             \
+    const T *x, T *y, ptrdiff_t n, const T *a, const T *b)                     \
+{                                                                              \
+    ptrdiff_t i = 0;                                                           \
+    for (; i + CKBN_SWL_##SFX <= n; i += CKBN_SWL_##SFX) {                     \
+        V z = *(const V *) (x + i) * *(const V *) (a + i) + *(const V *) (b + i); \
+        *(V *) (y + i) = ckbn_swish_##SFX##_one(z, 0);                         \
+    }                                                                          \
+    return i;                                                                  \
+}                                                                              \
+static inline ptrdiff_t ckbn_sw_affine_vseg_##SFX(                             \
+    const T *x, T *y, ptrdiff_t n, T a, T b)                                   \
+{                                                                              \
+    ptrdiff_t i = 0;                                                           \
+    for (; i + CKBN_SWL_##SFX <= n; i += CKBN_SWL_##SFX) {                     \
+        V z = *(const V *) (x + i) * a + b;                                    \
+        *(V *) (y + i) = ckbn_swish_##SFX##_one(z, 0);                         \
+    }                                                                          \
+    return i;                                                                  \
+}                                                                              \
+static inline ptrdiff_t ckbn_sw_dx_vrow_##SFX(                                 \
+    const T *d, const T *x, T *o, ptrdiff_t n, const T *k1, const T *k2,       \
+    const T *k3, const T *za, const T *zb)                                     \
+{                                                                              \
+    ptrdiff_t i = 0;                                                           \
+    for (; i + CKBN_SWL_##SFX <= n; i += CKBN_SWL_##SFX) {                     \
+        V xv = *(const V *) (x + i);                                           \
+        V m = ckbn_swish_##SFX##_one(xv * *(const V *) (za + i)                 \
+                                     + *(const V *) (zb + i), 1);              \
+        *(V *) (o + i) = (*(const V *) (d + i) * m) * *(const V *) (k1 + i)    \
+                         + (xv * *(const V *) (k2 + i) + *(const V *) (k3 + i)); \
+    }                                                                          \
+    return i;                                                                  \
+}                                                                              \
+static inline ptrdiff_t ckbn_sw_dx_vseg_##SFX(                                 \
+    const T *d, const T *x, T *o, ptrdiff_t n, T k1, T k2, T k3, T za, T zb)   \
+{                                                                              \
+    ptrdiff_t i = 0;                                                           \
+    for (; i + CKBN_SWL_##SFX <= n; i += CKBN_SWL_##SFX) {                     \
+        V xv = *(const V *) (x + i);                                           \
+        V m = ckbn_swish_##SFX##_one(xv * za + zb, 1);                         \
+        *(V *) (o + i) = (*(const V *) (d + i) * m) * k1 + (xv * k2 + k3);     \
+    }                                                                          \
+    return i;                                                                  \
+}                                                                              \
+static inline ptrdiff_t ckbn_sw_gs_vrow_##SFX(                                 \
+    const T *d, const T *x, ptrdiff_t n, const T *mu, const T *za,             \
+    const T *zb, T *b1, T *b2)                                                 \
+{                                                                              \
+    ptrdiff_t i = 0;                                                           \
+    for (; i + CKBN_SWL_##SFX <= n; i += CKBN_SWL_##SFX) {                     \
+        V xv = *(const V *) (x + i);                                           \
+        V e = *(const V *) (d + i)                                             \
+              * ckbn_swish_##SFX##_one(xv * *(const V *) (za + i)               \
+                                       + *(const V *) (zb + i), 1);            \
+        *(V *) (b1 + i) += e;                                                  \
+        *(V *) (b2 + i) += e * (xv - *(const V *) (mu + i));                   \
+    }                                                                          \
+    return i;                                                                  \
+}
+CKBN_SW_VEC(f32, float, ckbn_vf)
+CKBN_SW_VEC(f64, double, ckbn_vd)
 #else
 #include <math.h>
 static void ckbn_swish_f32(float *z, ptrdiff_t n, int grad)
@@ -392,13 +462,35 @@ static void ckbn_swish_f64(double *z, ptrdiff_t n, int grad)
         z[i] = grad ? s * (1.0 + z[i] * (1.0 - s)) : z[i] * s;
     }
 }
+/* No vector loops: the block loops do every value. */
+#define CKBN_SW_VEC_NONE(SFX, T)                                               \
+static ptrdiff_t ckbn_sw_affine_vrow_##SFX(const T *x, T *y, ptrdiff_t n,     \
+                                           const T *a, const T *b)             \
+{ return 0; }                                                                  \
+static ptrdiff_t ckbn_sw_affine_vseg_##SFX(const T *x, T *y, ptrdiff_t n,     \
+                                           T a, T b)                           \
+{ return 0; }                                                                  \
+static ptrdiff_t ckbn_sw_dx_vrow_##SFX(const T *d, const T *x, T *o,          \
+    ptrdiff_t n, const T *k1, const T *k2, const T *k3, const T *za,           \
+    const T *zb)                                                               \
+{ return 0; }                                                                  \
+static ptrdiff_t ckbn_sw_dx_vseg_##SFX(const T *d, const T *x, T *o,          \
+    ptrdiff_t n, T k1, T k2, T k3, T za, T zb)                                 \
+{ return 0; }                                                                  \
+static ptrdiff_t ckbn_sw_gs_vrow_##SFX(const T *d, const T *x, ptrdiff_t n,   \
+    const T *mu, const T *za, const T *zb, T *b1, T *b2)                       \
+{ return 0; }
+CKBN_SW_VEC_NONE(f32, float)
+CKBN_SW_VEC_NONE(f64, double)
 #endif
 
 /* The passes with swish (z = x*a + b, per lane "row" or one value "seg"):
      affine  y = swish(z)
      dx      o = (d*m)*k1 + (x*k2 + k3), m = swish'(z)
      gs      b1 += e, b2 += e*(x - mu), e = d*m
-   The same expressions as the piecewise-linear loops of _k_rows.pxi. */
+   The same expressions as the piecewise-linear loops of _k_rows.pxi.  Whole
+   vectors run in registers (CKBN_SW_VEC); the block loops, staging z and m
+   through the stack, do the last values (fewer than a vector's lanes). */
 #define CKBN_SW_BLOCK 512
 #if defined(__GNUC__)
 #define CKBN_NOINLINE __attribute__((noinline))
@@ -409,7 +501,8 @@ static void ckbn_swish_f64(double *z, ptrdiff_t n, int grad)
 static CKBN_NOINLINE void ckbn_sw_affine_row_##SFX(                            \
     const T *x, T *y, ptrdiff_t n, const T *a, const T *b)                     \
 {                                                                              \
-    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+    for (ptrdiff_t i = ckbn_sw_affine_vrow_##SFX(x, y, n, a, b); i < n;        \
+         i += CKBN_SW_BLOCK) {                         \
         ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
         for (ptrdiff_t j = i; j < i + nb; j++)                                 \
             y[j] = x[j] * a[j] + b[j];                                         \
@@ -419,7 +512,8 @@ static CKBN_NOINLINE void ckbn_sw_affine_row_##SFX(                            \
 static CKBN_NOINLINE void ckbn_sw_affine_seg_##SFX(                            \
     const T *x, T *y, ptrdiff_t n, T a, T b)                                   \
 {                                                                              \
-    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+    for (ptrdiff_t i = ckbn_sw_affine_vseg_##SFX(x, y, n, a, b); i < n;        \
+         i += CKBN_SW_BLOCK) {                         \
         ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
         for (ptrdiff_t j = i; j < i + nb; j++)                                 \
             y[j] = x[j] * a + b;                                               \
@@ -432,7 +526,8 @@ static CKBN_NOINLINE void ckbn_sw_dx_row_##SFX(                                \
     const T *k3, const T *za, const T *zb)                                     \
 {                                                                              \
     T m[CKBN_SW_BLOCK];                                                        \
-    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+    for (ptrdiff_t i = ckbn_sw_dx_vrow_##SFX(d, x, o, n, k1, k2, k3, za, zb);  \
+         i < n; i += CKBN_SW_BLOCK) {                         \
         ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
         for (ptrdiff_t j = 0; j < nb; j++)                                     \
             m[j] = x[i + j] * za[i + j] + zb[i + j];                           \
@@ -446,7 +541,8 @@ static CKBN_NOINLINE void ckbn_sw_dx_seg_##SFX(                                \
     const T *d, const T *x, T *o, ptrdiff_t n, T k1, T k2, T k3, T za, T zb)   \
 {                                                                              \
     T m[CKBN_SW_BLOCK];                                                        \
-    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+    for (ptrdiff_t i = ckbn_sw_dx_vseg_##SFX(d, x, o, n, k1, k2, k3, za, zb);  \
+         i < n; i += CKBN_SW_BLOCK) {                         \
         ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
         for (ptrdiff_t j = 0; j < nb; j++)                                     \
             m[j] = x[i + j] * za + zb;                                         \
@@ -460,7 +556,8 @@ static CKBN_NOINLINE void ckbn_sw_gs_row_##SFX(                                \
     const T *zb, T *b1, T *b2)                                                 \
 {                                                                              \
     T m[CKBN_SW_BLOCK];                                                        \
-    for (ptrdiff_t i = 0; i < n; i += CKBN_SW_BLOCK) {                         \
+    for (ptrdiff_t i = ckbn_sw_gs_vrow_##SFX(d, x, n, mu, za, zb, b1, b2);     \
+         i < n; i += CKBN_SW_BLOCK) {                         \
         ptrdiff_t nb = n - i < CKBN_SW_BLOCK ? n - i : CKBN_SW_BLOCK;          \
         for (ptrdiff_t j = 0; j < nb; j++)                                     \
             m[j] = x[i + j] * za[i + j] + zb[i + j];                           \
