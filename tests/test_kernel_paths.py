@@ -8,6 +8,8 @@ checked here for the statistics, the fused training forward and the backward,
 in float32 and float64, and for bitwise independence from the thread count.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -342,3 +344,37 @@ def test_small_entry_declines_every_other_call():
         ckbn.nn.fused_batch_norm(x, scale, offset, is_training=False)
     with pytest.raises(ValueError, match="shape"):
         ckbn.nn.fused_batch_norm_grad(dy[:8], x, scale, scale, scale)
+
+
+def _sysfs_cache(level):
+    """CPU 0's level-``level`` data or unified cache in bytes, read here from
+    Linux's sysfs (None where it is absent)."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    if not os.path.isdir(base):
+        return None
+    for entry in sorted(os.listdir(base)):
+        if not entry.startswith("index"):
+            continue
+        path = os.path.join(base, entry)
+        try:
+            with open(os.path.join(path, "level")) as f:
+                lvl = int(f.read())
+            with open(os.path.join(path, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(path, "size")) as f:
+                size = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if lvl != level or kind not in ("Data", "Unified"):
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1:], 1)
+        return int(size.rstrip("KMG")) * unit
+    return None
+
+
+@pytest.mark.parametrize("level,key", [(1, "L1d"), (2, "L2"), (3, "L3")])
+def test_cache_sizes_come_from_sysfs_where_linux_has_it(level, key):
+    expected = _sysfs_cache(level)
+    if expected is None:
+        pytest.skip(f"no level-{level} cache in sysfs here")
+    assert kernels().tuning()[key] == expected
