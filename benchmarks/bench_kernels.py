@@ -37,6 +37,9 @@ import numpy as np
 import ckbn
 from ckbn._dispatch import available_kernels, kernel_name, kernels, probes, use_kernels
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import cpu_info  # noqa: E402
+
 SHAPES = {
     "32x56x56x64": (32, 56, 56, 64),
     "32x28x28x256": (32, 28, 28, 256),
@@ -77,24 +80,6 @@ def _best(fn, budget=0.4, min_reps=3, max_reps=200):
     return min(times)
 
 
-def _cpuinfo():
-    """(vendor, model name, family, model) from /proc/cpuinfo (Linux)."""
-    out = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                key = key.strip()
-                if key in ("vendor_id", "model name", "cpu family", "model") and key not in out:
-                    out[key] = val.strip()
-                if not line.strip() and out:
-                    break
-    except OSError:
-        pass
-    return (out.get("vendor_id", platform.processor() or "unknown"),
-            out.get("model name", "unknown"), out.get("cpu family", "?"), out.get("model", "?"))
-
-
 def _cache_sizes():
     """{"L1d": bytes, "L2": ..., "L3": ...}: what the kernels tune with
     (their ``tuning()``, from sysconf/cpuid), else sysconf here."""
@@ -126,7 +111,9 @@ def machine_info():
 
     buf = io.StringIO()
     ckbn.show_config(file=buf)
-    vendor, model, family, model_no = _cpuinfo()
+    info = cpu_info()
+    vendor, model = info["vendor"], info["model"]
+    family, model_no = info.get("family", "?"), info.get("model_number", "?")
     from ckbn import _cpu
 
     feats = sorted(k for k, v in _cpu.cpu_features().items() if v)
