@@ -63,7 +63,7 @@ else:
     DTYPES = ["float32", "float64"] + (["float16"] if F16 else [])
     TOL = {"float16": 2e-2, "float32": 2e-5, "float64": 1e-10}
     GTOL = {"float16": 5e-2, "float32": 2e-4, "float64": 1e-9}
-    ACTS = [(None, 0.0), ("relu", 0.0), ("relu6", 0.0), ("leaky_relu", 0.3)]
+    ACTS = [(None, 0.0), ("relu", 0.0), ("relu6", 0.0), ("leaky_relu", 0.3), ("swish", 0.0)]
     # (shape, channel axes): channels last, channels first, 2-D, ghost batches
     # (two runs of channel axes), and axes that need a transpose.
     LAYOUTS = [((6, 5, 4, 8), (3,)), ((6, 8, 5, 4), (1,)), ((40, 12), (1,)),
@@ -89,6 +89,8 @@ else:
             return np.maximum(z, 0)
         if activation == "relu6":
             return np.clip(z, 0, 6)
+        if activation == "swish":
+            return z / (1.0 + np.exp(-z))
         return np.where(z > 0, z, slope * z)
 
     def _ref_train(x, scale, offset, axes, activation=None, slope=0.0):
@@ -109,6 +111,8 @@ else:
             return jnp.maximum(z, 0.0)
         if activation == "relu6":
             return jnp.clip(z, 0.0, 6.0)
+        if activation == "swish":
+            return z * jax.nn.sigmoid(z)
         return jnp.where(z > 0, z, slope * z)
 
     def _ref_loss(x, scale, offset, axes, activation, slope, w, mean=None, var=None):
