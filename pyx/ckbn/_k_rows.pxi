@@ -2,9 +2,12 @@
 # in the lane loop, so the compiler vectorizes it for the variant's width.
 #
 #   Reductions (block sums in the data type, flushed to float64 every BLOCK
-#   rows; register tiles of four vectors from ckbn_kernel_helpers.h take the
-#   lanes they cover; blocks of narrow contiguous rows of four tiles or more
-#   are read in memory order first, _touch_rows):
+#   rows; contiguous rows of 5 to CKBN_ROWS_MAXV vectors run whole with every
+#   accumulator in registers, one stream in memory order (_mom_rows,
+#   _gs_rows); otherwise register tiles of four vectors from
+#   ckbn_kernel_helpers.h take the lanes they cover, and blocks of narrow
+#   contiguous rows of four tiles or more are read in memory order first,
+#   _touch_rows):
 #     RED_STATS  sums of d = x - K and d*d (K: a per-lane shift)
 #     RED_SUMS   sums of e and e * (x - mu), e = dy (times act'(z) with an
 #                activation)
@@ -159,6 +162,17 @@ cdef inline void _flush(floating* b1, floating* b2, double* s1, double* s2,
         b2[j] = 0
 
 
+cdef inline bint _mom_rows(const floating* x, Py_ssize_t nr, Py_ssize_t W,
+                           const floating* sh, floating* b1, floating* b2) noexcept nogil:
+    """nr contiguous rows of W lanes into b1, b2 with every accumulator in
+    registers (ckbn_mom_rows_*); False, and nothing done, where the variant
+    cannot hold W lanes in registers.  nr = 0 asks only whether it can."""
+    if floating is float:
+        return ckbn_mom_rows_f32(x, nr, W, sh, b1, b2)
+    else:
+        return ckbn_mom_rows_f64(x, nr, W, sh, b1, b2)
+
+
 cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
                                 Py_ssize_t W, const floating* sh,
                                 floating* b1, floating* b2, double* s1, double* s2,
@@ -170,6 +184,19 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
     cdef Py_ssize_t TL = _tile_lanes(r)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 1)
+    if S == W and _mom_rows(r, 0, W, sh, b1, b2):
+        # whole rows in registers, one stream in memory order
+        while i < nr:
+            take = nr - i
+            if take > BLOCK - nb:
+                take = BLOCK - nb
+            _mom_rows(r + i * S, take, W, sh, b1, b2)
+            i += take
+            nb += take
+            if nb >= BLOCK:
+                _flush(b1, b2, s1, s2, W)
+                nb = 0
+        return nb
     while i < nr:
         take = nr - i
         if take > BLOCK - nb:
@@ -204,6 +231,16 @@ cdef inline void _gs_tile(const floating* d, const floating* x, Py_ssize_t S,
         ckbn_gs_tile_f32(d, x, S, nr, mu, b1, b2)
     else:
         ckbn_gs_tile_f64(d, x, S, nr, mu, b1, b2)
+
+
+cdef inline bint _gs_rows(const floating* d, const floating* x, Py_ssize_t nr,
+                          Py_ssize_t W, const floating* mu, floating* b1,
+                          floating* b2) noexcept nogil:
+    """_mom_rows for the backward sums (ckbn_gs_rows_*)."""
+    if floating is float:
+        return ckbn_gs_rows_f32(d, x, nr, W, mu, b1, b2)
+    else:
+        return ckbn_gs_rows_f64(d, x, nr, W, mu, b1, b2)
 
 
 cdef inline void _gs1(const floating* d, const floating* x, Py_ssize_t W,
@@ -320,6 +357,19 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
     cdef Py_ssize_t TL = _tile_lanes(x)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 2)
+    if S == W and _gs_rows(d, x, 0, W, mu, b1, b2):
+        # whole rows in registers, two streams in memory order
+        while i < nr:
+            take = nr - i
+            if take > BLOCK - nb:
+                take = BLOCK - nb
+            _gs_rows(d + i * S, x + i * S, take, W, mu, b1, b2)
+            i += take
+            nb += take
+            if nb >= BLOCK:
+                _flush(b1, b2, t1, t2, W)
+                nb = 0
+        return nb
     while i < nr:
         take = nr - i
         if take > BLOCK - nb:
