@@ -15,9 +15,12 @@ from ckbn._dispatch import available_kernels, use_kernels
 
 # (slope, hi): relu, relu6, leaky ReLU
 ACTS = {"relu": (0.0, np.inf), "relu6": (0.0, 6.0), "leaky_relu": (0.1, np.inf)}
-# channels: whole tiles only (64, 128), tiles + vectors + a tail (100, 600,
-# 1100), vectors + a tail (40), a tail only (3, 13)
-WIDTHS = [3, 13, 40, 64, 100, 128, 600, 1100]
+# channels, on AVX-512: rows of 5 to 16 vectors summed whole in registers
+# (ckbn_gs_act_rows_*: float32 80, 128, 256; float64 40, 64, 128), whole tiles
+# only (float32 64), tiles + vectors + a tail (100, 600, 1100), vectors + a
+# tail (float32 40), a tail only (3, 13); below AVX-512 every width but the
+# tails takes the tiles and vectors.
+WIDTHS = [3, 13, 40, 64, 80, 100, 128, 256, 600, 1100]
 
 
 def _reference(dy, x, za, zb, mean, slope, hi):

@@ -32,8 +32,12 @@ def _at(a, shift):
 # C = 64 (base), 128 (AVX2) or 256 (AVX-512) float32 lanes on (below that the
 # same tests check the plain walk), some not a multiple of a tile (96, 100,
 # 320: the row loop takes the rest), up to TILE_MAX (512); several units of
-# 32 Ki elements, so blocks, pieces and a partial last piece.
-SHAPES = [(3001, 96), (777, 100), (1500, 128), (1203, 256), (400, 320), (333, 512)]
+# 32 Ki elements, so blocks, pieces and a partial last piece.  On AVX-512,
+# contiguous rows of 5 to 16 vectors (float32 W = 80 from C = 40, 80, 96,
+# 128, 256; float64 W = 40 to 128) are summed whole in registers instead
+# (ckbn_mom_rows_*, ckbn_gs_rows_*).
+SHAPES = [(3001, 96), (777, 100), (1500, 128), (1203, 256), (400, 320), (333, 512), (901, 80),
+          (640, 40)]
 
 
 def _ref_stats(x, C):

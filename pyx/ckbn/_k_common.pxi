@@ -53,6 +53,12 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                          const float* mu, float* b1, float* b2) noexcept
     int ckbn_gs_rows_f64(const double* e, const double* x, Py_ssize_t nr, Py_ssize_t W,
                          const double* mu, double* b1, double* b2) noexcept
+    int ckbn_gs_act_rows_f32(const float* e, const float* x, Py_ssize_t nr, Py_ssize_t W,
+                             const float* mu, const float* za, const float* zb, float s,
+                             float h, float* b1, float* b2) noexcept
+    int ckbn_gs_act_rows_f64(const double* e, const double* x, Py_ssize_t nr, Py_ssize_t W,
+                             const double* mu, const double* za, const double* zb,
+                             double s, double h, double* b1, double* b2) noexcept
     float ckbn_ema_f32(float v, float s, float rate) noexcept
     void ckbn_swish_f32(float* z, Py_ssize_t n, int grad) noexcept
     void ckbn_swish_f64(double* z, Py_ssize_t n, int grad) noexcept

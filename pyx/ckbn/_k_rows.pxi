@@ -301,13 +301,25 @@ cdef inline void _gs_act_vecs(const floating* d, const floating* x, Py_ssize_t S
         ckbn_gs_act_vecs_f64(d, x, S, nr, mu, za, zb, s, h, b1, b2, nv)
 
 
+cdef inline bint _gs_act_rows(const floating* d, const floating* x, Py_ssize_t nr,
+                              Py_ssize_t W, const floating* mu, const floating* za,
+                              const floating* zb, floating s, floating h, floating* b1,
+                              floating* b2) noexcept nogil:
+    """_gs_rows through a piecewise-linear activation (ckbn_gs_act_rows_*)."""
+    if floating is float:
+        return ckbn_gs_act_rows_f32(d, x, nr, W, mu, za, zb, s, h, b1, b2)
+    else:
+        return ckbn_gs_act_rows_f64(d, x, nr, W, mu, za, zb, s, h, b1, b2)
+
+
 cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssize_t nr,
                                    Py_ssize_t S, Py_ssize_t W, const floating* mu,
                                    const floating* za, const floating* zb,
                                    floating s, floating h, bint sw,
                                    floating* b1, floating* b2, double* t1, double* t2,
                                    Py_ssize_t nb) noexcept nogil:
-    """_gs_run through the activation: for the piecewise-linear ones,
+    """_gs_run through the activation: for the piecewise-linear ones, whole
+    contiguous rows in registers where the variant holds them, else
     register tiles over the lanes they cover, then single vectors, then the
     row loop _gs1_act for the last lanes (fewer than a vector); swish runs
     the row loop throughout."""
@@ -316,6 +328,19 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
     cdef Py_ssize_t VL = TL // 4        # lanes of one vector (tiles are four)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t Wv = Wt + ((W - Wt) // VL) * VL if TL > 0 else 0
+    if not sw and S == W and _gs_act_rows(d, x, 0, W, mu, za, zb, s, h, b1, b2):
+        # whole rows in registers (as _gs_run)
+        while i < nr:
+            take = nr - i
+            if take > BLOCK - nb:
+                take = BLOCK - nb
+            _gs_act_rows(d + i * S, x + i * S, take, W, mu, za, zb, s, h, b1, b2)
+            i += take
+            nb += take
+            if nb >= BLOCK:
+                _flush(b1, b2, t1, t2, W)
+                nb = 0
+        return nb
     while i < nr:
         take = nr - i
         if take > BLOCK - nb:

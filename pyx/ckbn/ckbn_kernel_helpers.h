@@ -359,11 +359,45 @@ static void NAME(const T *e, const T *x, ptrdiff_t nr, const T *mu, T *b1,     \
         ((V *) b2)[j] = q[j];                                                  \
     }                                                                          \
 }
+/* CKBN_GS_ROWS through a piecewise-linear activation: e = d * act'(z),
+   z = x * za + zb, act' as CKBN_GS_ACT_TILE computes it (za, zb and mu from
+   L1, like the shift). */
+#define CKBN_GS_ACT_ROWS(NAME, T, V, NV, GRAD)                                 \
+static void NAME(const T *e, const T *x, ptrdiff_t nr, const T *mu,            \
+                 const T *za, const T *zb, T s, T h, T *b1, T *b2)             \
+{                                                                              \
+    const V *m = (const V *) mu, *ka = (const V *) za, *kb = (const V *) zb;   \
+    const V vs = (V){0} + s, vh = (V){0} + h;                                  \
+    V a[NV], q[NV];                                                            \
+    _Pragma("GCC unroll 16")                                                   \
+    for (int j = 0; j < NV; j++) {                                             \
+        a[j] = ((V *) b1)[j];                                                  \
+        q[j] = ((V *) b2)[j];                                                  \
+    }                                                                          \
+    for (ptrdiff_t i = 0; i < nr; i++) {                                       \
+        ptrdiff_t o = i * (ptrdiff_t) (NV * sizeof(V) / sizeof(T));            \
+        const V *d = (const V *) (e + o), *r = (const V *) (x + o);            \
+        _Pragma("GCC unroll 16")                                               \
+        for (int j = 0; j < NV; j++) {                                         \
+            V xj = r[j];                                                       \
+            V ej = d[j] * GRAD(xj * ka[j] + kb[j], vs, vh);                    \
+            a[j] += ej;                                                        \
+            q[j] += ej * (xj - m[j]);                                          \
+        }                                                                      \
+    }                                                                          \
+    _Pragma("GCC unroll 16")                                                   \
+    for (int j = 0; j < NV; j++) {                                             \
+        ((V *) b1)[j] = a[j];                                                  \
+        ((V *) b2)[j] = q[j];                                                  \
+    }                                                                          \
+}
 #define CKBN_ROWS_ALL(SFX, T, V)                                               \
 CKBN_MOM_ROWS(ckbn_mom_rows5_##SFX, T, V, 5)                                   \
 CKBN_MOM_ROWS(ckbn_mom_rows6_##SFX, T, V, 6)                                   \
 CKBN_GS_ROWS(ckbn_gs_rows5_##SFX, T, V, 5)                                     \
 CKBN_GS_ROWS(ckbn_gs_rows6_##SFX, T, V, 6)                                     \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows5_##SFX, T, V, 5, ckbn_act_grad_##SFX)        \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows6_##SFX, T, V, 6, ckbn_act_grad_##SFX)        \
 CKBN_ROWS_WIDE(SFX, T, V)                                                      \
 /* The run's sums for rows of W lanes, or 0 where W is not a count of      */  \
 /* vectors this variant keeps in registers (then the tiles run).           */  \
@@ -392,6 +426,21 @@ static int ckbn_gs_rows_##SFX(const T *e, const T *x, ptrdiff_t nr,            \
     CKBN_ROWS_WIDE_CASES(ckbn_gs_rows, SFX, (e, x, nr, mu, b1, b2))            \
     }                                                                          \
     return 0;                                                                  \
+}                                                                              \
+static int ckbn_gs_act_rows_##SFX(const T *e, const T *x, ptrdiff_t nr,        \
+                                  ptrdiff_t W, const T *mu, const T *za,       \
+                                  const T *zb, T s, T h, T *b1, T *b2)         \
+{                                                                              \
+    const ptrdiff_t L = CKBN_VBYTES / sizeof(T);                               \
+    if (W % L != 0 || W / L < 5 || W / L > CKBN_ROWS_MAXV)                     \
+        return 0;                                                              \
+    switch (W / L) {                                                           \
+    case 5: ckbn_gs_act_rows5_##SFX(e, x, nr, mu, za, zb, s, h, b1, b2); return 1; \
+    case 6: ckbn_gs_act_rows6_##SFX(e, x, nr, mu, za, zb, s, h, b1, b2); return 1; \
+    CKBN_ROWS_WIDE_CASES(ckbn_gs_act_rows, SFX,                                \
+                         (e, x, nr, mu, za, zb, s, h, b1, b2))                 \
+    }                                                                          \
+    return 0;                                                                  \
 }
 #define CKBN_ROWS_WIDE(SFX, T, V)                                              \
 CKBN_MOM_ROWS(ckbn_mom_rows7_##SFX, T, V, 7)                                   \
@@ -413,7 +462,17 @@ CKBN_GS_ROWS(ckbn_gs_rows12_##SFX, T, V, 12)                                   \
 CKBN_GS_ROWS(ckbn_gs_rows13_##SFX, T, V, 13)                                   \
 CKBN_GS_ROWS(ckbn_gs_rows14_##SFX, T, V, 14)                                   \
 CKBN_GS_ROWS(ckbn_gs_rows15_##SFX, T, V, 15)                                   \
-CKBN_GS_ROWS(ckbn_gs_rows16_##SFX, T, V, 16)
+CKBN_GS_ROWS(ckbn_gs_rows16_##SFX, T, V, 16)                                   \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows7_##SFX, T, V, 7, ckbn_act_grad_##SFX)        \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows8_##SFX, T, V, 8, ckbn_act_grad_##SFX)        \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows9_##SFX, T, V, 9, ckbn_act_grad_##SFX)        \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows10_##SFX, T, V, 10, ckbn_act_grad_##SFX)      \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows11_##SFX, T, V, 11, ckbn_act_grad_##SFX)      \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows12_##SFX, T, V, 12, ckbn_act_grad_##SFX)      \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows13_##SFX, T, V, 13, ckbn_act_grad_##SFX)      \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows14_##SFX, T, V, 14, ckbn_act_grad_##SFX)      \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows15_##SFX, T, V, 15, ckbn_act_grad_##SFX)      \
+CKBN_GS_ACT_ROWS(ckbn_gs_act_rows16_##SFX, T, V, 16, ckbn_act_grad_##SFX)
 #define CKBN_ROWS_WIDE_CASES(F, SFX, ARGS)                                     \
     case 7: F##7_##SFX ARGS; return 1;                                         \
     case 8: F##8_##SFX ARGS; return 1;                                         \
@@ -436,6 +495,13 @@ static int ckbn_gs_rows_f32(const float *e, const float *x, ptrdiff_t nr, ptrdif
                             const float *mu, float *b1, float *b2) { return 0; }
 static int ckbn_gs_rows_f64(const double *e, const double *x, ptrdiff_t nr, ptrdiff_t W,
                             const double *mu, double *b1, double *b2) { return 0; }
+static int ckbn_gs_act_rows_f32(const float *e, const float *x, ptrdiff_t nr, ptrdiff_t W,
+                                const float *mu, const float *za, const float *zb,
+                                float s, float h, float *b1, float *b2) { return 0; }
+static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
+                                ptrdiff_t W, const double *mu, const double *za,
+                                const double *zb, double s, double h, double *b1,
+                                double *b2) { return 0; }
 #endif
 #else
 #define CKBN_HAVE_TILES 0
@@ -473,6 +539,13 @@ static int ckbn_gs_rows_f32(const float *e, const float *x, ptrdiff_t nr, ptrdif
                             const float *mu, float *b1, float *b2) { return 0; }
 static int ckbn_gs_rows_f64(const double *e, const double *x, ptrdiff_t nr, ptrdiff_t W,
                             const double *mu, double *b1, double *b2) { return 0; }
+static int ckbn_gs_act_rows_f32(const float *e, const float *x, ptrdiff_t nr, ptrdiff_t W,
+                                const float *mu, const float *za, const float *zb,
+                                float s, float h, float *b1, float *b2) { return 0; }
+static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
+                                ptrdiff_t W, const double *mu, const double *za,
+                                const double *zb, double s, double h, double *b1,
+                                double *b2) { return 0; }
 #endif
 
 /* ---- swish ------------------------------------------------------------ */
