@@ -4,7 +4,10 @@
    (25.7 MB) stays in the 32 MiB L3 between repetitions; best of 15.
    gcc -O3 -mavx512f -mavx512vl -mavx512bw -mavx512dq -mfma
        -mprefer-vector-width=256 -ffp-contract=fast -o rows rows.c
-   ./rows 3136 2048; ./rows 25088 256   (C must be a multiple of 128) */
+   ./rows 3136 2048; ./rows 25088 256   (C must be a multiple of 256)
+   rowreg: whole rows in registers (C = 128 or 256 only); blkR: blocks of R
+   rows read in memory order first ("touch"), then strips of 256 lanes walk
+   the block with every accumulator in registers. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +48,26 @@ static void tiles_pf(long RG){
       *(V*)(a2+c)=q0;*(V*)(a2+c+16)=q1;*(V*)(a2+c+32)=q2;*(V*)(a2+c+48)=q3; } }
   sink=a1[0]+a2[0];
 }
+/* whole rows of C = 16*NV lanes in memory order, all accumulators in registers */
+#define ROWREG(NV) static void rowreg##NV(void){ V p[NV], q[NV]; for(int k=0;k<NV;k++){p[k]=(V){0};q[k]=(V){0};} \
+  for(long r=0;r<N;r++){ const float*pp=x+r*C; _Pragma("GCC unroll 16") for(int k=0;k<NV;k++){ V d=*(V*)(pp+16*k)-*(V*)(sh+16*k); p[k]+=d; q[k]+=d*d; } } \
+  for(int k=0;k<NV;k++){ *(V*)(a1+16*k)=p[k]; *(V*)(a2+16*k)=q[k]; } sink=a1[0]+a2[0]; }
+ROWREG(8)
+ROWREG(16)
+/* blocks of RB rows: touched in memory order, then strips of 256 lanes walk the block's rows with
+   all 32 accumulators in registers (block sums kept in a1/a2 between blocks) */
+static long RB=32; static int TOUCH=1;
+static void strips_blk(void){
+  memset(a1,0,C*4); memset(a2,0,C*4);
+  for(long r0=0;r0<N;r0+=RB){ long r1=r0+RB<N?r0+RB:N;
+    if(TOUCH){ const volatile unsigned char*q=(const volatile unsigned char*)(x+r0*C); long nb=(r1-r0)*C*4; for(long o=0;o<nb;o+=64) (void)q[o]; }
+    for(long c=0;c<C;c+=256){ V p[16],q[16]; const V*k=(const V*)(sh+c);
+      for(int j=0;j<16;j++){p[j]=((V*)(a1+c))[j];q[j]=((V*)(a2+c))[j];}
+      for(long r=r0;r<r1;r++){ const V*rr=(const V*)(x+r*C+c);
+        _Pragma("GCC unroll 16") for(int j=0;j<16;j++){ V d=rr[j]-k[j]; p[j]+=d; q[j]+=d*d; } }
+      for(int j=0;j<16;j++){((V*)(a1+c))[j]=p[j];((V*)(a2+c))[j]=q[j];} } }
+  sink=a1[0]+a2[0];
+}
 /* row order, accumulators in memory (L1/L2), K rows at once */
 static void rows(long K){
   memset(a1,0,C*4); memset(a2,0,C*4);
@@ -66,12 +89,12 @@ int main(int argc,char**argv){
   N=argc>1?atol(argv[1]):3136; C=argc>2?atol(argv[2]):2048;
   x=aligned_alloc(64,N*C*4+64); sh=aligned_alloc(64,C*4); a1=aligned_alloc(64,C*4); a2=aligned_alloc(64,C*4);
   for(long i=0;i<N*C;i++) x[i]=(i%1000)*0.001f; for(long c=0;c<C;c++) sh[c]=0.5f;
-  const char* names[]={"read","stream+ops","tiles RG=8","tiles RG=64","rows K=1","rows K=2","rows K=4","strips128","tiles8 pf256","tiles8 pf512","tiles8 pf1024"};
-  double best[11]; for(int k=0;k<11;k++) best[k]=1e9;
-  for(int rep=0;rep<15;rep++) for(int k=0;k<11;k++){ double t=now();
-    switch(k){case 8: PFD=256; tiles_pf(8); break; case 9: PFD=512; tiles_pf(8); break; case 10: PFD=1024; tiles_pf(8); break; case 0: read_plain(); break; case 1: stream_ops(); break; case 2: tiles(8); break; case 3: tiles(64); break; case 4: rows(1); break; case 5: rows(2); break; case 6: rows(4); break; case 7: strips128(); break;}
+  const char* names[]={"read","stream+ops","tiles RG=8","tiles RG=64","rows K=1","rows K=2","rows K=4","strips128","tiles8 pf256","tiles8 pf512","tiles8 pf1024","rowreg","blk32 touch","blk64 touch","blk32 notouch","blk16 touch"};
+  double best[16]; for(int k=0;k<16;k++) best[k]=1e9;
+  for(int rep=0;rep<15;rep++) for(int k=0;k<16;k++){ double t=now();
+    switch(k){case 12: RB=32;TOUCH=1;strips_blk(); break; case 13: RB=64;TOUCH=1;strips_blk(); break; case 14: RB=32;TOUCH=0;strips_blk(); break; case 15: RB=16;TOUCH=1;strips_blk(); break; case 11: if(C==128) rowreg8(); else if(C==256) rowreg16(); break; case 8: PFD=256; tiles_pf(8); break; case 9: PFD=512; tiles_pf(8); break; case 10: PFD=1024; tiles_pf(8); break; case 0: read_plain(); break; case 1: stream_ops(); break; case 2: tiles(8); break; case 3: tiles(64); break; case 4: rows(1); break; case 5: rows(2); break; case 6: rows(4); break; case 7: strips128(); break;}
     t=now()-t; if(t<best[k]) best[k]=t; }
   printf("N=%ld C=%ld (%.1f MB)\n", N, C, N*C*4/1e6);
-  for(int k=0;k<11;k++) printf("%-12s %8.0f us  x read %.2f\n", names[k], best[k]*1e6, best[k]/best[0]);
+  for(int k=0;k<16;k++) printf("%-12s %8.0f us  x read %.2f\n", names[k], best[k]*1e6, best[k]/best[0]);
   return 0;
 }
