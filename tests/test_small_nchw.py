@@ -101,6 +101,48 @@ def test_matches_float64_and_the_general_path_bit_for_bit(k, shape, training):
         np.testing.assert_array_equal(a, b)
 
 
+# Shapes for the branches of _small_bwd_cf's sums and blocks: P a multiple of
+# BLOCK (64, 128: flushes inside the batch and the extra flush after it), P over
+# BLOCK and not a multiple (130), planes of LANE_PLANE_MAX elements (16x16: 8
+# channels a block) with G not a multiple of the block (11 = 8 + 3), 7x8 planes
+# (36 channels a block, 37 = 36 + 1), the smallest plane (2 elements) with P
+# over ROW_GROUP.
+BRANCH_SHAPES = [(64, 3, 2, 2), (128, 2, 1, 3), (130, 3, 1, 2), (3, 11, 16, 16),
+                 (2, 37, 7, 8), (9, 5, 1, 2), (1, 2, 16, 16)]
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", BRANCH_SHAPES)
+def test_branches_match_float64_and_the_general_path(k, shape, training):
+    n, c, h, w = shape
+    assert k.small_backward_path(n, c, h * w, 1) == "channels-first blocks"
+    x, dy, scale, mean, var = _args(shape, seed=7 * n + c)
+    # the batch statistics shifted: sums of dy * (x - mean) with a mean that
+    # is not x's (the forward's of another batch), as the kernels take it
+    mean = (mean + np.float32(0.25)).astype(np.float32)
+    r = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", training)
+    dx64, ds64, do64 = _reference(x, dy, scale, mean, var, training)
+    np.testing.assert_allclose(r[2], do64, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(r[1], ds64, rtol=1e-5, atol=1e-4)
+    big = np.abs(dy * scale.reshape(1, -1, 1, 1)).max() / np.sqrt(var.min() + EPS)
+    np.testing.assert_allclose(r[0], dx64, rtol=1e-4, atol=1e-5 * big)
+    for a, b in zip(r, _general(x, dy, scale, mean, var, training)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(16, 32, 8, 8), (64, 3, 2, 2), (3, 11, 16, 16)])
+def test_signed_zeros_as_the_general_path(k, shape):
+    """dy of negative zeros: the sums start from +0.0 (block sums and float64
+    sums), so doffset is +0.0 as on the general path, bit for bit."""
+    x, _, scale, mean, var = _args(shape)
+    dy = np.full(shape, -0.0, np.float32)
+    r = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", True)
+    g = _general(x, dy, scale, mean, var, True)
+    for a, b in zip(r, g):
+        assert a.tobytes() == b.tobytes()
+    assert not np.signbit(r[2]).any() and (r[2] == 0).all()
+
+
 def test_scale_none_nan_and_repeated_calls(k):
     x, dy, _, mean, var = _args((16, 32, 8, 8))
     ones = np.ones(32, np.float32)
