@@ -15,7 +15,9 @@
 #              thread's scratch, rows written from the output's first 64-byte
 #              boundary; used in place for wide channels), channels-first
 #              segments as scalar loops, short segments of several groups in
-#              memory order.
+#              memory order; outputs of EW_NT_BYTES and more with rows of at
+#              most EW_NT_ROW_MAX bytes: each row piece into scratch, then
+#              streamed with non-temporal stores (_ew_run_nt).
 #
 # Why planes in memory order: the chunks walk the P samples of a chunk's
 # channels G*R elements apart (64x2048x7x7: 64 runs of 3.9 KB, 400 KB
@@ -61,7 +63,7 @@ cdef enum:
 # Rows (and coefficient rows) of more than EW_NT_ROW_MAX bytes keep the
 # plain stores: 64x7x7x2048 NHWC (8 KiB rows) took 0.85-1.25x the old time
 # in four busy runs, against 0.58-0.61x for C=64 and 0.67-0.77x for C=1024
-# (float32, 1 thread, load 4.0-4.3, /tmp/qt.py in the session's report).
+# (float32, 1 thread, load 4.0-4.3, benchmarks/results/zen4-issue18-s8/qt.py).
 cdef enum:
     EW_NT_BYTES = 16777216   # fewest bytes of output written non-temporally
     EW_NT_ROW_MAX = 4096     # most bytes of a unit's rows (W) written so
@@ -75,9 +77,9 @@ cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
     and the coefficient rows the loop reloads stay small (32x56x56x64 NHWC:
     rows of 64 lanes, 256 bytes, not 256 lanes; on the AMD EPYC Zen 4 the
     pass took 1.2-1.4x the time of a copy with 1 KiB coefficient rows and
-    1.04x with 256-byte rows: the reloads of a larger row collide with the
-    stores in flight).  Rows that would exceed EW_ROW_MAX bytes keep
-    MIN_LANES_EW."""
+    1.04x with 256-byte rows; the session-8 probe found no 4K aliasing
+    between those reloads and the stores, see EW_NT_BYTES).  Rows that would
+    exceed EW_ROW_MAX bytes keep MIN_LANES_EW."""
     cdef Py_ssize_t b = C * <Py_ssize_t> item, k = 1, w
     if C >= MIN_LANES_EW:
         return MIN_LANES_EW
