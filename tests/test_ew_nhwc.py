@@ -2,8 +2,9 @@
 outputs of at least EW_NT_BYTES (16 MiB) with rows of at most EW_NT_ROW_MAX
 (4 KiB) bytes are computed a piece at a time into the thread's scratch and
 streamed to the output with non-temporal stores (pyx/ckbn/_k_elementwise.pxi,
-``_ew_run_nt``; ckbn_nt_copy in ckbn_kernel_helpers.h).  y = act(x * a + b)
-and dx must match float64 NumPy for every activation, carry the same bits as
+``_ew_run_nt``; ckbn_nt_copy in ckbn_kernel_helpers.h; y = act(x * a + b)
+only, not swish; dx keeps plain stores and is checked on the same shapes).
+y and dx must match float64 NumPy for every activation, carry the same bits as
 the plain path (the same rows computed from a small input, below the
 threshold), and not depend on the thread count or on where the output
 starts."""

@@ -64,6 +64,11 @@ cdef enum:
 # plain stores: 64x7x7x2048 NHWC (8 KiB rows) took 0.85-1.25x the old time
 # in four busy runs, against 0.58-0.61x for C=64 and 0.67-0.77x for C=1024
 # (float32, 1 thread, load 4.0-4.3, benchmarks/results/zen4-issue18-s8/qt.py).
+# OP_AFFINE only: the backward's dx pass with the same rows took 0.92-0.95x
+# the old time for 32x56x56x64 NHWC but 1.16-1.18x for 32x28x28x256 (two
+# busy runs, load 3.3-3.5, ab_train_bwd_t1.md there); the statistics pass,
+# the same code in both builds, took 1.23-1.36x in those runs, so that is
+# no proof either way, and dx keeps the plain stores until it is measured.
 cdef enum:
     EW_NT_BYTES = 16777216   # fewest bytes of output written non-temporally
     EW_NT_ROW_MAX = 4096     # most bytes of a unit's rows (W) written so
@@ -256,7 +261,7 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     cdef size_t cbytes = (sizeof(floating) * MAX_COEF * _ew_row(&u) + 63) // 64 * 64
     # non-temporal rows (EW_NT_BYTES): a piece of scratch past the
     # coefficient rows, 64-byte aligned (malloc's base is not)
-    cdef bint use_nt = (not u.seg and _act_mode(act) != AM_SWISH
+    cdef bint use_nt = (op == OP_AFFINE and not u.seg and _act_mode(act) != AM_SWISH
                         and P * G * R * C * <Py_ssize_t> sizeof(floating) >= EW_NT_BYTES
                         and u.W * <Py_ssize_t> sizeof(floating) <= EW_NT_ROW_MAX)
     if _scratch_new(&sc, nt, cbytes + (EW_NT_PIECE + 64 if use_nt else 0)) != CKBN_OK:
