@@ -15,7 +15,9 @@
 #              thread's scratch, rows written from the output's first 64-byte
 #              boundary; used in place for wide channels), channels-first
 #              segments as scalar loops, short segments of several groups in
-#              memory order.
+#              memory order; outputs of EW_NT_BYTES and more with rows of at
+#              most EW_NT_ROW_MAX bytes: each row piece into scratch, then
+#              streamed with non-temporal stores (_ew_run_nt).
 #
 # Why planes in memory order: the chunks walk the P samples of a chunk's
 # channels G*R elements apart (64x2048x7x7: 64 runs of 3.9 KB, 400 KB
@@ -33,11 +35,43 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     void ckbn_cf_ew_f64(int mode, const double* x, const double* d, double* o,
                         Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R, Py_ssize_t G,
                         const double** cf, double slope, double hi) noexcept
+    void ckbn_nt_copy(void* dst, const void* src, size_t n) noexcept
+    void ckbn_nt_fence() noexcept
 
 cdef enum:
     EW_PAD = 16     # lanes past W in a unit's coefficient rows (a row's head)
     EW_ROW_BYTES = 256   # fewest bytes of a channels-last row (below MIN_LANES_EW)
     EW_ROW_MAX = 2048    # most bytes of such a row (else MIN_LANES_EW's rule)
+    EW_NT_PIECE = 1024   # bytes of a row piece computed in scratch, then streamed
+
+
+# Outputs of at least EW_NT_BYTES are written with non-temporal stores (rows
+# of the units, no swish): each row piece of EW_NT_PIECE bytes is computed
+# by the same loop into the thread's scratch (so the bits are those of the
+# plain path), then streamed to the output (ckbn_nt_copy).  The cause of
+# channels-last inference's 1.2-1.6x a copy (issue 18): neither 4K aliasing
+# nor the coefficient reloads -- in benchmarks/results/zen4-issue18-s8/
+# probe_ew.c the offset of the coefficient rows mod 4096 moved rows of
+# 64-2048 lanes by no more than the noise, and coefficients held in
+# registers (64 lanes) ran at 1.02x a copy against 0.96-1.00x reloaded --
+# but the stores: the loop's and the copy's both read each output line
+# before writing it, and the loop's extra loads keep fewer of those reads in
+# flight; non-temporal stores skip the read (AMD EPYC Zen 4, 25.7 MB,
+# float32, 1 thread, busy: 0.75-0.82x the copy for rows of 64-1024 lanes).
+# Below about L3's half the output is read again from L3 and the stores
+# must stay plain (3.1 MB: 1.36-1.74x a copy with non-temporal stores).
+# Rows (and coefficient rows) of more than EW_NT_ROW_MAX bytes keep the
+# plain stores: 64x7x7x2048 NHWC (8 KiB rows) took 0.85-1.25x the old time
+# in four busy runs, against 0.58-0.61x for C=64 and 0.67-0.77x for C=1024
+# (float32, 1 thread, load 4.0-4.3, benchmarks/results/zen4-issue18-s8/qt.py).
+# OP_AFFINE only: the backward's dx pass with the same rows took 0.92-0.95x
+# the old time for 32x56x56x64 NHWC but 1.16-1.18x for 32x28x28x256 (two
+# busy runs, load 3.3-3.5, ab_train_bwd_t1.md there); the statistics pass,
+# the same code in both builds, took 1.23-1.36x in those runs, so that is
+# no proof either way, and dx keeps the plain stores until it is measured.
+cdef enum:
+    EW_NT_BYTES = 16777216   # fewest bytes of output written non-temporally
+    EW_NT_ROW_MAX = 4096     # most bytes of a unit's rows (W) written so
 
 
 cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
@@ -48,9 +82,9 @@ cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
     and the coefficient rows the loop reloads stay small (32x56x56x64 NHWC:
     rows of 64 lanes, 256 bytes, not 256 lanes; on the AMD EPYC Zen 4 the
     pass took 1.2-1.4x the time of a copy with 1 KiB coefficient rows and
-    1.04x with 256-byte rows: the reloads of a larger row collide with the
-    stores in flight).  Rows that would exceed EW_ROW_MAX bytes keep
-    MIN_LANES_EW."""
+    1.04x with 256-byte rows; the session-8 probe found no 4K aliasing
+    between those reloads and the stores, see EW_NT_BYTES).  Rows that would
+    exceed EW_ROW_MAX bytes keep MIN_LANES_EW."""
     cdef Py_ssize_t b = C * <Py_ssize_t> item, k = 1, w
     if C >= MIN_LANES_EW:
         return MIN_LANES_EW
@@ -92,9 +126,33 @@ cdef inline void _ew_stream(int op, const Act* act, const floating* x,
         ckbn_cf_ew_f64(mode, x, d, o, e0, e1, R, G, cf, act.slope, act.hi)
 
 
+cdef inline void _ew_run_nt(int op, int am, const floating* x, const floating* d,
+                            floating* o, Py_ssize_t n, const floating** w, floating s,
+                            floating hi, floating* tmp) noexcept nogil:
+    """_ew_run1 of n elements, EW_NT_PIECE bytes at a time into tmp, each
+    piece then streamed to o (ckbn_nt_copy): the same loop, so the same bits.
+    The pieces after the first start on o's 64-byte boundaries (a line is
+    written by one piece only)."""
+    cdef Py_ssize_t i = 0, m, piece = EW_NT_PIECE // sizeof(floating)
+    cdef Py_ssize_t first = piece - _head(o, n, sizeof(floating))
+    cdef const floating* ws[MAX_COEF]
+    cdef int q, nc = _n_coef(op, am)
+    while i < n:
+        m = first if i == 0 else piece
+        if m > n - i:
+            m = n - i
+        for q in range(nc):
+            ws[q] = w[q] + i
+        _ew_run1(op, am, x + i, d + i, tmp, m, ws, s, hi)
+        ckbn_nt_copy(o + i, tmp, m * sizeof(floating))
+        i += m
+
+
 cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Unit t, const floating** cf,
-                   floating* buf) noexcept nogil:
+                   floating* buf, floating* tmp) noexcept nogil:
+    """One unit of the units path; ``tmp`` (EW_NT_PIECE bytes, 64-byte
+    aligned) or NULL: the rows go through it with non-temporal stores."""
     cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off, h
     cdef int nc = _n_coef(op, act.on), q
     cdef const floating* w[MAX_COEF]
@@ -120,6 +178,12 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
         for p in range(t.p0, t.p1):
             off = (p * u.G + t.g) * u.L + t.l0
             i = 0
+            if tmp != NULL:
+                while i < n_el:
+                    _ew_run_nt(op, am, x + off + i, d + off + i, o + off + i,
+                               W if i + W <= n_el else n_el - i, w, s, hi, tmp)
+                    i += W
+                continue
             while i + W <= n_el:
                 _ew_run(op, am, x + off + i, d + off + i, o + off + i, W, w, s, hi)
                 i += W
@@ -144,6 +208,11 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
         for q in range(nc):
             ws[q] = w[q] + h
         i = h
+        if tmp != NULL:
+            while i + W <= n_el:
+                _ew_run_nt(op, am, x + off + i, d + off + i, o + off + i, W, ws, s, hi,
+                           tmp)
+                i += W
         while i + W <= n_el:
             _ew_run1(op, am, x + off + i, d + off + i, o + off + i, W, ws, s, hi)
             i += W
@@ -153,16 +222,27 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
 
 cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Py_ssize_t k, const floating** cf,
-                   floating* buf) noexcept nogil:
+                   floating* buf, floating* tmp) noexcept nogil:
     cdef Py_ssize_t s
     if u.seg and _ew_planes(act, u.R, u.C, sizeof(floating)):
         # whole planes k*pc .. in memory order, one stream
         _ew_stream(op, act, x, d, o, cf, k * u.pc * u.L, _seg_end(u, k) * u.L, u.R, u.G)
     elif u.seg:
         for s in range(k * u.pc, _seg_end(u, k)):
-            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf)
+            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf, NULL)
     else:
-        _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf)
+        _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf, tmp)
+        if tmp != NULL:
+            ckbn_nt_fence()
+
+
+cdef inline char* _ew_tmp(char* mine, size_t cbytes, bint use_nt) noexcept nogil:
+    """The 64-byte aligned row piece of a thread's scratch (NULL: plain stores)."""
+    cdef char* p
+    if not use_nt:
+        return NULL
+    p = mine + cbytes
+    return p + (64 - (<size_t> p) % 64) % 64
 
 
 cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
@@ -178,17 +258,24 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     cdef Py_ssize_t k
     cdef int nt = _n_threads(&u, n_threads)
     cdef Scratch sc
-    if _scratch_new(&sc, nt, sizeof(floating) * MAX_COEF * _ew_row(&u)) != CKBN_OK:
+    cdef size_t cbytes = (sizeof(floating) * MAX_COEF * _ew_row(&u) + 63) // 64 * 64
+    # non-temporal rows (EW_NT_BYTES): a piece of scratch past the
+    # coefficient rows, 64-byte aligned (malloc's base is not)
+    cdef bint use_nt = (op == OP_AFFINE and not u.seg and _act_mode(act) != AM_SWISH
+                        and P * G * R * C * <Py_ssize_t> sizeof(floating) >= EW_NT_BYTES
+                        and u.W * <Py_ssize_t> sizeof(floating) <= EW_NT_ROW_MAX)
+    if _scratch_new(&sc, nt, cbytes + (EW_NT_PIECE + 64 if use_nt else 0)) != CKBN_OK:
         return CKBN_ERR_NOMEM
     if nt == 1:     # no OpenMP region: it costs about a microsecond
         for k in range(u.n_units):
             _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k if rev else k, cf,
-                     <floating*> sc.base)
+                     <floating*> sc.base, <floating*> _ew_tmp(sc.base, cbytes, use_nt))
     else:
         with parallel(num_threads=nt):
             for k in prange(u.n_units, schedule="static"):
                 _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k if rev else k, cf,
-                         <floating*> _scratch_mine(&sc))
+                         <floating*> _scratch_mine(&sc),
+                         <floating*> _ew_tmp(_scratch_mine(&sc), cbytes, use_nt))
     free(sc.base)
     return CKBN_OK
 

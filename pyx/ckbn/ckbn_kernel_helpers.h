@@ -1075,4 +1075,58 @@ static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
 CKBN_CF_DISPATCH(f32, float)
 CKBN_CF_DISPATCH(f64, double)
 
+/* ---- non-temporal row copies (issue 18, session 8; _k_elementwise.pxi) --
+ * ckbn_nt_copy: n bytes from src (a row piece just computed into the
+ * thread's scratch, in L1) to dst, the whole 64-byte lines of dst with
+ * non-temporal stores, the partial lines at the ends with plain stores (a
+ * line written partly non-temporally, partly plainly took 2.5-9.5x the copy's
+ * time, float32 NHWC C=64-2048, 1 thread, busy: the write-combining buffer
+ * is flushed as a partial line).  The
+ * element-wise pass of a large output (EW_NT_BYTES) writes through it: a
+ * plain store first reads the line it fills (the copy's and the loop's
+ * traffic is 3 bytes per byte of output), a non-temporal one does not.
+ * benchmarks/results/zen4-issue18-s8/probe_ew.c, AMD EPYC Zen 4, float32,
+ * 1 thread, busy (load 3.1-3.8): rows of 64-1024 lanes with non-temporal
+ * stores at 0.75-0.82x the copy's time on 16.8-25.7 MB, 0.95-1.07x on
+ * 8.4-12.6 MB and 1.36-1.74x on 3.1 MB (the output no longer stays in L3).
+ * ckbn_nt_fence orders the stores before the pass returns. */
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+static inline void ckbn_nt_copy(void *dst, const void *src, size_t n)
+{
+    char *d = (char *) dst;
+    const char *s = (const char *) src;
+    size_t h = (64 - ((size_t) d) % 64) % 64, i;
+    if (h > n)
+        h = n;
+    memcpy(d, s, h);
+    for (i = h; i + 64 <= n; i += 64) {
+#if defined(__AVX__)
+        _mm256_stream_si256((__m256i *) (d + i), _mm256_loadu_si256((const __m256i *) (s + i)));
+        _mm256_stream_si256((__m256i *) (d + i + 32),
+                            _mm256_loadu_si256((const __m256i *) (s + i + 32)));
+#else
+        for (size_t k = 0; k < 64; k += 16)
+            _mm_stream_si128((__m128i *) (d + i + k), _mm_loadu_si128((const __m128i *) (s + i + k)));
+#endif
+    }
+    memcpy(d + i, s + i, n - i);
+}
+static inline void ckbn_nt_fence(void)
+{
+    _mm_sfence();
+}
+#else
+static inline void ckbn_nt_copy(void *dst, const void *src, size_t n)
+{
+    memcpy(dst, src, n);
+}
+static inline void ckbn_nt_fence(void)
+{
+}
+#endif
+
 #endif /* CKBN_KERNEL_HELPERS_H */
