@@ -1,5 +1,6 @@
 """Element-wise passes of large channels-last outputs (issue 18, session 8):
-outputs of at least EW_NT_BYTES (16 MiB) with rows of at most EW_NT_ROW_MAX
+outputs of at least half of L3 (tuning()["nt_bytes"]: 16 MiB on the Zen 4
+where this was measured) with rows of at most EW_NT_ROW_MAX
 (4 KiB) bytes are computed a piece at a time into the thread's scratch and
 streamed to the output with non-temporal stores (pyx/ckbn/_k_elementwise.pxi,
 ``_ew_run_nt``; ckbn_nt_copy in ckbn_kernel_helpers.h; y = act(x * a + b)
@@ -14,7 +15,7 @@ import pytest
 
 from ckbn._dispatch import kernels
 
-NT_BYTES = 16 * 1024 * 1024
+NT_BYTES = 16 * 1024 * 1024   # the test outputs' least size
 
 ACTS = {"none": (False, 0.0, np.inf, 0), "relu": (True, 0.0, np.inf, 0),
         "relu6": (True, 0.0, 6.0, 0), "leaky": (True, 0.2, np.inf, 0),
@@ -104,3 +105,8 @@ def test_large_channels_last_affine_and_dx(rows, C, dtype, act):
     dxs_ = np.empty(r * C, dtype)
     k.bn_grad_dx(dy[:r * C], x[:r * C], 1, 1, r, C, k1, k2, k3, dxs_, 1, *extra)
     np.testing.assert_array_equal(dxs[0][:r * C], dxs_)
+
+
+def test_the_threshold_is_half_of_l3():
+    t = _k().tuning()
+    assert t["nt_bytes"] == max(4 << 20, t["L3"] // 2)

@@ -203,6 +203,10 @@ PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
 #               data-type values per lane) fill at most 3/4 of L1d, so a row
 #               of up to that many channels is read whole, in memory order
 #               (EPYC float32: 2048, Xeon float32: 3072 lanes);
+#   _nt_bytes   the fewest bytes of an element-wise output written with
+#               non-temporal stores (_k_elementwise.pxi): half of L3, at
+#               least 4 MiB; below it the output stays in L3 for the pass
+#               that reads it next (Zen 4, 32 MiB L3: 16 MiB);
 #   touch_bytes (tuning()) the most bytes of narrow rows (of TOUCH_TILES
 #               register tiles or more) a reduction reads in memory order
 #               before its register tiles walk them: L2/4
@@ -212,6 +216,7 @@ cdef Py_ssize_t _L2 = ckbn_cache_bytes(2)
 cdef Py_ssize_t _L3 = ckbn_cache_bytes(3)
 cdef Py_ssize_t _cf_elems = max(4096, _L2 // 32)
 cdef Py_ssize_t _f16_slice = max(4096, _L2 // 32)
+cdef Py_ssize_t _nt_bytes = max(4194304, _L3 // 2)
 
 
 cdef inline Py_ssize_t _tile_width(Py_ssize_t C, size_t item) noexcept nogil:
@@ -233,7 +238,7 @@ def tuning():
             "cf_elems": _cf_elems, "f16_slice": _f16_slice,
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
             "row_group": ROW_GROUP, "touch_bytes": _L2 // 4, "touch_tiles": TOUCH_TILES,
-            "unit_target": UNIT_TARGET,
+            "unit_target": UNIT_TARGET, "nt_bytes": _nt_bytes,
             "parallel_min": PARALLEL_MIN}
 
 

@@ -15,7 +15,7 @@
 #              thread's scratch, rows written from the output's first 64-byte
 #              boundary; used in place for wide channels), channels-first
 #              segments as scalar loops, short segments of several groups in
-#              memory order; outputs of EW_NT_BYTES and more with rows of at
+#              memory order; outputs of _nt_bytes and more with rows of at
 #              most EW_NT_ROW_MAX bytes: each row piece into scratch, then
 #              streamed with non-temporal stores (_ew_run_nt).
 #
@@ -45,7 +45,7 @@ cdef enum:
     EW_NT_PIECE = 1024   # bytes of a row piece computed in scratch, then streamed
 
 
-# Outputs of at least EW_NT_BYTES are written with non-temporal stores (rows
+# Outputs of at least _nt_bytes are written with non-temporal stores (rows
 # of the units, no swish): each row piece of EW_NT_PIECE bytes is computed
 # by the same loop into the thread's scratch (so the bits are those of the
 # plain path), then streamed to the output (ckbn_nt_copy).  The cause of
@@ -69,8 +69,9 @@ cdef enum:
 # busy runs, load 3.3-3.5, ab_train_bwd_t1.md there); the statistics pass,
 # the same code in both builds, took 1.23-1.36x in those runs, so that is
 # no proof either way, and dx keeps the plain stores until it is measured.
+# The threshold, _nt_bytes (_k_common.pxi), is half of L3 as this CPU
+# reports it: 16 MiB on the Zen 4, where it was measured.
 cdef enum:
-    EW_NT_BYTES = 16777216   # fewest bytes of output written non-temporally
     EW_NT_ROW_MAX = 4096     # most bytes of a unit's rows (W) written so
 
 
@@ -83,7 +84,7 @@ cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
     rows of 64 lanes, 256 bytes, not 256 lanes; on the AMD EPYC Zen 4 the
     pass took 1.2-1.4x the time of a copy with 1 KiB coefficient rows and
     1.04x with 256-byte rows; the session-8 probe found no 4K aliasing
-    between those reloads and the stores, see EW_NT_BYTES).  Rows that would
+    between those reloads and the stores, see _nt_bytes).  Rows that would
     exceed EW_ROW_MAX bytes keep MIN_LANES_EW."""
     cdef Py_ssize_t b = C * <Py_ssize_t> item, k = 1, w
     if C >= MIN_LANES_EW:
@@ -259,10 +260,10 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     cdef int nt = _n_threads(&u, n_threads)
     cdef Scratch sc
     cdef size_t cbytes = (sizeof(floating) * MAX_COEF * _ew_row(&u) + 63) // 64 * 64
-    # non-temporal rows (EW_NT_BYTES): a piece of scratch past the
+    # non-temporal rows (_nt_bytes): a piece of scratch past the
     # coefficient rows, 64-byte aligned (malloc's base is not)
     cdef bint use_nt = (op == OP_AFFINE and not u.seg and _act_mode(act) != AM_SWISH
-                        and P * G * R * C * <Py_ssize_t> sizeof(floating) >= EW_NT_BYTES
+                        and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes
                         and u.W * <Py_ssize_t> sizeof(floating) <= EW_NT_ROW_MAX)
     if _scratch_new(&sc, nt, cbytes + (EW_NT_PIECE + 64 if use_nt else 0)) != CKBN_OK:
         return CKBN_ERR_NOMEM
