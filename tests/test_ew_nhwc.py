@@ -4,7 +4,7 @@ where this was measured) with rows of at most EW_NT_ROW_MAX
 (4 KiB) bytes are computed a piece at a time into the thread's scratch and
 streamed to the output with non-temporal stores (pyx/ckbn/_k_elementwise.pxi,
 ``_ew_run_nt``; ckbn_nt_copy in ckbn_kernel_helpers.h; y = act(x * a + b)
-only, not swish; dx keeps plain stores and is checked on the same shapes).
+and the backward's dx, not swish).
 y and dx must match float64 NumPy for every activation, carry the same bits as
 the plain path (the same rows computed from a small input, below the
 threshold), and not depend on the thread count or on where the output
@@ -95,6 +95,10 @@ def test_large_channels_last_affine_and_dx(rows, C, dtype, act):
         np.testing.assert_array_equal(got, ys[0])
     for got in dxs[1:]:
         np.testing.assert_array_equal(got, dxs[0])
+    # dx written over dy (in place, as the TensorFlow op may forward dy's buffer)
+    inplace = dy.copy()
+    k.bn_grad_dx(inplace, x, *dims, k1, k2, k3, inplace, 2, *extra)
+    np.testing.assert_array_equal(inplace, dxs[0])
     np.testing.assert_allclose(ys[0], y_ref, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(dxs[0], dx_ref, rtol=tol, atol=tol * 10)
     # the plain path (a small input of the first rows): the same bits

@@ -46,7 +46,7 @@ cdef enum:
 
 
 # Outputs of at least _nt_bytes are written with non-temporal stores (rows
-# of the units, no swish): each row piece of EW_NT_PIECE bytes is computed
+# of the units, y and dx, no swish): each row piece of EW_NT_PIECE bytes is computed
 # by the same loop into the thread's scratch (so the bits are those of the
 # plain path), then streamed to the output (ckbn_nt_copy).  The cause of
 # channels-last inference's 1.2-1.6x a copy (issue 18): neither 4K aliasing
@@ -64,11 +64,12 @@ cdef enum:
 # plain stores: 64x7x7x2048 NHWC (8 KiB rows) took 0.85-1.25x the old time
 # in four busy runs, against 0.58-0.61x for C=64 and 0.67-0.77x for C=1024
 # (float32, 1 thread, load 4.0-4.3, benchmarks/results/zen4-issue18-s8/qt.py).
-# OP_AFFINE only: the backward's dx pass with the same rows took 0.92-0.95x
-# the old time for 32x56x56x64 NHWC but 1.16-1.18x for 32x28x28x256 (two
-# busy runs, load 3.3-3.5, ab_train_bwd_t1.md there); the statistics pass,
-# the same code in both builds, took 1.23-1.36x in those runs, so that is
-# no proof either way, and dx keeps the plain stores until it is measured.
+# The backward's dx pass takes the same rows: measured on a quiet machine
+# (session 8, 14:25, the build with plain dx stores side by side, same bits),
+# the whole backward took 0.84-0.91x its time on 32x56x56x64, 32x28x28x256
+# and 8x112x112x64 NHWC with 1 thread and 0.85-0.89x with 2, the forward
+# (unchanged code) 0.98-1.04x.  (Two earlier busy runs had shown 1.16-1.18x
+# for 32x28x28x256, with the same bias on the unchanged statistics pass.)
 # The threshold, _nt_bytes (_k_common.pxi), is half of L3 as this CPU
 # reports it: 16 MiB on the Zen 4, where it was measured.
 cdef enum:
@@ -262,7 +263,7 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     cdef size_t cbytes = (sizeof(floating) * MAX_COEF * _ew_row(&u) + 63) // 64 * 64
     # non-temporal rows (_nt_bytes): a piece of scratch past the
     # coefficient rows, 64-byte aligned (malloc's base is not)
-    cdef bint use_nt = (op == OP_AFFINE and not u.seg and _act_mode(act) != AM_SWISH
+    cdef bint use_nt = (not u.seg and _act_mode(act) != AM_SWISH
                         and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes
                         and u.W * <Py_ssize_t> sizeof(floating) <= EW_NT_ROW_MAX)
     if _scratch_new(&sc, nt, cbytes + (EW_NT_PIECE + 64 if use_nt else 0)) != CKBN_OK:
