@@ -486,22 +486,7 @@ CKBN_GS_ACT_ROWS(ckbn_gs_act_rows16_##SFX, T, V, 16, ckbn_act_grad_##SFX)
     case 16: F##16_##SFX ARGS; return 1;
 CKBN_ROWS_ALL(f32, float, ckbn_vf)
 CKBN_ROWS_ALL(f64, double, ckbn_vd)
-#else
-static int ckbn_mom_rows_f32(const float *x, ptrdiff_t nr, ptrdiff_t W,
-                             const float *sh, float *b1, float *b2) { return 0; }
-static int ckbn_mom_rows_f64(const double *x, ptrdiff_t nr, ptrdiff_t W,
-                             const double *sh, double *b1, double *b2) { return 0; }
-static int ckbn_gs_rows_f32(const float *e, const float *x, ptrdiff_t nr, ptrdiff_t W,
-                            const float *mu, float *b1, float *b2) { return 0; }
-static int ckbn_gs_rows_f64(const double *e, const double *x, ptrdiff_t nr, ptrdiff_t W,
-                            const double *mu, double *b1, double *b2) { return 0; }
-static int ckbn_gs_act_rows_f32(const float *e, const float *x, ptrdiff_t nr, ptrdiff_t W,
-                                const float *mu, const float *za, const float *zb,
-                                float s, float h, float *b1, float *b2) { return 0; }
-static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
-                                ptrdiff_t W, const double *mu, const double *za,
-                                const double *zb, double s, double h, double *b1,
-                                double *b2) { return 0; }
+#define CKBN_HAVE_ROWS 1
 #endif
 #else
 #define CKBN_HAVE_TILES 0
@@ -531,6 +516,11 @@ static void ckbn_gs_act_vecs_f64(const double *e, const double *x, ptrdiff_t S,
                                  ptrdiff_t nr, const double *mu, const double *za,
                                  const double *zb, double s, double h, double *b1,
                                  double *b2, ptrdiff_t nv) {}
+#endif
+#ifndef CKBN_HAVE_ROWS
+/* No whole-row kernels (below AVX-512, or no vector extensions): the tiles
+   take every row. */
+#define CKBN_HAVE_ROWS 0
 static int ckbn_mom_rows_f32(const float *x, ptrdiff_t nr, ptrdiff_t W,
                              const float *sh, float *b1, float *b2) { return 0; }
 static int ckbn_mom_rows_f64(const double *x, ptrdiff_t nr, ptrdiff_t W,
