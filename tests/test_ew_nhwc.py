@@ -13,28 +13,13 @@ starts."""
 import numpy as np
 import pytest
 
-from ckbn._dispatch import kernels
+from tests.test_ew_rows import _k, _out_at
 
 NT_BYTES = 16 * 1024 * 1024   # the test outputs' least size
 
 ACTS = {"none": (False, 0.0, np.inf, 0), "relu": (True, 0.0, np.inf, 0),
         "relu6": (True, 0.0, 6.0, 0), "leaky": (True, 0.2, np.inf, 0),
         "swish": (True, 0.0, np.inf, 1)}
-
-
-def _k():
-    k = kernels()
-    if not hasattr(k, "bn_affine"):
-        pytest.skip("no compiled kernels")
-    return k
-
-
-def _out_at(n, shift, dtype):
-    """An n-element output starting ``shift`` items past a 64-byte boundary."""
-    item = np.dtype(dtype).itemsize
-    buf = np.empty(n + 64, dtype)
-    start = (-buf.ctypes.data % 64) // item + shift
-    return buf[start:start + n]
 
 
 def _act64(z, name):
