@@ -18,7 +18,10 @@ backward) plus the optimizer's update of gamma/beta.  For each backend (each in 
 ``--models`` trains Keras applications (``weights=None``: MobileNetV2,
 ResNet50, EfficientNetB0 at 64x64 and 96x96, batch 16 and 64) and the
 4x(Conv-BN-ReLU) CNN (56x56x32): stock | swapped | fused training steps, then
-stock | swapped | folded inference; ``--quick`` is one size (64; the CNN
+stock | swapped | folded inference, each with two bounds: ``no_bn`` (every
+BN layer an identity: batch normalization for free) and ``floor`` (every BN
+layer the cheapest Keras layer with BN's four weights, ``x * gamma + beta``:
+what Keras itself charges a BN-shaped layer; ``_affine_floor``); ``--quick`` is one size (64; the CNN
 28x28), batch 16, 2 + 5 steps.  ``--threads`` runs one worker process per
 thread setting (ckbn threads via ``OMP_NUM_THREADS``/``CKBN_NUM_THREADS``,
 the framework's intra-op pool, ``OMP_WAIT_POLICY``/``GOMP_SPINCOUNT``, all set
@@ -326,6 +329,51 @@ def _without_bn(model):
     return new
 
 
+def _affine_floor(model):
+    """The model with every BatchNormalization layer replaced by ``AffineFloor``.
+
+    ``AffineFloor`` has a batch normalization layer's four weights (``gamma``
+    and ``beta`` trainable, two non-trainable statistics) and computes
+    ``x * gamma + beta`` in ``keras.ops``: no statistics, no moving averages,
+    one multiply-add per element and its autodiff gradients.  It is the
+    cheapest layer shaped like batch normalization that a Keras model can
+    hold -- Keras's per-layer cost for a layer with weights (``Layer.__call__``,
+    the optimizer's updates of gamma and beta, the framework's autograd
+    nodes) plus one element-wise pass -- so ``stock / floor`` bounds what any
+    batch normalization written as a Keras layer can give this model, more
+    tightly than ``stock / no_bn``.  The weights of the other layers are
+    copied; the numbers it computes are not the model's.
+    """
+    import keras
+
+    class AffineFloor(keras.layers.Layer):
+        def build(self, input_shape):
+            shape = (input_shape[-1],)
+            self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma")
+            self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta")
+            self.moving_mean = self.add_weight(shape=shape, initializer="zeros",
+                                               trainable=False, name="moving_mean")
+            self.moving_variance = self.add_weight(shape=shape, initializer="ones",
+                                                   trainable=False, name="moving_variance")
+
+        def call(self, inputs, training=None, mask=None):
+            return inputs * self.gamma + self.beta
+
+        def compute_output_shape(self, input_shape):
+            return input_shape
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return AffineFloor(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for old_layer, new_layer in zip(model.layers, new.layers):
+        if old_layer.weights and not isinstance(old_layer, keras.layers.BatchNormalization):
+            new_layer.set_weights(old_layer.get_weights())
+    return new
+
+
 def force_kernels(backend, on):
     """Make swapped layers use the kernels at every size (on) or restore the defaults."""
     from keras_plugin import _policy
@@ -339,14 +387,15 @@ def _round_robin(fns, warmup, repeat):
 
 
 def _train_variants(stock, backend, fuse=True, ceiling=True):
-    """``[(name, model, forced)]``: stock, swapped, no BN (the ceiling), fused (and the
-    JAX kernels forced)."""
+    """``[(name, model, forced)]``: stock, swapped, no BN and the affine floor (the
+    ceilings), fused (and the JAX kernels forced)."""
     import keras_plugin
 
     runs = [("stock", stock, False),
             ("swapped", keras_plugin.swap_batch_normalization(stock), False)]
     if ceiling:
         runs.append(("no_bn", _without_bn(stock), False))
+        runs.append(("floor", _affine_floor(stock), False))
     if fuse:
         runs.append(("fused", keras_plugin.swap_batch_normalization(
             stock, fuse_activations=True), False))
@@ -400,7 +449,8 @@ def _models_worker(args):
             models = [("stock", stock, False),
                       ("swapped", keras_plugin.swap_batch_normalization(stock), False),
                       ("folded", keras_plugin.fold_batch_normalization(stock), False),
-                      ("no_bn", _without_bn(stock), False)]
+                      ("no_bn", _without_bn(stock), False),
+                      ("floor", _affine_floor(stock), False)]
             if backend == "jax":
                 models.append(("swapped_forced",
                                keras_plugin.swap_batch_normalization(stock), True))
@@ -417,7 +467,7 @@ def _models_worker(args):
             row.update({f"infer_{k}_ms": v for k, v in infer.items()})
             ref = outs["stock"]
             for name in outs:
-                if name == "no_bn":
+                if name in ("no_bn", "floor"):
                     continue
                 row[f"infer_{name}_maxrel"] = float(np.abs(outs[name] - ref).max()
                                                     / max(np.abs(ref).max(), 1e-30))
@@ -429,8 +479,9 @@ def _models_worker(args):
 
 def _print_models(backend, rows):
     for kind, variants in (("train", ["swapped", "fused", "swapped_forced", "fused_forced",
-                                      "no_bn"]),
-                           ("infer", ["swapped", "folded", "swapped_forced", "no_bn"])):
+                                      "floor", "no_bn"]),
+                           ("infer", ["swapped", "folded", "swapped_forced", "floor",
+                                      "no_bn"])):
         present = [v for v in variants if rows and f"{kind}_{v}_ms" in rows[0]]
         what = ("training step (train_on_batch, SGD)" if kind == "train"
                 else "inference (model(x, training=False), no gradients)")
