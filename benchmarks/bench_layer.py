@@ -3,6 +3,7 @@ ghost batches / renorm against tf-keras's implementation of the same layer.
 
     python benchmarks/bench_layer.py [--threads 1] [--shape 32x56x56x64]
     python benchmarks/bench_layer.py --small [--rounds 15]
+    python benchmarks/bench_layer.py --mid [--threads 1] [--rounds 15]
 
 * small (``--small``, alone): the small calls of issue 18 against PyTorch, 1
   thread each, round robin in one process: ``ckbn.nn`` training, inference and
@@ -11,6 +12,15 @@ ghost batches / renorm against tf-keras's implementation of the same layer.
   ``torch.ops.aten.native_batch_norm_backward`` (NHWC as a channels_last
   tensor), and ``BatchNormalization.__call__`` in eager training mode against
   ``F.batch_norm(x, rm, rv, w, b, training=True)``;
+
+* mid (``--mid``, alone): ``ckbn.nn``'s compiled entry for the common case
+  (``data_format="NHWC"``) against its general path (the same call with
+  ``axis=[3]``) and the bare kernel (``bn_forward_infer``,
+  ``bn_forward_train``, ``bn_backward`` on ready float64 per-channel arrays
+  and outputs), round robin in one process, ``--threads`` threads, on
+  16x4x4x576, 16x8x8x192, 16x16x16x96, 16x8x8x512 and 16x32x32x32 float32:
+  inference into ``out=``, training forward, backward, and training forward
+  and backward with relu6 and swish;
 
 * overhead: one training call on 16x8x8x32 (NHWC float32), bookkeeping
   included, in graph mode and in eager mode; and one inference call;
@@ -30,7 +40,7 @@ import numpy as np
 import ckbn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import cpu_model  # noqa: E402
+from _timing import cpu_model, medians, round_robin  # noqa: E402
 
 
 def _best(fn, reps=30, inner=1):
@@ -197,14 +207,108 @@ def small(rounds=15, inner=100):
     return rows
 
 
+MID_SHAPES = [(16, 4, 4, 576), (16, 8, 8, 192), (16, 16, 16, 96), (16, 8, 8, 512),
+              (16, 32, 32, 32)]
+
+
+def _mid_cases(shape, n_threads):
+    """{row: {"entry" | "general" | "kernel": call}} for one NHWC shape."""
+    from ckbn import _ops
+    from ckbn._dispatch import kernels
+
+    k = kernels()
+    rng = np.random.default_rng(0)
+    c = shape[-1]
+    eps = 1e-3
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    g = (rng.random(c, dtype=np.float32) + 0.5)
+    b = rng.standard_normal(c).astype(np.float32)
+    mm = (0.1 * rng.standard_normal(c)).astype(np.float32)
+    mv = (rng.random(c, dtype=np.float32) + 0.5)
+    _, bm, bv = ckbn.nn.fused_batch_norm(x, g, b, epsilon=eps)
+    out = np.empty_like(x)
+    # the bare kernel's arguments: flat data, float64 per-channel arrays, outputs
+    dims = (x.size // c, 1, 1, c)
+    xf, dyf, yf = x.reshape(-1), dy.reshape(-1), np.empty(x.size, np.float32)
+    g64, b64, m64, v64 = (a.astype(np.float64) for a in (g, b, mm, mv))
+    bm64, bv64 = bm.astype(np.float64), bv.astype(np.float64)
+    s1, s2 = np.empty(c), np.empty(c)
+    fwd, bwd = ckbn.nn.fused_batch_norm, ckbn.nn.fused_batch_norm_grad
+
+    def rows_for(act):
+        ka = {} if act is None else _ops._act_args(ckbn.nn._activation(act, 0.2))
+        kb = dict(ka, offset=b64) if ka else {}
+        a = {"activation": act}
+        tag = "" if act is None else f" {act}"
+        train = {
+            "entry": lambda: fwd(x, g, b, epsilon=eps, data_format="NHWC", **a),
+            "general": lambda: fwd(x, g, b, epsilon=eps, axis=[3], **a),
+            "kernel": lambda: k.bn_forward_train(xf, *dims, g64, b64, eps, yf, s1, s2,
+                                                 n_threads, **ka),
+        }
+        back = {
+            "entry": lambda: bwd(dy, x, g, bm, bv, eps, "NHWC", offset=b, **a),
+            "general": lambda: bwd(dy, x, g, bm, bv, eps, axis=[3], offset=b, **a),
+            "kernel": lambda: k.bn_backward(dyf, xf, *dims, g64, bm64, bv64, eps, True, yf,
+                                            s1, s2, n_threads, **kb),
+        }
+        return {f"train fwd{tag}": train, f"backward{tag}": back}
+
+    cases = {"inference out=": {
+        "entry": lambda: fwd(x, g, b, mm, mv, eps, "NHWC", False, out=out),
+        "general": lambda: fwd(x, g, b, mm, mv, eps, is_training=False, axis=[3], out=out),
+        "kernel": lambda: k.bn_forward_infer(xf, *dims, g64, b64, m64, v64, eps, yf,
+                                             n_threads),
+    }}
+    for act in (None, "relu6", "swish"):
+        cases.update(rows_for(act))
+    return cases
+
+
+def mid(n_threads=1, rounds=15):
+    """Round robin per shape: per call, the median over ``rounds`` rounds
+    (half of them in reverse order) of the entry, the general path and the
+    bare kernel (seconds)."""
+    ckbn.set_num_threads(n_threads)
+    rows = []
+    for shape in MID_SHAPES:
+        cases = _mid_cases(shape, n_threads)
+        fns = {(row, v): fn for row, d in cases.items() for v, fn in d.items()}
+        # samples of 0.3-4 ms (calls of 30-500 µs)
+        inner = max(8, 4_000_000 // int(np.prod(shape)))
+        # half the rounds in each order: a call that runs first in a round
+        # finds its output out of cache
+        times = round_robin(fns, (rounds + 1) // 2, warmup=3, inner=inner)
+        back = round_robin(dict(reversed(fns.items())), rounds // 2, warmup=0, inner=inner)
+        med = medians({key: times[key] + back[key] for key in fns})
+        for row in cases:
+            rows.append(("x".join(map(str, shape)), row, med[row, "entry"],
+                         med[row, "general"], med[row, "kernel"]))
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--shape", default="32x56x56x64")
     ap.add_argument("--small", action="store_true",
                     help="only the small-call comparison with PyTorch (1 thread)")
+    ap.add_argument("--mid", action="store_true",
+                    help="only the compiled entry against the general path and the bare "
+                         "kernel, NHWC at 147k-524k elements (--threads threads)")
     ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args(argv)
+    if args.mid:
+        print(f"compiled entry vs general path vs bare kernel, NHWC float32, "
+              f"{args.threads} thread(s), {args.rounds} rounds round robin, medians, "
+              f"CPU: {cpu_model()}, kernels: {_variant()}")
+        print(f"{'shape':14s} {'call':18s} {'entry':>8s} {'general':>8s} {'kernel':>8s} "
+              f"{'entry/gen':>9s} {'entry/kern':>10s}")
+        for shape, row, e, g, kt in mid(args.threads, args.rounds):
+            print(f"{shape:14s} {row:18s} {e * 1e6:6.1f}µs {g * 1e6:6.1f}µs "
+                  f"{kt * 1e6:6.1f}µs {e / g:9.2f} {e / kt:10.2f}")
+        return 0
     if args.small:
         print(f"small calls, 16x8x8x32 float32, 1 thread, {args.rounds} rounds round robin, "
               f"CPU: {cpu_model()}, kernels: {_variant()}")

@@ -37,12 +37,13 @@ from typing import NamedTuple
 import numpy as np
 
 from ckbn import _half
-from ckbn._config import kernel_threads
+from ckbn._config import PARALLEL_MIN, kernel_threads
 from ckbn._dispatch import kernels
 from ckbn._memory import empty_aligned
 
-__all__ = ["forward_train", "forward_infer", "backward", "Activation", "SWISH", "stats", "affine",
-           "grad_sums", "grad_dx", "small_forward", "small_backward", "small_layer_train"]
+__all__ = ["forward_train", "forward_infer", "backward", "Activation", "SWISH", "kernel_act",
+           "stats", "affine", "grad_sums", "grad_dx", "common_forward", "common_backward",
+           "small_layer_train"]
 
 _f16 = np.dtype(np.float16)
 _f64 = np.float64
@@ -73,26 +74,40 @@ SWISH = Activation(0.0, float("inf"), "swish")
 _KINDS = {"piecewise": 0, "swish": 1}
 
 
-def small_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training, out):
-    """The compiled entry for the common small call of
-    :func:`ckbn.nn.fused_batch_norm` (float32, C-contiguous, under
-    PARALLEL_MIN elements, "NHWC"/"NC"/"NCHW", float32 per-channel arrays, no
-    activation or axis; see pyx/ckbn/_k_small.pxi): ``(y, mean, var)``, or
-    None when the call is not that case (the caller then takes its general
-    path, which checks everything)."""
-    fn = getattr(kernels(), "small_forward", None)
+def common_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training, out,
+                   act):
+    """The compiled entry for the common call of
+    :func:`ckbn.nn.fused_batch_norm` (float32, C-contiguous,
+    "NHWC"/"NC"/"NCHW", float32 per-channel arrays, no ``axis``; ``act`` None
+    or :func:`kernel_act`'s tuple; see pyx/ckbn/_k_small.pxi): ``(y, mean,
+    var)``, or None when the call is not that case (the caller then takes its
+    general path, which checks everything).  It runs with the thread count
+    the general path would use."""
+    fn = getattr(kernels(), "common_forward", None)
     if fn is None:
         return None
-    return fn(x, scale, offset, mean, variance, epsilon, data_format, is_training, out)
+    if type(x) is not np.ndarray or x.size < PARALLEL_MIN:
+        # One thread in the kernels: no thread accounting.
+        return fn(x, scale, offset, mean, variance, epsilon, data_format, is_training, out,
+                  act, 1)
+    with kernel_threads(None, x.size) as nt:
+        return fn(x, scale, offset, mean, variance, epsilon, data_format, is_training, out,
+                  act, nt)
 
 
-def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training):
-    """:func:`small_forward` for :func:`ckbn.nn.fused_batch_norm_grad`:
-    ``(dx, dscale, doffset)`` or None."""
-    fn = getattr(kernels(), "small_backward", None)
+def common_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training,
+                    offset, act):
+    """:func:`common_forward` for :func:`ckbn.nn.fused_batch_norm_grad`:
+    ``(dx, dscale, doffset)`` or None (``offset`` is read only with ``act``)."""
+    fn = getattr(kernels(), "common_backward", None)
     if fn is None:
         return None
-    return fn(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training)
+    if type(x) is not np.ndarray or x.size < PARALLEL_MIN:
+        return fn(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training,
+                  offset, act, 1)
+    with kernel_threads(None, x.size) as nt:
+        return fn(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training,
+                  offset, act, nt)
 
 
 def small_layer_train(x, dims, scale, offset, epsilon, moving_mean, moving_var, rate,
@@ -110,14 +125,19 @@ def small_layer_train(x, dims, scale, offset, epsilon, moving_mean, moving_var, 
               var_factor)
 
 
+def kernel_act(act):
+    """The kernels' ``(slope, hi, kind)`` of ``act`` (an :class:`Activation`)."""
+    if act.kind not in _KINDS:
+        raise ValueError(f"activation kind must be one of {tuple(_KINDS)}, got {act.kind!r}")
+    return float(act.slope), float(act.hi), _KINDS[act.kind]
+
+
 def _act_args(act):
     """Keyword arguments of the kernels for ``act`` (an Activation or None)."""
     if act is None:
         return {}
-    if act.kind not in _KINDS:
-        raise ValueError(f"activation kind must be one of {tuple(_KINDS)}, got {act.kind!r}")
-    return {"act": True, "slope": float(act.slope), "hi": float(act.hi),
-            "kind": _KINDS[act.kind]}
+    slope, hi, kind = kernel_act(act)
+    return {"act": True, "slope": slope, "hi": hi, "kind": kind}
 
 
 def _f16c():

@@ -72,6 +72,35 @@ def _activation(name, negative_slope):
     return _ops.Activation(float(negative_slope), np.inf)
 
 
+# The kernels' (slope, hi, kind) of the valid (activation, negative_slope)
+# pairs seen, for the compiled entries; keyed by the slope's type too, since
+# True == 1 but the general path rejects a bool slope.
+_KERNEL_ACTS = {}
+_KERNEL_ACTS_MAX = 64
+
+
+def _kernel_act(activation, negative_slope):
+    """The kernels' activation of the compiled entries (None for none), the
+    general path's mapping (:func:`_activation`, :func:`ckbn._ops.kernel_act`),
+    or False for anything the general path rejects (it then raises)."""
+    if activation is None:
+        return None
+    key = (activation, type(negative_slope), negative_slope)
+    try:
+        return _KERNEL_ACTS[key]
+    except KeyError:
+        pass
+    except TypeError:       # unhashable: left to the general path
+        return False
+    try:
+        ka = _ops.kernel_act(_activation(activation, negative_slope))
+    except (TypeError, ValueError):
+        return False
+    if len(_KERNEL_ACTS) < _KERNEL_ACTS_MAX:
+        _KERNEL_ACTS[key] = ka
+    return ka
+
+
 def _check_bool(value, name):
     if isinstance(value, (bool, np.bool_)) or value in (0, 1):
         return bool(value)
@@ -268,11 +297,13 @@ def fused_batch_norm(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, mean: Ar
     >>> m.tolist(), v.tolist()
     ([3.0, 4.0], [5.0, 5.0])
     """
-    if activation is None and axis is None:     # small common calls: compiled
-        r = _ops.small_forward(x, scale, offset, mean, variance, epsilon, data_format,
-                               is_training, out)
-        if r is not None:
-            return r
+    if axis is None:        # common calls: compiled (pyx/ckbn/_k_small.pxi)
+        ka = _kernel_act(activation, negative_slope)
+        if ka is not False:
+            r = _ops.common_forward(x, scale, offset, mean, variance, epsilon, data_format,
+                                    is_training, out, ka)
+            if r is not None:
+                return r
     x = check_float_array(x, "x", min_ndim=2)
     check_nonempty(x, "x")
     eps = check_epsilon(epsilon)
@@ -346,11 +377,13 @@ def fused_batch_norm_grad(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, batch_m
 
     and in inference ``dx = dy * scale / sqrt(var + epsilon)``.
     """
-    if activation is None and axis is None:     # small common calls: compiled
-        r = _ops.small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
-                                is_training)
-        if r is not None:
-            return r
+    if axis is None:        # common calls: compiled (pyx/ckbn/_k_small.pxi)
+        ka = _kernel_act(activation, negative_slope)
+        if ka is not False:
+            r = _ops.common_backward(dy, x, scale, batch_mean, batch_var, epsilon,
+                                     data_format, is_training, offset, ka)
+            if r is not None:
+                return r
     x = check_float_array(x, "x", min_ndim=2)
     dy = check_float_array(dy, "dy")
     check_nonempty(x, "x")

@@ -60,7 +60,7 @@ def _threads(x):
 def _layout(ndim, axes):
     """``ckbn.nn``'s layout argument for channel axes ``axes``: the ``data_format``
     that names them where there is one ("NHWC", "NC", "NCHW"; ckbn.nn's compiled
-    entry for small calls serves only those), else ``axis``.  Same layout either way."""
+    entry for common calls serves only those), else ``axis``.  Same layout either way."""
     if len(axes) == 1:
         a = axes[0]
         if a == ndim - 1 and ndim in (2, 4):

@@ -228,7 +228,8 @@ def test_a_failed_scratch_allocation_raises_memory_error():
         assert any(line.startswith(f"{name} MemoryError bn_") for line in lines), res.stdout
 
 
-# Small common calls: the compiled entries of ckbn.nn (pyx/ckbn/_k_small.pxi).
+# Small common calls: the compiled entries of ckbn.nn (pyx/ckbn/_k_small.pxi;
+# tests/test_common_entry.py has every size, activations and threads).
 SMALL = [((16, 8, 8, 32), "NHWC"), ((16, 32, 8, 8), "NCHW"), ((64, 12), "NC")]
 
 
@@ -248,7 +249,7 @@ def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, f
     from ckbn._validation import channel_axes_from_format
 
     k = kernels()
-    if not hasattr(k, "small_forward"):
+    if not hasattr(k, "common_forward"):
         pytest.skip("the NumPy twin has no compiled entries")
     x, scale, offset = _small_args(shape, fmt)
     dy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
@@ -256,7 +257,7 @@ def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, f
     layout = make_layout(x.shape, channel_axes_from_format(fmt, x.ndim))
     g, b = scale.astype(np.float64), offset.astype(np.float64)
     # training forward
-    r = k.small_forward(x, scale, offset, None, None, 1e-3, fmt, True, None)
+    r = k.common_forward(x, scale, offset, None, None, 1e-3, fmt, True, None, None, 1)
     assert r is not None
     y, m, v = r
     yg, mg, vg = _ops.forward_train(x, layout, g, b, 1e-3)
@@ -269,15 +270,15 @@ def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, f
     np.testing.assert_allclose(v, v64, rtol=1e-5)
     # inference, into out= and in place
     out = np.empty_like(x)
-    yi, mi, vi = k.small_forward(x, scale, offset, m, v, 1e-3, fmt, False, out)
+    yi, mi, vi = k.common_forward(x, scale, offset, m, v, 1e-3, fmt, False, out, None, 1)
     assert yi is out
     np.testing.assert_array_equal(yi, _ops.forward_infer(x, layout, g, b, m, v, 1e-3))
     np.testing.assert_array_equal(mi, m)
     xc = x.copy()
-    assert k.small_forward(xc, scale, offset, m, v, 1e-3, fmt, False, xc)[0] is xc
+    assert k.common_forward(xc, scale, offset, m, v, 1e-3, fmt, False, xc, None, 1)[0] is xc
     np.testing.assert_array_equal(xc, yi)
     # backward
-    dx, ds, do = k.small_backward(dy, x, scale, m, v, 1e-3, fmt, True)
+    dx, ds, do = k.common_backward(dy, x, scale, m, v, 1e-3, fmt, True, None, None, 1)
     dxg, dsg, dog = _ops.backward(dy, x, layout, g, m.astype(np.float64),
                                   v.astype(np.float64), 1e-3, True)
     np.testing.assert_array_equal(dx, dxg)
@@ -294,11 +295,11 @@ def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, f
 
 def test_small_entry_declines_every_other_call():
     k = kernels()
-    if not hasattr(k, "small_forward"):
+    if not hasattr(k, "common_forward"):
         pytest.skip("the NumPy twin has no compiled entries")
     x, scale, offset = _small_args((16, 8, 8, 32), "NHWC")
-    f = k.small_forward
-    ok = (x, scale, offset, None, None, 1e-3, "NHWC", True, None)
+    f = k.common_forward
+    ok = (x, scale, offset, None, None, 1e-3, "NHWC", True, None, None, 1)
     assert f(*ok) is not None
 
     def with_(i, value):
@@ -308,7 +309,6 @@ def test_small_entry_declines_every_other_call():
 
     assert with_(0, x.astype(np.float64)) is None                 # dtype
     assert with_(0, np.asfortranarray(x)) is None                 # layout in memory
-    assert with_(0, np.zeros((64, 8, 8, 32), np.float32)) is None   # >= PARALLEL_MIN
     assert with_(0, np.zeros((0, 8, 8, 32), np.float32)) is None  # empty
     assert with_(1, scale.astype(np.float64)) is None
     assert with_(1, scale[:-1]) is None
@@ -328,13 +328,14 @@ def test_small_entry_declines_every_other_call():
     buf2 = np.concatenate([x.ravel(), np.zeros(8, np.float32)])
     xs = buf2[:x.size].reshape(x.shape)
     overlap = buf2[4:4 + x.size].reshape(x.shape)
-    assert f(xs, scale, offset, None, None, 1e-3, "NHWC", True, overlap) is None
-    assert f(xs, scale, offset, None, None, 1e-3, "NHWC", True, shifted) is not None
-    assert f(x, scale, offset, None, None, 1e-3, "NHWC", False, None) is None  # no stats
+    assert f(xs, scale, offset, None, None, 1e-3, "NHWC", True, overlap, None, 1) is None
+    assert f(xs, scale, offset, None, None, 1e-3, "NHWC", True, shifted, None, 1) is not None
+    assert f(x, scale, offset, None, None, 1e-3, "NHWC", False, None, None, 1) is None  # no stats
     dy = np.ones_like(x)
-    assert k.small_backward(dy, x, scale, scale, scale, 1e-3, "NHWC", True) is not None
-    assert k.small_backward(dy[:8], x, scale, scale, scale, 1e-3, "NHWC", True) is None
-    assert k.small_backward(dy, x, scale, None, scale, 1e-3, "NHWC", True) is None
+    b = k.common_backward
+    assert b(dy, x, scale, scale, scale, 1e-3, "NHWC", True, None, None, 1) is not None
+    assert b(dy[:8], x, scale, scale, scale, 1e-3, "NHWC", True, None, None, 1) is None
+    assert b(dy, x, scale, None, scale, 1e-3, "NHWC", True, None, None, 1) is None
     # ... and ckbn.nn's general path still checks and raises for them
     with pytest.raises(ValueError, match="epsilon"):
         ckbn.nn.fused_batch_norm(x, scale, offset, epsilon=-1.0)

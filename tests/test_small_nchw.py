@@ -26,7 +26,7 @@ SHAPES = [(16, 32, 8, 8), (16, 32, 7, 7), (100, 3, 3, 5), (70, 4, 2, 3),
 @pytest.fixture(scope="module")
 def k():
     mod = kernels()
-    if not hasattr(mod, "small_backward_path"):
+    if not hasattr(mod, "common_backward_path"):
         pytest.skip("the NumPy twin has no compiled entries")
     return mod
 
@@ -72,7 +72,7 @@ def _general(x, dy, scale, mean, var, training):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_shapes_take_the_compiled_channels_first_pass(k, shape):
     n, c, h, w = shape
-    assert k.small_backward_path(n, c, h * w, 1) == "channels-first blocks"
+    assert k.common_backward_path(n, c, h * w, 1) == "channels-first blocks"
     # the general path reads the same inputs as channels-first lane chunks
     assert k.reduction_path(n, c, h * w, 1) == "chunks-lanes"
 
@@ -81,7 +81,7 @@ def test_shapes_take_the_compiled_channels_first_pass(k, shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_matches_float64_and_the_general_path_bit_for_bit(k, shape, training):
     x, dy, scale, mean, var = _args(shape, seed=shape[0] + shape[1])
-    r = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", training)
+    r = k.common_backward(dy, x, scale, mean, var, EPS, "NCHW", training, None, None, 1)
     assert r is not None
     dx, ds, do = r
     assert dx.dtype == ds.dtype == do.dtype == np.float32
@@ -115,12 +115,12 @@ BRANCH_SHAPES = [(64, 3, 2, 2), (128, 2, 1, 3), (130, 3, 1, 2), (3, 11, 16, 16),
 @pytest.mark.parametrize("shape", BRANCH_SHAPES)
 def test_branches_match_float64_and_the_general_path(k, shape, training):
     n, c, h, w = shape
-    assert k.small_backward_path(n, c, h * w, 1) == "channels-first blocks"
+    assert k.common_backward_path(n, c, h * w, 1) == "channels-first blocks"
     x, dy, scale, mean, var = _args(shape, seed=7 * n + c)
     # the batch statistics shifted: sums of dy * (x - mean) with a mean that
     # is not x's (the forward's of another batch), as the kernels take it
     mean = (mean + np.float32(0.25)).astype(np.float32)
-    r = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", training)
+    r = k.common_backward(dy, x, scale, mean, var, EPS, "NCHW", training, None, None, 1)
     dx64, ds64, do64 = _reference(x, dy, scale, mean, var, training)
     np.testing.assert_allclose(r[2], do64, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(r[1], ds64, rtol=1e-5, atol=1e-4)
@@ -136,7 +136,7 @@ def test_signed_zeros_as_the_general_path(k, shape):
     sums), so doffset is +0.0 as on the general path, bit for bit."""
     x, _, scale, mean, var = _args(shape)
     dy = np.full(shape, -0.0, np.float32)
-    r = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", True)
+    r = k.common_backward(dy, x, scale, mean, var, EPS, "NCHW", True, None, None, 1)
     g = _general(x, dy, scale, mean, var, True)
     for a, b in zip(r, g):
         assert a.tobytes() == b.tobytes()
@@ -146,25 +146,26 @@ def test_signed_zeros_as_the_general_path(k, shape):
 def test_scale_none_nan_and_repeated_calls(k):
     x, dy, _, mean, var = _args((16, 32, 8, 8))
     ones = np.ones(32, np.float32)
-    a = k.small_backward(dy, x, None, mean, var, EPS, "NCHW", True)
-    b = k.small_backward(dy, x, ones, mean, var, EPS, "NCHW", True)
+    a = k.common_backward(dy, x, None, mean, var, EPS, "NCHW", True, None, None, 1)
+    b = k.common_backward(dy, x, ones, mean, var, EPS, "NCHW", True, None, None, 1)
     for u, v in zip(a, b):
         np.testing.assert_array_equal(u, v)
     x2 = x.copy()
     x2[3, 5, 2, 2] = np.nan
-    dx, ds, do = k.small_backward(dy, x2, ones, mean, var, EPS, "NCHW", True)
+    dx, ds, do = k.common_backward(dy, x2, ones, mean, var, EPS, "NCHW", True, None, None, 1)
     assert np.isnan(dx[:, 5]).all() and np.isnan(ds[5])
     assert np.isfinite(np.delete(dx, 5, axis=1)).all() and np.isfinite(do).all()
     # a second call on the same inputs gives the same bits (no state kept)
-    for u, v in zip(a, k.small_backward(dy, x, None, mean, var, EPS, "NCHW", True)):
+    for u, v in zip(a, k.common_backward(dy, x, None, mean, var, EPS, "NCHW", True, None, None,
+                                         1)):
         np.testing.assert_array_equal(u, v)
 
 
 def test_other_shapes_keep_the_general_kernels(k):
-    assert k.small_backward_path(16, 1, 64, 1) == "general"      # one channel
-    assert k.small_backward_path(16, 32, 1, 1) == "general"      # 1x1 planes
-    assert k.small_backward_path(2, 4, 257, 1) == "general"      # planes > 256
-    assert k.small_backward_path(1, 1, 1024, 32) == "general"    # channels last
+    assert k.common_backward_path(16, 1, 64, 1) == "general"      # one channel
+    assert k.common_backward_path(16, 32, 1, 1) == "general"      # 1x1 planes
+    assert k.common_backward_path(2, 4, 257, 1) == "general"      # planes > 256
+    assert k.common_backward_path(1, 1, 1024, 32) == "general"    # channels last
     for shape, fmt in [((2, 4, 20, 20), "NCHW"), ((16, 8, 8, 32), "NHWC"),
                        ((64, 1, 4, 4), "NCHW")]:
         x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
@@ -175,7 +176,7 @@ def test_other_shapes_keep_the_general_kernels(k):
         red = tuple(i for i in range(4) if i != axis)
         m = x.mean(axis=red, dtype=np.float64).astype(np.float32)
         v = x.var(axis=red, dtype=np.float64).astype(np.float32)
-        dx, ds, do = k.small_backward(dy, x, s, m, v, EPS, fmt, True)
+        dx, ds, do = k.common_backward(dy, x, s, m, v, EPS, fmt, True, None, None, 1)
         layout = make_layout(x.shape, (axis,))
         dxg, dsg, dog = _ops.backward(dy, x, layout, s.astype(np.float64),
                                       m.astype(np.float64), v.astype(np.float64), EPS, True)
@@ -186,7 +187,7 @@ def test_other_shapes_keep_the_general_kernels(k):
 
 def test_calls_that_are_not_the_common_case_take_the_general_path(k):
     x, dy, scale, mean, var = _args((16, 32, 8, 8))
-    ref = k.small_backward(dy, x, scale, mean, var, EPS, "NCHW", True)
+    ref = k.common_backward(dy, x, scale, mean, var, EPS, "NCHW", True, None, None, 1)
     # a non-contiguous x, float64 statistics, a float64 scale, a list, an int
     # epsilon, a non-bool is_training: the entry declines ...
     xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
@@ -200,24 +201,25 @@ def test_calls_that_are_not_the_common_case_take_the_general_path(k):
         (dy, x, scale, mean, var, np.float32(EPS), "NCHW", True),
     ]
     for args in declined:
-        assert k.small_backward(*args) is None
+        assert k.common_backward(*args, None, None, 1) is None
         # ... and ckbn.nn's general path gives the same gradients (float64
         # statistics and scales are the float32 values widened)
         got = ckbn.nn.fused_batch_norm_grad(*args)
-        want = ref if args[5] is EPS else k.small_backward(
-            dy, x, scale, mean, var, float(np.float32(EPS)), "NCHW", True)
+        want = ref if args[5] is EPS else k.common_backward(
+            dy, x, scale, mean, var, float(np.float32(EPS)), "NCHW", True, None, None, 1)
         for a, b in zip(got, want):
             assert a.dtype == np.float32
             np.testing.assert_array_equal(a, b)
     # an int epsilon: declined, the general path's value
-    assert k.small_backward(dy, x, scale, mean, var, 1, "NCHW", True) is None
+    assert k.common_backward(dy, x, scale, mean, var, 1, "NCHW", True, None, None, 1) is None
     for a, b in zip(ckbn.nn.fused_batch_norm_grad(dy, x, scale, mean, var, 1, "NCHW"),
-                    k.small_backward(dy, x, scale, mean, var, 1.0, "NCHW", True)):
+                    k.common_backward(dy, x, scale, mean, var, 1.0, "NCHW", True, None, None,
+                                      1)):
         np.testing.assert_array_equal(a, b)
     # a float64 x goes the general way, in float64, against the reference
     x64 = x.astype(np.float64)
-    assert k.small_backward(dy.astype(np.float64), x64, scale, mean, var, EPS, "NCHW",
-                            True) is None
+    assert k.common_backward(dy.astype(np.float64), x64, scale, mean, var, EPS, "NCHW",
+                             True, None, None, 1) is None
     dx, ds, do = ckbn.nn.fused_batch_norm_grad(dy.astype(np.float64), x64, scale, mean, var,
                                                EPS, "NCHW")
     assert dx.dtype == np.float64

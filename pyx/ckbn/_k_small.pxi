@@ -1,22 +1,30 @@
-# Small calls: compiled entries for the common case of ckbn.nn's fused ops,
-# which skip the Python-level validation and conversions.  The common case:
-# an exact numpy.ndarray of float32, C-contiguous, of fewer than PARALLEL_MIN
-# elements (so one thread, no thread accounting); channels last ("NHWC" at
+# Compiled entries for the common case of ckbn.nn's fused ops, which skip the
+# Python-level validation and conversions.  The common case: an exact
+# numpy.ndarray of float32, C-contiguous, not empty; channels last ("NHWC" at
 # rank 4, "NC" at rank 2) or first ("NCHW" at rank 4); per-channel arrays
 # None or exact float32 ndarrays of shape (channels,); epsilon a finite float
 # >= 0; is_training a bool; out None, x itself, or a writeable C-contiguous
-# float32 array of x's shape that does not overlap x.  Anything else returns
-# None and ckbn.nn takes its general path, with every check and error it has.
-# The results are those of the general path, bit for bit (same core, one
-# thread).  small_layer_train does the same for an eager training call of
-# ckbn.BatchNormalization (ckbn/_normalization.py decides when), moving-average
-# steps included.
+# float32 array of x's shape that does not overlap x; the activation None or
+# the kernels' (slope, hi, kind), which ckbn.nn maps from its arguments with
+# the general path's mapping.  Anything else returns None and ckbn.nn takes
+# its general path, with every check and error it has.
 #
-# small_backward on channels-first data with small planes (NCHW, 2 <= H*W <=
-# LANE_PLANE_MAX, at least two channels: the inputs the general path reads as
-# "chunks-lanes") runs _small_bwd_cf instead of _bwd: the same per-lane sums in
-# the same order, the same fold, coefficients and dx expression, so the same
-# bits, with a cheaper traversal (see there).
+# Paths.  common_forward and common_backward serve every size: the caller
+# passes the thread count the general path would use (ckbn._ops enters
+# kernel_threads for PARALLEL_MIN elements and more, and passes 1 below, where
+# the kernels run one thread anyway), and outputs of PARALLEL_MIN elements and
+# more come from ckbn._memory.empty_aligned, as the general path's do.  The
+# results are those of the general path, bit for bit (same kernels, same
+# thread count).  small_layer_train does the same for an eager training call
+# of ckbn.BatchNormalization on fewer than PARALLEL_MIN elements
+# (ckbn/_normalization.py decides when), moving-average steps included.
+#
+# common_backward on small channels-first data with small planes (fewer than
+# PARALLEL_MIN elements, NCHW, 2 <= H*W <= LANE_PLANE_MAX, at least two
+# channels, no activation: the inputs the general path reads as
+# "chunks-lanes") runs _small_bwd_cf instead of _bwd: the same per-lane sums
+# in the same order, the same fold, coefficients and dx expression, so the
+# same bits, with a cheaper traversal (see there).
 
 cimport numpy as cnp
 cnp.import_array()
@@ -28,12 +36,12 @@ cdef inline bint _plain_f32(object a) noexcept:
             and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray> a))
 
 
-cdef bint _small_dims(cnp.ndarray x, object data_format, Py_ssize_t* d):
+cdef bint _entry_dims(cnp.ndarray x, object data_format, Py_ssize_t* d):
     """d = (P, G, R, C) of the common case; False when x is not one."""
     cdef int nd = cnp.PyArray_NDIM(x)
     cdef cnp.npy_intp* sh = cnp.PyArray_DIMS(x)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    if n == 0 or n >= PARALLEL_MIN:
+    if n == 0:
         return False
     if (nd == 4 and data_format == "NHWC") or (nd == 2 and data_format == "NC"):
         d[0] = 1
@@ -50,7 +58,7 @@ cdef bint _small_dims(cnp.ndarray x, object data_format, Py_ssize_t* d):
     return False
 
 
-cdef bint _small_vec(object p, Py_ssize_t n, double dflt, double* dst):
+cdef bint _entry_vec(object p, Py_ssize_t n, double dflt, double* dst):
     """dst[:n] = p (exact float32 ndarray of shape (n,)) or dflt for None."""
     cdef Py_ssize_t i
     cdef const float* v
@@ -67,18 +75,35 @@ cdef bint _small_vec(object p, Py_ssize_t n, double dflt, double* dst):
     return True
 
 
-cdef inline bint _small_eps(object eps) noexcept:
+cdef inline bint _entry_eps(object eps) noexcept:
     return type(eps) is float and 0.0 <= <double> eps < INFINITY
 
 
-cdef cnp.ndarray _small_out(object out, cnp.ndarray x):
+cdef object _empty_aligned = None     # ckbn._memory.empty_aligned, imported on first use
+
+
+cdef cnp.ndarray _entry_new(cnp.ndarray x):
+    """A new float32 array of x's shape for an output: NumPy's own below
+    PARALLEL_MIN elements, else ckbn._memory.empty_aligned's (64-byte aligned
+    from 4 MiB on), as the general path allocates it."""
+    global _empty_aligned
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    if n < PARALLEL_MIN:
+        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.NPY_FLOAT32, 0)
+    if _empty_aligned is None:
+        from ckbn._memory import empty_aligned
+        _empty_aligned = empty_aligned
+    return _empty_aligned(n, "float32").reshape((<object> x).shape)
+
+
+cdef cnp.ndarray _entry_out(object out, cnp.ndarray x):
     """out when it qualifies, a new array for None, else None."""
     cdef cnp.ndarray o
     cdef char* a
     cdef char* b
     cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(x)
     if out is None:
-        return cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.NPY_FLOAT32, 0)
+        return _entry_new(x)
     if out is x:
         return x
     if not _plain_f32(out):
@@ -96,7 +121,7 @@ cdef cnp.ndarray _small_out(object out, cnp.ndarray x):
     return o
 
 
-cdef cnp.ndarray _small_stat(const double* v, Py_ssize_t n):
+cdef cnp.ndarray _entry_stat(const double* v, Py_ssize_t n):
     cdef cnp.npy_intp dims[1]
     cdef Py_ssize_t i
     dims[0] = n
@@ -107,11 +132,21 @@ cdef cnp.ndarray _small_stat(const double* v, Py_ssize_t n):
     return a
 
 
-def small_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training,
-                  out):
-    """``ckbn.nn.fused_batch_norm`` without an activation or ``axis`` for the
-    common case (see the top of _k_small.pxi): ``(y, batch_mean, batch_var)``,
-    or None when the call is not the common case."""
+cdef Act _entry_act(object act) except *:
+    """The kernels' activation of an entry's ``act``: None (off) or the
+    ``(slope, hi, kind)`` ckbn._ops.kernel_act gives."""
+    if act is None:
+        return _act(False, 0.0, INFINITY)
+    slope, hi, kind = act
+    return _act_kind(True, slope, hi, kind)
+
+
+def common_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training,
+                   out, act, int n_threads):
+    """``ckbn.nn.fused_batch_norm`` without ``axis`` for the common case (see
+    the top of _k_small.pxi), with ``act`` None or the kernels' ``(slope, hi,
+    kind)`` and ``n_threads`` the general path's thread count: ``(y,
+    batch_mean, batch_var)``, or None when the call is not the common case."""
     cdef Py_ssize_t d[4]
     cdef Py_ssize_t n
     cdef double* w
@@ -121,40 +156,40 @@ def small_forward(x, scale, offset, mean, variance, epsilon, data_format, is_tra
     cdef bint training
     cdef const float* px
     cdef float* py
-    cdef Act none = _act(False, 0.0, INFINITY)
-    if not _plain_f32(x) or not _small_eps(epsilon) or type(is_training) is not bool:
+    cdef Act ac = _entry_act(act)
+    if not _plain_f32(x) or not _entry_eps(epsilon) or type(is_training) is not bool:
         return None
     eps = epsilon
     training = is_training
     xa = <cnp.ndarray> x
-    if not _small_dims(xa, data_format, d):
+    if not _entry_dims(xa, data_format, d):
         return None
     n = d[1] * d[3]
     w = <double*> malloc(sizeof(double) * 4 * n)
     if w == NULL:
-        raise MemoryError("small_forward: out of memory")
+        raise MemoryError("common_forward: out of memory")
     try:
         # w: scale, offset, mean, var
-        if not (_small_vec(scale, n, 1.0, w) and _small_vec(offset, n, 0.0, w + n)):
+        if not (_entry_vec(scale, n, 1.0, w) and _entry_vec(offset, n, 0.0, w + n)):
             return None
-        if not is_training and not (_small_vec(mean, n, 0.0, w + 2 * n)
-                                    and _small_vec(variance, n, 1.0, w + 3 * n)
+        if not is_training and not (_entry_vec(mean, n, 0.0, w + 2 * n)
+                                    and _entry_vec(variance, n, 1.0, w + 3 * n)
                                     and mean is not None and variance is not None):
             return None
-        y = _small_out(out, xa)
+        y = _entry_out(out, xa)
         if y is None:
             return None
         px = <const float*> cnp.PyArray_DATA(xa)
         py = <float*> cnp.PyArray_DATA(y)
         with nogil:
             if training:
-                status = _fwd_train(px, d[0], d[1], d[2], d[3], w, w + n, eps, &none, py,
-                                    w + 2 * n, w + 3 * n, 1)
+                status = _fwd_train(px, d[0], d[1], d[2], d[3], w, w + n, eps, &ac, py,
+                                    w + 2 * n, w + 3 * n, n_threads)
             else:
                 status = _fwd_infer(px, d[0], d[1], d[2], d[3], w, w + n, w + 2 * n,
-                                    w + 3 * n, eps, &none, py, 1)
-        _raise_status(status, "small_forward")
-        return y, _small_stat(w + 2 * n, n), _small_stat(w + 3 * n, n)
+                                    w + 3 * n, eps, &ac, py, n_threads)
+        _raise_status(status, "common_forward")
+        return y, _entry_stat(w + 2 * n, n), _entry_stat(w + 3 * n, n)
     finally:
         free(w)
 
@@ -278,22 +313,25 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
 
 cdef inline bint _small_cf(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                            Py_ssize_t C) noexcept nogil:
-    """Whether small_backward runs _small_bwd_cf on the (P, G, R, C) view of a
-    common-case input (fewer than PARALLEL_MIN elements)."""
-    return C == 1 and G >= 2 and 2 <= R <= LANE_PLANE_MAX
+    """Whether common_backward without an activation runs _small_bwd_cf on
+    the (P, G, R, C) view of a common-case input: fewer than PARALLEL_MIN
+    elements (one thread), channels first, small planes."""
+    return C == 1 and G >= 2 and 2 <= R <= LANE_PLANE_MAX and P * G * R < PARALLEL_MIN
 
 
-def small_backward_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
-    """The pass small_backward runs for a common-case input of the (P, G, R,
-    C) view, for tests and benchmarks: ``"channels-first blocks"``
-    (_small_bwd_cf) or ``"general"`` (the general path's kernels)."""
+def common_backward_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
+    """The pass common_backward without an activation runs for a common-case
+    input of the (P, G, R, C) view, for tests and benchmarks:
+    ``"channels-first blocks"`` (_small_bwd_cf) or ``"general"`` (the
+    general path's kernels)."""
     return "channels-first blocks" if _small_cf(P, G, R, C) else "general"
 
 
-def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
-                   is_training):
-    """``ckbn.nn.fused_batch_norm_grad`` without an activation or ``axis``
-    for the common case: ``(dx, dscale, doffset)``, or None."""
+def common_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
+                    is_training, offset, act, int n_threads):
+    """``ckbn.nn.fused_batch_norm_grad`` without ``axis`` for the common
+    case, with ``act`` and ``n_threads`` as in common_forward (``offset``
+    read only with an activation): ``(dx, dscale, doffset)``, or None."""
     cdef Py_ssize_t d[4]
     cdef Py_ssize_t n, i
     cdef double* w
@@ -304,8 +342,8 @@ def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
     cdef const float* px
     cdef const float* pd
     cdef float* po
-    cdef Act none = _act(False, 0.0, INFINITY)
-    if not _plain_f32(x) or not _plain_f32(dy) or not _small_eps(epsilon) \
+    cdef Act ac = _entry_act(act)
+    if not _plain_f32(x) or not _plain_f32(dy) or not _entry_eps(epsilon) \
             or type(is_training) is not bool or batch_mean is None or batch_var is None:
         return None
     eps = epsilon
@@ -317,31 +355,34 @@ def small_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
     for i in range(cnp.PyArray_NDIM(xa)):
         if cnp.PyArray_DIMS(da)[i] != cnp.PyArray_DIMS(xa)[i]:
             return None
-    if not _small_dims(xa, data_format, d):
+    if not _entry_dims(xa, data_format, d):
         return None
     n = d[1] * d[3]
-    w = <double*> malloc(sizeof(double) * 5 * n)
+    w = <double*> malloc(sizeof(double) * 6 * n)
     if w == NULL:
-        raise MemoryError("small_backward: out of memory")
+        raise MemoryError("common_backward: out of memory")
     try:
-        # w: scale, mean, var, dscale, doffset
-        if not (_small_vec(scale, n, 1.0, w) and _small_vec(batch_mean, n, 0.0, w + n)
-                and _small_vec(batch_var, n, 1.0, w + 2 * n)):
+        # w: scale, mean, var, dscale, doffset, offset (read with an activation)
+        if not (_entry_vec(scale, n, 1.0, w) and _entry_vec(batch_mean, n, 0.0, w + n)
+                and _entry_vec(batch_var, n, 1.0, w + 2 * n)):
             return None
-        dx = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.NPY_FLOAT32, 0)
+        if ac.on and not _entry_vec(offset, n, 0.0, w + 5 * n):
+            return None
+        dx = _entry_new(xa)
         pd = <const float*> cnp.PyArray_DATA(da)
         px = <const float*> cnp.PyArray_DATA(xa)
         po = <float*> cnp.PyArray_DATA(dx)
         with nogil:
-            if _small_cf(d[0], d[1], d[2], d[3]):
+            if not ac.on and _small_cf(d[0], d[1], d[2], d[3]):
                 status = _small_bwd_cf(pd, px, d[0], d[1], d[2], w, w + n, w + 2 * n, eps,
                                        training, po, w + 3 * n, w + 4 * n)
             else:
-                status = _bwd(pd, px, d[0], d[1], d[2], d[3], w, <const double*> NULL,
-                              w + n, w + 2 * n, eps, training, &none, po, w + 3 * n,
-                              w + 4 * n, 1)
-        _raise_status(status, "small_backward")
-        return dx, _small_stat(w + 3 * n, n), _small_stat(w + 4 * n, n)
+                status = _bwd(pd, px, d[0], d[1], d[2], d[3], w,
+                              <const double*> (w + 5 * n) if ac.on else <const double*> NULL,
+                              w + n, w + 2 * n, eps, training, &ac, po, w + 3 * n,
+                              w + 4 * n, n_threads)
+        _raise_status(status, "common_backward")
+        return dx, _entry_stat(w + 3 * n, n), _entry_stat(w + 4 * n, n)
     finally:
         free(w)
 
@@ -403,7 +444,7 @@ def small_layer_train(x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
     cdef const float* px
     cdef float* py
     cdef Act none = _act(False, 0.0, INFINITY)
-    if not _plain_f32(x) or not _small_eps(epsilon) or type(rate) is not float:
+    if not _plain_f32(x) or not _entry_eps(epsilon) or type(rate) is not float:
         return None
     xa = <cnp.ndarray> x
     if P < 1 or G < 1 or R < 1 or C < 1 or cnp.PyArray_SIZE(xa) != P * G * R * C \
@@ -419,7 +460,7 @@ def small_layer_train(x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
         raise MemoryError("small_layer_train: out of memory")
     try:
         # w: scale, offset, mean, var
-        if not (_small_vec(scale, n, 1.0, w) and _small_vec(offset, n, 0.0, w + n)):
+        if not (_entry_vec(scale, n, 1.0, w) and _entry_vec(offset, n, 0.0, w + n)):
             return None
         y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), cnp.NPY_FLOAT32, 0)
         px = <const float*> cnp.PyArray_DATA(xa)

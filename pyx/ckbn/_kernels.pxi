@@ -24,7 +24,7 @@
 #   _k_ops.pxi          the fused ops, once for float16/32/64
 #   _k_entry.pxi        the def entry points
 #   _k_table.pxi        the C-level table (ckbn_kernels.h)
-#   _k_small.pxi        compiled entries for ckbn.nn's small common calls
+#   _k_small.pxi        compiled entries for ckbn.nn's common calls
 #
 # Precision.  Each unit accumulates, per lane, sums of d = x - K and d*d,
 # with K the unit's first value of the lane's channel (so E[x^2] - E[x]^2 is
@@ -49,7 +49,7 @@ include "_k_small.pxi"
 # The module's entry points (its stub, ckbn/_kernels_base.pyi, lists the same).
 __all__ = [
     "PARALLEL_MIN_ELEMENTS", "kernel_table", "openmp_enabled", "tuning",
-    "small_forward", "small_backward", "small_backward_path", "small_layer_train",
+    "common_forward", "common_backward", "common_backward_path", "small_layer_train",
     "f16c_enabled", "work_plan",
     "reduction_path", "layout_dims", "bn_stats", "bn_affine", "bn_grad_dx",
     "bn_grad_sums", "bn_forward_train", "bn_forward_infer", "bn_backward", "f16_to_f32",
