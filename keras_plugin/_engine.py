@@ -20,8 +20,8 @@ what the kernels do not serve.  An engine may also have
 call" and :func:`forward` computes it itself.  An engine may also have
 ``layer_infer(layer, x) -> y or None``: the framework's own fused op for an
 inference call the dispatch rule leaves to Keras's code (``_torch``'s
-``torch.nn.functional.batch_norm``); the layer falls back to Keras's code on
-None.
+``torch.addcmul`` or ``torch.nn.functional.batch_norm``); the layer falls back
+to Keras's code on None.
 
 Public functions: :func:`kernel_impl` chooses the engine for a tensor (or
 None); :func:`route` does the same for a layer call, with the decision

@@ -72,9 +72,9 @@ CROSSOVER = {
     # EfficientNetB0 1.06x (1.10x) against 1.07x (1.07x), side by side.
     ("torch", "train"): 1 << 15,
     # inference 0.96-1.04x at every size (one layer); whole models 0.96-1.02x
-    # either way: not the kernels.  The layer then runs PyTorch's own fused
-    # batch_norm in eval mode where it can (keras_plugin._torch.layer_infer),
-    # else Keras's code
+    # either way: not the kernels.  The layer then runs one PyTorch op where
+    # it can (keras_plugin._torch.layer_infer: addcmul channels last,
+    # batch_norm channels first), else Keras's code
     ("torch", "infer"): None,
     # JAX, from whole models (a one-layer model lets XLA fuse BN into the loss):
     # training with the XLA FFI handler 1.01x MobileNetV2, 0.96x and 1.01x the

@@ -33,8 +33,9 @@ without an autograd Function when no input needs a gradient (inference under
 first, computes the layer's common case with the moving statistics updated in
 place instead of through Keras ops and ``Variable.assign``
 (``benchmarks/RESULTS-keras-torch.md``); :func:`layer_infer` runs the
-inference calls the dispatch rule leaves to Keras in PyTorch's own
-``batch_norm`` (one pass instead of Keras's three; equal to float rounding).
+inference calls the dispatch rule leaves to Keras in one PyTorch op
+(``addcmul`` channels last, ``batch_norm`` channels first: one pass instead
+of Keras's three; equal to float rounding).
 """
 
 from __future__ import annotations
@@ -393,21 +394,31 @@ def layer_forward(layer, x, training, act=None):
 
 
 def layer_infer(layer, x):
-    """The stock layer's inference (``training=False``) in PyTorch's own fused op.
+    """The stock layer's inference (``training=False``) in PyTorch's own ops.
 
     For an inference call the dispatch rule leaves to Keras's code
     (``_engine.route``): Keras's PyTorch backend computes it in six ATen ops
     (``(x - mean) * (rsqrt(var + eps) * gamma) + beta``, three of them passes
-    over ``x``, after ``ops.cast`` calls that cast nothing);
-    ``torch.nn.functional.batch_norm`` in evaluation mode computes the same
-    normalization with the same statistics in one pass (as ``x * a + b``
-    with ``a = gamma / sqrt(var + eps)`` and ``b = beta - mean * a``, so the
-    results agree to float rounding, not bit for bit).  Channels-last input
-    goes in as a channels-last view (no copy).  Returns None where the call is
-    not this case (a dtype other than float32 in and out, variables not
-    float32, a channel axis other than 1 or the last of a 4-D or 5-D input,
-    symbolic calls on the meta device), and the layer runs Keras's code.
-    Gradients flow (autograd records the op) where they are enabled.
+    over ``x``, after ``ops.cast`` calls that cast nothing).  Here it is one
+    pass over ``x``, as ``x * a + b`` with ``a = gamma * rsqrt(var + eps)`` and
+    ``b = beta - mean * a`` (per-channel, from the variables on every call), so
+    the results agree with Keras's to float rounding, not bit for bit:
+
+    * channel axis last (``NHWC``, ``(N, C)``, any rank): ``torch.addcmul(b, x,
+      a)``, the coefficients broadcast along the contiguous last axis;
+    * channel axis 1 of a 3-D to 5-D input (channels first):
+      ``torch.nn.functional.batch_norm`` in evaluation mode, which computes
+      the same ``x * a + b`` on contiguous planes.
+
+    Each is the faster of the two on its layout (``benchmarks/RESULTS-keras.md``,
+    "PyTorch inference: one pass"): on channels-last data ``batch_norm`` (given
+    a channels-first view) took 1.4-2.3x the time of ``addcmul``, on
+    channels-first data ``addcmul`` broadcasting over planes took 1.5-3.6x that
+    of ``batch_norm``.  Returns None where the call is not this case (a dtype
+    other than float32 in and out, variables not float32, more than one
+    channel axis or one in the middle, symbolic calls on the meta device), and
+    the layer runs Keras's code.  Gradients flow (autograd records the ops)
+    where they are enabled.
     """
     if x.dtype is not torch.float32 or x.device.type == "meta" \
             or layer.compute_dtype != "float32":
@@ -417,8 +428,8 @@ def layer_infer(layer, x):
     if len(axis) != 1 or ndim < 2:
         return None
     axis = axis[0]
-    last = axis == ndim - 1 and axis != 1
-    if axis != 1 and not (last and ndim in (4, 5)):
+    last = axis == ndim - 1
+    if not last and not (axis == 1 and ndim <= 5):
         return None
     read = (lambda v: v.value) if _in_stateless_scope() else _value
     mean = read(layer.moving_mean)
@@ -428,12 +439,15 @@ def layer_infer(layer, x):
     for v in (mean, var, weight, bias):
         if v is not None and v.dtype is not torch.float32:
             return None
-    if last:
-        y = torch.nn.functional.batch_norm(x.movedim(-1, 1), mean, var, weight, bias, False,
-                                           0.0, layer.epsilon)
-        return y.movedim(1, -1)
-    return torch.nn.functional.batch_norm(x, mean, var, weight, bias, False, 0.0,
-                                          layer.epsilon)
+    if not last:
+        return torch.nn.functional.batch_norm(x, mean, var, weight, bias, False, 0.0,
+                                              layer.epsilon)
+    a = torch.rsqrt(var + layer.epsilon)
+    if weight is not None:
+        a = a * weight
+    b = torch.mul(mean, a).neg_() if bias is None else torch.addcmul(bias, mean, a,
+                                                                      value=-1.0)
+    return torch.addcmul(b, x, a)
 
 
 try:

@@ -22,8 +22,9 @@ where that handler cannot be built, JAX runs Keras's code unless
 measured slower than XLA at every size (``keras_plugin._jax``).  Where the framework's own op
 was measured faster for a call of this size and mode, the layer runs Keras's
 code too (:mod:`keras_plugin._policy`); on PyTorch, inference left to Keras
-runs in PyTorch's own fused ``batch_norm`` where the layout allows
-(``keras_plugin._torch.layer_infer``: one pass instead of Keras's three).
+runs in one PyTorch op where the layout allows (``addcmul`` channels last,
+``batch_norm`` channels first; ``keras_plugin._torch.layer_infer``: one pass
+instead of Keras's three).
 The layer decides once per input shape, dtype and mode and keeps the
 decision until one of them, ``kernels_disabled`` or the dispatch thresholds
 change (``keras_plugin._engine.route``).  Results agree to float rounding.

@@ -253,7 +253,7 @@ def test_bad_input_clear_error_and_state_unchanged():
 # the rule.  Which computation ran is read off the output's autograd node:
 # ckbn's kernels record keras_plugin._torch's autograd Functions, Keras's code
 # records ATen's arithmetic, and the inference hook (_torch.layer_infer) records
-# ATen's native batch norm.
+# one addcmul (channels last) or ATen's native batch norm (channels first).
 @contextlib.contextmanager
 def _min_elements(mode, n):
     previous = keras_plugin._policy.set_min_elements("torch", mode, n)
@@ -273,6 +273,8 @@ def _computed_by(y):
         return "kernels"
     if "BatchNorm" in name:
         return "torch batch_norm"
+    if "Addcmul" in name:
+        return "torch addcmul"
     return "keras"
 
 
@@ -300,15 +302,20 @@ def _grads(layer, x, training, dy):
     return how, out
 
 
+_ADDCMUL, _BATCH_NORM, _KERAS = "torch addcmul", "torch batch_norm", "keras"
+
+
 @pytest.mark.parametrize("axis,shape,hooked", [
-    (-1, (6, 3, 4, 5), True), (1, (6, 5, 3, 4), True), (-1, (7, 5), True),
-    (-1, (3, 2, 3, 4, 5), True), (1, (3, 5, 2, 3, 4), True), (1, (4, 5, 6), True),
-    (-1, (4, 6, 5), False), (2, (3, 4, 5, 6), False)])
+    (-1, (6, 3, 4, 5), _ADDCMUL), (1, (6, 5, 3, 4), _BATCH_NORM), (-1, (7, 5), _ADDCMUL),
+    (-1, (3, 2, 3, 4, 5), _ADDCMUL), (1, (3, 5, 2, 3, 4), _BATCH_NORM),
+    (1, (4, 5, 6), _BATCH_NORM), (-1, (4, 6, 5), _ADDCMUL), (-1, (2, 3, 2, 2, 2, 4), _ADDCMUL),
+    (2, (3, 4, 5, 6), _KERAS), (1, (2, 3, 2, 2, 2, 2), _KERAS)])
 @pytest.mark.parametrize("kw", [{}, dict(center=False), dict(scale=False)])
 def test_inference_hook_equals_stock_keras(axis, shape, hooked, kw):
-    """Inference left to Keras's code (the measured rule) runs torch's fused batch_norm
-    where it can (_torch.layer_infer): the stock layer's values and gradients, to float
-    rounding, and float64 NumPy."""
+    """Inference left to Keras's code (the measured rule) runs one torch op where it
+    can (_torch.layer_infer: addcmul channels last, batch_norm channels first): the
+    stock layer's values and gradients (input, gamma, beta), to float rounding, and
+    float64 NumPy."""
     with _min_elements("infer", None):
         layer = BatchNormalization(axis=axis, epsilon=EPS, **kw)
         _build([layer], shape, axis)
@@ -321,7 +328,7 @@ def test_inference_hook_equals_stock_keras(axis, shape, hooked, kw):
         assert y.grad_fn is None
         np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
         how, got = _grads(layer, x, False, dy)
-        assert how == ("torch batch_norm" if hooked else "keras")
+        assert how == hooked
         how_stock, want = _grads(stock, x, False, dy)
         assert how_stock == "keras"
         for u, v in zip(got, want):
@@ -412,7 +419,7 @@ def test_cached_decision_follows_the_kernels_switch():
             assert how == "keras"      # no hook either: Keras's own code
         _check_step(layer, stock, x, dy, "kernels")
         how, _ = _grads(layer, x, False, dy)
-        assert how == "torch batch_norm"
+        assert how == _ADDCMUL   # channels last
 
 
 def test_cached_decision_follows_the_crossover_setting():
@@ -424,7 +431,7 @@ def test_cached_decision_follows_the_crossover_setting():
                         (10 ** 9, "keras")):
         with _min_elements("train", n):
             _check_step(layer, stock, x, dy, expected)
-    for n, expected in ((0, "kernels"), (None, "torch batch_norm"), (0, "kernels")):
+    for n, expected in ((0, "kernels"), (None, _ADDCMUL), (0, "kernels")):
         with _min_elements("infer", n):
             how, _ = _grads(layer, x, False, dy)
             assert how == expected
