@@ -411,10 +411,11 @@ def layer_infer(layer, x):
       the same ``x * a + b`` on contiguous planes.
 
     Each is the faster of the two on its layout (``benchmarks/RESULTS-keras.md``,
-    "PyTorch inference: one pass"): on channels-last data ``batch_norm`` (given
-    a channels-first view) took 1.4-2.3x the time of ``addcmul``, on
-    channels-first data ``addcmul`` broadcasting over planes took 1.5-3.6x that
-    of ``batch_norm``.  Returns None where the call is not this case (a dtype
+    session 9, "PyTorch inference in one op"): on channels-last data
+    ``batch_norm`` (given a channels-first view) took 1.4-2.3x the time of
+    ``addcmul``; on channels-first data with planes of 4x4 and more
+    ``addcmul``, broadcasting over the planes, took 1.25-3.0x that of
+    ``batch_norm``.  Returns None where the call is not this case (a dtype
     other than float32 in and out, variables not float32, more than one
     channel axis or one in the middle, symbolic calls on the meta device), and
     the layer runs Keras's code.  Gradients flow (autograd records the ops)
