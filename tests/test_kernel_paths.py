@@ -163,8 +163,20 @@ def test_work_plan_counts_units_from_the_shape():
     assert t["cf_elems"] == max(4096, t["L2"] // 32)
     per_chunk = max(1, t["cf_elems"] // (32 * 784))
     n = -(-256 // per_chunk)
+    # The element-wise pass on its own (inference) writes whole 784-element
+    # planes in memory order, as many per unit as fit in 32 Ki elements.
+    planes = 32 * 256
+    per_unit = t["unit_target"] // 784
     assert k.work_plan(32, 256, 784, 1) == {
-        "path": "chunks-planes", "reduction_units": n, "elementwise_units": n}
+        "path": "chunks-planes", "reduction_units": n,
+        "elementwise_units": -(-planes // per_unit)}
+    # 16x32x8x8 NCHW, float32: 64-element planes of at least one vector, in
+    # memory order too; 16x32x2x2 (16-byte planes, below one vector): the
+    # chunks, and one chunk holds them all.
+    assert k.work_plan(16, 32, 64, 1)["elementwise_units"] == \
+        -(-16 * 32 // (t["unit_target"] // 64))
+    if t["vector_bytes"] > 16:
+        assert k.work_plan(16, 32, 4, 1)["elementwise_units"] == 1
     # 64x7x7x2048 NHWC: rows of 2048 channels read whole where three float32
     # accumulators per lane fit in 3/4 of L1d, in units of 4 x 32 Ki elements.
     lanes = t["tile_lanes_f32"]

@@ -282,23 +282,41 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     return CKBN_OK
 
 
+cdef enum:
+    # The paths of the element-wise passes (_ew_path; the top of this file).
+    EW_UNITS = 0    # the units of the (P, G, R, C) view, planes in memory order included
+    EW_CHUNKS = 1   # chunk by chunk (_ew_chunks)
+    EW_LANES = 2    # the coefficients expanded to G*R lanes, then the units
+
+
+cdef inline int _ew_path(const Act* act, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                         Py_ssize_t C, size_t item, Chunks* ch) noexcept nogil:
+    """The path of an element-wise pass on (P, G, R, C) (``ch`` filled for
+    EW_CHUNKS): _ew takes it, and work_plan counts its units."""
+    if G > 1 and _ew_planes(act, R, C, item):
+        return EW_UNITS     # whole planes in memory order (_make_units' segment mode)
+    if _cf_plan(P, G, R, C, False, ch) and ch.lanes:
+        return EW_CHUNKS
+    if not _expand(G, R, C):
+        return EW_UNITS
+    return EW_LANES
+
+
 cdef int _ew(int op, const Act* act, const floating* x, const floating* d,
              floating* o, const floating** cf, Py_ssize_t P, Py_ssize_t G,
              Py_ssize_t R, Py_ssize_t C, bint rev, int n_threads) noexcept nogil:
-    """The element-wise pass ``op`` on the path of the shape: planes in
-    memory order, chunks, lane expansion for small channels-first planes, or
-    the units."""
+    """The element-wise pass ``op`` on the path of the shape (_ew_path):
+    planes in memory order or other units, chunks, or lane expansion for small
+    channels-first planes."""
     cdef int nc = _n_coef(op, act.on), q, status
     cdef floating* e
     cdef const floating* ecf[MAX_COEF]
     cdef Chunks ch
-    if G > 1 and _ew_planes(act, R, C, sizeof(floating)):
-        # units of whole planes in memory order (_make_units' segment mode)
+    cdef int path = _ew_path(act, P, G, R, C, sizeof(floating), &ch)
+    if path == EW_UNITS:
         return _ew_core(op, act, x, d, o, cf, P, G, R, C, rev, n_threads)
-    if _cf_plan(P, G, R, C, False, &ch) and ch.lanes:
+    if path == EW_CHUNKS:
         return _ew_chunks(op, act, x, d, o, cf, &ch, n_threads)
-    if not _expand(G, R, C):
-        return _ew_core(op, act, x, d, o, cf, P, G, R, C, rev, n_threads)
     e = <floating*> malloc(sizeof(floating) * nc * G * R)
     if e == NULL:
         return CKBN_ERR_NOMEM

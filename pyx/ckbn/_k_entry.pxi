@@ -10,6 +10,36 @@ cdef inline int _check_dims(Py_ssize_t n, Py_ssize_t P, Py_ssize_t G,
     return 0
 
 
+def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
+    """How float32 (P, G, R, C) is cut into work (from the shape alone), for
+    tests and benchmarks: the reduction path, the number of units the
+    reductions hand to threads (chunks on the chunked channels-first paths,
+    where the training passes also write their outputs chunk by chunk), and
+    the number of units of an element-wise pass that runs on its own
+    (inference, ``bn_affine``, without swish), on the path _ew takes."""
+    cdef Chunks ch
+    cdef Units ur, ue
+    cdef Act none = _act(False, 0.0, INFINITY)
+    path = reduction_path(P, G, R, C)
+    ew = _ew_path(&none, P, G, R, C, 4, &ch)
+    if ew == EW_CHUNKS:
+        n_ew = ch.n
+    elif ew == EW_LANES:
+        ue = _make_units(1, 1, P, G * R, _ew_lanes(G * R, 4), False, 4)
+        n_ew = ue.n_units
+    else:
+        ue = _make_units(P, G, R, C, _ew_lanes(C, 4), False, 4)
+        n_ew = ue.n_units
+    if _cf_plan(P, G, R, C, True, &ch):
+        n_red = ch.n
+    else:
+        if _expand(G, R, C):
+            ur = _make_units(1, 1, P, G * R, MIN_LANES, True, 4)
+        else:
+            ur = _make_units(P, G, R, C, MIN_LANES, True, 4)
+        n_red = ur.n_units
+    return {"path": path, "reduction_units": n_red, "elementwise_units": n_ew}
+
 
 def bn_stats(const floating[::1] x,      # IN  (P*G*R*C,)
              Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,

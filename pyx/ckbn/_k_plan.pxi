@@ -257,24 +257,6 @@ cdef inline bint _expand(Py_ssize_t G, Py_ssize_t R, Py_ssize_t C) noexcept nogi
     return C == 1 and G > 1 and 1 < R <= LANE_PLANE_MAX
 
 
-def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
-    """How (P, G, R, C) is cut into work (from the shape alone), for the
-    benchmarks' scaling model: the reduction path, and the number of units the
-    reductions and the element-wise passes hand to threads (chunks on the
-    chunked channels-first path, which runs every pass per chunk)."""
-    cdef Chunks ch
-    cdef Units ur, ue
-    cdef Py_ssize_t RR = R, CC = C, PP = P, GG = G
-    path = reduction_path(P, G, R, C)
-    if _cf_plan(P, G, R, C, True, &ch):
-        return {"path": path, "reduction_units": ch.n, "elementwise_units": ch.n}
-    if _expand(G, R, C):
-        PP, GG, RR, CC = 1, 1, P, G * R
-    ur = _make_units(PP, GG, RR, CC, MIN_LANES, True, 4)
-    ue = _make_units(PP, GG, RR, CC, MIN_LANES_EW, False, 4)
-    return {"path": path, "reduction_units": ur.n_units, "elementwise_units": ue.n_units}
-
-
 def reduction_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     """Name of the path the reductions take for (P, G, R, C), for tests and
     benchmarks: ``"chunks-lanes"`` / ``"chunks-planes"`` (channels first,
