@@ -45,6 +45,7 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                            double* b1, double* b2) noexcept
     void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                           const float* mu, float* b1, float* b2) noexcept
+    bint ckbn_rows_fit(Py_ssize_t W, size_t item) noexcept
     int ckbn_mom_rows_f32(const float* x, Py_ssize_t nr, Py_ssize_t W, const float* sh,
                           float* b1, float* b2) noexcept
     int ckbn_mom_rows_f64(const double* x, Py_ssize_t nr, Py_ssize_t W, const double* sh,

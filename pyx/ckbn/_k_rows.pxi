@@ -166,7 +166,7 @@ cdef inline bint _mom_rows(const floating* x, Py_ssize_t nr, Py_ssize_t W,
                            const floating* sh, floating* b1, floating* b2) noexcept nogil:
     """nr contiguous rows of W lanes into b1, b2 with every accumulator in
     registers (ckbn_mom_rows_*); False, and nothing done, where the variant
-    cannot hold W lanes in registers.  nr = 0 asks only whether it can."""
+    cannot hold W lanes in registers (``ckbn_rows_fit`` says beforehand)."""
     if floating is float:
         return ckbn_mom_rows_f32(x, nr, W, sh, b1, b2)
     else:
@@ -184,7 +184,7 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
     cdef Py_ssize_t TL = _tile_lanes(r)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 1)
-    if S == W and _mom_rows(r, 0, W, sh, b1, b2):
+    if S == W and ckbn_rows_fit(W, sizeof(floating)):
         # whole rows in registers, one stream in memory order
         while i < nr:
             take = nr - i
@@ -328,7 +328,7 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
     cdef Py_ssize_t VL = TL // 4        # lanes of one vector (tiles are four)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t Wv = Wt + ((W - Wt) // VL) * VL if TL > 0 else 0
-    if not sw and S == W and _gs_act_rows(d, x, 0, W, mu, za, zb, s, h, b1, b2):
+    if not sw and S == W and ckbn_rows_fit(W, sizeof(floating)):
         # whole rows in registers (as _gs_run)
         while i < nr:
             take = nr - i
@@ -382,7 +382,7 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
     cdef Py_ssize_t TL = _tile_lanes(x)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 2)
-    if S == W and _gs_rows(d, x, 0, W, mu, b1, b2):
+    if S == W and ckbn_rows_fit(W, sizeof(floating)):
         # whole rows in registers, two streams in memory order
         while i < nr:
             take = nr - i

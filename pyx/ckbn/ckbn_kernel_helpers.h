@@ -307,6 +307,13 @@ CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f64, double, ckbn_vd, ckbn_act_grad_f64)
    not fit 16 registers. */
 #if defined(__AVX512F__)
 #define CKBN_ROWS_MAXV 16
+/* Whether contiguous rows of W lanes of item-byte values are reduced whole in
+   registers here (the ckbn_*_rows_* kernels below): 5 to 16 vectors. */
+static inline int ckbn_rows_fit(ptrdiff_t W, size_t item)
+{
+    const ptrdiff_t L = CKBN_VBYTES / (ptrdiff_t) item;
+    return W % L == 0 && W / L >= 5 && W / L <= CKBN_ROWS_MAXV;
+}
 #define CKBN_MOM_ROWS(NAME, T, V, NV)                                          \
 static void NAME(const T *x, ptrdiff_t nr, const T *sh, T *b1, T *b2)          \
 {                                                                              \
@@ -404,10 +411,9 @@ CKBN_ROWS_WIDE(SFX, T, V)                                                      \
 static int ckbn_mom_rows_##SFX(const T *x, ptrdiff_t nr, ptrdiff_t W,          \
                                const T *sh, T *b1, T *b2)                      \
 {                                                                              \
-    const ptrdiff_t L = CKBN_VBYTES / sizeof(T);                               \
-    if (W % L != 0 || W / L < 5 || W / L > CKBN_ROWS_MAXV)                     \
+    if (!ckbn_rows_fit(W, sizeof(T)))                                          \
         return 0;                                                              \
-    switch (W / L) {                                                           \
+    switch (W / (CKBN_VBYTES / (ptrdiff_t) sizeof(T))) {                       \
     case 5: ckbn_mom_rows5_##SFX(x, nr, sh, b1, b2); return 1;                 \
     case 6: ckbn_mom_rows6_##SFX(x, nr, sh, b1, b2); return 1;                 \
     CKBN_ROWS_WIDE_CASES(ckbn_mom_rows, SFX, (x, nr, sh, b1, b2))              \
@@ -417,10 +423,9 @@ static int ckbn_mom_rows_##SFX(const T *x, ptrdiff_t nr, ptrdiff_t W,          \
 static int ckbn_gs_rows_##SFX(const T *e, const T *x, ptrdiff_t nr,            \
                               ptrdiff_t W, const T *mu, T *b1, T *b2)          \
 {                                                                              \
-    const ptrdiff_t L = CKBN_VBYTES / sizeof(T);                               \
-    if (W % L != 0 || W / L < 5 || W / L > CKBN_ROWS_MAXV)                     \
+    if (!ckbn_rows_fit(W, sizeof(T)))                                          \
         return 0;                                                              \
-    switch (W / L) {                                                           \
+    switch (W / (CKBN_VBYTES / (ptrdiff_t) sizeof(T))) {                       \
     case 5: ckbn_gs_rows5_##SFX(e, x, nr, mu, b1, b2); return 1;               \
     case 6: ckbn_gs_rows6_##SFX(e, x, nr, mu, b1, b2); return 1;               \
     CKBN_ROWS_WIDE_CASES(ckbn_gs_rows, SFX, (e, x, nr, mu, b1, b2))            \
@@ -431,10 +436,9 @@ static int ckbn_gs_act_rows_##SFX(const T *e, const T *x, ptrdiff_t nr,        \
                                   ptrdiff_t W, const T *mu, const T *za,       \
                                   const T *zb, T s, T h, T *b1, T *b2)         \
 {                                                                              \
-    const ptrdiff_t L = CKBN_VBYTES / sizeof(T);                               \
-    if (W % L != 0 || W / L < 5 || W / L > CKBN_ROWS_MAXV)                     \
+    if (!ckbn_rows_fit(W, sizeof(T)))                                          \
         return 0;                                                              \
-    switch (W / L) {                                                           \
+    switch (W / (CKBN_VBYTES / (ptrdiff_t) sizeof(T))) {                       \
     case 5: ckbn_gs_act_rows5_##SFX(e, x, nr, mu, za, zb, s, h, b1, b2); return 1; \
     case 6: ckbn_gs_act_rows6_##SFX(e, x, nr, mu, za, zb, s, h, b1, b2); return 1; \
     CKBN_ROWS_WIDE_CASES(ckbn_gs_act_rows, SFX,                                \
@@ -521,6 +525,7 @@ static void ckbn_gs_act_vecs_f64(const double *e, const double *x, ptrdiff_t S,
 /* No whole-row kernels (below AVX-512, or no vector extensions): the tiles
    take every row. */
 #define CKBN_HAVE_ROWS 0
+static inline int ckbn_rows_fit(ptrdiff_t W, size_t item) { return 0; }
 static int ckbn_mom_rows_f32(const float *x, ptrdiff_t nr, ptrdiff_t W,
                              const float *sh, float *b1, float *b2) { return 0; }
 static int ckbn_mom_rows_f64(const double *x, ptrdiff_t nr, ptrdiff_t W,
