@@ -300,13 +300,30 @@ def _seeded(build):
     return model
 
 
+def _replace_bn(model, make):
+    """A clone of ``model`` with each BatchNormalization layer ``layer`` replaced by
+    ``make(layer)``; the weights of the other layers are copied."""
+    import keras
+
+    def clone(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return make(layer)
+        return layer.__class__.from_config(layer.get_config())
+
+    new = keras.models.clone_model(model, clone_function=clone)
+    for old_layer, new_layer in zip(model.layers, new.layers):
+        if old_layer.weights and not isinstance(old_layer, keras.layers.BatchNormalization):
+            new_layer.set_weights(old_layer.get_weights())
+    return new
+
+
 def _without_bn(model):
     """The model with every BatchNormalization layer replaced by ``Identity``.
 
     Its step time is what the model costs with batch normalization for free:
     the floor under any BN implementation, so ``stock / no_bn`` is the most a
-    faster BN layer can give this model (Amdahl's bound).  The weights of the
-    other layers are copied; the numbers it computes are not the model's.
+    faster BN layer can give this model (Amdahl's bound).  The numbers it
+    computes are not the model's.
     """
     import keras
 
@@ -317,38 +334,38 @@ def _without_bn(model):
         def compute_output_shape(self, input_shape):
             return input_shape
 
-    def clone(layer):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return NoBatchNorm(name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    new = keras.models.clone_model(model, clone_function=clone)
-    for old_layer, new_layer in zip(model.layers, new.layers):
-        if old_layer.weights and not isinstance(old_layer, keras.layers.BatchNormalization):
-            new_layer.set_weights(old_layer.get_weights())
-    return new
+    return _replace_bn(model, lambda layer: NoBatchNorm(name=layer.name))
 
 
 def _affine_floor(model):
     """The model with every BatchNormalization layer replaced by ``AffineFloor``.
 
     ``AffineFloor`` has a batch normalization layer's four weights (``gamma``
-    and ``beta`` trainable, two non-trainable statistics) and computes
-    ``x * gamma + beta`` in ``keras.ops``: no statistics, no moving averages,
-    one multiply-add per element and its autodiff gradients.  It is the
-    cheapest layer shaped like batch normalization that a Keras model can
-    hold -- Keras's per-layer cost for a layer with weights (``Layer.__call__``,
-    the optimizer's updates of gamma and beta, the framework's autograd
-    nodes) plus one element-wise pass -- so ``stock / floor`` bounds what any
-    batch normalization written as a Keras layer can give this model, more
-    tightly than ``stock / no_bn``.  The weights of the other layers are
-    copied; the numbers it computes are not the model's.
+    and ``beta`` trainable, two non-trainable statistics, along the BN layer's
+    axis) and computes ``x * gamma + beta`` in ``keras.ops``: no statistics,
+    no moving averages, one multiply-add per element and its autodiff
+    gradients.  It is the cheapest layer shaped like batch normalization that
+    a Keras model can hold -- Keras's per-layer cost for a layer with weights
+    (``Layer.__call__``, the optimizer's updates of gamma and beta, the
+    framework's autograd nodes) plus one element-wise pass -- so ``stock /
+    floor`` bounds what any batch normalization written as a Keras layer can
+    give this model, more tightly than ``stock / no_bn``.  The numbers it
+    computes are not the model's.
     """
     import keras
+    from keras import ops
 
     class AffineFloor(keras.layers.Layer):
+        def __init__(self, axis, **kwargs):
+            super().__init__(**kwargs)
+            self.axis = axis
+
         def build(self, input_shape):
-            shape = (input_shape[-1],)
+            axis = self.axis % len(input_shape)
+            shape = (input_shape[axis],)
+            # channels last: the weights broadcast as they are; else a reshape
+            self.shape = None if axis == len(input_shape) - 1 else tuple(
+                n if i == axis else 1 for i, n in enumerate(input_shape))
             self.gamma = self.add_weight(shape=shape, initializer="ones", name="gamma")
             self.beta = self.add_weight(shape=shape, initializer="zeros", name="beta")
             self.moving_mean = self.add_weight(shape=shape, initializer="zeros",
@@ -357,21 +374,15 @@ def _affine_floor(model):
                                                    trainable=False, name="moving_variance")
 
         def call(self, inputs, training=None, mask=None):
-            return inputs * self.gamma + self.beta
+            if self.shape is None:
+                return inputs * self.gamma + self.beta
+            return inputs * ops.reshape(self.gamma, self.shape) + ops.reshape(self.beta,
+                                                                               self.shape)
 
         def compute_output_shape(self, input_shape):
             return input_shape
 
-    def clone(layer):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return AffineFloor(name=layer.name)
-        return layer.__class__.from_config(layer.get_config())
-
-    new = keras.models.clone_model(model, clone_function=clone)
-    for old_layer, new_layer in zip(model.layers, new.layers):
-        if old_layer.weights and not isinstance(old_layer, keras.layers.BatchNormalization):
-            new_layer.set_weights(old_layer.get_weights())
-    return new
+    return _replace_bn(model, lambda layer: AffineFloor(layer.axis, name=layer.name))
 
 
 def force_kernels(backend, on):
