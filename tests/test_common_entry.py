@@ -269,19 +269,16 @@ def _general_error(monkeypatch, fn, kw):
     return want.value
 
 
-@pytest.mark.parametrize("case", list(_bad_forward()))
-def test_forward_errors_are_the_general_paths(case, monkeypatch):
-    kw = _bad_forward()[case]
-    want = _general_error(monkeypatch, ckbn.nn.fused_batch_norm, kw)
-    with pytest.raises(type(want)) as got:
-        ckbn.nn.fused_batch_norm(**kw)
-    assert type(got.value) is type(want) and str(got.value) == str(want)
+_BAD = {"forward": (ckbn.nn.fused_batch_norm, _bad_forward),
+        "backward": (ckbn.nn.fused_batch_norm_grad, _bad_backward)}
 
 
-@pytest.mark.parametrize("case", list(_bad_backward()))
-def test_backward_errors_are_the_general_paths(case, monkeypatch):
-    kw = _bad_backward()[case]
-    want = _general_error(monkeypatch, ckbn.nn.fused_batch_norm_grad, kw)
+@pytest.mark.parametrize("op,case", [(op, case) for op, (_, bad) in _BAD.items()
+                                     for case in bad()])
+def test_errors_are_the_general_paths(op, case, monkeypatch):
+    fn, bad = _BAD[op]
+    kw = bad()[case]
+    want = _general_error(monkeypatch, fn, kw)
     with pytest.raises(type(want)) as got:
-        ckbn.nn.fused_batch_norm_grad(**kw)
+        fn(**kw)
     assert type(got.value) is type(want) and str(got.value) == str(want)

@@ -314,16 +314,26 @@ static inline int ckbn_rows_fit(ptrdiff_t W, size_t item)
     const ptrdiff_t L = CKBN_VBYTES / (ptrdiff_t) item;
     return W % L == 0 && W / L >= 5 && W / L <= CKBN_ROWS_MAXV;
 }
-#define CKBN_MOM_ROWS(NAME, T, V, NV)                                          \
-static void NAME(const T *x, ptrdiff_t nr, const T *sh, T *b1, T *b2)          \
-{                                                                              \
-    const V *k = (const V *) sh;                                               \
+/* A whole-row kernel's accumulators: the block sums b1, b2 of NV vectors
+   into registers a, q, and back. */
+#define CKBN_ROWS_LOAD(V, NV)                                                  \
     V a[NV], q[NV];                                                            \
     _Pragma("GCC unroll 16")                                                   \
     for (int j = 0; j < NV; j++) {                                             \
         a[j] = ((V *) b1)[j];                                                  \
         q[j] = ((V *) b2)[j];                                                  \
-    }                                                                          \
+    }
+#define CKBN_ROWS_STORE(V, NV)                                                 \
+    _Pragma("GCC unroll 16")                                                   \
+    for (int j = 0; j < NV; j++) {                                             \
+        ((V *) b1)[j] = a[j];                                                  \
+        ((V *) b2)[j] = q[j];                                                  \
+    }
+#define CKBN_MOM_ROWS(NAME, T, V, NV)                                          \
+static void NAME(const T *x, ptrdiff_t nr, const T *sh, T *b1, T *b2)          \
+{                                                                              \
+    const V *k = (const V *) sh;                                               \
+    CKBN_ROWS_LOAD(V, NV)                                                      \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         const V *r = (const V *) (x + i * (ptrdiff_t) (NV * sizeof(V) / sizeof(T))); \
         _Pragma("GCC unroll 16")                                               \
@@ -333,23 +343,14 @@ static void NAME(const T *x, ptrdiff_t nr, const T *sh, T *b1, T *b2)          \
             q[j] += d * d;                                                     \
         }                                                                      \
     }                                                                          \
-    _Pragma("GCC unroll 16")                                                   \
-    for (int j = 0; j < NV; j++) {                                             \
-        ((V *) b1)[j] = a[j];                                                  \
-        ((V *) b2)[j] = q[j];                                                  \
-    }                                                                          \
+    CKBN_ROWS_STORE(V, NV)                                                     \
 }
 #define CKBN_GS_ROWS(NAME, T, V, NV)                                           \
 static void NAME(const T *e, const T *x, ptrdiff_t nr, const T *mu, T *b1,     \
                  T *b2)                                                        \
 {                                                                              \
     const V *m = (const V *) mu;                                               \
-    V a[NV], q[NV];                                                            \
-    _Pragma("GCC unroll 16")                                                   \
-    for (int j = 0; j < NV; j++) {                                             \
-        a[j] = ((V *) b1)[j];                                                  \
-        q[j] = ((V *) b2)[j];                                                  \
-    }                                                                          \
+    CKBN_ROWS_LOAD(V, NV)                                                      \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         ptrdiff_t o = i * (ptrdiff_t) (NV * sizeof(V) / sizeof(T));            \
         const V *d = (const V *) (e + o), *r = (const V *) (x + o);            \
@@ -360,11 +361,7 @@ static void NAME(const T *e, const T *x, ptrdiff_t nr, const T *mu, T *b1,     \
             q[j] += ej * (r[j] - m[j]);                                        \
         }                                                                      \
     }                                                                          \
-    _Pragma("GCC unroll 16")                                                   \
-    for (int j = 0; j < NV; j++) {                                             \
-        ((V *) b1)[j] = a[j];                                                  \
-        ((V *) b2)[j] = q[j];                                                  \
-    }                                                                          \
+    CKBN_ROWS_STORE(V, NV)                                                     \
 }
 /* CKBN_GS_ROWS through a piecewise-linear activation: e = d * act'(z),
    z = x * za + zb, act' as CKBN_GS_ACT_TILE computes it (za, zb and mu from
@@ -375,12 +372,7 @@ static void NAME(const T *e, const T *x, ptrdiff_t nr, const T *mu,            \
 {                                                                              \
     const V *m = (const V *) mu, *ka = (const V *) za, *kb = (const V *) zb;   \
     const V vs = (V){0} + s, vh = (V){0} + h;                                  \
-    V a[NV], q[NV];                                                            \
-    _Pragma("GCC unroll 16")                                                   \
-    for (int j = 0; j < NV; j++) {                                             \
-        a[j] = ((V *) b1)[j];                                                  \
-        q[j] = ((V *) b2)[j];                                                  \
-    }                                                                          \
+    CKBN_ROWS_LOAD(V, NV)                                                      \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         ptrdiff_t o = i * (ptrdiff_t) (NV * sizeof(V) / sizeof(T));            \
         const V *d = (const V *) (e + o), *r = (const V *) (x + o);            \
@@ -392,11 +384,7 @@ static void NAME(const T *e, const T *x, ptrdiff_t nr, const T *mu,            \
             q[j] += ej * (xj - m[j]);                                          \
         }                                                                      \
     }                                                                          \
-    _Pragma("GCC unroll 16")                                                   \
-    for (int j = 0; j < NV; j++) {                                             \
-        ((V *) b1)[j] = a[j];                                                  \
-        ((V *) b2)[j] = q[j];                                                  \
-    }                                                                          \
+    CKBN_ROWS_STORE(V, NV)                                                     \
 }
 #define CKBN_ROWS_ALL(SFX, T, V)                                               \
 CKBN_MOM_ROWS(ckbn_mom_rows5_##SFX, T, V, 5)                                   \
