@@ -215,27 +215,38 @@ _channel_affine.register_autograd(_affine_backward, setup_context=_affine_setup)
 # torch.compile (and torch.export) the custom ops are used, which the
 # compiler can trace.
 def _eager_grad(ctx, dy):
-    x, scale, offset, mean, var = ctx.saved_tensors
+    x, scale, offset = ctx.saved_tensors[:3]   # (reading them checks every saved version)
+    mean, var = ctx.stats
     axes, eps, training, act = ctx.args
-    dx, ds, do = _kernels.grad(_np(dy.contiguous()), _np(x), _np(scale), _np(mean), _np(var),
+    dx, ds, do = _kernels.grad(_np(dy.contiguous()), _np(x), _np(scale), mean, var,
                                axes, eps, training, act,
                                _np(offset) if act is not None else None)
     return _t(dx), _t(ds), _t(do)
 
 
 class _EagerTrain(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, scale, offset, axes, eps, act):
-        y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, eps, act)
-        y, mean, var = _t(y), _t(mean), _t(var)
-        ctx.save_for_backward(x, scale, offset, mean, var)
-        ctx.args = (axes, eps, True, act)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+    """The training call.  With ``moving`` (``(moving_mean, moving_variance,
+    momentum)``, the layer's call: :func:`layer_forward`) it returns ``y`` alone
+    and updates the moving statistics in place (:func:`_update_moving`); without,
+    ``(y, mean, var)`` (the op table's ``train``)."""
 
     @staticmethod
-    def backward(ctx, dy, dmean, dvar):  # the statistics feed only the moving averages
-        return _eager_grad(ctx, dy) + (None, None, None)
+    def forward(ctx, x, scale, offset, axes, eps, act, moving=None):
+        y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, eps, act)
+        ctx.stats = (mean, var)
+        ctx.args = (axes, eps, True, act)
+        if moving is not None:
+            ctx.save_for_backward(x, scale, offset)
+            _update_moving(moving, mean, var)
+            return _t(y)
+        mean_t, var_t = _t(mean), _t(var)   # views of ctx.stats, so their versions are saved
+        ctx.save_for_backward(x, scale, offset, mean_t, var_t)
+        ctx.mark_non_differentiable(mean_t, var_t)
+        return _t(y), mean_t, var_t
+
+    @staticmethod
+    def backward(ctx, dy, *stat_grads):  # the statistics feed only the moving averages
+        return _eager_grad(ctx, dy) + (None,) * 4
 
 
 class _EagerGiven(torch.autograd.Function):
@@ -243,13 +254,35 @@ class _EagerGiven(torch.autograd.Function):
     def forward(ctx, x, scale, offset, mean, var, axes, eps, train_grad, act):
         y = _kernels.given(_np(x), _np(scale), _np(offset), _np(mean), _np(var), axes, eps,
                            act)
-        ctx.save_for_backward(x, scale, offset, mean, var)
+        # Copies of mean and var (the moving statistics, in the layer's inference):
+        # a training call of the same layer before the backward updates those in
+        # place, and the gradient is that of the values this call used, as Keras's
+        # own layer gives.
+        ctx.save_for_backward(x, scale, offset)
+        ctx.stats = (_np(mean).copy(), _np(var).copy())
         ctx.args = (axes, eps, train_grad, act)
         return _t(y)
 
     @staticmethod
     def backward(ctx, dy):
         return _eager_grad(ctx, dy) + (None,) * 6
+
+
+def _update_moving(moving, mean, var):
+    """``moving = moving * momentum + batch * (1 - momentum)`` in place, for
+    ``moving = (moving_mean, moving_variance, momentum)`` (the variables'
+    tensors) and the batch's ``mean`` and ``var`` (NumPy arrays of the
+    statistics' dtype): the float operations of ``_engine.update_moving``, on
+    NumPy views of the tensors' memory (a few ATen calls and ``torch.no_grad``
+    cost more than the arithmetic on a vector), with the tensors' version
+    counters bumped as an in-place PyTorch op would."""
+    moving_mean, moving_var, momentum = moving
+    rate = 1.0 - momentum
+    for v, batch in ((moving_mean, mean), (moving_var, var)):
+        a = _np(v)
+        a *= momentum
+        a += batch * rate
+    _increment_version((moving_mean, moving_var))
 
 
 def _eager():
@@ -279,7 +312,8 @@ def train(x, scale, offset, axes, eps, act=None):
             y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, float(eps),
                                           _act_key(act))
             return _t(y), _t(mean), _t(var)
-        return _EagerTrain.apply(x, scale, offset, tuple(axes), float(eps), _act_key(act))
+        return _EagerTrain.apply(x, scale, offset, tuple(axes), float(eps), _act_key(act),
+                                 None)
     return _bn_train(x, scale, offset, list(axes), float(eps), *_act_args(act))
 
 
@@ -366,7 +400,9 @@ def layer_forward(layer, x, training, act=None):
     The same kernels and arguments, so the same output; the moving statistics
     are updated in place with the same float operations as
     ``_engine.update_moving`` (``moving * momentum + batch * (1 - momentum)``),
-    without Keras's per-op conversions and variable assignment.
+    without Keras's per-op conversions and variable assignment
+    (:func:`_update_moving`, inside the autograd Function's forward where
+    autograd records the call, so the batch statistics never become tensors).
     """
     momentum = layer.momentum
     if type(momentum) is not float:
@@ -385,12 +421,13 @@ def layer_forward(layer, x, training, act=None):
     if not training:
         return given(x, scale, offset, moving_mean, moving_var, axes, layer.epsilon, False,
                      act)
-    y, mean, var = train(x, scale, offset, axes, layer.epsilon, act)
-    with torch.no_grad():
-        for v, batch in ((moving_mean, mean), (moving_var, var)):
-            step = batch * (1.0 - momentum)
-            v.mul_(momentum).add_(step)
-    return y
+    eps = float(layer.epsilon)
+    moving = (moving_mean, moving_var, momentum)
+    if _needs_grad(x, scale, offset):
+        return _EagerTrain.apply(x, scale, offset, axes, eps, _act_key(act), moving)
+    y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, eps, _act_key(act))
+    _update_moving(moving, mean, var)
+    return _t(y)
 
 
 def layer_infer(layer, x):
@@ -450,6 +487,8 @@ def layer_infer(layer, x):
                                                                       value=-1.0)
     return torch.addcmul(b, x, a)
 
+
+_increment_version = torch.autograd.graph.increment_version
 
 try:
     from keras.src.backend.common.stateless_scope import in_stateless_scope as \

@@ -305,6 +305,44 @@ def _grads(layer, x, training, dy):
 _ADDCMUL, _BATCH_NORM, _KERAS = "torch addcmul", "torch batch_norm", "keras"
 
 
+@pytest.mark.parametrize("axis,shape", [(-1, (6, 3, 4, 5)), (1, (6, 5, 3, 4))])
+def test_inference_then_training_in_one_graph(axis, shape):
+    """One layer called in inference and then in training before a single backward
+    (a frozen branch beside a training one): the training call updates the moving
+    statistics in place, bumping their versions as a PyTorch in-place op would, and
+    the inference call's gradients are still those of the statistics it used, as
+    with Keras's own layer and float64 NumPy."""
+    layer = BatchNormalization(axis=axis, momentum=MOMENTUM, epsilon=EPS)
+    _build([layer], shape, axis)
+    stock = _stock_twin(layer, shape)
+    gamma, _, _, mv_before = (np.array(v.numpy()) for v in layer.weights)
+    x1, x2, dy1, dy2 = (torch.from_numpy(_rand(shape, seed)) for seed in (31, 32, 33, 34))
+
+    def run(bn):
+        a = x1.clone().requires_grad_(True)
+        b = x2.clone().requires_grad_(True)
+        versions = [v.value._version for v in bn.non_trainable_weights]
+        y1 = bn(a, training=False)
+        y2 = bn(b, training=True)
+        bumped = [v.value._version > n for v, n in zip(bn.non_trainable_weights, versions)]
+        torch.autograd.backward([y1, y2], [dy1, dy2])
+        out = [a.grad.numpy().copy(), b.grad.numpy().copy()]
+        out += [v.value.grad.numpy().copy() for v in bn.trainable_weights]
+        out += [np.array(v.numpy()) for v in bn.non_trainable_weights]
+        return (_computed_by(y1), _computed_by(y2)), bumped, out
+
+    how, bumped, got = run(layer)
+    assert how == ("kernels", "kernels")
+    assert bumped == [True, True]
+    _, _, want = run(stock)
+    for u, v in zip(got, want):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-4)
+    sh = [1] * len(shape)
+    sh[axis] = -1
+    k = gamma.astype(np.float64) / np.sqrt(mv_before.astype(np.float64) + EPS)
+    np.testing.assert_allclose(got[0], dy1.numpy() * k.reshape(sh), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("axis,shape,hooked", [
     (-1, (6, 3, 4, 5), _ADDCMUL), (1, (6, 5, 3, 4), _BATCH_NORM), (-1, (7, 5), _ADDCMUL),
     (-1, (3, 2, 3, 4, 5), _ADDCMUL), (1, (3, 5, 2, 3, 4), _BATCH_NORM),
