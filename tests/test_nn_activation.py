@@ -157,6 +157,40 @@ def test_relu_output_is_positive_zero():
     assert not np.signbit(y).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,data_format", [
+    ((16, 8, 8, 192), "NHWC"), ((4, 5, 5, 2048), "NHWC"), ((256, 96), "NC"),
+    ((16, 32, 8, 8), "NCHW"), ((3, 7, 5, 5), "NCHW"), ((5, 3, 4, 4), "NHWC")])
+@pytest.mark.parametrize("training", [True, False])
+def test_relu_gives_positive_zero_on_every_path(shape, data_format, dtype, training):
+    """Every element-wise path (rows of any width, channels-first planes, the
+    compiled entry, float32 and float64, training and inference): ReLU of a
+    negative z is +0.0 (float64 NumPy's max(z, 0)), and the values match."""
+    rng = np.random.default_rng(zlib.crc32(repr((shape, data_format)).encode()))
+    x = rng.standard_normal(shape).astype(dtype)
+    axes = _channel_axes(len(shape), data_format)
+    c = shape[axes[0]]
+    scale = (rng.random(c) + 0.5).astype(dtype)
+    offset = (rng.standard_normal(c) * 0.2).astype(dtype)
+    mean = np.zeros(c, dtype) if not training else None
+    var = np.ones(c, dtype) if not training else None
+    y = ckbn.nn.fused_batch_norm(x, scale, offset, mean, var, epsilon=1e-3,
+                                 data_format=data_format, is_training=training,
+                                 activation="relu")[0]
+    assert (y == 0).sum() > y.size // 4
+    assert not np.signbit(y).any()
+    red = tuple(i for i in range(len(shape)) if i not in axes)
+    sh = [1] * len(shape)
+    sh[axes[0]] = c
+    x64 = x.astype(np.float64)
+    m = x64.mean(red) if training else np.zeros(c)
+    v = x64.var(red) if training else np.ones(c)
+    z = (x64 - m.reshape(sh)) / np.sqrt(v.reshape(sh) + 1e-3) * scale.reshape(sh) \
+        + offset.reshape(sh)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(y, np.maximum(z, 0.0), rtol=tol, atol=tol)
+
+
 def test_fused_activation_equals_unfused_then_activation():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((16, 10, 10, 32)).astype(np.float32)

@@ -30,6 +30,25 @@ cdef enum:
     OP_DX = 1
 
 
+# -- the piecewise activation ----------------------------------------------------
+
+cdef inline floating _pw(floating z, floating s, floating h) noexcept nogil:
+    """act(z) = z > 0 ? min(z, h) : z * s + 0 (the + 0 turns the -0.0 of slope
+    0 into +0.0, as max(z, 0) gives).  Both sides are computed and one of them
+    selected, which compilers turn into min, multiply, compare and blend; the
+    nested conditional compiled to masked compares, 1.9x the loop's time with
+    AVX-512 and 1.4x with AVX2 on AMD Zen 4 (same bits)."""
+    cdef floating m = z if z < h else h
+    cdef floating t = z * s + 0
+    return m if z > 0 else t
+
+
+cdef inline floating _pw_d(floating z, floating s, floating h) noexcept nogil:
+    """act'(z) = z > 0 ? (z < h) : s, written as _pw is (both sides, one select)."""
+    cdef floating m = <floating> 1 if z < h else <floating> 0
+    return m if z > 0 else s
+
+
 # -- lanes and channels -------------------------------------------------------
 
 cdef inline void _repeat(const floating* src, Py_ssize_t C, Py_ssize_t W,
@@ -276,7 +295,7 @@ cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
         return
     for j in range(W):
         z = x[j] * za[j] + zb[j]
-        e = d[j] * ((<floating> 1 if z < h else <floating> 0) if z > 0 else s)
+        e = d[j] * _pw_d(z, s, h)
         b1[j] += e
         b2[j] += e * (x[j] - mu[j])
 
@@ -480,8 +499,7 @@ cdef inline void _row_affine_act(const floating* x, floating* y, Py_ssize_t n,
     cdef floating z
     for j in range(n):
         z = x[j] * a[j] + b[j]
-        # + 0 turns the -0.0 of slope 0 into +0.0, as max(z, 0) gives.
-        y[j] = (z if z < h else h) if z > 0 else z * s + 0
+        y[j] = _pw(z, s, h)
 
 
 cdef inline void _row_affine_swish(const floating* x, floating* y, Py_ssize_t n,
@@ -508,7 +526,7 @@ cdef inline void _row_dx_act(const floating* d, const floating* x, floating* o,
     cdef floating z, m
     for j in range(n):
         z = x[j] * za[j] + zb[j]
-        m = (<floating> 1 if z < h else <floating> 0) if z > 0 else s
+        m = _pw_d(z, s, h)
         o[j] = (d[j] * m) * k1[j] + (x[j] * k2[j] + k3[j])
 
 
@@ -538,7 +556,7 @@ cdef inline void _seg_affine_act(const floating* x, floating* y, Py_ssize_t n,
     cdef floating z
     for j in range(n):
         z = x[j] * a + b
-        y[j] = (z if z < h else h) if z > 0 else z * s + 0
+        y[j] = _pw(z, s, h)
 
 
 cdef inline void _seg_affine_swish(const floating* x, floating* y, Py_ssize_t n,
@@ -565,7 +583,7 @@ cdef inline void _seg_dx_act(const floating* d, const floating* x, floating* o,
     cdef floating z, m
     for j in range(n):
         z = x[j] * za + zb
-        m = (<floating> 1 if z < h else <floating> 0) if z > 0 else s
+        m = _pw_d(z, s, h)
         o[j] = (d[j] * m) * k1 + (x[j] * k2 + k3)
 
 
