@@ -488,7 +488,13 @@ def layer_infer(layer, x):
     return torch.addcmul(b, x, a)
 
 
-_increment_version = torch.autograd.graph.increment_version
+def _bump_versions(tensors):  # pragma: no cover - PyTorch before increment_version
+    with torch.no_grad():
+        for t in tensors:
+            t.mul_(1)   # an in-place op: bumps the version, keeps every value
+
+
+_increment_version = getattr(torch.autograd.graph, "increment_version", _bump_versions)
 
 try:
     from keras.src.backend.common.stateless_scope import in_stateless_scope as \
