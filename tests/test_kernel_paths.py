@@ -30,6 +30,7 @@ CASES = [
     ((4, 3, 9, 9), "NCHW", "chunks-lanes"),         # few chunks, but one thread anyway
     ((2, 4, 40, 40), "NCHW", "chunks-planes"),
     ((16, 8, 8, 2048), "NHWC", "tiles"),            # a whole wide row, or two tiles
+    ((35, 7, 9, 1030), "NHWC", "tiles"),            # units of 137 rows, the last of 13
 ]
 
 
@@ -178,14 +179,22 @@ def test_work_plan_counts_units_from_the_shape():
     if t["vector_bytes"] > 16:
         assert k.work_plan(16, 32, 4, 1)["elementwise_units"] == 1
     # 64x7x7x2048 NHWC: rows of 2048 channels read whole where three float32
-    # accumulators per lane fit in 3/4 of L1d, in units of 4 x 32 Ki elements.
+    # accumulators per lane fit in 3/4 of L1d; units of 4 to 16 x 32 Ki
+    # elements, the larger while the rows still make 16 units.
     lanes = t["tile_lanes_f32"]
     assert lanes == max(512, (t["L1d"] * 3 // 4) // 12 // 64 * 64)
-    tiles = -(-2048 // lanes)
-    width = -(-(-(-2048 // tiles)) // 64) * 64
-    rows_per_unit = 4 * 32768 // width
-    assert k.work_plan(1, 1, 64 * 49, 2048)["reduction_units"] == \
-        tiles * -(-64 * 49 // rows_per_unit)
+    assert (t["tile_unit_min"], t["tile_unit_max"], t["tile_min_units"]) == \
+        (4 * 32768, 16 * 32768, 16)
+
+    def tiled_units(rows, channels):
+        tiles = -(-channels // lanes)
+        width = -(-(-(-channels // tiles)) // 64) * 64
+        per_unit = min(max(rows // 16, 4 * 32768 // width), 16 * 32768 // width)
+        return tiles * -(-rows // per_unit)
+
+    assert k.work_plan(1, 1, 64 * 49, 2048)["reduction_units"] == tiled_units(64 * 49, 2048)
+    # 256x1024: few rows keep the smaller units, so two threads share them.
+    assert k.work_plan(1, 1, 256, 1024)["reduction_units"] == tiled_units(256, 1024) >= 2
 
 
 _NOMEM_SCRIPT = r"""

@@ -164,6 +164,17 @@ cdef enum:
     TILE_MAX = 512
     # Rows summed in the data type before adding to float64.
     BLOCK = 64
+    # Rows of C > TILE_MAX channels (tiled units): each unit copies its
+    # shift row, zeroes four accumulator rows and writes a partial row of
+    # moments that the Chan merge reads, so a unit takes TILE_UNIT_MIN
+    # elements at least, and up to TILE_UNIT_MAX while the rows still make
+    # TILE_MIN_UNITS units (for the threads).  64x7x7x2048 NHWC, 256 rows a
+    # unit instead of 64: statistics 0.85x, training forward 0.94x, backward
+    # 0.91x the time (AMD EPYC Zen 4, float32, 1 thread; benchmarks/RESULTS.md,
+    # issue 18 session 11).
+    TILE_UNIT_MIN = 4 * UNIT_TARGET
+    TILE_UNIT_MAX = 16 * UNIT_TARGET
+    TILE_MIN_UNITS = 16
     # Rows a register tile walks at a time when rows are strided (S > W) or
     # wider than TILE_MAX: that many concurrent sequential streams for the
     # hardware prefetchers, instead of one stream per row of the block (the
@@ -240,6 +251,8 @@ def tuning():
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
             "row_group": ROW_GROUP, "touch_bytes": _L2 // 4, "touch_tiles": TOUCH_TILES,
             "unit_target": UNIT_TARGET, "nt_bytes": _nt_bytes,
+            "tile_unit_min": TILE_UNIT_MIN, "tile_unit_max": TILE_UNIT_MAX,
+            "tile_min_units": TILE_MIN_UNITS,
             "parallel_min": PARALLEL_MIN}
 
 

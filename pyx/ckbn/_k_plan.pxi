@@ -52,6 +52,19 @@ cdef struct Units:
     Py_ssize_t n_units
 
 
+cdef inline Py_ssize_t _tile_rows(Py_ssize_t rows, Py_ssize_t W) noexcept nogil:
+    """Rows per unit of a tiled reduction over ``rows`` rows of tiles of W
+    lanes (TILE_UNIT_MIN, TILE_UNIT_MAX, TILE_MIN_UNITS: _k_common.pxi);
+    from the shape alone, so the sums do not depend on the thread count."""
+    cdef Py_ssize_t lo = TILE_UNIT_MIN // W, hi = TILE_UNIT_MAX // W
+    cdef Py_ssize_t n = rows // TILE_MIN_UNITS
+    if n > hi:
+        n = hi
+    if n < lo:
+        n = lo
+    return n if n > 1 else 1
+
+
 cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                               Py_ssize_t C, Py_ssize_t min_lanes,
                               bint tiles, size_t item) noexcept nogil:
@@ -75,9 +88,7 @@ cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
         u.tiled = True
         u.W = _tile_width(C, item)
         u.n_ct = (C + u.W - 1) // u.W
-        # rows per unit: about 4 * UNIT_TARGET elements (a unit sets up and
-        # finishes a whole row of accumulators)
-        u.rpu = 4 * UNIT_TARGET // u.W if u.W < 4 * UNIT_TARGET else 1
+        u.rpu = _tile_rows(P * R, u.W)
         u.n_rc = (P * R + u.rpu - 1) // u.rpu
     else:
         u.tiled = False
