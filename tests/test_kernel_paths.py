@@ -18,19 +18,23 @@ from ckbn._dispatch import kernels
 
 # (shape, data_format, the path the reductions take)
 CASES = [
-    ((4, 256, 7, 7), "NCHW", "chunks-lanes"),       # 49-element planes, 13 chunks
+    ((4, 256, 3, 5), "NCHW", "chunks-lanes"),       # 15-element planes, 4 chunks
     ((3, 600, 3, 5), "NCHW", "chunks-lanes"),       # odd plane size
     ((4, 16, 130, 130), "NCHW", "chunks-planes"),   # 16900-element planes (tail of 4 lanes)
     ((1, 10, 300, 301), "NCHW", "chunks-planes"),   # one sample, one chunk per channel
-    ((300, 3, 9, 9), "NCHW", "lanes"),              # too few channels for chunks
-    ((16, 4, 40, 40), "NCHW", "rows"),              # large planes, few channels
+    ((2000, 3, 3, 5), "NCHW", "lanes"),             # too few channels for chunks
+    ((16, 4, 70, 70), "NCHW", "rows"),              # large planes, few channels
     ((16, 6, 6, 40), "NHWC", "rows"),
     ((8, 3, 3, 1030), "NHWC", "tiles"),             # one tile (float64: two)
     ((64, 3), "NC", "rows"),                        # three lanes per channel
-    ((4, 3, 9, 9), "NCHW", "chunks-lanes"),         # few chunks, but one thread anyway
-    ((2, 4, 40, 40), "NCHW", "chunks-planes"),
+    ((4, 3, 3, 5), "NCHW", "chunks-lanes"),         # few chunks, but one thread anyway
+    ((2, 4, 70, 70), "NCHW", "chunks-planes"),
     ((16, 8, 8, 2048), "NHWC", "tiles"),            # a whole wide row, or two tiles
     ((35, 7, 9, 1030), "NHWC", "tiles"),            # units of 137 rows, the last of 13
+    ((4, 256, 8, 8), "NCHW", "planes"),             # 64-element planes, one unit
+    ((37, 64, 8, 9), "NCHW", "planes"),             # units of 28 samples, the last of 9
+    ((300, 3, 9, 9), "NCHW", "planes"),             # few channels, many samples
+    ((3, 40, 60, 61), "NCHW", "planes"),            # 3660-element planes: a float64 flush
 ]
 
 
@@ -124,11 +128,65 @@ def test_chunked_forward_in_place(shape, fmt, path):
 def test_chunked_statistics_keep_precision_far_from_zero():
     """|mean| / std = 1e4 on the chunked path: variance relative error <= 1e-5."""
     rng = np.random.default_rng(11)
-    x = (1e4 + rng.standard_normal((8, 256, 7, 7))).astype(np.float32)
+    x = (1e4 + rng.standard_normal((16, 600, 3, 5))).astype(np.float32)
     assert kernels().reduction_path(*_dims(x.shape, "NCHW")).startswith("chunks")
     _, m, v = ckbn.nn.fused_batch_norm(x, None, None, data_format="NCHW")
     ref = x.astype(np.float64).var(axis=(0, 2, 3))
     assert np.max(np.abs(v - ref) / ref) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(37, 64, 8, 9), (3, 40, 60, 61)])
+def test_planes_statistics_keep_precision_far_from_zero(shape, dtype):
+    """|mean| / std = 1e4 on the planes path, statistics and backward sums:
+    variance relative error <= 1e-5 (1e-12 in float64), and sum(dy * xhat)
+    as accurate, however far the data sit from zero."""
+    rng = np.random.default_rng(12)
+    x = (1e4 + rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    assert kernels().reduction_path(*_dims(x.shape, "NCHW")) == "planes"
+    _, m, v = ckbn.nn.fused_batch_norm(x, None, None, data_format="NCHW")
+    x64 = x.astype(np.float64)
+    ref = x64.var(axis=(0, 2, 3))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert np.max(np.abs(v - ref) / ref) <= tol
+    _, ds, do = ckbn.nn.fused_batch_norm_grad(dy, x, None, m, v, epsilon=0.0,
+                                              data_format="NCHW")
+    # against the statistics the backward is given (float32 m differs from
+    # the float64 mean by up to half an ulp of 1e4)
+    b = (1, -1, 1, 1)
+    xhat = ((x64 - m.astype(np.float64).reshape(b))
+            / np.sqrt(v.astype(np.float64)).reshape(b))
+    ds_ref = (dy.astype(np.float64) * xhat).sum(axis=(0, 2, 3))
+    scale = np.sqrt(dy.astype(np.float64).var()) * np.sqrt(x[0].size)
+    assert np.max(np.abs(ds - ds_ref)) <= 10 * tol * scale
+    np.testing.assert_allclose(do, dy.astype(np.float64).sum(axis=(0, 2, 3)),
+                               rtol=tol, atol=tol * scale)
+
+
+def test_planes_sums_do_not_depend_on_the_address():
+    """A plane is summed from its own first element, in an order fixed by its
+    length: the same data at another alignment give the same bits."""
+    rng = np.random.default_rng(13)
+    shape = (37, 64, 8, 9)
+    x = rng.standard_normal(shape).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    assert kernels().reduction_path(*_dims(shape, "NCHW")) == "planes"
+    ref = ckbn.nn.moments(x, [0, 2, 3])
+    _, m, v = ckbn.nn.fused_batch_norm(x, None, None, data_format="NCHW")
+    gref = ckbn.nn.fused_batch_norm_grad(dy, x, None, m, v, data_format="NCHW")
+    for offset in (1, 3, 5):
+        bx = np.empty(x.size + 8, np.float32)
+        bd = np.empty(x.size + 8, np.float32)
+        xs = bx[offset:offset + x.size].reshape(shape)
+        ds = bd[offset + 2:offset + 2 + x.size].reshape(shape)
+        xs[...] = x
+        ds[...] = dy
+        for a, b in zip(ckbn.nn.moments(xs, [0, 2, 3]), ref):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(ckbn.nn.fused_batch_norm_grad(ds, xs, None, m, v, data_format="NCHW"),
+                        gref):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("offset", [0, 1, 3, 4, 13])
@@ -158,19 +216,22 @@ def test_work_plan_counts_units_from_the_shape():
     # 32x56x56x64 NHWC: 6.4 M elements in units of 32 Ki elements.
     assert k.work_plan(1, 1, 32 * 56 * 56, 64) == {
         "path": "rows", "reduction_units": 196, "elementwise_units": 196}
-    # 32x256x28x28 NCHW: as many channels (32 x 784 elements each) per chunk as
-    # fit in one chunk of L2/8 bytes (Xeon, 2 MiB L2: two; EPYC, 512 KiB: one).
+    # 32x256x28x28 NCHW: 784-element planes reduced in memory order, in units
+    # of whole samples (as the tiles' rows: at least 4 x 32 Ki elements, up
+    # to 16 x 32 Ki while 16 units remain: here 2 samples of 200704).
     t = k.tuning()
-    assert t["cf_elems"] == max(4096, t["L2"] // 32)
-    per_chunk = max(1, t["cf_elems"] // (32 * 784))
-    n = -(-256 // per_chunk)
-    # The element-wise pass on its own (inference) writes whole 784-element
-    # planes in memory order, as many per unit as fit in 32 Ki elements.
     planes = 32 * 256
     per_unit = t["unit_target"] // 784
     assert k.work_plan(32, 256, 784, 1) == {
-        "path": "chunks-planes", "reduction_units": n,
+        "path": "planes", "reduction_units": 16,
         "elementwise_units": -(-planes // per_unit)}
+    # 8x64x112x112 (12544-element planes) keeps the chunks: as many channels
+    # (8 x 12544 elements each) per chunk as fit in one chunk of L2/32
+    # elements.
+    assert t["cf_elems"] == max(4096, t["L2"] // 32)
+    per_chunk = max(1, t["cf_elems"] // (8 * 12544))
+    assert k.work_plan(8, 64, 12544, 1)["path"] == "chunks-planes"
+    assert k.work_plan(8, 64, 12544, 1)["reduction_units"] == -(-64 // per_chunk)
     # 16x32x8x8 NCHW, float32: 64-element planes of at least one vector, in
     # memory order too; 16x32x2x2 (16-byte planes, below one vector): the
     # chunks, and one chunk holds them all.

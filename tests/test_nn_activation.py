@@ -314,14 +314,16 @@ def _fmt_dims(shape, fmt):
 
 # One case per path of the kernels (reduction_path; the element-wise passes
 # follow the same shapes), small and large, so that the one-thread and the
-# parallel passes, the chunked channels-first forward, lane expansion, rows and
+# parallel passes, the chunked channels-first forward, the planes in memory
+# order, lane expansion, rows and
 # wide-row tiles all run with swish.
 SWISH_CASES = [
     ((4, 256, 7, 7), "NCHW", "chunks-lanes"),
     ((4, 3, 9, 9), "NCHW", "chunks-lanes"),        # one thread
     ((4, 16, 130, 130), "NCHW", "chunks-planes"),
-    ((300, 3, 9, 9), "NCHW", "lanes"),
-    ((16, 4, 40, 40), "NCHW", "rows"),
+    ((2000, 3, 3, 5), "NCHW", "lanes"),
+    ((4, 256, 8, 8), "NCHW", "planes"),
+    ((16, 4, 70, 70), "NCHW", "rows"),
     ((16, 6, 6, 40), "NHWC", "rows"),
     ((64, 3), "NC", "rows"),
     ((8, 3, 3, 1030), "NHWC", "tiles"),

@@ -187,6 +187,13 @@ cdef enum:
     TOUCH_TILES = 4
     # Largest channels-first plane read through lane expansion.
     LANE_PLANE_MAX = 256
+    # Channels-first planes of PLANE_RED_VECS float32 vectors up to
+    # PLANE_RED_MAX elements are reduced in memory order (the "planes" path,
+    # _pl_path in _k_plan.pxi), and planes of PLANE_RED_MIN_VECS or more in
+    # inputs of at least as many elements as L2 has bytes.
+    PLANE_RED_MIN_VECS = 2
+    PLANE_RED_VECS = 4
+    PLANE_RED_MAX = 4096
     # Chunked channels-first passes (_k_chunks.pxi).
     CF_MAX_CHANNEL = 262144   # channels of more elements take the unit path
     CF_LANES = 1024       # most lanes of a small-plane chunk

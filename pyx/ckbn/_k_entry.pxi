@@ -30,7 +30,9 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     else:
         ue = _make_units(P, G, R, C, _ew_lanes(C, 4), False, 4)
         n_ew = ue.n_units
-    if _cf_plan(P, G, R, C, True, &ch):
+    if _pl_path(P, G, R, C):
+        n_red = (P + _unit_rows(P, G * R) - 1) // _unit_rows(P, G * R)
+    elif _cf_plan(P, G, R, C, True, &ch):
         n_red = ch.n
     else:
         if _expand(G, R, C):

@@ -52,10 +52,12 @@ cdef struct Units:
     Py_ssize_t n_units
 
 
-cdef inline Py_ssize_t _tile_rows(Py_ssize_t rows, Py_ssize_t W) noexcept nogil:
-    """Rows per unit of a tiled reduction over ``rows`` rows of tiles of W
-    lanes (TILE_UNIT_MIN, TILE_UNIT_MAX, TILE_MIN_UNITS: _k_common.pxi);
-    from the shape alone, so the sums do not depend on the thread count."""
+cdef inline Py_ssize_t _unit_rows(Py_ssize_t rows, Py_ssize_t W) noexcept nogil:
+    """Rows per unit of a reduction over ``rows`` rows of W elements that
+    each unit sums into a row of per-channel accumulators (tiles of wide
+    rows, samples of the planes path; TILE_UNIT_MIN, TILE_UNIT_MAX,
+    TILE_MIN_UNITS: _k_common.pxi); from the shape alone, so the sums do not
+    depend on the thread count."""
     cdef Py_ssize_t lo = TILE_UNIT_MIN // W, hi = TILE_UNIT_MAX // W
     cdef Py_ssize_t n = rows // TILE_MIN_UNITS
     if n > hi:
@@ -88,7 +90,7 @@ cdef inline Units _make_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
         u.tiled = True
         u.W = _tile_width(C, item)
         u.n_ct = (C + u.W - 1) // u.W
-        u.rpu = _tile_rows(P * R, u.W)
+        u.rpu = _unit_rows(P * R, u.W)
         u.n_rc = (P * R + u.rpu - 1) // u.rpu
     else:
         u.tiled = False
@@ -235,13 +237,42 @@ cdef inline void _pass_init(Pass* ps, const Act* act) noexcept nogil:
     ps.sum_exc = NULL
 
 
+cdef inline bint _pl_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                          Py_ssize_t C) noexcept nogil:
+    """Whether the reductions of channels-first planes of R elements take
+    the planes path (_pl_core, _k_reduce.pxi): each plane summed whole, in
+    memory order.  Then the training passes are a reduction and an
+    element-wise pass (planes in memory order too), not the fused chunks.
+
+    The chunks walk P runs of a few KB, G*R elements apart, which the
+    hardware prefetchers follow badly, and their per-lane accumulators cost
+    as much as the data where P is small; the planes path pays a reduction
+    across the vector per plane instead.  Measured (AMD EPYC Zen 4, float32,
+    avx512 and avx2 kernels, 1 and 2 threads; benchmarks/RESULTS.md, issue
+    18 session 11): training and backward 0.55-0.85x the chunks' time for
+    planes of 64 to 4096 elements; planes of 49 in 3.2 MB 0.97-1.08x
+    (in 6.4-25.7 MB 0.68-0.88x); 8x112x112 planes (12544) 0.99x / 1.09x, so
+    PLANE_RED_MAX; 4x4 planes (two AVX2 vectors) 1.17x.  Hence: planes of
+    PLANE_RED_VECS float32 vectors, or of PLANE_RED_MIN_VECS in inputs of
+    at least as many elements as L2 has bytes (4 MiB of float32 on 1 MiB
+    of L2: beyond L2, where the chunks' traversal costs most).  Counted in float32 vectors and elements for every data type, so a
+    shape takes one path whatever its dtype."""
+    if C != 1 or G < 2 or R > PLANE_RED_MAX or P * G * R < PARALLEL_MIN:
+        return False
+    if R * 4 >= PLANE_RED_VECS * CKBN_VBYTES:
+        return True
+    return R * 4 >= PLANE_RED_MIN_VECS * CKBN_VBYTES and P * G * R >= _L2
+
+
 cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
                           bint fused, Chunks* ch) noexcept nogil:
-    """Plan the chunks of a channels-first array; False when the unit path
-    serves better (channels-last data, very large channels, or too few
-    chunks to share among threads)."""
+    """Plan the chunks of a channels-first array; False when another path
+    serves better (channels-last data, very large channels, the planes path
+    for a fused pass, or too few chunks to share among threads)."""
     cdef Py_ssize_t per = P * R, k
     if C != 1 or G < 2 or R < 2 or per > CF_MAX_CHANNEL:
+        return False
+    if fused and _pl_path(P, G, R, C):
         return False
     # A fused pass reads a chunk twice: it must stay in L2 (_cf_elems); an
     # element-wise pass alone reads it once, in rows of up to CF_LANES lanes.
@@ -277,6 +308,8 @@ def reduction_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     ``tuning()["tile_lanes_f32"]`` lanes) or
     ``"rows"`` (rows of W >= MIN_LANES lanes)."""
     cdef Chunks ch
+    if _pl_path(P, G, R, C):
+        return "planes"
     if _cf_plan(P, G, R, C, True, &ch):
         return "chunks-lanes" if ch.lanes else "chunks-planes"
     if _expand(G, R, C):

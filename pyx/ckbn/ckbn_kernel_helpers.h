@@ -1058,6 +1058,149 @@ static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
 CKBN_CF_DISPATCH(f32, float)
 CKBN_CF_DISPATCH(f64, double)
 
+/* ---- channels-first planes reduced in memory order ----------------------
+
+   The statistics and backward sums of channels-first planes of R elements
+   read one sample after another (ckbn_pl_red_f32/f64): planes [0, np) from
+   x (and d), plane s of channel g = s % G (np a multiple of G),
+     kind 0 (statistics):     s1[g] += sum(x - k[g]),  s2[g] += sum((x - k[g])^2)
+     kind 1 (backward sums):  s1[g] += sum(d),         s2[g] += sum(d * (x - k[g])).
+   A plane is summed in whole vectors from its first element, reduced to one
+   value by halves (lane j plus lane j + n/2, down to one lane), its last
+   R % lanes elements added in order, and the plane's sum added to the
+   float64 sums: the order depends on R and the vector width alone, not on
+   the address or the thread count.  The chunks (_k_chunks.pxi) instead
+   walk P runs of a few KB, G*R elements apart, and a chunk's per-lane
+   accumulators cost as much as its data where P is small: 64x2048x7x7 and
+   8x1024x8x8 NCHW statistics took 2.3x and 5.1x a read there, 1.4x and
+   2.1x in this order (AMD EPYC Zen 4, float32, 1 thread; C probe in
+   benchmarks/results/zen4-issue18-s11/planes.c). */
+#if defined(__GNUC__)
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define CKBN_HAVE_SHUFFLE 1
+#endif
+#endif
+typedef float ckbn_pl_f2 __attribute__((vector_size(8)));
+typedef float ckbn_pl_f4 __attribute__((vector_size(16)));
+typedef float ckbn_pl_f8 __attribute__((vector_size(32)));
+typedef float ckbn_pl_f16 __attribute__((vector_size(64)));
+typedef double ckbn_pl_d2 __attribute__((vector_size(16)));
+typedef double ckbn_pl_d4 __attribute__((vector_size(32)));
+typedef double ckbn_pl_d8 __attribute__((vector_size(64)));
+/* lo + hi halves of v (n lanes) as a vector of n/2 lanes */
+#ifdef CKBN_HAVE_SHUFFLE
+#define CKBN_PL_HALF16(H, v) ((H) __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) \
+                              + (H) __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15))
+#define CKBN_PL_HALF8(H, v) ((H) __builtin_shufflevector(v, v, 0, 1, 2, 3) \
+                             + (H) __builtin_shufflevector(v, v, 4, 5, 6, 7))
+#define CKBN_PL_HALF4(H, v) ((H) __builtin_shufflevector(v, v, 0, 1) \
+                             + (H) __builtin_shufflevector(v, v, 2, 3))
+#else
+#define CKBN_PL_HALFM(H, v) __extension__ ({ H lo_, hi_;                       \
+        __builtin_memcpy(&lo_, &(v), sizeof lo_);                              \
+        __builtin_memcpy(&hi_, (const char *) &(v) + sizeof lo_, sizeof hi_);  \
+        lo_ + hi_; })
+#define CKBN_PL_HALF16(H, v) CKBN_PL_HALFM(H, v)
+#define CKBN_PL_HALF8(H, v) CKBN_PL_HALFM(H, v)
+#define CKBN_PL_HALF4(H, v) CKBN_PL_HALFM(H, v)
+#endif
+static inline float ckbn_pl_hs_f2(ckbn_pl_f2 v) { return v[0] + v[1]; }
+static inline float ckbn_pl_hs_f4(ckbn_pl_f4 v) { return ckbn_pl_hs_f2(CKBN_PL_HALF4(ckbn_pl_f2, v)); }
+static inline float ckbn_pl_hs_f8(ckbn_pl_f8 v) { return ckbn_pl_hs_f4(CKBN_PL_HALF8(ckbn_pl_f4, v)); }
+static inline float ckbn_pl_hs_f16(ckbn_pl_f16 v) { return ckbn_pl_hs_f8(CKBN_PL_HALF16(ckbn_pl_f8, v)); }
+static inline double ckbn_pl_hs_d2(ckbn_pl_d2 v) { return v[0] + v[1]; }
+static inline double ckbn_pl_hs_d4(ckbn_pl_d4 v) { return ckbn_pl_hs_d2(CKBN_PL_HALF4(ckbn_pl_d2, v)); }
+static inline double ckbn_pl_hs_d8(ckbn_pl_d8 v) { return ckbn_pl_hs_d4(CKBN_PL_HALF8(ckbn_pl_d4, v)); }
+#if CKBN_CF_VBYTES == 64
+#define CKBN_PL_HS_F(v) ckbn_pl_hs_f16((ckbn_pl_f16) (v))
+#define CKBN_PL_HS_D(v) ckbn_pl_hs_d8((ckbn_pl_d8) (v))
+#elif CKBN_CF_VBYTES == 32
+#define CKBN_PL_HS_F(v) ckbn_pl_hs_f8((ckbn_pl_f8) (v))
+#define CKBN_PL_HS_D(v) ckbn_pl_hs_d4((ckbn_pl_d4) (v))
+#else
+#define CKBN_PL_HS_F(v) ckbn_pl_hs_f4((ckbn_pl_f4) (v))
+#define CKBN_PL_HS_D(v) ckbn_pl_hs_d2((ckbn_pl_d2) (v))
+#endif
+
+/* TERM 0: the statistics' terms, 1: the backward sums' terms.  A lane
+   sums at most CKBN_PL_BLOCK vectors in the data type before the block's
+   sum goes to float64 (as the rows' BLOCK in _k_common.pxi). */
+#define CKBN_PL_BLOCK 64
+#define CKBN_PL_RED(NAME, T, V, HS, TERM)                                      \
+static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
+                 ptrdiff_t G, const T *k, double *s1, double *s2)              \
+{                                                                              \
+    enum { L = CKBN_CF_VBYTES / sizeof(T) };                                   \
+    const V zero = CKBN_SPLAT(V, 0);                                           \
+    ptrdiff_t s, g = 0, i, e;                                                  \
+    for (s = 0; s < np; s++, x += R, d += R) {                                 \
+        const V kv = CKBN_SPLAT(V, k[g]);                                      \
+        double u1 = 0.0, u2 = 0.0;                                             \
+        T t1 = 0, t2 = 0;                                                      \
+        for (i = 0; i + L <= R;) {                                             \
+            V a = zero, b = zero;                                              \
+            e = i + CKBN_PL_BLOCK * L;                                         \
+            if (e > R)                                                         \
+                e = R;                                                         \
+            for (; i + L <= e; i += L) {                                       \
+                const V xv = *(const V *) (x + i);                             \
+                if (TERM == 0) {                                               \
+                    const V u = xv - kv;                                       \
+                    a += u;                                                    \
+                    b += u * u;                                                \
+                } else {                                                       \
+                    const V dv = *(const V *) (d + i);                         \
+                    a += dv;                                                   \
+                    b += dv * (xv - kv);                                       \
+                }                                                              \
+            }                                                                  \
+            u1 += (double) HS(a);                                              \
+            u2 += (double) HS(b);                                              \
+        }                                                                      \
+        for (; i < R; i++) {                                                   \
+            const T u = x[i] - k[g];                                           \
+            if (TERM == 0) {                                                   \
+                t1 += u;                                                       \
+                t2 += u * u;                                                   \
+            } else {                                                           \
+                t1 += d[i];                                                    \
+                t2 += d[i] * u;                                                \
+            }                                                                  \
+        }                                                                      \
+        s1[g] += u1 + (double) t1;                                             \
+        s2[g] += u2 + (double) t2;                                             \
+        g = g + 1 == G ? 0 : g + 1;                                            \
+    }                                                                          \
+}
+CKBN_PL_RED(ckbn_pl_mom_f32, float, ckbn_cf_vf, CKBN_PL_HS_F, 0)
+CKBN_PL_RED(ckbn_pl_gs_f32, float, ckbn_cf_vf, CKBN_PL_HS_F, 1)
+CKBN_PL_RED(ckbn_pl_mom_f64, double, ckbn_cf_vd, CKBN_PL_HS_D, 0)
+CKBN_PL_RED(ckbn_pl_gs_f64, double, ckbn_cf_vd, CKBN_PL_HS_D, 1)
+#else
+/* Without vector extensions: one lane, element by element. */
+#define CKBN_PL_RED(NAME, T, TERM)                                             \
+static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
+                 ptrdiff_t G, const T *k, double *s1, double *s2)              \
+{                                                                              \
+    for (ptrdiff_t s = 0; s < np; s++) {                                       \
+        ptrdiff_t g = s % G;                                                   \
+        T t1 = 0, t2 = 0;                                                      \
+        for (ptrdiff_t i = s * R; i < (s + 1) * R; i++) {                      \
+            T u = x[i] - k[g];                                                 \
+            t1 += TERM == 0 ? u : d[i];                                        \
+            t2 += TERM == 0 ? u * u : d[i] * u;                                \
+        }                                                                      \
+        s1[g] += (double) t1;                                                  \
+        s2[g] += (double) t2;                                                  \
+    }                                                                          \
+}
+CKBN_PL_RED(ckbn_pl_mom_f32, float, 0)
+CKBN_PL_RED(ckbn_pl_gs_f32, float, 1)
+CKBN_PL_RED(ckbn_pl_mom_f64, double, 0)
+CKBN_PL_RED(ckbn_pl_gs_f64, double, 1)
+#endif
+
 /* ---- non-temporal row copies (issue 18, session 8; _k_elementwise.pxi) --
  * ckbn_nt_copy: n bytes from src (a row piece just computed into the
  * thread's scratch, in L1) to dst, the whole 64-byte lines of dst with
