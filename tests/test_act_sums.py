@@ -80,3 +80,45 @@ def test_activation_sums_match_float64_and_every_thread_count(variant, dtype, na
             for s1, s2 in results[1:]:
                 np.testing.assert_array_equal(s1, results[0][0])
                 np.testing.assert_array_equal(s2, results[0][1])
+
+
+# Channels-first planes (P, G, R) on the planes path: planes of whole vectors
+# (64), whole vectors and a tail (72, 81) and of more than a float64 flush of
+# vectors (3660) on every variant.
+PLANES = [(16, 64, 64), (37, 64, 72), (300, 3, 81), (3, 40, 3660)]
+
+
+@pytest.mark.parametrize("variant", available_kernels())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(ACTS))
+def test_planes_activation_sums_match_float64_and_every_thread_count(variant, dtype, name):
+    slope, hi = ACTS[name]
+    rng = np.random.default_rng(len(name) * 11 + np.dtype(dtype).itemsize)
+    with use_kernels(variant) as k:
+        for p, g, r in PLANES:
+            assert k.reduction_path(p, g, r, 1) == "planes"
+            # _draw's (rows, channels) layout, moved to (P, G, R)
+            x, dy, za, zb, mean = _draw(rng, p * r, g, dtype, slope, hi, 1e-3)
+            x = np.ascontiguousarray(x.reshape(p, r, g).transpose(0, 2, 1))
+            dy = np.ascontiguousarray(dy.reshape(p, r, g).transpose(0, 2, 1))
+            x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+            z = x64 * za.astype(np.float64)[:, None] + zb.astype(np.float64)[:, None]
+            e = dy64 * np.where(z > 0, (z < hi).astype(np.float64), slope)
+            s1_ref = e.sum(axis=(0, 2))
+            s2_ref = (e * (x64 - mean[:, None])).sum(axis=(0, 2))
+            results = []
+            for threads in (1, 2, 3):
+                s1 = np.empty(g)
+                s2 = np.empty(g)
+                k.bn_grad_sums(dy.ravel(), x.ravel(), p, g, r, 1, mean, s1, s2, threads,
+                               za=za, zb=zb, act=True, slope=slope, hi=hi)
+                results.append((s1, s2))
+            n = p * r
+            tol = 1e-9 if dtype == np.float64 else 2e-4
+            np.testing.assert_allclose(results[0][0], s1_ref, rtol=tol, atol=tol * n,
+                                       err_msg=f"{variant} {p}x{g}x{r}")
+            np.testing.assert_allclose(results[0][1], s2_ref, rtol=tol, atol=tol * n,
+                                       err_msg=f"{variant} {p}x{g}x{r}")
+            for s1, s2 in results[1:]:
+                np.testing.assert_array_equal(s1, results[0][0])
+                np.testing.assert_array_equal(s2, results[0][1])

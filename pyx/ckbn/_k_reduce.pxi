@@ -156,16 +156,34 @@ cdef int _red_core(int kind, const Act* act, const floating* x, const floating* 
 
 cdef extern from "ckbn_kernel_helpers.h" nogil:
     void ckbn_pl_mom_f32(const float* x, const float* d, Py_ssize_t np, Py_ssize_t R,
-                         Py_ssize_t G, const float* k, double* s1, double* s2) noexcept
+                         Py_ssize_t G, const float* k, const float* za, const float* zb,
+                         float slope, float hi, double* s1, double* s2) noexcept
     void ckbn_pl_gs_f32(const float* x, const float* d, Py_ssize_t np, Py_ssize_t R,
-                        Py_ssize_t G, const float* k, double* s1, double* s2) noexcept
+                        Py_ssize_t G, const float* k, const float* za, const float* zb,
+                        float slope, float hi, double* s1, double* s2) noexcept
+    void ckbn_pl_gsa_f32(const float* x, const float* d, Py_ssize_t np, Py_ssize_t R,
+                         Py_ssize_t G, const float* k, const float* za, const float* zb,
+                         float slope, float hi, double* s1, double* s2) noexcept
     void ckbn_pl_mom_f64(const double* x, const double* d, Py_ssize_t np, Py_ssize_t R,
-                         Py_ssize_t G, const double* k, double* s1, double* s2) noexcept
+                         Py_ssize_t G, const double* k, const double* za, const double* zb,
+                         double slope, double hi, double* s1, double* s2) noexcept
     void ckbn_pl_gs_f64(const double* x, const double* d, Py_ssize_t np, Py_ssize_t R,
-                        Py_ssize_t G, const double* k, double* s1, double* s2) noexcept
+                        Py_ssize_t G, const double* k, const double* za, const double* zb,
+                        double slope, double hi, double* s1, double* s2) noexcept
+    void ckbn_pl_gsa_f64(const double* x, const double* d, Py_ssize_t np, Py_ssize_t R,
+                         Py_ssize_t G, const double* k, const double* za, const double* zb,
+                         double slope, double hi, double* s1, double* s2) noexcept
 
 
-cdef void _pl_unit(int kind, const floating* x, const floating* dy, const double* mean,
+cdef inline bint _pl_act(const Act* act) noexcept nogil:
+    """Whether the planes path's backward sums take this activation: none,
+    or the piecewise-linear family (swish's backward first forms e = dy *
+    swish'(z), _act_e in _k_ops.pxi, then sums e without one)."""
+    return not act.on or act.kind != ACT_SWISH
+
+
+cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* dy,
+                   const double* mean, const floating* za, const floating* zb,
                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t spu,
                    Py_ssize_t k, floating* ks, double* o1, double* o2,
                    double* pn) noexcept nogil:
@@ -173,11 +191,13 @@ cdef void _pl_unit(int kind, const floating* x, const floating* dy, const double
     channel into row k of the partial tables (o1, o2: G columns).  RED_STATS
     writes each channel's mean and M2 (sums of d = x - K, K the channel's
     first value in the unit, kept in row k of ks); RED_SUMS sum(e) and
-    sum(e * (x - mean)) (ks: the mean rounded to the data type)."""
+    sum(e * (x - mean)) (ks: the mean rounded to the data type; e = dy, or
+    dy * act'(x * za + zb) with a piecewise-linear activation)."""
     cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, off
     cdef double* s1 = o1 + k * G
     cdef double* s2 = o2 + k * G
     cdef double n
+    cdef floating sl = <floating> act.slope, hi = <floating> act.hi
     if p1 > P:
         p1 = P
     off = p0 * G * R
@@ -189,29 +209,43 @@ cdef void _pl_unit(int kind, const floating* x, const floating* dy, const double
         for g in range(G):
             ks[g] = x[off + g * R]
         if floating is float:
-            ckbn_pl_mom_f32(x + off, x + off, (p1 - p0) * G, R, G, ks, s1, s2)
+            ckbn_pl_mom_f32(x + off, x + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
+                            s1, s2)
         else:
-            ckbn_pl_mom_f64(x + off, x + off, (p1 - p0) * G, R, G, ks, s1, s2)
+            ckbn_pl_mom_f64(x + off, x + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
+                            s1, s2)
         n = <double> ((p1 - p0) * R)
         for g in range(G):
             _moments(<double> ks[g], s1[g], s2[g], n, s1 + g, s2 + g)
         pn[k] = n
         return
     if floating is float:
-        ckbn_pl_gs_f32(x + off, dy + off, (p1 - p0) * G, R, G, ks, s1, s2)
+        if act.on:
+            ckbn_pl_gsa_f32(x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
+                            s1, s2)
+        else:
+            ckbn_pl_gs_f32(x + off, dy + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
+                           s1, s2)
     else:
-        ckbn_pl_gs_f64(x + off, dy + off, (p1 - p0) * G, R, G, ks, s1, s2)
+        if act.on:
+            ckbn_pl_gsa_f64(x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
+                            s1, s2)
+        else:
+            ckbn_pl_gs_f64(x + off, dy + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
+                           s1, s2)
     for g in range(G):
         s2[g] = _sum_exc(s1[g], s2[g], <double> ks[g], mean[g])
 
 
-cdef int _pl_core(int kind, const floating* x, const floating* dy, const double* mean,
+cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* dy,
+                  const double* mean, const floating* za, const floating* zb,
                   Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, double* out1, double* out2,
                   int n_threads) noexcept nogil:
     """The planes path (_pl_path in _k_plan.pxi): a reduction of
     channels-first (P, G, R) data read in memory order, in units of whole
     samples (_unit_rows), merged in unit order like _red_core's (the Chan
-    merge for statistics, ordered sums for the backward)."""
+    merge for statistics, ordered sums for the backward; ``act``, ``za``,
+    ``zb``: the backward sums' activation, see _pl_unit)."""
     cdef Py_ssize_t spu = _unit_rows(P, G * R), nu = (P + spu - 1) // spu, k, g
     cdef int nt = _threads(P * G * R, nu, n_threads)
     cdef Py_ssize_t nk = nu * G if kind == RED_STATS else G
@@ -233,10 +267,10 @@ cdef int _pl_core(int kind, const floating* x, const floating* dy, const double*
             ks[g] = <floating> mean[g]
     if nt == 1:     # no OpenMP region: it costs about a microsecond
         for k in range(nu):
-            _pl_unit(kind, x, dy, mean, P, G, R, spu, k, ks, p1, p2, pn)
+            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, k, ks, p1, p2, pn)
     else:
         for k in prange(nu, nogil=True, num_threads=nt, schedule="static"):
-            _pl_unit(kind, x, dy, mean, P, G, R, spu, k, ks, p1, p2, pn)
+            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, k, ks, p1, p2, pn)
     if kind == RED_STATS:
         _chan_merge(p1, p2, pn, nu, G, G, out1, out2)
     else:
@@ -262,7 +296,8 @@ cdef int _stats(const floating* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     cdef Pass ps
     cdef Act none = _act(False, 0.0, 0.0)
     if _pl_path(P, G, R, C):
-        return _pl_core(RED_STATS, x, x, NULL, P, G, R, mean, var, n_threads)
+        return _pl_core(RED_STATS, &none, x, x, NULL, NULL, NULL, P, G, R, mean, var,
+                        n_threads)
     if _cf_plan(P, G, R, C, True, &ch):
         _pass_init(&ps, &none)
         ps.mean = mean
@@ -303,8 +338,9 @@ cdef int _grad_sums(const floating* dy, const floating* x, const double* mean,
     cdef int status
     cdef Chunks ch
     cdef Pass ps
-    if not act.on and _pl_path(P, G, R, C):
-        return _pl_core(RED_SUMS, x, dy, mean, P, G, R, sum_e, sum_exc, n_threads)
+    if _pl_act(act) and _pl_path(P, G, R, C):
+        return _pl_core(RED_SUMS, act, x, dy, mean, za, zb, P, G, R, sum_e, sum_exc,
+                        n_threads)
     if not act.on and _cf_plan(P, G, R, C, True, &ch):
         _pass_init(&ps, act)
         ps.mean = <double*> mean

@@ -1063,8 +1063,9 @@ CKBN_CF_DISPATCH(f64, double)
    The statistics and backward sums of channels-first planes of R elements
    read one sample after another (ckbn_pl_red_f32/f64): planes [0, np) from
    x (and d), plane s of channel g = s % G (np a multiple of G),
-     kind 0 (statistics):     s1[g] += sum(x - k[g]),  s2[g] += sum((x - k[g])^2)
-     kind 1 (backward sums):  s1[g] += sum(d),         s2[g] += sum(d * (x - k[g])).
+     statistics (mom):        s1[g] += sum(x - k[g]),  s2[g] += sum((x - k[g])^2)
+     backward sums (gs):      s1[g] += sum(d),         s2[g] += sum(d * (x - k[g]))
+     through ReLU & co (gsa): the same of e = d * act'(x * za[g] + zb[g]).
    A plane is summed in whole vectors from its first element, reduced to one
    value by halves (lane j plus lane j + n/2, down to one lane), its last
    R % lanes elements added in order, and the plane's sum added to the
@@ -1123,19 +1124,27 @@ static inline double ckbn_pl_hs_d8(ckbn_pl_d8 v) { return ckbn_pl_hs_d4(CKBN_PL_
 #define CKBN_PL_HS_D(v) ckbn_pl_hs_d2((ckbn_pl_d2) (v))
 #endif
 
-/* TERM 0: the statistics' terms, 1: the backward sums' terms.  A lane
-   sums at most CKBN_PL_BLOCK vectors in the data type before the block's
-   sum goes to float64 (as the rows' BLOCK in _k_common.pxi). */
+/* TERM 0: the statistics' terms, 1: the backward sums' terms, 2: the
+   backward sums of e = d * act'(z), z = x * za[g] + zb[g], act'(z) = z > 0 ?
+   (z < hi ? 1 : 0) : slope (ReLU, ReLU6, leaky ReLU; the expression of
+   _pw_d in _k_rows.pxi).  A lane sums at most CKBN_PL_BLOCK vectors in the
+   data type before the block's sum goes to float64 (as the rows' BLOCK in
+   _k_common.pxi). */
 #define CKBN_PL_BLOCK 64
-#define CKBN_PL_RED(NAME, T, V, HS, TERM)                                      \
+#define CKBN_PL_RED(NAME, T, V, VI, HS, TERM)                                  \
 static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
-                 ptrdiff_t G, const T *k, double *s1, double *s2)              \
+                 ptrdiff_t G, const T *k, const T *za, const T *zb, T slope,   \
+                 T hi, double *s1, double *s2)                                 \
 {                                                                              \
     enum { L = CKBN_CF_VBYTES / sizeof(T) };                                   \
-    const V zero = CKBN_SPLAT(V, 0);                                           \
+    const V zero = CKBN_SPLAT(V, 0), one = CKBN_SPLAT(V, 1);                   \
+    const V sv = CKBN_SPLAT(V, slope), hv = CKBN_SPLAT(V, hi);                 \
     ptrdiff_t s, g = 0, i, e;                                                  \
+    (void) za; (void) zb; (void) one; (void) sv; (void) hv;                    \
     for (s = 0; s < np; s++, x += R, d += R) {                                 \
         const V kv = CKBN_SPLAT(V, k[g]);                                      \
+        const V av = CKBN_SPLAT(V, TERM == 2 ? za[g] : 0);                     \
+        const V bv = CKBN_SPLAT(V, TERM == 2 ? zb[g] : 0);                     \
         double u1 = 0.0, u2 = 0.0;                                             \
         T t1 = 0, t2 = 0;                                                      \
         for (i = 0; i + L <= R;) {                                             \
@@ -1150,7 +1159,13 @@ static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
                     a += u;                                                    \
                     b += u * u;                                                \
                 } else {                                                       \
-                    const V dv = *(const V *) (d + i);                         \
+                    V dv = *(const V *) (d + i);                               \
+                    if (TERM == 2) {                                           \
+                        const V z = xv * av + bv;                              \
+                        dv = dv * CKBN_SEL(V, VI, z > zero,                    \
+                                           CKBN_SEL(V, VI, z < hv, one, zero), \
+                                           sv);                                \
+                    }                                                          \
                     a += dv;                                                   \
                     b += dv * (xv - kv);                                       \
                 }                                                              \
@@ -1164,8 +1179,13 @@ static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
                 t1 += u;                                                       \
                 t2 += u * u;                                                   \
             } else {                                                           \
-                t1 += d[i];                                                    \
-                t2 += d[i] * u;                                                \
+                T ev = d[i];                                                   \
+                if (TERM == 2) {                                               \
+                    const T z = x[i] * za[g] + zb[g];                          \
+                    ev = ev * (z > 0 ? (z < hi ? (T) 1 : (T) 0) : slope);      \
+                }                                                              \
+                t1 += ev;                                                      \
+                t2 += ev * u;                                                  \
             }                                                                  \
         }                                                                      \
         s1[g] += u1 + (double) t1;                                             \
@@ -1173,23 +1193,30 @@ static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
         g = g + 1 == G ? 0 : g + 1;                                            \
     }                                                                          \
 }
-CKBN_PL_RED(ckbn_pl_mom_f32, float, ckbn_cf_vf, CKBN_PL_HS_F, 0)
-CKBN_PL_RED(ckbn_pl_gs_f32, float, ckbn_cf_vf, CKBN_PL_HS_F, 1)
-CKBN_PL_RED(ckbn_pl_mom_f64, double, ckbn_cf_vd, CKBN_PL_HS_D, 0)
-CKBN_PL_RED(ckbn_pl_gs_f64, double, ckbn_cf_vd, CKBN_PL_HS_D, 1)
+CKBN_PL_RED(ckbn_pl_mom_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, 0)
+CKBN_PL_RED(ckbn_pl_gs_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, 1)
+CKBN_PL_RED(ckbn_pl_gsa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, 2)
+CKBN_PL_RED(ckbn_pl_mom_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, 0)
+CKBN_PL_RED(ckbn_pl_gs_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, 1)
+CKBN_PL_RED(ckbn_pl_gsa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, 2)
 #else
 /* Without vector extensions: one lane, element by element. */
 #define CKBN_PL_RED(NAME, T, TERM)                                             \
 static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
-                 ptrdiff_t G, const T *k, double *s1, double *s2)              \
+                 ptrdiff_t G, const T *k, const T *za, const T *zb, T slope,   \
+                 T hi, double *s1, double *s2)                                 \
 {                                                                              \
     for (ptrdiff_t s = 0; s < np; s++) {                                       \
         ptrdiff_t g = s % G;                                                   \
         T t1 = 0, t2 = 0;                                                      \
         for (ptrdiff_t i = s * R; i < (s + 1) * R; i++) {                      \
-            T u = x[i] - k[g];                                                 \
-            t1 += TERM == 0 ? u : d[i];                                        \
-            t2 += TERM == 0 ? u * u : d[i] * u;                                \
+            T u = x[i] - k[g], ev = d[i];                                      \
+            if (TERM == 2) {                                                   \
+                T z = x[i] * za[g] + zb[g];                                    \
+                ev = ev * (z > 0 ? (z < hi ? (T) 1 : (T) 0) : slope);          \
+            }                                                                  \
+            t1 += TERM == 0 ? u : ev;                                          \
+            t2 += TERM == 0 ? u * u : ev * u;                                  \
         }                                                                      \
         s1[g] += (double) t1;                                                  \
         s2[g] += (double) t2;                                                  \
@@ -1197,8 +1224,10 @@ static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
 }
 CKBN_PL_RED(ckbn_pl_mom_f32, float, 0)
 CKBN_PL_RED(ckbn_pl_gs_f32, float, 1)
+CKBN_PL_RED(ckbn_pl_gsa_f32, float, 2)
 CKBN_PL_RED(ckbn_pl_mom_f64, double, 0)
 CKBN_PL_RED(ckbn_pl_gs_f64, double, 1)
+CKBN_PL_RED(ckbn_pl_gsa_f64, double, 2)
 #endif
 
 /* ---- non-temporal row copies (issue 18, session 8; _k_elementwise.pxi) --
