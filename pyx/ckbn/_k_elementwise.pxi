@@ -1,8 +1,8 @@
 # Element-wise passes: y = act(x * a + b) (OP_AFFINE) and the backward's dx
 # (OP_DX), on the path of the shape:
 #   planes     channels first (C == 1) with planes of at least one vector
-#              (R * item >= CKBN_VBYTES, up to UNIT_TARGET elements) and no
-#              swish: units of whole planes in memory order, each unit one
+#              (R * item >= CKBN_VBYTES, up to UNIT_TARGET elements): units
+#              of whole planes in memory order, each unit one
 #              stream of aligned vector stores with the coefficients in
 #              registers (ckbn_cf_ew_*, ckbn_kernel_helpers.h);
 #   chunks     other channels-first small planes, chunk by chunk (_ew_chunks,
@@ -109,10 +109,8 @@ cdef inline Py_ssize_t _ew_row(const Units* u) noexcept nogil:
 cdef inline bint _ew_planes(const Act* act, Py_ssize_t R, Py_ssize_t C,
                             size_t item) noexcept nogil:
     """Whether channels-first planes of R elements are written as one stream
-    in memory order (ckbn_cf_ew_*): at least one vector per plane, and no
-    swish (its exp keeps the chunks' lane-expanded rows)."""
-    return (C == 1 and R * <Py_ssize_t> item >= CKBN_VBYTES and R <= UNIT_TARGET
-            and _act_mode(act) != AM_SWISH)
+    in memory order (ckbn_cf_ew_*): at least one vector per plane."""
+    return C == 1 and R * <Py_ssize_t> item >= CKBN_VBYTES and R <= UNIT_TARGET
 
 
 cdef inline void _ew_stream(int op, const Act* act, const floating* x,
@@ -120,7 +118,8 @@ cdef inline void _ew_stream(int op, const Act* act, const floating* x,
                             Py_ssize_t e0, Py_ssize_t e1, Py_ssize_t R,
                             Py_ssize_t G) noexcept nogil:
     """Elements [e0, e1) of channels-first planes (plane s: channel s % G)."""
-    cdef int mode = 2 * op + (1 if _act_mode(act) == AM_PIECEWISE else 0)
+    cdef int am = _act_mode(act)
+    cdef int mode = 4 + op if am == AM_SWISH else 2 * op + (1 if am == AM_PIECEWISE else 0)
     if floating is float:
         ckbn_cf_ew_f32(mode, x, d, o, e0, e1, R, G, cf, <float> act.slope,
                        <float> act.hi)

@@ -874,8 +874,9 @@ static void ckbn_touch(const void *p, ptrdiff_t nbytes, ptrdiff_t S, ptrdiff_t n
    written to o, where plane s = i / R holds channel s % G and takes that
    channel's coefficients cf[q][s % G].  mode: 0  o = x*c0 + c1;
    1  the same with the piecewise-linear activation (slope, hi); 2  o = d*c0
-   + (x*c1 + c2); 3  o = (d*m)*c0 + (x*c1 + c2), m = act'(x*c3 + c4).  The
-   expressions are those of _k_rows.pxi's loops, so each element gets the
+   + (x*c1 + c2); 3  o = (d*m)*c0 + (x*c1 + c2), m = act'(x*c3 + c4); 4 and
+   5  modes 1 and 3 with swish.  The expressions are those of _k_rows.pxi's
+   loops and of the swish passes' vector loops, so each element gets the
    same bits.
 
    The output is written in whole vectors from its first vector boundary
@@ -915,6 +916,11 @@ typedef long long ckbn_cf_vi64 __attribute__((vector_size(CKBN_CF_VBYTES)));
                         sv);                                                   \
         r = (dv * m_) * C[0] + (xv * C[1] + C[2]);                             \
     } while (0)
+/* with swish (ckbn_swish_*_one, as the swish passes' vector loops) */
+#define CKBN_CF_EXPR4(V, VI, r, xv, dv, C) \
+    r = (V) CKBN_CF_SW(xv * C[0] + C[1], 0)
+#define CKBN_CF_EXPR5(V, VI, r, xv, dv, C) \
+    r = (dv * (V) CKBN_CF_SW(xv * C[3] + C[4], 1)) * C[0] + (xv * C[1] + C[2])
 
 #define CKBN_CF_EW(NAME, T, V, VI, IT, NC, HASD, EXPR)                         \
 static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
@@ -1011,10 +1017,18 @@ CKBN_CF_EW(ckbn_cf_aff_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 2, 0, CKBN_CF_
 CKBN_CF_EW(ckbn_cf_afa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 2, 0, CKBN_CF_EXPR1)
 CKBN_CF_EW(ckbn_cf_dx_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 3, 1, CKBN_CF_EXPR2)
 CKBN_CF_EW(ckbn_cf_dxa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 5, 1, CKBN_CF_EXPR3)
+#define CKBN_CF_SW(z, g) ckbn_swish_f32_one((ckbn_vf) (z), g)
+CKBN_CF_EW(ckbn_cf_afs_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 2, 0, CKBN_CF_EXPR4)
+CKBN_CF_EW(ckbn_cf_dxs_f32, float, ckbn_cf_vf, ckbn_cf_vi32, int, 5, 1, CKBN_CF_EXPR5)
+#undef CKBN_CF_SW
 CKBN_CF_EW(ckbn_cf_aff_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 2, 0, CKBN_CF_EXPR0)
 CKBN_CF_EW(ckbn_cf_afa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 2, 0, CKBN_CF_EXPR1)
 CKBN_CF_EW(ckbn_cf_dx_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 3, 1, CKBN_CF_EXPR2)
 CKBN_CF_EW(ckbn_cf_dxa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 5, 1, CKBN_CF_EXPR3)
+#define CKBN_CF_SW(z, g) ckbn_swish_f64_one((ckbn_vd) (z), g)
+CKBN_CF_EW(ckbn_cf_afs_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 2, 0, CKBN_CF_EXPR4)
+CKBN_CF_EW(ckbn_cf_dxs_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 5, 1, CKBN_CF_EXPR5)
+#undef CKBN_CF_SW
 
 #define CKBN_CF_DISPATCH(SFX, T)                                               \
 static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
@@ -1027,8 +1041,12 @@ static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
         ckbn_cf_afa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
     else if (mode == 2)                                                        \
         ckbn_cf_dx_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);                \
-    else                                                                       \
+    else if (mode == 3)                                                        \
         ckbn_cf_dxa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+    else if (mode == 4)                                                        \
+        ckbn_cf_afs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+    else                                                                       \
+        ckbn_cf_dxs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
 }
 #else
 /* Without vector extensions: the same expressions element by element. */
@@ -1047,9 +1065,15 @@ static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
             o[i] = z > 0 ? (z < hi ? z : hi) : z * slope + 0;                  \
         } else if (mode == 2) {                                                \
             o[i] = d[i] * cf[0][g] + (x[i] * cf[1][g] + cf[2][g]);             \
+        } else if (mode == 4) {                                                \
+            z = x[i] * cf[0][g] + cf[1][g];                                    \
+            ckbn_swish_##SFX(&z, 1, 0);                                        \
+            o[i] = z;                                                          \
         } else {                                                               \
             z = x[i] * cf[3][g] + cf[4][g];                                    \
-            m = z > 0 ? (z < hi ? (T) 1 : (T) 0) : slope;                      \
+            if (mode == 5)                                                     \
+                ckbn_swish_##SFX(&z, 1, 1);                                    \
+            m = mode == 5 ? z : z > 0 ? (z < hi ? (T) 1 : (T) 0) : slope;      \
             o[i] = (d[i] * m) * cf[0][g] + (x[i] * cf[1][g] + cf[2][g]);       \
         }                                                                      \
     }                                                                          \
