@@ -301,8 +301,10 @@ cdef inline bint _expand(Py_ssize_t G, Py_ssize_t R, Py_ssize_t C) noexcept nogi
 
 def reduction_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     """Name of the path the reductions take for (P, G, R, C), for tests and
-    benchmarks: ``"chunks-lanes"`` / ``"chunks-planes"`` (channels first,
-    chunked and fused; small planes side by side or large planes in rows),
+    benchmarks: ``"planes"`` (channels first, each plane summed whole in
+    memory order, _pl_path), ``"chunks-lanes"`` / ``"chunks-planes"``
+    (channels first, chunked and fused; small planes side by side or large
+    planes in rows),
     ``"lanes"`` (channels first, small planes read side by side),
     ``"tiles"`` (rows wider than TILE_MAX, read in tiles of at most
     ``tuning()["tile_lanes_f32"]`` lanes) or

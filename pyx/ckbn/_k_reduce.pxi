@@ -1,8 +1,10 @@
-# Reductions on the unit paths ("rows", "tiles", "lanes"; the chunked
-# channels-first paths are in _k_chunks.pxi): per-channel statistics (_stats)
-# and backward sums (_grad_sums).  One driver, _red_core, runs the units in
-# parallel, each writing its partial row; the partials are merged in unit
-# order (the Chan merge for statistics, ordered sums for the backward).
+# Reductions on the unit paths ("rows", "tiles", "lanes") and on
+# channels-first planes in memory order ("planes"; the chunked channels-first
+# paths are in _k_chunks.pxi): per-channel statistics (_stats) and backward
+# sums (_grad_sums).  Two drivers, _red_core for the units and _pl_core for
+# the planes, run their units in parallel, each writing its partial row; the
+# partials are merged in unit order (the Chan merge for statistics, ordered
+# sums for the backward).
 
 cdef void _red_unit(int kind, const Act* act, const floating* x, const floating* dy,
                     const double* mean,          # IN  (G*C,) RED_SUMS

@@ -13,12 +13,13 @@
 #                       arithmetic (shifted moments, the Chan merge,
 #                       normalization and backward coefficients)
 #   _k_plan.pxi         how a shape is cut into units or chunks, and which of
-#                       the five reduction paths it takes
+#                       the six reduction paths it takes
 #   _k_rows.pxi         the inner loops (one row or run of rows each)
 #   _k_chunks.pxi       channels first, chunked: reduce and normalize a chunk
 #                       while it is in L2 (one driver, _cf_pass)
 #   _k_reduce.pxi       statistics and backward sums on the unit paths (one
-#                       driver, _red_core)
+#                       driver, _red_core) and on channels-first planes in
+#                       memory order (_pl_core)
 #   _k_elementwise.pxi  y = act(x * a + b) and dx (one driver, _ew_core)
 #   _k_half.pxi         float16 data, slice by slice (one driver, _h_slices)
 #   _k_ops.pxi          the fused ops, once for float16/32/64
@@ -32,7 +33,9 @@
 # with their sums in registers, then add them to per-lane block sums kept in
 # the data type; every BLOCK rows those are added to float64 accumulators;
 # units are merged in float64 with Chan's formula.  The backward sums work
-# the same way.  Results are bitwise identical for any thread count.
+# the same way.  The planes path sums each channels-first plane in vectors
+# (at most 64 a lane before float64), shifted by the unit's first value of
+# the channel.  Results are bitwise identical for any thread count.
 
 include "_k_common.pxi"
 include "_k_plan.pxi"
