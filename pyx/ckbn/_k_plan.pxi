@@ -255,8 +255,11 @@ cdef inline bint _pl_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     PLANE_RED_MAX; 4x4 planes (two AVX2 vectors) 1.17x.  Hence: planes of
     PLANE_RED_VECS float32 vectors, or of PLANE_RED_MIN_VECS in inputs of
     at least as many elements as L2 has bytes (4 MiB of float32 on 1 MiB
-    of L2: beyond L2, where the chunks' traversal costs most).  Counted in float32 vectors and elements for every data type, so a
-    shape takes one path whatever its dtype."""
+    of L2: beyond L2, where the chunks' traversal costs most).  Inputs under
+    PARALLEL_MIN elements keep the chunks (one thread; the compiled small
+    backward, _k_small.pxi, sums as they do).  Counted in float32 vectors
+    and elements for every data type, so a shape takes one path whatever
+    its dtype."""
     if C != 1 or G < 2 or R > PLANE_RED_MAX or P * G * R < PARALLEL_MIN:
         return False
     if R * 4 >= PLANE_RED_VECS * CKBN_VBYTES:
