@@ -53,6 +53,17 @@ def _draw(rng, rows, c, dtype, slope, hi, eps):
     return x, dy, za, zb, mean
 
 
+def _check(results, s1_ref, s2_ref, dtype, n, msg):
+    """The first thread count's sums against float64 (n values a channel),
+    every other thread count's bit for bit against the first."""
+    tol = 1e-9 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(results[0][0], s1_ref, rtol=tol, atol=tol * n, err_msg=msg)
+    np.testing.assert_allclose(results[0][1], s2_ref, rtol=tol, atol=tol * n, err_msg=msg)
+    for s1, s2 in results[1:]:
+        np.testing.assert_array_equal(s1, results[0][0])
+        np.testing.assert_array_equal(s2, results[0][1])
+
+
 @pytest.mark.parametrize("variant", available_kernels())
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(ACTS))
@@ -72,14 +83,7 @@ def test_activation_sums_match_float64_and_every_thread_count(variant, dtype, na
                 k.bn_grad_sums(dy.ravel(), x.ravel(), rows, 1, 1, c, mean, s1, s2, threads,
                                za=za, zb=zb, act=True, slope=slope, hi=hi)
                 results.append((s1, s2))
-            tol = 1e-9 if dtype == np.float64 else 2e-4
-            np.testing.assert_allclose(results[0][0], s1_ref, rtol=tol, atol=tol * rows,
-                                       err_msg=f"{variant} C={c}")
-            np.testing.assert_allclose(results[0][1], s2_ref, rtol=tol, atol=tol * rows,
-                                       err_msg=f"{variant} C={c}")
-            for s1, s2 in results[1:]:
-                np.testing.assert_array_equal(s1, results[0][0])
-                np.testing.assert_array_equal(s2, results[0][1])
+            _check(results, s1_ref, s2_ref, dtype, rows, f"{variant} C={c}")
 
 
 # Channels-first planes (P, G, R) on the planes path: planes of whole vectors
@@ -113,12 +117,4 @@ def test_planes_activation_sums_match_float64_and_every_thread_count(variant, dt
                 k.bn_grad_sums(dy.ravel(), x.ravel(), p, g, r, 1, mean, s1, s2, threads,
                                za=za, zb=zb, act=True, slope=slope, hi=hi)
                 results.append((s1, s2))
-            n = p * r
-            tol = 1e-9 if dtype == np.float64 else 2e-4
-            np.testing.assert_allclose(results[0][0], s1_ref, rtol=tol, atol=tol * n,
-                                       err_msg=f"{variant} {p}x{g}x{r}")
-            np.testing.assert_allclose(results[0][1], s2_ref, rtol=tol, atol=tol * n,
-                                       err_msg=f"{variant} {p}x{g}x{r}")
-            for s1, s2 in results[1:]:
-                np.testing.assert_array_equal(s1, results[0][0])
-                np.testing.assert_array_equal(s2, results[0][1])
+            _check(results, s1_ref, s2_ref, dtype, p * r, f"{variant} {p}x{g}x{r}")

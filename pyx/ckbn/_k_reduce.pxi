@@ -157,24 +157,14 @@ cdef int _red_core(int kind, const Act* act, const floating* x, const floating* 
 
 
 cdef extern from "ckbn_kernel_helpers.h" nogil:
-    void ckbn_pl_mom_f32(const float* x, const float* d, Py_ssize_t np, Py_ssize_t R,
-                         Py_ssize_t G, const float* k, const float* za, const float* zb,
-                         float slope, float hi, double* s1, double* s2) noexcept
-    void ckbn_pl_gs_f32(const float* x, const float* d, Py_ssize_t np, Py_ssize_t R,
-                        Py_ssize_t G, const float* k, const float* za, const float* zb,
-                        float slope, float hi, double* s1, double* s2) noexcept
-    void ckbn_pl_gsa_f32(const float* x, const float* d, Py_ssize_t np, Py_ssize_t R,
-                         Py_ssize_t G, const float* k, const float* za, const float* zb,
-                         float slope, float hi, double* s1, double* s2) noexcept
-    void ckbn_pl_mom_f64(const double* x, const double* d, Py_ssize_t np, Py_ssize_t R,
-                         Py_ssize_t G, const double* k, const double* za, const double* zb,
-                         double slope, double hi, double* s1, double* s2) noexcept
-    void ckbn_pl_gs_f64(const double* x, const double* d, Py_ssize_t np, Py_ssize_t R,
-                        Py_ssize_t G, const double* k, const double* za, const double* zb,
-                        double slope, double hi, double* s1, double* s2) noexcept
-    void ckbn_pl_gsa_f64(const double* x, const double* d, Py_ssize_t np, Py_ssize_t R,
-                         Py_ssize_t G, const double* k, const double* za, const double* zb,
-                         double slope, double hi, double* s1, double* s2) noexcept
+    void ckbn_pl_red_f32(int term, const float* x, const float* d, Py_ssize_t np,
+                         Py_ssize_t R, Py_ssize_t G, const float* k, const float* za,
+                         const float* zb, float slope, float hi, double* s1,
+                         double* s2) noexcept
+    void ckbn_pl_red_f64(int term, const double* x, const double* d, Py_ssize_t np,
+                         Py_ssize_t R, Py_ssize_t G, const double* k, const double* za,
+                         const double* zb, double slope, double hi, double* s1,
+                         double* s2) noexcept
 
 
 cdef inline bint _pl_act(const Act* act) noexcept nogil:
@@ -198,11 +188,13 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
     cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, off
     cdef double* s1 = o1 + k * G
     cdef double* s2 = o2 + k * G
-    cdef double n
     cdef floating sl = <floating> act.slope, hi = <floating> act.hi
+    cdef int term = 0 if kind == RED_STATS else (2 if act.on else 1)
+    cdef double n
     if p1 > P:
         p1 = P
     off = p0 * G * R
+    n = <double> ((p1 - p0) * R)
     for g in range(G):
         s1[g] = 0.0
         s2[g] = 0.0
@@ -210,31 +202,18 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
         ks = ks + k * G
         for g in range(G):
             ks[g] = x[off + g * R]
-        if floating is float:
-            ckbn_pl_mom_f32(x + off, x + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
-                            s1, s2)
-        else:
-            ckbn_pl_mom_f64(x + off, x + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
-                            s1, s2)
-        n = <double> ((p1 - p0) * R)
+        dy = x
+    if floating is float:
+        ckbn_pl_red_f32(term, x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
+                        s1, s2)
+    else:
+        ckbn_pl_red_f64(term, x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
+                        s1, s2)
+    if kind == RED_STATS:
         for g in range(G):
             _moments(<double> ks[g], s1[g], s2[g], n, s1 + g, s2 + g)
         pn[k] = n
         return
-    if floating is float:
-        if act.on:
-            ckbn_pl_gsa_f32(x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
-                            s1, s2)
-        else:
-            ckbn_pl_gs_f32(x + off, dy + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
-                           s1, s2)
-    else:
-        if act.on:
-            ckbn_pl_gsa_f64(x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
-                            s1, s2)
-        else:
-            ckbn_pl_gs_f64(x + off, dy + off, (p1 - p0) * G, R, G, ks, NULL, NULL, 0, 0,
-                           s1, s2)
     for g in range(G):
         s2[g] = _sum_exc(s1[g], s2[g], <double> ks[g], mean[g])
 

@@ -1253,6 +1253,23 @@ CKBN_PL_RED(ckbn_pl_mom_f64, double, 0)
 CKBN_PL_RED(ckbn_pl_gs_f64, double, 1)
 CKBN_PL_RED(ckbn_pl_gsa_f64, double, 2)
 #endif
+/* term: 0 statistics, 1 backward sums, 2 backward sums through the
+   piecewise-linear activation (za, zb, slope, hi read only then). */
+#define CKBN_PL_DISPATCH(SFX, T)                                               \
+static void ckbn_pl_red_##SFX(int term, const T *x, const T *d, ptrdiff_t np,  \
+                              ptrdiff_t R, ptrdiff_t G, const T *k,            \
+                              const T *za, const T *zb, T slope, T hi,         \
+                              double *s1, double *s2)                          \
+{                                                                              \
+    if (term == 0)                                                             \
+        ckbn_pl_mom_##SFX(x, d, np, R, G, k, za, zb, slope, hi, s1, s2);       \
+    else if (term == 1)                                                        \
+        ckbn_pl_gs_##SFX(x, d, np, R, G, k, za, zb, slope, hi, s1, s2);        \
+    else                                                                       \
+        ckbn_pl_gsa_##SFX(x, d, np, R, G, k, za, zb, slope, hi, s1, s2);       \
+}
+CKBN_PL_DISPATCH(f32, float)
+CKBN_PL_DISPATCH(f64, double)
 
 /* ---- non-temporal row copies (issue 18, session 8; _k_elementwise.pxi) --
  * ckbn_nt_copy: n bytes from src (a row piece just computed into the
