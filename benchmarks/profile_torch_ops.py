@@ -22,6 +22,9 @@ one run.  A worker times, on a 16x8x8x32 float32 NHWC tensor (medians of
   plus the layer's Keras glue); ``stock fwd+bwd`` the same with Keras's own
   ``keras.layers.BatchNormalization``;
 * ``layer infer``/``stock infer``: an inference call under ``torch.no_grad()``;
+* ``op fwd+bwd, Python``/``layer fwd+bwd, Python``: the op and the layer with
+  the compiled operators of ``keras_plugin._torch_native`` turned off
+  (``_torch.use_native(False)``), on the Python autograd Functions;
 
 and with ``--step`` one ``train_on_batch`` of a swapped MobileNetV2 (64x64,
 batch 16, SGD).  ``--cprofile`` prints where the layer's Python time goes.
@@ -113,9 +116,22 @@ def _cases():
                 bn(xt, training=False)
         return run
 
-    return {"ckbn.nn fwd+bwd": bare, "op fwd+bwd": op, "layer fwd+bwd": train_call(layer),
-            "stock fwd+bwd": train_call(stock), "layer infer": infer_call(layer),
-            "stock infer": infer_call(stock)}
+    cases = {"ckbn.nn fwd+bwd": bare, "op fwd+bwd": op, "layer fwd+bwd": train_call(layer),
+             "stock fwd+bwd": train_call(stock), "layer infer": infer_call(layer),
+             "stock infer": infer_call(stock)}
+    use_native = getattr(_torch, "use_native", None)
+    if use_native is not None:   # the same calls on the Python autograd Functions
+        def python_path(fn):
+            def run():
+                previous = use_native(False)
+                try:
+                    fn()
+                finally:
+                    use_native(previous)
+            return run
+        cases["op fwd+bwd, Python"] = python_path(op)
+        cases["layer fwd+bwd, Python"] = python_path(train_call(layer))
+    return cases
 
 
 def _step():

@@ -14,20 +14,30 @@ The op table (the same in every backend module; arguments as in
 * ``moments(x, axes) -> (mean, var)``: no gradient;
 * ``affine(x, scale, offset, axes) -> y``: differentiable (torch-op gradient).
 
-Under ``torch.compile``/``torch.export`` they are the custom ops
-``ckbn::bn_train``, ``ckbn::bn_given``, ``ckbn::bn_grad``, ``ckbn::bn_moments``
-and ``ckbn::channel_affine``, whose activation travels as two arguments
-(``act: str?``, ``slope: float``); the ops have fake (meta) implementations so
-``torch.compile`` can trace around them, and register their backward with
-``torch.library.register_autograd``.  In eager mode ``train`` and ``given``
-call the same kernels through ``torch.autograd.Function`` classes instead,
-which skips the dispatcher's per-call work (see "the eager path" below;
-``benchmarks/profile_torch_ops.py`` measures both).  Either way tensors are
-shared with the kernels both ways (``Tensor.numpy()`` in,
-``torch.from_numpy`` out).  CUDA and other devices fall back to Keras ops.
+How they run:
+
+* eager mode, where the native library builds: ``train`` and ``given`` are the
+  compiled operators ``torch.ops.ckbn_native.bn_train``/``bn_given``
+  (:mod:`keras_plugin._torch_native`): one call from Python into C++, which
+  records a C++ autograd node whose backward calls the kernels, no NumPy;
+* eager mode without it (no compiler, ``CKBN_NATIVE=0``, channel axes that
+  need a transpose, or :func:`use_native` off): the ``torch.autograd.Function``
+  classes below, on NumPy views of the tensors (``Tensor.numpy()`` in,
+  ``torch.from_numpy`` out); the same values bit for bit;
+* under ``torch.compile``/``torch.export``: the custom ops ``ckbn::bn_train``,
+  ``ckbn::bn_given``, ``ckbn::bn_grad``, ``ckbn::bn_moments`` and
+  ``ckbn::channel_affine``, whose activation travels as two arguments
+  (``act: str?``, ``slope: float``), with fake (meta) implementations so
+  ``torch.compile`` can trace around them and their backward registered with
+  ``torch.library.register_autograd``.  (Eager calls skip them: each goes
+  through the dispatcher twice per pass; ``benchmarks/profile_torch_ops.py``.)
+
+CUDA and other devices fall back to Keras ops.
 
 Per-call shortcuts in eager mode (same kernels, same results bit for bit;
-``tests/torch_path_cases.py``): ``train`` and ``given`` call the kernels
+``tests/torch_path_cases.py``): :func:`layer_call` serves the layer's
+``__call__`` for the common eager call without Keras's ``Layer.__call__``
+bookkeeping; ``train`` and ``given`` call the kernels
 without an autograd Function when no input needs a gradient (inference under
 ``torch.no_grad``); :func:`layer_forward`, which ``_engine.forward`` tries
 first, computes the layer's common case with the moving statistics updated in
@@ -46,9 +56,10 @@ import keras
 import numpy as np
 import torch
 
-from keras_plugin import _kernels
+from keras_plugin import _kernels, _policy, _torch_native
 
-__all__ = ["usable", "train", "given", "grad", "moments", "affine", "XLA_COMPATIBLE"]
+__all__ = ["usable", "train", "given", "grad", "moments", "affine", "use_native",
+           "use_fast_call", "layer_call", "fast_call_count", "XLA_COMPATIBLE"]
 
 XLA_COMPATIBLE = True    # no XLA on this backend: nothing for Keras to turn off
 
@@ -289,6 +300,36 @@ def _eager():
     return not _is_compiling()
 
 
+_use_native = [True]
+
+
+def use_native(enabled):
+    """Whether eager calls use the compiled operators of :mod:`keras_plugin._torch_native`
+    where they can be had (default True); returns the previous setting.  False keeps
+    the Python autograd Functions, which compute the same values."""
+    previous = _use_native[0]
+    _use_native[0] = bool(enabled)
+    return previous
+
+
+def _op_threads(x):
+    """The OpenMP team of one operator call on ``x``: the plugin's thread rule."""
+    return _policy.op_threads("torch", x.numel())
+
+
+def _native_ops(x, axes):
+    """The compiled operators ``(train, given)`` where they serve ``x`` (eager, CPU,
+    a dtype the kernels take, channel axes in place), else None."""
+    if not _use_native[0]:
+        return None
+    ops = _torch_native.load()
+    if ops is None or x.device.type != "cpu" or (
+            x.dtype is torch.float16 and not _torch_native.has_float16()) \
+            or not _torch_native.in_place(x.dim(), tuple(axes)):
+        return None
+    return ops
+
+
 _is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
@@ -308,6 +349,10 @@ def _needs_grad(*tensors):
 
 def train(x, scale, offset, axes, eps, act=None):
     if _eager():
+        native = _native_ops(x, axes)
+        if native is not None:
+            return native[0](x, scale, offset, None, None, 0.0, axes, float(eps),
+                             *_torch_native.act_args(_act_key(act)), _op_threads(x))
         if not _needs_grad(x, scale, offset):   # nothing to record: the kernels alone
             y, mean, var = _kernels.train(_np(x), _np(scale), _np(offset), axes, float(eps),
                                           _act_key(act))
@@ -320,6 +365,10 @@ def train(x, scale, offset, axes, eps, act=None):
 def given(x, scale, offset, mean, var, axes, eps, train_grad=False, act=None):
     mean, var = mean.detach(), var.detach()
     if _eager():
+        native = _native_ops(x, axes)
+        if native is not None:
+            return native[1](x, scale, offset, mean, var, axes, float(eps), bool(train_grad),
+                             *_torch_native.act_args(_act_key(act)), _op_threads(x))
         if not _needs_grad(x, scale, offset):   # e.g. inference under torch.no_grad()
             return _t(_kernels.given(_np(x), _np(scale), _np(offset), _np(mean), _np(var),
                                      axes, float(eps), _act_key(act)))
@@ -422,6 +471,10 @@ def layer_forward(layer, x, training, act=None):
         return given(x, scale, offset, moving_mean, moving_var, axes, layer.epsilon, False,
                      act)
     eps = float(layer.epsilon)
+    native = _native_ops(x, axes)
+    if native is not None:   # one compiled operator: forward, moving update, autograd node
+        return native[0](x, scale, offset, moving_mean, moving_var, momentum, axes, eps,
+                         *_torch_native.act_args(_act_key(act)), _op_threads(x))[0]
     moving = (moving_mean, moving_var, momentum)
     if _needs_grad(x, scale, offset):
         return _EagerTrain.apply(x, scale, offset, axes, eps, _act_key(act), moving)
@@ -488,6 +541,101 @@ def layer_infer(layer, x):
     return torch.addcmul(b, x, a)
 
 
+# ------------------------------------------------ Keras's __call__ (eager, common case)
+_use_fast_call = [True]
+
+
+def use_fast_call(enabled):
+    """Whether :func:`layer_call` may serve ``layer(x)`` (default True); returns the
+    previous setting.  False sends every call through Keras's ``Layer.__call__``."""
+    previous = _use_fast_call[0]
+    _use_fast_call[0] = bool(enabled)
+    return previous
+
+
+_module_hooks = torch.nn.modules.module
+_fast_calls = [0]
+
+
+def fast_call_count():
+    """How many calls :func:`layer_call` has served in this process (for tests)."""
+    return _fast_calls[0]
+
+
+def _hooked(layer):
+    """Whether ``torch.nn.Module.__call__`` would run hooks around this layer's forward."""
+    m = _module_hooks
+    return bool(layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks
+                or layer._backward_pre_hooks or m._global_forward_hooks
+                or m._global_forward_pre_hooks or m._global_backward_hooks
+                or m._global_backward_pre_hooks)
+
+
+def layer_call(layer, args, kwargs):
+    """``layer(*args, **kwargs)`` for a built layer's common eager call, without
+    Keras's ``Layer.__call__`` bookkeeping; None where the call is not that case
+    (the caller then runs ``Layer.__call__``).
+
+    The common case: one PyTorch tensor (a plain ``torch.Tensor``, not symbolic,
+    no Keras mask, its dtype the layer's input dtype so nothing is converted),
+    no keyword but ``training`` and ``mask=None``; the layer built and called once through
+    Keras; no autocast scope and no mixed dtype policy, no activity
+    regularizer, rematerialization, quantization or distribution; no
+    ``torch.nn.Module`` hooks, no TorchScript tracing, no ``torch.compile``; and
+    an input that passes the layer's ``InputSpec`` (anything else goes to Keras,
+    which raises its own error).  For such a call, ``Layer.__call__`` (Keras
+    3.x) converts nothing, builds nothing, adds no node and sets no mask; what
+    is left, and what this does, is resolve ``training`` as it does (the
+    argument, else the enclosing layer call's value, else None; an enclosing
+    call's context records the value; a call outside any layer call clears
+    the layer's losses, as Keras does for the call that opens a context) and
+    call ``layer.call(x, training=..., mask=None)``.  The result is that call's,
+    so the values are those of Keras's path (``tests/torch_path_cases.py``).
+    On this backend ``Layer.__call__`` takes about 100 us around a BN call
+    (``benchmarks/RESULTS-keras.md``, session 12), twice the layer's own call.
+    """
+    if len(args) != 1 or not _use_fast_call[0]:
+        return None
+    if kwargs:   # training=..., mask=None (a functional model passes both)
+        for k, v in kwargs.items():
+            if k != "training" and (k != "mask" or v is not None):
+                return None
+    x = args[0]
+    if type(x) is not torch.Tensor or not layer.built or not layer._called \
+            or _is_compiling() or torch._C._get_tracing_state() is not None:
+        return None
+    spec = layer.input_spec
+    if spec is None or type(spec) is not keras.layers.InputSpec or spec.ndim != x.dim() \
+            or spec.shape is not None or spec.dtype is not None:
+        return None
+    shape = x.shape
+    for a, n in (spec.axes or {}).items():
+        if shape[a] != n:
+            return None
+    name = _DTYPE_NAME.get(x.dtype)
+    if name is None or name != layer.input_dtype or layer.compute_dtype != layer.variable_dtype:
+        return None
+    if layer.activity_regularizer is not None or layer._remat_mode \
+            or getattr(layer, "quantization_mode", None) is not None or _hooked(layer):
+        return None
+    if _get_global("distribution") is not None or _get_global("autocast_scope") is not None \
+            or _get_keras_mask(x) is not None:
+        return None
+    _fast_calls[0] += 1
+    ctx = _get_global("current_call_ctx")
+    if "training" in kwargs:
+        training = kwargs["training"]
+    else:
+        training = None if ctx is None else ctx.get_value("training")
+    if ctx is None:
+        layer._clear_losses()
+    else:
+        ctx.set_value("training", training)
+    if training is None:
+        return layer.call(x, mask=None)
+    return layer.call(x, training=training, mask=None)
+
+
 def _bump_versions(tensors):  # pragma: no cover - PyTorch before increment_version
     with torch.no_grad():
         for t in tensors:
@@ -495,6 +643,13 @@ def _bump_versions(tensors):  # pragma: no cover - PyTorch before increment_vers
 
 
 _increment_version = getattr(torch.autograd.graph, "increment_version", _bump_versions)
+
+try:  # Keras internals layer_call reads (as Layer.__call__ does); without them it declines
+    from keras.src.backend.common.global_state import get_global_attribute as _get_global
+    from keras.src.backend.common.masking import get_keras_mask as _get_keras_mask
+except ImportError:  # pragma: no cover - a Keras without them
+    def layer_call(layer, args, kwargs):
+        return None
 
 try:
     from keras.src.backend.common.stateless_scope import in_stateless_scope as \

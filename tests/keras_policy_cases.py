@@ -9,6 +9,8 @@ float64 NumPy results (output, gradients, moving statistics).
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -65,7 +67,24 @@ def kernel_calls(monkeypatch):
         from keras_plugin import _tf_native
 
         monkeypatch.setattr(_tf_native, "usable", lambda x, axes: False)
-    return count
+    with _python_functions_on_torch():   # and the PyTorch ones
+        yield count
+
+
+@contextlib.contextmanager
+def _python_functions_on_torch():
+    """On PyTorch, eager calls through the Python autograd Functions (which call the
+    glue), not the compiled operators; elsewhere nothing."""
+    if BACKEND != "torch":
+        yield
+        return
+    from keras_plugin import _torch
+
+    previous = _torch.use_native(False)
+    try:
+        yield
+    finally:
+        _torch.use_native(previous)
 
 
 def _layer(shape, seed):
@@ -211,7 +230,8 @@ def test_kernel_calls_run_on_the_thread_rule(size, monkeypatch):
     try:
         layer = _layer(shape, seed=5)
         x = np.random.default_rng(6).normal(size=shape).astype("float32")
-        np.asarray(ops.convert_to_numpy(layer(x, training=False)))
+        with _python_functions_on_torch():
+            np.asarray(ops.convert_to_numpy(layer(x, training=False)))
     finally:
         ckbn.set_num_threads(default)
         for mode, n in previous.items():

@@ -251,9 +251,11 @@ def test_bad_input_clear_error_and_state_unchanged():
 # A layer decides once per input shape, dtype and mode which computation serves
 # (_engine.route); these tests prove that the decision follows every input of
 # the rule.  Which computation ran is read off the output's autograd node:
-# ckbn's kernels record keras_plugin._torch's autograd Functions, Keras's code
-# records ATen's arithmetic, and the inference hook (_torch.layer_infer) records
-# one addcmul (channels last) or ATen's native batch norm (channels first).
+# ckbn's kernels record a C++ node named after CkbnTrain/CkbnGiven (the compiled
+# operators of keras_plugin._torch_native) or keras_plugin._torch's autograd
+# Functions (without them), Keras's code records ATen's arithmetic, and the
+# inference hook (_torch.layer_infer) records one addcmul (channels last) or
+# ATen's native batch norm (channels first).
 @contextlib.contextmanager
 def _min_elements(mode, n):
     previous = keras_plugin._policy.set_min_elements("torch", mode, n)
@@ -268,8 +270,8 @@ def _computed_by(y):
     node = y.grad_fn
     while type(node).__name__.startswith("Permute"):   # the channels-last view
         node = node.next_functions[0][0]
-    name = type(node).__name__
-    if "_Eager" in name:
+    name = node.name()
+    if "_Eager" in name or "Ckbn" in name:   # the Python Functions, or the C++ node
         return "kernels"
     if "BatchNorm" in name:
         return "torch batch_norm"
@@ -473,3 +475,154 @@ def test_cached_decision_follows_the_crossover_setting():
         with _min_elements("infer", n):
             how, _ = _grads(layer, x, False, dy)
             assert how == expected
+
+
+# ---------------------------------------- Keras's __call__ for the common call
+# keras_plugin._torch.layer_call serves layer(x) / layer(x, training=...) without
+# Keras's Layer.__call__ bookkeeping where that bookkeeping does nothing; these
+# tests compare it, bit for bit, with Keras's __call__ (use_fast_call(False)).
+@contextlib.contextmanager
+def _keras_call():
+    previous = _torch.use_fast_call(False)
+    try:
+        yield
+    finally:
+        _torch.use_fast_call(previous)
+
+
+def _served(fn):
+    """``fn()``'s result and how many calls layer_call served during it."""
+    before = _torch.fast_call_count()
+    out = fn()
+    return out, _torch.fast_call_count() - before
+
+
+@pytest.mark.parametrize("kwargs", [dict(training=True), dict(training=False),
+                                    dict(training=None), {}])
+def test_fast_call_equals_keras_call(kwargs):
+    shape = (6, 3, 4, 5)
+    layers = _pair(-1, "float32")
+    _build(layers, shape, -1)
+    x = torch.from_numpy(_rand(shape, 40))
+    dy = torch.from_numpy(_rand(shape, 41))
+    got, want = [], []
+    for layer, out, keras_path in ((layers[0], got, False), (layers[1], want, True)):
+        _, served = _served(lambda: layer(x, training=False))
+        assert served == 0   # a layer's first call goes through Keras
+        for _ in range(2):
+            xg = x.clone().requires_grad_(True)
+            if keras_path:
+                with _keras_call():
+                    y, served = _served(lambda: layer(xg, **kwargs))
+            else:
+                y, served = _served(lambda: layer(xg, **kwargs))
+            assert served == (0 if keras_path else 1)
+            y.backward(dy)
+            out += [y.detach().numpy().copy(), xg.grad.numpy().copy()]
+            out += [np.array(v.numpy()) for v in layer.weights]
+    for u, w in zip(got, want):
+        np.testing.assert_array_equal(u, w)
+    # training=True moves the moving mean between the two calls; anything else leaves it
+    trained = kwargs.get("training") is True
+    assert (not np.array_equal(got[4], got[4 + 6])) == trained
+
+
+class _Block(keras.Model):
+    """A subclassed model that calls its BN layer without ``training``: the value
+    comes from the enclosing call (Keras's call context)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Dense(5)
+        self.bn = BatchNormalization(momentum=MOMENTUM, epsilon=EPS)
+
+    def call(self, x):
+        return self.bn(self.conv(x))
+
+
+@pytest.mark.parametrize("functional", [True, False])
+def test_fast_call_inside_models_equals_keras_call(functional):
+    """In a model (functional: training passed explicitly; subclassed: inherited from
+    the model's call), train_on_batch, a training call and predict give the bits of
+    Keras's __call__, and layer_call serves the BN calls."""
+    rng = np.random.default_rng(42)
+    xs = rng.normal(size=(8, 4, 4, 3)).astype("float32")
+    ys = rng.normal(size=(8, 4, 4, 5)).astype("float32")
+    results = []
+    for keras_path in (False, True):
+        keras.utils.set_random_seed(3)
+        if functional:
+            inp = keras.Input((4, 4, 3))
+            out = BatchNormalization(momentum=MOMENTUM, epsilon=EPS)(keras.layers.Dense(5)(inp))
+            model = keras.Model(inp, keras.layers.ReLU()(out))
+        else:
+            model = _Block()
+            model(xs[:1])
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        ctx = _keras_call() if keras_path else contextlib.nullcontext()
+        with ctx:
+            _, served = _served(lambda: [model.train_on_batch(xs, ys) for _ in range(2)])
+            y_train, served_t = _served(lambda: model(torch.from_numpy(xs), training=True))
+            y_pred = model.predict(xs, verbose=0)
+        assert (served + served_t > 0) != keras_path
+        results.append([np.array(w.numpy()) for w in model.weights]
+                       + [y_train.detach().numpy(), y_pred])
+    for u, w in zip(*results):
+        np.testing.assert_array_equal(u, w)
+    bn = [layer for layer in model._flatten_layers() if isinstance(layer, BatchNormalization)][0]
+    assert not np.array_equal(np.array(bn.moving_mean.numpy()), np.zeros(5))   # trained
+
+
+def test_fast_call_declines_masks_hooks_conversions_and_mixed_precision():
+    shape = (6, 3, 4, 5)
+    layer = BatchNormalization(epsilon=EPS)
+    _build([layer], shape, -1)
+    x = torch.from_numpy(_rand(shape, 43))
+    layer(x)   # the first call goes through Keras
+    # a Keras mask: Keras's path, which passes the mask on to the output
+    xm = x.clone()
+    mask = torch.ones(shape[:-1], dtype=torch.bool)
+    keras.src.backend.set_keras_mask(xm, mask)
+    y, served = _served(lambda: layer(xm, training=False))
+    assert served == 0 and keras.src.backend.get_keras_mask(y) is mask
+    # a forward hook: Keras's path (through torch.nn.Module.__call__), the hook runs
+    seen = []
+    handle = layer.register_forward_hook(lambda mod, inp, out: seen.append(out.shape))
+    try:
+        _, served = _served(lambda: layer(x, training=False))
+    finally:
+        handle.remove()
+    assert served == 0 and seen == [torch.Size(shape)]
+    # float64 data into a float32 layer: Keras converts it first
+    y64, served = _served(lambda: layer(x.double(), training=False))
+    assert served == 0 and y64.dtype == torch.float32
+    # a mixed dtype policy: Keras's autocast scope
+    mixed = BatchNormalization(epsilon=EPS, dtype="mixed_float16")
+    mixed.build(shape)
+    mixed(x.half())
+    y16, served = _served(lambda: mixed(x.half(), training=True))
+    assert served == 0 and y16.dtype == torch.float16
+    # a mask argument: Keras's path, which checks it
+    with pytest.raises(ValueError, match="one dimension less than the inputs"):
+        layer(x, mask=torch.ones(shape, dtype=torch.bool))
+    # positional training: Keras's path, which refuses it
+    with pytest.raises(ValueError, match="Only input tensors may be passed as positional"):
+        layer(x, False)
+    y_none, served = _served(lambda: layer(x, training=False, mask=None))
+    assert served == 1
+
+
+def test_fast_call_clears_losses_as_an_outermost_call():
+    shape = (6, 3, 4, 5)
+    layer = BatchNormalization(epsilon=EPS)
+    _build([layer], shape, -1)
+    x = torch.from_numpy(_rand(shape, 44))
+    layer(x)
+    for keras_path in (False, True):
+        layer.add_loss(torch.tensor(1.0))
+        assert len(layer.losses) == 1
+        ctx = _keras_call() if keras_path else contextlib.nullcontext()
+        with ctx:
+            _, served = _served(lambda: layer(x, training=True))
+        assert served == (0 if keras_path else 1)
+        assert layer.losses == []
