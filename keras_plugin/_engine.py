@@ -179,6 +179,26 @@ def route(cache, x, mode):
     return x, mod, infer
 
 
+_FAST_CALL = []   # [the backend's layer_call or None], filled on the first call
+
+
+def fast_call(layer, *args, **kwargs):
+    """``__call__`` of ckbn's Keras layers: the backend's shortcut around Keras's
+    ``Layer.__call__`` for the common eager call (``keras_plugin._torch.layer_call``
+    on PyTorch, where every training step runs eagerly), else Keras's own."""
+    if not _FAST_CALL:
+        fn = None
+        if keras.backend.backend() == "torch":
+            fn = importlib.import_module(_BACKEND_MODULES["torch"]).layer_call
+        _FAST_CALL.append(fn)
+    fn = _FAST_CALL[0]
+    if fn is not None:
+        y = fn(layer, args, kwargs)
+        if y is not None:
+            return y
+    return keras.layers.Layer.__call__(layer, *args, **kwargs)
+
+
 def _keepdims_shape(x, axes):
     shape = []
     for i, n in enumerate(x.shape):

@@ -391,7 +391,12 @@ def moments(x, axes):
 
 
 def affine(x, scale, offset, axes):
-    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
+    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization).
+
+    Eager calls with nothing to record (a folded model's inference) call the
+    kernel directly, without the custom op's dispatcher round trips."""
+    if _eager() and not _needs_grad(x, scale, offset):
+        return _t(_kernels.affine(_np(x), _np(scale), _np(offset), [int(a) for a in axes]))
     return _channel_affine(x, scale, offset, [int(a) for a in axes])
 
 
@@ -634,6 +639,20 @@ def layer_call(layer, args, kwargs):
     if training is None:
         return layer.call(x, mask=None)
     return layer.call(x, training=training, mask=None)
+
+
+def affine_infer(x, scale, offset, axes):
+    """``x * scale + offset`` per channel in one PyTorch op (``torch.addcmul``), for
+    a folded layer's call the dispatch rule leaves to the framework; None where
+    it is not a plain eager call on CPU tensors of one dtype (Keras ops then).
+    ``scale``/``offset`` are flat, channel axes ``axes``.  Equal to Keras's
+    ``x * scale + offset`` to float rounding (one op instead of two passes and
+    two reshapes, which cost more than the arithmetic on small tensors)."""
+    if type(x) is not torch.Tensor or x.device.type != "cpu" or _is_compiling() \
+            or scale.dtype is not x.dtype or offset.dtype is not x.dtype:
+        return None
+    shape = [x.shape[i] if i in axes else 1 for i in range(x.dim())]
+    return torch.addcmul(offset.reshape(shape), x, scale.reshape(shape))
 
 
 def _bump_versions(tensors):  # pragma: no cover - PyTorch before increment_version

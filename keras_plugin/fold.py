@@ -135,6 +135,8 @@ class ChannelAffine(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    __call__ = _engine.fast_call
+
     def call(self, inputs, training=None, mask=None):
         x = inputs
         if keras.backend.standardize_dtype(x.dtype) == "bfloat16":
@@ -145,22 +147,35 @@ class ChannelAffine(keras.layers.Layer):
             x = ops.cast(x, "float32")  # as the batch normalization computes it
         is16 = keras.backend.standardize_dtype(x.dtype) == "float16"
         sd = "float32" if is16 else keras.backend.standardize_dtype(x.dtype)
-        scale = ops.cast(self.scale, sd)
-        offset = ops.cast(self.offset, sd)
+        scale = _as_dtype(self.scale, sd)
+        offset = _as_dtype(self.offset, sd)
         if impl is not None:
             y = impl.affine(x, scale, offset, self._channel_axes)
         else:
-            shape = tuple(x.shape[i] if i in self._channel_axes else 1
-                          for i in range(len(x.shape)))
-            y = x * ops.reshape(scale, shape) + ops.reshape(offset, shape)
+            # The framework's own op where its backend module has one for this call
+            # (PyTorch eager: one addcmul), else Keras ops.
+            own = getattr(_engine.backend_module(), "affine_infer", None)
+            y = None if own is None else own(x, scale, offset, self._channel_axes)
+            if y is None:
+                shape = tuple(x.shape[i] if i in self._channel_axes else 1
+                              for i in range(len(x.shape)))
+                y = x * ops.reshape(scale, shape) + ops.reshape(offset, shape)
         y = _activation.apply(y, _activation.spec(self.activation, self.negative_slope))
-        return ops.cast(y, self.compute_dtype)
+        return _as_dtype(y, self.compute_dtype)
 
     def get_config(self):
         config = super().get_config()
         config.update(axis=self.axis, activation=self.activation,
                       negative_slope=self.negative_slope)
         return config
+
+
+def _as_dtype(v, dtype):
+    """``v`` (a tensor or variable) as a tensor of ``dtype``; no cast op where it
+    already has it (each Keras op costs tens of microseconds in eager PyTorch)."""
+    if keras.backend.standardize_dtype(v.dtype) != dtype:
+        return ops.cast(v, dtype)
+    return v.value if isinstance(v, keras.Variable) else v
 
 
 # ------------------------------------------------------------------- the maths

@@ -97,21 +97,6 @@ def _check_renorm_clipping(clipping):
     return clipping
 
 
-_FAST_CALL = []   # [the backend's layer_call or None], filled on the first call
-
-
-def _fast_call():
-    """``keras_plugin._torch.layer_call`` on the PyTorch backend, else None."""
-    if not _FAST_CALL:
-        fn = None
-        if keras.backend.backend() == "torch":
-            from keras_plugin import _torch
-
-            fn = _torch.layer_call
-        _FAST_CALL.append(fn)
-    return _FAST_CALL[0]
-
-
 def _clone_initializer(init):
     return keras.initializers.deserialize(keras.initializers.serialize(init))
 
@@ -317,16 +302,7 @@ class BatchNormalization(_Stock):
     #: (a layer swapped in place by ``swap_batch_normalization`` skips ``__init__``).
     _route = None
 
-    def __call__(self, *args, **kwargs):
-        # The backend's shortcut around Keras's Layer.__call__ for the common
-        # eager call (keras_plugin._torch.layer_call on PyTorch, where every
-        # training step runs eagerly); None from it, or no shortcut: Keras's.
-        fast = _fast_call()
-        if fast is not None:
-            y = fast(self, args, kwargs)
-            if y is not None:
-                return y
-        return super().__call__(*args, **kwargs)
+    __call__ = _engine.fast_call
 
     def call(self, inputs, training=None, mask=None):
         train = bool(training and self.trainable)

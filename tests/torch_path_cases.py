@@ -626,3 +626,30 @@ def test_fast_call_clears_losses_as_an_outermost_call():
             _, served = _served(lambda: layer(x, training=True))
         assert served == (0 if keras_path else 1)
         assert layer.losses == []
+
+
+def test_fast_call_serves_folded_layers_with_keras_call_values():
+    """fold_batch_normalization's ChannelAffine layers take the same shortcut: a
+    folded model's output is that of Keras's __call__, bit for bit."""
+    rng = np.random.default_rng(45)
+    inp = keras.Input((4, 4, 3))
+    h = BatchNormalizationActivation(activation="relu6", epsilon=EPS)(
+        keras.layers.Dense(5)(inp))
+    model = keras.Model(inp, BatchNormalization(epsilon=EPS)(h))
+    for layer in model.layers:
+        if isinstance(layer, BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([_rand((n,), 46) + 2.0, _rand((n,), 47), _rand((n,), 48),
+                               np.abs(_rand((n,), 49)) + 0.5])
+    folded = keras_plugin.fold_batch_normalization(model)
+    x = torch.from_numpy(rng.normal(size=(8, 4, 4, 3)).astype("float32"))
+    with torch.no_grad():
+        folded(x)
+        y_fast, served = _served(lambda: folded(x, training=False))
+        with _keras_call():
+            y_keras, served_keras = _served(lambda: folded(x, training=False))
+        y_bn = model(x, training=False)
+    affines = [layer for layer in folded.layers if type(layer).__name__ == "ChannelAffine"]
+    assert affines and served == len(affines) and served_keras == 0
+    np.testing.assert_array_equal(y_fast.numpy(), y_keras.numpy())
+    np.testing.assert_allclose(y_fast.numpy(), y_bn.numpy(), rtol=1e-5, atol=1e-5)
