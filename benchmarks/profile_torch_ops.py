@@ -264,11 +264,13 @@ def main(argv=None):
           f"shape {SHAPE} float32 NHWC")
     print(f"{'':22s}" + "".join(f"{n:>12s}" for n in trees) + ("   before/after" if
                                                                     args.before else ""))
-    for k in keys:
-        med = {n: statistics.median(r[k] for r in runs[n]) for n in trees}
+    for k in keys:   # (a case the earlier tree does not have prints "-" there)
+        med = {n: statistics.median(r[k] for r in runs[n]) if k in runs[n][0] else None
+               for n in trees}
         unit, div = ("ms", 1e3) if "step" in k else ("us", 1.0)
-        row = f"{k:22s}" + "".join(f"{med[n] / div:9.1f} {unit}" for n in trees)
-        if args.before:
+        row = f"{k:22s}" + "".join(f"{'-':>12s}" if med[n] is None else
+                                   f"{med[n] / div:9.1f} {unit}" for n in trees)
+        if args.before and med["before"] is not None:
             row += f"   {med['before'] / med['after']:6.2f}x"
         print(row)
 

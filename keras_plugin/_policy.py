@@ -65,16 +65,18 @@ CROSSOVER = {
     ("tensorflow", "train"): 1 << 15,
     # inference 1.01-1.31x at every size measured, 2 Ki to 2 Mi
     ("tensorflow", "infer"): 0,
-    # PyTorch (the layer's eager shortcut; one layer, 20:27 rerun): training
-    # 0.97-1.05x up to 128 Ki (within 0.15 ms of a 5 ms step), 1.01-1.36x from
-    # 192 Ki up.  Whole models decide the tie: kernels from 32 Ki gave
-    # MobileNetV2 1.16x (fused 1.24x) against 1.10x (1.14x) from 192 Ki, and
-    # EfficientNetB0 1.06x (1.10x) against 1.07x (1.07x), side by side.
-    ("torch", "train"): 1 << 15,
-    # inference 0.96-1.04x at every size (one layer); whole models 0.96-1.02x
-    # either way: not the kernels.  The layer then runs one PyTorch op where
-    # it can (keras_plugin._torch.layer_infer: addcmul channels last,
-    # batch_norm channels first), else Keras's code
+    # PyTorch, with the compiled operators and the Layer.__call__ shortcut
+    # (session 12, Zen 4, RESULTS-keras.md): training 1.10-1.64x at every size
+    # from 2 Ki to 2 Mi (one layer).  (Before them: 0.97-1.05x up to 128 Ki,
+    # and the threshold was 32 Ki.)
+    ("torch", "train"): 0,
+    # inference: one layer, the framework hook below against the compiled
+    # operator, warm: 0.80-1.07 up to 192 Ki, the operator 1.3-2.9x faster from
+    # 1.5 Mi; whole models (MobileNetV2, ResNet50, EfficientNetB0, the CNN):
+    # hook / operator 0.98-1.00, and kernels from 1 Mi no better than the hook:
+    # not the kernels.  The layer then runs one PyTorch op where it can
+    # (keras_plugin._torch.layer_infer: addcmul channels last, batch_norm
+    # channels first), else Keras's code
     ("torch", "infer"): None,
     # JAX, from whole models (a one-layer model lets XLA fuse BN into the loss):
     # training with the XLA FFI handler 1.01x MobileNetV2, 0.96x and 1.01x the
