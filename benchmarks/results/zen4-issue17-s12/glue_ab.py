@@ -6,7 +6,8 @@ One process, KERAS_BACKEND=torch, a training step (train_on_batch, SGD, batch
                               and Keras's Layer.__call__ (session 11's path)
   native+keras_call           the compiled operators, Keras's Layer.__call__
   native+fast_call            the compiled operators and _torch.layer_call (the default)
-Medians of per-round ratios.  python glue_ab.py [steps] [models...]"""
+Medians of per-round ratios.  python glue_ab.py [steps] [models...]
+CKBN_FORMAT=channels_first runs the models channels first (Keras's image data format)."""
 import os, sys, time
 os.environ["KERAS_BACKEND"] = "torch"
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -19,8 +20,10 @@ from _timing import cpu_line
 from bench_keras import _cnn
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+fmt = os.environ.get("CKBN_FORMAT", "channels_last")
+keras.config.set_image_data_format(fmt)
 names = sys.argv[2:] or ["MobileNetV2", "ResNet50", "EfficientNetB0", "cnn"]
-print(cpu_line(), flush=True)
+print(cpu_line(), fmt, flush=True)
 VARIANTS = {"python+keras_call": (False, False), "native+keras_call": (True, False),
             "native+fast_call": (True, True)}
 rng = np.random.default_rng(0)
@@ -29,9 +32,9 @@ for name in names:
     if name == "cnn":
         stock, shape = _cnn(28), (28, 28, 32)
     else:
-        stock = getattr(keras.applications, name)(input_shape=(64, 64, 3), weights=None,
+        shape = (3, 64, 64) if fmt == "channels_first" else (64, 64, 3)
+        stock = getattr(keras.applications, name)(input_shape=shape, weights=None,
                                                    classes=10)
-        shape = (64, 64, 3)
     sw = keras_plugin.swap_batch_normalization(keras.models.clone_model(stock))
     for m in (stock, sw):
         m.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
