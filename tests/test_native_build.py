@@ -65,3 +65,28 @@ def test_concurrent_builds_compile_once(tmp_path):
     assert built == sorted([os.path.basename(path), os.path.basename(path) + ".lock"])
     lib = ctypes.CDLL(path)
     assert lib.ckbn_cache_probe(4) == 13
+
+
+def _build_native(*args, **env):
+    run_env = dict(os.environ, KERAS_BACKEND="torch", **env)
+    run_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run([sys.executable, "-m", "keras_plugin.build_native", *args],
+                          env=run_env, cwd=str(ROOT), capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_build_native_command_builds_and_reports():
+    """``python -m keras_plugin.build_native``: the library's path (the same again from
+    the cache), exit 0; with ``CKBN_NATIVE=0`` the reason, exit 1."""
+    pytest.importorskip("torch")
+    _real_cxx()
+    first = _build_native("--frameworks", "torch")
+    assert first.returncode == 0, first.stdout + first.stderr[-3000:]
+    line = [s for s in first.stdout.splitlines() if s.startswith("torch: ")][-1]
+    path = line[len("torch: "):]
+    assert os.path.isfile(path) and "ckbn_torch_ops" in path
+    again = _build_native("--frameworks", "torch")
+    assert again.returncode == 0 and f"torch: {path}" in again.stdout
+    off = _build_native("--frameworks", "torch", CKBN_NATIVE="0")
+    assert off.returncode == 1
+    assert "torch: not built" in off.stdout and "CKBN_NATIVE=0" in off.stdout
