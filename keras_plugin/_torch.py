@@ -391,12 +391,7 @@ def moments(x, axes):
 
 
 def affine(x, scale, offset, axes):
-    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization).
-
-    Eager calls with nothing to record (a folded model's inference) call the
-    kernel directly, without the custom op's dispatcher round trips."""
-    if _eager() and not _needs_grad(x, scale, offset):
-        return _t(_kernels.affine(_np(x), _np(scale), _np(offset), [int(a) for a in axes]))
+    """``x * scale + offset`` per channel on the kernel (fold_batch_normalization)."""
     return _channel_affine(x, scale, offset, [int(a) for a in axes])
 
 
