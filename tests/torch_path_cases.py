@@ -651,5 +651,15 @@ def test_fast_call_serves_folded_layers_with_keras_call_values():
         y_bn = model(x, training=False)
     affines = [layer for layer in folded.layers if type(layer).__name__ == "ChannelAffine"]
     assert affines and served == len(affines) and served_keras == 0
+    # under the measured rule (inference to the framework) the affine layer's path is
+    # one addcmul (_torch.affine_infer); with the kernels forced, the custom op
+    xa = torch.from_numpy(_rand((8, 4, 4, 5), 50)).requires_grad_(True)
+    assert "channel_affine" in affines[0](xa, training=False).grad_fn.name()
+    with _min_elements("infer", None):
+        ya = affines[0](xa, training=False)
+    assert "Addcmul" in ya.grad_fn.name()
+    w = {v.path.split("/")[-1]: v.numpy() for v in affines[0].weights}
+    np.testing.assert_allclose(ya.detach().numpy(), xa.detach().numpy() * w["scale"]
+                               + w["offset"], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(y_fast.numpy(), y_keras.numpy())
     np.testing.assert_allclose(y_fast.numpy(), y_bn.numpy(), rtol=1e-5, atol=1e-5)
