@@ -13,9 +13,12 @@ Where the computation happens
 For CPU tensors the forward and backward passes run on ``ckbn.nn`` kernels
 (one kernel call per pass).  Tensors reach them as NumPy arrays in
 :mod:`keras_plugin._kernels` (the single conversion point), zero-copy where the
-framework allows.  Keras's own ops (the stock layer's code) are used instead
-for GPU tensors, masks, XLA compilation and export
-(SavedModel / ``torch.export``).  On JAX the kernels run inside ``jax.jit`` as
+framework allows; on TensorFlow and PyTorch they run as compiled framework
+ops instead (``keras_plugin._tf_native``, ``keras_plugin._torch_native``), and
+on PyTorch a layer's common eager call also skips Keras's ``Layer.__call__``
+bookkeeping (``keras_plugin._torch.layer_call``).  Keras's own ops (the
+stock layer's code) are used instead for GPU tensors, masks, XLA compilation
+and export (``torch.export``; a SavedModel keeps the TensorFlow ops).  On JAX the kernels run inside ``jax.jit`` as
 XLA FFI custom calls (``keras_plugin._jax_ffi``, no host callback, no copy);
 where that handler cannot be built, JAX runs Keras's code unless
 ``keras_plugin.set_jax_min_elements(n)`` opts in to host callbacks, which
