@@ -19,8 +19,9 @@ on PyTorch a layer's common eager call also skips Keras's ``Layer.__call__``
 bookkeeping (``keras_plugin._torch.layer_call``).  Keras's own ops (the
 stock layer's code) are used instead for GPU tensors, masks, XLA compilation
 and export (``torch.export``; a SavedModel keeps the TensorFlow ops).  On
-JAX the kernels run inside ``jax.jit`` as XLA FFI custom calls (``keras_plugin._jax_ffi``, no host callback, no copy);
-where that handler cannot be built, JAX runs Keras's code unless
+JAX the kernels run inside ``jax.jit`` as XLA FFI custom calls
+(``keras_plugin._jax_ffi``, no host callback, no copy); where that handler
+cannot be built, JAX runs Keras's code unless
 ``keras_plugin.set_jax_min_elements(n)`` opts in to host callbacks, which
 measured slower than XLA at every size (``keras_plugin._jax``).  Where the framework's own op
 was measured faster for a call of this size and mode, the layer runs Keras's
