@@ -39,9 +39,10 @@ import keras
 import numpy as np
 
 import ckbn
+from ckbn._layout import layout_dims
 from keras_plugin import _policy
 
-__all__ = ["train", "given", "grad", "moments", "affine", "stat_dtype"]
+__all__ = ["train", "given", "grad", "moments", "affine", "stat_dtype", "in_place"]
 
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
@@ -68,6 +69,22 @@ def _layout(ndim, axes):
         if a == 1 and ndim == 4:
             return {"data_format": "NCHW"}
     return {"axis": list(axes)}
+
+
+_IN_PLACE = {}
+
+
+def in_place(ndim, axes):
+    """Whether channel ``axes`` of a rank-``ndim`` tensor need no transpose: the rule
+    of ``ckbn_layout`` (``ckbn_kernels.h``; the channel axes form at most two runs of
+    consecutive axes, and a second run ends at the last axis), asked once per
+    ``(ndim, axes)``.  The native ops take only such axes."""
+    key = (ndim, tuple(axes))
+    ok = _IN_PLACE.get(key)
+    if ok is None:
+        chan = sorted({a % ndim for a in axes}) if ndim else []
+        ok = _IN_PLACE[key] = bool(chan) and layout_dims((1,) * ndim, chan) is not None
+    return ok
 
 
 def stat_dtype(dtype):

@@ -63,7 +63,7 @@ import threading
 import tensorflow as tf
 
 import ckbn
-from keras_plugin import _native_build
+from keras_plugin import _kernels, _native_build
 
 try:  # the thread rule (benchmarks/RESULTS-keras.md), where this keras_plugin has it
     from keras_plugin import _policy
@@ -212,22 +212,7 @@ def call_counts():
 
 
 # ------------------------------------------------------------------ where it serves
-def in_place(ndim, axes):
-    """Whether channel ``axes`` of a rank-``ndim`` tensor need no transpose.
-
-    The rule of ``ckbn_layout``: the channel axes form at most two runs of
-    consecutive axes, and a second run ends at the last axis.
-    """
-    chan = sorted({a % ndim for a in axes})
-    if not chan:
-        return False
-    runs = []
-    for a in chan:
-        if runs and runs[-1][1] == a:
-            runs[-1][1] = a + 1
-        else:
-            runs.append([a, a + 1])
-    return len(runs) == 1 or (len(runs) == 2 and runs[1][1] == ndim)
+in_place = _kernels.in_place   # the layout rule of ckbn_kernels.h, shared with PyTorch
 
 
 def _in_xla():

@@ -325,7 +325,7 @@ def _native_ops(x, axes):
     ops = _torch_native.load()
     if ops is None or x.device.type != "cpu" or (
             x.dtype is torch.float16 and not _torch_native.has_float16()) \
-            or not _torch_native.in_place(x.dim(), tuple(axes)):
+            or not _kernels.in_place(x.dim(), axes):
         return None
     return ops
 

@@ -37,8 +37,7 @@ import torch
 import ckbn
 from keras_plugin import _native_build
 
-__all__ = ["load", "available", "has_float16", "call_counts", "ACT_CODES", "act_args",
-           "in_place"]
+__all__ = ["load", "available", "has_float16", "call_counts", "ACT_CODES", "act_args"]
 
 _WHAT = "the PyTorch native op (keras_plugin/native/torch_ops.cc)"
 _CAPSULE = b"ckbn.kernel_table.v1"
@@ -144,24 +143,3 @@ def act_args(act):
     if name == "leaky_relu":
         return 1, float(slope), math.inf
     return ACT_CODES[name], 0.0, math.inf
-
-
-_IN_PLACE = {}
-
-
-def in_place(ndim, axes):
-    """Whether channel axes ``axes`` of a rank-``ndim`` tensor map onto the
-    kernels' layout without a transpose (at most two runs of consecutive axes,
-    the second ending at the last axis)."""
-    key = (ndim, axes)
-    ok = _IN_PLACE.get(key)
-    if ok is None:
-        runs = []
-        for a in sorted(axes):
-            if runs and runs[-1][1] == a:
-                runs[-1][1] = a + 1
-            else:
-                runs.append([a, a + 1])
-        ok = len(runs) == 1 or (len(runs) == 2 and runs[1][1] == ndim)
-        _IN_PLACE[key] = ok
-    return ok

@@ -24,7 +24,7 @@ if keras.backend.backend() != "torch":  # pragma: no cover - run with KERAS_BACK
     pytest.skip("PyTorch backend only", allow_module_level=True)
 
 import keras_plugin  # noqa: E402
-from keras_plugin import BatchNormalization, _torch, _torch_native  # noqa: E402
+from keras_plugin import BatchNormalization, _kernels, _torch, _torch_native  # noqa: E402
 
 if not _torch_native.available():  # pragma: no cover - no compiler or headers here
     pytest.skip("the PyTorch native op library could not be built", allow_module_level=True)
@@ -83,7 +83,7 @@ def test_train_and_given_equal_the_python_functions(dtype, shape, axes, act):
         "given, training gradient": lambda x, s, o: _torch.given(x, s, o, m, v, axes, EPS,
                                                                 True, act),
     }
-    in_place = _torch_native.in_place(len(shape), axes)
+    in_place = _kernels.in_place(len(shape), axes)
     for name, fn in calls.items():
         before = _torch_native.call_counts()
         got = _run(fn, x, s, o, dy)

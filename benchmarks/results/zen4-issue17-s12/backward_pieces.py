@@ -1,6 +1,6 @@
-# Session 12: the C++ backward node timed from inside (torch_ops_timed.cc: torch_ops.cc with
-# steady_clock marks, registered as ckbn_probe2; build it as in keras_plugin/_torch_native.py
-# into /tmp/s12/tprobe/libp.so), 16x8x8x32 float32 NHWC, 1 thread, 2000 calls.
+# Session 12: the C++ backward node timed from inside (the library make_torch_ops_timed.py
+# writes and says how to build, in /tmp/s12/tprobe/libp.so), 16x8x8x32 float32 NHWC, 1 thread,
+# 2000 calls.
 import os, time, ctypes, statistics
 os.environ["KERAS_BACKEND"] = "torch"
 import numpy as np, torch, ckbn
