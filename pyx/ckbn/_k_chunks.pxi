@@ -77,7 +77,7 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
             s1[r] = 0.0
             s2[r] = 0.0
         _red_run(kind, &none, x + g0 * R, dy + g0 * R, ch.P, S, L, sh, NULL, NULL,
-                 b1, b2, s1, s2, 0)
+                 b1, b2, s1, s2, 0, False)
         _flush(b1, b2, s1, s2, L)
         for g in range(g0, g1):
             # The channel's R lanes, halved pairwise while R is even (vector
@@ -101,7 +101,7 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
         for p in range(ch.P):
             off = p * S + g * R
             nb = _red_run(kind, &none, x + off, dy + off, nrows, W, W, sh, NULL, NULL,
-                          b1, b2, s1, s2, nb)
+                          b1, b2, s1, s2, nb, False)
             if tail > 0:
                 off = off + nrows * W
                 _red_one(kind, &none, x + off, dy + off, tail, sh, NULL, NULL, b1, b2)

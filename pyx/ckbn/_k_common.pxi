@@ -39,12 +39,24 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     long ckbn_cache_bytes(int level) noexcept
     void ckbn_h2f(const unsigned short* s, float* d, Py_ssize_t n) noexcept
     void ckbn_f2h(const float* s, unsigned short* d, Py_ssize_t n) noexcept
+    Py_ssize_t CKBN_PF_BYTES
     void ckbn_mom_tile_f32(const float* x, Py_ssize_t S, Py_ssize_t nr, const float* sh,
-                           float* b1, float* b2) noexcept
+                           float* b1, float* b2, Py_ssize_t pf) noexcept
     void ckbn_mom_tile_f64(const double* x, Py_ssize_t S, Py_ssize_t nr, const double* sh,
-                           double* b1, double* b2) noexcept
+                           double* b1, double* b2, Py_ssize_t pf) noexcept
     void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                           const float* mu, float* b1, float* b2) noexcept
+    bint CKBN_HAVE_EW_RG
+    void ckbn_affine_rg_f32(const float* x, float* y, Py_ssize_t S, Py_ssize_t nr,
+                            Py_ssize_t n, const float* a, const float* b) noexcept
+    void ckbn_affine_rg_f64(const double* x, double* y, Py_ssize_t S, Py_ssize_t nr,
+                            Py_ssize_t n, const double* a, const double* b) noexcept
+    void ckbn_dx_rg_f32(const float* d, const float* x, float* o, Py_ssize_t S,
+                        Py_ssize_t nr, Py_ssize_t n, const float* k1, const float* k2,
+                        const float* k3) noexcept
+    void ckbn_dx_rg_f64(const double* d, const double* x, double* o, Py_ssize_t S,
+                        Py_ssize_t nr, Py_ssize_t n, const double* k1, const double* k2,
+                        const double* k3) noexcept
     bint ckbn_rows_fit(Py_ssize_t W, size_t item) noexcept
     int ckbn_mom_rows_f32(const float* x, Py_ssize_t nr, Py_ssize_t W, const float* sh,
                           float* b1, float* b2) noexcept
@@ -176,11 +188,12 @@ cdef enum:
     TILE_UNIT_MAX = 16 * UNIT_TARGET
     TILE_MIN_UNITS = 16
     # Rows a register tile walks at a time when rows are strided (S > W) or
-    # wider than TILE_MAX: that many concurrent sequential streams for the
-    # hardware prefetchers, instead of one stream per row of the block (the
-    # backward sums, reading two arrays, walk half as many rows of each).
-    # Narrow contiguous rows shared by several tiles are instead read in
-    # memory order first (_touch_rows in _k_rows.pxi).
+    # wider than TILE_MAX: that many concurrent streams (prefetched
+    # CKBN_PF_BYTES ahead by the statistics of wide rows beyond L3, _tile_pf
+    # in _k_rows.pxi) instead of one stream per row of the block; the backward
+    # sums, reading two arrays, walk half as many rows of each.  Narrow
+    # contiguous rows shared by several tiles are instead read in memory
+    # order first (_touch_rows in _k_rows.pxi).
     ROW_GROUP = 8
     # Fewest register tiles a row of contiguous narrow rows holds for a
     # reduction to read each block in memory order first (_touch_rows).
@@ -222,10 +235,12 @@ PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
 #               data-type values per lane) fill at most 3/4 of L1d, so a row
 #               of up to that many channels is read whole, in memory order
 #               (EPYC float32: 2048, Xeon float32: 3072 lanes);
-#   _nt_bytes   the fewest bytes of an element-wise output written with
-#               non-temporal stores (_k_elementwise.pxi): half of L3, at
-#               least 4 MiB; below it the output stays in L3 for the pass
-#               that reads it next (Zen 4, 32 MiB L3: 16 MiB);
+#   _nt_bytes   the fewest bytes of data taken as too large for L3: half
+#               of L3, at least 4 MiB (Zen 4, 32 MiB L3: 16 MiB).  Outputs
+#               this large are written with non-temporal stores or, wide
+#               rows, in row groups (_k_elementwise.pxi; below it the output
+#               stays in L3 for the pass that reads it next), and the
+#               statistics of wide rows prefetch (_tile_pf in _k_rows.pxi);
 #   touch_bytes (tuning()) the most bytes of narrow rows (of TOUCH_TILES
 #               register tiles or more) a reduction reads in memory order
 #               before its register tiles walk them: L2/4
@@ -256,7 +271,8 @@ def tuning():
     return {"L1d": _L1, "L2": _L2, "L3": _L3, "vector_bytes": CKBN_VBYTES,
             "cf_elems": _cf_elems, "f16_slice": _f16_slice,
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
-            "row_group": ROW_GROUP, "touch_bytes": _L2 // 4, "touch_tiles": TOUCH_TILES,
+            "row_group": ROW_GROUP, "prefetch_bytes": CKBN_PF_BYTES,
+            "ew_row_group": EW_ROW_GROUP, "touch_bytes": _L2 // 4, "touch_tiles": TOUCH_TILES,
             "unit_target": UNIT_TARGET, "nt_bytes": _nt_bytes,
             "tile_unit_min": TILE_UNIT_MIN, "tile_unit_max": TILE_UNIT_MAX,
             "tile_min_units": TILE_MIN_UNITS,
@@ -446,3 +462,4 @@ cdef inline void _bwd_coefs(const double* scale, const double* mean, const doubl
             kk[n + c] = 0
             kk[2 * n + c] = 0
         sdx[c] = sdx[c] * inv
+

@@ -76,6 +76,22 @@ cdef enum:
     EW_NT_ROW_MAX = 4096     # most bytes of a unit's rows (W) written so
 
 
+# Wider rows of such outputs, no activation, are written EW_ROW_GROUP rows
+# at a time, one 64-byte line of lanes down the group (_ew_rows_rg), so
+# each line of the coefficient rows is loaded once per group: two or three
+# rows of 8 KiB for C = 2048 float32 do not stay in L1 beside the streams,
+# and row by row were read again from L2 for every row.  The probe
+# (benchmarks/results/zen4-issue18-s13/ewide.c, AMD EPYC Zen 4, float32, 1
+# thread, 25.7 MB in DRAM): y = x*a + b at 1.05-1.10x a copy for C = 2048 and
+# 4096 in groups of 4 rows, 1.36-1.57x row by row (C = 1280: 1.26x against
+# 1.32x); groups of 2 and 8 rows did worse; narrow rows (2 KiB and less) and
+# data that L3 holds did worse in groups.  In the kernels, 64x7x7x2048 NHWC:
+# inference 0.88-0.97x, the backward 0.76-0.86x the time row by row
+# (float64: 0.69x and 0.93x), the same bits.
+cdef enum:
+    EW_ROW_GROUP = 4
+
+
 cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
     """The min_lanes of the element-wise units (_make_units), from which rows
     have W = C*k lanes.  Channels narrower than MIN_LANES_EW: the fewest
@@ -149,11 +165,43 @@ cdef inline void _ew_run_nt(int op, int am, const floating* x, const floating* d
         i += m
 
 
+cdef inline void _ew_rows_rg(int op, const floating* x, const floating* d, floating* o,
+                             Py_ssize_t n_el, Py_ssize_t W, const floating** w) noexcept nogil:
+    """n_el elements, whole rows of W lanes (a unit's rows are whole where
+    W == C; W * item a multiple of 64, so every row has the same head), no
+    activation, as _ew_run writes them row by row: each row's head up to the
+    output's 64-byte boundary (_ew_run1), then groups of EW_ROW_GROUP rows a
+    line of lanes at a time (ckbn_affine_rg_* / ckbn_dx_rg_*: the same
+    expressions, the same bits)."""
+    cdef Py_ssize_t k = _head(o, W, sizeof(floating))
+    cdef Py_ssize_t nrow = n_el // W, i = 0, g, j
+    while i < nrow:
+        g = nrow - i if nrow - i < EW_ROW_GROUP else EW_ROW_GROUP
+        if k > 0:
+            for j in range(i, i + g):
+                _ew_run1(op, 0, x + j * W, d + j * W, o + j * W, k, w, 0, 0)
+        j = i * W + k
+        if floating is float:
+            if op == OP_AFFINE:
+                ckbn_affine_rg_f32(x + j, o + j, W, g, W - k, w[0] + k, w[1] + k)
+            else:
+                ckbn_dx_rg_f32(d + j, x + j, o + j, W, g, W - k, w[0] + k, w[1] + k,
+                               w[2] + k)
+        else:
+            if op == OP_AFFINE:
+                ckbn_affine_rg_f64(x + j, o + j, W, g, W - k, w[0] + k, w[1] + k)
+            else:
+                ckbn_dx_rg_f64(d + j, x + j, o + j, W, g, W - k, w[0] + k, w[1] + k,
+                               w[2] + k)
+        i += g
+
+
 cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Unit t, const floating** cf,
-                   floating* buf, floating* tmp) noexcept nogil:
+                   floating* buf, floating* tmp, bint rg) noexcept nogil:
     """One unit of the units path; ``tmp`` (EW_NT_PIECE bytes, 64-byte
-    aligned) or NULL: the rows go through it with non-temporal stores."""
+    aligned) or NULL: the rows go through it with non-temporal stores;
+    ``rg``: wide rows in row groups (_ew_rows_rg, _ew_core's rule)."""
     cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off, h
     cdef int nc = _n_coef(op, act.on), q
     cdef const floating* w[MAX_COEF]
@@ -184,6 +232,9 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                     _ew_run_nt(op, am, x + off + i, d + off + i, o + off + i,
                                W if i + W <= n_el else n_el - i, w, s, hi, tmp)
                     i += W
+                continue
+            if rg:
+                _ew_rows_rg(op, x + off, d + off, o + off, n_el, W, w)
                 continue
             while i + W <= n_el:
                 _ew_run(op, am, x + off + i, d + off + i, o + off + i, W, w, s, hi)
@@ -223,16 +274,16 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
 
 cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Py_ssize_t k, const floating** cf,
-                   floating* buf, floating* tmp) noexcept nogil:
+                   floating* buf, floating* tmp, bint rg) noexcept nogil:
     cdef Py_ssize_t s
     if u.seg and _ew_planes(act, u.R, u.C, sizeof(floating)):
         # whole planes k*pc .. in memory order, one stream
         _ew_stream(op, act, x, d, o, cf, k * u.pc * u.L, _seg_end(u, k) * u.L, u.R, u.G)
     elif u.seg:
         for s in range(k * u.pc, _seg_end(u, k)):
-            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf, NULL)
+            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf, NULL, False)
     else:
-        _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf, tmp)
+        _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf, tmp, rg)
         if tmp != NULL:
             ckbn_nt_fence()
 
@@ -265,18 +316,25 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     cdef bint use_nt = (not u.seg and _act_mode(act) != AM_SWISH
                         and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes
                         and u.W * <Py_ssize_t> sizeof(floating) <= EW_NT_ROW_MAX)
+    # outputs of _nt_bytes and more with rows of more than EW_NT_ROW_MAX
+    # bytes (W == C), no activation: row groups (_ew_rows_rg)
+    cdef bint use_rg = (CKBN_HAVE_EW_RG and not u.seg and not act.on and u.W == C
+                        and C * <Py_ssize_t> sizeof(floating) > EW_NT_ROW_MAX
+                        and (C * <Py_ssize_t> sizeof(floating)) % 64 == 0
+                        and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes)
     if _scratch_new(&sc, nt, cbytes + (EW_NT_PIECE + 64 if use_nt else 0)) != CKBN_OK:
         return CKBN_ERR_NOMEM
     if nt == 1:     # no OpenMP region: it costs about a microsecond
         for k in range(u.n_units):
             _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k if rev else k, cf,
-                     <floating*> sc.base, <floating*> _ew_tmp(sc.base, cbytes, use_nt))
+                     <floating*> sc.base, <floating*> _ew_tmp(sc.base, cbytes, use_nt),
+                     use_rg)
     else:
         with parallel(num_threads=nt):
             for k in prange(u.n_units, schedule="static"):
                 _ew_unit(op, act, x, d, o, &u, u.n_units - 1 - k if rev else k, cf,
                          <floating*> _scratch_mine(&sc),
-                         <floating*> _ew_tmp(_scratch_mine(&sc), cbytes, use_nt))
+                         <floating*> _ew_tmp(_scratch_mine(&sc), cbytes, use_nt), use_rg)
     free(sc.base)
     return CKBN_OK
 

@@ -216,7 +216,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
       16x32x8x8 batch is one block) instead of chunks of at most CF_LANES
       lanes sized for L2: fewer set-ups, flushes and folds;
     * each lane sums its P values in sample order with the same register
-      tiles (ROW_GROUP rows at a time, flushed to float64 every BLOCK rows),
+      tiles (ROW_GROUP // 2 rows at a time, flushed to float64 every BLOCK rows),
       so the sums, the fold of a channel's R lanes, dscale and doffset are
       _cf_reduce's;
     * dx plane by plane with the channel's three coefficients in registers
@@ -276,8 +276,8 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
             t = P - i
             if t > BLOCK - nb:
                 t = BLOCK - nb
-            if t > ROW_GROUP:
-                t = ROW_GROUP
+            if t > ROW_GROUP // 2:
+                t = ROW_GROUP // 2
             pd = dy + i * S + g0 * R
             px = x + i * S + g0 * R
             c = 0

@@ -18,6 +18,10 @@
  *                       tiles).  CKBN_TILE_F32/F64 lanes per tile
  *                       (0 where the compiler has no vector extensions).
  *   CKBN_VBYTES         bytes per vector of this variant (64, 32 or 16).
+ *   CKBN_PF_BYTES       how far ahead the statistics' register tiles
+ *                       prefetch on wide rows.
+ *   ckbn_affine_rg_*, ckbn_dx_rg_*  the element-wise passes over a group of
+ *                       rows, a line of lanes at a time (CKBN_HAVE_EW_RG).
  *   ckbn_cache_bytes(l) the size of the level-l data cache of this CPU (1, 2
  *                       or 3; per core for L1/L2), from Linux's sysfs, else
  *                       sysconf (which asks cpuid on x86), or a small default
@@ -157,6 +161,22 @@ static void ckbn_f2h(const float *s, unsigned short *d, ptrdiff_t n)
 }
 #endif
 
+/* ---- software prefetch ------------------------------------------------- */
+
+/* The statistics' register tiles walk wide rows as strided streams
+   (ROW_GROUP rows, S apart, four vectors at a time), which the hardware
+   prefetchers follow poorly; a hint for each row's line CKBN_PF_BYTES ahead
+   along the walk brings it in beforehand (AMD EPYC Zen 4, float32, 1
+   thread, 64x7x7x2048 NHWC: 1.5-1.7x one read instead of 1.9-2.2x; 1 KiB
+   did as well as 512 B and 2 KiB; benchmarks/results/zen4-issue18-s13/).
+   A hint never faults. */
+#define CKBN_PF_BYTES 1024
+#if defined(__GNUC__)
+#define CKBN_PREFETCH(p) __builtin_prefetch((const void *) (p))
+#else
+#define CKBN_PREFETCH(p) ((void) (p))
+#endif
+
 /* ---- register tiles ---------------------------------------------------- */
 
 #if defined(__AVX512F__)
@@ -174,10 +194,19 @@ typedef double ckbn_vd __attribute__((vector_size(CKBN_VBYTES), aligned(8), may_
 #define CKBN_TILE_F32 (CKBN_VBYTES)
 #define CKBN_TILE_F64 (CKBN_VBYTES / 2)
 
-/* b1 += sum_i (x_i - sh), b2 += sum_i (x_i - sh)^2 over rows x + i*S. */
+/* The lines of one tile row (four vectors) at p. */
+#define CKBN_PF_TILE(p)                                                        \
+    do {                                                                       \
+        const char *f_ = (const char *) (p);                                   \
+        for (int l_ = 0; l_ < 4 * CKBN_VBYTES; l_ += 64)                       \
+            CKBN_PREFETCH(f_ + l_);                                            \
+    } while (0)
+
+/* b1 += sum_i (x_i - sh), b2 += sum_i (x_i - sh)^2 over rows x + i*S.
+   pf != 0: each row also prefetches the tile row at x + i*S + pf. */
 #define CKBN_MOM_TILE(NAME, T, V)                                              \
 static void NAME(const T *x, ptrdiff_t S, ptrdiff_t nr, const T *sh,           \
-                 T *b1, T *b2)                                                 \
+                 T *b1, T *b2, ptrdiff_t pf)                                   \
 {                                                                              \
     const V *k = (const V *) sh;                                               \
     V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
@@ -186,6 +215,8 @@ static void NAME(const T *x, ptrdiff_t S, ptrdiff_t nr, const T *sh,           \
     V q0 = p2[0], q1 = p2[1], q2 = p2[2], q3 = p2[3];                          \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         const V *r = (const V *) (x + i * S);                                  \
+        if (pf)                                                                \
+            CKBN_PF_TILE(x + i * S + pf);                                      \
         V d0 = r[0] - k0, d1 = r[1] - k1, d2 = r[2] - k2, d3 = r[3] - k3;      \
         a0 += d0; a1 += d1; a2 += d2; a3 += d3;                                \
         q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;            \
@@ -485,9 +516,9 @@ CKBN_ROWS_ALL(f64, double, ckbn_vd)
 #define CKBN_TILE_F32 0
 #define CKBN_TILE_F64 0
 static void ckbn_mom_tile_f32(const float *x, ptrdiff_t S, ptrdiff_t nr,
-                              const float *sh, float *b1, float *b2) {}
+                              const float *sh, float *b1, float *b2, ptrdiff_t pf) {}
 static void ckbn_mom_tile_f64(const double *x, ptrdiff_t S, ptrdiff_t nr,
-                              const double *sh, double *b1, double *b2) {}
+                              const double *sh, double *b1, double *b2, ptrdiff_t pf) {}
 static void ckbn_gs_tile_f32(const float *e, const float *x, ptrdiff_t S,
                              ptrdiff_t nr, const float *mu, float *b1, float *b2) {}
 static void ckbn_gs_tile_f64(const double *e, const double *x, ptrdiff_t S,
@@ -529,6 +560,87 @@ static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
                                 ptrdiff_t W, const double *mu, const double *za,
                                 const double *zb, double s, double h, double *b1,
                                 double *b2) { return 0; }
+#endif
+
+/* ---- element-wise row groups ---------------------------------------------
+   y = x * a + b and o = d * k1 + (x * k2 + k3) over nr rows of n lanes, S
+   apart (the expressions of _row_affine and _row_dx in _k_rows.pxi, element
+   by element, so the same bits), one 64-byte line of lanes at a time down
+   the rows: the coefficients' line is loaded once for the group instead of
+   once a row (a line's vectors are loaded before they are stored: in place
+   is allowed). */
+#if CKBN_HAVE_TILES
+#define CKBN_LINE_VECS (64 / CKBN_VBYTES)
+#define CKBN_EW_RG(SFX, T, V)                                                  \
+static void ckbn_affine_rg_##SFX(const T *x, T *y, ptrdiff_t S, ptrdiff_t nr, \
+                                 ptrdiff_t n, const T *a, const T *b)          \
+{                                                                              \
+    const ptrdiff_t L = 64 / sizeof(T), VL = CKBN_VBYTES / sizeof(T);         \
+    ptrdiff_t c = 0, i;                                                        \
+    int q;                                                                     \
+    for (; c + L <= n; c += L) {                                               \
+        V va[CKBN_LINE_VECS], vb[CKBN_LINE_VECS], v[CKBN_LINE_VECS];           \
+        for (q = 0; q < CKBN_LINE_VECS; q++) {                                 \
+            va[q] = *(const V *) (a + c + q * VL);                             \
+            vb[q] = *(const V *) (b + c + q * VL);                             \
+        }                                                                      \
+        for (i = 0; i < nr; i++) {                                             \
+            const T *r = x + i * S + c;                                        \
+            T *w = y + i * S + c;                                              \
+            for (q = 0; q < CKBN_LINE_VECS; q++)                               \
+                v[q] = *(const V *) (r + q * VL) * va[q] + vb[q];              \
+            for (q = 0; q < CKBN_LINE_VECS; q++)                               \
+                *(V *) (w + q * VL) = v[q];                                    \
+        }                                                                      \
+    }                                                                          \
+    for (; c < n; c++)                                                         \
+        for (i = 0; i < nr; i++)                                               \
+            y[i * S + c] = x[i * S + c] * a[c] + b[c];                         \
+}                                                                              \
+static void ckbn_dx_rg_##SFX(const T *d, const T *x, T *o, ptrdiff_t S,       \
+                             ptrdiff_t nr, ptrdiff_t n, const T *k1,           \
+                             const T *k2, const T *k3)                         \
+{                                                                              \
+    const ptrdiff_t L = 64 / sizeof(T), VL = CKBN_VBYTES / sizeof(T);         \
+    ptrdiff_t c = 0, i;                                                        \
+    int q;                                                                     \
+    for (; c + L <= n; c += L) {                                               \
+        V u1[CKBN_LINE_VECS], u2[CKBN_LINE_VECS], u3[CKBN_LINE_VECS];          \
+        V v[CKBN_LINE_VECS];                                                   \
+        for (q = 0; q < CKBN_LINE_VECS; q++) {                                 \
+            u1[q] = *(const V *) (k1 + c + q * VL);                            \
+            u2[q] = *(const V *) (k2 + c + q * VL);                            \
+            u3[q] = *(const V *) (k3 + c + q * VL);                            \
+        }                                                                      \
+        for (i = 0; i < nr; i++) {                                             \
+            const T *e = d + i * S + c, *r = x + i * S + c;                    \
+            T *w = o + i * S + c;                                              \
+            for (q = 0; q < CKBN_LINE_VECS; q++)                               \
+                v[q] = *(const V *) (e + q * VL) * u1[q]                       \
+                       + (*(const V *) (r + q * VL) * u2[q] + u3[q]);          \
+            for (q = 0; q < CKBN_LINE_VECS; q++)                               \
+                *(V *) (w + q * VL) = v[q];                                    \
+        }                                                                      \
+    }                                                                          \
+    for (; c < n; c++)                                                         \
+        for (i = 0; i < nr; i++)                                               \
+            o[i * S + c] = d[i * S + c] * k1[c] + (x[i * S + c] * k2[c] + k3[c]); \
+}
+CKBN_EW_RG(f32, float, ckbn_vf)
+CKBN_EW_RG(f64, double, ckbn_vd)
+#define CKBN_HAVE_EW_RG 1
+#else
+#define CKBN_HAVE_EW_RG 0
+static void ckbn_affine_rg_f32(const float *x, float *y, ptrdiff_t S, ptrdiff_t nr,
+                               ptrdiff_t n, const float *a, const float *b) {}
+static void ckbn_affine_rg_f64(const double *x, double *y, ptrdiff_t S, ptrdiff_t nr,
+                               ptrdiff_t n, const double *a, const double *b) {}
+static void ckbn_dx_rg_f32(const float *d, const float *x, float *o, ptrdiff_t S,
+                           ptrdiff_t nr, ptrdiff_t n, const float *k1, const float *k2,
+                           const float *k3) {}
+static void ckbn_dx_rg_f64(const double *d, const double *x, double *o, ptrdiff_t S,
+                           ptrdiff_t nr, ptrdiff_t n, const double *k1, const double *k2,
+                           const double *k3) {}
 #endif
 
 /* ---- swish ------------------------------------------------------------ */

@@ -1,0 +1,79 @@
+"""Element-wise passes on wide channels-last rows of outputs too large for
+the caches (pyx/ckbn/_k_elementwise.pxi ``_ew_rows_rg``): rows of C lanes
+(C * item > 4 KiB) written EW_ROW_GROUP rows at a time, a 64-byte line of
+lanes down the group, in outputs of at least ``nt_bytes`` (the kernels'
+tuning).  Each element is the same expression as on the row-by-row path, so
+the rows of a large call equal, bit for bit, those of a small call on the
+same rows (below ``nt_bytes``: the row-by-row path), wherever the output
+starts, in place too, and for any thread count; and they match float64."""
+
+import numpy as np
+import pytest
+
+from ckbn._dispatch import kernels
+
+MAX_BYTES = 64 << 20     # larger thresholds (CPUs with a huge L3): skip
+
+
+def _k():
+    k = kernels()
+    if not hasattr(k, "bn_affine"):
+        pytest.skip("no compiled kernels")
+    return k
+
+
+def _out_at(n, shift, dtype):
+    """An n-element output starting ``shift`` items past a 64-byte boundary."""
+    item = np.dtype(dtype).itemsize
+    buf = np.empty(n + 64, dtype)
+    start = (-buf.ctypes.data % 64) // item + shift
+    return buf[start:start + n]
+
+
+def _rows(k, C, dtype):
+    """Rows of C lanes just past the threshold, not a multiple of the group."""
+    t = k.tuning()
+    if t["nt_bytes"] > MAX_BYTES:
+        pytest.skip(f"nt_bytes {t['nt_bytes']} too large to test here")
+    row = C * np.dtype(dtype).itemsize
+    rows = -(-t["nt_bytes"] // row)
+    return rows + (t["ew_row_group"] + 1 - rows % t["ew_row_group"])
+
+
+@pytest.mark.parametrize("C,dtype,tol", [(1040, np.float32, 1e-6), (1280, np.float32, 1e-6),
+                                         (2048, np.float32, 1e-6), (1024, np.float64, 1e-14)])
+def test_wide_rows_of_large_outputs_match_the_row_path(C, dtype, tol):
+    k = _k()
+    rows = _rows(k, C, dtype)
+    m = 37      # rows of the small calls (far below nt_bytes)
+    rng = np.random.default_rng(C)
+    x = rng.standard_normal(rows * C).astype(dtype)
+    dy = rng.standard_normal(rows * C).astype(dtype)
+    a, b, k1, k2, k3 = (rng.uniform(-2, 2, C).astype(dtype) for _ in range(5))
+    item = np.dtype(dtype).itemsize
+    for shift in (0, 1, 64 // item - 1):
+        y = _out_at(x.size, shift, dtype)
+        k.bn_affine(x, 1, 1, rows, C, a, b, y, 1)
+        dx = _out_at(x.size, shift, dtype)
+        k.bn_grad_dx(dy, x, 1, 1, rows, C, k1, k2, k3, dx, 1)
+        for lo in (0, rows - m):        # the first rows, and the last group's
+            sl = slice(lo * C, (lo + m) * C)
+            ys = _out_at(m * C, shift, dtype)
+            k.bn_affine(x[sl], 1, 1, m, C, a, b, ys, 1)
+            np.testing.assert_array_equal(y[sl], ys)
+            dxs = _out_at(m * C, shift, dtype)
+            k.bn_grad_dx(dy[sl], x[sl], 1, 1, m, C, k1, k2, k3, dxs, 1)
+            np.testing.assert_array_equal(dx[sl], dxs)
+    lane = np.arange(rows * C) % C
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    scale = np.abs(x64).max() * 2 + 2
+    np.testing.assert_allclose(y, x64 * a[lane] + b[lane], rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(dx, dy64 * k1[lane] + (x64 * k2[lane] + k3[lane]),
+                               rtol=tol, atol=tol * scale * 4)
+    # two threads, and in place: the same bits
+    y2 = np.empty_like(x)
+    k.bn_affine(x, 1, 1, rows, C, a, b, y2, 2)
+    np.testing.assert_array_equal(y2, y)
+    xi = x.copy()
+    k.bn_affine(xi, 1, 1, rows, C, a, b, xi, 1)
+    np.testing.assert_array_equal(xi, y)
