@@ -5,7 +5,9 @@ lanes down the group, in outputs of at least ``nt_bytes`` (the kernels'
 tuning).  Each element is the same expression as on the row-by-row path, so
 the rows of a large call equal, bit for bit, those of a small call on the
 same rows (below ``nt_bytes``: the row-by-row path), wherever the output
-starts, in place too, and for any thread count; and they match float64."""
+starts, in place too, and for any thread count; and they match float64.
+The statistics of such inputs prefetch along their tile walk; their moments
+match float64."""
 
 import numpy as np
 import pytest
@@ -77,3 +79,27 @@ def test_wide_rows_of_large_outputs_match_the_row_path(C, dtype, tol):
     xi = x.copy()
     k.bn_affine(xi, 1, 1, rows, C, a, b, xi, 1)
     np.testing.assert_array_equal(xi, y)
+
+
+@pytest.mark.parametrize("C", [1280, 2048])
+def test_statistics_of_wide_rows_beyond_l3_match_float64(C):
+    """Wide rows of inputs of ``nt_bytes`` and more: the statistics' tiles
+    prefetch along their walk (``_tile_pf``); the moments still match
+    float64 at |mean|/std = 1e4, for 1 and 2 threads alike."""
+    import ckbn
+
+    k = _k()
+    rows = _rows(k, C, np.float32)
+    rng = np.random.default_rng(C)
+    mu = rng.uniform(-1, 1, C) * 1e4
+    x = (mu + rng.standard_normal((rows, C))).astype(np.float32)
+    x64 = x.astype(np.float64)
+    m_ref, v_ref = x64.mean(axis=0), x64.var(axis=0)
+    with ckbn.num_threads(1):
+        m1, v1 = ckbn.nn.moments(x, (0,))
+    with ckbn.num_threads(2):
+        m2, v2 = ckbn.nn.moments(x, (0,))
+    np.testing.assert_array_equal(m2, m1)
+    np.testing.assert_array_equal(v2, v1)
+    np.testing.assert_allclose(m1, m_ref, rtol=1e-6)
+    np.testing.assert_allclose(v1, v_ref, rtol=1e-5)

@@ -33,5 +33,6 @@ export CKBN_KERNELS="$variant"
 LD_PRELOAD="$asan $ubsan" "$py" -m pytest -q -p no:cacheprovider \
     tests/test_nn.py tests/test_nn_errors.py tests/test_threads.py tests/test_half.py \
     tests/test_nn_activation.py tests/test_kernel_paths.py tests/test_layer_fast.py \
+    tests/test_ew_row_groups.py tests/test_small_nchw.py \
     --deselect tests/test_kernel_paths.py::test_a_failed_scratch_allocation_raises_memory_error \
     "$@"
