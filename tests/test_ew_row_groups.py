@@ -103,3 +103,36 @@ def test_statistics_of_wide_rows_beyond_l3_match_float64(C):
     np.testing.assert_array_equal(v2, v1)
     np.testing.assert_allclose(m1, m_ref, rtol=1e-6)
     np.testing.assert_allclose(v1, v_ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("slope,hi", [(0.0, 6.0), (0.2, np.inf)])
+@pytest.mark.parametrize("C,dtype", [(2048, np.float32), (1024, np.float64)])
+def test_wide_rows_through_the_activation_match_the_row_path(C, dtype, slope, hi):
+    """ReLU6 and leaky ReLU take the row groups in pieces of the row loop:
+    the same bits as a small call on the same rows, for every output start."""
+    k = _k()
+    rows = _rows(k, C, dtype)
+    m = 37
+    rng = np.random.default_rng(C + 1)
+    x = rng.standard_normal(rows * C).astype(dtype)
+    dy = rng.standard_normal(rows * C).astype(dtype)
+    a, b, k1, k2, k3, za, zb = (rng.uniform(-2, 2, C).astype(dtype) for _ in range(7))
+    act = dict(act=True, slope=slope, hi=hi)
+    item = np.dtype(dtype).itemsize
+    for shift in (0, 64 // item - 3):
+        y = _out_at(x.size, shift, dtype)
+        k.bn_affine(x, 1, 1, rows, C, a, b, y, 1, **act)
+        dx = _out_at(x.size, shift, dtype)
+        k.bn_grad_dx(dy, x, 1, 1, rows, C, k1, k2, k3, dx, 1, za, zb, **act)
+        for lo in (0, rows - m):
+            sl = slice(lo * C, (lo + m) * C)
+            ys = _out_at(m * C, shift, dtype)
+            k.bn_affine(x[sl], 1, 1, m, C, a, b, ys, 1, **act)
+            np.testing.assert_array_equal(y[sl], ys)
+            dxs = _out_at(m * C, shift, dtype)
+            k.bn_grad_dx(dy[sl], x[sl], 1, 1, m, C, k1, k2, k3, dxs, 1, za, zb, **act)
+            np.testing.assert_array_equal(dx[sl], dxs)
+    z = x.astype(np.float64) * a[np.arange(rows * C) % C] + b[np.arange(rows * C) % C]
+    ref = np.where(z > 0, np.minimum(z, hi), slope * z)
+    np.testing.assert_allclose(y, ref, rtol=1e-5 if dtype == np.float32 else 1e-13,
+                               atol=1e-5 if dtype == np.float32 else 1e-13)

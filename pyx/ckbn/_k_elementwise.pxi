@@ -76,7 +76,7 @@ cdef enum:
     EW_NT_ROW_MAX = 4096     # most bytes of a unit's rows (W) written so
 
 
-# Wider rows of such outputs, no activation, are written EW_ROW_GROUP rows
+# Wider rows of such outputs (no activation) are written EW_ROW_GROUP rows
 # at a time, one 64-byte line of lanes down the group (_ew_rows_rg), so
 # each line of the coefficient rows is loaded once per group: two or three
 # rows of 8 KiB for C = 2048 float32 do not stay in L1 beside the streams,
@@ -87,9 +87,14 @@ cdef enum:
 # 1.32x); groups of 2 and 8 rows did worse; narrow rows (2 KiB and less) and
 # data that L3 holds did worse in groups.  In the kernels, 64x7x7x2048 NHWC:
 # inference 0.88-0.97x, the backward 0.76-0.86x the time row by row
-# (float64: 0.69x and 0.93x), the same bits.
+# (float64: 0.69x and 0.93x), the same bits.  With ReLU, ReLU6 or leaky ReLU
+# the group walks pieces of EW_RG_PIECE bytes through the row loop (the
+# probe: 64-lane pieces 1.18-1.21x a copy): the backward through ReLU
+# 0.89-0.90x the time, inference with it 0.99-1.00x (avx2 variant: 0.95x,
+# 0.92x).  Swish keeps its row loop.
 cdef enum:
     EW_ROW_GROUP = 4
+    EW_RG_PIECE = 256    # bytes of a row a group's activation pass takes at a time
 
 
 cdef inline Py_ssize_t _ew_lanes(Py_ssize_t C, size_t item) noexcept nogil:
@@ -165,21 +170,39 @@ cdef inline void _ew_run_nt(int op, int am, const floating* x, const floating* d
         i += m
 
 
-cdef inline void _ew_rows_rg(int op, const floating* x, const floating* d, floating* o,
-                             Py_ssize_t n_el, Py_ssize_t W, const floating** w) noexcept nogil:
+cdef inline void _ew_rows_rg(int op, int am, const floating* x, const floating* d,
+                             floating* o, Py_ssize_t n_el, Py_ssize_t W,
+                             const floating** w, floating s, floating hi) noexcept nogil:
     """n_el elements, whole rows of W lanes (a unit's rows are whole where
-    W == C; W * item a multiple of 64, so every row has the same head), no
-    activation, as _ew_run writes them row by row: each row's head up to the
-    output's 64-byte boundary (_ew_run1), then groups of EW_ROW_GROUP rows a
-    line of lanes at a time (ckbn_affine_rg_* / ckbn_dx_rg_*: the same
-    expressions, the same bits)."""
+    W == C; W * item a multiple of 64, so every row has the same head), as
+    _ew_run writes them row by row: each row's head up to the output's
+    64-byte boundary (_ew_run1), then groups of EW_ROW_GROUP rows walked
+    across: without an activation a 64-byte line of lanes at a time
+    (ckbn_affine_rg_* / ckbn_dx_rg_*: the same expressions), with the
+    piecewise-linear one EW_RG_PIECE bytes at a time through _ew_run1.  The
+    same bits as row by row."""
     cdef Py_ssize_t k = _head(o, W, sizeof(floating))
-    cdef Py_ssize_t nrow = n_el // W, i = 0, g, j
+    cdef Py_ssize_t nrow = n_el // W, i = 0, g, j, c, m, off
+    cdef Py_ssize_t piece = EW_RG_PIECE // <Py_ssize_t> sizeof(floating)
+    cdef const floating* ws[MAX_COEF]
+    cdef int q, nc = _n_coef(op, am)
     while i < nrow:
         g = nrow - i if nrow - i < EW_ROW_GROUP else EW_ROW_GROUP
         if k > 0:
             for j in range(i, i + g):
-                _ew_run1(op, 0, x + j * W, d + j * W, o + j * W, k, w, 0, 0)
+                _ew_run1(op, am, x + j * W, d + j * W, o + j * W, k, w, s, hi)
+        if am != AM_NONE:
+            c = k
+            while c < W:
+                m = W - c if W - c < piece else piece
+                for q in range(nc):
+                    ws[q] = w[q] + c
+                for j in range(i, i + g):
+                    off = j * W + c
+                    _ew_run1(op, am, x + off, d + off, o + off, m, ws, s, hi)
+                c += m
+            i += g
+            continue
         j = i * W + k
         if floating is float:
             if op == OP_AFFINE:
@@ -234,7 +257,7 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                     i += W
                 continue
             if rg:
-                _ew_rows_rg(op, x + off, d + off, o + off, n_el, W, w)
+                _ew_rows_rg(op, am, x + off, d + off, o + off, n_el, W, w, s, hi)
                 continue
             while i + W <= n_el:
                 _ew_run(op, am, x + off + i, d + off + i, o + off + i, W, w, s, hi)
@@ -317,8 +340,10 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
                         and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes
                         and u.W * <Py_ssize_t> sizeof(floating) <= EW_NT_ROW_MAX)
     # outputs of _nt_bytes and more with rows of more than EW_NT_ROW_MAX
-    # bytes (W == C), no activation: row groups (_ew_rows_rg)
-    cdef bint use_rg = (CKBN_HAVE_EW_RG and not u.seg and not act.on and u.W == C
+    # bytes (W == C), no activation or a piecewise-linear one: row groups
+    # (_ew_rows_rg)
+    cdef bint use_rg = (CKBN_HAVE_EW_RG and not u.seg and _act_mode(act) != AM_SWISH
+                        and u.W == C
                         and C * <Py_ssize_t> sizeof(floating) > EW_NT_ROW_MAX
                         and (C * <Py_ssize_t> sizeof(floating)) % 64 == 0
                         and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes)

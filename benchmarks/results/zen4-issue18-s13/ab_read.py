@@ -29,6 +29,8 @@ for shp, fmt in shapes:
     calls = {"stats": lambda: ckbn.nn.moments(x, axes),
              "train": lambda: ckbn.nn.fused_batch_norm(x, g, b, data_format=fmt, out=y),
              "infer": lambda: ckbn.nn.fused_batch_norm(x, g, b, bm, bv, data_format=fmt, is_training=False, out=y),
+             "infer_relu": lambda: ckbn.nn.fused_batch_norm(x, g, b, bm, bv, data_format=fmt, is_training=False,
+                                                            out=y, activation="relu"),
              "bwd": lambda: ckbn.nn.fused_batch_norm_grad(dy, x, g, bm, bv, data_format=fmt),
              "bwd_relu": lambda: ckbn.nn.fused_batch_norm_grad(dy, x, g, bm, bv, data_format=fmt,
                                                                offset=b, activation="relu")}

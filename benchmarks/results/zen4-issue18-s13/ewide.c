@@ -67,6 +67,17 @@ static void rowgroup(int RG, int pf) {
         }
     }
 }
+/* row groups of RG rows, pieces of P lanes: the row loop (a call) per piece */
+static void rowgroup_pieces(int RG, long P) {
+    for (long r0 = 0; r0 < N; r0 += RG) {
+        int nr = r0 + RG <= N ? RG : (int) (N - r0);
+        for (long c = 0; c < C; c += P) {
+            long n = c + P <= C ? P : C - c;
+            for (int i = 0; i < nr; i++)
+                row(x + (r0 + i) * C + c, y + (r0 + i) * C + c, a + c, b + c, n);
+        }
+    }
+}
 static void rows(void) { for (long r = 0; r < N; r++) row(x + r * C, y + r * C, a, b, C); }
 static void blocks(long B, long U) {
     for (long r0 = 0; r0 < N; r0 += U) {
@@ -86,8 +97,8 @@ int main(int argc, char **argv) {
     a = aligned_alloc(64, C * 4 + 64); b = aligned_alloc(64, C * 4 + 64);
     for (long i = 0; i < N * C; i++) { x[i] = (i % 1000) * 0.001f; y[i] = 0; }
     for (long c = 0; c < C; c++) { a[c] = 1.5f; b[c] = 0.25f; }
-    const char *names[] = {"memcpy", "copy loop", "rows", "B1024 U256", "B512 U256", "B256 U256", "B1024 U64", "B512 U64", "B1024 U16", "rows pf x", "rows pf x+w", "rows pf w", "rows piece", "RG2", "RG4", "RG2 pf", "RG4 pf", "RG8 pf"};
-    int K = 18, reps = 30;
+    const char *names[] = {"memcpy", "copy loop", "rows", "B1024 U256", "B512 U256", "B256 U256", "B1024 U64", "B512 U64", "B1024 U16", "rows pf x", "rows pf x+w", "rows pf w", "rows piece", "RG2", "RG4", "RG2 pf", "RG4 pf", "RG8 pf", "RG4 P64", "RG4 P128", "RG4 P256"};
+    int K = 21, reps = 30;
     double tot[32] = {0};
     for (int rep = 0; rep < reps; rep++)
         for (int k = 0; k < K; k++) {
@@ -95,7 +106,7 @@ int main(int argc, char **argv) {
             switch (k) {
             case 0: copy_memcpy(); break; case 1: copy_loop(); break; case 2: rows(); break;
             case 3: blocks(1024, 256); break; case 4: blocks(512, 256); break; case 5: blocks(256, 256); break;
-            case 6: blocks(1024, 64); break; case 7: blocks(512, 64); break; case 8: blocks(1024, 16); break; case 9: rows_pf(0); break; case 10: rows_pf(1); break; case 11: rows_pf(2); break; case 12: rows_piece(); break; case 13: rowgroup(2, 0); break; case 14: rowgroup(4, 0); break; case 15: rowgroup(2, 1); break; case 16: rowgroup(4, 1); break; case 17: rowgroup(8, 1); break;
+            case 6: blocks(1024, 64); break; case 7: blocks(512, 64); break; case 8: blocks(1024, 16); break; case 9: rows_pf(0); break; case 10: rows_pf(1); break; case 11: rows_pf(2); break; case 12: rows_piece(); break; case 13: rowgroup(2, 0); break; case 14: rowgroup(4, 0); break; case 15: rowgroup(2, 1); break; case 16: rowgroup(4, 1); break; case 17: rowgroup(8, 1); break; case 18: rowgroup_pieces(4, 64); break; case 19: rowgroup_pieces(4, 128); break; case 20: rowgroup_pieces(4, 256); break;
             }
             tot[k] += now() - t;
         }
