@@ -12,24 +12,9 @@ match float64."""
 import numpy as np
 import pytest
 
-from ckbn._dispatch import kernels
+from tests.test_ew_rows import _k, _out_at
 
 MAX_BYTES = 64 << 20     # larger thresholds (CPUs with a huge L3): skip
-
-
-def _k():
-    k = kernels()
-    if not hasattr(k, "bn_affine"):
-        pytest.skip("no compiled kernels")
-    return k
-
-
-def _out_at(n, shift, dtype):
-    """An n-element output starting ``shift`` items past a 64-byte boundary."""
-    item = np.dtype(dtype).itemsize
-    buf = np.empty(n + 64, dtype)
-    start = (-buf.ctypes.data % 64) // item + shift
-    return buf[start:start + n]
 
 
 def _rows(k, C, dtype):

@@ -17,7 +17,9 @@
 #              segments as scalar loops, short segments of several groups in
 #              memory order; outputs of _nt_bytes and more with rows of at
 #              most EW_NT_ROW_MAX bytes: each row piece into scratch, then
-#              streamed with non-temporal stores (_ew_run_nt).
+#              streamed with non-temporal stores (_ew_run_nt); with wider
+#              rows (and no swish): EW_ROW_GROUP rows at a time, walked
+#              across a line or a piece at a time (_ew_rows_rg).
 #
 # Why planes in memory order: the chunks walk the P samples of a chunk's
 # channels G*R elements apart (64x2048x7x7: 64 runs of 3.9 KB, 400 KB
