@@ -1,8 +1,8 @@
 """Element-wise passes on wide channels-last rows of outputs too large for
 the caches (pyx/ckbn/_k_elementwise.pxi ``_ew_rows_rg``): rows of C lanes
 (C * item > 4 KiB) written EW_ROW_GROUP rows at a time, a 64-byte line of
-lanes down the group, in outputs of at least ``nt_bytes`` (the kernels'
-tuning).  Each element is the same expression as on the row-by-row path, so
+lanes down the group (with ReLU6 or leaky ReLU a piece of the row loop), in
+outputs of at least ``nt_bytes`` (the kernels' tuning).  Each element is the same expression as on the row-by-row path, so
 the rows of a large call equal, bit for bit, those of a small call on the
 same rows (below ``nt_bytes``: the row-by-row path), wherever the output
 starts, in place too, and for any thread count; and they match float64.
