@@ -46,6 +46,11 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                            double* b1, double* b2, Py_ssize_t pf) noexcept
     void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                           const float* mu, float* b1, float* b2) noexcept
+    int CKBN_GS_COLS_TILES
+    void ckbn_gs_cols3_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
+                           const float* mu, float* b1, float* b2) noexcept
+    void ckbn_gs_cols2_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
+                           const float* mu, float* b1, float* b2) noexcept
     bint CKBN_HAVE_EW_RG
     void ckbn_affine_rg_f32(const float* x, float* y, Py_ssize_t S, Py_ssize_t nr,
                             Py_ssize_t n, const float* a, const float* b) noexcept

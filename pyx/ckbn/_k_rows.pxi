@@ -90,9 +90,29 @@ cdef inline void _fold(double* s1, double* s2, Py_ssize_t W, Py_ssize_t C) noexc
 cdef inline void _fold1(double* s1, double* s2, Py_ssize_t W) noexcept nogil:
     """_fold for one channel (C == 1): the W lanes summed into lane 0, halved
     pairwise while W is even (vector adds), then added in order into locals
-    (no per-lane modulo, no store and reload of lane 0 per add)."""
+    (no per-lane modulo, no store and reload of lane 0 per add).  The last
+    three halvings of a power of two, from 8 lanes, are written out in
+    registers (the same adds in the same order): as short loops through
+    memory each waited on the store before it (16x32x8x8 channels first,
+    AMD Zen 4: the fold of 32 channels of 64 lanes took about 1 us)."""
     cdef Py_ssize_t h, j
     cdef double a1, a2
+    while W % 2 == 0 and W > 8:
+        h = W // 2
+        for j in range(h):
+            s1[j] += s1[j + h]
+            s2[j] += s2[j + h]
+        W = h
+    if W == 8:
+        s1[0] = (((s1[0] + s1[4]) + (s1[2] + s1[6]))
+                 + ((s1[1] + s1[5]) + (s1[3] + s1[7])))
+        s2[0] = (((s2[0] + s2[4]) + (s2[2] + s2[6]))
+                 + ((s2[1] + s2[5]) + (s2[3] + s2[7])))
+        return
+    if W == 4:
+        s1[0] = (s1[0] + s1[2]) + (s1[1] + s1[3])
+        s2[0] = (s2[0] + s2[2]) + (s2[1] + s2[3])
+        return
     while W % 2 == 0:
         h = W // 2
         for j in range(h):

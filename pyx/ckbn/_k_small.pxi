@@ -215,10 +215,14 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
     * blocks of up to SMALL_CF_LANES lanes of whole channels (the whole
       16x32x8x8 batch is one block) instead of chunks of at most CF_LANES
       lanes sized for L2: fewer set-ups, flushes and folds;
-    * each lane sums its P values in sample order with the same register
-      tiles (ROW_GROUP // 2 rows at a time, flushed to float64 every BLOCK rows),
-      so the sums, the fold of a channel's R lanes, dscale and doffset are
-      _cf_reduce's;
+    * each lane sums its P values in sample order in the data type,
+      flushed to float64 every BLOCK rows, as the register tiles of
+      _cf_reduce do, so the sums, the fold of a channel's R lanes, dscale
+      and doffset are _cf_reduce's.  The tiles walk ROW_GROUP // 2 rows at a
+      time, or, where the variant has the registers (CKBN_GS_COLS_TILES 3,
+      AVX-512), three tiles side by side walk all the block's rows at once
+      (ckbn_gs_cols3_f32): dy and x at the same offset modulo 4 KiB, as NumPy
+      usually places them, crowd fewer lines into each L1 set;
     * dx plane by plane with the channel's three coefficients in registers
       (_seg_dx, as _cf_apply writes planes of CF_SEG_MIN and more) for every
       plane size, in a plain loop from the plane's first element (no split
@@ -276,11 +280,19 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
             t = P - i
             if t > BLOCK - nb:
                 t = BLOCK - nb
-            if t > ROW_GROUP // 2:
+            if t > ROW_GROUP // 2 and CKBN_GS_COLS_TILES == 1:
                 t = ROW_GROUP // 2
             pd = dy + i * S + g0 * R
             px = x + i * S + g0 * R
             c = 0
+            if CKBN_GS_COLS_TILES == 3:
+                # the block's rows in one walk, three tiles across
+                while c + 3 * TL <= L:
+                    ckbn_gs_cols3_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c)
+                    c += 3 * TL
+                if c + 2 * TL <= L:
+                    ckbn_gs_cols2_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c)
+                    c += 2 * TL
             if TL > 0:
                 while c + TL <= L:
                     ckbn_gs_tile_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c)

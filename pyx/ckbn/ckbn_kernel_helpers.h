@@ -17,6 +17,10 @@
  *                       ckbn_gs_act_vecs_* for single vectors after the
  *                       tiles).  CKBN_TILE_F32/F64 lanes per tile
  *                       (0 where the compiler has no vector extensions).
+ *   CKBN_GS_COLS_TILES  tiles side by side in one walk of the small
+ *                       channels-first backward's sums (ckbn_gs_cols3/2_f32;
+ *                       3 with AVX-512's 32 vector registers, else 1: the
+ *                       four-row walk of ckbn_gs_tile_f32).
  *   CKBN_VBYTES         bytes per vector of this variant (64, 32 or 16).
  *   CKBN_PF_BYTES       how far ahead the statistics' register tiles
  *                       prefetch on wide rows.
@@ -323,6 +327,50 @@ CKBN_GS_ACT_TILE(ckbn_gs_act_tile_f64, double, ckbn_vd, ckbn_act_grad_f64)
 CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f32, float, ckbn_vf, ckbn_act_grad_f32)
 CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f64, double, ckbn_vd, ckbn_act_grad_f64)
 
+/* CKBN_GS_TILE for NT tiles side by side (4*NT vectors of lanes), all nr
+   rows in one walk: each lane's sums are CKBN_GS_TILE's, in the same order,
+   so the same bits.  For the small channels-first backward (_small_bwd_cf),
+   whose rows lie G*R lanes apart: a tile of four vectors walking four rows
+   of dy and x puts eight lines into each L1 set it uses where dy and x sit
+   at the same offset modulo 4 KiB (as NumPy places two arrays of the same
+   size), and its block sums are stored and reloaded every four rows.
+   Three tiles across, one walk down: on AMD Zen 4 (AVX-512), 16x32x8x8 in
+   L2, 2.4-3.6 us against 3.2-6.6 us for the four-row walk over five
+   placements of dy and x (a C probe, benchmarks/results/zen4-issue18-s14/).
+   Its 24 accumulators need the 32 vector registers of AVX-512
+   (CKBN_GS_COLS_TILES 3); with 16 (AVX2 tiles: 3.3-4.9 us against 3.2-3.7
+   us) the variant keeps the four-row walk (CKBN_GS_COLS_TILES 1). */
+#define CKBN_GS_COLS(NAME, T, V, NT)                                           \
+static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
+                 const T *mu, T *b1, T *b2)                                    \
+{                                                                              \
+    V a[4 * NT], q[4 * NT];                                                    \
+    for (int v = 0; v < 4 * NT; v++) {                                         \
+        a[v] = ((V *) b1)[v];                                                  \
+        q[v] = ((V *) b2)[v];                                                  \
+    }                                                                          \
+    for (ptrdiff_t i = 0; i < nr; i++) {                                       \
+        const V *d = (const V *) (e + i * S);                                  \
+        const V *r = (const V *) (x + i * S);                                  \
+        for (int v = 0; v < 4 * NT; v++) {                                     \
+            V e0 = d[v];                                                       \
+            a[v] += e0;                                                        \
+            q[v] += e0 * (r[v] - ((const V *) mu)[v]);                         \
+        }                                                                      \
+    }                                                                          \
+    for (int v = 0; v < 4 * NT; v++) {                                         \
+        ((V *) b1)[v] = a[v];                                                  \
+        ((V *) b2)[v] = q[v];                                                  \
+    }                                                                          \
+}
+CKBN_GS_COLS(ckbn_gs_cols3_f32, float, ckbn_vf, 3)
+CKBN_GS_COLS(ckbn_gs_cols2_f32, float, ckbn_vf, 2)
+#if defined(__AVX512F__)
+#define CKBN_GS_COLS_TILES 3
+#else
+#define CKBN_GS_COLS_TILES 1
+#endif
+
 /* ---- whole rows in registers ---------------------------------------------
    The sums of CKBN_MOM_TILE / CKBN_GS_TILE over nr contiguous rows of W = NV
    vectors (S == W), every lane's accumulators in registers for the whole
@@ -539,6 +587,11 @@ static void ckbn_gs_act_vecs_f64(const double *e, const double *x, ptrdiff_t S,
                                  ptrdiff_t nr, const double *mu, const double *za,
                                  const double *zb, double s, double h, double *b1,
                                  double *b2, ptrdiff_t nv) {}
+#define CKBN_GS_COLS_TILES 1
+static void ckbn_gs_cols3_f32(const float *e, const float *x, ptrdiff_t S, ptrdiff_t nr,
+                              const float *mu, float *b1, float *b2) {}
+static void ckbn_gs_cols2_f32(const float *e, const float *x, ptrdiff_t S, ptrdiff_t nr,
+                              const float *mu, float *b1, float *b2) {}
 #endif
 #ifndef CKBN_HAVE_ROWS
 /* No whole-row kernels (below AVX-512, or no vector extensions): the tiles
