@@ -69,7 +69,7 @@ def test_wide_rows_of_large_outputs_match_the_row_path(C, dtype, tol):
 @pytest.mark.parametrize("C", [1280, 2048])
 def test_statistics_of_wide_rows_beyond_l3_match_float64(C):
     """Wide rows of inputs of ``nt_bytes`` and more: the statistics' tiles
-    prefetch along their walk (``_tile_pf``); the moments still match
+    hint the next row group as they walk (``_tile_pf``); the moments still match
     float64 at |mean|/std = 1e4, for 1 and 2 threads alike."""
     import ckbn
 
@@ -88,6 +88,36 @@ def test_statistics_of_wide_rows_beyond_l3_match_float64(C):
     np.testing.assert_array_equal(v2, v1)
     np.testing.assert_allclose(m1, m_ref, rtol=1e-6)
     np.testing.assert_allclose(v1, v_ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("C,dtype,tol", [(2048, np.float32, 1e-5), (1040, np.float32, 1e-5),
+                                         (1024, np.float64, 1e-12)])
+def test_backward_sums_of_wide_rows_beyond_l3_match_float64(C, dtype, tol):
+    """The backward sums' tiles over wide rows of inputs of ``nt_bytes`` and
+    more hint the next row group of dy and x as they walk: sum(dy) and
+    sum(dy * (x - mean)) match float64 at |mean|/std = 1e4, 1 and 2 threads
+    giving the same bits (1040 lanes: tiles and a row loop for the rest)."""
+    k = _k()
+    rows = _rows(k, C, dtype)
+    rng = np.random.default_rng(C + 7)
+    mu = rng.uniform(-1, 1, C) * 1e4
+    x = (mu + rng.standard_normal((rows, C))).astype(dtype)
+    dy = (rng.standard_normal((rows, C)) + 0.5).astype(dtype)
+    mean = x.astype(np.float64).mean(axis=0)
+    out = {}
+    for nt in (1, 2):
+        s1, s2 = np.empty(C), np.empty(C)
+        k.bn_grad_sums(dy.reshape(-1), x.reshape(-1), 1, 1, rows, C, mean, s1, s2, nt)
+        out[nt] = (s1, s2)
+    np.testing.assert_array_equal(out[2][0], out[1][0])
+    np.testing.assert_array_equal(out[2][1], out[1][1])
+    d64 = dy.astype(np.float64)
+    ref1 = d64.sum(axis=0)
+    ref2 = (d64 * (x.astype(np.float64) - mean)).sum(axis=0)
+    scale = np.abs(d64).sum(axis=0)
+    np.testing.assert_allclose(out[1][0], ref1, rtol=0, atol=tol * scale.max())
+    scale2 = (np.abs(d64) * np.abs(x.astype(np.float64) - mean)).sum(axis=0)
+    np.testing.assert_allclose(out[1][1], ref2, rtol=0, atol=tol * scale2.max())
 
 
 @pytest.mark.parametrize("slope,hi", [(0.0, 6.0), (0.2, np.inf)])

@@ -39,13 +39,16 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     long ckbn_cache_bytes(int level) noexcept
     void ckbn_h2f(const unsigned short* s, float* d, Py_ssize_t n) noexcept
     void ckbn_f2h(const float* s, unsigned short* d, Py_ssize_t n) noexcept
-    Py_ssize_t CKBN_PF_BYTES
     void ckbn_mom_tile_f32(const float* x, Py_ssize_t S, Py_ssize_t nr, const float* sh,
-                           float* b1, float* b2, Py_ssize_t pf) noexcept
+                           float* b1, float* b2, const float* pf, Py_ssize_t pfs) noexcept
     void ckbn_mom_tile_f64(const double* x, Py_ssize_t S, Py_ssize_t nr, const double* sh,
-                           double* b1, double* b2, Py_ssize_t pf) noexcept
+                           double* b1, double* b2, const double* pf, Py_ssize_t pfs) noexcept
     void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
-                          const float* mu, float* b1, float* b2) noexcept
+                          const float* mu, float* b1, float* b2, const float* pfe,
+                          const float* pfx, Py_ssize_t pfs) noexcept
+    void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
+                          const double* mu, double* b1, double* b2, const double* pfe,
+                          const double* pfx, Py_ssize_t pfs) noexcept
     int CKBN_GS_COLS_TILES
     void ckbn_gs_cols3_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                            const float* mu, float* b1, float* b2) noexcept
@@ -103,8 +106,6 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     void ckbn_sw_gs_row_f64(const double* d, const double* x, Py_ssize_t n,
                             const double* mu, const double* za, const double* zb,
                             double* b1, double* b2) noexcept
-    void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
-                          const double* mu, double* b1, double* b2) noexcept
     void ckbn_gs_act_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                               const float* mu, const float* za, const float* zb, float s,
                               float h, float* b1, float* b2) noexcept
@@ -193,9 +194,9 @@ cdef enum:
     TILE_UNIT_MAX = 16 * UNIT_TARGET
     TILE_MIN_UNITS = 16
     # Rows a register tile walks at a time when rows are strided (S > W) or
-    # wider than TILE_MAX: that many concurrent streams (prefetched
-    # CKBN_PF_BYTES ahead by the statistics of wide rows beyond L3, _tile_pf
-    # in _k_rows.pxi) instead of one stream per row of the block; the backward
+    # wider than TILE_MAX: that many concurrent streams (on wide rows beyond
+    # L3 they hint the next group's lines as they go, _tile_pf in
+    # _k_rows.pxi) instead of one stream per row of the block; the backward
     # sums, reading two arrays, walk half as many rows of each.  Narrow
     # contiguous rows shared by several tiles are instead read in memory
     # order first (_touch_rows in _k_rows.pxi).
@@ -245,7 +246,7 @@ PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
 #               this large are written with non-temporal stores or, wide
 #               rows, in row groups (_k_elementwise.pxi; below it the output
 #               stays in L3 for the pass that reads it next), and the
-#               statistics of wide rows prefetch (_tile_pf in _k_rows.pxi);
+#               reductions of wide rows prefetch (_tile_pf in _k_rows.pxi);
 #   touch_bytes (tuning()) the most bytes of narrow rows (of TOUCH_TILES
 #               register tiles or more) a reduction reads in memory order
 #               before its register tiles walk them: L2/4
@@ -276,7 +277,7 @@ def tuning():
     return {"L1d": _L1, "L2": _L2, "L3": _L3, "vector_bytes": CKBN_VBYTES,
             "cf_elems": _cf_elems, "f16_slice": _f16_slice,
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
-            "row_group": ROW_GROUP, "prefetch_bytes": CKBN_PF_BYTES,
+            "row_group": ROW_GROUP,
             "ew_row_group": EW_ROW_GROUP, "touch_bytes": _L2 // 4, "touch_tiles": TOUCH_TILES,
             "unit_target": UNIT_TARGET, "nt_bytes": _nt_bytes,
             "tile_unit_min": TILE_UNIT_MIN, "tile_unit_max": TILE_UNIT_MAX,

@@ -174,32 +174,31 @@ cdef inline Py_ssize_t _touch_rows(Py_ssize_t S, Py_ssize_t W, Py_ssize_t TL,
 
 cdef inline void _mom_tile(const floating* x, Py_ssize_t S, Py_ssize_t nr,
                            const floating* sh, floating* b1, floating* b2,
-                           Py_ssize_t pf) noexcept nogil:
+                           const floating* pf, Py_ssize_t pfs) noexcept nogil:
     if floating is float:
-        ckbn_mom_tile_f32(x, S, nr, sh, b1, b2, pf)
+        ckbn_mom_tile_f32(x, S, nr, sh, b1, b2, pf, pfs)
     else:
-        ckbn_mom_tile_f64(x, S, nr, sh, b1, b2, pf)
+        ckbn_mom_tile_f64(x, S, nr, sh, b1, b2, pf, pfs)
 
 
-cdef inline Py_ssize_t _tile_pf(Py_ssize_t c, Py_ssize_t TL, Py_ssize_t W, Py_ssize_t S,
-                                Py_ssize_t take, bint more, size_t item) noexcept nogil:
-    """The prefetch offset (elements, from each row of the tile) of the
-    register tile at lane c of a group of ``take`` rows of W lanes, S apart:
-    CKBN_PF_BYTES ahead along the walk, in the same rows or, near their end,
-    in the next group's (``more``: there is one; else 0, no prefetch).
+cdef inline const floating* _tile_pf(const floating* nxt, Py_ssize_t c, Py_ssize_t TL,
+                                     Py_ssize_t take) noexcept nogil:
+    """The first element the register tile at lane c of a group of ``take``
+    rows hints (NULL: none), given ``nxt``, the next group's first element
+    (NULL where there is no whole next group in the run, or its rows are not
+    contiguous): the tiles of the group take the next group's tile rows in
+    memory order, ``take`` each, one per row they walk (CKBN_PF_TILE), so
+    the group's walk asks for all of the next group's lines.
 
-    Taken by the statistics of wide rows (tiled units) of inputs of _nt_bytes
-    and more (_red_unit): on the AMD EPYC Zen 4, float32, 1 thread, the
-    statistics of 64x7x7x2048 and 32x14x14x1024 NHWC took 0.77-0.88x the time
-    without, 2048x2048 0.91x; inputs that L2 or L3 holds were no faster
-    (256x1024 and 2048x1024: 1.13x and 1.16x the time; 32x7x7x2048 0.94x).
-    The backward sums' tiles, over two arrays, were no faster with it
-    (64x7x7x2048 1.04x the time, 32x14x14x1024 0.96x); benchmarks/results/
-    zen4-issue18-s13/."""
-    cdef Py_ssize_t pd = CKBN_PF_BYTES // <Py_ssize_t> item
-    if c + TL + pd <= W:
-        return pd
-    return take * S + pd - W if more else 0
+    Taken by the reductions of wide rows (tiled units) of inputs of
+    _nt_bytes and more (_red_unit).  On AMD EPYC Zen 4, float32, 1 thread,
+    64x7x7x2048 and 32x14x14x1024 NHWC, against session 13's hints (1 KiB
+    ahead along the walk, statistics only): statistics 0.74-0.95x the time,
+    backward sums 0.68-0.87x, backward 0.85-0.97x, with x cold, read just
+    before or warm (ab_cond.py, benchmarks/results/zen4-issue18-s14/)."""
+    if nxt == NULL:
+        return NULL
+    return nxt + (c // TL) * take * TL
 
 
 cdef inline void _mom1(const floating* r, Py_ssize_t W, const floating* sh,
@@ -241,8 +240,9 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
     """Accumulate nr rows r + i*S of W lanes into the block sums b1, b2 (nb
     rows are already in them); every BLOCK rows they are added to s1, s2.
     Register tiles take the lanes they cover, the row loop the rest; ``pf``:
-    the tiles prefetch along their walk (_tile_pf)."""
+    the tiles hint the next group's lines as they walk (_tile_pf)."""
     cdef Py_ssize_t i = 0, q, c, take
+    cdef const floating* nxt
     cdef Py_ssize_t TL = _tile_lanes(r)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 1)
@@ -269,11 +269,11 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
             if take > tr:
                 take = tr
             ckbn_touch(r + i * S, take * W * sizeof(floating), 0, 1)
+        nxt = r + (i + take) * S if pf and S == W and i + 2 * take <= nr else NULL
         c = 0
         while c < Wt:
             _mom_tile(r + i * S + c, S, take, sh + c, b1 + c, b2 + c,
-                      _tile_pf(c, TL, W, S, take, i + take < nr, sizeof(floating))
-                      if pf else 0)
+                      _tile_pf(nxt, c, TL, take), TL)
             c += TL
         if Wt < W:
             for q in range(i, i + take):
@@ -290,11 +290,12 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
 
 cdef inline void _gs_tile(const floating* d, const floating* x, Py_ssize_t S,
                           Py_ssize_t nr, const floating* mu, floating* b1,
-                          floating* b2) noexcept nogil:
+                          floating* b2, const floating* pfd, const floating* pfx,
+                          Py_ssize_t pfs) noexcept nogil:
     if floating is float:
-        ckbn_gs_tile_f32(d, x, S, nr, mu, b1, b2)
+        ckbn_gs_tile_f32(d, x, S, nr, mu, b1, b2, pfd, pfx, pfs)
     else:
-        ckbn_gs_tile_f64(d, x, S, nr, mu, b1, b2)
+        ckbn_gs_tile_f64(d, x, S, nr, mu, b1, b2, pfd, pfx, pfs)
 
 
 cdef inline bint _gs_rows(const floating* d, const floating* x, Py_ssize_t nr,
@@ -439,10 +440,10 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
 cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t nr,
                                Py_ssize_t S, Py_ssize_t W, const floating* mu,
                                floating* b1, floating* b2, double* t1, double* t2,
-                               Py_ssize_t nb) noexcept nogil:
+                               Py_ssize_t nb, bint pf) noexcept nogil:
     """Accumulate nr row pairs (d + i*S, x + i*S) into the block (nb rows so
-    far), as _mom_run does."""
-    cdef Py_ssize_t i = 0, q, c, take, off
+    far), as _mom_run does (``pf``: both arrays' next groups hinted)."""
+    cdef Py_ssize_t i = 0, q, c, take, off, nxt
     cdef Py_ssize_t TL = _tile_lanes(x)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 2)
@@ -470,10 +471,15 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
                 take = tr
             ckbn_touch(d + i * S, take * W * sizeof(floating), 0, 1)
             ckbn_touch(x + i * S, take * W * sizeof(floating), 0, 1)
+        nxt = (i + take) * S if pf and S == W and i + 2 * take <= nr else -1
         c = 0
         while c < Wt:
             off = i * S + c
-            _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c)
+            if nxt >= 0:
+                _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c,
+                         _tile_pf(d + nxt, c, TL, take), _tile_pf(x + nxt, c, TL, take), TL)
+            else:
+                _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c, NULL, NULL, 0)
             c += TL
         if Wt < W:
             for q in range(i, i + take):
@@ -501,7 +507,7 @@ cdef inline Py_ssize_t _red_run(int kind, const Act* act, const floating* x,
     if act.on:
         return _gs_run_act(d, x, nr, S, W, sh, la, lb, <floating> act.slope,
                            <floating> act.hi, act.kind == ACT_SWISH, b1, b2, s1, s2, nb)
-    return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, nb)
+    return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, nb, pf)
 
 
 cdef inline void _red_one(int kind, const Act* act, const floating* x,

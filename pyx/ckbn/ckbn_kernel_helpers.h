@@ -22,8 +22,9 @@
  *                       3 with AVX-512's 32 vector registers, else 1: the
  *                       four-row walk of ckbn_gs_tile_f32).
  *   CKBN_VBYTES         bytes per vector of this variant (64, 32 or 16).
- *   CKBN_PF_BYTES       how far ahead the statistics' register tiles
- *                       prefetch on wide rows.
+ *   CKBN_PF_TILE        a prefetch hint (into L2) for each line of one
+ *                       tile row: the reductions' register tiles on wide
+ *                       rows hint the next row group's lines as they walk.
  *   ckbn_affine_rg_*, ckbn_dx_rg_*  the element-wise passes over a group of
  *                       rows, a line of lanes at a time (CKBN_HAVE_EW_RG).
  *   ckbn_cache_bytes(l) the size of the level-l data cache of this CPU (1, 2
@@ -167,16 +168,16 @@ static void ckbn_f2h(const float *s, unsigned short *d, ptrdiff_t n)
 
 /* ---- software prefetch ------------------------------------------------- */
 
-/* The statistics' register tiles walk wide rows as strided streams
-   (ROW_GROUP rows, S apart, four vectors at a time), which the hardware
-   prefetchers follow poorly; a hint for each row's line CKBN_PF_BYTES ahead
-   along the walk brings it in beforehand (AMD EPYC Zen 4, float32, 1
-   thread, 64x7x7x2048 NHWC: 1.5-1.7x one read instead of 1.9-2.2x; 1 KiB
-   did as well as 512 B and 2 KiB; benchmarks/results/zen4-issue18-s13/).
-   A hint never faults. */
-#define CKBN_PF_BYTES 1024
+/* The reductions' register tiles walk a group of wide rows (ROW_GROUP rows
+   S apart, or half as many of each of two arrays) four vectors at a time:
+   that many short strided streams, which run at 1.5-2x the time of one read
+   in memory order (on AMD Zen 4 a read of THP-backed memory, as NumPy's
+   large arrays are, gains most).  Each tile row walked hints one tile row of
+   the next group, taken in memory order (_tile_pf in _k_rows.pxi), so the
+   whole next group is asked for, line after line, while this one is summed.
+   Hints go to L2 (locality 2: prefetcht1); they never fault. */
 #if defined(__GNUC__)
-#define CKBN_PREFETCH(p) __builtin_prefetch((const void *) (p))
+#define CKBN_PREFETCH(p) __builtin_prefetch((const void *) (p), 0, 2)
 #else
 #define CKBN_PREFETCH(p) ((void) (p))
 #endif
@@ -207,10 +208,10 @@ typedef double ckbn_vd __attribute__((vector_size(CKBN_VBYTES), aligned(8), may_
     } while (0)
 
 /* b1 += sum_i (x_i - sh), b2 += sum_i (x_i - sh)^2 over rows x + i*S.
-   pf != 0: each row also prefetches the tile row at x + i*S + pf. */
+   pf != NULL: row i also hints the tile row at pf + i*pfs (CKBN_PF_TILE). */
 #define CKBN_MOM_TILE(NAME, T, V)                                              \
 static void NAME(const T *x, ptrdiff_t S, ptrdiff_t nr, const T *sh,           \
-                 T *b1, T *b2, ptrdiff_t pf)                                   \
+                 T *b1, T *b2, const T *pf, ptrdiff_t pfs)                     \
 {                                                                              \
     const V *k = (const V *) sh;                                               \
     V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
@@ -220,7 +221,7 @@ static void NAME(const T *x, ptrdiff_t S, ptrdiff_t nr, const T *sh,           \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         const V *r = (const V *) (x + i * S);                                  \
         if (pf)                                                                \
-            CKBN_PF_TILE(x + i * S + pf);                                      \
+            CKBN_PF_TILE(pf + i * pfs);                                        \
         V d0 = r[0] - k0, d1 = r[1] - k1, d2 = r[2] - k2, d3 = r[3] - k3;      \
         a0 += d0; a1 += d1; a2 += d2; a3 += d3;                                \
         q0 += d0 * d0; q1 += d1 * d1; q2 += d2 * d2; q3 += d3 * d3;            \
@@ -229,10 +230,12 @@ static void NAME(const T *x, ptrdiff_t S, ptrdiff_t nr, const T *sh,           \
     p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
 }
 
-/* b1 += sum_i e_i, b2 += sum_i e_i * (x_i - mu) over rows e + i*S, x + i*S. */
+/* b1 += sum_i e_i, b2 += sum_i e_i * (x_i - mu) over rows e + i*S, x + i*S;
+   pfe != NULL: row i also hints the tile rows at pfe + i*pfs, pfx + i*pfs. */
 #define CKBN_GS_TILE(NAME, T, V)                                               \
 static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
-                 const T *mu, T *b1, T *b2)                                    \
+                 const T *mu, T *b1, T *b2, const T *pfe, const T *pfx,        \
+                 ptrdiff_t pfs)                                                \
 {                                                                              \
     const V *m = (const V *) mu;                                               \
     V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
@@ -242,6 +245,10 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         const V *d = (const V *) (e + i * S);                                  \
         const V *r = (const V *) (x + i * S);                                  \
+        if (pfe) {                                                             \
+            CKBN_PF_TILE(pfe + i * pfs);                                       \
+            CKBN_PF_TILE(pfx + i * pfs);                                       \
+        }                                                                      \
         V e0 = d[0], e1 = d[1], e2 = d[2], e3 = d[3];                          \
         a0 += e0; a1 += e1; a2 += e2; a3 += e3;                                \
         q0 += e0 * (r[0] - m0); q1 += e1 * (r[1] - m1);                        \
@@ -564,13 +571,17 @@ CKBN_ROWS_ALL(f64, double, ckbn_vd)
 #define CKBN_TILE_F32 0
 #define CKBN_TILE_F64 0
 static void ckbn_mom_tile_f32(const float *x, ptrdiff_t S, ptrdiff_t nr,
-                              const float *sh, float *b1, float *b2, ptrdiff_t pf) {}
+                              const float *sh, float *b1, float *b2, const float *pf,
+                              ptrdiff_t pfs) {}
 static void ckbn_mom_tile_f64(const double *x, ptrdiff_t S, ptrdiff_t nr,
-                              const double *sh, double *b1, double *b2, ptrdiff_t pf) {}
+                              const double *sh, double *b1, double *b2, const double *pf,
+                              ptrdiff_t pfs) {}
 static void ckbn_gs_tile_f32(const float *e, const float *x, ptrdiff_t S,
-                             ptrdiff_t nr, const float *mu, float *b1, float *b2) {}
+                             ptrdiff_t nr, const float *mu, float *b1, float *b2,
+                             const float *pfe, const float *pfx, ptrdiff_t pfs) {}
 static void ckbn_gs_tile_f64(const double *e, const double *x, ptrdiff_t S,
-                             ptrdiff_t nr, const double *mu, double *b1, double *b2) {}
+                             ptrdiff_t nr, const double *mu, double *b1, double *b2,
+                             const double *pfe, const double *pfx, ptrdiff_t pfs) {}
 static void ckbn_gs_act_tile_f32(const float *e, const float *x, ptrdiff_t S,
                                  ptrdiff_t nr, const float *mu, const float *za,
                                  const float *zb, float s, float h, float *b1,
