@@ -122,6 +122,38 @@ def test_backward_sums_of_wide_rows_beyond_l3_match_float64(C, dtype, tol):
 
 @pytest.mark.parametrize("slope,hi", [(0.0, 6.0), (0.2, np.inf)])
 @pytest.mark.parametrize("C,dtype", [(2048, np.float32), (1024, np.float64)])
+def test_backward_sums_through_the_activation_of_wide_rows_beyond_l3(C, dtype, slope, hi):
+    """The same for the sums through ReLU6 and leaky ReLU (e = dy * act'(z),
+    z = x * za + zb): x on a grid of 1/256 and zb = 1/512 make every z exact
+    and never 0 or hi, so float64 takes the same branches."""
+    k = _k()
+    rows = _rows(k, C, dtype)
+    rng = np.random.default_rng(C + 11)
+    x = (np.round(rng.standard_normal((rows, C)) * 3 * 256) / 256).astype(dtype)
+    dy = rng.standard_normal((rows, C)).astype(dtype)
+    za = np.ones(C, dtype)
+    zb = np.full(C, 1 / 512, dtype)
+    mean = x.astype(np.float64).mean(axis=0)
+    out = {}
+    for nt in (1, 2):
+        s1, s2 = np.empty(C), np.empty(C)
+        k.bn_grad_sums(dy.reshape(-1), x.reshape(-1), 1, 1, rows, C, mean, s1, s2, nt,
+                       za=za, zb=zb, act=True, slope=slope, hi=hi)
+        out[nt] = (s1, s2)
+    np.testing.assert_array_equal(out[2][0], out[1][0])
+    np.testing.assert_array_equal(out[2][1], out[1][1])
+    z = x.astype(np.float64) + 1 / 512
+    e = dy.astype(np.float64) * np.where(z > 0, (z < hi).astype(np.float64), slope)
+    xc = x.astype(np.float64) - mean
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out[1][0], e.sum(axis=0), rtol=0,
+                               atol=tol * np.abs(e).sum(axis=0).max())
+    np.testing.assert_allclose(out[1][1], (e * xc).sum(axis=0), rtol=0,
+                               atol=tol * np.abs(e * xc).sum(axis=0).max())
+
+
+@pytest.mark.parametrize("slope,hi", [(0.0, 6.0), (0.2, np.inf)])
+@pytest.mark.parametrize("C,dtype", [(2048, np.float32), (1024, np.float64)])
 def test_wide_rows_through_the_activation_match_the_row_path(C, dtype, slope, hi):
     """ReLU6 and leaky ReLU take the row groups in pieces of the row loop:
     the same bits as a small call on the same rows, for every output start."""

@@ -108,11 +108,13 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                             double* b1, double* b2) noexcept
     void ckbn_gs_act_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                               const float* mu, const float* za, const float* zb, float s,
-                              float h, float* b1, float* b2) noexcept
+                              float h, float* b1, float* b2, const float* pfe,
+                              const float* pfx, Py_ssize_t pfs) noexcept
     void ckbn_gs_act_tile_f64(const double* e, const double* x, Py_ssize_t S,
                               Py_ssize_t nr, const double* mu, const double* za,
                               const double* zb, double s, double h, double* b1,
-                              double* b2) noexcept
+                              double* b2, const double* pfe, const double* pfx,
+                              Py_ssize_t pfs) noexcept
     void ckbn_gs_act_vecs_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                               const float* mu, const float* za, const float* zb, float s,
                               float h, float* b1, float* b2, Py_ssize_t nv) noexcept

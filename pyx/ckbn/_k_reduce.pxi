@@ -35,8 +35,7 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
     cdef floating* b1 = lb + u.W
     cdef floating* b2 = b1 + u.W
     cdef bint lanes_act = kind == RED_SUMS and act.on
-    # the tiles hint the next row group on wide rows of inputs beyond L3 (_tile_pf;
-    # the backward sums through an activation keep their walk)
+    # the tiles hint the next row group on wide rows of inputs beyond L3 (_tile_pf)
     cdef bint pf = (u.tiled
                     and u.P * u.G * u.R * u.C * <Py_ssize_t> sizeof(floating) >= _nt_bytes)
     if u.tiled:

@@ -349,11 +349,12 @@ cdef inline void _gs1_act(const floating* d, const floating* x, Py_ssize_t W,
 cdef inline void _gs_act_tile(const floating* d, const floating* x, Py_ssize_t S,
                               Py_ssize_t nr, const floating* mu, const floating* za,
                               const floating* zb, floating s, floating h,
-                              floating* b1, floating* b2) noexcept nogil:
+                              floating* b1, floating* b2, const floating* pfd,
+                              const floating* pfx, Py_ssize_t pfs) noexcept nogil:
     if floating is float:
-        ckbn_gs_act_tile_f32(d, x, S, nr, mu, za, zb, s, h, b1, b2)
+        ckbn_gs_act_tile_f32(d, x, S, nr, mu, za, zb, s, h, b1, b2, pfd, pfx, pfs)
     else:
-        ckbn_gs_act_tile_f64(d, x, S, nr, mu, za, zb, s, h, b1, b2)
+        ckbn_gs_act_tile_f64(d, x, S, nr, mu, za, zb, s, h, b1, b2, pfd, pfx, pfs)
 
 
 cdef inline void _gs_act_vecs(const floating* d, const floating* x, Py_ssize_t S,
@@ -382,13 +383,14 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
                                    const floating* za, const floating* zb,
                                    floating s, floating h, bint sw,
                                    floating* b1, floating* b2, double* t1, double* t2,
-                                   Py_ssize_t nb) noexcept nogil:
+                                   Py_ssize_t nb, bint pf) noexcept nogil:
     """_gs_run through the activation: for the piecewise-linear ones, whole
     contiguous rows in registers where the variant holds them, else
     register tiles over the lanes they cover, then single vectors, then the
     row loop _gs1_act for the last lanes (fewer than a vector); swish runs
-    the row loop throughout."""
-    cdef Py_ssize_t i = 0, q, c, take, off
+    the row loop throughout.  ``pf``: the tiles hint the next group of both
+    arrays (_tile_pf)."""
+    cdef Py_ssize_t i = 0, q, c, take, off, nxt
     cdef Py_ssize_t TL = 0 if sw else _tile_lanes(x)
     cdef Py_ssize_t VL = TL // 4        # lanes of one vector (tiles are four)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
@@ -414,11 +416,17 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
         # then find the group's rows still in L1.
         if (S > W or W > TILE_MAX or Wt < W) and take > ROW_GROUP:
             take = ROW_GROUP
+        nxt = (i + take) * S if pf and S == W and i + 2 * take <= nr else -1
         c = 0
         while c < Wt:
             off = i * S + c
-            _gs_act_tile(d + off, x + off, S, take, mu + c, za + c, zb + c, s, h,
-                         b1 + c, b2 + c)
+            if nxt >= 0:
+                _gs_act_tile(d + off, x + off, S, take, mu + c, za + c, zb + c, s, h,
+                             b1 + c, b2 + c, _tile_pf(d + nxt, c, TL, take),
+                             _tile_pf(x + nxt, c, TL, take), TL)
+            else:
+                _gs_act_tile(d + off, x + off, S, take, mu + c, za + c, zb + c, s, h,
+                             b1 + c, b2 + c, NULL, NULL, 0)
             c += TL
         if Wt < Wv:
             off = i * S + Wt
@@ -506,7 +514,7 @@ cdef inline Py_ssize_t _red_run(int kind, const Act* act, const floating* x,
         return _mom_run(x, nr, S, W, sh, b1, b2, s1, s2, nb, pf)
     if act.on:
         return _gs_run_act(d, x, nr, S, W, sh, la, lb, <floating> act.slope,
-                           <floating> act.hi, act.kind == ACT_SWISH, b1, b2, s1, s2, nb)
+                           <floating> act.hi, act.kind == ACT_SWISH, b1, b2, s1, s2, nb, pf)
     return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, nb, pf)
 
 

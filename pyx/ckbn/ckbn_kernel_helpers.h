@@ -276,7 +276,7 @@ static inline V NAME(V z, V s, V h)                                           \
 #define CKBN_GS_ACT_TILE(NAME, T, V, GRAD)                                     \
 static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
                  const T *mu, const T *za, const T *zb, T s, T h,              \
-                 T *b1, T *b2)                                                 \
+                 T *b1, T *b2, const T *pfe, const T *pfx, ptrdiff_t pfs)      \
 {                                                                              \
     const V *m = (const V *) mu, *ka = (const V *) za, *kb = (const V *) zb;   \
     V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
@@ -287,6 +287,10 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         const V *d = (const V *) (e + i * S);                                  \
         const V *r = (const V *) (x + i * S);                                  \
+        if (pfe) {                                                             \
+            CKBN_PF_TILE(pfe + i * pfs);                                       \
+            CKBN_PF_TILE(pfx + i * pfs);                                       \
+        }                                                                      \
         V x0 = r[0], x1 = r[1], x2 = r[2], x3 = r[3];                          \
         V e0 = d[0] * GRAD(x0 * ka[0] + kb[0], vs, vh);                        \
         V e1 = d[1] * GRAD(x1 * ka[1] + kb[1], vs, vh);                        \
@@ -585,11 +589,13 @@ static void ckbn_gs_tile_f64(const double *e, const double *x, ptrdiff_t S,
 static void ckbn_gs_act_tile_f32(const float *e, const float *x, ptrdiff_t S,
                                  ptrdiff_t nr, const float *mu, const float *za,
                                  const float *zb, float s, float h, float *b1,
-                                 float *b2) {}
+                                 float *b2, const float *pfe, const float *pfx,
+                                 ptrdiff_t pfs) {}
 static void ckbn_gs_act_tile_f64(const double *e, const double *x, ptrdiff_t S,
                                  ptrdiff_t nr, const double *mu, const double *za,
                                  const double *zb, double s, double h, double *b1,
-                                 double *b2) {}
+                                 double *b2, const double *pfe, const double *pfx,
+                                 ptrdiff_t pfs) {}
 static void ckbn_gs_act_vecs_f32(const float *e, const float *x, ptrdiff_t S,
                                  ptrdiff_t nr, const float *mu, const float *za,
                                  const float *zb, float s, float h, float *b1,

@@ -3,6 +3,7 @@ forward, under three conditions of the caches before each call:
   cold: a 64 MB read of other memory (x is in no cache);
   read: one read of x (as ab_read.py: x partly in L3);
   warm: back to back (the previous call of the same kind).
+The reference is one read of x from DRAM (after the 64 MB read).
 python ab_cond.py OLD_DIR [rounds]; AB_KINDS="stats train sums bwd" picks the calls."""
 import os, sys, time, glob, importlib, importlib.util, numpy as np, ckbn, ckbn._dispatch as D
 new = D.kernels(); v = D.kernel_name()
@@ -27,6 +28,10 @@ for shp in [(64, 7, 7, 2048), (32, 14, 14, 1024)]:
                     f = {"stats": lambda m=mod: m.bn_stats(x, 1, 1, P, C, mean, var, 1),
                          "train": lambda m=mod: m.bn_forward_train(x, 1, 1, P, C, sc, of, 1e-3, y, mean, var, 1),
                          "sums": lambda m=mod: m.bn_grad_sums(dyv, x, 1, 1, P, C, mu, ds, do, 1),
+                         "infer": lambda m=mod: m.bn_forward_infer(x, 1, 1, P, C, sc, of, mu, sc, 1e-3, y, 1),
+                         "dx": lambda m=mod: m.bn_grad_dx(dyv, x, 1, 1, P, C, x[:C], x[C:2 * C], x[:C], dx, 1),
+                         "sums_relu": lambda m=mod: m.bn_grad_sums(dyv, x, 1, 1, P, C, mu, ds, do, 1, za=x[:C], zb=x[C:2 * C], act=True),
+                         "bwd_relu": lambda m=mod: m.bn_backward(dyv, x, 1, 1, P, C, sc, mu, sc, 1e-3, True, dx, ds, do, 1, offset=of, act=True),
                          "bwd": lambda m=mod: m.bn_backward(dyv, x, 1, 1, P, C, sc, mu, sc, 1e-3, True, dx, ds, do, 1)}[what]
                     if cond == "cold": junk.sum()
                     elif cond == "read": Pr.probe_read(x, 1)
