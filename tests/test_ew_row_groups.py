@@ -6,8 +6,9 @@ outputs of at least ``nt_bytes`` (the kernels' tuning).  Each element is the sam
 the rows of a large call equal, bit for bit, those of a small call on the
 same rows (below ``nt_bytes``: the row-by-row path), wherever the output
 starts, in place too, and for any thread count; and they match float64.
-The statistics of such inputs prefetch along their tile walk; their moments
-match float64."""
+The reductions of such inputs (statistics, backward sums, with and without
+an activation), whose register tiles hint the next row group as they walk
+(as on every wide-row input), match float64, 1 and 2 threads alike."""
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_wide_rows_of_large_outputs_match_the_row_path(C, dtype, tol):
 @pytest.mark.parametrize("C", [1280, 2048])
 def test_statistics_of_wide_rows_beyond_l3_match_float64(C):
     """Wide rows of inputs of ``nt_bytes`` and more: the statistics' tiles
-    hint the next row group as they walk (``_tile_pf``); the moments still match
+    hint the next row group as they walk (``_tile_pf``) from DRAM; the moments match
     float64 at |mean|/std = 1e4, for 1 and 2 threads alike."""
     import ckbn
 
@@ -94,7 +95,7 @@ def test_statistics_of_wide_rows_beyond_l3_match_float64(C):
                                          (1024, np.float64, 1e-12)])
 def test_backward_sums_of_wide_rows_beyond_l3_match_float64(C, dtype, tol):
     """The backward sums' tiles over wide rows of inputs of ``nt_bytes`` and
-    more hint the next row group of dy and x as they walk: sum(dy) and
+    more hint the next row group of dy and x as they walk, from DRAM: sum(dy) and
     sum(dy * (x - mean)) match float64 at |mean|/std = 1e4, 1 and 2 threads
     giving the same bits (1040 lanes: tiles and a row loop for the rest)."""
     k = _k()

@@ -196,9 +196,9 @@ cdef enum:
     TILE_UNIT_MAX = 16 * UNIT_TARGET
     TILE_MIN_UNITS = 16
     # Rows a register tile walks at a time when rows are strided (S > W) or
-    # wider than TILE_MAX: that many concurrent streams (on wide rows beyond
-    # L3 they hint the next group's lines as they go, _tile_pf in
-    # _k_rows.pxi) instead of one stream per row of the block; the backward
+    # wider than TILE_MAX: that many concurrent streams (on wide rows they
+    # hint the next group's lines as they go, _tile_pf in _k_rows.pxi)
+    # instead of one stream per row of the block; the backward
     # sums, reading two arrays, walk half as many rows of each.  Narrow
     # contiguous rows shared by several tiles are instead read in memory
     # order first (_touch_rows in _k_rows.pxi).
@@ -247,8 +247,7 @@ PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
 #               of L3, at least 4 MiB (Zen 4, 32 MiB L3: 16 MiB).  Outputs
 #               this large are written with non-temporal stores or, wide
 #               rows, in row groups (_k_elementwise.pxi; below it the output
-#               stays in L3 for the pass that reads it next), and the
-#               reductions of wide rows prefetch (_tile_pf in _k_rows.pxi);
+#               stays in L3 for the pass that reads it next);
 #   touch_bytes (tuning()) the most bytes of narrow rows (of TOUCH_TILES
 #               register tiles or more) a reduction reads in memory order
 #               before its register tiles walk them: L2/4

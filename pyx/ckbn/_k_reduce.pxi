@@ -35,9 +35,6 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
     cdef floating* b1 = lb + u.W
     cdef floating* b2 = b1 + u.W
     cdef bint lanes_act = kind == RED_SUMS and act.on
-    # the tiles hint the next row group on wide rows of inputs beyond L3 (_tile_pf)
-    cdef bint pf = (u.tiled
-                    and u.P * u.G * u.R * u.C * <Py_ssize_t> sizeof(floating) >= _nt_bytes)
     if u.tiled:
         W = width
         if kind == RED_STATS:
@@ -75,7 +72,7 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
                 q1 = t.q1
             off = _row_offset(u, t.g, q, t.c0)
             nb = _red_run(kind, act, x + off, dy + off, q1 - q, C, W, sh, la, lb,
-                          b1, b2, s1, s2, nb, pf)
+                          b1, b2, s1, s2, nb, True)   # tiles hint the next group
             q = q1
         _flush(b1, b2, s1, s2, W)
         n = <double> (t.q1 - t.q0)

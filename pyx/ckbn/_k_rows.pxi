@@ -190,12 +190,14 @@ cdef inline const floating* _tile_pf(const floating* nxt, Py_ssize_t c, Py_ssize
     memory order, ``take`` each, one per row they walk (CKBN_PF_TILE), so
     the group's walk asks for all of the next group's lines.
 
-    Taken by the reductions of wide rows (tiled units) of inputs of
-    _nt_bytes and more (_red_unit).  On AMD EPYC Zen 4, float32, 1 thread,
-    64x7x7x2048 and 32x14x14x1024 NHWC, against session 13's hints (1 KiB
-    ahead along the walk, statistics only): statistics 0.74-0.95x the time,
-    backward sums 0.68-0.87x, backward 0.85-0.97x, with x cold, read just
-    before or warm (ab_cond.py, benchmarks/results/zen4-issue18-s14/)."""
+    Taken by the reductions of wide rows (tiled units, _red_unit).  On AMD
+    EPYC Zen 4, float32, 1 thread, with x cold, read just before or warm
+    (ab_cond.py, benchmarks/results/zen4-issue18-s14/): 64x7x7x2048 and
+    32x14x14x1024 NHWC (in DRAM), against session 13's hints (1 KiB ahead
+    along the walk, statistics only): statistics 0.74-0.95x the time,
+    backward sums 0.68-0.87x, backward 0.85-0.97x; 32x7x7x2048 and 2048x1024
+    (L3), against no hints: statistics 0.76-0.96x, backward sums 0.73-0.91x,
+    backward 0.85-0.96x; 256x1024 (L2): 0.87-1.06x."""
     if nxt == NULL:
         return NULL
     return nxt + (c // TL) * take * TL
