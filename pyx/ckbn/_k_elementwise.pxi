@@ -93,7 +93,9 @@ cdef enum:
 # the group walks pieces of EW_RG_PIECE bytes through the row loop (the
 # probe: 64-lane pieces 1.18-1.21x a copy): the backward through ReLU
 # 0.89-0.90x the time, inference with it 0.99-1.00x (avx2 variant: 0.95x,
-# 0.92x).  Swish keeps its row loop.
+# 0.92x).  Swish keeps its row loop.  The backward's dx groups (no
+# activation) write with non-temporal stores (ckbn_dx_rg_*; session 14:
+# the dx pass 0.79-0.85x the time), the affine's with plain ones.
 cdef enum:
     EW_ROW_GROUP = 4
     EW_RG_PIECE = 256    # bytes of a row a group's activation pass takes at a time
@@ -309,7 +311,7 @@ cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
             _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf, NULL, False)
     else:
         _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf, tmp, rg)
-        if tmp != NULL:
+        if tmp != NULL or rg:
             ckbn_nt_fence()
 
 
