@@ -4,7 +4,8 @@ forward, under three conditions of the caches before each call:
   read: one read of x (as ab_read.py: x partly in L3);
   warm: back to back (the previous call of the same kind).
 The reference is one read of x from DRAM (after the 64 MB read).
-python ab_cond.py OLD_DIR [rounds]; AB_KINDS="stats train sums bwd" picks the calls."""
+python ab_cond.py OLD_DIR [rounds]; AB_KINDS="stats train sums bwd" picks the calls,
+AB_SHAPES="32x7x7x2048 256x1024" the shapes."""
 import os, sys, time, glob, importlib, importlib.util, numpy as np, ckbn, ckbn._dispatch as D
 new = D.kernels(); v = D.kernel_name()
 spec = importlib.util.spec_from_file_location(new.__name__, glob.glob(f"{sys.argv[1]}/_kernels_{v}*.so")[0])
@@ -13,7 +14,7 @@ Pr = importlib.import_module(f"ckbn._probes_{v}")
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 15
 rng = np.random.default_rng(0)
 junk = np.ones(16 << 20, "f4")
-for shp in [(64, 7, 7, 2048), (32, 14, 14, 1024)]:
+for shp in [tuple(map(int, s.split("x"))) for s in os.environ.get("AB_SHAPES", "64x7x7x2048 32x14x14x1024").split()]:
     C = shp[-1]; P = int(np.prod(shp[:-1]))
     x = (rng.standard_normal(shp) * 2 + 3).astype("f4").reshape(-1)
     y = np.empty_like(x); mean = np.zeros(C); var = np.zeros(C)
