@@ -181,14 +181,22 @@ cdef inline void _mom_tile(const floating* x, Py_ssize_t S, Py_ssize_t nr,
         ckbn_mom_tile_f64(x, S, nr, sh, b1, b2, pf, pfs)
 
 
-cdef inline const floating* _tile_pf(const floating* nxt, Py_ssize_t c, Py_ssize_t TL,
-                                     Py_ssize_t take) noexcept nogil:
-    """The first element the register tile at lane c of a group of ``take``
-    rows hints (NULL: none), given ``nxt``, the next group's first element
-    (NULL where there is no whole next group in the run, or its rows are not
-    contiguous): the tiles of the group take the next group's tile rows in
-    memory order, ``take`` each, one per row they walk (CKBN_PF_TILE), so
-    the group's walk asks for all of the next group's lines.
+cdef inline Py_ssize_t _next_group(bint pf, Py_ssize_t S, Py_ssize_t W, Py_ssize_t i,
+                                   Py_ssize_t take, Py_ssize_t nr) noexcept nogil:
+    """The offset of the next group's first element (rows i + take ...) when
+    the tiles hint it: ``pf``, rows contiguous (S == W) and a whole next
+    group of ``take`` rows in the run; else -1."""
+    return (i + take) * S if pf and S == W and i + 2 * take <= nr else -1
+
+
+cdef inline const floating* _tile_pf(const floating* a, Py_ssize_t nxt, Py_ssize_t c,
+                                     Py_ssize_t TL, Py_ssize_t take) noexcept nogil:
+    """The first element of array ``a`` the register tile at lane c of a
+    group of ``take`` rows hints, given ``nxt``, the next group's offset
+    (_next_group; -1: none, NULL returned): the tiles of the group take the
+    next group's tile rows in memory order, ``take`` each, one per row they
+    walk (CKBN_PF_TILE), so the group's walk asks for all of the next
+    group's lines.
 
     Taken by the reductions of wide rows (tiled units, _red_unit).  On AMD
     EPYC Zen 4, float32, 1 thread, with x cold, read just before or warm
@@ -198,9 +206,9 @@ cdef inline const floating* _tile_pf(const floating* nxt, Py_ssize_t c, Py_ssize
     backward sums 0.68-0.87x, backward 0.85-0.97x; 32x7x7x2048 and 2048x1024
     (L3), against no hints: statistics 0.76-0.96x, backward sums 0.73-0.91x,
     backward 0.85-0.96x; 256x1024 (L2): 0.87-1.06x."""
-    if nxt == NULL:
+    if nxt < 0:
         return NULL
-    return nxt + (c // TL) * take * TL
+    return a + nxt + (c // TL) * take * TL
 
 
 cdef inline void _mom1(const floating* r, Py_ssize_t W, const floating* sh,
@@ -243,8 +251,7 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
     rows are already in them); every BLOCK rows they are added to s1, s2.
     Register tiles take the lanes they cover, the row loop the rest; ``pf``:
     the tiles hint the next group's lines as they walk (_tile_pf)."""
-    cdef Py_ssize_t i = 0, q, c, take
-    cdef const floating* nxt
+    cdef Py_ssize_t i = 0, q, c, take, nxt
     cdef Py_ssize_t TL = _tile_lanes(r)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 1)
@@ -271,11 +278,11 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
             if take > tr:
                 take = tr
             ckbn_touch(r + i * S, take * W * sizeof(floating), 0, 1)
-        nxt = r + (i + take) * S if pf and S == W and i + 2 * take <= nr else NULL
+        nxt = _next_group(pf, S, W, i, take, nr)
         c = 0
         while c < Wt:
             _mom_tile(r + i * S + c, S, take, sh + c, b1 + c, b2 + c,
-                      _tile_pf(nxt, c, TL, take), TL)
+                      _tile_pf(r, nxt, c, TL, take), TL)
             c += TL
         if Wt < W:
             for q in range(i, i + take):
@@ -418,17 +425,13 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
         # then find the group's rows still in L1.
         if (S > W or W > TILE_MAX or Wt < W) and take > ROW_GROUP:
             take = ROW_GROUP
-        nxt = (i + take) * S if pf and S == W and i + 2 * take <= nr else -1
+        nxt = _next_group(pf, S, W, i, take, nr)
         c = 0
         while c < Wt:
             off = i * S + c
-            if nxt >= 0:
-                _gs_act_tile(d + off, x + off, S, take, mu + c, za + c, zb + c, s, h,
-                             b1 + c, b2 + c, _tile_pf(d + nxt, c, TL, take),
-                             _tile_pf(x + nxt, c, TL, take), TL)
-            else:
-                _gs_act_tile(d + off, x + off, S, take, mu + c, za + c, zb + c, s, h,
-                             b1 + c, b2 + c, NULL, NULL, 0)
+            _gs_act_tile(d + off, x + off, S, take, mu + c, za + c, zb + c, s, h,
+                         b1 + c, b2 + c, _tile_pf(d, nxt, c, TL, take),
+                         _tile_pf(x, nxt, c, TL, take), TL)
             c += TL
         if Wt < Wv:
             off = i * S + Wt
@@ -481,15 +484,12 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
                 take = tr
             ckbn_touch(d + i * S, take * W * sizeof(floating), 0, 1)
             ckbn_touch(x + i * S, take * W * sizeof(floating), 0, 1)
-        nxt = (i + take) * S if pf and S == W and i + 2 * take <= nr else -1
+        nxt = _next_group(pf, S, W, i, take, nr)
         c = 0
         while c < Wt:
             off = i * S + c
-            if nxt >= 0:
-                _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c,
-                         _tile_pf(d + nxt, c, TL, take), _tile_pf(x + nxt, c, TL, take), TL)
-            else:
-                _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c, NULL, NULL, 0)
+            _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c,
+                     _tile_pf(d, nxt, c, TL, take), _tile_pf(x, nxt, c, TL, take), TL)
             c += TL
         if Wt < W:
             for q in range(i, i + take):
