@@ -51,9 +51,11 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                           const double* pfx, Py_ssize_t pfs) noexcept
     int CKBN_GS_COLS_TILES
     void ckbn_gs_cols3_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
-                           const float* mu, float* b1, float* b2) noexcept
+                           const float* mu, float* b1, float* b2, int fresh) noexcept
     void ckbn_gs_cols2_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
-                           const float* mu, float* b1, float* b2) noexcept
+                           const float* mu, float* b1, float* b2, int fresh) noexcept
+    bint ckbn_fold_f32(const float* b1, const float* b2, Py_ssize_t W, double* o1,
+                       double* o2) noexcept
     bint CKBN_HAVE_EW_RG
     void ckbn_affine_rg_f32(const float* x, float* y, Py_ssize_t S, Py_ssize_t nr,
                             Py_ssize_t n, const float* a, const float* b) noexcept

@@ -223,6 +223,13 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
       AVX-512), three tiles side by side walk all the block's rows at once
       (ckbn_gs_cols3_f32): dy and x at the same offset modulo 4 KiB, as NumPy
       usually places them, crowd fewer lines into each L1 set;
+    * a batch of BLOCK samples or fewer (one flush) keeps no float64 running
+      sums: the three-tile walk starts its sums from +0.0 in registers (no
+      clearing), and each channel folds from its float32 block sums, widened
+      in registers (ckbn_fold_f32 for planes of 8 to 256 elements, a power
+      of two; _fold1 on the widened lanes otherwise) -- the same values, as
+      0.0 + b is b for sums that start from +0.0 (16x32x8x8 on AMD Zen 4:
+      clearing, flush and fold 2.0-2.5 us before, 0.7 us after);
     * dx plane by plane with the channel's three coefficients in registers
       (_seg_dx, as _cf_apply writes planes of CF_SEG_MIN and more) for every
       plane size, in a plain loop from the plane's first element (no split
@@ -231,12 +238,17 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
       in reverse order, from the rows the sums read last.
 
     Measured together (AMD EPYC, benchmarks/RESULTS.md, session 6): 0.96x
-    the general path's time on 16x32x8x8, 0.83x on 16x32x7x7.
+    the general path's time on 16x32x8x8, 0.83x on 16x32x7x7; the register
+    fold then took the call (ckbn.nn) from 10.1 to 8.7 us (session 15).
 
     Returns CKBN_OK or CKBN_ERR_NOMEM (nothing written)."""
     cdef Py_ssize_t S = G * R, TL = CKBN_TILE_F32
     cdef Py_ssize_t kb = SMALL_CF_LANES // R, L, LM, g0, g1, k, g, j, i, t, c, q, nb, off
+    cdef Py_ssize_t cw
     cdef double n = <double> (P * R)
+    # the whole batch in one block of rows (BLOCK or fewer): one flush, so
+    # no float64 running sums
+    cdef bint one = P <= BLOCK
     cdef char* buf
     cdef double* s1
     cdef double* s2
@@ -269,11 +281,20 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
         for g in range(k):
             for j in range(R):
                 mu[g * R + j] = <float> mean[g0 + g]
-        for j in range(L):
+        # One walk of fresh sums covers the lanes up to cw (the three- and
+        # two-tile walks); the rest start from cleared b1, b2.
+        cw = 0
+        if CKBN_GS_COLS_TILES == 3 and one:
+            cw = L // (3 * TL) * (3 * TL)
+            if cw + 2 * TL <= L:
+                cw += 2 * TL
+        for j in range(cw, L):
             b1[j] = 0
             b2[j] = 0
-            s1[j] = 0.0
-            s2[j] = 0.0
+        if not one:
+            for j in range(L):
+                s1[j] = 0.0
+                s2[j] = 0.0
         nb = 0
         i = 0
         while i < P:
@@ -288,10 +309,12 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
             if CKBN_GS_COLS_TILES == 3:
                 # the block's rows in one walk, three tiles across
                 while c + 3 * TL <= L:
-                    ckbn_gs_cols3_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c)
+                    ckbn_gs_cols3_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
+                                      c < cw)
                     c += 3 * TL
                 if c + 2 * TL <= L:
-                    ckbn_gs_cols2_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c)
+                    ckbn_gs_cols2_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
+                                      c < cw)
                     c += 2 * TL
             if TL > 0:
                 while c + TL <= L:
@@ -303,13 +326,24 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                     _gs1(pd + q * S + c, px + q * S + c, L - c, mu + c, b1 + c, b2 + c)
             i += t
             nb += t
-            if nb >= BLOCK:
+            if nb >= BLOCK and not one:
                 _flush(b1, b2, s1, s2, L)
                 nb = 0
-        _flush(b1, b2, s1, s2, L)
+        if not one:
+            _flush(b1, b2, s1, s2, L)
         for g in range(k):
             off = g * R
-            _fold1(s1 + off, s2 + off, R)
+            if one:
+                # one flush would add b1, b2 to cleared float64 sums: 0.0 + b
+                # is b widened (sums from +0.0 are never -0.0), so the fold
+                # reads b1, b2 themselves
+                if not ckbn_fold_f32(b1 + off, b2 + off, R, s1 + off, s2 + off):
+                    for j in range(off, off + R):
+                        s1[j] = b1[j]
+                        s2[j] = b2[j]
+                    _fold1(s1 + off, s2 + off, R)
+            else:
+                _fold1(s1 + off, s2 + off, R)
             doffset[g0 + g] = s1[off]
             dscale[g0 + g] = _sum_exc(s1[off], s2[off], <double> mu[off], mean[g0 + g])
         # dscale becomes sum(dy * xhat); kk: k1, k2, k3 of the block's channels

@@ -20,7 +20,8 @@
  *   CKBN_GS_COLS_TILES  tiles side by side in one walk of the small
  *                       channels-first backward's sums (ckbn_gs_cols3/2_f32;
  *                       3 with AVX-512's 32 vector registers, else 1: the
- *                       four-row walk of ckbn_gs_tile_f32).
+ *                       four-row walk of ckbn_gs_tile_f32); ckbn_fold_f32
+ *                       folds a channel's float32 lane sums in registers.
  *   CKBN_VBYTES         bytes per vector of this variant (64, 32 or 16).
  *   CKBN_PF_TILE        a prefetch hint (into L2) for each line of one
  *                       tile row: the reductions' register tiles on wide
@@ -340,7 +341,8 @@ CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f64, double, ckbn_vd, ckbn_act_grad_f64)
 
 /* CKBN_GS_TILE for NT tiles side by side (4*NT vectors of lanes), all nr
    rows in one walk: each lane's sums are CKBN_GS_TILE's, in the same order,
-   so the same bits.  For the small channels-first backward (_small_bwd_cf),
+   so the same bits (fresh: the sums start from +0.0 in registers, as from
+   b1 and b2 cleared, which then need no clearing).  For the small channels-first backward (_small_bwd_cf),
    whose rows lie G*R lanes apart: a tile of four vectors walking four rows
    of dy and x puts eight lines into each L1 set it uses where dy and x sit
    at the same offset modulo 4 KiB (as NumPy places two arrays of the same
@@ -353,12 +355,13 @@ CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f64, double, ckbn_vd, ckbn_act_grad_f64)
    us) the variant keeps the four-row walk (CKBN_GS_COLS_TILES 1). */
 #define CKBN_GS_COLS(NAME, T, V, NT)                                           \
 static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
-                 const T *mu, T *b1, T *b2)                                    \
+                 const T *mu, T *b1, T *b2, int fresh)                         \
 {                                                                              \
     V a[4 * NT], q[4 * NT];                                                    \
+    const V zero = {0};                                                        \
     for (int v = 0; v < 4 * NT; v++) {                                         \
-        a[v] = ((V *) b1)[v];                                                  \
-        q[v] = ((V *) b2)[v];                                                  \
+        a[v] = fresh ? zero : ((V *) b1)[v];                                   \
+        q[v] = fresh ? zero : ((V *) b2)[v];                                   \
     }                                                                          \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
         const V *d = (const V *) (e + i * S);                                  \
@@ -376,6 +379,56 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
 }
 CKBN_GS_COLS(ckbn_gs_cols3_f32, float, ckbn_vf, 3)
 CKBN_GS_COLS(ckbn_gs_cols2_f32, float, ckbn_vf, 2)
+
+/* The fold of one channel's W lanes of float32 sums (_fold1 in _k_rows.pxi)
+   in registers: each lane widened to float64 (exactly), then halved pairwise,
+   lane j += lane j + W/2, down to 8 lanes, which add as
+   ((0+4) + (2+6)) + ((1+5) + (3+7)) -- _fold1's adds in _fold1's order, so
+   its bits.  _fold1 goes through memory, each halving loop waiting on the
+   stores of the one before (16x32x8x8 channels first: the flush to float64
+   and the fold of 32 channels took 1.3-1.8 us on AMD Zen 4).  W a power of
+   two from 8 to 256; returns 0 (nothing written) for any other W. */
+typedef float ckbn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double ckbn_v8d __attribute__((vector_size(64)));
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* one conversion of eight lanes (GCC splits the generic one into halves
+   under -mprefer-vector-width=256: 0.63 against 0.48 us for 32 channels of 64 lanes, AMD Zen 4) */
+#define CKBN_WIDEN8(p) ((ckbn_v8d) _mm512_cvtps_pd(_mm256_loadu_ps(p)))
+#else
+#define CKBN_WIDEN8(p) __builtin_convertvector(*(const ckbn_v8f *) (p), ckbn_v8d)
+#endif
+#define CKBN_FOLD_N(N)                                                         \
+static inline void ckbn_fold##N(const float *b, double *out)                   \
+{                                                                              \
+    ckbn_v8d v[N];                                                             \
+    for (int k = 0; k < N; k++)                                                \
+        v[k] = CKBN_WIDEN8(b + 8 * k);                                         \
+    for (int n = N / 2; n >= 1; n /= 2)                                        \
+        for (int k = 0; k < n; k++)                                            \
+            v[k] += v[k + n];                                                  \
+    *out = ((v[0][0] + v[0][4]) + (v[0][2] + v[0][6]))                         \
+           + ((v[0][1] + v[0][5]) + (v[0][3] + v[0][7]));                      \
+}
+CKBN_FOLD_N(1)
+CKBN_FOLD_N(2)
+CKBN_FOLD_N(4)
+CKBN_FOLD_N(8)
+CKBN_FOLD_N(16)
+CKBN_FOLD_N(32)
+static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, double *o1,
+                         double *o2)
+{
+    switch (W) {
+    case 8: ckbn_fold1(b1, o1); ckbn_fold1(b2, o2); return 1;
+    case 16: ckbn_fold2(b1, o1); ckbn_fold2(b2, o2); return 1;
+    case 32: ckbn_fold4(b1, o1); ckbn_fold4(b2, o2); return 1;
+    case 64: ckbn_fold8(b1, o1); ckbn_fold8(b2, o2); return 1;
+    case 128: ckbn_fold16(b1, o1); ckbn_fold16(b2, o2); return 1;
+    case 256: ckbn_fold32(b1, o1); ckbn_fold32(b2, o2); return 1;
+    default: return 0;
+    }
+}
 #if defined(__AVX512F__)
 #define CKBN_GS_COLS_TILES 3
 #else
@@ -606,9 +659,11 @@ static void ckbn_gs_act_vecs_f64(const double *e, const double *x, ptrdiff_t S,
                                  double *b2, ptrdiff_t nv) {}
 #define CKBN_GS_COLS_TILES 1
 static void ckbn_gs_cols3_f32(const float *e, const float *x, ptrdiff_t S, ptrdiff_t nr,
-                              const float *mu, float *b1, float *b2) {}
+                              const float *mu, float *b1, float *b2, int fresh) {}
 static void ckbn_gs_cols2_f32(const float *e, const float *x, ptrdiff_t S, ptrdiff_t nr,
-                              const float *mu, float *b1, float *b2) {}
+                              const float *mu, float *b1, float *b2, int fresh) {}
+static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, double *o1,
+                         double *o2) { return 0; }
 #endif
 #ifndef CKBN_HAVE_ROWS
 /* No whole-row kernels (below AVX-512, or no vector extensions): the tiles
