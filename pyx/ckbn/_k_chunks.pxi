@@ -79,11 +79,10 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
         _red_run(kind, &none, x + g0 * R, dy + g0 * R, ch.P, S, L, sh, NULL, NULL,
                  b1, b2, s1, s2, 0, False)
         _flush(b1, b2, s1, s2, L)
+        # Each channel's R lanes into its lane 0 (_fold_chans).
+        _fold_chans(s1, s2, R, g1 - g0)
         for g in range(g0, g1):
-            # The channel's R lanes, halved pairwise while R is even (vector
-            # adds instead of one dependent chain of R scalar adds).
             off = (g - g0) * R
-            _fold1(s1 + off, s2 + off, R)
             _cf_out(kind, sh[off], s1[off], s2[off], n, mean, g, out1, out2)
         return
     # Large planes: rows of MIN_LANES lanes inside each plane.

@@ -87,16 +87,13 @@ cdef inline void _fold(double* s1, double* s2, Py_ssize_t W, Py_ssize_t C) noexc
         s2[j % C] += s2[j]
 
 
-cdef inline void _fold1(double* s1, double* s2, Py_ssize_t W) noexcept nogil:
-    """_fold for one channel (C == 1): the W lanes summed into lane 0, halved
-    pairwise while W is even (vector adds), then added in order into locals
-    (no per-lane modulo, no store and reload of lane 0 per add).  The last
-    three halvings of a power of two, from 8 lanes, are written out in
-    registers (the same adds in the same order): as short loops through
-    memory each waited on the store before it (16x32x8x8 channels first,
-    AMD Zen 4: the fold of 32 channels of 64 lanes took about 1 us)."""
+cdef inline Py_ssize_t _fold_halve(double* s1, double* s2, Py_ssize_t W) noexcept nogil:
+    """The first part of one channel's fold (_fold_chans): W lanes halved
+    pairwise while W is even (vector adds); the last three halvings of a
+    power of two, from 8 lanes, written out in registers (the same adds in
+    the same order: as short loops through memory each waited on the store
+    before it).  Returns the lanes left for the in-order adds (1: done)."""
     cdef Py_ssize_t h, j
-    cdef double a1, a2
     while W % 2 == 0 and W > 8:
         h = W // 2
         for j in range(h):
@@ -108,24 +105,78 @@ cdef inline void _fold1(double* s1, double* s2, Py_ssize_t W) noexcept nogil:
                  + ((s1[1] + s1[5]) + (s1[3] + s1[7])))
         s2[0] = (((s2[0] + s2[4]) + (s2[2] + s2[6]))
                  + ((s2[1] + s2[5]) + (s2[3] + s2[7])))
-        return
+        return 1
     if W == 4:
         s1[0] = (s1[0] + s1[2]) + (s1[1] + s1[3])
         s2[0] = (s2[0] + s2[2]) + (s2[1] + s2[3])
-        return
+        return 1
     while W % 2 == 0:
         h = W // 2
         for j in range(h):
             s1[j] += s1[j + h]
             s2[j] += s2[j + h]
         W = h
-    a1 = s1[0]
-    a2 = s2[0]
-    for j in range(1, W):
-        a1 = a1 + s1[j]
-        a2 = a2 + s2[j]
-    s1[0] = a1
-    s2[0] = a2
+    return W
+
+
+cdef inline void _fold_chans(double* s1, double* s2, Py_ssize_t R,
+                             Py_ssize_t n) noexcept nogil:
+    """_fold for n channels of R lanes each (channel g at s1 + g*R, C == 1):
+    each channel's lanes summed into its lane 0, halved pairwise while even
+    (_fold_halve), then the W odd lanes left added in order, a1 = lane 0,
+    a1 + lane 1, ...  That last part is one dependent chain per channel (48
+    adds for 7x7 planes), so four channels' chains run side by side (the
+    same adds in the same order for each): one channel at a time, the fold
+    of 2048 channels of 49 lanes took about 100 us on AMD Zen 4."""
+    cdef Py_ssize_t g, j, W = R
+    cdef double a0, a1, a2, a3, q0, q1, q2, q3
+    cdef double* p
+    cdef double* q
+    for g in range(n):
+        W = _fold_halve(s1 + g * R, s2 + g * R, R)
+    if W == 1:
+        return
+    g = 0
+    while g + 4 <= n:
+        p = s1 + g * R
+        q = s2 + g * R
+        a0 = p[0]
+        a1 = p[R]
+        a2 = p[2 * R]
+        a3 = p[3 * R]
+        q0 = q[0]
+        q1 = q[R]
+        q2 = q[2 * R]
+        q3 = q[3 * R]
+        for j in range(1, W):
+            a0 = a0 + p[j]
+            a1 = a1 + p[R + j]
+            a2 = a2 + p[2 * R + j]
+            a3 = a3 + p[3 * R + j]
+            q0 = q0 + q[j]
+            q1 = q1 + q[R + j]
+            q2 = q2 + q[2 * R + j]
+            q3 = q3 + q[3 * R + j]
+        p[0] = a0
+        p[R] = a1
+        p[2 * R] = a2
+        p[3 * R] = a3
+        q[0] = q0
+        q[R] = q1
+        q[2 * R] = q2
+        q[3 * R] = q3
+        g += 4
+    while g < n:
+        p = s1 + g * R
+        q = s2 + g * R
+        a0 = p[0]
+        q0 = q[0]
+        for j in range(1, W):
+            a0 = a0 + p[j]
+            q0 = q0 + q[j]
+        p[0] = a0
+        q[0] = q0
+        g += 1
 
 
 cdef inline void _expand_into(const floating* a, Py_ssize_t G, Py_ssize_t R,

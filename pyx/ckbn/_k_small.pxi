@@ -227,7 +227,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
       sums: the three-tile walk starts its sums from +0.0 in registers (no
       clearing), and each channel folds from its float32 block sums, widened
       in registers (ckbn_fold_f32 for planes of 8 to 256 elements, a power
-      of two; _fold1 on the widened lanes otherwise) -- the same values, as
+      of two; _fold_chans on the widened lanes otherwise) -- the same values, as
       0.0 + b is b for sums that start from +0.0 (16x32x8x8 on AMD Zen 4:
       clearing, flush and fold 2.0-2.5 us before, 0.7 us after);
     * dx plane by plane with the channel's three coefficients in registers
@@ -331,19 +331,20 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 nb = 0
         if not one:
             _flush(b1, b2, s1, s2, L)
+        if one and ckbn_fold_f32(b1, b2, R, s1, s2):
+            # one flush would add b1, b2 to cleared float64 sums: 0.0 + b is
+            # b widened (sums from +0.0 are never -0.0), so the fold reads
+            # b1, b2 themselves
+            for g in range(1, k):
+                ckbn_fold_f32(b1 + g * R, b2 + g * R, R, s1 + g * R, s2 + g * R)
+        else:
+            if one:
+                for j in range(L):
+                    s1[j] = b1[j]
+                    s2[j] = b2[j]
+            _fold_chans(s1, s2, R, k)
         for g in range(k):
             off = g * R
-            if one:
-                # one flush would add b1, b2 to cleared float64 sums: 0.0 + b
-                # is b widened (sums from +0.0 are never -0.0), so the fold
-                # reads b1, b2 themselves
-                if not ckbn_fold_f32(b1 + off, b2 + off, R, s1 + off, s2 + off):
-                    for j in range(off, off + R):
-                        s1[j] = b1[j]
-                        s2[j] = b2[j]
-                    _fold1(s1 + off, s2 + off, R)
-            else:
-                _fold1(s1 + off, s2 + off, R)
             doffset[g0 + g] = s1[off]
             dscale[g0 + g] = _sum_exc(s1[off], s2[off], <double> mu[off], mean[g0 + g])
         # dscale becomes sum(dy * xhat); kk: k1, k2, k3 of the block's channels

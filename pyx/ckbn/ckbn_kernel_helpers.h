@@ -380,14 +380,14 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
 CKBN_GS_COLS(ckbn_gs_cols3_f32, float, ckbn_vf, 3)
 CKBN_GS_COLS(ckbn_gs_cols2_f32, float, ckbn_vf, 2)
 
-/* The fold of one channel's W lanes of float32 sums (_fold1 in _k_rows.pxi)
-   in registers: each lane widened to float64 (exactly), then halved pairwise,
-   lane j += lane j + W/2, down to 8 lanes, which add as
-   ((0+4) + (2+6)) + ((1+5) + (3+7)) -- _fold1's adds in _fold1's order, so
-   its bits.  _fold1 goes through memory, each halving loop waiting on the
-   stores of the one before (16x32x8x8 channels first: the flush to float64
-   and the fold of 32 channels took 1.3-1.8 us on AMD Zen 4).  W a power of
-   two from 8 to 256; returns 0 (nothing written) for any other W. */
+/* The fold of one channel's W lanes of float32 sums (_fold_chans in
+   _k_rows.pxi) in registers: each lane widened to float64 (exactly), then
+   halved pairwise, lane j += lane j + W/2, down to 8 lanes, which add as
+   ((0+4) + (2+6)) + ((1+5) + (3+7)) -- _fold_halve's adds in its order, so
+   its bits.  _fold_halve goes through memory, each halving loop waiting on
+   the stores of the one before (16x32x8x8 channels first: the flush to
+   float64 and the fold of 32 channels took 1.3-1.8 us on AMD Zen 4).  W a
+   power of two from 8 to 256; returns 0 (nothing written) for any other W. */
 typedef float ckbn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
 typedef double ckbn_v8d __attribute__((vector_size(64)));
 #if defined(__AVX512F__)
