@@ -461,3 +461,50 @@ def test_cache_sizes_come_from_sysfs_where_linux_has_it(level, key):
     if expected is None:
         pytest.skip(f"no level-{level} cache in sysfs here")
     assert kernels().tuning()[key] == expected
+
+
+def _batch_rule_shapes():
+    """Two NCHW shapes under L2 with planes of two to four vectors (of the
+    variant in use): one sample per PLANE_RED_PER (4) plane elements or fewer,
+    which takes the planes path, and one sample more, which keeps the chunks."""
+    t = kernels().tuning()
+    r = t["vector_bytes"] // 2 + 1          # 4*r bytes: two vectors and a lane
+    small = r // 4
+    shapes = []
+    for p in (small, small + 1):
+        g = t["parallel_min"] // (p * r) + 1
+        assert p * g * r < t["L2"]
+        shapes.append((p, g, 1, r))
+    return shapes
+
+
+def test_small_batches_of_small_planes_take_the_planes_path():
+    """Planes of two to four vectors take the planes path in batches of at
+    most one sample per four plane elements (the chunks' per-lane work does
+    not shrink with the batch), else the chunks below L2; both against the
+    float64 model, and the same bits for 1 and 3 threads."""
+    if not hasattr(kernels(), "tuning"):
+        pytest.skip("the NumPy twin has no compiled paths")
+    for shape, path in zip(_batch_rule_shapes(), ("planes", "chunks-lanes")):
+        assert kernels().reduction_path(*_dims(shape, "NCHW")) == path
+        rng = np.random.default_rng(shape[0])
+        x = (rng.standard_normal(shape) * 2.0 + 5.0).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        scale = rng.uniform(0.5, 2.0, shape[1])
+        offset = rng.uniform(-1.0, 1.0, shape[1])
+        m_ref, v_ref, y_ref, dx_ref, ds_ref, do_ref = _model(x, dy, scale, offset, 1e-3, 1)
+        runs = []
+        for n in (1, 3):
+            with ckbn.num_threads(n):
+                y, m, v = ckbn.nn.fused_batch_norm(x, scale, offset, data_format="NCHW")
+                g = ckbn.nn.fused_batch_norm_grad(dy, x, scale, m, v, data_format="NCHW")
+            runs.append((y, m, v) + tuple(g))
+        y, m, v, dx, ds, do = runs[0]
+        np.testing.assert_allclose(m, m_ref, rtol=2e-5, atol=2e-5)
+        np.testing.assert_allclose(v, v_ref, rtol=2e-4)
+        np.testing.assert_allclose(y, y_ref, rtol=2e-4, atol=2e-4)
+        np.testing.assert_allclose(dx, dx_ref, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(ds, ds_ref, rtol=1e-3, atol=2e-2)
+        np.testing.assert_allclose(do, do_ref, rtol=1e-3, atol=2e-2)
+        for a, b in zip(runs[0], runs[1]):
+            np.testing.assert_array_equal(a, b)

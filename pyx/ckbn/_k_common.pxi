@@ -213,10 +213,12 @@ cdef enum:
     # Channels-first planes of PLANE_RED_VECS float32 vectors up to
     # PLANE_RED_MAX elements are reduced in memory order (the "planes" path,
     # _pl_path in _k_plan.pxi), and planes of PLANE_RED_MIN_VECS or more in
-    # inputs of at least as many elements as L2 has bytes.
+    # inputs of at least as many elements as L2 has bytes or of at most one
+    # sample per PLANE_RED_PER elements of a plane.
     PLANE_RED_MIN_VECS = 2
     PLANE_RED_VECS = 4
     PLANE_RED_MAX = 4096
+    PLANE_RED_PER = 4
     # Chunked channels-first passes (_k_chunks.pxi).
     CF_MAX_CHANNEL = 262144   # channels of more elements take the unit path
     CF_LANES = 1024       # most lanes of a small-plane chunk

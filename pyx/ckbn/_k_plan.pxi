@@ -255,16 +255,28 @@ cdef inline bint _pl_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     PLANE_RED_MAX; 4x4 planes (two AVX2 vectors) 1.17x.  Hence: planes of
     PLANE_RED_VECS float32 vectors, or of PLANE_RED_MIN_VECS in inputs of
     at least as many elements as L2 has bytes (4 MiB of float32 on 1 MiB
-    of L2: beyond L2, where the chunks' traversal costs most).  Inputs under
-    PARALLEL_MIN elements keep the chunks (one thread; the compiled small
-    backward, _k_small.pxi, sums as they do).  Counted in float32 vectors
-    and elements for every data type, so a shape takes one path whatever
-    its dtype."""
+    of L2: beyond L2, where the chunks' traversal costs most), or in
+    batches of at most R / PLANE_RED_PER samples: the chunks' per-lane work
+    (clearing, flushing and folding G*R lanes) is the same for any batch,
+    the planes' per-plane reductions grow with it.  Measured in session 15
+    (AMD EPYC Zen 4, float32, 1 thread, ckbn.nn on NCHW, planes ÷ chunks,
+    training / backward): avx512 kernels, 7x7 planes (two vectors and a
+    lane), 2 / 4 / 8 / 12 / 16 samples of 2048, 2048, 2048, 1024, 1024
+    channels 0.41 / 0.58 / 0.80 / 0.90 / 0.89 and 0.42 / 0.54 / 0.69 / 0.74
+    / 0.80, 6x6 planes 4 / 8 / 64 / 128 samples 0.63 / 0.91 / 1.16-1.39 /
+    1.22 and 0.59 / 0.70 / 0.92-1.02 / 1.02; avx2 kernels (the same CPU),
+    4x4 planes 2 / 4 / 8 / 16 samples 0.47 / 0.75 / 1.19 / 1.46 and 0.52 /
+    0.64 / 0.91 / 1.07, 5x5 planes 4 / 8 / 32 samples 0.70 / 1.03 / 0.96 and
+    0.67 / 0.87 / 1.00.  Inputs under PARALLEL_MIN elements keep the chunks
+    (one thread; the compiled small backward, _k_small.pxi, sums as they
+    do).  Counted in float32 vectors and elements for every data type, so a
+    shape takes one path whatever its dtype."""
     if C != 1 or G < 2 or R > PLANE_RED_MAX or P * G * R < PARALLEL_MIN:
         return False
     if R * 4 >= PLANE_RED_VECS * CKBN_VBYTES:
         return True
-    return R * 4 >= PLANE_RED_MIN_VECS * CKBN_VBYTES and P * G * R >= _L2
+    return (R * 4 >= PLANE_RED_MIN_VECS * CKBN_VBYTES
+            and (P * G * R >= _L2 or P * PLANE_RED_PER <= R))
 
 
 cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
