@@ -71,14 +71,21 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
         for g in range(g0, g1):
             for r in range(R):
                 sh[(g - g0) * R + r] = x[g * R] if kind == RED_STATS else <floating> mean[g]
+        # A batch of fewer than BLOCK samples stays in the block sums (no
+        # flush inside the run): the float64 sums are just those widened.
         for r in range(L):
             b1[r] = 0
             b2[r] = 0
-            s1[r] = 0.0
-            s2[r] = 0.0
+        if ch.P >= BLOCK:
+            for r in range(L):
+                s1[r] = 0.0
+                s2[r] = 0.0
         _red_run(kind, &none, x + g0 * R, dy + g0 * R, ch.P, S, L, sh, NULL, NULL,
                  b1, b2, s1, s2, 0, False)
-        _flush(b1, b2, s1, s2, L)
+        if ch.P >= BLOCK:
+            _flush(b1, b2, s1, s2, L)
+        else:
+            _widen(b1, b2, s1, s2, L)
         # Each channel's R lanes into its lane 0 (_fold_chans).
         _fold_chans(s1, s2, R, g1 - g0)
         for g in range(g0, g1):

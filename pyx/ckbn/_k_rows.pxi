@@ -283,6 +283,17 @@ cdef inline void _flush(floating* b1, floating* b2, double* s1, double* s2,
         b2[j] = 0
 
 
+cdef inline void _widen(const floating* b1, const floating* b2, double* s1, double* s2,
+                        Py_ssize_t W) noexcept nogil:
+    """s1, s2 = b1, b2 in float64: the one flush of a batch of fewer than
+    BLOCK rows into cleared float64 sums, without the clearing -- 0.0 + b is
+    b widened, as block sums that start from +0.0 are never -0.0."""
+    cdef Py_ssize_t j
+    for j in range(W):
+        s1[j] = b1[j]
+        s2[j] = b2[j]
+
+
 cdef inline bint _mom_rows(const floating* x, Py_ssize_t nr, Py_ssize_t W,
                            const floating* sh, floating* b1, floating* b2) noexcept nogil:
     """nr contiguous rows of W lanes into b1, b2 with every accumulator in

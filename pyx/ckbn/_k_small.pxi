@@ -339,9 +339,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 ckbn_fold_f32(b1 + g * R, b2 + g * R, R, s1 + g * R, s2 + g * R)
         else:
             if one:
-                for j in range(L):
-                    s1[j] = b1[j]
-                    s2[j] = b2[j]
+                _widen(b1, b2, s1, s2, L)
             _fold_chans(s1, s2, R, k)
         for g in range(k):
             off = g * R
