@@ -72,7 +72,8 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
                 q1 = t.q1
             off = _row_offset(u, t.g, q, t.c0)
             nb = _red_run(kind, act, x + off, dy + off, q1 - q, C, W, sh, la, lb,
-                          b1, b2, s1, s2, nb, True)   # tiles hint the next group
+                          b1, b2, s1, s2, nb,   # tiles hint the next group beyond L2
+                          u.P * u.G * u.R * u.C * <Py_ssize_t> sizeof(floating) > _L2)
             q = q1
         _flush(b1, b2, s1, s2, W)
         n = <double> (t.q1 - t.q0)
