@@ -225,6 +225,20 @@ def test_work_plan_counts_units_from_the_shape():
     assert k.work_plan(32, 256, 784, 1) == {
         "path": "planes", "reduction_units": 16,
         "elementwise_units": -(-planes // per_unit)}
+    # Fewer units of samples than 16: each is cut into channel ranges of at
+    # least 32 Ki elements, up to 16 units in all.  1x4096x7x7 and 2x2048x7x7
+    # (one sample a unit, 200704 and 100352 elements): 6 units; 4x256x8x8
+    # (one unit of 4 samples, 65536 elements): 2.
+    def plane_units(p, g, r):
+        spu = min(max(p // 16, 4 * 32768 // (g * r)), 16 * 32768 // (g * r)) or 1
+        nu = -(-p // spu)
+        nc = min(-(-16 // nu), min(spu, p) * g * r // 32768, g)
+        return nu if nc <= 1 else nu * -(-g // -(-g // nc))
+
+    for shape, units in (((1, 4096, 49), 6), ((2, 2048, 49), 6), ((4, 256, 64), 2)):
+        assert plane_units(*shape) == units
+        assert k.work_plan(*shape, 1)["reduction_units"] == units
+    assert k.work_plan(32, 256, 784, 1)["reduction_units"] == plane_units(32, 256, 784)
     # 8x64x112x112 (12544-element planes) keeps the chunks: as many channels
     # (8 x 12544 elements each) per chunk as fit in one chunk of L2/32
     # elements.

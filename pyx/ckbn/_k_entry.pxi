@@ -19,6 +19,7 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     (inference, ``bn_affine``, without swish), on the path _ew takes."""
     cdef Chunks ch
     cdef Units ur, ue
+    cdef Py_ssize_t spu, gpu
     cdef Act none = _act(False, 0.0, INFINITY)
     path = reduction_path(P, G, R, C)
     ew = _ew_path(&none, P, G, R, C, 4, &ch)
@@ -31,7 +32,10 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
         ue = _make_units(P, G, R, C, _ew_lanes(C, 4), False, 4)
         n_ew = ue.n_units
     if _pl_path(P, G, R, C):
-        n_red = (P + _unit_rows(P, G * R) - 1) // _unit_rows(P, G * R)
+        spu = _unit_rows(P, G * R)
+        n_red = (P + spu - 1) // spu
+        gpu = _pl_chans(n_red, spu if spu < P else P, G, R)
+        n_red = n_red * ((G + gpu - 1) // gpu)
     elif _cf_plan(P, G, R, C, True, &ch):
         n_red = ch.n
     else:

@@ -178,15 +178,17 @@ cdef inline bint _pl_act(const Act* act) noexcept nogil:
 cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* dy,
                    const double* mean, const floating* za, const floating* zb,
                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t spu,
-                   Py_ssize_t k, floating* ks, double* o1, double* o2,
-                   double* pn) noexcept nogil:
-    """Unit k of the planes path: samples [k*spu, (k+1)*spu) of every
-    channel into row k of the partial tables (o1, o2: G columns).  RED_STATS
-    writes each channel's mean and M2 (sums of d = x - K, K the channel's
-    first value in the unit, kept in row k of ks); RED_SUMS sum(e) and
-    sum(e * (x - mean)) (ks: the mean rounded to the data type; e = dy, or
-    dy * act'(x * za + zb) with a piecewise-linear activation)."""
-    cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, off
+                   Py_ssize_t k, Py_ssize_t g0, Py_ssize_t g1, floating* ks,
+                   double* o1, double* o2, double* pn) noexcept nogil:
+    """Samples [k*spu, (k+1)*spu) of channels [g0, g1) of the planes path
+    into row k of the partial tables (o1, o2: G columns).  RED_STATS writes
+    each channel's mean and M2 (sums of d = x - K, K the channel's first
+    value in the unit, kept in row k of ks) and, for g0 == 0, the row's
+    count; RED_SUMS sum(e) and sum(e * (x - mean)) (ks: the mean rounded to
+    the data type; e = dy, or dy * act'(x * za + zb) with a piecewise-linear
+    activation).  Each channel's planes are summed in sample order whatever
+    the channel range, so the rows do not depend on how channels are split."""
+    cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, p, off, gc = g1 - g0
     cdef double* s1 = o1 + k * G
     cdef double* s2 = o2 + k * G
     cdef floating sl = <floating> act.slope, hi = <floating> act.hi
@@ -196,27 +198,54 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
         p1 = P
     off = p0 * G * R
     n = <double> ((p1 - p0) * R)
-    for g in range(G):
+    for g in range(g0, g1):
         s1[g] = 0.0
         s2[g] = 0.0
     if kind == RED_STATS:
         ks = ks + k * G
-        for g in range(G):
+        for g in range(g0, g1):
             ks[g] = x[off + g * R]
         dy = x
-    if floating is float:
-        ckbn_pl_red_f32(term, x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
-                        s1, s2)
-    else:
-        ckbn_pl_red_f64(term, x + off, dy + off, (p1 - p0) * G, R, G, ks, za, zb, sl, hi,
-                        s1, s2)
+    for p in range(p0, p1):
+        # the samples one after another (a single run where all channels)
+        off = (p * G + g0) * R
+        if floating is float:
+            ckbn_pl_red_f32(term, x + off, dy + off, (p1 - p0) * G if gc == G else gc, R,
+                            gc, ks + g0, za + g0 if za != NULL else NULL,
+                            zb + g0 if zb != NULL else NULL, sl, hi, s1 + g0, s2 + g0)
+        else:
+            ckbn_pl_red_f64(term, x + off, dy + off, (p1 - p0) * G if gc == G else gc, R,
+                            gc, ks + g0, za + g0 if za != NULL else NULL,
+                            zb + g0 if zb != NULL else NULL, sl, hi, s1 + g0, s2 + g0)
+        if gc == G:
+            break
     if kind == RED_STATS:
-        for g in range(G):
+        for g in range(g0, g1):
             _moments(<double> ks[g], s1[g], s2[g], n, s1 + g, s2 + g)
-        pn[k] = n
+        if g0 == 0:
+            pn[k] = n
         return
-    for g in range(G):
+    for g in range(g0, g1):
         s2[g] = _sum_exc(s1[g], s2[g], <double> ks[g], mean[g])
+
+
+cdef inline Py_ssize_t _pl_chans(Py_ssize_t nu, Py_ssize_t spu, Py_ssize_t G,
+                                 Py_ssize_t R) noexcept nogil:
+    """Channels per unit of the planes path, for nu units of (at most) spu
+    samples: all G where the samples make TILE_MIN_UNITS units, else split so
+    that nu units of samples times the channel ranges make that many, each
+    of at least UNIT_TARGET elements
+    (a batch of 2 samples of 2048 7x7 channels: 6 units, not 2).  From the
+    shape alone, like the units of samples."""
+    cdef Py_ssize_t nc = (TILE_MIN_UNITS + nu - 1) // nu
+    cdef Py_ssize_t cap = spu * G * R // UNIT_TARGET
+    if nc > cap:
+        nc = cap
+    if nc > G:
+        nc = G
+    if nc <= 1:
+        return G
+    return (G + nc - 1) // nc
 
 
 cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* dy,
@@ -225,11 +254,15 @@ cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* d
                   int n_threads) noexcept nogil:
     """The planes path (_pl_path in _k_plan.pxi): a reduction of
     channels-first (P, G, R) data read in memory order, in units of whole
-    samples (_unit_rows), merged in unit order like _red_core's (the Chan
-    merge for statistics, ordered sums for the backward; ``act``, ``za``,
-    ``zb``: the backward sums' activation, see _pl_unit)."""
+    samples (_unit_rows), and of channel ranges where the samples are too
+    few for the threads (_pl_chans), merged in order of the units of samples
+    like _red_core's (the Chan merge for statistics, ordered sums for the
+    backward; ``act``, ``za``, ``zb``: the backward sums' activation, see
+    _pl_unit)."""
     cdef Py_ssize_t spu = _unit_rows(P, G * R), nu = (P + spu - 1) // spu, k, g
-    cdef int nt = _threads(P * G * R, nu, n_threads)
+    cdef Py_ssize_t gpu = _pl_chans(nu, spu if spu < P else P, G, R)
+    cdef Py_ssize_t nc = (G + gpu - 1) // gpu, q, g0, g1
+    cdef int nt = _threads(P * G * R, nu * nc, n_threads)
     cdef Py_ssize_t nk = nu * G if kind == RED_STATS else G
     cdef double* part = <double*> malloc(sizeof(double) * (2 * nu * G + nu)
                                          + sizeof(floating) * nk)
@@ -248,11 +281,17 @@ cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* d
         for g in range(G):
             ks[g] = <floating> mean[g]
     if nt == 1:     # no OpenMP region: it costs about a microsecond
-        for k in range(nu):
-            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, k, ks, p1, p2, pn)
+        for q in range(nu * nc):
+            g0 = (q % nc) * gpu
+            g1 = g0 + gpu if g0 + gpu < G else G
+            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, q // nc, g0, g1, ks,
+                     p1, p2, pn)
     else:
-        for k in prange(nu, nogil=True, num_threads=nt, schedule="static"):
-            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, k, ks, p1, p2, pn)
+        for q in prange(nu * nc, nogil=True, num_threads=nt, schedule="static"):
+            g0 = (q % nc) * gpu
+            g1 = g0 + gpu if g0 + gpu < G else G
+            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, q // nc, g0, g1, ks,
+                     p1, p2, pn)
     if kind == RED_STATS:
         _chan_merge(p1, p2, pn, nu, G, G, out1, out2)
     else:

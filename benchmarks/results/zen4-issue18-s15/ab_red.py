@@ -1,4 +1,5 @@
-"""A/B of two kernel builds on channels-first reductions and ckbn.nn calls, alternating, medians.
+"""A/B of two kernel builds on channels-first reductions and ckbn.nn calls, alternating, medians
+(AB_THREADS threads, default 1).
 python ab_red.py OLD_DIR "PxGxHxW ..." [rounds]"""
 import sys, time, glob, importlib.util
 import numpy as np, ckbn
@@ -8,7 +9,8 @@ spec = importlib.util.spec_from_file_location(new.__name__, glob.glob(f"{sys.arg
 old = importlib.util.module_from_spec(spec); spec.loader.exec_module(old)
 rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 30
 rng = np.random.default_rng(0)
-ckbn.set_num_threads(1)
+import os
+ckbn.set_num_threads(int(os.environ.get("AB_THREADS", "1")))
 for s in sys.argv[2].split():
     P, G, H, W = map(int, s.split("x")); R = H * W
     x = (rng.standard_normal((P, G, H, W)) * 2 + 3).astype("f4"); dy = rng.standard_normal(x.shape).astype("f4")
