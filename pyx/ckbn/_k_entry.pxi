@@ -19,7 +19,7 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     (inference, ``bn_affine``, without swish), on the path _ew takes."""
     cdef Chunks ch
     cdef Units ur, ue
-    cdef Py_ssize_t spu, gpu
+    cdef Py_ssize_t spu, nu, gpu
     cdef Act none = _act(False, 0.0, INFINITY)
     path = reduction_path(P, G, R, C)
     ew = _ew_path(&none, P, G, R, C, 4, &ch)
@@ -32,10 +32,7 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
         ue = _make_units(P, G, R, C, _ew_lanes(C, 4), False, 4)
         n_ew = ue.n_units
     if _pl_path(P, G, R, C):
-        spu = _unit_rows(P, G * R)
-        n_red = (P + spu - 1) // spu
-        gpu = _pl_chans(n_red, spu if spu < P else P, G, R)
-        n_red = n_red * ((G + gpu - 1) // gpu)
+        n_red = _pl_units(P, G, R, &spu, &nu, &gpu)
     elif _cf_plan(P, G, R, C, True, &ch):
         n_red = ch.n
     else:

@@ -188,11 +188,13 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
     the data type; e = dy, or dy * act'(x * za + zb) with a piecewise-linear
     activation).  Each channel's planes are summed in sample order whatever
     the channel range, so the rows do not depend on how channels are split."""
-    cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, p, off, gc = g1 - g0
+    cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, p, off, gc = g1 - g0, npl, nrun
     cdef double* s1 = o1 + k * G
     cdef double* s2 = o2 + k * G
     cdef floating sl = <floating> act.slope, hi = <floating> act.hi
     cdef int term = 0 if kind == RED_STATS else (2 if act.on else 1)
+    cdef const floating* a = za + g0 if za != NULL else NULL
+    cdef const floating* b = zb + g0 if zb != NULL else NULL
     cdef double n
     if p1 > P:
         p1 = P
@@ -206,19 +208,18 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
         for g in range(g0, g1):
             ks[g] = x[off + g * R]
         dy = x
-    for p in range(p0, p1):
-        # the samples one after another (a single run where all channels)
+    # all channels: the unit's samples are one run of planes; a channel
+    # range: one run of gc planes per sample
+    npl = (p1 - p0) * G if gc == G else gc
+    nrun = 1 if gc == G else p1 - p0
+    for p in range(p0, p0 + nrun):
         off = (p * G + g0) * R
         if floating is float:
-            ckbn_pl_red_f32(term, x + off, dy + off, (p1 - p0) * G if gc == G else gc, R,
-                            gc, ks + g0, za + g0 if za != NULL else NULL,
-                            zb + g0 if zb != NULL else NULL, sl, hi, s1 + g0, s2 + g0)
+            ckbn_pl_red_f32(term, x + off, dy + off, npl, R, gc, ks + g0, a, b, sl, hi,
+                            s1 + g0, s2 + g0)
         else:
-            ckbn_pl_red_f64(term, x + off, dy + off, (p1 - p0) * G if gc == G else gc, R,
-                            gc, ks + g0, za + g0 if za != NULL else NULL,
-                            zb + g0 if zb != NULL else NULL, sl, hi, s1 + g0, s2 + g0)
-        if gc == G:
-            break
+            ckbn_pl_red_f64(term, x + off, dy + off, npl, R, gc, ks + g0, a, b, sl, hi,
+                            s1 + g0, s2 + g0)
     if kind == RED_STATS:
         for g in range(g0, g1):
             _moments(<double> ks[g], s1[g], s2[g], n, s1 + g, s2 + g)
@@ -229,23 +230,26 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
         s2[g] = _sum_exc(s1[g], s2[g], <double> ks[g], mean[g])
 
 
-cdef inline Py_ssize_t _pl_chans(Py_ssize_t nu, Py_ssize_t spu, Py_ssize_t G,
-                                 Py_ssize_t R) noexcept nogil:
-    """Channels per unit of the planes path, for nu units of (at most) spu
-    samples: all G where the samples make TILE_MIN_UNITS units, else split so
-    that nu units of samples times the channel ranges make that many, each
-    of at least UNIT_TARGET elements
-    (a batch of 2 samples of 2048 7x7 channels: 6 units, not 2).  From the
-    shape alone, like the units of samples."""
-    cdef Py_ssize_t nc = (TILE_MIN_UNITS + nu - 1) // nu
-    cdef Py_ssize_t cap = spu * G * R // UNIT_TARGET
+cdef inline Py_ssize_t _pl_units(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
+                                 Py_ssize_t* spu, Py_ssize_t* nu,
+                                 Py_ssize_t* gpu) noexcept nogil:
+    """The units of the planes path, from the shape alone (so the sums do not
+    depend on the thread count): nu units of spu samples (_unit_rows), each
+    cut into ranges of gpu channels where the samples make fewer than
+    TILE_MIN_UNITS units -- enough ranges to make that many, each of at
+    least UNIT_TARGET elements (a batch of 2 samples of 2048 7x7 channels: 6
+    units, not 2).  Returns the number of units."""
+    cdef Py_ssize_t nc, cap
+    spu[0] = _unit_rows(P, G * R)
+    nu[0] = (P + spu[0] - 1) // spu[0]
+    nc = (TILE_MIN_UNITS + nu[0] - 1) // nu[0]
+    cap = (spu[0] if spu[0] < P else P) * G * R // UNIT_TARGET
     if nc > cap:
         nc = cap
     if nc > G:
         nc = G
-    if nc <= 1:
-        return G
-    return (G + nc - 1) // nc
+    gpu[0] = G if nc <= 1 else (G + nc - 1) // nc
+    return nu[0] * ((G + gpu[0] - 1) // gpu[0])
 
 
 cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* dy,
@@ -254,15 +258,15 @@ cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* d
                   int n_threads) noexcept nogil:
     """The planes path (_pl_path in _k_plan.pxi): a reduction of
     channels-first (P, G, R) data read in memory order, in units of whole
-    samples (_unit_rows), and of channel ranges where the samples are too
-    few for the threads (_pl_chans), merged in order of the units of samples
+    samples, and of channel ranges where the samples are too few for the
+    threads (_pl_units), merged in order of the units of samples
     like _red_core's (the Chan merge for statistics, ordered sums for the
     backward; ``act``, ``za``, ``zb``: the backward sums' activation, see
     _pl_unit)."""
-    cdef Py_ssize_t spu = _unit_rows(P, G * R), nu = (P + spu - 1) // spu, k, g
-    cdef Py_ssize_t gpu = _pl_chans(nu, spu if spu < P else P, G, R)
-    cdef Py_ssize_t nc = (G + gpu - 1) // gpu, q, g0, g1
-    cdef int nt = _threads(P * G * R, nu * nc, n_threads)
+    cdef Py_ssize_t spu, nu, gpu, k, g, q, g0, g1
+    cdef Py_ssize_t n_units = _pl_units(P, G, R, &spu, &nu, &gpu)
+    cdef Py_ssize_t nc = n_units // nu
+    cdef int nt = _threads(P * G * R, n_units, n_threads)
     cdef Py_ssize_t nk = nu * G if kind == RED_STATS else G
     cdef double* part = <double*> malloc(sizeof(double) * (2 * nu * G + nu)
                                          + sizeof(floating) * nk)
@@ -281,13 +285,13 @@ cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* d
         for g in range(G):
             ks[g] = <floating> mean[g]
     if nt == 1:     # no OpenMP region: it costs about a microsecond
-        for q in range(nu * nc):
+        for q in range(n_units):
             g0 = (q % nc) * gpu
             g1 = g0 + gpu if g0 + gpu < G else G
             _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, q // nc, g0, g1, ks,
                      p1, p2, pn)
     else:
-        for q in prange(nu * nc, nogil=True, num_threads=nt, schedule="static"):
+        for q in prange(n_units, nogil=True, num_threads=nt, schedule="static"):
             g0 = (q % nc) * gpu
             g1 = g0 + gpu if g0 + gpu < G else G
             _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, q // nc, g0, g1, ks,

@@ -331,13 +331,10 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 nb = 0
         if not one:
             _flush(b1, b2, s1, s2, L)
-        if one and ckbn_fold_f32(b1, b2, R, s1, s2):
-            # one flush would add b1, b2 to cleared float64 sums: 0.0 + b is
-            # b widened (sums from +0.0 are never -0.0), so the fold reads
-            # b1, b2 themselves
-            for g in range(1, k):
-                ckbn_fold_f32(b1 + g * R, b2 + g * R, R, s1 + g * R, s2 + g * R)
-        else:
+        # one flush would add b1, b2 to cleared float64 sums: 0.0 + b is b
+        # widened (sums from +0.0 are never -0.0), so the fold reads b1, b2
+        # themselves
+        if not (one and ckbn_fold_f32(b1, b2, R, k, s1, s2)):
             if one:
                 _widen(b1, b2, s1, s2, L)
             _fold_chans(s1, s2, R, k)

@@ -386,7 +386,8 @@ CKBN_GS_COLS(ckbn_gs_cols2_f32, float, ckbn_vf, 2)
    ((0+4) + (2+6)) + ((1+5) + (3+7)) -- _fold_halve's adds in its order, so
    its bits.  _fold_halve goes through memory, each halving loop waiting on
    the stores of the one before (16x32x8x8 channels first: the flush to
-   float64 and the fold of 32 channels took 1.3-1.8 us on AMD Zen 4).  W a
+   float64 and the fold of 32 channels took 1.3-1.8 us on AMD Zen 4).  n
+   channels of W lanes each (channel g at b + g*W, its sum to o + g*W); W a
    power of two from 8 to 256; returns 0 (nothing written) for any other W. */
 typedef float ckbn_v8f __attribute__((vector_size(32), aligned(4), may_alias));
 typedef double ckbn_v8d __attribute__((vector_size(64)));
@@ -416,16 +417,22 @@ CKBN_FOLD_N(4)
 CKBN_FOLD_N(8)
 CKBN_FOLD_N(16)
 CKBN_FOLD_N(32)
-static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, double *o1,
-                         double *o2)
+#define CKBN_FOLD_ALL(N)                                                       \
+    for (ptrdiff_t g = 0; g < n; g++) {                                        \
+        ckbn_fold##N(b1 + g * W, o1 + g * W);                                  \
+        ckbn_fold##N(b2 + g * W, o2 + g * W);                                  \
+    }                                                                          \
+    return 1;
+static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, ptrdiff_t n,
+                         double *o1, double *o2)
 {
     switch (W) {
-    case 8: ckbn_fold1(b1, o1); ckbn_fold1(b2, o2); return 1;
-    case 16: ckbn_fold2(b1, o1); ckbn_fold2(b2, o2); return 1;
-    case 32: ckbn_fold4(b1, o1); ckbn_fold4(b2, o2); return 1;
-    case 64: ckbn_fold8(b1, o1); ckbn_fold8(b2, o2); return 1;
-    case 128: ckbn_fold16(b1, o1); ckbn_fold16(b2, o2); return 1;
-    case 256: ckbn_fold32(b1, o1); ckbn_fold32(b2, o2); return 1;
+    case 8: CKBN_FOLD_ALL(1)
+    case 16: CKBN_FOLD_ALL(2)
+    case 32: CKBN_FOLD_ALL(4)
+    case 64: CKBN_FOLD_ALL(8)
+    case 128: CKBN_FOLD_ALL(16)
+    case 256: CKBN_FOLD_ALL(32)
     default: return 0;
     }
 }
@@ -662,8 +669,8 @@ static void ckbn_gs_cols3_f32(const float *e, const float *x, ptrdiff_t S, ptrdi
                               const float *mu, float *b1, float *b2, int fresh) {}
 static void ckbn_gs_cols2_f32(const float *e, const float *x, ptrdiff_t S, ptrdiff_t nr,
                               const float *mu, float *b1, float *b2, int fresh) {}
-static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, double *o1,
-                         double *o2) { return 0; }
+static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, ptrdiff_t n,
+                         double *o1, double *o2) { return 0; }
 #endif
 #ifndef CKBN_HAVE_ROWS
 /* No whole-row kernels (below AVX-512, or no vector extensions): the tiles
