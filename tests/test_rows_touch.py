@@ -1,6 +1,7 @@
 """Reductions over narrow channels-last rows that several register tiles share
 (pyx/ckbn/_k_rows.pxi ``_touch_rows``, rows of four tiles or more): each
-block of rows is first read in memory order, then walked tile by tile.  Statistics and backward sums must
+run of rows (statistics: a quarter of L1d; backward sums: a quarter of L2)
+is first read in memory order, then walked tile by tile.  Statistics and backward sums must
 match float64 NumPy, give the same bits for any thread count, and not depend
 on where the input starts (rows that start off a 64-byte boundary)."""
 
@@ -110,5 +111,6 @@ def test_stats_keep_their_accuracy_far_from_zero():
 
 def test_tuning_names_the_touch_budget():
     t = _k().tuning()
-    assert t["touch_bytes"] == t["L2"] // 4
+    assert t["touch_bytes"] == t["L1d"] // 4
+    assert t["touch_bytes_sums"] == t["L2"] // 4
     assert t["touch_tiles"] == 4

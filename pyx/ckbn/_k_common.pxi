@@ -206,7 +206,7 @@ cdef enum:
     # order first (_touch_rows in _k_rows.pxi).
     ROW_GROUP = 8
     # Fewest register tiles a row of contiguous narrow rows holds for a
-    # reduction to read each block in memory order first (_touch_rows).
+    # reduction to read its rows in memory order first (_touch_rows).
     TOUCH_TILES = 4
     # Largest channels-first plane read through lane expansion.
     LANE_PLANE_MAX = 256
@@ -253,9 +253,10 @@ PARALLEL_MIN_ELEMENTS = PARALLEL_MIN
 #               rows, in row groups (_k_elementwise.pxi; below it the output
 #               stays in L3 for the pass that reads it next);
 #   touch_bytes (tuning()) the most bytes of narrow rows (of TOUCH_TILES
-#               register tiles or more) a reduction reads in memory order
-#               before its register tiles walk them: L2/4
-#               (_touch_rows in _k_rows.pxi; Zen 1: 128 KiB, Zen 4: 256 KiB).
+#               register tiles or more) the statistics read in memory order
+#               just before their register tiles walk them: L1d/4 (Zen 1 and
+#               Zen 4: 8 KiB, Xeon: 12 KiB); the backward sums, two arrays,
+#               L2/4 over both (_touch_rows in _k_rows.pxi).
 cdef Py_ssize_t _L1 = ckbn_cache_bytes(1)
 cdef Py_ssize_t _L2 = ckbn_cache_bytes(2)
 cdef Py_ssize_t _L3 = ckbn_cache_bytes(3)
@@ -283,7 +284,7 @@ def tuning():
             "cf_elems": _cf_elems, "f16_slice": _f16_slice,
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
             "row_group": ROW_GROUP,
-            "ew_row_group": EW_ROW_GROUP, "touch_bytes": _L2 // 4, "touch_tiles": TOUCH_TILES,
+            "ew_row_group": EW_ROW_GROUP, "touch_bytes": _L1 // 4, "touch_bytes_sums": _L2 // 4, "touch_tiles": TOUCH_TILES,
             "unit_target": UNIT_TARGET, "nt_bytes": _nt_bytes,
             "tile_unit_min": TILE_UNIT_MIN, "tile_unit_max": TILE_UNIT_MAX,
             "tile_min_units": TILE_MIN_UNITS,

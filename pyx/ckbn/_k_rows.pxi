@@ -200,26 +200,37 @@ cdef inline Py_ssize_t _tile_lanes(const floating* p) noexcept nogil:
 
 cdef inline Py_ssize_t _touch_rows(Py_ssize_t S, Py_ssize_t W, Py_ssize_t TL,
                                    size_t item, int arrays) noexcept nogil:
-    """Rows of a block that a reduction first reads in memory order
-    (ckbn_touch), 0 for none.  Contiguous rows (S == W) of TOUCH_TILES or more
-    register tiles are walked tile by tile, column-wise, a pattern that the
-    hardware prefetchers follow badly (AMD EPYC Zen 4, the 25.7 MB of
-    32x28x28x256 NHWC, statistics in a C probe, four AVX-512 tiles a row:
-    2.0-3.1x one read, against 0.9-1.6x for the same memory read as rows of
-    one tile); read once in memory order first, the block is in cache when
-    the tiles walk it (in ckbn there: statistics 1.7-2.3x and backward sums
-    1.5-1.9x faster, with AVX-512 and AVX2 tiles; busy machine).  Rows of two
-    tiles (32x56x56x64 with AVX2 tiles) are walked nearly in memory order
-    already: there the backward sums took 1.2-1.4x longer with the extra
-    read, so they are left alone.  Rule: the block of ``arrays`` arrays takes
-    at most a quarter of L2, so it is still there when the last tile reads it
-    (BLOCK rows of TILE_MAX float32 lanes, 128 KiB, fit whole on every
-    machine measured: L2 512 KiB to 2 MiB).  Strided or wider rows keep their
-    ROW_GROUP walk."""
+    """Rows of each of ``arrays`` arrays a reduction reads in memory order
+    (ckbn_touch) just before its register tiles walk them, 0 for none.
+    Contiguous rows (S == W) of TOUCH_TILES or more register tiles are
+    walked tile by tile, column-wise, a pattern that the hardware
+    prefetchers follow badly (AMD EPYC Zen 4, the 25.7 MB of 32x28x28x256
+    NHWC, statistics in a C probe, four AVX-512 tiles a row: 2.0-3.1x one
+    read, against 0.9-1.6x for the same memory read as rows of one tile).
+    Read in memory order first, the rows are in cache when the tiles walk
+    them.  Rows of two tiles (32x56x56x64 with AVX2 tiles) are walked nearly
+    in memory order already: there the backward sums took 1.2-1.4x longer
+    with the extra read, so they are left alone.  Rules:
+
+    * the statistics (one array) touch a quarter of L1d, so the tiles read
+      the rows from L1 (Zen 4, 32 KiB L1d: 8 KiB, 8 rows of 256 float32
+      lanes).  Against a quarter of L2 (64 rows, capped by BLOCK), with x
+      cold or read just before: AVX2 tiles 0.67-0.85x the time on 128, 256
+      and 512 lanes, AVX-512 tiles 0.93-1.06x on 320 to 512 lanes
+      (benchmarks/results/zen4-issue18-s16/);
+    * the backward sums (two arrays) touch a quarter of L2 over both: a
+      quarter of L1d of each was 0.83-0.87x the time for 128 lanes with AVX2
+      tiles but 0.99-1.19x for 256 to 512 lanes, and half or twice that did
+      no better.
+
+    Strided or wider rows keep their ROW_GROUP walk."""
     cdef Py_ssize_t n
     if TL <= 0 or W < TOUCH_TILES * TL or S != W or W > TILE_MAX:
         return 0
-    n = (_L2 // 4) // (W * <Py_ssize_t> item * arrays)
+    if arrays == 1:
+        n = (_L1 // 4) // (W * <Py_ssize_t> item)
+    else:
+        n = (_L2 // 4) // (W * <Py_ssize_t> item * arrays)
     return n if n > 1 else 1
 
 
