@@ -122,7 +122,7 @@ cdef inline void _cf_out(int kind, floating k, double S1, double S2, double n,
                          double* out2) noexcept nogil:
     """Channel g's results from the sums of its shifted values (shift k)."""
     if kind == RED_STATS:
-        _moments(<double> k, S1, S2, n, out1 + g, out2 + g)
+        _moments(<double> k, S1, S2, 1.0 / n, out1 + g, out2 + g)
         out2[g] = out2[g] / n
     else:
         out1[g] = S1

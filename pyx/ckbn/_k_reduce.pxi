@@ -23,7 +23,7 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
     cdef Py_ssize_t j, c, p, q, q1, nrows, tail, nb = 0, n_el, row, off, ch
     cdef Py_ssize_t width = t.c1 - t.c0
     cdef const floating* first
-    cdef double n
+    cdef double n, inv
     # The thread's scratch: float64 sums s1, s2, then the per-lane shift (the
     # mean rounded to the data type for RED_SUMS), the activation's
     # coefficients and the block sums in the data type; u.W lanes each.
@@ -94,10 +94,11 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
         _fold(s1, s2, W, C)
         width = C
     row = t.g * u.n_rc + t.rc
+    inv = 1.0 / n
     for c in range(width):
         ch = t.c0 + c if u.tiled else c
         if kind == RED_STATS:
-            _moments(<double> sh[c], s1[c], s2[c], n, o1 + row * C + ch, o2 + row * C + ch)
+            _moments(<double> sh[c], s1[c], s2[c], inv, o1 + row * C + ch, o2 + row * C + ch)
         else:
             o1[row * C + ch] = s1[c]
             o2[row * C + ch] = _sum_exc(s1[c], s2[c], <double> sh[c], mean[t.g * C + ch])
@@ -195,7 +196,7 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
     cdef int term = 0 if kind == RED_STATS else (2 if act.on else 1)
     cdef const floating* a = za + g0 if za != NULL else NULL
     cdef const floating* b = zb + g0 if zb != NULL else NULL
-    cdef double n
+    cdef double n, inv
     if p1 > P:
         p1 = P
     off = p0 * G * R
@@ -221,8 +222,9 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
             ckbn_pl_red_f64(term, x + off, dy + off, npl, R, gc, ks + g0, a, b, sl, hi,
                             s1 + g0, s2 + g0)
     if kind == RED_STATS:
+        inv = 1.0 / n
         for g in range(g0, g1):
-            _moments(<double> ks[g], s1[g], s2[g], n, s1 + g, s2 + g)
+            _moments(<double> ks[g], s1[g], s2[g], inv, s1 + g, s2 + g)
         if g0 == 0:
             pn[k] = n
         return
