@@ -189,6 +189,50 @@ def test_planes_sums_do_not_depend_on_the_address():
             np.testing.assert_array_equal(a, b)
 
 
+def _plane_value(a, lanes):
+    """One plane's float32 sum in the planes path's order (ckbn_pl_red_*,
+    planes of one block): whole vectors from the plane's first element, the
+    last ``len(a) % lanes`` elements in the last lanes of the vector that
+    ends the plane, then halves (lane j plus lane j + n/2) down to one."""
+    n = a.size
+    acc = np.zeros(lanes, np.float32)
+    full = n // lanes
+    for v in range(full):
+        acc = acc + a[v * lanes:(v + 1) * lanes]
+    t = n - full * lanes
+    if t:
+        acc[lanes - t:] = acc[lanes - t:] + a[n - t:]
+    while acc.size > 1:
+        h = acc.size // 2
+        acc = acc[:h] + acc[h:]
+    return acc[0]
+
+
+@pytest.mark.parametrize("shape", [(4, 514, 7, 7), (3, 701, 6, 6), (2, 600, 8, 8),
+                                   (5, 130, 14, 14), (3, 501, 5, 9)])
+def test_planes_sums_follow_the_plane_order(shape):
+    """The planes path's backward sum of dy, bit for bit against the plane
+    order modelled in NumPy: each plane reduced as _plane_value says, whether
+    the kernels take it with three others (four channels in a row) or alone
+    (G not a multiple of four), then added to the channel's float64 sum in
+    sample order.  A wrong lane in the four-plane reduction or in the tail
+    changes bits here that a tolerance would not see."""
+    k = kernels()
+    P, G, R = shape[0], shape[1], shape[2] * shape[3]
+    assert k.reduction_path(P, G, R, 1) == "planes"
+    lanes = k.tuning()["vector_bytes"] // 4
+    rng = np.random.default_rng(21)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
+    s1, s2 = np.empty(G), np.empty(G)
+    k.bn_grad_sums(dy.ravel(), x.ravel(), P, G, R, 1, np.zeros(G), s1, s2, 1)
+    ref = np.zeros(G)
+    for p in range(P):
+        for g in range(G):
+            ref[g] += np.float64(_plane_value(dy[p, g].ravel(), lanes))
+    np.testing.assert_array_equal(s1, ref)
+
+
 @pytest.mark.parametrize("offset", [0, 1, 3, 4, 13])
 @pytest.mark.parametrize("shape,fmt,path", [CASES[0], CASES[2], CASES[6], CASES[7]])
 def test_outputs_at_any_alignment(shape, fmt, path, offset):

@@ -1359,11 +1359,13 @@ CKBN_CF_DISPATCH(f64, double)
      statistics (mom):        s1[g] += sum(x - k[g]),  s2[g] += sum((x - k[g])^2)
      backward sums (gs):      s1[g] += sum(d),         s2[g] += sum(d * (x - k[g]))
      through ReLU & co (gsa): the same of e = d * act'(x * za[g] + zb[g]).
-   A plane is summed in whole vectors from its first element, reduced to one
-   value by halves (lane j plus lane j + n/2, down to one lane), its last
-   R % lanes elements added in order, and the plane's sum added to the
-   float64 sums: the order depends on R and the vector width alone, not on
-   the address or the thread count.  The chunks (_k_chunks.pxi) instead
+   A plane is summed in whole vectors from its first element (planes of one
+   block, CKBN_PL_BLOCK vectors or fewer: its last R % lanes elements too, in
+   the last lanes of the vector that ends it), reduced to one value by halves
+   (lane j plus lane j + n/2, down to one lane; larger planes then add their
+   last elements in order), and the plane's sum added to the float64 sums:
+   the order depends on R and the vector width alone, not on the address or
+   the thread count.  The chunks (_k_chunks.pxi) instead
    walk P runs of a few KB, G*R elements apart, and a chunk's per-lane
    accumulators cost as much as its data where P is small: 64x2048x7x7 and
    8x1024x8x8 NCHW statistics took 2.3x and 5.1x a read there, 1.4x and
@@ -1417,14 +1419,153 @@ static inline double ckbn_pl_hs_d8(ckbn_pl_d8 v) { return ckbn_pl_hs_d4(CKBN_PL_
 #define CKBN_PL_HS_D(v) ckbn_pl_hs_d2((ckbn_pl_d2) (v))
 #endif
 
+/* Four planes' vectors to their four sums, plane q in lane q: the halves of
+   ckbn_pl_hs_* (lane j plus lane j + n/2, down to one lane), the same adds
+   lane for lane, with the four planes side by side in each shuffle.  One
+   plane at a time, each reduction is a chain of dependent shuffles and adds
+   per plane; four at a time take a third of the shuffles (AMD Zen 4, 7x7
+   and 8x8 planes, session 16, benchmarks/results/zen4-issue18-s16/). */
+#ifdef CKBN_HAVE_SHUFFLE
+#if CKBN_CF_VBYTES == 64
+#define CKBN_PL_PAIR16(a, b, o) __builtin_shufflevector(a, b, 0 + o, 1 + o, 2 + o, 3 + o, 4 + o, 5 + o, 6 + o, 7 + o, 16 + o, 17 + o, 18 + o, 19 + o, 20 + o, 21 + o, 22 + o, 23 + o)
+static inline ckbn_pl_f4 ckbn_pl_hs4_f16(ckbn_pl_f16 a0, ckbn_pl_f16 a1, ckbn_pl_f16 a2,
+                                         ckbn_pl_f16 a3)
+{
+    /* lanes 0-7 | 8-15: j + (j+8) of planes 0 | 1 (c0) and 2 | 3 (c1) */
+    ckbn_pl_f16 c0 = CKBN_PL_PAIR16(a0, a1, 0) + CKBN_PL_PAIR16(a0, a1, 8);
+    ckbn_pl_f16 c1 = CKBN_PL_PAIR16(a2, a3, 0) + CKBN_PL_PAIR16(a2, a3, 8);
+    /* blocks of four: j + (j+4) of planes 0, 1, 2, 3 */
+    ckbn_pl_f16 d = __builtin_shufflevector(c0, c1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+                  + __builtin_shufflevector(c0, c1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    /* pairs: j + (j+2); then j + (j+1) */
+    ckbn_pl_f8 e = __builtin_shufflevector(d, d, 0, 1, 4, 5, 8, 9, 12, 13)
+                 + __builtin_shufflevector(d, d, 2, 3, 6, 7, 10, 11, 14, 15);
+    return __builtin_shufflevector(e, e, 0, 2, 4, 6) + __builtin_shufflevector(e, e, 1, 3, 5, 7);
+}
+#endif
+#define CKBN_PL_HS4_8(NAME, V8, V4)                                            \
+static inline V4 NAME(V8 a0, V8 a1, V8 a2, V8 a3)                              \
+{                                                                              \
+    /* lanes 0-3 | 4-7: j + (j+4) of planes 0 | 1 (c0) and 2 | 3 (c1) */       \
+    V8 c0 = __builtin_shufflevector(a0, a1, 0, 1, 2, 3, 8, 9, 10, 11)          \
+          + __builtin_shufflevector(a0, a1, 4, 5, 6, 7, 12, 13, 14, 15);       \
+    V8 c1 = __builtin_shufflevector(a2, a3, 0, 1, 2, 3, 8, 9, 10, 11)          \
+          + __builtin_shufflevector(a2, a3, 4, 5, 6, 7, 12, 13, 14, 15);       \
+    /* pairs: j + (j+2) of planes 0, 1, 2, 3; then j + (j+1) */                \
+    V8 d = __builtin_shufflevector(c0, c1, 0, 1, 4, 5, 8, 9, 12, 13)           \
+         + __builtin_shufflevector(c0, c1, 2, 3, 6, 7, 10, 11, 14, 15);        \
+    return __builtin_shufflevector(d, d, 0, 2, 4, 6)                           \
+         + __builtin_shufflevector(d, d, 1, 3, 5, 7);                          \
+}
+#define CKBN_PL_HS4_4(NAME, V4)                                                \
+static inline V4 NAME(V4 a0, V4 a1, V4 a2, V4 a3)                              \
+{                                                                              \
+    /* pairs: j + (j+2) of planes 0 | 1 (c0) and 2 | 3 (c1); then j + (j+1) */ \
+    V4 c0 = __builtin_shufflevector(a0, a1, 0, 1, 4, 5)                        \
+          + __builtin_shufflevector(a0, a1, 2, 3, 6, 7);                       \
+    V4 c1 = __builtin_shufflevector(a2, a3, 0, 1, 4, 5)                        \
+          + __builtin_shufflevector(a2, a3, 2, 3, 6, 7);                       \
+    return __builtin_shufflevector(c0, c1, 0, 2, 4, 6)                         \
+         + __builtin_shufflevector(c0, c1, 1, 3, 5, 7);                        \
+}
+#if CKBN_CF_VBYTES == 64
+CKBN_PL_HS4_8(ckbn_pl_hs4_d8, ckbn_pl_d8, ckbn_pl_d4)
+#elif CKBN_CF_VBYTES == 32
+CKBN_PL_HS4_8(ckbn_pl_hs4_f8, ckbn_pl_f8, ckbn_pl_f4)
+CKBN_PL_HS4_4(ckbn_pl_hs4_d4, ckbn_pl_d4)
+#else
+CKBN_PL_HS4_4(ckbn_pl_hs4_f4, ckbn_pl_f4)
+#endif
+#if CKBN_CF_VBYTES == 64
+#define CKBN_PL_HS4_F(a0, a1, a2, a3) ckbn_pl_hs4_f16((ckbn_pl_f16) (a0), (ckbn_pl_f16) (a1), (ckbn_pl_f16) (a2), (ckbn_pl_f16) (a3))
+#define CKBN_PL_HS4_D(a0, a1, a2, a3) ckbn_pl_hs4_d8((ckbn_pl_d8) (a0), (ckbn_pl_d8) (a1), (ckbn_pl_d8) (a2), (ckbn_pl_d8) (a3))
+#elif CKBN_CF_VBYTES == 32
+#define CKBN_PL_HS4_F(a0, a1, a2, a3) ckbn_pl_hs4_f8((ckbn_pl_f8) (a0), (ckbn_pl_f8) (a1), (ckbn_pl_f8) (a2), (ckbn_pl_f8) (a3))
+#define CKBN_PL_HS4_D(a0, a1, a2, a3) ckbn_pl_hs4_d4((ckbn_pl_d4) (a0), (ckbn_pl_d4) (a1), (ckbn_pl_d4) (a2), (ckbn_pl_d4) (a3))
+#else   /* 16-byte vectors: floats four at a time, doubles one plane at a time */
+#define CKBN_PL_HS4_F(a0, a1, a2, a3) ckbn_pl_hs4_f4((ckbn_pl_f4) (a0), (ckbn_pl_f4) (a1), (ckbn_pl_f4) (a2), (ckbn_pl_f4) (a3))
+#endif
+#endif
+/* CKBN_PL_N4_F / _D: whether four planes are reduced at a time (else the
+   HS4 macro is a placeholder the code never reaches). */
+#ifdef CKBN_PL_HS4_F
+#define CKBN_PL_N4_F 1
+#else
+#define CKBN_PL_N4_F 0
+#define CKBN_PL_HS4_F(a0, a1, a2, a3) ((ckbn_pl_d4) {0, 0, 0, 0})
+#endif
+#ifdef CKBN_PL_HS4_D
+#define CKBN_PL_N4_D 1
+#else
+#define CKBN_PL_N4_D 0
+#define CKBN_PL_HS4_D(a0, a1, a2, a3) ((ckbn_pl_d4) {0, 0, 0, 0})
+#endif
+
 /* TERM 0: the statistics' terms, 1: the backward sums' terms, 2: the
    backward sums of e = d * act'(z), z = x * za[g] + zb[g], act'(z) = z > 0 ?
    (z < hi ? 1 : 0) : slope (ReLU, ReLU6, leaky ReLU; the expression of
    _pw_d in _k_rows.pxi).  A lane sums at most CKBN_PL_BLOCK vectors in the
    data type before the block's sum goes to float64 (as the rows' BLOCK in
-   _k_common.pxi). */
+   _k_common.pxi).
+
+   Planes of one block (R <= CKBN_PL_BLOCK vectors): the last R % lanes
+   elements are taken from the vector that ends the plane, the lanes before
+   them cleared (selected out, so an infinity there cannot turn into a NaN),
+   and added to the plane's vector sums; then the plane's two sums are
+   reduced by halves, four planes at a time where four channels follow one
+   another (the same value as one at a time), and added to s1[g], s2[g] in
+   float64.  Each plane's value depends on R and the vector width alone.
+   Against summing the last elements one by one after the reduction (AMD
+   Zen 4, avx512, C probe, one read of x first): 64x2048x7x7 statistics
+   1.83x against 2.13x a read, 64x2048x6x6 2.34x against 3.40x, 64x1024x8x8
+   1.56x against 2.08x.  Larger planes keep their order: whole vectors in
+   blocks, each block reduced, then the last elements one by one. */
 #define CKBN_PL_BLOCK 64
-#define CKBN_PL_RED(NAME, T, V, VI, HS, TERM)                                  \
+/* sp[q] += plane q's reduced sum (v0 .. v3 by HS4), q = 0..3, in float64. */
+#define CKBN_PL_ADD4(sp, HS4, v0, v1, v2, v3)                                  \
+    do {                                                                       \
+        __auto_type r4_ = HS4(v0, v1, v2, v3);                                 \
+        (sp)[0] += (double) r4_[0];                                            \
+        (sp)[1] += (double) r4_[1];                                            \
+        (sp)[2] += (double) r4_[2];                                            \
+        (sp)[3] += (double) r4_[3];                                            \
+    } while (0)
+#define CKBN_PL_STEP(TERM, V, VI, a, b, xv, dv, m)                             \
+    do {                                                                       \
+        if (TERM == 0) {                                                       \
+            const V u_ = CKBN_SEL(V, VI, m, xv - kv, zero);                    \
+            a += u_;                                                           \
+            b += u_ * u_;                                                      \
+        } else {                                                               \
+            V e_ = dv;                                                         \
+            if (TERM == 2) {                                                   \
+                const V z_ = xv * av + bv;                                     \
+                e_ = e_ * CKBN_SEL(V, VI, z_ > zero,                           \
+                                   CKBN_SEL(V, VI, z_ < hv, one, zero), sv);   \
+            }                                                                  \
+            e_ = CKBN_SEL(V, VI, m, e_, zero);                                 \
+            a += e_;                                                           \
+            b += e_ * CKBN_SEL(V, VI, m, xv - kv, zero);                       \
+        }                                                                      \
+    } while (0)
+/* One plane of one block: a, b = the plane's vector sums, channel g. */
+#define CKBN_PL_ONE(TERM, T, V, VI, xp, dp, g, a, b)                           \
+    do {                                                                       \
+        const V kv = CKBN_SPLAT(V, k[g]);                                      \
+        const V av = CKBN_SPLAT(V, TERM == 2 ? za[g] : 0);                     \
+        const V bv = CKBN_SPLAT(V, TERM == 2 ? zb[g] : 0);                     \
+        ptrdiff_t i_;                                                          \
+        (void) av; (void) bv;                                                  \
+        a = zero;                                                              \
+        b = zero;                                                              \
+        for (i_ = 0; i_ + L <= R; i_ += L)                                     \
+            CKBN_PL_STEP(TERM, V, VI, a, b, *(const V *) ((xp) + i_),          \
+                         *(const V *) ((dp) + i_), all);                       \
+        if (i_ < R)                                                            \
+            CKBN_PL_STEP(TERM, V, VI, a, b, *(const V *) ((xp) + R - L),       \
+                         *(const V *) ((dp) + R - L), tail);                   \
+    } while (0)
+#define CKBN_PL_RED(NAME, T, V, VI, HS, HS4, N4, TERM)                           \
 static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
                  ptrdiff_t G, const T *k, const T *za, const T *zb, T slope,   \
                  T hi, double *s1, double *s2)                                 \
@@ -1434,6 +1575,34 @@ static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
     const V sv = CKBN_SPLAT(V, slope), hv = CKBN_SPLAT(V, hi);                 \
     ptrdiff_t s, g = 0, i, e;                                                  \
     (void) za; (void) zb; (void) one; (void) sv; (void) hv;                    \
+    if (R <= CKBN_PL_BLOCK * L) {                                              \
+        VI all, tail;                                                          \
+        for (i = 0; i < L; i++) {                                              \
+            all[i] = -1;                                                       \
+            tail[i] = i >= L - R % L ? -1 : 0;                                 \
+        }                                                                      \
+        for (s = 0; s < np;) {                                                 \
+            if (N4 && s + 4 <= np && g + 4 <= G) {                             \
+                V a, b, a0, b0, a1, b1, a2, b2;                                \
+                CKBN_PL_ONE(TERM, T, V, VI, x, d, g, a0, b0);                  \
+                CKBN_PL_ONE(TERM, T, V, VI, x + R, d + R, g + 1, a1, b1);      \
+                CKBN_PL_ONE(TERM, T, V, VI, x + 2 * R, d + 2 * R, g + 2, a2, b2); \
+                CKBN_PL_ONE(TERM, T, V, VI, x + 3 * R, d + 3 * R, g + 3, a, b); \
+                CKBN_PL_ADD4(s1 + g, HS4, a0, a1, a2, a);                      \
+                CKBN_PL_ADD4(s2 + g, HS4, b0, b1, b2, b);                      \
+                s += 4; x += 4 * R; d += 4 * R; g += 4;                        \
+            } else {                                                           \
+                V a, b;                                                        \
+                CKBN_PL_ONE(TERM, T, V, VI, x, d, g, a, b);                    \
+                s1[g] += (double) HS(a);                                       \
+                s2[g] += (double) HS(b);                                       \
+                s += 1; x += R; d += R; g += 1;                                \
+            }                                                                  \
+            if (g == G)                                                        \
+                g = 0;                                                         \
+        }                                                                      \
+        return;                                                                \
+    }                                                                          \
     for (s = 0; s < np; s++, x += R, d += R) {                                 \
         const V kv = CKBN_SPLAT(V, k[g]);                                      \
         const V av = CKBN_SPLAT(V, TERM == 2 ? za[g] : 0);                     \
@@ -1486,12 +1655,12 @@ static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
         g = g + 1 == G ? 0 : g + 1;                                            \
     }                                                                          \
 }
-CKBN_PL_RED(ckbn_pl_mom_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, 0)
-CKBN_PL_RED(ckbn_pl_gs_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, 1)
-CKBN_PL_RED(ckbn_pl_gsa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, 2)
-CKBN_PL_RED(ckbn_pl_mom_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, 0)
-CKBN_PL_RED(ckbn_pl_gs_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, 1)
-CKBN_PL_RED(ckbn_pl_gsa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, 2)
+CKBN_PL_RED(ckbn_pl_mom_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, CKBN_PL_HS4_F, CKBN_PL_N4_F, 0)
+CKBN_PL_RED(ckbn_pl_gs_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, CKBN_PL_HS4_F, CKBN_PL_N4_F, 1)
+CKBN_PL_RED(ckbn_pl_gsa_f32, float, ckbn_cf_vf, ckbn_cf_vi32, CKBN_PL_HS_F, CKBN_PL_HS4_F, CKBN_PL_N4_F, 2)
+CKBN_PL_RED(ckbn_pl_mom_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, CKBN_PL_HS4_D, CKBN_PL_N4_D, 0)
+CKBN_PL_RED(ckbn_pl_gs_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, CKBN_PL_HS4_D, CKBN_PL_N4_D, 1)
+CKBN_PL_RED(ckbn_pl_gsa_f64, double, ckbn_cf_vd, ckbn_cf_vi64, CKBN_PL_HS_D, CKBN_PL_HS4_D, CKBN_PL_N4_D, 2)
 #else
 /* Without vector extensions: one lane, element by element. */
 #define CKBN_PL_RED(NAME, T, TERM)                                             \
