@@ -18,14 +18,45 @@ from tests.test_ew_rows import _k, _out_at
 MAX_BYTES = 64 << 20     # larger thresholds (CPUs with a huge L3): skip
 
 
-def _rows(k, C, dtype):
-    """Rows of C lanes just past the threshold, not a multiple of the group."""
+def _rows(k, C, dtype, threshold="nt_bytes"):
+    """Rows of C lanes just past the threshold (a key of the kernels'
+    tuning), not a multiple of the group."""
     t = k.tuning()
-    if t["nt_bytes"] > MAX_BYTES:
-        pytest.skip(f"nt_bytes {t['nt_bytes']} too large to test here")
+    if t[threshold] > MAX_BYTES:
+        pytest.skip(f"{threshold} {t[threshold]} too large to test here")
     row = C * np.dtype(dtype).itemsize
-    rows = -(-t["nt_bytes"] // row)
+    rows = -(-t[threshold] // row)
     return rows + (t["ew_row_group"] + 1 - rows % t["ew_row_group"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_affine_outputs_of_l3_size_stream_the_same_values(dtype):
+    """From L3's size on, the affine's row groups write their whole lines
+    with non-temporal stores (EW_RG_STREAM): the same bits as the row path
+    of small calls on the first rows and the last group's, at every output
+    start, and in place (where nothing streams)."""
+    k = _k()
+    C = 2048
+    rows = _rows(k, C, dtype, "L3")
+    m = 37
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(rows * C).astype(dtype)
+    a, b = (rng.uniform(-2, 2, C).astype(dtype) for _ in range(2))
+    item = np.dtype(dtype).itemsize
+    for shift in (0, 1, 64 // item - 1):
+        y = _out_at(x.size, shift, dtype)
+        k.bn_affine(x, 1, 1, rows, C, a, b, y, 1)
+        for lo in (0, rows // 2, rows - m):
+            sl = slice(lo * C, (lo + m) * C)
+            ys = _out_at(m * C, shift, dtype)
+            k.bn_affine(x[sl], 1, 1, m, C, a, b, ys, 1)
+            np.testing.assert_array_equal(y[sl], ys)
+    z = _out_at(x.size, 0, dtype)
+    z[...] = x
+    k.bn_affine(z, 1, 1, rows, C, a, b, z, 2)
+    y0 = _out_at(x.size, 0, dtype)
+    k.bn_affine(x, 1, 1, rows, C, a, b, y0, 2)
+    np.testing.assert_array_equal(z, y0)
 
 
 @pytest.mark.parametrize("C,dtype,tol", [(1040, np.float32, 1e-6), (1280, np.float32, 1e-6),

@@ -58,9 +58,9 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                        double* o1, double* o2) noexcept
     bint CKBN_HAVE_EW_RG
     void ckbn_affine_rg_f32(const float* x, float* y, Py_ssize_t S, Py_ssize_t nr,
-                            Py_ssize_t n, const float* a, const float* b) noexcept
+                            Py_ssize_t n, const float* a, const float* b, int stream) noexcept
     void ckbn_affine_rg_f64(const double* x, double* y, Py_ssize_t S, Py_ssize_t nr,
-                            Py_ssize_t n, const double* a, const double* b) noexcept
+                            Py_ssize_t n, const double* a, const double* b, int stream) noexcept
     void ckbn_dx_rg_f32(const float* d, const float* x, float* o, Py_ssize_t S,
                         Py_ssize_t nr, Py_ssize_t n, const float* k1, const float* k2,
                         const float* k3) noexcept

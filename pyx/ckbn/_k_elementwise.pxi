@@ -95,8 +95,14 @@ cdef enum:
 # 0.89-0.90x the time, inference with it 0.99-1.00x (avx2 variant: 0.95x,
 # 0.92x).  Swish keeps its row loop.  The backward's dx groups (no
 # activation) write with non-temporal stores (ckbn_dx_rg_*; session 14:
-# the dx pass 0.79-0.85x the time), the affine's with plain ones.
+# the dx pass 0.79-0.85x the time), the affine's with plain ones below L3's
+# size and non-temporal ones from it (EW_RG_STREAM; session 16).
 cdef enum:
+    # _ew_part's row-group modes (_ew_core's rule): off, plain stores for the
+    # affine, non-temporal stores for the affine too (outputs of L3's size).
+    EW_RG_OFF = 0
+    EW_RG_PLAIN = 1
+    EW_RG_STREAM = 2
     EW_ROW_GROUP = 4
     EW_RG_PIECE = 256    # bytes of a row a group's activation pass takes at a time
 
@@ -176,7 +182,8 @@ cdef inline void _ew_run_nt(int op, int am, const floating* x, const floating* d
 
 cdef inline void _ew_rows_rg(int op, int am, const floating* x, const floating* d,
                              floating* o, Py_ssize_t n_el, Py_ssize_t W,
-                             const floating** w, floating s, floating hi) noexcept nogil:
+                             const floating** w, floating s, floating hi,
+                             bint stream) noexcept nogil:
     """n_el elements, whole rows of W lanes (a unit's rows are whole where
     W == C; W * item a multiple of 64, so every row has the same head), as
     _ew_run writes them row by row: each row's head up to the output's
@@ -184,7 +191,8 @@ cdef inline void _ew_rows_rg(int op, int am, const floating* x, const floating* 
     across: without an activation a 64-byte line of lanes at a time
     (ckbn_affine_rg_* / ckbn_dx_rg_*: the same expressions), with the
     piecewise-linear one EW_RG_PIECE bytes at a time through _ew_run1.  The
-    same bits as row by row."""
+    same bits as row by row.  ``stream``: the affine's lines go out with
+    non-temporal stores (the dx lines always do; ckbn_kernel_helpers.h)."""
     cdef Py_ssize_t k = _head(o, W, sizeof(floating))
     cdef Py_ssize_t nrow = n_el // W, i = 0, g, j, c, m, off
     cdef Py_ssize_t piece = EW_RG_PIECE // <Py_ssize_t> sizeof(floating)
@@ -210,13 +218,13 @@ cdef inline void _ew_rows_rg(int op, int am, const floating* x, const floating* 
         j = i * W + k
         if floating is float:
             if op == OP_AFFINE:
-                ckbn_affine_rg_f32(x + j, o + j, W, g, W - k, w[0] + k, w[1] + k)
+                ckbn_affine_rg_f32(x + j, o + j, W, g, W - k, w[0] + k, w[1] + k, stream)
             else:
                 ckbn_dx_rg_f32(d + j, x + j, o + j, W, g, W - k, w[0] + k, w[1] + k,
                                w[2] + k)
         else:
             if op == OP_AFFINE:
-                ckbn_affine_rg_f64(x + j, o + j, W, g, W - k, w[0] + k, w[1] + k)
+                ckbn_affine_rg_f64(x + j, o + j, W, g, W - k, w[0] + k, w[1] + k, stream)
             else:
                 ckbn_dx_rg_f64(d + j, x + j, o + j, W, g, W - k, w[0] + k, w[1] + k,
                                w[2] + k)
@@ -225,10 +233,11 @@ cdef inline void _ew_rows_rg(int op, int am, const floating* x, const floating* 
 
 cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Unit t, const floating** cf,
-                   floating* buf, floating* tmp, bint rg) noexcept nogil:
+                   floating* buf, floating* tmp, int rg) noexcept nogil:
     """One unit of the units path; ``tmp`` (EW_NT_PIECE bytes, 64-byte
     aligned) or NULL: the rows go through it with non-temporal stores;
-    ``rg``: wide rows in row groups (_ew_rows_rg, _ew_core's rule)."""
+    ``rg``: wide rows in row groups (_ew_rows_rg, _ew_core's rule), EW_RG_OFF,
+    EW_RG_PLAIN or EW_RG_STREAM (the affine's lines non-temporal too)."""
     cdef Py_ssize_t W = u.W, C = u.C, p, i, n_el, off, h
     cdef int nc = _n_coef(op, act.on), q
     cdef const floating* w[MAX_COEF]
@@ -261,7 +270,8 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
                     i += W
                 continue
             if rg:
-                _ew_rows_rg(op, am, x + off, d + off, o + off, n_el, W, w, s, hi)
+                _ew_rows_rg(op, am, x + off, d + off, o + off, n_el, W, w, s, hi,
+                            rg == EW_RG_STREAM)
                 continue
             while i + W <= n_el:
                 _ew_run(op, am, x + off + i, d + off + i, o + off + i, W, w, s, hi)
@@ -301,14 +311,14 @@ cdef void _ew_part(int op, const Act* act, const floating* x, const floating* d,
 
 cdef void _ew_unit(int op, const Act* act, const floating* x, const floating* d,
                    floating* o, const Units* u, Py_ssize_t k, const floating** cf,
-                   floating* buf, floating* tmp, bint rg) noexcept nogil:
+                   floating* buf, floating* tmp, int rg) noexcept nogil:
     cdef Py_ssize_t s
     if u.seg and _ew_planes(act, u.R, u.C, sizeof(floating)):
         # whole planes k*pc .. in memory order, one stream
         _ew_stream(op, act, x, d, o, cf, k * u.pc * u.L, _seg_end(u, k) * u.L, u.R, u.G)
     elif u.seg:
         for s in range(k * u.pc, _seg_end(u, k)):
-            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf, NULL, False)
+            _ew_part(op, act, x, d, o, u, _seg_unit(u, s), cf, buf, NULL, EW_RG_OFF)
     else:
         _ew_part(op, act, x, d, o, u, _unit(u, k), cf, buf, tmp, rg)
         if tmp != NULL or rg:
@@ -346,11 +356,12 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     # outputs of _nt_bytes and more with rows of more than EW_NT_ROW_MAX
     # bytes (W == C), no activation or a piecewise-linear one: row groups
     # (_ew_rows_rg)
-    cdef bint use_rg = (CKBN_HAVE_EW_RG and not u.seg and _act_mode(act) != AM_SWISH
-                        and u.W == C
-                        and C * <Py_ssize_t> sizeof(floating) > EW_NT_ROW_MAX
-                        and (C * <Py_ssize_t> sizeof(floating)) % 64 == 0
-                        and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes)
+    cdef Py_ssize_t nbytes = P * G * R * C * <Py_ssize_t> sizeof(floating)
+    cdef int use_rg = EW_RG_OFF
+    if (CKBN_HAVE_EW_RG and not u.seg and _act_mode(act) != AM_SWISH and u.W == C
+            and C * <Py_ssize_t> sizeof(floating) > EW_NT_ROW_MAX
+            and (C * <Py_ssize_t> sizeof(floating)) % 64 == 0 and nbytes >= _nt_bytes):
+        use_rg = EW_RG_STREAM if nbytes >= _L3 else EW_RG_PLAIN
     if _scratch_new(&sc, nt, cbytes + (EW_NT_PIECE + 64 if use_nt else 0)) != CKBN_OK:
         return CKBN_ERR_NOMEM
     if nt == 1:     # no OpenMP region: it costs about a microsecond

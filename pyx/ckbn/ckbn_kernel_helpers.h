@@ -706,9 +706,14 @@ static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
    streams, and a plain store first reads the line it fills, a fourth (AMD
    Zen 4, 64x7x7x2048 NHWC, float32, 1 thread: the dx pass 0.79-0.85x the
    time, the backward 0.93-0.95x; benchmarks/results/zen4-issue18-s14/).
-   The affine's groups keep plain stores: with non-temporal ones inference
-   took 0.92-1.08x the time and the training forward 0.98-1.09x.  The pass
-   ends with ckbn_nt_fence (_ew_unit). */
+   ckbn_affine_rg_* streams its lines likewise where ``stream`` is set (an
+   output of at least L3's size, _ew_core): against plain stores, with x
+   cold, read just before or warm, 128x7x7x2048 NHWC (51 MB) inference
+   0.86-0.95x and training 0.90-0.96x the time (AVX2 tiles: 0.80-0.89x,
+   0.88-0.94x), 96x7x7x2048 (38.5 MB) 0.96-1.05x and 0.98-1.00x, while
+   64x7x7x2048 (25.7 MB, much of it held by a 32 MiB L3) took 0.90-1.09x and
+   1.01-1.05x (Zen 4, session 16), so smaller outputs keep plain stores.  The pass ends with ckbn_nt_fence
+   (_ew_unit). */
 #if CKBN_HAVE_TILES
 #define CKBN_LINE_VECS (64 / CKBN_VBYTES)
 #if defined(__AVX512F__)
@@ -725,9 +730,12 @@ static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
 #endif
 #define CKBN_EW_RG(SFX, T, V)                                                  \
 static void ckbn_affine_rg_##SFX(const T *x, T *y, ptrdiff_t S, ptrdiff_t nr, \
-                                 ptrdiff_t n, const T *a, const T *b)          \
+                                 ptrdiff_t n, const T *a, const T *b,          \
+                                 int stream)                                   \
 {                                                                              \
     const ptrdiff_t L = 64 / sizeof(T), VL = CKBN_VBYTES / sizeof(T);         \
+    const int nt = stream && (size_t) y % 64 == 0                              \
+                   && (S * sizeof(T)) % 64 == 0 && (void *) y != (void *) x;   \
     ptrdiff_t c = 0, i;                                                        \
     int q;                                                                     \
     for (; c + L <= n; c += L) {                                               \
@@ -741,8 +749,12 @@ static void ckbn_affine_rg_##SFX(const T *x, T *y, ptrdiff_t S, ptrdiff_t nr, \
             T *w = y + i * S + c;                                              \
             for (q = 0; q < CKBN_LINE_VECS; q++)                               \
                 v[q] = *(const V *) (r + q * VL) * va[q] + vb[q];              \
-            for (q = 0; q < CKBN_LINE_VECS; q++)                               \
-                *(V *) (w + q * VL) = v[q];                                    \
+            if (nt)                                                            \
+                for (q = 0; q < CKBN_LINE_VECS; q++)                           \
+                    CKBN_STREAM_V(w + q * VL, v[q]);                           \
+            else                                                               \
+                for (q = 0; q < CKBN_LINE_VECS; q++)                           \
+                    *(V *) (w + q * VL) = v[q];                                \
         }                                                                      \
     }                                                                          \
     for (; c < n; c++)                                                         \
@@ -789,9 +801,9 @@ CKBN_EW_RG(f64, double, ckbn_vd)
 #else
 #define CKBN_HAVE_EW_RG 0
 static void ckbn_affine_rg_f32(const float *x, float *y, ptrdiff_t S, ptrdiff_t nr,
-                               ptrdiff_t n, const float *a, const float *b) {}
+                               ptrdiff_t n, const float *a, const float *b, int stream) {}
 static void ckbn_affine_rg_f64(const double *x, double *y, ptrdiff_t S, ptrdiff_t nr,
-                               ptrdiff_t n, const double *a, const double *b) {}
+                               ptrdiff_t n, const double *a, const double *b, int stream) {}
 static void ckbn_dx_rg_f32(const float *d, const float *x, float *o, ptrdiff_t S,
                            ptrdiff_t nr, ptrdiff_t n, const float *k1, const float *k2,
                            const float *k3) {}
