@@ -522,14 +522,16 @@ def test_cache_sizes_come_from_sysfs_where_linux_has_it(level, key):
 
 
 def _batch_rule_shapes():
-    """Two NCHW shapes under L2 with planes of two to four vectors (of the
-    variant in use): one sample per PLANE_RED_PER (4) plane elements or fewer,
-    which takes the planes path, and one sample more, which keeps the chunks."""
+    """Three NCHW shapes under L2 (of the variant in use): planes of two
+    vectors and a lane in a batch of one sample per PLANE_RED_PER (4) plane
+    elements or fewer, which takes the planes path, and one sample more,
+    which keeps the chunks; and planes of three vectors and a lane
+    (PLANE_RED_VECS) in a batch of 64, which take the planes path at any
+    batch."""
     t = kernels().tuning()
-    r = t["vector_bytes"] // 2 + 1          # 4*r bytes: two vectors and a lane
-    small = r // 4
     shapes = []
-    for p in (small, small + 1):
+    r = t["vector_bytes"] // 2 + 1          # 4*r bytes: two vectors and a lane
+    for p, r in ((r // 4, r), (r // 4 + 1, r), (64, 3 * t["vector_bytes"] // 4 + 1)):
         g = t["parallel_min"] // (p * r) + 1
         assert p * g * r < t["L2"]
         shapes.append((p, g, 1, r))
@@ -537,13 +539,14 @@ def _batch_rule_shapes():
 
 
 def test_small_batches_of_small_planes_take_the_planes_path():
-    """Planes of two to four vectors take the planes path in batches of at
-    most one sample per four plane elements (the chunks' per-lane work does
-    not shrink with the batch), else the chunks below L2; both against the
-    float64 model, and the same bits for 1 and 3 threads."""
+    """Planes of two vectors take the planes path in batches of at most one
+    sample per four plane elements (the chunks' per-lane work does not
+    shrink with the batch), else the chunks below L2; planes of three
+    vectors take it at any batch; all against the float64 model, and the
+    same bits for 1 and 3 threads."""
     if not hasattr(kernels(), "tuning"):
         pytest.skip("the NumPy twin has no compiled paths")
-    for shape, path in zip(_batch_rule_shapes(), ("planes", "chunks-lanes")):
+    for shape, path in zip(_batch_rule_shapes(), ("planes", "chunks-lanes", "planes")):
         assert kernels().reduction_path(*_dims(shape, "NCHW")) == path
         rng = np.random.default_rng(shape[0])
         x = (rng.standard_normal(shape) * 2.0 + 5.0).astype(np.float32)

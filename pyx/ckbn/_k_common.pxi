@@ -216,7 +216,7 @@ cdef enum:
     # inputs of at least as many elements as L2 has bytes or of at most one
     # sample per PLANE_RED_PER elements of a plane.
     PLANE_RED_MIN_VECS = 2
-    PLANE_RED_VECS = 4
+    PLANE_RED_VECS = 3
     PLANE_RED_MAX = 4096
     PLANE_RED_PER = 4
     # Chunked channels-first passes (_k_chunks.pxi).

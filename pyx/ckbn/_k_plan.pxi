@@ -260,14 +260,23 @@ cdef inline bint _pl_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     (clearing, flushing and folding G*R lanes) is the same for any batch,
     the planes' per-plane reductions grow with it.  Measured in session 15
     (AMD EPYC Zen 4, float32, 1 thread, ckbn.nn on NCHW, planes ÷ chunks,
-    training / backward): avx512 kernels, 7x7 planes (two vectors and a
+    training / backward): avx512 kernels, 7x7 planes (three vectors and a
     lane), 2 / 4 / 8 / 12 / 16 samples of 2048, 2048, 2048, 1024, 1024
     channels 0.41 / 0.58 / 0.80 / 0.90 / 0.89 and 0.42 / 0.54 / 0.69 / 0.74
     / 0.80, 6x6 planes 4 / 8 / 64 / 128 samples 0.63 / 0.91 / 1.16-1.39 /
     1.22 and 0.59 / 0.70 / 0.92-1.02 / 1.02; avx2 kernels (the same CPU),
     4x4 planes 2 / 4 / 8 / 16 samples 0.47 / 0.75 / 1.19 / 1.46 and 0.52 /
     0.64 / 0.91 / 1.07, 5x5 planes 4 / 8 / 32 samples 0.70 / 1.03 / 0.96 and
-    0.67 / 0.87 / 1.00.  Inputs under PARALLEL_MIN elements keep the chunks
+    0.67 / 0.87 / 1.00.  Session 16 made the planes' reductions cheaper
+    (their last elements in the vector sums, four planes reduced together,
+    ckbn_pl_red_*), so planes of three vectors now take the planes path at
+    any size (PLANE_RED_VECS; same CPU, ab_force.py, inputs under L2):
+    avx512 kernels, 7x7 planes, 16 to 128 samples, training 0.86-0.97x,
+    backward 0.75-0.89x; avx2 kernels, 5x5 planes, 16 to 128 samples,
+    training 1.06-1.14x, backward 0.76-0.83x (a training step's forward and
+    backward together 0.94x).  Planes of two vectors keep the rule above:
+    6x6 with avx512 trained at 0.94-1.27x, 4x4 with avx2 at 1.30-1.49x (their
+    backward 0.81-0.95x).  Inputs under PARALLEL_MIN elements keep the chunks
     (one thread; the compiled small backward, _k_small.pxi, sums as they
     do).  Counted in float32 vectors and elements for every data type, so a
     shape takes one path whatever its dtype."""
