@@ -526,12 +526,13 @@ def _batch_rule_shapes():
     vectors and a lane in a batch of one sample per PLANE_RED_PER (4) plane
     elements or fewer, which takes the planes path, and one sample more,
     which keeps the chunks; and planes of three vectors and a lane
-    (PLANE_RED_VECS) in a batch of 64, which take the planes path at any
-    batch."""
+    (PLANE_RED_VECS; at least PLANE_RED_BYTES and a lane) in a batch of 64,
+    which take the planes path at any batch."""
     t = kernels().tuning()
     shapes = []
     r = t["vector_bytes"] // 2 + 1          # 4*r bytes: two vectors and a lane
-    for p, r in ((r // 4, r), (r // 4 + 1, r), (64, 3 * t["vector_bytes"] // 4 + 1)):
+    r3 = max(t["plane_red_vecs"] * t["vector_bytes"], t["plane_red_bytes"]) // 4 + 1
+    for p, r in ((r // 4, r), (r // 4 + 1, r), (64, r3)):
         g = t["parallel_min"] // (p * r) + 1
         assert p * g * r < t["L2"]
         shapes.append((p, g, 1, r))

@@ -210,13 +210,14 @@ cdef enum:
     TOUCH_TILES = 4
     # Largest channels-first plane read through lane expansion.
     LANE_PLANE_MAX = 256
-    # Channels-first planes of PLANE_RED_VECS float32 vectors up to
-    # PLANE_RED_MAX elements are reduced in memory order (the "planes" path,
-    # _pl_path in _k_plan.pxi), and planes of PLANE_RED_MIN_VECS or more in
-    # inputs of at least as many elements as L2 has bytes or of at most one
-    # sample per PLANE_RED_PER elements of a plane.
+    # Channels-first planes of PLANE_RED_VECS float32 vectors (and at least
+    # PLANE_RED_BYTES) up to PLANE_RED_MAX elements are reduced in memory
+    # order (the "planes" path, _pl_path in _k_plan.pxi), and planes of
+    # PLANE_RED_MIN_VECS or more in inputs of at least as many elements as L2
+    # has bytes or of at most one sample per PLANE_RED_PER elements of a plane.
     PLANE_RED_MIN_VECS = 2
     PLANE_RED_VECS = 3
+    PLANE_RED_BYTES = 64
     PLANE_RED_MAX = 4096
     PLANE_RED_PER = 4
     # Chunked channels-first passes (_k_chunks.pxi).
@@ -284,7 +285,9 @@ def tuning():
             "cf_elems": _cf_elems, "f16_slice": _f16_slice,
             "tile_lanes_f32": _tile_width(1 << 30, 4), "tile_lanes_f64": _tile_width(1 << 30, 8),
             "row_group": ROW_GROUP,
-            "ew_row_group": EW_ROW_GROUP, "touch_bytes": _L1 // 4, "touch_bytes_sums": _L2 // 4, "touch_tiles": TOUCH_TILES,
+            "ew_row_group": EW_ROW_GROUP, "touch_bytes": _L1 // 4,
+            "touch_bytes_sums": _L2 // 4, "touch_tiles": TOUCH_TILES,
+            "plane_red_vecs": PLANE_RED_VECS, "plane_red_bytes": PLANE_RED_BYTES,
             "unit_target": UNIT_TARGET, "nt_bytes": _nt_bytes,
             "tile_unit_min": TILE_UNIT_MIN, "tile_unit_max": TILE_UNIT_MAX,
             "tile_min_units": TILE_MIN_UNITS,

@@ -276,13 +276,17 @@ cdef inline bint _pl_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     training 1.06-1.14x, backward 0.76-0.83x (a training step's forward and
     backward together 0.94x).  Planes of two vectors keep the rule above:
     6x6 with avx512 trained at 0.94-1.27x, 4x4 with avx2 at 1.30-1.49x (their
-    backward 0.81-0.95x).  Inputs under PARALLEL_MIN elements keep the chunks
+    backward 0.81-0.95x).  Three 16-byte vectors (the portable build, 12
+    to 15 elements) lost too (3x5 and 3x4 planes, 16 to 128 samples:
+    training 1.31-1.48x, backward 1.01-1.14x), so planes take the path at
+    any size from PLANE_RED_BYTES (16 float32) on, the rule there before.
+    Inputs under PARALLEL_MIN elements keep the chunks
     (one thread; the compiled small backward, _k_small.pxi, sums as they
     do).  Counted in float32 vectors and elements for every data type, so a
     shape takes one path whatever its dtype."""
     if C != 1 or G < 2 or R > PLANE_RED_MAX or P * G * R < PARALLEL_MIN:
         return False
-    if R * 4 >= PLANE_RED_VECS * CKBN_VBYTES:
+    if R * 4 >= PLANE_RED_VECS * CKBN_VBYTES and R * 4 >= PLANE_RED_BYTES:
         return True
     return (R * 4 >= PLANE_RED_MIN_VECS * CKBN_VBYTES
             and (P * G * R >= _L2 or P * PLANE_RED_PER <= R))
