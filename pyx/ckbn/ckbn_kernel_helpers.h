@@ -706,14 +706,14 @@ static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
    streams, and a plain store first reads the line it fills, a fourth (AMD
    Zen 4, 64x7x7x2048 NHWC, float32, 1 thread: the dx pass 0.79-0.85x the
    time, the backward 0.93-0.95x; benchmarks/results/zen4-issue18-s14/).
-   ckbn_affine_rg_* streams its lines likewise where ``stream`` is set (an
+   ckbn_affine_rg_* streams its lines likewise where stream is set (an
    output of at least L3's size, _ew_core): against plain stores, with x
    cold, read just before or warm, 128x7x7x2048 NHWC (51 MB) inference
    0.86-0.95x and training 0.90-0.96x the time (AVX2 tiles: 0.80-0.89x,
    0.88-0.94x), 96x7x7x2048 (38.5 MB) 0.96-1.05x and 0.98-1.00x, while
    64x7x7x2048 (25.7 MB, much of it held by a 32 MiB L3) took 0.90-1.09x and
-   1.01-1.05x (Zen 4, session 16), so smaller outputs keep plain stores.  The pass ends with ckbn_nt_fence
-   (_ew_unit). */
+   1.01-1.05x (Zen 4, session 16), so smaller outputs keep plain stores.
+   The pass ends with ckbn_nt_fence (_ew_unit). */
 #if CKBN_HAVE_TILES
 #define CKBN_LINE_VECS (64 / CKBN_VBYTES)
 #if defined(__AVX512F__)
@@ -1435,11 +1435,16 @@ static inline double ckbn_pl_hs_d8(ckbn_pl_d8 v) { return ckbn_pl_hs_d4(CKBN_PL_
    ckbn_pl_hs_* (lane j plus lane j + n/2, down to one lane), the same adds
    lane for lane, with the four planes side by side in each shuffle.  One
    plane at a time, each reduction is a chain of dependent shuffles and adds
-   per plane; four at a time take a third of the shuffles (AMD Zen 4, 7x7
-   and 8x8 planes, session 16, benchmarks/results/zen4-issue18-s16/). */
+   of its own; four at a time share them (16 float32 lanes: 10 shuffles and
+   5 adds for four planes, against 16 and 16; AMD Zen 4, 6x6, 7x7 and 8x8
+   planes, session 16, benchmarks/results/zen4-issue18-s16/planes.c). */
 #ifdef CKBN_HAVE_SHUFFLE
 #if CKBN_CF_VBYTES == 64
-#define CKBN_PL_PAIR16(a, b, o) __builtin_shufflevector(a, b, 0 + o, 1 + o, 2 + o, 3 + o, 4 + o, 5 + o, 6 + o, 7 + o, 16 + o, 17 + o, 18 + o, 19 + o, 20 + o, 21 + o, 22 + o, 23 + o)
+/* lanes o..o+7 of a, then of b */
+#define CKBN_PL_PAIR16(a, b, o)                                                \
+    __builtin_shufflevector(a, b, 0 + o, 1 + o, 2 + o, 3 + o, 4 + o, 5 + o,    \
+                            6 + o, 7 + o, 16 + o, 17 + o, 18 + o, 19 + o,      \
+                            20 + o, 21 + o, 22 + o, 23 + o)
 static inline ckbn_pl_f4 ckbn_pl_hs4_f16(ckbn_pl_f16 a0, ckbn_pl_f16 a1, ckbn_pl_f16 a2,
                                          ckbn_pl_f16 a3)
 {
@@ -1447,12 +1452,15 @@ static inline ckbn_pl_f4 ckbn_pl_hs4_f16(ckbn_pl_f16 a0, ckbn_pl_f16 a1, ckbn_pl
     ckbn_pl_f16 c0 = CKBN_PL_PAIR16(a0, a1, 0) + CKBN_PL_PAIR16(a0, a1, 8);
     ckbn_pl_f16 c1 = CKBN_PL_PAIR16(a2, a3, 0) + CKBN_PL_PAIR16(a2, a3, 8);
     /* blocks of four: j + (j+4) of planes 0, 1, 2, 3 */
-    ckbn_pl_f16 d = __builtin_shufflevector(c0, c1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
-                  + __builtin_shufflevector(c0, c1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    ckbn_pl_f16 d = __builtin_shufflevector(c0, c1, 0, 1, 2, 3, 8, 9, 10, 11,
+                                            16, 17, 18, 19, 24, 25, 26, 27)
+                  + __builtin_shufflevector(c0, c1, 4, 5, 6, 7, 12, 13, 14, 15,
+                                            20, 21, 22, 23, 28, 29, 30, 31);
     /* pairs: j + (j+2); then j + (j+1) */
     ckbn_pl_f8 e = __builtin_shufflevector(d, d, 0, 1, 4, 5, 8, 9, 12, 13)
                  + __builtin_shufflevector(d, d, 2, 3, 6, 7, 10, 11, 14, 15);
-    return __builtin_shufflevector(e, e, 0, 2, 4, 6) + __builtin_shufflevector(e, e, 1, 3, 5, 7);
+    return __builtin_shufflevector(e, e, 0, 2, 4, 6)
+         + __builtin_shufflevector(e, e, 1, 3, 5, 7);
 }
 #endif
 #define CKBN_PL_HS4_8(NAME, V8, V4)                                            \
@@ -1489,13 +1497,23 @@ CKBN_PL_HS4_4(ckbn_pl_hs4_d4, ckbn_pl_d4)
 CKBN_PL_HS4_4(ckbn_pl_hs4_f4, ckbn_pl_f4)
 #endif
 #if CKBN_CF_VBYTES == 64
-#define CKBN_PL_HS4_F(a0, a1, a2, a3) ckbn_pl_hs4_f16((ckbn_pl_f16) (a0), (ckbn_pl_f16) (a1), (ckbn_pl_f16) (a2), (ckbn_pl_f16) (a3))
-#define CKBN_PL_HS4_D(a0, a1, a2, a3) ckbn_pl_hs4_d8((ckbn_pl_d8) (a0), (ckbn_pl_d8) (a1), (ckbn_pl_d8) (a2), (ckbn_pl_d8) (a3))
+#define CKBN_PL_HS4_F(a0, a1, a2, a3) \
+    ckbn_pl_hs4_f16((ckbn_pl_f16) (a0), (ckbn_pl_f16) (a1), (ckbn_pl_f16) (a2), \
+                   (ckbn_pl_f16) (a3))
+#define CKBN_PL_HS4_D(a0, a1, a2, a3) \
+    ckbn_pl_hs4_d8((ckbn_pl_d8) (a0), (ckbn_pl_d8) (a1), (ckbn_pl_d8) (a2), \
+                  (ckbn_pl_d8) (a3))
 #elif CKBN_CF_VBYTES == 32
-#define CKBN_PL_HS4_F(a0, a1, a2, a3) ckbn_pl_hs4_f8((ckbn_pl_f8) (a0), (ckbn_pl_f8) (a1), (ckbn_pl_f8) (a2), (ckbn_pl_f8) (a3))
-#define CKBN_PL_HS4_D(a0, a1, a2, a3) ckbn_pl_hs4_d4((ckbn_pl_d4) (a0), (ckbn_pl_d4) (a1), (ckbn_pl_d4) (a2), (ckbn_pl_d4) (a3))
+#define CKBN_PL_HS4_F(a0, a1, a2, a3) \
+    ckbn_pl_hs4_f8((ckbn_pl_f8) (a0), (ckbn_pl_f8) (a1), (ckbn_pl_f8) (a2), \
+                  (ckbn_pl_f8) (a3))
+#define CKBN_PL_HS4_D(a0, a1, a2, a3) \
+    ckbn_pl_hs4_d4((ckbn_pl_d4) (a0), (ckbn_pl_d4) (a1), (ckbn_pl_d4) (a2), \
+                  (ckbn_pl_d4) (a3))
 #else   /* 16-byte vectors: floats four at a time, doubles one plane at a time */
-#define CKBN_PL_HS4_F(a0, a1, a2, a3) ckbn_pl_hs4_f4((ckbn_pl_f4) (a0), (ckbn_pl_f4) (a1), (ckbn_pl_f4) (a2), (ckbn_pl_f4) (a3))
+#define CKBN_PL_HS4_F(a0, a1, a2, a3) \
+    ckbn_pl_hs4_f4((ckbn_pl_f4) (a0), (ckbn_pl_f4) (a1), (ckbn_pl_f4) (a2), \
+                  (ckbn_pl_f4) (a3))
 #endif
 #endif
 /* CKBN_PL_N4_F / _D: whether four planes are reduced at a time (else the
