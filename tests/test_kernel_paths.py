@@ -525,13 +525,13 @@ def _batch_rule_shapes():
     """Three NCHW shapes under L2 (of the variant in use): planes of two
     vectors and a lane in a batch of one sample per PLANE_RED_PER (4) plane
     elements or fewer, which takes the planes path, and one sample more,
-    which keeps the chunks; and planes of three vectors and a lane
-    (PLANE_RED_VECS; at least PLANE_RED_BYTES and a lane) in a batch of 64,
-    which take the planes path at any batch."""
+    which keeps the chunks; and planes of PLANE_RED_VECS vectors or
+    PLANE_RED_BYTES, whichever is fewer, and a lane (7x7 with AVX-512) in a
+    batch of 64, which take the planes path at any batch."""
     t = kernels().tuning()
     shapes = []
     r = t["vector_bytes"] // 2 + 1          # 4*r bytes: two vectors and a lane
-    r3 = max(t["plane_red_vecs"] * t["vector_bytes"], t["plane_red_bytes"]) // 4 + 1
+    r3 = min(t["plane_red_vecs"] * t["vector_bytes"], t["plane_red_bytes"]) // 4 + 1
     for p, r in ((r // 4, r), (r // 4 + 1, r), (64, r3)):
         g = t["parallel_min"] // (p * r) + 1
         assert p * g * r < t["L2"]
@@ -542,9 +542,9 @@ def _batch_rule_shapes():
 def test_small_batches_of_small_planes_take_the_planes_path():
     """Planes of two vectors take the planes path in batches of at most one
     sample per four plane elements (the chunks' per-lane work does not
-    shrink with the batch), else the chunks below L2; planes of three
-    vectors take it at any batch; all against the float64 model, and the
-    same bits for 1 and 3 threads."""
+    shrink with the batch), else the chunks below L2; planes of four vectors
+    or 192 bytes take it at any batch; all against the float64 model, and
+    the same bits for 1 and 3 threads."""
     if not hasattr(kernels(), "tuning"):
         pytest.skip("the NumPy twin has no compiled paths")
     for shape, path in zip(_batch_rule_shapes(), ("planes", "chunks-lanes", "planes")):

@@ -210,14 +210,15 @@ cdef enum:
     TOUCH_TILES = 4
     # Largest channels-first plane read through lane expansion.
     LANE_PLANE_MAX = 256
-    # Channels-first planes of PLANE_RED_VECS float32 vectors (and at least
-    # PLANE_RED_BYTES) up to PLANE_RED_MAX elements are reduced in memory
-    # order (the "planes" path, _pl_path in _k_plan.pxi), and planes of
-    # PLANE_RED_MIN_VECS or more in inputs of at least as many elements as L2
-    # has bytes or of at most one sample per PLANE_RED_PER elements of a plane.
+    # Channels-first planes of PLANE_RED_VECS float32 vectors or of
+    # PLANE_RED_BYTES, whichever is fewer, up to PLANE_RED_MAX elements are
+    # reduced in memory order (the "planes" path, _pl_path in _k_plan.pxi),
+    # and planes of PLANE_RED_MIN_VECS or more in inputs of at least as many
+    # elements as L2 has bytes or of at most one sample per PLANE_RED_PER
+    # elements of a plane.
     PLANE_RED_MIN_VECS = 2
-    PLANE_RED_VECS = 3
-    PLANE_RED_BYTES = 64
+    PLANE_RED_VECS = 4
+    PLANE_RED_BYTES = 192
     PLANE_RED_MAX = 4096
     PLANE_RED_PER = 4
     # Chunked channels-first passes (_k_chunks.pxi).

@@ -269,24 +269,24 @@ cdef inline bint _pl_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     0.64 / 0.91 / 1.07, 5x5 planes 4 / 8 / 32 samples 0.70 / 1.03 / 0.96 and
     0.67 / 0.87 / 1.00.  Session 16 made the planes' reductions cheaper
     (their last elements in the vector sums, four planes reduced together,
-    ckbn_pl_red_*), so planes of three vectors now take the planes path at
-    any size (PLANE_RED_VECS; same CPU, ab_force.py, inputs under L2):
-    avx512 kernels, 7x7 planes, 16 to 128 samples, training 0.86-0.97x,
-    backward 0.75-0.89x; avx2 kernels, 5x5 planes, 16 to 128 samples,
-    training 1.06-1.14x, backward 0.76-0.83x (a training step's forward and
-    backward together 0.94x).  Planes of two vectors keep the rule above:
-    6x6 with avx512 trained at 0.94-1.27x, 4x4 with avx2 at 1.30-1.49x (their
-    backward 0.81-0.95x).  Three 16-byte vectors (the portable build, 12
-    to 15 elements) lost too (3x5 and 3x4 planes, 16 to 128 samples:
-    training 1.31-1.48x, backward 1.01-1.14x), so planes take the path at
-    any size from PLANE_RED_BYTES (16 float32) on, the rule there before.
+    ckbn_pl_red_*), and planes of PLANE_RED_BYTES (48 float32: 7x7) now take
+    the planes path at any size with AVX-512 too (same CPU, inputs under L2,
+    ab_force.py: the path forced either way; ab_red.py: the session's start
+    against its end): avx512 kernels, 7x7 planes, 16 to 128 samples,
+    training 0.86-0.97x, backward 0.75-0.89x of the chunks.  Three vectors
+    of the other widths did not gain: avx2 5x5 planes training 1.06-1.14x in
+    ab_force.py but 1.35x at 32x512x5x5 against the start (backward
+    0.76-0.97x), the portable build's 3x5 and 3x4 planes training 1.31-1.48x
+    and backward 1.01-1.14x; two-vector planes 6x6 (avx512) 0.94-1.27x and 4x4
+    (avx2) 1.30-1.49x in training.  So the rule is four vectors or 192 bytes,
+    whichever is fewer, which changes it for AVX-512 only.
     Inputs under PARALLEL_MIN elements keep the chunks
     (one thread; the compiled small backward, _k_small.pxi, sums as they
     do).  Counted in float32 vectors and elements for every data type, so a
     shape takes one path whatever its dtype."""
     if C != 1 or G < 2 or R > PLANE_RED_MAX or P * G * R < PARALLEL_MIN:
         return False
-    if R * 4 >= PLANE_RED_VECS * CKBN_VBYTES and R * 4 >= PLANE_RED_BYTES:
+    if R * 4 >= PLANE_RED_VECS * CKBN_VBYTES or R * 4 >= PLANE_RED_BYTES:
         return True
     return (R * 4 >= PLANE_RED_MIN_VECS * CKBN_VBYTES
             and (P * G * R >= _L2 or P * PLANE_RED_PER <= R))
