@@ -1,5 +1,6 @@
-"""Touch-size sweep: the start build against copies of the env build, each
-imported with its own CKBN_TB1/CKBN_TB2 (bytes per array), one process,
+"""Touch-size sweep: the start build against copies of the env build (made
+for this measurement and not kept: _touch_rows read CKBN_TB1/CKBN_TB2 at
+import), each imported with its own CKBN_TB1/CKBN_TB2 (bytes per array), one process,
 order rotating; medians; cold (64 MB read first) and read (x read first)."""
 import os, sys, time, glob, shutil, importlib, importlib.util, numpy as np, ckbn, ckbn._dispatch as D
 v = os.environ.get("CKBN_KERNELS") or D.kernel_name()
