@@ -1,6 +1,6 @@
 """Planes path against chunks on the same shapes: two copies of a build
 whose _pl_path obeys CKBN_FORCE_PL (1: planes wherever a plane holds two
-vectors, 2: chunks; a build made for this measurement from daa8b89 and not
+vectors, 2: chunks; a build made for this measurement from 091b8f8 and not
 kept: _pl_path read the variable at import), each imported with its own
 setting; ckbn.nn NCHW
 training and backward, 1 thread, alternating, medians.
