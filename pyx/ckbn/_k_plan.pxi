@@ -279,10 +279,9 @@ cdef inline bint _pl_path(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     0.76-0.97x), the portable build's 3x5 and 3x4 planes training 1.31-1.48x
     and backward 1.01-1.14x; two-vector planes 6x6 (avx512) 0.94-1.27x and 4x4
     (avx2) 1.30-1.49x in training.  So the rule is four vectors or 192 bytes,
-    whichever is fewer, which changes it for AVX-512 only.
-    Inputs under PARALLEL_MIN elements keep the chunks
-    (one thread; the compiled small backward, _k_small.pxi, sums as they
-    do).  Counted in float32 vectors and elements for every data type, so a
+    whichever is fewer, which changes it for AVX-512 only.  Inputs under
+    PARALLEL_MIN elements keep the chunks (one thread; the compiled small
+    backward, _k_small.pxi, sums as they do).  Counted in float32 vectors and elements for every data type, so a
     shape takes one path whatever its dtype."""
     if C != 1 or G < 2 or R > PLANE_RED_MAX or P * G * R < PARALLEL_MIN:
         return False

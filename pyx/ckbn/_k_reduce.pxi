@@ -179,16 +179,20 @@ cdef inline bint _pl_act(const Act* act) noexcept nogil:
 cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* dy,
                    const double* mean, const floating* za, const floating* zb,
                    Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t spu,
-                   Py_ssize_t k, Py_ssize_t g0, Py_ssize_t g1, floating* ks,
+                   Py_ssize_t nc, Py_ssize_t gpu, Py_ssize_t q, floating* ks,
                    double* o1, double* o2, double* pn) noexcept nogil:
-    """Samples [k*spu, (k+1)*spu) of channels [g0, g1) of the planes path
-    into row k of the partial tables (o1, o2: G columns).  RED_STATS writes
+    """Unit q of the planes path (_pl_units: nc ranges of gpu channels per
+    unit of spu samples): samples [k*spu, (k+1)*spu) of channels [g0, g1),
+    k = q // nc, g0 = (q % nc) * gpu, into row k of the partial tables (o1,
+    o2: G columns).  RED_STATS writes
     each channel's mean and M2 (sums of d = x - K, K the channel's first
     value in the unit, kept in row k of ks) and, for g0 == 0, the row's
     count; RED_SUMS sum(e) and sum(e * (x - mean)) (ks: the mean rounded to
     the data type; e = dy, or dy * act'(x * za + zb) with a piecewise-linear
     activation).  Each channel's planes are summed in sample order whatever
     the channel range, so the rows do not depend on how channels are split."""
+    cdef Py_ssize_t k = q // nc, g0 = (q % nc) * gpu
+    cdef Py_ssize_t g1 = g0 + gpu if g0 + gpu < G else G
     cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, p, off, gc = g1 - g0, npl, nrun
     cdef double* s1 = o1 + k * G
     cdef double* s2 = o2 + k * G
@@ -265,7 +269,7 @@ cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* d
     like _red_core's (the Chan merge for statistics, ordered sums for the
     backward; ``act``, ``za``, ``zb``: the backward sums' activation, see
     _pl_unit)."""
-    cdef Py_ssize_t spu, nu, gpu, k, g, q, g0, g1
+    cdef Py_ssize_t spu, nu, gpu, k, g, q
     cdef Py_ssize_t n_units = _pl_units(P, G, R, &spu, &nu, &gpu)
     cdef Py_ssize_t nc = n_units // nu
     cdef int nt = _threads(P * G * R, n_units, n_threads)
@@ -288,16 +292,10 @@ cdef int _pl_core(int kind, const Act* act, const floating* x, const floating* d
             ks[g] = <floating> mean[g]
     if nt == 1:     # no OpenMP region: it costs about a microsecond
         for q in range(n_units):
-            g0 = (q % nc) * gpu
-            g1 = g0 + gpu if g0 + gpu < G else G
-            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, q // nc, g0, g1, ks,
-                     p1, p2, pn)
+            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, nc, gpu, q, ks, p1, p2, pn)
     else:
         for q in prange(n_units, nogil=True, num_threads=nt, schedule="static"):
-            g0 = (q % nc) * gpu
-            g1 = g0 + gpu if g0 + gpu < G else G
-            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, q // nc, g0, g1, ks,
-                     p1, p2, pn)
+            _pl_unit(kind, act, x, dy, mean, za, zb, P, G, R, spu, nc, gpu, q, ks, p1, p2, pn)
     if kind == RED_STATS:
         _chan_merge(p1, p2, pn, nu, G, G, out1, out2)
     else:

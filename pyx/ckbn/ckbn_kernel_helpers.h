@@ -728,14 +728,26 @@ static int ckbn_gs_act_rows_f64(const double *e, const double *x, ptrdiff_t nr,
 #else
 #define CKBN_STREAM_V(p, v) (*(__typeof__(v) *) (p) = (v))
 #endif
+/* Whether the rows of an output o, S elements apart, start on 64-byte
+   lines (then its whole lines can be streamed), and a line's vectors v[]
+   written at w, streamed where nt is set. */
+#define CKBN_RG_LINES(o, S, T) ((size_t) (o) % 64 == 0 && ((S) * sizeof(T)) % 64 == 0)
+#define CKBN_RG_PUT(V, w, v, nt)                                               \
+    do {                                                                       \
+        for (int q_ = 0; q_ < CKBN_LINE_VECS; q_++) {                          \
+            if (nt)                                                            \
+                CKBN_STREAM_V((w) + q_ * VL, (v)[q_]);                         \
+            else                                                               \
+                *(V *) ((w) + q_ * VL) = (v)[q_];                              \
+        }                                                                      \
+    } while (0)
 #define CKBN_EW_RG(SFX, T, V)                                                  \
 static void ckbn_affine_rg_##SFX(const T *x, T *y, ptrdiff_t S, ptrdiff_t nr, \
                                  ptrdiff_t n, const T *a, const T *b,          \
                                  int stream)                                   \
 {                                                                              \
     const ptrdiff_t L = 64 / sizeof(T), VL = CKBN_VBYTES / sizeof(T);         \
-    const int nt = stream && (size_t) y % 64 == 0                              \
-                   && (S * sizeof(T)) % 64 == 0 && (void *) y != (void *) x;   \
+    const int nt = stream && CKBN_RG_LINES(y, S, T) && (void *) y != (void *) x; \
     ptrdiff_t c = 0, i;                                                        \
     int q;                                                                     \
     for (; c + L <= n; c += L) {                                               \
@@ -749,12 +761,7 @@ static void ckbn_affine_rg_##SFX(const T *x, T *y, ptrdiff_t S, ptrdiff_t nr, \
             T *w = y + i * S + c;                                              \
             for (q = 0; q < CKBN_LINE_VECS; q++)                               \
                 v[q] = *(const V *) (r + q * VL) * va[q] + vb[q];              \
-            if (nt)                                                            \
-                for (q = 0; q < CKBN_LINE_VECS; q++)                           \
-                    CKBN_STREAM_V(w + q * VL, v[q]);                           \
-            else                                                               \
-                for (q = 0; q < CKBN_LINE_VECS; q++)                           \
-                    *(V *) (w + q * VL) = v[q];                                \
+            CKBN_RG_PUT(V, w, v, nt);                                          \
         }                                                                      \
     }                                                                          \
     for (; c < n; c++)                                                         \
@@ -766,7 +773,7 @@ static void ckbn_dx_rg_##SFX(const T *d, const T *x, T *o, ptrdiff_t S,       \
                              const T *k2, const T *k3)                         \
 {                                                                              \
     const ptrdiff_t L = 64 / sizeof(T), VL = CKBN_VBYTES / sizeof(T);         \
-    const int nt = (size_t) o % 64 == 0 && (S * sizeof(T)) % 64 == 0;          \
+    const int nt = CKBN_RG_LINES(o, S, T);                                     \
     ptrdiff_t c = 0, i;                                                        \
     int q;                                                                     \
     for (; c + L <= n; c += L) {                                               \
@@ -783,12 +790,7 @@ static void ckbn_dx_rg_##SFX(const T *d, const T *x, T *o, ptrdiff_t S,       \
             for (q = 0; q < CKBN_LINE_VECS; q++)                               \
                 v[q] = *(const V *) (e + q * VL) * u1[q]                       \
                        + (*(const V *) (r + q * VL) * u2[q] + u3[q]);          \
-            if (nt)                                                            \
-                for (q = 0; q < CKBN_LINE_VECS; q++)                           \
-                    CKBN_STREAM_V(w + q * VL, v[q]);                           \
-            else                                                               \
-                for (q = 0; q < CKBN_LINE_VECS; q++)                           \
-                    *(V *) (w + q * VL) = v[q];                                \
+            CKBN_RG_PUT(V, w, v, nt);                                          \
         }                                                                      \
     }                                                                          \
     for (; c < n; c++)                                                         \
