@@ -1,9 +1,11 @@
 """Reductions over narrow channels-last rows that several register tiles share
 (pyx/ckbn/_k_rows.pxi ``_touch_rows``, rows of four tiles or more): each
 run of rows (statistics: a quarter of L1d; backward sums: a quarter of L2)
-is first read in memory order, then walked tile by tile.  Statistics and backward sums must
-match float64 NumPy, give the same bits for any thread count, and not depend
-on where the input starts (rows that start off a 64-byte boundary)."""
+is first read in memory order, then walked tile by tile (the backward sums'
+tiles from the first lane on a 64-byte line of x, ``_tile_start``).  Statistics and backward
+sums must match float64 NumPy, give the same bits for any thread count, and
+not depend on where the input starts (rows that start off a 64-byte
+boundary)."""
 
 import numpy as np
 import pytest
@@ -36,9 +38,11 @@ def _at(a, shift):
 # 32 Ki elements, so blocks, pieces and a partial last piece.  On AVX-512,
 # contiguous rows of 5 to 16 vectors (float32 W = 80 from C = 40, 80, 96,
 # 128, 256; float64 W = 40 to 128) are summed whole in registers instead
-# (ckbn_mom_rows_*, ckbn_gs_rows_*).
+# (ckbn_mom_rows_*, ckbn_gs_rows_*).  368 lanes (1472-byte rows, a whole
+# number of lines, not a multiple of a tile): the backward sums' tiles start
+# from x's first line, the lanes before it summed by the row loop.
 SHAPES = [(3001, 96), (777, 100), (1500, 128), (1203, 256), (400, 320), (333, 512), (901, 80),
-          (640, 40)]
+          (640, 40), (500, 368)]
 
 
 def _ref_stats(x, C):
@@ -82,8 +86,9 @@ def test_backward_sums_match_numpy_and_every_thread_count(rows, C, dtype, rtol):
     ex = (d64 * (x.astype(np.float64).reshape(-1, C) - mean)).sum(axis=0)
     scale = np.abs(d64).sum(axis=0)           # the size of the terms summed
     first = None
-    for shift in (0, 2):
-        xs, ds = _at(x, shift), _at(dy, shift)
+    # the tiles start at x's first 64-byte line (dy's lines may lie elsewhere)
+    for sx, sd in ((0, 0), (2, 2), (3, 1)):
+        xs, ds = _at(x, sx), _at(dy, sd)
         for nt in (1, 2, 5, 16):
             s1, s2 = np.empty(C), np.empty(C)
             k.bn_grad_sums(ds, xs, 1, 1, rows, C, mean, s1, s2, nt)
@@ -92,7 +97,7 @@ def test_backward_sums_match_numpy_and_every_thread_count(rows, C, dtype, rtol):
                 assert np.all(np.abs(s1 - es) <= rtol * scale)
                 assert np.all(np.abs(s2 - ex) <= rtol * scale * 4)
             else:
-                assert np.array_equal(s1, first[0]) and np.array_equal(s2, first[1]), (shift, nt)
+                assert np.array_equal(s1, first[0]) and np.array_equal(s2, first[1]), (sx, sd, nt)
 
 
 def test_stats_keep_their_accuracy_far_from_zero():

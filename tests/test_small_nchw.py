@@ -132,6 +132,32 @@ def test_branches_match_float64_and_the_general_path(k, shape, training):
         np.testing.assert_array_equal(a, b)
 
 
+def _placed(a, offset):
+    """A copy of a whose data starts offset bytes past a 64-byte boundary."""
+    buf = np.empty(a.nbytes + 128, np.uint8)
+    start = (-buf.ctypes.data) % 64 + offset
+    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+@pytest.mark.parametrize("shape", [(16, 32, 8, 8), (16, 32, 7, 7), (4, 200, 3, 3),
+                                   (130, 3, 1, 2), (3, 11, 16, 16)])
+def test_same_bits_wherever_the_data_starts(k, shape):
+    """The register tiles start at x's first 64-byte line of each block of
+    channels, the lanes before it summed on their own: the sums, hence dx,
+    dscale and doffset, are the same bits for x and dy at any 4-byte offset
+    within a line (each at its own), and the general path's."""
+    x, dy, scale, mean, var = _args(shape, seed=3)
+    mean = (mean + np.float32(0.25)).astype(np.float32)
+    want = _general(x, dy, scale, mean, var, True)
+    for ox, od in [(0, 0), (4, 4), (16, 16), (28, 28), (60, 60), (4, 36), (32, 0), (0, 52)]:
+        xo, dyo = _placed(x, ox), _placed(dy, od)
+        r = k.common_backward(dyo, xo, scale, mean, var, EPS, "NCHW", True, None, None, 1)
+        for a, b in zip(r, want):
+            np.testing.assert_array_equal(a, b, err_msg=f"x at +{ox}, dy at +{od}")
+
+
 @pytest.mark.parametrize("shape", [(16, 32, 8, 8), (64, 3, 2, 2), (3, 11, 16, 16)])
 def test_signed_zeros_as_the_general_path(k, shape):
     """dy of negative zeros: the sums start from +0.0 (block sums and float64

@@ -198,6 +198,27 @@ cdef inline Py_ssize_t _tile_lanes(const floating* p) noexcept nogil:
         return CKBN_TILE_F64
 
 
+cdef inline Py_ssize_t _tile_start(const void* r, Py_ssize_t S, Py_ssize_t W,
+                                   Py_ssize_t TL, size_t item) noexcept nogil:
+    """The lane the backward sums' register tiles start from: the first on a
+    64-byte line of the row r (x's), when every row (S items apart) starts
+    at the same place in its line and a tile still fits, else 0.  The lanes
+    before it go through the row loop, which sums each lane as the tiles do
+    (the same expression, lane by lane), so the sums do not depend on where
+    the data starts.  Tiles whose loads of dy and x split lines took 1.2-1.6x
+    the time of line-aligned ones on 64x1024 to 392x2048 float32 (AMD Zen 4,
+    AVX-512, benchmarks/results/zen4-issue18-s17/).  The statistics (one
+    array) keep their tiles at lane 0: with a head and a longer tail per row
+    they lost more than the aligned loads gained (up to 1.27x)."""
+    cdef Py_ssize_t h, vb = TL * <Py_ssize_t> item // 4     # a vector's bytes
+    if TL == 0 or (S * <Py_ssize_t> item) % vb != 0 or (<size_t> r) % item != 0:
+        return 0
+    h = <Py_ssize_t> (((vb - (<size_t> r) % vb) % vb) // item)
+    if W - h < TL:
+        return 0
+    return h
+
+
 cdef inline Py_ssize_t _touch_rows(Py_ssize_t S, Py_ssize_t W, Py_ssize_t TL,
                                    size_t item, int arrays) noexcept nogil:
     """Rows of each of ``arrays`` arrays a reduction reads in memory order
@@ -535,7 +556,8 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
     far), as _mom_run does (``pf``: both arrays' next groups hinted)."""
     cdef Py_ssize_t i = 0, q, c, take, off, nxt
     cdef Py_ssize_t TL = _tile_lanes(x)
-    cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
+    cdef Py_ssize_t h = _tile_start(x, S, W, TL, sizeof(floating))
+    cdef Py_ssize_t Wt = h + ((W - h) // TL) * TL if TL > 0 else 0
     cdef Py_ssize_t tr = _touch_rows(S, W, TL, sizeof(floating), 2)
     if S == W and ckbn_rows_fit(W, sizeof(floating)):
         # whole rows in registers, two streams in memory order
@@ -562,7 +584,10 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
             ckbn_touch(d + i * S, take * W * sizeof(floating), 0, 1)
             ckbn_touch(x + i * S, take * W * sizeof(floating), 0, 1)
         nxt = _next_group(pf, S, W, i, take, nr)
-        c = 0
+        if h > 0:
+            for q in range(i, i + take):
+                _gs1(d + q * S, x + q * S, h, mu, b1, b2)
+        c = h
         while c < Wt:
             off = i * S + c
             _gs_tile(d + off, x + off, S, take, mu + c, b1 + c, b2 + c,

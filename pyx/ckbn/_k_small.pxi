@@ -244,7 +244,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
     Returns CKBN_OK or CKBN_ERR_NOMEM (nothing written)."""
     cdef Py_ssize_t S = G * R, TL = CKBN_TILE_F32
     cdef Py_ssize_t kb = SMALL_CF_LANES // R, L, LM, g0, g1, k, g, j, i, t, c, q, nb, off
-    cdef Py_ssize_t cw
+    cdef Py_ssize_t cw, h, LF, FL = 64 // sizeof(float)
     cdef double n = <double> (P * R)
     # the whole batch in one block of rows (BLOCK or fewer): one flush, so
     # no float64 running sums
@@ -252,6 +252,9 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
     cdef char* buf
     cdef double* s1
     cdef double* s2
+    cdef float* mu0
+    cdef float* b10
+    cdef float* b20
     cdef float* mu
     cdef float* b1
     cdef float* b2
@@ -261,33 +264,46 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
     if kb > G:
         kb = G
     LM = kb * R
-    # s1, s2 (float64, per lane), mu, b1, b2 (float32, per lane), k1, k2, k3
-    buf = <char*> malloc(LM * (2 * sizeof(double) + 3 * sizeof(float))
+    # mu, b1, b2 (float32, per lane, each on a 64-byte line with FL lanes to
+    # spare, so that the lane the tiles start from is on a line too), s1, s2
+    # (float64, per lane), k1, k2, k3
+    LF = (LM + 2 * FL - 1) // FL * FL
+    buf = <char*> malloc(64 + 3 * LF * sizeof(float) + LM * 2 * sizeof(double)
                          + 3 * kb * sizeof(float))
     if buf == NULL:
         return CKBN_ERR_NOMEM
-    s1 = <double*> buf
+    mu0 = <float*> (buf + (64 - (<size_t> buf) % 64))
+    b10 = mu0 + LF
+    b20 = b10 + LF
+    s1 = <double*> (b20 + LF)
     s2 = s1 + LM
-    mu = <float*> (s2 + LM)
-    b1 = mu + LM
-    b2 = b1 + LM
-    kk = b2 + LM
+    kk = <float*> (s2 + LM)
     g0 = 0
     while g0 < G:
         g1 = g0 + kb if g0 + kb < G else G
         k = g1 - g0
         L = k * R
+        # The tiles start at lane h, the block's first on a 64-byte line of
+        # x, and mu, b1 and b2 are placed to put it on a line of theirs:
+        # loads that split lines took the walk 1.2-1.5x the time.
+        h = _tile_start(x + g0 * R, S, L, TL, sizeof(float))
+        mu = mu0 + (FL - h) % FL
+        b1 = b10 + (FL - h) % FL
+        b2 = b20 + (FL - h) % FL
         # Sums of the block's lanes over the batch (lane l: channel g0 + l // R).
         for g in range(k):
             for j in range(R):
                 mu[g * R + j] = <float> mean[g0 + g]
-        # One walk of fresh sums covers the lanes up to cw (the three- and
+        # One walk of fresh sums covers the lanes h to cw (the three- and
         # two-tile walks); the rest start from cleared b1, b2.
-        cw = 0
+        cw = h
         if CKBN_GS_COLS_TILES == 3 and one:
-            cw = L // (3 * TL) * (3 * TL)
+            cw = h + (L - h) // (3 * TL) * (3 * TL)
             if cw + 2 * TL <= L:
                 cw += 2 * TL
+        for j in range(h):
+            b1[j] = 0
+            b2[j] = 0
         for j in range(cw, L):
             b1[j] = 0
             b2[j] = 0
@@ -305,7 +321,10 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 t = ROW_GROUP // 2
             pd = dy + i * S + g0 * R
             px = x + i * S + g0 * R
-            c = 0
+            if h > 0:
+                for q in range(t):
+                    _gs1(pd + q * S, px + q * S, h, mu, b1, b2)
+            c = h
             if CKBN_GS_COLS_TILES == 3:
                 # the block's rows in one walk, three tiles across
                 while c + 3 * TL <= L:
