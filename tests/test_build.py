@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 import ckbn
+from tests.twin import compiled_only
 
 
+@compiled_only("has no OpenMP: the build's OpenMP is the compiled kernels'")
 @pytest.mark.skipif(os.environ.get("CKBN_SKIP_OPENMP_TEST") == "1",
                     reason="CKBN_SKIP_OPENMP_TEST=1: a deliberately serial build")
 def test_openmp_enabled():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.test_ew_rows import _k, _out_at
+from tests.twin import compiled_only
 
 NT_BYTES = 16 * 1024 * 1024   # the test outputs' least size
 
@@ -96,6 +97,7 @@ def test_large_channels_last_affine_and_dx(rows, C, dtype, act):
     np.testing.assert_array_equal(dxs[0][:r * C], dxs_)
 
 
+@compiled_only("has no tuning: the thresholds are the compiled kernels'")
 def test_the_threshold_is_half_of_l3():
     t = _k().tuning()
     assert t["nt_bytes"] == max(4 << 20, t["L3"] // 2)

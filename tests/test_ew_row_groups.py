@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from tests.test_ew_rows import _k, _out_at
+from tests.twin import skip_on_twin
 
 MAX_BYTES = 64 << 20     # larger thresholds (CPUs with a huge L3): skip
 
@@ -21,6 +22,7 @@ MAX_BYTES = 64 << 20     # larger thresholds (CPUs with a huge L3): skip
 def _rows(k, C, dtype, threshold="nt_bytes"):
     """Rows of C lanes just past the threshold (a key of the kernels'
     tuning), not a multiple of the group."""
+    skip_on_twin("has no tuning: the row groups and their thresholds are the compiled kernels'")
     t = k.tuning()
     if t[threshold] > MAX_BYTES:
         pytest.skip(f"{threshold} {t[threshold]} too large to test here")

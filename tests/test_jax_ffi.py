@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.twin import compiled_only
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CASES = os.environ.get("CKBN_JAX_FFI_CASES") == "1"
@@ -36,6 +38,7 @@ def _env(**extra):
 
 
 if not CASES:
+    @compiled_only("has no C-level table, which the XLA FFI handler calls")
     @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax not installed")
     @pytest.mark.slow
     def test_jax_ffi_cases(tmp_path):

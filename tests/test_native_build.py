@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.twin import compiled_only
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SOURCE = 'extern "C" int ckbn_cache_probe(int x) { return 3 * x + 1; }\n'
@@ -75,6 +77,7 @@ def _build_native(*args, **env):
                           timeout=600)
 
 
+@compiled_only("has no C-level table, which the native ops call: they are not built on it")
 def test_build_native_command_builds_and_reports():
     """``python -m keras_plugin.build_native``: the library's path (the same again from
     the cache), exit 0; with ``CKBN_NATIVE=0`` the reason, exit 1."""

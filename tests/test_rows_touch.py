@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ckbn._dispatch import kernels
+from tests.twin import compiled_only
 
 
 def _k():
@@ -114,6 +115,7 @@ def test_stats_keep_their_accuracy_far_from_zero():
     np.testing.assert_allclose(m, em, rtol=1e-7)
 
 
+@compiled_only("has no tuning: the touch budget is the compiled kernels'")
 def test_tuning_names_the_touch_budget():
     t = _k().tuning()
     assert t["touch_bytes"] == t["L1d"] // 4

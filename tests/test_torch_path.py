@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.twin import TWIN, compiled_only
+
 pytest.importorskip("keras")
 
 HERE = Path(__file__).resolve().parent
@@ -52,11 +54,14 @@ def test_torch_path_cases_without_native_ops(tmp_path):
     _cases("torch_path_cases.py", tmp_path, CKBN_NATIVE="0")
 
 
+@compiled_only("has no C-level table, which the PyTorch native ops call")
 def test_torch_native_cases(tmp_path):
     _cases("torch_native_cases.py", tmp_path)
 
 
+# The reason the one warning names is sys.argv[1] (see the test below).
 FALLBACK = r"""
+import sys
 import warnings
 import numpy as np
 import torch
@@ -70,7 +75,7 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     ys = [layer(x.clone().requires_grad_(True), training=True) for _ in range(2)]
 ours = [w for w in caught if "PyTorch native op" in str(w.message)]
-assert len(ours) == 1 and "CKBN_NATIVE=0" in str(ours[0].message), [str(w.message) for w in caught]
+assert len(ours) == 1 and sys.argv[1] in str(ours[0].message), [str(w.message) for w in caught]
 assert _torch_native.load() is None
 assert "_EagerTrain" in ys[0].grad_fn.name()
 a = x.numpy().astype(np.float64)
@@ -81,6 +86,9 @@ print("fallback ok")
 
 
 def test_without_native_ops_one_warning_same_values():
-    proc = subprocess.run([sys.executable, "-c", FALLBACK], env=_env(CKBN_NATIVE="0"),
+    # On the NumPy twin the warning names the twin's missing C-level table,
+    # which keras_plugin._torch_native asks for before it looks at CKBN_NATIVE.
+    reason = "have no C-level table" if TWIN else "CKBN_NATIVE=0"
+    proc = subprocess.run([sys.executable, "-c", FALLBACK, reason], env=_env(CKBN_NATIVE="0"),
                           cwd=str(HERE.parent), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "fallback ok" in proc.stdout, proc.stderr[-4000:]
