@@ -28,7 +28,16 @@ def _view(x, P, G, R, C):
 
 
 # Activation kinds, as in the compiled kernels: 0 piecewise linear, 1 swish.
+PIECEWISE = 0
 SWISH = 1
+
+
+def _check_kind(kind):
+    """The compiled entry points' check of ``kind``, made before any output
+    is written."""
+    if kind != PIECEWISE and kind != SWISH:
+        raise ValueError(f"kernel: activation kind must be {PIECEWISE} (piecewise "
+                         f"linear) or {SWISH} (swish), got {kind}")
 
 
 def _sigmoid(z):
@@ -62,6 +71,7 @@ def bn_stats(x, P, G, R, C, mean, var, n_threads):
 
 @_quiet
 def bn_affine(x, P, G, R, C, a, b, y, n_threads, act=False, slope=0.0, hi=np.inf, kind=0):
+    _check_kind(kind)
     v = _view(x, P, G, R, C)
     res = v * a.reshape(1, G, 1, C) + b.reshape(1, G, 1, C)
     if act:
@@ -80,6 +90,7 @@ def _masked(dy, x, P, G, R, C, za, zb, act, slope, hi, kind):
 @_quiet
 def bn_grad_sums(dy, x, P, G, R, C, mean, sum_dy, sum_dyxc, n_threads, za=None, zb=None,
                  act=False, slope=0.0, hi=np.inf, kind=0):
+    _check_kind(kind)
     d = _masked(dy, x, P, G, R, C, za, zb, act, slope, hi, kind).astype(np.float64)
     v = _view(x, P, G, R, C).astype(np.float64)
     sum_dy[:] = d.sum(axis=(0, 2)).reshape(-1)
@@ -90,6 +101,7 @@ def bn_grad_sums(dy, x, P, G, R, C, mean, sum_dy, sum_dyxc, n_threads, za=None, 
 @_quiet
 def bn_grad_dx(dy, x, P, G, R, C, k1, k2, k3, dx, n_threads, za=None, zb=None, act=False,
                slope=0.0, hi=np.inf, kind=0):
+    _check_kind(kind)
     d = _masked(dy, x, P, G, R, C, za, zb, act, slope, hi, kind)
     v = _view(x, P, G, R, C)
     shp = (1, G, 1, C)
@@ -105,6 +117,7 @@ def _coefs(scale, offset, mean, var, eps):
 @_quiet
 def bn_forward_train(x, P, G, R, C, scale, offset, eps, y, mean, var, n_threads, act=False,
                      slope=0.0, hi=np.inf, kind=0):
+    _check_kind(kind)
     bn_stats(x, P, G, R, C, mean, var, n_threads)
     a, b = _coefs(scale, offset, mean, var, eps)
     bn_affine(x, P, G, R, C, a.astype(x.dtype), b.astype(x.dtype), y, n_threads, act, slope,
@@ -114,6 +127,7 @@ def bn_forward_train(x, P, G, R, C, scale, offset, eps, y, mean, var, n_threads,
 @_quiet
 def bn_forward_infer(x, P, G, R, C, scale, offset, mean, var, eps, y, n_threads, act=False,
                      slope=0.0, hi=np.inf, kind=0):
+    _check_kind(kind)
     a, b = _coefs(scale, offset, mean, var, eps)
     bn_affine(x, P, G, R, C, a.astype(x.dtype), b.astype(x.dtype), y, n_threads, act, slope,
               hi, kind)
@@ -122,6 +136,7 @@ def bn_forward_infer(x, P, G, R, C, scale, offset, mean, var, eps, y, n_threads,
 @_quiet
 def bn_backward(dy, x, P, G, R, C, scale, mean, var, eps, training, dx, dscale, doffset,
                 n_threads, offset=None, act=False, slope=0.0, hi=np.inf, kind=0):
+    _check_kind(kind)
     za = zb = None
     if act:
         za, zb = (c.astype(x.dtype) for c in _coefs(scale, offset, mean, var, eps))

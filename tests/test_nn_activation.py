@@ -513,11 +513,29 @@ def test_swish_kernels_agree_with_the_numpy_twin(dims):
 def test_unknown_kernel_activation_kind_is_a_value_error():
     from ckbn._dispatch import kernels
 
+    k = kernels()
     x = np.ones(12, np.float32)
     y = np.full(12, 7.0, np.float32)
     a = np.ones(3, np.float32)
-    with pytest.raises(ValueError, match="activation kind must be .* got 5"):
-        kernels().bn_affine(x, 1, 1, 4, 3, a, a, y, 1, act=True, kind=5)
-    assert (y == 7.0).all()
+    d = np.ones(3)
+    s1, s2 = np.full(3, 7.0), np.full(3, 7.0)
+    # every entry point that takes a kind, each checked before it writes
+    calls = {
+        "bn_affine": lambda kw: k.bn_affine(x, 1, 1, 4, 3, a, a, y, 1, **kw),
+        "bn_forward_train": lambda kw: k.bn_forward_train(x, 1, 1, 4, 3, d, d, 1e-3, y, s1,
+                                                          s2, 1, **kw),
+        "bn_forward_infer": lambda kw: k.bn_forward_infer(x, 1, 1, 4, 3, d, d, d, d, 1e-3, y,
+                                                          1, **kw),
+        "bn_grad_sums": lambda kw: k.bn_grad_sums(x, x, 1, 1, 4, 3, d, s1, s2, 1, a, a, **kw),
+        "bn_grad_dx": lambda kw: k.bn_grad_dx(x, x, 1, 1, 4, 3, a, a, a, y, 1, a, a, **kw),
+        "bn_backward": lambda kw: k.bn_backward(x, x, 1, 1, 4, 3, d, d, d, 1e-3, True, y, s1,
+                                                s2, 1, d, **kw),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="activation kind must be .* got 5"):
+            call({"act": True, "kind": 5})
+        assert (y == 7.0).all() and (s1 == 7.0).all() and (s2 == 7.0).all(), name
+        call({"act": True, "kind": 0})      # the same arguments with a known kind run
+        y[:], s1[:], s2[:] = 7.0, 7.0, 7.0
     with pytest.raises(ValueError, match="activation kind must be one of"):
         ckbn._ops._act_args(ckbn._ops.Activation(0.0, np.inf, "tanh"))
