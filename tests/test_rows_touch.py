@@ -39,11 +39,12 @@ def _at(a, shift):
 # 32 Ki elements, so blocks, pieces and a partial last piece.  On AVX-512,
 # contiguous rows of 5 to 16 vectors (float32 W = 80 from C = 40, 80, 96,
 # 128, 256; float64 W = 40 to 128) are summed whole in registers instead
-# (ckbn_mom_rows_*, ckbn_gs_rows_*).  368 lanes (1472-byte rows, a whole
-# number of lines, not a multiple of a tile): the backward sums' tiles start
-# from x's first line, the lanes before it summed by the row loop.
+# (ckbn_mom_rows_*, ckbn_gs_rows_*).  560 lanes (rows of 2240 bytes, a whole
+# number of lines, ALIGN_ROW_MIN or more, not a multiple of a tile): the
+# backward sums' tiles start from x's first vector boundary, the lanes before
+# it summed by the row loop.
 SHAPES = [(3001, 96), (777, 100), (1500, 128), (1203, 256), (400, 320), (333, 512), (901, 80),
-          (640, 40), (500, 368)]
+          (640, 40), (300, 560)]
 
 
 def _ref_stats(x, C):

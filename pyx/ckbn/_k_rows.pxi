@@ -198,6 +198,13 @@ cdef inline Py_ssize_t _tile_lanes(const floating* p) noexcept nogil:
         return CKBN_TILE_F64
 
 
+cdef enum:
+    # Bytes of a row from which the backward sums' tiles start on x's vector
+    # boundary (_tile_start): one vector's lanes through the row loop instead
+    # of a tile is then at most an eighth of a row of AVX-512 tiles.
+    ALIGN_ROW_MIN = 2048
+
+
 cdef inline Py_ssize_t _tile_start(const void* r, Py_ssize_t S, Py_ssize_t W,
                                    Py_ssize_t TL, size_t item) noexcept nogil:
     """The lane the backward sums' register tiles start from: the first on a
@@ -207,11 +214,15 @@ cdef inline Py_ssize_t _tile_start(const void* r, Py_ssize_t S, Py_ssize_t W,
     (the same expression, lane by lane), so the sums do not depend on where
     the data starts.  Tiles whose loads of dy and x split lines took 1.2-1.6x
     the time of line-aligned ones on 64x1024 to 392x2048 float32 (AMD Zen 4,
-    AVX-512, benchmarks/results/zen4-issue18-s17/).  The statistics (one
-    array) keep their tiles at lane 0: with a head and a longer tail per row
-    they lost more than the aligned loads gained (up to 1.27x)."""
+    AVX-512, benchmarks/results/zen4-issue18-s17/).  Rows of fewer than
+    ALIGN_ROW_MIN bytes keep lane 0: the lanes the row loop takes instead of
+    a tile cost more there (AVX2 tiles, rows of 64 lanes: 1.42x the time).
+    The statistics (one array) keep their tiles at lane 0: with a head and a
+    longer tail per row they lost more than the aligned loads gained (up to
+    1.27x)."""
     cdef Py_ssize_t h, vb = TL * <Py_ssize_t> item // 4     # a vector's bytes
-    if TL == 0 or (S * <Py_ssize_t> item) % vb != 0 or (<size_t> r) % item != 0:
+    if (TL == 0 or W * <Py_ssize_t> item < ALIGN_ROW_MIN
+            or (S * <Py_ssize_t> item) % vb != 0 or (<size_t> r) % item != 0):
         return 0
     h = <Py_ssize_t> (((vb - (<size_t> r) % vb) % vb) // item)
     if W - h < TL:
