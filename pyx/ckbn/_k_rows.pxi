@@ -208,13 +208,14 @@ cdef enum:
 cdef inline Py_ssize_t _tile_start(const void* r, Py_ssize_t S, Py_ssize_t W,
                                    Py_ssize_t TL, size_t item) noexcept nogil:
     """The lane the backward sums' register tiles start from: the first on a
-    64-byte line of the row r (x's), when every row (S items apart) starts
-    at the same place in its line and a tile still fits, else 0.  The lanes
-    before it go through the row loop, which sums each lane as the tiles do
-    (the same expression, lane by lane), so the sums do not depend on where
-    the data starts.  Tiles whose loads of dy and x split lines took 1.2-1.6x
-    the time of line-aligned ones on 64x1024 to 392x2048 float32 (AMD Zen 4,
-    AVX-512, benchmarks/results/zen4-issue18-s17/).  Rows of fewer than
+    vector boundary of the row r (x's; the tiles' vectors, 64 bytes with
+    AVX-512, 32 with AVX2), when every row (S items apart) starts at the
+    same place against it and a tile still fits, else 0.  The lanes before
+    it go through the row loop, which sums each lane as the tiles do (the
+    same expression, lane by lane), so the sums do not depend on where the
+    data starts.  Tiles whose loads of dy and x split lines took 1.05-1.5x
+    the time of aligned ones on 64x1024 to 392x2048 float32 (AMD Zen 4,
+    benchmarks/results/zen4-issue18-s17/).  Rows of fewer than
     ALIGN_ROW_MIN bytes keep lane 0: the lanes the row loop takes instead of
     a tile cost more there (AVX2 tiles, rows of 64 lanes: 1.42x the time).
     The statistics (one array) keep their tiles at lane 0: with a head and a

@@ -286,9 +286,10 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
         g1 = g0 + kb if g0 + kb < G else G
         k = g1 - g0
         L = k * R
-        # The tiles start at lane h, the block's first on a 64-byte line of
-        # x, and mu, b1 and b2 are placed to put it on a line of theirs:
-        # loads that split lines took the walk 1.2-1.5x the time.
+        # The tiles start at lane h, the block's first on a vector boundary
+        # of x (_tile_start), and mu, b1 and b2 are placed to put it on a
+        # 64-byte line of theirs: loads that split lines took the walk
+        # 1.2-1.5x the time.
         h = _tile_start(x + g0 * R, S, L, TL, sizeof(float))
         mu = mu0 + (FL - h) % FL
         b1 = b10 + (FL - h) % FL
