@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 import ckbn
-from ckbn._dispatch import kernel_name, kernels
+from ckbn._dispatch import kernels
+from tests.twin import TWIN
+from tests.twin import compiled_only as _compiled_only
 
 # The NumPy twin (CKBN_KERNELS=numpy) has one path, "numpy": the tests of
 # the compiled paths' names, plans, orders, scratch and machine tuning skip
 # there, and the numerical checks run on it as on the compiled kernels.
-TWIN = kernel_name() == "numpy"
-compiled_only = pytest.mark.skipif(TWIN, reason="the compiled kernels' paths; the NumPy twin has one")
+compiled_only = _compiled_only("has one path, not the compiled kernels' paths")
 
 
 def _path_is(dims, path):

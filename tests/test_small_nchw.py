@@ -10,6 +10,7 @@ import ckbn
 from ckbn import _ops
 from ckbn._dispatch import kernels
 from ckbn._layout import make_layout
+from tests.test_ew_rows import _out_at
 
 EPS = 1e-3
 
@@ -134,9 +135,7 @@ def test_branches_match_float64_and_the_general_path(k, shape, training):
 
 def _placed(a, offset):
     """A copy of a whose data starts offset bytes past a 64-byte boundary."""
-    buf = np.empty(a.nbytes + 128, np.uint8)
-    start = (-buf.ctypes.data) % 64 + offset
-    out = buf[start:start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out = _out_at(a.size, offset // a.itemsize, a.dtype).reshape(a.shape)
     out[...] = a
     return out
 

@@ -247,7 +247,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
     Returns CKBN_OK or CKBN_ERR_NOMEM (nothing written)."""
     cdef Py_ssize_t S = G * R, TL = CKBN_TILE_F32
     cdef Py_ssize_t kb = SMALL_CF_LANES // R, L, LM, g0, g1, k, g, j, i, t, c, q, nb, off
-    cdef Py_ssize_t cw, h, LF, FL = 64 // sizeof(float)
+    cdef Py_ssize_t cw, h, sl, LF, FL = 64 // sizeof(float)
     cdef double n = <double> (P * R)
     # the whole batch in one block of rows (BLOCK or fewer): one flush, so
     # no float64 running sums
@@ -291,9 +291,10 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
         # 64-byte line of theirs: loads that split lines took the walk
         # 1.2-1.5x the time.
         h = _tile_start(x + g0 * R, S, L, TL, sizeof(float))
-        mu = mu0 + (FL - h) % FL
-        b1 = b10 + (FL - h) % FL
-        b2 = b20 + (FL - h) % FL
+        sl = (FL - h) % FL      # the scratch lanes before lane 0
+        mu = mu0 + sl
+        b1 = b10 + sl
+        b2 = b20 + sl
         # Sums of the block's lanes over the batch (lane l: channel g0 + l // R).
         for g in range(k):
             for j in range(R):
