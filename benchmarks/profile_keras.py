@@ -50,7 +50,7 @@ from bench_keras import _cnn, _seeded, cpu_info, cpu_line, force_kernels  # noqa
 
 _NOT_KERNELS = ("stat_dtype", "has_fused_activation")
 _OPS = ("forward_train", "forward_infer", "backward", "stats", "affine", "grad_sums",
-        "grad_dx", "common_forward", "common_backward", "small_layer_train")
+        "grad_dx", "small_layer_train")
 # The compiled entries (ckbn.nn's common case, the layer's small eager call): their
 # own checks take well under a microsecond, the rest is the kernels they run, so
 # they count as kernel time.

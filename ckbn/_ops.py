@@ -1,7 +1,9 @@
 """Internal batch-normalization operations on the ``(P, G, R, C)`` layout.
 
-This module is the only caller of the compiled kernels.  The public ops
-(:mod:`ckbn.nn`) and the layers use:
+This module is the only caller of the compiled kernels' passes (the one
+other caller: :mod:`ckbn.nn` offers its common calls to the compiled entries
+``common_forward`` and ``common_backward`` directly, see there).  The public
+ops and the layers use:
 
 * :func:`forward_train` -- batch statistics and the normalized output in one
   kernel call (with an optional activation applied in the same pass);
@@ -37,13 +39,12 @@ from typing import NamedTuple
 import numpy as np
 
 from ckbn import _half
-from ckbn._config import PARALLEL_MIN, kernel_threads
+from ckbn._config import kernel_threads
 from ckbn._dispatch import kernels
 from ckbn._memory import empty_aligned
 
 __all__ = ["forward_train", "forward_infer", "backward", "Activation", "SWISH", "kernel_act",
-           "stats", "affine", "grad_sums", "grad_dx", "common_forward", "common_backward",
-           "small_layer_train"]
+           "stats", "affine", "grad_sums", "grad_dx", "small_layer_train"]
 
 _f16 = np.dtype(np.float16)
 _f64 = np.float64
@@ -72,42 +73,6 @@ SWISH = Activation(0.0, float("inf"), "swish")
 
 # The kernels' activation kinds (ACT_PIECEWISE, ACT_SWISH in _k_common.pxi).
 _KINDS = {"piecewise": 0, "swish": 1}
-
-
-def common_forward(x, scale, offset, mean, variance, epsilon, data_format, is_training, out,
-                   act):
-    """The compiled entry for the common call of
-    :func:`ckbn.nn.fused_batch_norm` (float32, C-contiguous,
-    "NHWC"/"NC"/"NCHW", float32 per-channel arrays, no ``axis``; ``act`` None
-    or :func:`kernel_act`'s tuple; see pyx/ckbn/_k_small.pxi): ``(y, mean,
-    var)``, or None when the call is not that case (the caller then takes its
-    general path, which checks everything).  It runs with the thread count
-    the general path would use."""
-    fn = getattr(kernels(), "common_forward", None)
-    if fn is None:
-        return None
-    if type(x) is not np.ndarray or x.size < PARALLEL_MIN:
-        # One thread in the kernels: no thread accounting.
-        return fn(x, scale, offset, mean, variance, epsilon, data_format, is_training, out,
-                  act, 1)
-    with kernel_threads(None, x.size) as nt:
-        return fn(x, scale, offset, mean, variance, epsilon, data_format, is_training, out,
-                  act, nt)
-
-
-def common_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training,
-                    offset, act):
-    """:func:`common_forward` for :func:`ckbn.nn.fused_batch_norm_grad`:
-    ``(dx, dscale, doffset)`` or None (``offset`` is read only with ``act``)."""
-    fn = getattr(kernels(), "common_backward", None)
-    if fn is None:
-        return None
-    if type(x) is not np.ndarray or x.size < PARALLEL_MIN:
-        return fn(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training,
-                  offset, act, 1)
-    with kernel_threads(None, x.size) as nt:
-        return fn(dy, x, scale, batch_mean, batch_var, epsilon, data_format, is_training,
-                  offset, act, nt)
 
 
 def small_layer_train(x, dims, scale, offset, epsilon, moving_mean, moving_var, rate,

@@ -25,6 +25,7 @@ from ckbn._typing import Array, ArrayLike, Axis
 import numpy as np
 
 from ckbn import _coefs, _ops
+from ckbn._dispatch import kernels as _kernels
 from ckbn._layout import make_layout
 from ckbn._validation import (
     channel_axes_from_format,
@@ -72,6 +73,16 @@ def _activation(name, negative_slope):
     return _ops.Activation(float(negative_slope), np.inf)
 
 
+# Common calls.  fused_batch_norm and fused_batch_norm_grad without ``axis``
+# first offer the call to the kernel module's compiled entry (common_forward,
+# common_backward: pyx/ckbn/_k_small.pxi), which runs the common case
+# (float32, C-contiguous, "NHWC", "NC" or "NCHW", float32 per-channel arrays)
+# with the thread count the general path would take and returns None for
+# anything else; the general path then checks everything.  They call the
+# entry directly rather than through ckbn._ops: one Python call less is
+# 0.2-0.3 us of the 8 us backward of 16x32x8x8 (benchmarks/RESULTS.md,
+# issue 18, session 18).  The NumPy twin's entries return None.
+#
 # The kernels' (slope, hi, kind) of the valid (activation, negative_slope)
 # pairs seen, for the compiled entries; keyed by the slope's type too, since
 # True == 1 but the general path rejects a bool slope.
@@ -80,11 +91,10 @@ _KERNEL_ACTS_MAX = 64
 
 
 def _kernel_act(activation, negative_slope):
-    """The kernels' activation of the compiled entries (None for none), the
-    general path's mapping (:func:`_activation`, :func:`ckbn._ops.kernel_act`),
-    or False for anything the general path rejects (it then raises)."""
-    if activation is None:
-        return None
+    """The kernels' activation of the compiled entries for an ``activation``
+    other than None, the general path's mapping (:func:`_activation`,
+    :func:`ckbn._ops.kernel_act`), or False for anything the general path
+    rejects (it then raises)."""
     key = (activation, type(negative_slope), negative_slope)
     try:
         return _KERNEL_ACTS[key]
@@ -297,11 +307,11 @@ def fused_batch_norm(x: ArrayLike, scale: ArrayLike, offset: ArrayLike, mean: Ar
     >>> m.tolist(), v.tolist()
     ([3.0, 4.0], [5.0, 5.0])
     """
-    if axis is None:        # common calls: compiled (pyx/ckbn/_k_small.pxi)
-        ka = _kernel_act(activation, negative_slope)
+    if axis is None:        # common calls: compiled (see _KERNEL_ACTS)
+        ka = None if activation is None else _kernel_act(activation, negative_slope)
         if ka is not False:
-            r = _ops.common_forward(x, scale, offset, mean, variance, epsilon, data_format,
-                                    is_training, out, ka)
+            r = _kernels().common_forward(x, scale, offset, mean, variance, epsilon,
+                                          data_format, is_training, out, ka, 0)
             if r is not None:
                 return r
     x = check_float_array(x, "x", min_ndim=2)
@@ -377,11 +387,11 @@ def fused_batch_norm_grad(dy: ArrayLike, x: ArrayLike, scale: ArrayLike, batch_m
 
     and in inference ``dx = dy * scale / sqrt(var + epsilon)``.
     """
-    if axis is None:        # common calls: compiled (pyx/ckbn/_k_small.pxi)
-        ka = _kernel_act(activation, negative_slope)
+    if axis is None:        # common calls: compiled (see _KERNEL_ACTS)
+        ka = None if activation is None else _kernel_act(activation, negative_slope)
         if ka is not False:
-            r = _ops.common_backward(dy, x, scale, batch_mean, batch_var, epsilon,
-                                     data_format, is_training, offset, ka)
+            r = _kernels().common_backward(dy, x, scale, batch_mean, batch_var, epsilon,
+                                           data_format, is_training, offset, ka, 0)
             if r is not None:
                 return r
     x = check_float_array(x, "x", min_ndim=2)

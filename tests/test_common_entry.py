@@ -12,6 +12,7 @@ import ckbn
 from ckbn import _config, _ops
 from ckbn._config import PARALLEL_MIN
 from ckbn._dispatch import kernels
+from tests.twin import skip_on_twin
 
 EPS = 1e-3
 
@@ -38,8 +39,7 @@ ACTS = [(None, 0.2), ("relu", 0.2), ("relu6", 0.2), ("leaky_relu", 0.1), ("swish
 
 @pytest.fixture(scope="module", autouse=True)
 def _compiled():
-    if not hasattr(kernels(), "common_forward"):
-        pytest.skip("the NumPy twin has no compiled entries")
+    skip_on_twin("has no compiled entries")
 
 
 def _args(shape, fmt, seed=0):
@@ -142,7 +142,7 @@ def test_large_calls_take_the_general_path_thread_policy(monkeypatch):
             seen.append(t)
             return t
 
-    monkeypatch.setattr(_ops, "kernel_threads", spy)
+    monkeypatch.setattr(_config, "kernel_threads", spy)
     x, dy, scale, offset, mean, var = _args((16, 4, 4, 576), "NHWC")
     with ckbn.num_threads(2):
         y, m, v = ckbn.nn.fused_batch_norm(x, scale, offset, activation="relu")
@@ -262,8 +262,8 @@ def _bad_backward():
 def _general_error(monkeypatch, fn, kw):
     """The error the general path alone raises for ``fn(**kw)``."""
     with monkeypatch.context() as mp:
-        mp.setattr(_ops, "common_forward", lambda *a: None)
-        mp.setattr(_ops, "common_backward", lambda *a: None)
+        mp.setattr(kernels(), "common_forward", lambda *a: None)
+        mp.setattr(kernels(), "common_backward", lambda *a: None)
         with pytest.raises(Exception) as want:
             fn(**kw)
     return want.value

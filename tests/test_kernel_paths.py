@@ -402,6 +402,7 @@ def _small_args(shape, fmt, seed=0):
     return x, scale, offset
 
 
+@_compiled_only("has no compiled entries")
 @pytest.mark.parametrize("shape,fmt", SMALL)
 def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, fmt):
     from ckbn import _ops
@@ -409,8 +410,6 @@ def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, f
     from ckbn._validation import channel_axes_from_format
 
     k = kernels()
-    if not hasattr(k, "common_forward"):
-        pytest.skip("the NumPy twin has no compiled entries")
     x, scale, offset = _small_args(shape, fmt)
     dy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
     axis = 1 if fmt == "NCHW" else x.ndim - 1
@@ -453,10 +452,9 @@ def test_small_calls_take_the_compiled_entry_and_match_the_general_path(shape, f
     np.testing.assert_array_equal(dxn, dx)
 
 
+@_compiled_only("has no compiled entries")
 def test_small_entry_declines_every_other_call():
     k = kernels()
-    if not hasattr(k, "common_forward"):
-        pytest.skip("the NumPy twin has no compiled entries")
     x, scale, offset = _small_args((16, 8, 8, 32), "NHWC")
     f = k.common_forward
     ok = (x, scale, offset, None, None, 1e-3, "NHWC", True, None, None, 1)

@@ -20,10 +20,12 @@ EPS = 1e-3
 # float64 flush inside the batch), several blocks of channels (4x200x3x3:
 # 1800 lanes; 2x64x16x16: 16384 lanes, 8 channels a block), the smallest
 # planes and channel count, and planes of every power of two the register
-# fold takes (ckbn_fold_f32: 8 to 256 elements; 16x16 and 8x8 above).
+# fold takes (ckbn_fold_f32: 8 to 256 elements; 16x16 and 8x8 above), each
+# with eight channels at a time (AVX-512) and with channels left over.
 SHAPES = [(16, 32, 8, 8), (16, 32, 7, 7), (100, 3, 3, 5), (70, 4, 2, 3),
           (4, 200, 3, 3), (2, 64, 16, 16), (3, 2, 16, 16), (1, 5, 2, 1), (5, 2, 1, 2),
-          (8, 6, 2, 4), (16, 7, 4, 4), (5, 9, 4, 8), (3, 10, 8, 16)]
+          (8, 6, 2, 4), (16, 7, 4, 4), (5, 9, 4, 8), (3, 10, 8, 16),
+          (6, 12, 2, 4), (4, 9, 4, 4)]
 
 
 @pytest.fixture(scope="module")

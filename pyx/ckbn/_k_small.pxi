@@ -9,10 +9,11 @@
 # the general path's mapping.  Anything else returns None and ckbn.nn takes
 # its general path, with every check and error it has.
 #
-# Paths.  common_forward and common_backward serve every size: the caller
-# passes the thread count the general path would use (ckbn._ops enters
-# kernel_threads for PARALLEL_MIN elements and more, and passes 1 below, where
-# the kernels run one thread anyway), and outputs of PARALLEL_MIN elements and
+# Paths.  common_forward and common_backward serve every size, with the
+# thread count the general path would use: given by the caller, or, for
+# n_threads 0 (ckbn.nn's calls), one thread below PARALLEL_MIN elements (the
+# kernels run one thread there anyway) and ckbn._config.kernel_threads' count
+# from PARALLEL_MIN on (_auto_threads); outputs of PARALLEL_MIN elements and
 # more come from ckbn._memory.empty_aligned, as the general path's do.  The
 # results are those of the general path, bit for bit (same kernels, same
 # thread count).  small_layer_train does the same for an eager training call
@@ -80,6 +81,27 @@ cdef inline bint _entry_eps(object eps) noexcept:
 
 
 cdef object _empty_aligned = None     # ckbn._memory.empty_aligned, imported on first use
+cdef object _config = None            # ckbn._config, imported on first use
+
+
+cdef object _auto_threads(Py_ssize_t size, int* n_threads):
+    """For n_threads[0] == 0, the general path's thread count for a call on
+    size elements: 1 below PARALLEL_MIN (returns None), else the count of a
+    ckbn._config.kernel_threads context, entered here and returned for the
+    caller to exit when the kernels are done.  Any other n_threads[0] stays."""
+    global _config
+    cdef object ctx
+    if n_threads[0] != 0:
+        return None
+    if size < PARALLEL_MIN:
+        n_threads[0] = 1
+        return None
+    if _config is None:
+        from ckbn import _config as config
+        _config = config
+    ctx = _config.kernel_threads(None, size)
+    n_threads[0] = ctx.__enter__()
+    return ctx
 
 
 cdef cnp.ndarray _entry_new(cnp.ndarray x):
@@ -145,12 +167,14 @@ def common_forward(x, scale, offset, mean, variance, epsilon, data_format, is_tr
                    out, act, int n_threads):
     """``ckbn.nn.fused_batch_norm`` without ``axis`` for the common case (see
     the top of _k_small.pxi), with ``act`` None or the kernels' ``(slope, hi,
-    kind)`` and ``n_threads`` the general path's thread count: ``(y,
-    batch_mean, batch_var)``, or None when the call is not the common case."""
+    kind)`` and ``n_threads`` the general path's thread count (0: the entry
+    takes it, see the top of _k_small.pxi): ``(y, batch_mean, batch_var)``,
+    or None when the call is not the common case."""
     cdef Py_ssize_t d[4]
     cdef Py_ssize_t n
     cdef double* w
     cdef cnp.ndarray xa, y
+    cdef object ctx = None
     cdef int status
     cdef double eps
     cdef bint training
@@ -181,6 +205,7 @@ def common_forward(x, scale, offset, mean, variance, epsilon, data_format, is_tr
             return None
         px = <const float*> cnp.PyArray_DATA(xa)
         py = <float*> cnp.PyArray_DATA(y)
+        ctx = _auto_threads(cnp.PyArray_SIZE(xa), &n_threads)
         with nogil:
             if training:
                 status = _fwd_train(px, d[0], d[1], d[2], d[3], w, w + n, eps, &ac, py,
@@ -192,6 +217,8 @@ def common_forward(x, scale, offset, mean, variance, epsilon, data_format, is_tr
         return y, _entry_stat(w + 2 * n, n), _entry_stat(w + 3 * n, n)
     finally:
         free(w)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
 
 
 cdef enum:
@@ -403,6 +430,7 @@ def common_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
     cdef Py_ssize_t n, i
     cdef double* w
     cdef cnp.ndarray xa, da, dx
+    cdef object ctx = None
     cdef int status
     cdef double eps
     cdef bint training
@@ -439,6 +467,7 @@ def common_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
         pd = <const float*> cnp.PyArray_DATA(da)
         px = <const float*> cnp.PyArray_DATA(xa)
         po = <float*> cnp.PyArray_DATA(dx)
+        ctx = _auto_threads(cnp.PyArray_SIZE(xa), &n_threads)
         with nogil:
             if not ac.on and _small_cf(d[0], d[1], d[2], d[3]):
                 status = _small_bwd_cf(pd, px, d[0], d[1], d[2], w, w + n, w + 2 * n, eps,
@@ -452,6 +481,8 @@ def common_backward(dy, x, scale, batch_mean, batch_var, epsilon, data_format,
         return dx, _entry_stat(w + 3 * n, n), _entry_stat(w + 4 * n, n)
     finally:
         free(w)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
 
 
 cdef cnp.ndarray _small_f64(const double* v, Py_ssize_t n):
