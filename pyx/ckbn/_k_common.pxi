@@ -54,6 +54,10 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
                            const float* mu, float* b1, float* b2, int fresh) noexcept
     void ckbn_gs_cols2_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                            const float* mu, float* b1, float* b2, int fresh) noexcept
+    void ckbn_gs_cols3h_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
+                            const float* mu, float* b1, float* b2, int fresh) noexcept
+    void ckbn_gs_cols2h_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
+                            const float* mu, float* b1, float* b2, int fresh) noexcept
     bint ckbn_fold_f32(const float* b1, const float* b2, Py_ssize_t W, Py_ssize_t n,
                        double* o1, double* o2) noexcept
     bint CKBN_HAVE_EW_RG

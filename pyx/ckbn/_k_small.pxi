@@ -279,6 +279,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
     # the whole batch in one block of rows (BLOCK or fewer): one flush, so
     # no float64 running sums
     cdef bint one = P <= BLOCK
+    cdef bint dh
     cdef char* buf
     cdef double* s1
     cdef double* s2
@@ -319,6 +320,11 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
         # 1.2-1.5x the time.
         h = _tile_start(x + g0 * R, S, L, TL, sizeof(float))
         sl = (FL - h) % FL      # the scratch lanes before lane 0
+        # dy's tiles off 64-byte lines (NumPy places each array 0, 16, 32 or
+        # 48 bytes into a line, x's tiles start on one): the walk loads dy's
+        # vectors in halves, which split lines half as often
+        # (ckbn_gs_cols3h_f32)
+        dh = (<size_t> (dy + g0 * R + h)) % 64 != 0
         mu = mu0 + sl
         b1 = b10 + sl
         b2 = b20 + sl
@@ -357,7 +363,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 for q in range(t):
                     _gs1(pd + q * S, px + q * S, h, mu, b1, b2)
             c = h
-            if CKBN_GS_COLS_TILES == 3:
+            if CKBN_GS_COLS_TILES == 3 and not dh:
                 # the block's rows in one walk, three tiles across
                 while c + 3 * TL <= L:
                     ckbn_gs_cols3_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
@@ -366,6 +372,16 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 if c + 2 * TL <= L:
                     ckbn_gs_cols2_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
                                       c < cw)
+                    c += 2 * TL
+            elif CKBN_GS_COLS_TILES == 3:
+                # the same walk with dy's vectors loaded in halves
+                while c + 3 * TL <= L:
+                    ckbn_gs_cols3h_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
+                                       c < cw)
+                    c += 3 * TL
+                if c + 2 * TL <= L:
+                    ckbn_gs_cols2h_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
+                                       c < cw)
                     c += 2 * TL
             if TL > 0:
                 while c + TL <= L:

@@ -352,11 +352,20 @@ CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f64, double, ckbn_vd, ckbn_act_grad_f64)
    placements of dy and x (a C probe, benchmarks/results/zen4-issue18-s14/).
    Its 24 accumulators need the 32 vector registers of AVX-512
    (CKBN_GS_COLS_TILES 3); with 16 (AVX2 tiles: 3.3-4.9 us against 3.2-3.7
-   us) the variant keeps the four-row walk (CKBN_GS_COLS_TILES 1). */
-#define CKBN_GS_COLS(NAME, T, V, NT)                                           \
+   us) the variant keeps the four-row walk (CKBN_GS_COLS_TILES 1).  LDE
+   loads a vector of e: in one (CKBN_LD_VEC), or, for the ...h_f32 walks,
+   in two halves joined in a register (CKBN_LD_HALVES), for an e that is off
+   the 64-byte lines x's tiles start on: each half then splits a line at
+   most half the time, the whole vector every time (16x32x8x8 in L2, dy 16,
+   32 or 48 bytes off x's line: the walk 3.0-3.4 against 3.3-4.1 us, the
+   same with dy on a line, AMD Zen 4, a C probe:
+   benchmarks/results/zen4-issue18-s18/split.c). */
+#define CKBN_LD_VEC(V, p) (*(const V *) (p))
+#define CKBN_GS_COLS(NAME, T, V, NT, LDE)                                      \
 static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
                  const T *mu, T *b1, T *b2, int fresh)                         \
 {                                                                              \
+    const int nl = (int) (sizeof(V) / sizeof(T));                              \
     V a[4 * NT], q[4 * NT];                                                    \
     const V zero = {0};                                                        \
     for (int v = 0; v < 4 * NT; v++) {                                         \
@@ -364,10 +373,10 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
         q[v] = fresh ? zero : ((V *) b2)[v];                                   \
     }                                                                          \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
-        const V *d = (const V *) (e + i * S);                                  \
+        const T *d = e + i * S;                                                \
         const V *r = (const V *) (x + i * S);                                  \
         for (int v = 0; v < 4 * NT; v++) {                                     \
-            V e0 = d[v];                                                       \
+            V e0 = LDE(V, d + v * nl);                                         \
             a[v] += e0;                                                        \
             q[v] += e0 * (r[v] - ((const V *) mu)[v]);                         \
         }                                                                      \
@@ -377,8 +386,19 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
         ((V *) b2)[v] = q[v];                                                  \
     }                                                                          \
 }
-CKBN_GS_COLS(ckbn_gs_cols3_f32, float, ckbn_vf, 3)
-CKBN_GS_COLS(ckbn_gs_cols2_f32, float, ckbn_vf, 2)
+CKBN_GS_COLS(ckbn_gs_cols3_f32, float, ckbn_vf, 3, CKBN_LD_VEC)
+CKBN_GS_COLS(ckbn_gs_cols2_f32, float, ckbn_vf, 2, CKBN_LD_VEC)
+#if defined(__AVX512F__)
+#define CKBN_LD_HALVES(V, p)                                                   \
+    ((V) _mm512_castpd_ps(_mm512_insertf64x4(                                  \
+        _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(p))),          \
+        _mm256_castps_pd(_mm256_loadu_ps((p) + 8)), 1)))
+CKBN_GS_COLS(ckbn_gs_cols3h_f32, float, ckbn_vf, 3, CKBN_LD_HALVES)
+CKBN_GS_COLS(ckbn_gs_cols2h_f32, float, ckbn_vf, 2, CKBN_LD_HALVES)
+#else
+#define ckbn_gs_cols3h_f32 ckbn_gs_cols3_f32
+#define ckbn_gs_cols2h_f32 ckbn_gs_cols2_f32
+#endif
 
 /* The fold of one channel's W lanes of float32 sums (_fold_chans in
    _k_rows.pxi) in registers: each lane widened to float64 (exactly), then
@@ -714,6 +734,8 @@ static void ckbn_gs_cols3_f32(const float *e, const float *x, ptrdiff_t S, ptrdi
                               const float *mu, float *b1, float *b2, int fresh) {}
 static void ckbn_gs_cols2_f32(const float *e, const float *x, ptrdiff_t S, ptrdiff_t nr,
                               const float *mu, float *b1, float *b2, int fresh) {}
+#define ckbn_gs_cols3h_f32 ckbn_gs_cols3_f32
+#define ckbn_gs_cols2h_f32 ckbn_gs_cols2_f32
 static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, ptrdiff_t n,
                          double *o1, double *o2) { return 0; }
 #endif
