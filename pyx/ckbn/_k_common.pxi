@@ -46,6 +46,9 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     void ckbn_gs_tile_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
                           const float* mu, float* b1, float* b2, const float* pfe,
                           const float* pfx, Py_ssize_t pfs) noexcept
+    void ckbn_gs_tileh_f32(const float* e, const float* x, Py_ssize_t S, Py_ssize_t nr,
+                           const float* mu, float* b1, float* b2, const float* pfe,
+                           const float* pfx, Py_ssize_t pfs) noexcept
     void ckbn_gs_tile_f64(const double* e, const double* x, Py_ssize_t S, Py_ssize_t nr,
                           const double* mu, double* b1, double* b2, const double* pfe,
                           const double* pfx, Py_ssize_t pfs) noexcept

@@ -385,8 +385,12 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                     c += 2 * TL
             if TL > 0:
                 while c + TL <= L:
-                    ckbn_gs_tile_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
-                                     NULL, NULL, 0)
+                    if dh:
+                        ckbn_gs_tileh_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
+                                          NULL, NULL, 0)
+                    else:
+                        ckbn_gs_tile_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
+                                         NULL, NULL, 0)
                     c += TL
             if c < L:
                 for q in range(t):

@@ -231,26 +231,42 @@ static void NAME(const T *x, ptrdiff_t S, ptrdiff_t nr, const T *sh,           \
     p2[0] = q0; p2[1] = q1; p2[2] = q2; p2[3] = q3;                            \
 }
 
+/* Loads of a vector of e in the backward sums' walks (LDE): in one, or, with
+   AVX-512 and float32, in two 32-byte halves joined in a register, for an e
+   off the 64-byte lines that x's tiles start on (_tile_start): a half then
+   splits a line at most half the time, the whole vector every time.  The
+   same values, so the same sums. */
+#define CKBN_LD_VEC(V, p) (*(const V *) (p))
+#if defined(__AVX512F__)
+#define CKBN_LD_HALVES(V, p)                                                   \
+    ((V) _mm512_castpd_ps(_mm512_insertf64x4(                                  \
+        _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(p))),          \
+        _mm256_castps_pd(_mm256_loadu_ps((p) + 8)), 1)))
+#endif
+
 /* b1 += sum_i e_i, b2 += sum_i e_i * (x_i - mu) over rows e + i*S, x + i*S;
-   pfe != NULL: row i also hints the tile rows at pfe + i*pfs, pfx + i*pfs. */
-#define CKBN_GS_TILE(NAME, T, V)                                               \
+   pfe != NULL: row i also hints the tile rows at pfe + i*pfs, pfx + i*pfs;
+   LDE loads e's vectors. */
+#define CKBN_GS_TILE(NAME, T, V, LDE)                                          \
 static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
                  const T *mu, T *b1, T *b2, const T *pfe, const T *pfx,        \
                  ptrdiff_t pfs)                                                \
 {                                                                              \
+    const int nl = (int) (sizeof(V) / sizeof(T));                              \
     const V *m = (const V *) mu;                                               \
     V *p1 = (V *) b1, *p2 = (V *) b2;                                          \
     V m0 = m[0], m1 = m[1], m2 = m[2], m3 = m[3];                              \
     V a0 = p1[0], a1 = p1[1], a2 = p1[2], a3 = p1[3];                          \
     V q0 = p2[0], q1 = p2[1], q2 = p2[2], q3 = p2[3];                          \
     for (ptrdiff_t i = 0; i < nr; i++) {                                       \
-        const V *d = (const V *) (e + i * S);                                  \
+        const T *d = e + i * S;                                                \
         const V *r = (const V *) (x + i * S);                                  \
         if (pfe) {                                                             \
             CKBN_PF_TILE(pfe + i * pfs);                                       \
             CKBN_PF_TILE(pfx + i * pfs);                                       \
         }                                                                      \
-        V e0 = d[0], e1 = d[1], e2 = d[2], e3 = d[3];                          \
+        V e0 = LDE(V, d), e1 = LDE(V, d + nl);                                 \
+        V e2 = LDE(V, d + 2 * nl), e3 = LDE(V, d + 3 * nl);                    \
         a0 += e0; a1 += e1; a2 += e2; a3 += e3;                                \
         q0 += e0 * (r[0] - m0); q1 += e1 * (r[1] - m1);                        \
         q2 += e2 * (r[2] - m2); q3 += e3 * (r[3] - m3);                        \
@@ -330,8 +346,13 @@ typedef int ckbn_vi __attribute__((vector_size(CKBN_VBYTES)));
 typedef long long ckbn_vl __attribute__((vector_size(CKBN_VBYTES)));
 CKBN_MOM_TILE(ckbn_mom_tile_f32, float, ckbn_vf)
 CKBN_MOM_TILE(ckbn_mom_tile_f64, double, ckbn_vd)
-CKBN_GS_TILE(ckbn_gs_tile_f32, float, ckbn_vf)
-CKBN_GS_TILE(ckbn_gs_tile_f64, double, ckbn_vd)
+CKBN_GS_TILE(ckbn_gs_tile_f32, float, ckbn_vf, CKBN_LD_VEC)
+CKBN_GS_TILE(ckbn_gs_tile_f64, double, ckbn_vd, CKBN_LD_VEC)
+#if defined(__AVX512F__)
+CKBN_GS_TILE(ckbn_gs_tileh_f32, float, ckbn_vf, CKBN_LD_HALVES)
+#else
+#define ckbn_gs_tileh_f32 ckbn_gs_tile_f32
+#endif
 CKBN_ACT_GRAD(ckbn_act_grad_f32, float, ckbn_vf, ckbn_vi)
 CKBN_ACT_GRAD(ckbn_act_grad_f64, double, ckbn_vd, ckbn_vl)
 CKBN_GS_ACT_TILE(ckbn_gs_act_tile_f32, float, ckbn_vf, ckbn_act_grad_f32)
@@ -360,7 +381,6 @@ CKBN_GS_ACT_VECS(ckbn_gs_act_vecs_f64, double, ckbn_vd, ckbn_act_grad_f64)
    32 or 48 bytes off x's line: the walk 3.0-3.4 against 3.3-4.1 us, the
    same with dy on a line, AMD Zen 4, a C probe:
    benchmarks/results/zen4-issue18-s18/split.c). */
-#define CKBN_LD_VEC(V, p) (*(const V *) (p))
 #define CKBN_GS_COLS(NAME, T, V, NT, LDE)                                      \
 static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
                  const T *mu, T *b1, T *b2, int fresh)                         \
@@ -389,10 +409,6 @@ static void NAME(const T *e, const T *x, ptrdiff_t S, ptrdiff_t nr,            \
 CKBN_GS_COLS(ckbn_gs_cols3_f32, float, ckbn_vf, 3, CKBN_LD_VEC)
 CKBN_GS_COLS(ckbn_gs_cols2_f32, float, ckbn_vf, 2, CKBN_LD_VEC)
 #if defined(__AVX512F__)
-#define CKBN_LD_HALVES(V, p)                                                   \
-    ((V) _mm512_castpd_ps(_mm512_insertf64x4(                                  \
-        _mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(p))),          \
-        _mm256_castps_pd(_mm256_loadu_ps((p) + 8)), 1)))
 CKBN_GS_COLS(ckbn_gs_cols3h_f32, float, ckbn_vf, 3, CKBN_LD_HALVES)
 CKBN_GS_COLS(ckbn_gs_cols2h_f32, float, ckbn_vf, 2, CKBN_LD_HALVES)
 #else
@@ -736,6 +752,7 @@ static void ckbn_gs_cols2_f32(const float *e, const float *x, ptrdiff_t S, ptrdi
                               const float *mu, float *b1, float *b2, int fresh) {}
 #define ckbn_gs_cols3h_f32 ckbn_gs_cols3_f32
 #define ckbn_gs_cols2h_f32 ckbn_gs_cols2_f32
+#define ckbn_gs_tileh_f32 ckbn_gs_tile_f32
 static int ckbn_fold_f32(const float *b1, const float *b2, ptrdiff_t W, ptrdiff_t n,
                          double *o1, double *o2) { return 0; }
 #endif
