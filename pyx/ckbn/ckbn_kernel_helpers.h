@@ -1289,9 +1289,31 @@ typedef long long ckbn_cf_vi64 __attribute__((vector_size(CKBN_CF_VBYTES)));
 #define CKBN_CF_EXPR5(V, VI, r, xv, dv, C) \
     r = (dv * (V) CKBN_CF_SW(xv * C[3] + C[4], 1)) * C[0] + (xv * C[1] + C[2])
 
+/* A whole vector r stored at o + i (on a vector boundary): streamed
+   (non-temporal) where nt is set. */
+#if CKBN_CF_VBYTES == 64 && defined(__AVX512F__)
+#include <immintrin.h>
+#define CKBN_CF_STREAM(p, v) _mm512_stream_si512((__m512i *) (p), (__m512i) (v))
+#elif CKBN_CF_VBYTES == 32 && defined(__AVX__)
+#include <immintrin.h>
+#define CKBN_CF_STREAM(p, v) _mm256_stream_si256((__m256i *) (p), (__m256i) (v))
+#elif CKBN_CF_VBYTES == 16 && defined(__SSE2__)
+#include <emmintrin.h>
+#define CKBN_CF_STREAM(p, v) _mm_stream_si128((__m128i *) (p), (__m128i) (v))
+#else
+#define CKBN_CF_STREAM(p, v) (*(__typeof__(v) *) (p) = (v))
+#endif
+#define CKBN_CF_PUT(V, p, r)                                                   \
+    do {                                                                       \
+        if (nt)                                                                \
+            CKBN_CF_STREAM(p, r);                                              \
+        else                                                                   \
+            *(V *) (p) = (r);                                                  \
+    } while (0)
 #define CKBN_CF_EW(NAME, T, V, VI, IT, NC, HASD, EXPR)                         \
 static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
-                 ptrdiff_t R, ptrdiff_t G, const T *const *cf, T slope, T hi)  \
+                 ptrdiff_t R, ptrdiff_t G, const T *const *cf, T slope, T hi,  \
+                 int nt)                                                       \
 {                                                                              \
     enum { L = CKBN_CF_VBYTES / sizeof(T) };                                      \
     const V zero = CKBN_SPLAT(V, 0), one = CKBN_SPLAT(V, 1);                   \
@@ -1350,7 +1372,7 @@ static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
                 if (HASD)                                                      \
                     dv = *(const V *) (d + i);                                 \
                 EXPR(V, VI, r, xv, dv, c);                                     \
-                *(V *) (o + i) = r;                                            \
+                CKBN_CF_PUT(V, o + i, r);                                      \
             }                                                                  \
             if (i + L > e1)                                                    \
                 break;                                                         \
@@ -1366,7 +1388,7 @@ static void NAME(const T *x, const T *d, T *o, ptrdiff_t e, ptrdiff_t e1,      \
                 if (HASD)                                                      \
                     dv = *(const V *) (d + i);                                 \
                 EXPR(V, VI, r, xv, dv, bl);                                    \
-                *(V *) (o + i) = r;                                            \
+                CKBN_CF_PUT(V, o + i, r);                                      \
                 i += L;                                                        \
             }                                                                  \
             for (q = 0; q < NC; q++)                                           \
@@ -1400,28 +1422,31 @@ CKBN_CF_EW(ckbn_cf_dxs_f64, double, ckbn_cf_vd, ckbn_cf_vi64, long long, 5, 1, C
 #define CKBN_CF_DISPATCH(SFX, T)                                               \
 static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
                              ptrdiff_t e0, ptrdiff_t e1, ptrdiff_t R,          \
-                             ptrdiff_t G, const T *const *cf, T slope, T hi)   \
+                             ptrdiff_t G, const T *const *cf, T slope, T hi,   \
+                             int nt)                                           \
 {                                                                              \
     if (mode == 0)                                                             \
-        ckbn_cf_aff_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+        ckbn_cf_aff_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
     else if (mode == 1)                                                        \
-        ckbn_cf_afa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+        ckbn_cf_afa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
     else if (mode == 2)                                                        \
-        ckbn_cf_dx_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);                \
+        ckbn_cf_dx_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);                \
     else if (mode == 3)                                                        \
-        ckbn_cf_dxa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+        ckbn_cf_dxa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
     else if (mode == 4)                                                        \
-        ckbn_cf_afs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+        ckbn_cf_afs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
     else                                                                       \
-        ckbn_cf_dxs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi);               \
+        ckbn_cf_dxs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
 }
 #else
 /* Without vector extensions: the same expressions element by element. */
 #define CKBN_CF_DISPATCH(SFX, T)                                               \
 static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
                              ptrdiff_t e0, ptrdiff_t e1, ptrdiff_t R,          \
-                             ptrdiff_t G, const T *const *cf, T slope, T hi)   \
+                             ptrdiff_t G, const T *const *cf, T slope, T hi,   \
+                             int nt)                                           \
 {                                                                              \
+    (void) nt;                                                                 \
     for (ptrdiff_t i = e0; i < e1; i++) {                                      \
         ptrdiff_t g = (i / R) % G;                                             \
         T z, m;                                                                \

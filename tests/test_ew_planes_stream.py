@@ -1,0 +1,72 @@
+"""Element-wise passes of large channels-first outputs (issue 18, session 18):
+channels-first planes written as one stream in memory order (ckbn_cf_ew_*:
+planes of at least one vector and at most UNIT_TARGET elements) store their
+whole vectors with non-temporal stores from ``tuning()["nt_bytes"]`` on (half
+of L3), unless the activation is swish (pyx/ckbn/_k_elementwise.pxi,
+``nt_planes`` in ``_ew_core``).
+
+y and dx must match float64 NumPy for every activation, carry the same bits as
+the plain stores of a small input (the first samples alone, below the
+threshold), and not depend on the thread count or on where the output
+starts."""
+
+import numpy as np
+import pytest
+
+from tests.test_ew_nhwc import ACTS, _act64, _dact64
+from tests.test_ew_rows import _k, _out_at
+from tests.twin import TWIN
+
+# (planes' elements R, channels G, dtype): 56x56 and 7x7 planes, planes that
+# are not a whole number of vectors (50: the boundary vectors blend two
+# planes' coefficients), float64.
+CASES = [(3136, 64, np.float32), (49, 2048, np.float32), (50, 2000, np.float32),
+         (3136, 32, np.float64)]
+
+
+def _nt_bytes(k):
+    return 16 << 20 if TWIN else k.tuning()["nt_bytes"]
+
+
+@pytest.mark.parametrize("R,G,dtype", CASES)
+@pytest.mark.parametrize("act", list(ACTS))
+def test_large_channels_first_affine_and_dx(R, G, dtype, act):
+    k = _k()
+    item = np.dtype(dtype).itemsize
+    P = -(-_nt_bytes(k) // (G * R * item))      # the fewest samples that reach it
+    n = P * G * R
+    on, slope, hi, kind = ACTS[act]
+    rng = np.random.default_rng(R + G)
+    x = (rng.standard_normal(n) * 3).astype(dtype)
+    dy = rng.standard_normal(n).astype(dtype)
+    a, b, k1, k2, k3, za, zb = (rng.uniform(-2, 2, G).astype(dtype) for _ in range(7))
+    dims = (P, G, R, 1)
+    ch = (np.arange(n) // R) % G
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    y_ref = _act64(x64 * a[ch] + b[ch], act)
+    m = _dact64(x64 * za[ch] + zb[ch], act)
+    dx_ref = (dy64 * m) * k1[ch] + (x64 * k2[ch] + k3[ch])
+    extra = (za, zb, on, slope, hi, kind) if on else ()
+    ys, dxs = [], []
+    for nt, shift in ((1, 0), (2, 0), (1, 1), (2, 64 // item - 1)):
+        y = _out_at(n, shift, dtype)
+        k.bn_affine(x, *dims, a, b, y, nt, on, slope, hi, kind)
+        dx = _out_at(n, shift, dtype)
+        k.bn_grad_dx(dy, x, *dims, k1, k2, k3, dx, nt, *extra)
+        ys.append(y.copy())
+        dxs.append(dx.copy())
+    for got in ys[1:]:
+        np.testing.assert_array_equal(got, ys[0])
+    for got in dxs[1:]:
+        np.testing.assert_array_equal(got, dxs[0])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(ys[0], y_ref, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(dxs[0], dx_ref, rtol=tol, atol=tol * 10)
+    # the plain stores: the first two samples alone, far below the threshold
+    s = 2 * G * R
+    ys_ = np.empty(s, dtype)
+    k.bn_affine(x[:s], 2, G, R, 1, a, b, ys_, 1, on, slope, hi, kind)
+    np.testing.assert_array_equal(ys[0][:s], ys_)
+    dxs_ = np.empty(s, dtype)
+    k.bn_grad_dx(dy[:s], x[:s], 2, G, R, 1, k1, k2, k3, dxs_, 1, *extra)
+    np.testing.assert_array_equal(dxs[0][:s], dxs_)
