@@ -133,13 +133,25 @@ cdef void _cf_apply(int op, const Act* act, const floating* x, const floating* d
                     floating* o, const Chunks* ch, Py_ssize_t g0, Py_ssize_t g1,
                     const floating** cf, char* scr) noexcept nogil:
     """The element-wise pass ``op`` on channels [g0, g1) (coefficients
-    cf[i][g - g0])."""
+    cf[i][g - g0]).  Outputs from _nt_bytes to L3's size (_nt_planes) with
+    planes of a vector or more (no swish): each plane one stream with
+    non-temporal stores (_ew_stream), as the planes path writes them."""
     cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L = (g1 - g0) * R, g, p, off
     cdef int nc = _n_coef(op, act.on), q
     cdef floating* lanes = <floating*> scr
     cdef const floating* w[MAX_COEF]
     cdef floating v[MAX_COEF]
     cdef floating s = <floating> act.slope, h = <floating> act.hi
+    if (_act_mode(act) != AM_SWISH and R * <Py_ssize_t> sizeof(floating) >= CKBN_VBYTES
+            and _nt_planes(ch.P * S * <Py_ssize_t> sizeof(floating))):
+        for p in range(ch.P):
+            for g in range(g0, g1):
+                for q in range(nc):
+                    w[q] = cf[q] + (g - g0)
+                off = p * S + g * R
+                _ew_stream(op, act, x + off, d + off, o + off, w, 0, R, R, 1, True)
+        ckbn_nt_fence()
+        return
     if ch.lanes and R < CF_SEG_MIN:
         for q in range(nc):
             _expand_into(cf[q], g1 - g0, R, lanes + q * L)

@@ -274,6 +274,20 @@ cdef Py_ssize_t _f16_slice = max(4096, _L2 // 32)
 cdef Py_ssize_t _nt_bytes = max(4194304, _L3 // 2)
 
 
+cdef inline bint _nt_planes(Py_ssize_t nbytes) noexcept nogil:
+    """Whether channels-first planes written as streams (_k_elementwise.pxi,
+    _k_chunks.pxi) store an output of nbytes non-temporal: from _nt_bytes to
+    L3's size.  There the input stays in L3 for the pass that reads it again
+    (training, backward) instead of giving way to the output: 25.7 MB NCHW
+    on AMD Zen 4 (32 MiB L3), caches flushed before each call, 0.76-0.82x
+    the time of plain stores in training, 0.82-0.85x in the backward,
+    0.93-0.98x in inference.  Beyond L3's size NumPy's outputs are new
+    memory, whose pages the kernel has just zeroed into the cache, and
+    non-temporal stores write those lines twice (51 MB NCHW: 1.2-1.4x the
+    time of plain stores).  benchmarks/RESULTS.md, issue 18, session 18."""
+    return _nt_bytes <= nbytes <= _L3
+
+
 cdef inline Py_ssize_t _tile_width(Py_ssize_t C, size_t item) noexcept nogil:
     """Lanes per tile of rows of C > TILE_MAX channels of ``item`` bytes."""
     cdef Py_ssize_t w = (_L1 * 3 // 4) // (3 * <Py_ssize_t> item)

@@ -362,11 +362,10 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     # bytes (W == C), no activation or a piecewise-linear one: row groups
     # (_ew_rows_rg)
     cdef Py_ssize_t nbytes = P * G * R * C * <Py_ssize_t> sizeof(floating)
-    # channels-first planes in one stream (ckbn_cf_ew_*) of _nt_bytes and
-    # more, no swish: whole vectors non-temporal (32x64x56x56 NCHW inference,
-    # a C probe: 0.88x a copy against 1.19x with plain stores; session 18)
+    # channels-first planes in one stream (ckbn_cf_ew_*), no swish: whole
+    # vectors non-temporal for outputs from _nt_bytes to L3's size (_nt_planes)
     cdef bint nt_planes = (u.seg and _ew_planes(act, R, C, sizeof(floating))
-                           and _act_mode(act) != AM_SWISH and nbytes >= _nt_bytes)
+                           and _act_mode(act) != AM_SWISH and _nt_planes(nbytes))
     cdef int use_rg = EW_RG_OFF
     if (CKBN_HAVE_EW_RG and not u.seg and _act_mode(act) != AM_SWISH and u.W == C
             and C * <Py_ssize_t> sizeof(floating) > EW_NT_ROW_MAX

@@ -30,6 +30,8 @@ rounds = int(sys.argv[3])
 offs = [int(o) for o in (sys.argv[5].split() if len(sys.argv) > 5 else "0 16 32 48".split())]
 inner = int(os.environ.get("AB_INNER", "200"))
 NT = int(os.environ.get("AB_THREADS", "1"))
+COLD = os.environ.get("AB_COLD") == "1"     # evict the caches before each timed call (inner = 1)
+_junk = np.ones(128 << 20, np.uint8) if COLD else None
 kinds = os.environ.get("AB_KINDS", "bwd train").split()
 rng = np.random.default_rng(0)
 for case in sys.argv[4].split():
@@ -60,6 +62,12 @@ for case in sys.argv[4].split():
                 for m in ((old, new) if r % 2 else (new, old)):
                     f = calls[m]
                     f()
+                    if COLD:
+                        _junk += 1
+                        t0 = time.perf_counter()
+                        f()
+                        t[m].append(time.perf_counter() - t0)
+                        continue
                     t0 = time.perf_counter()
                     for _ in range(inner):
                         f()
