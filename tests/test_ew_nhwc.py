@@ -42,6 +42,30 @@ def _dact64(z, name):
     return np.where(z > 0, np.where(z < hi, 1.0, 0.0), slope)
 
 
+def affine_and_dx_runs(k, x, dy, dims, ab, kkk, zab, act):
+    """y = act(x * a + b) (``ab``) and dx (``kkk`` = k1, k2, k3; the
+    activation's z = x * za + zb, ``zab``) of the (P, G, R, C) view ``dims``
+    on 1 and 2 threads, into outputs on a 64-byte line and shifted off it:
+    checks that they carry the same bits and returns the lists of ys and
+    dxs."""
+    on, slope, hi, kind = ACTS[act]
+    extra = (*zab, on, slope, hi, kind) if on else ()
+    n, dtype = x.size, x.dtype
+    ys, dxs = [], []
+    for nt, shift in ((1, 0), (2, 0), (1, 1), (2, 64 // dtype.itemsize - 1)):
+        y = _out_at(n, shift, dtype)
+        k.bn_affine(x, *dims, *ab, y, nt, on, slope, hi, kind)
+        dx = _out_at(n, shift, dtype)
+        k.bn_grad_dx(dy, x, *dims, *kkk, dx, nt, *extra)
+        ys.append(y.copy())
+        dxs.append(dx.copy())
+    for got in ys[1:]:
+        np.testing.assert_array_equal(got, ys[0])
+    for got in dxs[1:]:
+        np.testing.assert_array_equal(got, dxs[0])
+    return ys, dxs
+
+
 # (rows, C, dtype): narrow channels (rows of W = C*k lanes, repeated
 # coefficients), wide ones (W == C, in place; C = 1000: rows not on 64-byte
 # boundaries), all with outputs of at least 16 MiB.
@@ -68,19 +92,7 @@ def test_large_channels_last_affine_and_dx(rows, C, dtype, act):
     dx_ref = (dy64 * m) * k1[lane] + (x64 * k2[lane] + k3[lane])
     extra = (za, zb, on, slope, hi, kind) if on else ()
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    item = np.dtype(dtype).itemsize
-    ys, dxs = [], []
-    for nt, shift in ((1, 0), (2, 0), (1, 1), (2, 64 // item - 1)):
-        y = _out_at(n, shift, dtype)
-        k.bn_affine(x, *dims, a, b, y, nt, on, slope, hi, kind)
-        dx = _out_at(n, shift, dtype)
-        k.bn_grad_dx(dy, x, *dims, k1, k2, k3, dx, nt, *extra)
-        ys.append(y.copy())
-        dxs.append(dx.copy())
-    for got in ys[1:]:
-        np.testing.assert_array_equal(got, ys[0])
-    for got in dxs[1:]:
-        np.testing.assert_array_equal(got, dxs[0])
+    ys, dxs = affine_and_dx_runs(k, x, dy, dims, (a, b), (k1, k2, k3), (za, zb), act)
     # dx written over dy (in place, as the TensorFlow op may forward dy's buffer)
     inplace = dy.copy()
     k.bn_grad_dx(inplace, x, *dims, k1, k2, k3, inplace, 2, *extra)

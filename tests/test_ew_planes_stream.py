@@ -14,7 +14,7 @@ starts."""
 import numpy as np
 import pytest
 
-from tests.test_ew_nhwc import ACTS, _act64, _dact64
+from tests.test_ew_nhwc import ACTS, _act64, _dact64, affine_and_dx_runs
 from tests.test_ew_rows import _k, _out_at
 from tests.twin import TWIN
 
@@ -48,18 +48,7 @@ def test_large_channels_first_affine_and_dx(R, G, dtype, act):
     m = _dact64(x64 * za[ch] + zb[ch], act)
     dx_ref = (dy64 * m) * k1[ch] + (x64 * k2[ch] + k3[ch])
     extra = (za, zb, on, slope, hi, kind) if on else ()
-    ys, dxs = [], []
-    for nt, shift in ((1, 0), (2, 0), (1, 1), (2, 64 // item - 1)):
-        y = _out_at(n, shift, dtype)
-        k.bn_affine(x, *dims, a, b, y, nt, on, slope, hi, kind)
-        dx = _out_at(n, shift, dtype)
-        k.bn_grad_dx(dy, x, *dims, k1, k2, k3, dx, nt, *extra)
-        ys.append(y.copy())
-        dxs.append(dx.copy())
-    for got in ys[1:]:
-        np.testing.assert_array_equal(got, ys[0])
-    for got in dxs[1:]:
-        np.testing.assert_array_equal(got, dxs[0])
+    ys, dxs = affine_and_dx_runs(k, x, dy, dims, (a, b), (k1, k2, k3), (za, zb), act)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(ys[0], y_ref, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(dxs[0], dx_ref, rtol=tol, atol=tol * 10)
