@@ -10,6 +10,8 @@ the plain path (the same rows computed from a small input, below the
 threshold), and not depend on the thread count or on where the output
 starts."""
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -42,20 +44,31 @@ def _dact64(z, name):
     return np.where(z > 0, np.where(z < hi, 1.0, 0.0), slope)
 
 
+def streamed_out(n, shift, dtype, touched):
+    """_out_at's output, its memory written first where ``touched`` (then
+    the kernels may stream into it: they do not stream into a new
+    allocation's pages, output_streams)."""
+    o = _out_at(n, shift, dtype)
+    if touched:
+        o.fill(np.nan)
+    return o
+
+
 def affine_and_dx_runs(k, x, dy, dims, ab, kkk, zab, act):
     """y = act(x * a + b) (``ab``) and dx (``kkk`` = k1, k2, k3; the
     activation's z = x * za + zb, ``zab``) of the (P, G, R, C) view ``dims``
-    on 1 and 2 threads, into outputs on a 64-byte line and shifted off it:
-    checks that they carry the same bits and returns the lists of ys and
-    dxs."""
+    on 1 and 2 threads, into outputs on a 64-byte line and shifted off it,
+    new (plain stores) and written before (streamed): checks that they carry
+    the same bits and returns the lists of ys and dxs."""
     on, slope, hi, kind = ACTS[act]
     extra = (*zab, on, slope, hi, kind) if on else ()
     n, dtype = x.size, x.dtype
     ys, dxs = [], []
-    for nt, shift in ((1, 0), (2, 0), (1, 1), (2, 64 // dtype.itemsize - 1)):
-        y = _out_at(n, shift, dtype)
+    for nt, shift, touched in ((1, 0, True), (2, 0, True), (1, 1, True),
+                               (2, 64 // dtype.itemsize - 1, True), (1, 0, False)):
+        y = streamed_out(n, shift, dtype, touched)
         k.bn_affine(x, *dims, *ab, y, nt, on, slope, hi, kind)
-        dx = _out_at(n, shift, dtype)
+        dx = streamed_out(n, shift, dtype, touched)
         k.bn_grad_dx(dy, x, *dims, *kkk, dx, nt, *extra)
         ys.append(y.copy())
         dxs.append(dx.copy())
@@ -113,3 +126,18 @@ def test_large_channels_last_affine_and_dx(rows, C, dtype, act):
 def test_the_threshold_is_half_of_l3():
     t = _k().tuning()
     assert t["nt_bytes"] == max(4 << 20, t["L3"] // 2)
+
+
+@compiled_only("has no tuning: the thresholds are the compiled kernels'")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore's answer on Linux")
+def test_outputs_stream_only_into_memory_already_there():
+    """A new allocation of nt_bytes and more is not streamed into (its
+    pages are zeroed into the cache on first touch); once written it is; a
+    smaller output never is."""
+    k = _k()
+    n = k.tuning()["nt_bytes"] + 3 * 4096
+    a = np.empty(n, np.uint8)
+    assert not k.output_streams(a)
+    a.fill(1)
+    assert k.output_streams(a)
+    assert not k.output_streams(a[:n // 4])

@@ -1,10 +1,10 @@
 """Element-wise passes of large channels-first outputs (issue 18, session 18):
 channels-first planes written as one stream in memory order (ckbn_cf_ew_*:
 planes of at least one vector and at most UNIT_TARGET elements) store their
-whole vectors with non-temporal stores for outputs from
-``tuning()["nt_bytes"]`` (half of L3) to L3's size, unless the activation is
-swish (``_nt_planes`` in pyx/ckbn/_k_common.pxi); so do the chunks' planes
-(``_cf_apply``).
+whole vectors with non-temporal stores for outputs of
+``tuning()["nt_bytes"]`` (half of L3) and more in memory already there (not
+a new allocation), unless the activation is swish (``_nt_out`` in
+pyx/ckbn/_k_common.pxi); so do the chunks' planes (``_cf_apply``).
 
 y and dx must match float64 NumPy for every activation, carry the same bits as
 the plain stores of a small input (the first samples alone, below the
@@ -14,8 +14,8 @@ starts."""
 import numpy as np
 import pytest
 
-from tests.test_ew_nhwc import ACTS, _act64, _dact64, affine_and_dx_runs
-from tests.test_ew_rows import _k, _out_at
+from tests.test_ew_nhwc import ACTS, _act64, _dact64, affine_and_dx_runs, streamed_out
+from tests.test_ew_rows import _k
 from tests.twin import TWIN
 
 # (planes' elements R, channels G, dtype): 56x56 and 7x7 planes, planes that
@@ -82,8 +82,9 @@ def test_large_channels_first_chunks_train_and_backward(act):
     dy = rng.standard_normal(n).astype(np.float32)
     g, b = rng.uniform(0.5, 2, G), rng.uniform(-1, 1, G)
     runs = []
-    for nt, shift in ((1, 0), (2, 0), (2, 15)):
-        y, dx = _out_at(n, shift, np.float32), _out_at(n, shift, np.float32)
+    for nt, shift, touched in ((1, 0, True), (2, 0, True), (2, 15, True), (1, 0, False)):
+        y = streamed_out(n, shift, np.float32, touched)
+        dx = streamed_out(n, shift, np.float32, touched)
         m, v, ds, do = np.empty(G), np.empty(G), np.empty(G), np.empty(G)
         k.bn_forward_train(x, P, G, R, 1, g, b, 1e-3, y, m, v, nt, on, *a)
         k.bn_backward(dy, x, P, G, R, 1, g, m, v, 1e-3, True, dx, ds, do, nt,

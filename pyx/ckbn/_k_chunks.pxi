@@ -133,8 +133,8 @@ cdef void _cf_apply(int op, const Act* act, const floating* x, const floating* d
                     floating* o, const Chunks* ch, Py_ssize_t g0, Py_ssize_t g1,
                     const floating** cf, char* scr) noexcept nogil:
     """The element-wise pass ``op`` on channels [g0, g1) (coefficients
-    cf[i][g - g0]).  Outputs from _nt_bytes to L3's size (_nt_planes) with
-    planes of a vector or more (no swish): each plane one stream with
+    cf[i][g - g0]).  Where the pass may stream its output (ch.nt, _nt_out)
+    and planes have a vector or more (no swish): each plane one stream with
     non-temporal stores (_ew_stream), as the planes path writes them."""
     cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L = (g1 - g0) * R, g, p, off
     cdef int nc = _n_coef(op, act.on), q
@@ -142,8 +142,8 @@ cdef void _cf_apply(int op, const Act* act, const floating* x, const floating* d
     cdef const floating* w[MAX_COEF]
     cdef floating v[MAX_COEF]
     cdef floating s = <floating> act.slope, h = <floating> act.hi
-    if (_act_mode(act) != AM_SWISH and R * <Py_ssize_t> sizeof(floating) >= CKBN_VBYTES
-            and _nt_planes(ch.P * S * <Py_ssize_t> sizeof(floating))):
+    if (ch.nt and _act_mode(act) != AM_SWISH
+            and R * <Py_ssize_t> sizeof(floating) >= CKBN_VBYTES):
         for p in range(ch.P):
             for g in range(g0, g1):
                 for q in range(nc):
@@ -207,15 +207,18 @@ cdef int _cf_pass(int what, const Chunks* ch, const floating* x, const floating*
     cdef Py_ssize_t j
     cdef int nt = _threads(ch.P * ch.G * ch.R, ch.n, n_threads)
     cdef Scratch sc
+    cdef Chunks c = ch[0]
+    c.nt = what != CF_STATS and what != CF_SUMS and _nt_out(
+        out, ch.P * ch.G * ch.R * <Py_ssize_t> sizeof(floating))
     if _scratch_new(&sc, nt, _cf_scratch(sizeof(floating))) != CKBN_OK:
         return CKBN_ERR_NOMEM
     if nt == 1:     # no OpenMP region: it costs about a microsecond
-        for j in range(ch.n):
-            _cf_chunk(what, ch, j, x, dy, out, ps, sc.base)
+        for j in range(c.n):
+            _cf_chunk(what, &c, j, x, dy, out, ps, sc.base)
     else:
         with parallel(num_threads=nt):
-            for j in prange(ch.n, schedule="static"):
-                _cf_chunk(what, ch, j, x, dy, out, ps, _scratch_mine(&sc))
+            for j in prange(c.n, schedule="static"):
+                _cf_chunk(what, &c, j, x, dy, out, ps, _scratch_mine(&sc))
     free(sc.base)
     return CKBN_OK
 
@@ -242,14 +245,16 @@ cdef int _ew_chunks(int op, const Act* act, const floating* x, const floating* d
     cdef Py_ssize_t j
     cdef int nt = _threads(ch.P * ch.G * ch.R, ch.n, n_threads)
     cdef Scratch sc
+    cdef Chunks c = ch[0]
+    c.nt = _nt_out(o, ch.P * ch.G * ch.R * <Py_ssize_t> sizeof(floating))
     if _scratch_new(&sc, nt, _cf_scratch(sizeof(floating))) != CKBN_OK:
         return CKBN_ERR_NOMEM
     if nt == 1:     # no OpenMP region: it costs about a microsecond
-        for j in range(ch.n):
-            _cf_apply_chunk(op, act, x, d, o, cf, ch, j, sc.base)
+        for j in range(c.n):
+            _cf_apply_chunk(op, act, x, d, o, cf, &c, j, sc.base)
     else:
         with parallel(num_threads=nt):
-            for j in prange(ch.n, schedule="static"):
-                _cf_apply_chunk(op, act, x, d, o, cf, ch, j, _scratch_mine(&sc))
+            for j in prange(c.n, schedule="static"):
+                _cf_apply_chunk(op, act, x, d, o, cf, &c, j, _scratch_mine(&sc))
     free(sc.base)
     return CKBN_OK

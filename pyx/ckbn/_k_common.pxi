@@ -37,6 +37,7 @@ cdef extern from "ckbn_kernel_helpers.h" nogil:
     Py_ssize_t CKBN_TILE_F64
     Py_ssize_t CKBN_VBYTES
     long ckbn_cache_bytes(int level) noexcept
+    int ckbn_pages_resident(const void* p, size_t n) noexcept
     void ckbn_h2f(const unsigned short* s, float* d, Py_ssize_t n) noexcept
     void ckbn_f2h(const float* s, unsigned short* d, Py_ssize_t n) noexcept
     void ckbn_mom_tile_f32(const float* x, Py_ssize_t S, Py_ssize_t nr, const float* sh,
@@ -274,18 +275,18 @@ cdef Py_ssize_t _f16_slice = max(4096, _L2 // 32)
 cdef Py_ssize_t _nt_bytes = max(4194304, _L3 // 2)
 
 
-cdef inline bint _nt_planes(Py_ssize_t nbytes) noexcept nogil:
-    """Whether channels-first planes written as streams (_k_elementwise.pxi,
-    _k_chunks.pxi) store an output of nbytes non-temporal: from _nt_bytes to
-    L3's size.  There the input stays in L3 for the pass that reads it again
-    (training, backward) instead of giving way to the output: 25.7 MB NCHW
-    on AMD Zen 4 (32 MiB L3), caches flushed before each call, 0.76-0.82x
-    the time of plain stores in training, 0.82-0.85x in the backward,
-    0.93-0.98x in inference.  Beyond L3's size NumPy's outputs are new
-    memory, whose pages the kernel has just zeroed into the cache, and
-    non-temporal stores write those lines twice (51 MB NCHW: 1.2-1.4x the
-    time of plain stores).  benchmarks/RESULTS.md, issue 18, session 18."""
-    return _nt_bytes <= nbytes <= _L3
+cdef inline bint _nt_out(const void* o, Py_ssize_t nbytes) noexcept nogil:
+    """Whether a pass may write its output of nbytes at o with non-temporal
+    stores: _nt_bytes or more (half of L3), in memory that is already there
+    (ckbn_pages_resident: not a new allocation, whose pages the system zeroes
+    into the cache on first touch, so that streamed lines are written
+    twice).  Decided once per pass, before it writes.  Channels-first planes
+    (_k_elementwise.pxi, _k_chunks.pxi), 25.7 MB NCHW on AMD Zen 4 (32 MiB
+    L3), caches flushed before each call: 0.76-0.82x the time of plain
+    stores in training, 0.82-0.85x in the backward, 0.93-0.98x in
+    inference; the input stays in L3 for the pass that reads it again.
+    benchmarks/RESULTS.md, issue 18, session 18."""
+    return nbytes >= _nt_bytes and ckbn_pages_resident(o, <size_t> nbytes) != 0
 
 
 cdef inline Py_ssize_t _tile_width(Py_ssize_t C, size_t item) noexcept nogil:
@@ -299,6 +300,12 @@ cdef inline Py_ssize_t _tile_width(Py_ssize_t C, size_t item) noexcept nogil:
     # equal tiles, each a multiple of 64 lanes
     cdef Py_ssize_t n = (C + w - 1) // w
     return ((C + n - 1) // n + 63) // 64 * 64
+
+
+def output_streams(const unsigned char[::1] out):
+    """Whether a pass would stream an output at ``out``'s bytes (_nt_out:
+    nt_bytes or more, in memory already there), for tests and benchmarks."""
+    return _nt_out(&out[0], out.shape[0]) if out.shape[0] > 0 else False
 
 
 def tuning():

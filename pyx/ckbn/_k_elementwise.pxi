@@ -5,7 +5,8 @@
 #              of whole planes in memory order, each unit one
 #              stream of aligned vector stores with the coefficients in
 #              registers (ckbn_cf_ew_*, ckbn_kernel_helpers.h), non-temporal
-#              for outputs of _nt_bytes and more (no swish);
+#              for outputs of _nt_bytes and more in memory already there
+#              (_nt_out; no swish);
 #   chunks     other channels-first small planes, chunk by chunk (_ew_chunks,
 #              in _k_chunks.pxi), each chunk's coefficients expanded to lanes;
 #   lanes      small channels-first planes, too few channels to chunk: the
@@ -16,9 +17,10 @@
 #              thread's scratch, rows written from the output's first 64-byte
 #              boundary; used in place for wide channels), channels-first
 #              segments as scalar loops, short segments of several groups in
-#              memory order; outputs of _nt_bytes and more with rows of at
-#              most EW_NT_ROW_MAX bytes: each row piece into scratch, then
-#              streamed with non-temporal stores (_ew_run_nt); with wider
+#              memory order; outputs of _nt_bytes and more (in memory
+#              already there, _nt_out) with rows of at most EW_NT_ROW_MAX
+#              bytes: each row piece into scratch, then streamed with
+#              non-temporal stores (_ew_run_nt); with wider
 #              rows (and no swish): EW_ROW_GROUP rows at a time, walked
 #              across a line or a piece at a time (_ew_rows_rg).
 #
@@ -355,22 +357,22 @@ cdef int _ew_core(int op, const Act* act, const floating* x, const floating* d,
     cdef size_t cbytes = (sizeof(floating) * MAX_COEF * _ew_row(&u) + 63) // 64 * 64
     # non-temporal rows (_nt_bytes): a piece of scratch past the
     # coefficient rows, 64-byte aligned (malloc's base is not)
-    cdef bint use_nt = (not u.seg and _act_mode(act) != AM_SWISH
-                        and P * G * R * C * <Py_ssize_t> sizeof(floating) >= _nt_bytes
+    cdef Py_ssize_t nbytes = P * G * R * C * <Py_ssize_t> sizeof(floating)
+    # _nt_out: the output large enough to stream, in memory already there
+    cdef bint stream = _act_mode(act) != AM_SWISH and _nt_out(o, nbytes)
+    cdef bint use_nt = (stream and not u.seg
                         and u.W * <Py_ssize_t> sizeof(floating) <= EW_NT_ROW_MAX)
+    # channels-first planes in one stream (ckbn_cf_ew_*): whole vectors
+    # non-temporal
+    cdef bint nt_planes = stream and u.seg and _ew_planes(act, R, C, sizeof(floating))
     # outputs of _nt_bytes and more with rows of more than EW_NT_ROW_MAX
     # bytes (W == C), no activation or a piecewise-linear one: row groups
-    # (_ew_rows_rg)
-    cdef Py_ssize_t nbytes = P * G * R * C * <Py_ssize_t> sizeof(floating)
-    # channels-first planes in one stream (ckbn_cf_ew_*), no swish: whole
-    # vectors non-temporal for outputs from _nt_bytes to L3's size (_nt_planes)
-    cdef bint nt_planes = (u.seg and _ew_planes(act, R, C, sizeof(floating))
-                           and _act_mode(act) != AM_SWISH and _nt_planes(nbytes))
+    # (_ew_rows_rg), streamed from L3's size on where the output may be
     cdef int use_rg = EW_RG_OFF
     if (CKBN_HAVE_EW_RG and not u.seg and _act_mode(act) != AM_SWISH and u.W == C
             and C * <Py_ssize_t> sizeof(floating) > EW_NT_ROW_MAX
             and (C * <Py_ssize_t> sizeof(floating)) % 64 == 0 and nbytes >= _nt_bytes):
-        use_rg = EW_RG_STREAM if nbytes >= _L3 else EW_RG_PLAIN
+        use_rg = EW_RG_STREAM if stream and nbytes >= _L3 else EW_RG_PLAIN
     if _scratch_new(&sc, nt, cbytes + (EW_NT_PIECE + 64 if use_nt else 0)) != CKBN_OK:
         return CKBN_ERR_NOMEM
     if nt == 1:     # no OpenMP region: it costs about a microsecond

@@ -209,6 +209,7 @@ cdef struct Chunks:
     Py_ssize_t k          # channels per chunk
     Py_ssize_t n          # chunks
     bint lanes            # small planes, read side by side
+    bint nt               # the output may be streamed (_nt_out), set per pass
 
 
 cdef struct Pass:
@@ -305,6 +306,7 @@ cdef inline bint _cf_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C
     # element-wise pass alone reads it once, in rows of up to CF_LANES lanes.
     k = _cf_elems // per if fused else CF_LANES
     ch.lanes = R <= LANE_PLANE_MAX
+    ch.nt = False
     if ch.lanes and k > CF_LANES // R:
         k = CF_LANES // R
     if k < 1:

@@ -1904,4 +1904,43 @@ static inline void ckbn_nt_fence(void)
 }
 #endif
 
+/* Whether the n bytes of an output at p already have memory behind them:
+   its first, middle and last pages resident (mincore).  A new allocation's
+   pages are not, and the operating system zeroes each one, into the cache,
+   when it is first written; a non-temporal store then writes those lines a
+   second time (NumPy's 51 MB outputs, mapped afresh by glibc on every
+   call: 1.2-1.5x the time of plain stores, against 0.6-0.9x into reused
+   memory; AMD Zen 4, benchmarks/RESULTS.md, issue 18, session 18).  The
+   passes that stream a large output ask first.  1 (resident) where the
+   system cannot tell. */
+#if defined(__linux__) || defined(__APPLE__)
+#include <sys/mman.h>
+static int ckbn_pages_resident(const void *p, size_t n)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    const char *q[3];
+    if (pg <= 0 || n == 0)
+        return 1;
+    q[0] = (const char *) p;
+    q[1] = (const char *) p + n / 2;
+    q[2] = (const char *) p + (n - 1);
+    for (int i = 0; i < 3; i++) {
+        unsigned char v = 0;
+        void *base = (void *) ((uintptr_t) q[i] & ~(uintptr_t) (pg - 1));
+        if (mincore(base, 1, (void *) &v) != 0)
+            return 1;
+        if (!(v & 1))
+            return 0;
+    }
+    return 1;
+}
+#else
+static int ckbn_pages_resident(const void *p, size_t n)
+{
+    (void) p;
+    (void) n;
+    return 1;
+}
+#endif
+
 #endif /* CKBN_KERNEL_HELPERS_H */
