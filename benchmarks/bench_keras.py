@@ -268,16 +268,21 @@ def _cnn(size=56):
 
 
 def _model_specs(models, sizes, quick=False):
-    """``(label, build, input_shape)`` for Keras applications at each size, and the CNN."""
+    """``(label, build, input_shape)`` for Keras applications at each size, and the CNN.
+    A name may carry its own size, as the labels do ("MobileNetV2@96")."""
     import keras
 
     specs = []
-    for name in models:
+    for spec in models:
+        name, _, at = spec.partition("@")
         if name == "cnn":  # the issue's 56x56x32 input; --quick: 28x28x32
-            size = 28 if quick else 56
+            size = int(at) if at else (28 if quick else 56)
             specs.append((f"cnn@{size}", lambda size=size: _cnn(size), (size, size, 32)))
             continue
-        for size in sizes:
+        if not hasattr(keras.applications, name):
+            raise ValueError(f"unknown model {spec!r}: one of {' '.join(APPS)} cnn, "
+                             "optionally with @size")
+        for size in ([int(at)] if at else sizes):
             specs.append((f"{name}@{size}", lambda name=name, size=size: getattr(
                 keras.applications, name)(input_shape=(size, size, 3), weights=None,
                                           classes=10), (size, size, 3)))
@@ -767,7 +772,8 @@ def main():
     p.add_argument("--quick", action="store_true",
                    help="with --models/--threads/--crossover: one size, batch 16, few steps")
     p.add_argument("--model-list", nargs="+", dest="model_list", default=None,
-                   help=f"models for --models/--threads ({' '.join(APPS)} cnn)")
+                   help=f"models for --models/--threads ({' '.join(APPS)} cnn; "
+                        "NAME@SIZE for one size)")
     p.add_argument("--sizes", nargs="+", type=int, default=None)
     p.add_argument("--batches", nargs="+", type=int, default=None)
     p.add_argument("--out", default=None, help="write the results (and the CPU) as JSON")
