@@ -228,6 +228,22 @@ cdef enum:
     SMALL_CF_LANES = 2048
 
 
+cdef inline void _gs_cols(int nt, bint dh, const float* d, const float* x, Py_ssize_t S,
+                          Py_ssize_t nr, const float* mu, float* b1, float* b2,
+                          bint fresh) noexcept nogil:
+    """ckbn_gs_cols3_f32 (nt 3) or ckbn_gs_cols2_f32 (nt 2), ``dh``: their
+    walks that load d's vectors in halves (ckbn_gs_cols3h_f32, ...)."""
+    if nt == 3:
+        if dh:
+            ckbn_gs_cols3h_f32(d, x, S, nr, mu, b1, b2, fresh)
+        else:
+            ckbn_gs_cols3_f32(d, x, S, nr, mu, b1, b2, fresh)
+    elif dh:
+        ckbn_gs_cols2h_f32(d, x, S, nr, mu, b1, b2, fresh)
+    else:
+        ckbn_gs_cols2_f32(d, x, S, nr, mu, b1, b2, fresh)
+
+
 cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t G,
                        Py_ssize_t R, const double* scale, const double* mean,
                        const double* var, double eps, bint training,
@@ -363,34 +379,17 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 for q in range(t):
                     _gs1(pd + q * S, px + q * S, h, mu, b1, b2)
             c = h
-            if CKBN_GS_COLS_TILES == 3 and not dh:
+            if CKBN_GS_COLS_TILES == 3:
                 # the block's rows in one walk, three tiles across
                 while c + 3 * TL <= L:
-                    ckbn_gs_cols3_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
-                                      c < cw)
+                    _gs_cols(3, dh, pd + c, px + c, S, t, mu + c, b1 + c, b2 + c, c < cw)
                     c += 3 * TL
                 if c + 2 * TL <= L:
-                    ckbn_gs_cols2_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
-                                      c < cw)
-                    c += 2 * TL
-            elif CKBN_GS_COLS_TILES == 3:
-                # the same walk with dy's vectors loaded in halves
-                while c + 3 * TL <= L:
-                    ckbn_gs_cols3h_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
-                                       c < cw)
-                    c += 3 * TL
-                if c + 2 * TL <= L:
-                    ckbn_gs_cols2h_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
-                                       c < cw)
+                    _gs_cols(2, dh, pd + c, px + c, S, t, mu + c, b1 + c, b2 + c, c < cw)
                     c += 2 * TL
             if TL > 0:
                 while c + TL <= L:
-                    if dh:
-                        ckbn_gs_tileh_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
-                                          NULL, NULL, 0)
-                    else:
-                        ckbn_gs_tile_f32(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c,
-                                         NULL, NULL, 0)
+                    _gs_tile(pd + c, px + c, S, t, mu + c, b1 + c, b2 + c, NULL, NULL, 0, dh)
                     c += TL
             if c < L:
                 for q in range(t):
