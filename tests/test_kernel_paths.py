@@ -181,6 +181,37 @@ def test_planes_statistics_keep_precision_far_from_zero(shape, dtype):
                                rtol=tol, atol=tol * scale)
 
 
+@compiled_only
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 24, 7, 7), (2, 1026, 4, 8), (2, 1023, 6, 6),
+                                   (2, 1025, 7, 7), (4, 513, 8, 8), (2, 301, 14, 14),
+                                   (2, 21, 40, 40), (16, 12, 40, 40)])
+def test_planes_statistics_shift_each_channel_by_its_own_value(shape, dtype):
+    """Neighbouring channels 1e4 to 4e4 apart, each with std 1: the planes
+    path shifts each channel by a value of that channel (the first of its
+    first plane in the unit, taken as the plane is read), so the variance
+    keeps its precision.  A shift from the wrong plane would leave values
+    of 1e4 in the float32 block sums, and the variance would be off by far
+    more than 1e-5.  The shapes cover four planes at a time and alone (G
+    not a multiple of four), channel ranges (small batches), planes of one
+    to four vectors and more, and planes beyond one block."""
+    k = kernels()
+    P, G, R = shape[0], shape[1], shape[2] * shape[3]
+    assert k.reduction_path(P, G, R, 1) == "planes"
+    rng = np.random.default_rng(31)
+    centre = 1e4 * (np.arange(G) % 5 - 2.0)
+    x = (centre.reshape(1, -1, 1, 1) + rng.standard_normal(shape)).astype(dtype)
+    ref = x.astype(np.float64).var(axis=(0, 2, 3))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for nt in (1, 2):
+        mean, var = np.empty(G), np.empty(G)
+        k.bn_stats(x.ravel(), P, G, R, 1, mean, var, nt)
+        assert np.max(np.abs(var - ref) / ref) <= tol
+        # the means within tol of the std (1), or a few ulps of 2e4
+        np.testing.assert_allclose(mean, x.astype(np.float64).mean(axis=(0, 2, 3)),
+                                   rtol=1e-14, atol=tol)
+
+
 def test_planes_sums_do_not_depend_on_the_address():
     """A plane is summed from its own first element, in an order fixed by its
     length: the same data at another alignment give the same bits."""

@@ -160,13 +160,13 @@ cdef int _red_core(int kind, const Act* act, const floating* x, const floating* 
 
 cdef extern from "ckbn_kernel_helpers.h" nogil:
     void ckbn_pl_red_f32(int term, const float* x, const float* d, Py_ssize_t np,
-                         Py_ssize_t R, Py_ssize_t G, const float* k, const float* za,
-                         const float* zb, float slope, float hi, double* s1,
-                         double* s2) noexcept
+                         Py_ssize_t R, Py_ssize_t G, float* k, Py_ssize_t nk,
+                         const float* za, const float* zb, float slope, float hi,
+                         double* s1, double* s2) noexcept
     void ckbn_pl_red_f64(int term, const double* x, const double* d, Py_ssize_t np,
-                         Py_ssize_t R, Py_ssize_t G, const double* k, const double* za,
-                         const double* zb, double slope, double hi, double* s1,
-                         double* s2) noexcept
+                         Py_ssize_t R, Py_ssize_t G, double* k, Py_ssize_t nk,
+                         const double* za, const double* zb, double slope, double hi,
+                         double* s1, double* s2) noexcept
 
 
 cdef inline bint _pl_act(const Act* act) noexcept nogil:
@@ -193,7 +193,7 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
     the channel range, so the rows do not depend on how channels are split."""
     cdef Py_ssize_t k = q // nc, g0 = (q % nc) * gpu
     cdef Py_ssize_t g1 = g0 + gpu if g0 + gpu < G else G
-    cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, p, off, gc = g1 - g0, npl, nrun
+    cdef Py_ssize_t p0 = k * spu, p1 = p0 + spu, g, p, off, gc = g1 - g0, npl, nrun, nk
     cdef double* s1 = o1 + k * G
     cdef double* s2 = o2 + k * G
     cdef floating sl = <floating> act.slope, hi = <floating> act.hi
@@ -209,9 +209,7 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
         s1[g] = 0.0
         s2[g] = 0.0
     if kind == RED_STATS:
-        ks = ks + k * G
-        for g in range(g0, g1):
-            ks[g] = x[off + g * R]
+        ks = ks + k * G     # set by the first run's planes (nk)
         dy = x
     # all channels: the unit's samples are one run of planes; a channel
     # range: one run of gc planes per sample
@@ -219,12 +217,13 @@ cdef void _pl_unit(int kind, const Act* act, const floating* x, const floating* 
     nrun = 1 if gc == G else p1 - p0
     for p in range(p0, p0 + nrun):
         off = (p * G + g0) * R
+        nk = gc if kind == RED_STATS and p == p0 else 0
         if floating is float:
-            ckbn_pl_red_f32(term, x + off, dy + off, npl, R, gc, ks + g0, a, b, sl, hi,
-                            s1 + g0, s2 + g0)
+            ckbn_pl_red_f32(term, x + off, dy + off, npl, R, gc, ks + g0, nk, a, b, sl,
+                            hi, s1 + g0, s2 + g0)
         else:
-            ckbn_pl_red_f64(term, x + off, dy + off, npl, R, gc, ks + g0, a, b, sl, hi,
-                            s1 + g0, s2 + g0)
+            ckbn_pl_red_f64(term, x + off, dy + off, npl, R, gc, ks + g0, nk, a, b, sl,
+                            hi, s1 + g0, s2 + g0)
     if kind == RED_STATS:
         inv = 1.0 / n
         for g in range(g0, g1):
