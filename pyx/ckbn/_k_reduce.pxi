@@ -35,6 +35,7 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
     cdef floating* b1 = lb + u.W
     cdef floating* b2 = b1 + u.W
     cdef bint lanes_act = kind == RED_SUMS and act.on
+    cdef bint hint
     if u.tiled:
         W = width
         if kind == RED_STATS:
@@ -64,6 +65,10 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
         s1[j] = 0.0
         s2[j] = 0.0
     if u.tiled:
+        # The tiles hint the next group's lines (_tile_pf) where the
+        # reduction reads more than half of L3 (x, and dy for the sums).
+        hint = ((2 if kind == RED_SUMS else 1) * u.P * u.G * u.R * u.C
+                * <Py_ssize_t> sizeof(floating) > _L3 // 2)
         # Runs of rows inside one segment are C apart.
         q = t.q0
         while q < t.q1:
@@ -72,8 +77,7 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
                 q1 = t.q1
             off = _row_offset(u, t.g, q, t.c0)
             nb = _red_run(kind, act, x + off, dy + off, q1 - q, C, W, sh, la, lb,
-                          b1, b2, s1, s2, nb,   # tiles hint the next group beyond L2
-                          u.P * u.G * u.R * u.C * <Py_ssize_t> sizeof(floating) > _L2)
+                          b1, b2, s1, s2, nb, hint)
             q = q1
         _flush(b1, b2, s1, s2, W)
         n = <double> (t.q1 - t.q0)

@@ -300,11 +300,14 @@ cdef inline const floating* _tile_pf(const floating* a, Py_ssize_t nxt, Py_ssize
     along the walk, statistics only): statistics 0.74-0.95x the time,
     backward sums 0.68-0.87x, backward 0.85-0.97x; 32x7x7x2048 and 2048x1024
     (L3), against no hints: statistics 0.76-0.96x, backward sums 0.73-0.91x,
-    backward 0.85-0.96x; 256x1024 (L2): 0.87-1.06x.  Inputs that fit in L2
-    take no hints (_red_unit; session 15, the same CPU: statistics
-    0.91-0.96x and backward sums 0.91-0.97x the time with them off, for
-    64-256 rows of 1024 and 128 of 2048 lanes in two runs; 512x1024 and
-    256x4096, beyond L2 and still hinted, 1.00-1.01x)."""
+    backward 0.85-0.96x; 256x1024 (L2): 0.87-1.06x.  Since session 19 the
+    hints are given only where the reduction reads more than half of L3 (x,
+    or x and dy: _red_unit).  On the same CPU, then, 392x2048 (3.2 MB)
+    took 0.84-0.91x the time with avx512 kernels (0.92-0.96x with avx2),
+    and 1568x1024 and 2048x1024 0.94-1.02x (0.96-1.02x), while the hinted
+    sizes were unchanged (benchmarks/results/zen4-issue18-s19/ab_hints*.txt).
+    Backward sums of 1568x2048 (25.7 MB read) took 1.24-1.33x without the
+    hints, and the statistics of 2352x2048 1.08-1.09x."""
     if nxt < 0:
         return NULL
     return a + nxt + (c // TL) * take * TL

@@ -1,9 +1,10 @@
-"""Interleaved A/B of two builds' planes-path reductions (NCHW, float32, 1 thread):
-statistics and backward sums of (P, G, R) data, warm (the same call just before)
+"""Interleaved A/B of two builds' reductions (float32, 1 thread): statistics and
+backward sums of (P, G, R) channels-first data (the planes path), or of
+(P, G, R, C) data given as PxGxRxC (1x1x3136x2048: 64x7x7x2048 NHWC), warm (the same call just before)
 and after a read of the inputs; medians of new/old and of each ÷ one read of x
 (probe_read, timed in the same rounds).
 
-    python ab_pl_read.py OLD_SO_DIR NEW_SO_DIR ROUNDS "PxGxR ..."
+    python ab_pl_read.py OLD_SO_DIR NEW_SO_DIR ROUNDS "PxGxR[xC] ..."
 """
 import glob
 import importlib
@@ -32,11 +33,12 @@ rounds = int(sys.argv[3])
 Pr = importlib.import_module(f"ckbn._probes_{v}")
 rng = np.random.default_rng(0)
 for s in sys.argv[4].split():
-    P, G, R = map(int, s.split("x"))
-    x = (rng.standard_normal(P * G * R) * 2 + 3).astype("f4")
-    dy = rng.standard_normal(P * G * R).astype("f4")
-    mean, var = np.zeros(G), np.zeros(G)
-    mu, s1, s2 = np.zeros(G), np.zeros(G), np.zeros(G)
+    P, G, R, C = (list(map(int, s.split("x"))) + [1])[:4]
+    n = G * C if C > 1 else G
+    x = (rng.standard_normal(P * G * R * C) * 2 + 3).astype("f4")
+    dy = rng.standard_normal(P * G * R * C).astype("f4")
+    mean, var = np.zeros(n), np.zeros(n)
+    mu, s1, s2 = np.zeros(n), np.zeros(n), np.zeros(n)
     out = []
     for what in ("stats", "sums"):
         for cond in ("warm", "read"):
@@ -46,10 +48,10 @@ for s in sys.argv[4].split():
                 for name, m in order:
                     if what == "stats":
                         def f():
-                            m.bn_stats(x, P, G, R, 1, mean, var, 1)
+                            m.bn_stats(x, P, G, R, C, mean, var, 1)
                     else:
                         def f():
-                            m.bn_grad_sums(dy, x, P, G, R, 1, mu, s1, s2, 1)
+                            m.bn_grad_sums(dy, x, P, G, R, C, mu, s1, s2, 1)
                     if cond == "warm":
                         f()
                     else:
