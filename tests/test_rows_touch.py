@@ -42,9 +42,11 @@ def _at(a, shift):
 # (ckbn_mom_rows_*, ckbn_gs_rows_*).  560 lanes (rows of 2240 bytes, a whole
 # number of lines, ALIGN_ROW_MIN or more, not a multiple of a tile): the
 # backward sums' tiles start from x's first vector boundary, the lanes before
-# it summed by the row loop.
+# it summed by the row loop.  1088 and 1100 lanes: wider than TILE_MAX, the
+# tiles path, with rows on and off 64-byte lines (the shifts below, and
+# every other row of 1100 lanes).
 SHAPES = [(3001, 96), (777, 100), (1500, 128), (1203, 256), (400, 320), (333, 512), (901, 80),
-          (640, 40), (300, 560)]
+          (640, 40), (300, 560), (70, 1088), (60, 1100)]
 
 
 def _ref_stats(x, C):
