@@ -1426,17 +1426,17 @@ static void ckbn_cf_ew_##SFX(int mode, const T *x, const T *d, T *o,           \
                              int nt)                                           \
 {                                                                              \
     if (mode == 0)                                                             \
-        ckbn_cf_aff_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
+        ckbn_cf_aff_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);           \
     else if (mode == 1)                                                        \
-        ckbn_cf_afa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
+        ckbn_cf_afa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);           \
     else if (mode == 2)                                                        \
-        ckbn_cf_dx_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);                \
+        ckbn_cf_dx_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);            \
     else if (mode == 3)                                                        \
-        ckbn_cf_dxa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
+        ckbn_cf_dxa_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);           \
     else if (mode == 4)                                                        \
-        ckbn_cf_afs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
+        ckbn_cf_afs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);           \
     else                                                                       \
-        ckbn_cf_dxs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);               \
+        ckbn_cf_dxs_##SFX(x, d, o, e0, e1, R, G, cf, slope, hi, nt);           \
 }
 #else
 /* Without vector extensions: the same expressions element by element. */
@@ -1724,40 +1724,38 @@ NAME##_one(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R, ptrdiff_t G,     \
     const V sv = CKBN_SPLAT(V, slope), hv = CKBN_SPLAT(V, hi);                 \
     ptrdiff_t s, g = 0, i;                                                     \
     (void) za; (void) zb; (void) one; (void) sv; (void) hv;                    \
-    {                                                                          \
-        VI all, tail;                                                          \
-        for (i = 0; i < L; i++) {                                              \
-            all[i] = -1;                                                       \
-            tail[i] = i >= L - R % L ? -1 : 0;                                 \
-        }                                                                      \
-        for (s = 0; s < np;) {                                                 \
-            if (N4 && s + 4 <= np && g + 4 <= G) {                             \
-                V a, b, a0, b0, a1, b1, a2, b2;                                \
-                if (TERM == 0 && s < nk) {     /* s == g: the first run */    \
-                    k[g] = x[0];                                               \
-                    k[g + 1] = x[R];                                           \
-                    k[g + 2] = x[2 * R];                                       \
-                    k[g + 3] = x[3 * R];                                       \
-                }                                                              \
-                CKBN_PL_ONE(TERM, T, V, VI, x, d, g, a0, b0);                  \
-                CKBN_PL_ONE(TERM, T, V, VI, x + R, d + R, g + 1, a1, b1);      \
-                CKBN_PL_ONE(TERM, T, V, VI, x + 2 * R, d + 2 * R, g + 2, a2, b2); \
-                CKBN_PL_ONE(TERM, T, V, VI, x + 3 * R, d + 3 * R, g + 3, a, b); \
-                CKBN_PL_ADD4(s1 + g, HS4, a0, a1, a2, a);                      \
-                CKBN_PL_ADD4(s2 + g, HS4, b0, b1, b2, b);                      \
-                s += 4; x += 4 * R; d += 4 * R; g += 4;                        \
-            } else {                                                           \
-                V a, b;                                                        \
-                if (TERM == 0 && s < nk)                                       \
-                    k[g] = x[0];                                               \
-                CKBN_PL_ONE(TERM, T, V, VI, x, d, g, a, b);                    \
-                s1[g] += (double) HS(a);                                       \
-                s2[g] += (double) HS(b);                                       \
-                s += 1; x += R; d += R; g += 1;                                \
+    VI all, tail;                                                              \
+    for (i = 0; i < L; i++) {                                                  \
+        all[i] = -1;                                                           \
+        tail[i] = i >= L - R % L ? -1 : 0;                                     \
+    }                                                                          \
+    for (s = 0; s < np;) {                                                     \
+        if (N4 && s + 4 <= np && g + 4 <= G) {                                 \
+            V a, b, a0, b0, a1, b1, a2, b2;                                    \
+            if (TERM == 0 && s < nk) {     /* s == g: the first run */         \
+                k[g] = x[0];                                                   \
+                k[g + 1] = x[R];                                               \
+                k[g + 2] = x[2 * R];                                           \
+                k[g + 3] = x[3 * R];                                           \
             }                                                                  \
-            if (g == G)                                                        \
-                g = 0;                                                         \
+            CKBN_PL_ONE(TERM, T, V, VI, x, d, g, a0, b0);                      \
+            CKBN_PL_ONE(TERM, T, V, VI, x + R, d + R, g + 1, a1, b1);          \
+            CKBN_PL_ONE(TERM, T, V, VI, x + 2 * R, d + 2 * R, g + 2, a2, b2);  \
+            CKBN_PL_ONE(TERM, T, V, VI, x + 3 * R, d + 3 * R, g + 3, a, b);    \
+            CKBN_PL_ADD4(s1 + g, HS4, a0, a1, a2, a);                          \
+            CKBN_PL_ADD4(s2 + g, HS4, b0, b1, b2, b);                          \
+            s += 4; x += 4 * R; d += 4 * R; g += 4;                            \
+        } else {                                                               \
+            V a, b;                                                            \
+            if (TERM == 0 && s < nk)                                           \
+                k[g] = x[0];                                                   \
+            CKBN_PL_ONE(TERM, T, V, VI, x, d, g, a, b);                        \
+            s1[g] += (double) HS(a);                                           \
+            s2[g] += (double) HS(b);                                           \
+            s += 1; x += R; d += R; g += 1;                                    \
         }                                                                      \
+        if (g == G)                                                            \
+            g = 0;                                                             \
     }                                                                          \
 }                                                                              \
 static void NAME(const T *x, const T *d, ptrdiff_t np, ptrdiff_t R,            \
