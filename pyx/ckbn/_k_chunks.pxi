@@ -53,7 +53,7 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
     """The reduction ``kind`` (see _red_core) of channels [g0, g1) over the
     whole batch: RED_STATS gives the mean and biased variance, RED_SUMS
     sum(dy) and sum(dy * (x - mean))."""
-    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L, W, g, r, p, nb, nrows, tail, off
+    cdef Py_ssize_t R = ch.R, S = ch.G * ch.R, L, W, g, r, p, done, nrows, tail, off
     cdef double* s1 = <double*> scr
     cdef double* s2
     cdef floating* sh
@@ -71,21 +71,12 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
         for g in range(g0, g1):
             for r in range(R):
                 sh[(g - g0) * R + r] = x[g * R] if kind == RED_STATS else <floating> mean[g]
-        # A batch of fewer than BLOCK samples stays in the block sums (no
-        # flush inside the run): the float64 sums are just those widened.
         for r in range(L):
             b1[r] = 0
             b2[r] = 0
-        if ch.P >= BLOCK:
-            for r in range(L):
-                s1[r] = 0.0
-                s2[r] = 0.0
-        _red_run(kind, &none, x + g0 * R, dy + g0 * R, ch.P, S, L, sh, NULL, NULL,
-                 b1, b2, s1, s2, 0, False)
-        if ch.P >= BLOCK:
-            _flush(b1, b2, s1, s2, L)
-        else:
-            _widen(b1, b2, s1, s2, L)
+        _block_close(b1, b2, s1, s2, L,
+                     _red_run(kind, &none, x + g0 * R, dy + g0 * R, ch.P, S, L, sh, NULL,
+                              NULL, b1, b2, s1, s2, 0, False))
         # Each channel's R lanes into its lane 0 (_fold_chans).
         _fold_chans(s1, s2, R, g1 - g0)
         for g in range(g0, g1):
@@ -101,18 +92,16 @@ cdef void _cf_reduce(int kind, const floating* x, const floating* dy, const Chun
             sh[r] = x[g * R] if kind == RED_STATS else <floating> mean[g]
             b1[r] = 0
             b2[r] = 0
-            s1[r] = 0.0
-            s2[r] = 0.0
-        nb = 0
+        done = 0
         for p in range(ch.P):
             off = p * S + g * R
-            nb = _red_run(kind, &none, x + off, dy + off, nrows, W, W, sh, NULL, NULL,
-                          b1, b2, s1, s2, nb, False)
+            done = _red_run(kind, &none, x + off, dy + off, nrows, W, W, sh, NULL, NULL,
+                            b1, b2, s1, s2, done, False)
             if tail > 0:
                 off = off + nrows * W
                 _red_one(kind, &none, x + off, dy + off, tail, sh, NULL, NULL, b1, b2)
-                nb += 1
-        _flush(b1, b2, s1, s2, W)
+                done = _block_end(b1, b2, s1, s2, W, done + 1)
+        _block_close(b1, b2, s1, s2, W, done)
         _fold(s1, s2, W, 1)
         _cf_out(kind, sh[0], s1[0], s2[0], n, mean, g, out1, out2)
 

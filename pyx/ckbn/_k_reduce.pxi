@@ -20,7 +20,7 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
     its sum(e) and sum(e * (x - mean))."""
     cdef Unit t = _unit(u, k)
     cdef Py_ssize_t W = u.W, C = u.C
-    cdef Py_ssize_t j, c, p, q, q1, nrows, tail, nb = 0, n_el, row, off, ch
+    cdef Py_ssize_t j, c, p, q, q1, nrows, tail, done = 0, n_el, row, off, ch
     cdef Py_ssize_t width = t.c1 - t.c0
     cdef const floating* first
     cdef double n, inv
@@ -59,11 +59,10 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
         if lanes_act:
             _repeat(za + t.g * C, C, W, la)
             _repeat(zb + t.g * C, C, W, lb)
+    # s1, s2 are set by the first flush (_block_end, _block_close)
     for j in range(W):
         b1[j] = 0
         b2[j] = 0
-        s1[j] = 0.0
-        s2[j] = 0.0
     if u.tiled:
         # The tiles hint the next group's lines (_tile_pf) where the
         # reduction reads more than half of L3 (x, and dy for the sums).
@@ -76,10 +75,10 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
             if q1 > t.q1:
                 q1 = t.q1
             off = _row_offset(u, t.g, q, t.c0)
-            nb = _red_run(kind, act, x + off, dy + off, q1 - q, C, W, sh, la, lb,
-                          b1, b2, s1, s2, nb, hint)
+            done = _red_run(kind, act, x + off, dy + off, q1 - q, C, W, sh, la, lb,
+                            b1, b2, s1, s2, done, hint)
             q = q1
-        _flush(b1, b2, s1, s2, W)
+        _block_close(b1, b2, s1, s2, W, done)
         n = <double> (t.q1 - t.q0)
     else:
         n_el = t.l1 - t.l0
@@ -87,14 +86,14 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
         tail = n_el - nrows * W
         for p in range(t.p0, t.p1):
             off = (p * u.G + t.g) * u.L + t.l0
-            nb = _red_run(kind, act, x + off, dy + off, nrows, W, W, sh, la, lb,
-                          b1, b2, s1, s2, nb, False)
+            done = _red_run(kind, act, x + off, dy + off, nrows, W, W, sh, la, lb,
+                            b1, b2, s1, s2, done, False)
             if tail > 0:
                 off = off + nrows * W
                 _red_one(kind, act, x + off, dy + off, tail, sh, la, lb, b1, b2)
-                nb += 1
+                done = _block_end(b1, b2, s1, s2, W, done + 1)
         n = <double> ((t.p1 - t.p0) * (n_el // C))
-        _flush(b1, b2, s1, s2, W)
+        _block_close(b1, b2, s1, s2, W, done)
         _fold(s1, s2, W, C)
         width = C
     row = t.g * u.n_rc + t.rc

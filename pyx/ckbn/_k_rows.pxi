@@ -2,7 +2,7 @@
 # in the lane loop, so the compiler vectorizes it for the variant's width.
 #
 #   Reductions (block sums in the data type, flushed to float64 every BLOCK
-#   rows; contiguous rows of 5 to CKBN_ROWS_MAXV vectors run whole with every
+#   rows of a unit by one rule, _block_end / _block_close; contiguous rows of 5 to CKBN_ROWS_MAXV vectors run whole with every
 #   accumulator in registers, one stream in memory order (_mom_rows,
 #   _gs_rows); otherwise register tiles of four vectors from
 #   ckbn_kernel_helpers.h take the lanes they cover, and blocks of narrow
@@ -324,14 +324,49 @@ cdef inline void _mom1(const floating* r, Py_ssize_t W, const floating* sh,
 
 
 cdef inline void _flush(floating* b1, floating* b2, double* s1, double* s2,
-                        Py_ssize_t W) noexcept nogil:
-    """Add the block sums b1, b2 to the float64 sums s1, s2 and clear them."""
+                        Py_ssize_t W, bint first) noexcept nogil:
+    """Add the block sums b1, b2 to the float64 sums s1, s2 and clear them;
+    ``first``: the unit's first block, which sets s1, s2 to b1, b2 widened
+    (_widen: the same values as added to cleared sums), so that s1, s2 are
+    never cleared beforehand."""
     cdef Py_ssize_t j
+    if first:
+        for j in range(W):
+            s1[j] = b1[j]
+            s2[j] = b2[j]
+            b1[j] = 0
+            b2[j] = 0
+        return
     for j in range(W):
         s1[j] += <double> b1[j]
         s2[j] += <double> b2[j]
         b1[j] = 0
         b2[j] = 0
+
+
+cdef inline Py_ssize_t _block_end(floating* b1, floating* b2, double* s1, double* s2,
+                                  Py_ssize_t W, Py_ssize_t done) noexcept nogil:
+    """The reductions' one flush rule.  ``done``: the rows a unit has put
+    into its block sums so far; at every BLOCK rows the block is flushed
+    into the float64 sums (the first block widened into them: _flush).
+    Returns ``done``."""
+    if done % BLOCK == 0:
+        _flush(b1, b2, s1, s2, W, done == BLOCK)
+    return done
+
+
+cdef inline void _block_close(floating* b1, floating* b2, double* s1, double* s2,
+                              Py_ssize_t W, Py_ssize_t done) noexcept nogil:
+    """The float64 sums of a unit's ``done`` rows (done > 0): the rows past
+    the last full block added, or, fewer than BLOCK rows in all, the block
+    sums widened (_widen).  b1, b2 are left as they are."""
+    cdef Py_ssize_t j
+    if done < BLOCK:
+        _widen(b1, b2, s1, s2, W)
+    elif done % BLOCK != 0:
+        for j in range(W):
+            s1[j] += <double> b1[j]
+            s2[j] += <double> b2[j]
 
 
 cdef inline void _widen(const floating* b1, const floating* b2, double* s1, double* s2,
@@ -359,10 +394,10 @@ cdef inline bint _mom_rows(const floating* x, Py_ssize_t nr, Py_ssize_t W,
 cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
                                 Py_ssize_t W, const floating* sh,
                                 floating* b1, floating* b2, double* s1, double* s2,
-                                Py_ssize_t nb, bint pf) noexcept nogil:
-    """Accumulate nr rows r + i*S of W lanes into the block sums b1, b2 (nb
-    rows are already in them); every BLOCK rows they are added to s1, s2.
-    Register tiles take the lanes they cover, the row loop the rest; ``pf``:
+                                Py_ssize_t done, bint pf) noexcept nogil:
+    """Accumulate nr rows r + i*S of W lanes into the block sums b1, b2,
+    flushed into s1, s2 by _block_end (``done``: the unit's rows before these;
+    returns them after).  Register tiles take the lanes they cover, the row loop the rest; ``pf``:
     the tiles hint the next group's lines as they walk (_tile_pf)."""
     cdef Py_ssize_t i = 0, q, c, take, nxt
     cdef Py_ssize_t TL = _tile_lanes(r)
@@ -372,19 +407,16 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
         # whole rows in registers, one stream in memory order
         while i < nr:
             take = nr - i
-            if take > BLOCK - nb:
-                take = BLOCK - nb
+            if take > BLOCK - done % BLOCK:
+                take = BLOCK - done % BLOCK
             _mom_rows(r + i * S, take, W, sh, b1, b2)
             i += take
-            nb += take
-            if nb >= BLOCK:
-                _flush(b1, b2, s1, s2, W)
-                nb = 0
-        return nb
+            done = _block_end(b1, b2, s1, s2, W, done + take)
+        return done
     while i < nr:
         take = nr - i
-        if take > BLOCK - nb:
-            take = BLOCK - nb
+        if take > BLOCK - done % BLOCK:
+            take = BLOCK - done % BLOCK
         if (S > W or W > TILE_MAX) and take > ROW_GROUP:
             take = ROW_GROUP
         if tr > 0:
@@ -401,11 +433,8 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
             for q in range(i, i + take):
                 _mom1(r + q * S + Wt, W - Wt, sh + Wt, b1 + Wt, b2 + Wt)
         i += take
-        nb += take
-        if nb >= BLOCK:
-            _flush(b1, b2, s1, s2, W)
-            nb = 0
-    return nb
+        done = _block_end(b1, b2, s1, s2, W, done + take)
+    return done
 
 
 # -- reductions: backward sums ------------------------------------------------
@@ -511,7 +540,7 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
                                    const floating* za, const floating* zb,
                                    floating s, floating h, bint sw,
                                    floating* b1, floating* b2, double* t1, double* t2,
-                                   Py_ssize_t nb, bint pf) noexcept nogil:
+                                   Py_ssize_t done, bint pf) noexcept nogil:
     """_gs_run through the activation: for the piecewise-linear ones, whole
     contiguous rows in registers where the variant holds them, else
     register tiles over the lanes they cover, then single vectors, then the
@@ -527,19 +556,16 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
         # whole rows in registers (as _gs_run)
         while i < nr:
             take = nr - i
-            if take > BLOCK - nb:
-                take = BLOCK - nb
+            if take > BLOCK - done % BLOCK:
+                take = BLOCK - done % BLOCK
             _gs_act_rows(d + i * S, x + i * S, take, W, mu, za, zb, s, h, b1, b2)
             i += take
-            nb += take
-            if nb >= BLOCK:
-                _flush(b1, b2, t1, t2, W)
-                nb = 0
-        return nb
+            done = _block_end(b1, b2, t1, t2, W, done + take)
+        return done
     while i < nr:
         take = nr - i
-        if take > BLOCK - nb:
-            take = BLOCK - nb
+        if take > BLOCK - done % BLOCK:
+            take = BLOCK - done % BLOCK
         # Row groups also when lanes are left after the tiles: their passes
         # then find the group's rows still in L1.
         if (S > W or W > TILE_MAX or Wt < W) and take > ROW_GROUP:
@@ -562,19 +588,16 @@ cdef inline Py_ssize_t _gs_run_act(const floating* d, const floating* x, Py_ssiz
                 _gs1_act(d + off, x + off, W - Wv, mu + Wv, za + Wv, zb + Wv, s, h,
                          b1 + Wv, b2 + Wv, sw)
         i += take
-        nb += take
-        if nb >= BLOCK:
-            _flush(b1, b2, t1, t2, W)
-            nb = 0
-    return nb
+        done = _block_end(b1, b2, t1, t2, W, done + take)
+    return done
 
 
 cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t nr,
                                Py_ssize_t S, Py_ssize_t W, const floating* mu,
                                floating* b1, floating* b2, double* t1, double* t2,
-                               Py_ssize_t nb, bint pf) noexcept nogil:
-    """Accumulate nr row pairs (d + i*S, x + i*S) into the block (nb rows so
-    far), as _mom_run does (``pf``: both arrays' next groups hinted)."""
+                               Py_ssize_t done, bint pf) noexcept nogil:
+    """Accumulate nr row pairs (d + i*S, x + i*S) into the block sums, as
+    _mom_run does (``pf``: both arrays' next groups hinted)."""
     cdef Py_ssize_t i = 0, q, c, take, off, nxt
     cdef Py_ssize_t TL = _tile_lanes(x)
     cdef Py_ssize_t h = _tile_start(x, S, W, TL, sizeof(floating))
@@ -589,19 +612,16 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
         # whole rows in registers, two streams in memory order
         while i < nr:
             take = nr - i
-            if take > BLOCK - nb:
-                take = BLOCK - nb
+            if take > BLOCK - done % BLOCK:
+                take = BLOCK - done % BLOCK
             _gs_rows(d + i * S, x + i * S, take, W, mu, b1, b2)
             i += take
-            nb += take
-            if nb >= BLOCK:
-                _flush(b1, b2, t1, t2, W)
-                nb = 0
-        return nb
+            done = _block_end(b1, b2, t1, t2, W, done + take)
+        return done
     while i < nr:
         take = nr - i
-        if take > BLOCK - nb:
-            take = BLOCK - nb
+        if take > BLOCK - done % BLOCK:
+            take = BLOCK - done % BLOCK
         if (S > W or W > TILE_MAX) and take > ROW_GROUP // 2:
             take = ROW_GROUP // 2     # ROW_GROUP streams over the two arrays
         if tr > 0:
@@ -625,11 +645,8 @@ cdef inline Py_ssize_t _gs_run(const floating* d, const floating* x, Py_ssize_t 
                 off = q * S + Wt
                 _gs1(d + off, x + off, W - Wt, mu + Wt, b1 + Wt, b2 + Wt)
         i += take
-        nb += take
-        if nb >= BLOCK:
-            _flush(b1, b2, t1, t2, W)
-            nb = 0
-    return nb
+        done = _block_end(b1, b2, t1, t2, W, done + take)
+    return done
 
 
 # -- reductions: one entry for both kinds --------------------------------------
@@ -638,15 +655,16 @@ cdef inline Py_ssize_t _red_run(int kind, const Act* act, const floating* x,
                                 const floating* d, Py_ssize_t nr, Py_ssize_t S,
                                 Py_ssize_t W, const floating* sh, const floating* la,
                                 const floating* lb, floating* b1, floating* b2,
-                                double* s1, double* s2, Py_ssize_t nb,
+                                double* s1, double* s2, Py_ssize_t done,
                                 bint pf) noexcept nogil:
-    """nr rows (stride S) of W lanes into the block sums; see _mom_run."""
+    """nr rows (stride S) of W lanes into the block sums, ``done`` rows of
+    the unit before them (returned after them); see _mom_run."""
     if kind == RED_STATS:
-        return _mom_run(x, nr, S, W, sh, b1, b2, s1, s2, nb, pf)
+        return _mom_run(x, nr, S, W, sh, b1, b2, s1, s2, done, pf)
     if act.on:
         return _gs_run_act(d, x, nr, S, W, sh, la, lb, <floating> act.slope,
-                           <floating> act.hi, act.kind == ACT_SWISH, b1, b2, s1, s2, nb, pf)
-    return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, nb, pf)
+                           <floating> act.hi, act.kind == ACT_SWISH, b1, b2, s1, s2, done, pf)
+    return _gs_run(d, x, nr, S, W, sh, b1, b2, s1, s2, done, pf)
 
 
 cdef inline void _red_one(int kind, const Act* act, const floating* x,

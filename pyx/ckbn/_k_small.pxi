@@ -289,7 +289,7 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
 
     Returns CKBN_OK or CKBN_ERR_NOMEM (nothing written)."""
     cdef Py_ssize_t S = G * R, TL = CKBN_TILE_F32
-    cdef Py_ssize_t kb = SMALL_CF_LANES // R, L, LM, g0, g1, k, g, j, i, t, c, q, nb, off
+    cdef Py_ssize_t kb = SMALL_CF_LANES // R, L, LM, g0, g1, k, g, j, i, t, c, q, off
     cdef Py_ssize_t cw, h, sl, LF, FL = 64 // sizeof(float)
     cdef double n = <double> (P * R)
     # the whole batch in one block of rows (BLOCK or fewer): one flush, so
@@ -361,16 +361,11 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
         for j in range(cw, L):
             b1[j] = 0
             b2[j] = 0
-        if not one:
-            for j in range(L):
-                s1[j] = 0.0
-                s2[j] = 0.0
-        nb = 0
         i = 0
         while i < P:
             t = P - i
-            if t > BLOCK - nb:
-                t = BLOCK - nb
+            if t > BLOCK - i % BLOCK:
+                t = BLOCK - i % BLOCK
             if t > ROW_GROUP // 2 and CKBN_GS_COLS_TILES == 1:
                 t = ROW_GROUP // 2
             pd = dy + i * S + g0 * R
@@ -395,12 +390,10 @@ cdef int _small_bwd_cf(const float* dy, const float* x, Py_ssize_t P, Py_ssize_t
                 for q in range(t):
                     _gs1(pd + q * S + c, px + q * S + c, L - c, mu + c, b1 + c, b2 + c)
             i += t
-            nb += t
-            if nb >= BLOCK and not one:
-                _flush(b1, b2, s1, s2, L)
-                nb = 0
+            if not one:
+                _block_end(b1, b2, s1, s2, L, i)
         if not one:
-            _flush(b1, b2, s1, s2, L)
+            _block_close(b1, b2, s1, s2, L, P)
         # one flush would add b1, b2 to cleared float64 sums: 0.0 + b is b
         # widened (sums from +0.0 are never -0.0), so the fold reads b1, b2
         # themselves
