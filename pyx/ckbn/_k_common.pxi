@@ -413,6 +413,40 @@ cdef inline char* _scratch_mine(const Scratch* s) noexcept nogil:
     return s.base + <size_t> threadid() * s.per
 
 
+cdef enum:
+    # Bytes over which L1d's sets repeat (a page: 64 sets of 64-byte lines).
+    SET_SPAN = 4096
+
+
+cdef inline char* _half_page(char* p, const void* x) noexcept nogil:
+    """The first address from p on (at most SET_SPAN - 64 bytes on) whose
+    offset in a page is x's plus half a page, to a 64-byte line: where
+    per-channel rows that a pass reads beside x's rows go.
+
+    Rows of channels-last data that are a multiple of SET_SPAN bytes (C =
+    1024 or 2048 float32) put a column of every row in the same L1d sets,
+    and per-channel rows (a reduction's shift and block sums, an
+    element-wise pass's coefficients) that start near x's offset in a page
+    compete with them there.  On AMD EPYC Zen 4 (32 KiB 8-way L1d), float32,
+    1 thread, x, dy and the output 16 bytes past a page: the wide-row
+    statistics took 1.17-1.34x and the backward sums 1.11-1.48x the time
+    with their rows in x's sets, the affine pass of 392x2048 1.42-1.45x and
+    its dx pass 1.12-1.22x with the coefficients there; a quarter of a page
+    away, 1.04-1.15x (benchmarks/RESULTS.md, issue 18, session 20)."""
+    cdef size_t want = (<size_t> x + SET_SPAN // 2) % SET_SPAN // 64 * 64
+    return p + (want + SET_SPAN - (<size_t> p) % SET_SPAN) % SET_SPAN
+
+
+cdef inline char* _coefs_new(size_t nbytes, const void* x, char** raw) noexcept nogil:
+    """``nbytes`` of per-channel coefficient rows for passes over x, placed
+    by _half_page; ``raw[0]`` is the block to free (NULL, and NULL returned,
+    when out of memory)."""
+    raw[0] = <char*> malloc(nbytes + SET_SPAN)
+    if raw[0] == NULL:
+        return NULL
+    return _half_page(raw[0], x)
+
+
 cdef inline int _raise_status(int status, str where) except -1:
     if status == CKBN_ERR_NOMEM:
         raise MemoryError(f"{where}: out of memory for the kernel's scratch")

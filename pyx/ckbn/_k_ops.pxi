@@ -125,6 +125,7 @@ cdef int _fwd_train(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
     cdef Chunks ch
     cdef Pass ps
     cdef char* ab
+    cdef char* raw
     cdef int status
     if data is not f16_bits:
         if _cf_plan(P, G, R, C, True, &ch):
@@ -136,14 +137,14 @@ cdef int _fwd_train(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
             ps.mean = mean
             ps.var = var
             return _cf_pass(CF_FORWARD, &ch, x, x, y, &ps, n_threads)
-    ab = <char*> malloc(_wsize(x) * 2 * n)
+    ab = _coefs_new(_wsize(x) * 2 * n, x, &raw)
     if ab == NULL:
         return CKBN_ERR_NOMEM
     status = _p_stats(x, P, G, R, C, mean, var, n_threads)
     if status == CKBN_OK:
         _coefs_norm(x, scale, offset, mean, var, eps, n, ab, ab + _wsize(x) * n)
         status = _p_affine(x, P, G, R, C, ab, ac, y, True, n_threads)
-    free(ab)
+    free(raw)
     return status
 
 
@@ -152,13 +153,14 @@ cdef int _fwd_infer(const data* x, Py_ssize_t P, Py_ssize_t G, Py_ssize_t R,
                     const double* mean, const double* var, double eps, const Act* ac,
                     data* y, int n_threads) noexcept nogil:
     cdef Py_ssize_t n = G * C
-    cdef char* ab = <char*> malloc(_wsize(x) * 2 * n)
+    cdef char* raw
+    cdef char* ab = _coefs_new(_wsize(x) * 2 * n, x, &raw)
     cdef int status
     if ab == NULL:
         return CKBN_ERR_NOMEM
     _coefs_norm(x, scale, offset, mean, var, eps, n, ab, ab + _wsize(x) * n)
     status = _p_affine(x, P, G, R, C, ab, ac, y, False, n_threads)
-    free(ab)
+    free(raw)
     return status
 
 
@@ -197,6 +199,7 @@ cdef int _bwd(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
     cdef Chunks ch
     cdef Pass ps
     cdef char* kk
+    cdef char* raw
     cdef int status
     cdef Act none
     if data is not f16_bits:
@@ -224,7 +227,7 @@ cdef int _bwd(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
             ps.sum_exc = dscale
             return _cf_pass(CF_BACKWARD, &ch, x, dy, dx, &ps, n_threads)
     # kk: k1, k2, k3, then za, zb (the pre-activation's coefficients)
-    kk = <char*> malloc(w * 5 * n)
+    kk = _coefs_new(w * 5 * n, x, &raw)
     if kk == NULL:
         return CKBN_ERR_NOMEM
     if ac.on:
@@ -239,7 +242,7 @@ cdef int _bwd(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
         else:
             # dx = dy * k1 + 0
             status = _p_affine(dy, P, G, R, C, kk, ac, dx, True, n_threads)
-    free(kk)
+    free(raw)
     return status
 
 
@@ -249,14 +252,15 @@ cdef int _sums(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
                double* sum_e, double* sum_exc, int n_threads) noexcept nogil:
     cdef Py_ssize_t n = G * C
     cdef size_t w = _wsize(x)
-    cdef char* z = <char*> malloc(w * 2 * n)
+    cdef char* raw
+    cdef char* z = _coefs_new(w * 2 * n, x, &raw)
     cdef int status
     if z == NULL:
         return CKBN_ERR_NOMEM
     if ac.on:
         _coefs_norm(x, scale, offset, mean, var, eps, n, z, z + w * n)
     status = _p_sums(dy, x, P, G, R, C, mean, z, ac, sum_e, sum_exc, n_threads)
-    free(z)
+    free(raw)
     return status
 
 
@@ -267,11 +271,12 @@ cdef int _bwd_dx(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
                  data* dx, double* dscale, int n_threads) noexcept nogil:
     cdef Py_ssize_t n = G * C, c
     cdef size_t w = _wsize(x)
-    cdef char* kk = <char*> malloc(w * 5 * n)
+    cdef char* raw
+    cdef char* kk = _coefs_new(w * 5 * n, x, &raw)
     cdef double* sd = <double*> malloc(sizeof(double) * n)
     cdef int status
     if kk == NULL or sd == NULL:
-        free(kk)
+        free(raw)
         free(sd)
         return CKBN_ERR_NOMEM
     for c in range(n):
@@ -283,6 +288,6 @@ cdef int _bwd_dx(const data* dy, const data* x, Py_ssize_t P, Py_ssize_t G,
     if status == CKBN_OK and dscale != NULL:
         for c in range(n):
             dscale[c] = sd[c]
-    free(kk)
+    free(raw)
     free(sd)
     return status

@@ -6,31 +6,11 @@
 # partials are merged in unit order (the Chan merge for statistics, ordered
 # sums for the backward).
 
-cdef enum:
-    # Bytes of a page that L1d's sets repeat over (64 sets of 64-byte lines).
-    SET_SPAN = 4096
-
-
 cdef inline size_t _red_scratch(const Units* u, size_t item) noexcept nogil:
     """Bytes of one thread's scratch for _red_unit: two float64 rows and five
     rows of the data type, u.W lanes each, and SET_SPAN to place the latter
-    (_red_lanes)."""
+    (_half_page)."""
     return u.W * (2 * sizeof(double) + 5 * item) + SET_SPAN
-
-
-cdef inline char* _red_lanes(char* p, const void* x) noexcept nogil:
-    """Where _red_unit's rows of the data type start: the first address from
-    p on whose offset in a page is that of x (the unit's first lane) plus
-    half a page, to a 64-byte line.  A wide-row tile reads the same columns of up to ROW_GROUP
-    rows, which share L1d's sets where a row is a multiple of SET_SPAN bytes
-    (C = 1024 or 2048 float32); the shift and block sums of the tile then
-    sat in those sets too whenever the scratch happened to start near x's
-    offset.  A C probe of the statistics' tile walk (AMD EPYC Zen 4, 32 KiB
-    8-way L1d, float32, 1 thread, x 16 bytes past a page): 392x2048 1.83x a
-    read with the tile's rows in x's sets, 1.36x half a page away; 3136x2048
-    1.39x and 1.23x (benchmarks/results/zen4-issue18-s20/setp.c)."""
-    cdef size_t want = (<size_t> x + SET_SPAN // 2) % SET_SPAN // 64 * 64
-    return p + (want + SET_SPAN - (<size_t> p) % SET_SPAN) % SET_SPAN
 
 
 cdef void _red_unit(int kind, const Act* act, const floating* x, const floating* dy,
@@ -54,10 +34,11 @@ cdef void _red_unit(int kind, const Act* act, const floating* x, const floating*
     # The thread's scratch (_red_scratch): float64 sums s1, s2, then the
     # per-lane shift (the mean rounded to the data type for RED_SUMS), the
     # activation's coefficients and the block sums in the data type; u.W
-    # lanes each, the last five placed by _red_lanes.
+    # lanes each, the last five half a page from the unit's first lane in x
+    # (_half_page: out of the L1d sets the tile's rows of x share).
     cdef double* s1 = <double*> scr
     cdef double* s2 = s1 + u.W
-    cdef floating* sh = <floating*> _red_lanes(
+    cdef floating* sh = <floating*> _half_page(
         <char*> (s2 + u.W), x + _row_offset(u, t.g, t.q0, t.c0) if u.tiled else x)
     cdef floating* la = sh + u.W
     cdef floating* lb = la + u.W
