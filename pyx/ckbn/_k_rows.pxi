@@ -396,9 +396,10 @@ cdef inline Py_ssize_t _mom_run(const floating* r, Py_ssize_t nr, Py_ssize_t S,
                                 floating* b1, floating* b2, double* s1, double* s2,
                                 Py_ssize_t done, bint pf) noexcept nogil:
     """Accumulate nr rows r + i*S of W lanes into the block sums b1, b2,
-    flushed into s1, s2 by _block_end (``done``: the unit's rows before these;
-    returns them after).  Register tiles take the lanes they cover, the row loop the rest; ``pf``:
-    the tiles hint the next group's lines as they walk (_tile_pf)."""
+    flushed into s1, s2 by _block_end (``done``: the unit's rows before
+    these; returns them after).  Register tiles take the lanes they cover,
+    the row loop the rest; ``pf``: the tiles hint the next group's lines as
+    they walk (_tile_pf)."""
     cdef Py_ssize_t i = 0, q, c, take, nxt
     cdef Py_ssize_t TL = _tile_lanes(r)
     cdef Py_ssize_t Wt = (W // TL) * TL if TL > 0 else 0
