@@ -8,7 +8,7 @@ v = os.environ.get("CKBN_KERNELS") or D.kernel_name()
 def load(path):
     spec = importlib.util.spec_from_file_location(f"ckbn._kernels_{v}", glob.glob(f"{path}/_kernels_{v}*.so")[0])
     m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); return m
-old, new = load(sys.argv[1]), load(sys.argv[2]); rounds = int(sys.argv[3])
+old, new = load(sys.argv[1]), load(sys.argv[2]); rounds = int(sys.argv[3]); NT = int(os.environ.get("AB_THREADS", "1"))
 kinds = (sys.argv[5] if len(sys.argv) > 5 else "stats affine train sums dx").split()
 rng = np.random.default_rng(0)
 for s in sys.argv[4].split():
@@ -26,13 +26,13 @@ for s in sys.argv[4].split():
     sc = np.ones(C); of = np.zeros(C); mean = np.zeros(C); var = np.zeros(C)
     a = np.ones(C, "f4"); b = np.zeros(C, "f4"); mu = np.zeros(C); s1 = np.zeros(C); s2 = np.zeros(C)
     def mk(m, k):
-        return {"stats": lambda: m.bn_stats(x, N, 1, 1, C, mean, var, 1),
-                "affine": lambda: m.bn_affine(x, N, 1, 1, C, a, b, y, 1),
-                "train": lambda: m.bn_forward_train(x, N, 1, 1, C, sc, of, 1e-3, y, mean, var, 1),
-                "sums": lambda: m.bn_grad_sums(dy, x, N, 1, 1, C, mu, s1, s2, 1),
-                "dx": lambda: m.bn_grad_dx(dy, x, N, 1, 1, C, a, a, b, dx, 1),
-                "entry": lambda: m.common_forward(x.reshape(1, N, 1, C), a, b, None, None, 1e-3, "NHWC", True, None, None, 1),
-                "entry_bwd": lambda: m.common_backward(dy.reshape(1, N, 1, C), x.reshape(1, N, 1, C), a, a, a, 1e-3, "NHWC", True, None, None, 1)}[k]
+        return {"stats": lambda: m.bn_stats(x, N, 1, 1, C, mean, var, NT),
+                "affine": lambda: m.bn_affine(x, N, 1, 1, C, a, b, y, NT),
+                "train": lambda: m.bn_forward_train(x, N, 1, 1, C, sc, of, 1e-3, y, mean, var, NT),
+                "sums": lambda: m.bn_grad_sums(dy, x, N, 1, 1, C, mu, s1, s2, NT),
+                "dx": lambda: m.bn_grad_dx(dy, x, N, 1, 1, C, a, a, b, dx, NT),
+                "entry": lambda: m.common_forward(x.reshape(1, N, 1, C), a, b, None, None, 1e-3, "NHWC", True, None, None, NT),
+                "entry_bwd": lambda: m.common_backward(dy.reshape(1, N, 1, C), x.reshape(1, N, 1, C), a, a, a, 1e-3, "NHWC", True, None, None, NT)}[k]
     out = []
     for k in kinds:
         t = {0: [], 1: []}
