@@ -12,6 +12,9 @@
 # before it starts, as one block of nt slices of 64-byte multiples; a thread
 # uses the slice of its own number (threadid()).  Small fixed-size scratch
 # (at most TILE_MAX lanes) lives on the stack of the unit instead.
+# Per-channel rows that a pass reads beside x's rows (a reduction's shift and
+# block sums, the coefficient rows of the element-wise passes) start half a
+# page from x's offset in a page (_half_page, _coefs_new).
 #
 # Allocation failure.  No kernel aborts: a failed malloc makes the pass return
 # CKBN_ERR_NOMEM before it writes anything, every caller hands the status up,

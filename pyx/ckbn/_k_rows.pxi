@@ -2,7 +2,8 @@
 # in the lane loop, so the compiler vectorizes it for the variant's width.
 #
 #   Reductions (block sums in the data type, flushed to float64 every BLOCK
-#   rows of a unit by one rule, _block_end / _block_close; contiguous rows of 5 to CKBN_ROWS_MAXV vectors run whole with every
+#   rows of a unit by one rule, _block_end / _block_close; contiguous rows
+#   of 5 to CKBN_ROWS_MAXV vectors run whole with every
 #   accumulator in registers, one stream in memory order (_mom_rows,
 #   _gs_rows); otherwise register tiles of four vectors from
 #   ckbn_kernel_helpers.h take the lanes they cover, and blocks of narrow
