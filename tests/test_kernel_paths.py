@@ -305,6 +305,25 @@ def test_outputs_at_any_alignment(shape, fmt, path, offset):
 
 
 @compiled_only
+@pytest.mark.parametrize("x_off", [0, 16, 48, 64, 2032, 2048, 2100, 4080])
+@pytest.mark.parametrize("p_off", [0, 16, 1000, 2048, 4095])
+def test_per_channel_rows_start_half_a_page_from_x(x_off, p_off):
+    """Per-channel rows read beside x's rows (a reduction's shift and block
+    sums, the element-wise coefficients) start at the first 64-byte line
+    from their block whose offset in a page is x's plus half a page: out of
+    the L1 sets of x's columns when rows are 4 KiB multiples."""
+    k = kernels()
+    for base in (1 << 20, (1 << 32) + 3 * 4096):
+        x, p = base + x_off, base + 7 * 4096 + p_off
+        d = k.half_page_offset(p, x)
+        q = p + d
+        assert 0 <= d < 4096
+        assert q % 64 == 0
+        assert q % 4096 == (x + 2048) % 4096 // 64 * 64
+        assert k.half_page_offset(q, x) == 0
+
+
+@compiled_only
 def test_work_plan_counts_units_from_the_shape():
     k = kernels()
     # 32x56x56x64 NHWC: 6.4 M elements in units of 32 Ki elements.

@@ -44,6 +44,13 @@ def work_plan(Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C):
     return {"path": path, "reduction_units": n_red, "elementwise_units": n_ew}
 
 
+def half_page_offset(size_t p, size_t x):
+    """The bytes past address ``p`` at which the kernels start per-channel
+    rows read beside the rows of an array at address ``x`` (_half_page: x's
+    offset in a page plus half a page, to a 64-byte line), for tests."""
+    return <size_t> _half_page(<char*> p, <const void*> x) - p
+
+
 def bn_stats(const floating[::1] x,      # IN  (P*G*R*C,)
              Py_ssize_t P, Py_ssize_t G, Py_ssize_t R, Py_ssize_t C,
              double[::1] mean,           # OUT (G*C,)

@@ -53,7 +53,7 @@ include "_k_small.pxi"
 __all__ = [
     "PARALLEL_MIN_ELEMENTS", "kernel_table", "openmp_enabled", "tuning",
     "common_forward", "common_backward", "common_backward_path", "small_layer_train",
-    "f16c_enabled", "work_plan",
+    "f16c_enabled", "work_plan", "half_page_offset",
     "reduction_path", "layout_dims", "bn_stats", "bn_affine", "bn_grad_dx",
     "bn_grad_sums", "bn_forward_train", "bn_forward_infer", "bn_backward", "f16_to_f32",
     "f32_to_f16", "bn_stats_f16", "bn_affine_f16", "bn_grad_sums_f16", "bn_grad_dx_f16",
