@@ -359,15 +359,10 @@ cdef inline Py_ssize_t _block_end(floating* b1, floating* b2, double* s1, double
 cdef inline void _block_close(floating* b1, floating* b2, double* s1, double* s2,
                               Py_ssize_t W, Py_ssize_t done) noexcept nogil:
     """The float64 sums of a unit's ``done`` rows (done > 0): the rows past
-    the last full block added, or, fewer than BLOCK rows in all, the block
-    sums widened (_widen).  b1, b2 are left as they are."""
-    cdef Py_ssize_t j
-    if done < BLOCK:
-        _widen(b1, b2, s1, s2, W)
-    elif done % BLOCK != 0:
-        for j in range(W):
-            s1[j] += <double> b1[j]
-            s2[j] += <double> b2[j]
+    the last full block flushed (_flush; fewer than BLOCK rows in all: the
+    first block, widened)."""
+    if done % BLOCK != 0:
+        _flush(b1, b2, s1, s2, W, done < BLOCK)
 
 
 cdef inline void _widen(const floating* b1, const floating* b2, double* s1, double* s2,
